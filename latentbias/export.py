@@ -1,0 +1,288 @@
+"""Model files: one TorchScript file mapping positions (n_atoms, 3) [+ box] -> z (latent_dim,), metadata inside.
+
+File format
+-----------
+A TorchScript archive (``torch.jit.save``) whose ``forward(positions, box=None)`` takes full-system positions in
+**nm** (any float dtype; cast internally) and optional periodic box vectors (3, 3) in **nm**, and returns the
+latent vector ``z`` of shape ``(latent_dim,)`` (or ``(n_frames, latent_dim)`` for batched positions). The archive
+carries a JSON document as the TorchScript extra file ``latentbias.json`` (see :data:`METADATA_NAME`) with the
+keys listed in :func:`build_metadata`. No pickle is involved: loading uses ``torch.jit.load``.
+
+Model loading sits behind :func:`load_model` / :class:`LatentModelFile` so that another backend (an AOTInductor
+``.pt2`` package, OpenMM's PythonForce) can be added without touching callers.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models import LatentModel
+from .validation import ensure_box, ensure_positions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METADATA_NAME", "FORMAT_VERSION", "ExportError", "LatentModelFile", "load_model", "save_model"]
+
+#: Name of the JSON metadata stored inside the TorchScript archive.
+METADATA_NAME = "latentbias.json"
+#: Version of the model-file layout.
+FORMAT_VERSION = 1
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class ExportError(ValueError):
+    """The model cannot be compiled to TorchScript or written."""
+
+
+def script_module(module: torch.nn.Module, what: str = "model") -> torch.jit.ScriptModule:
+    """``torch.jit.script`` with an error message that says what to fix.
+
+    Raises
+    ------
+    ExportError
+        When a layer uses Python that TorchScript cannot compile.
+    """
+    try:
+        return torch.jit.script(module)
+    except Exception as exc:  # TorchScript raises several exception types (NotSupportedError, RuntimeError, ...)
+        detail = str(exc).strip().splitlines()
+        summary = "\n".join(detail[:12])
+        raise ExportError(
+            f"TorchScript cannot compile the {what}: every layer (featurizer, encoder, custom modules) must be "
+            "TorchScript-compatible — annotate argument types, avoid Python-only calls (numpy, arbitrary "
+            "objects), and use torch operations in forward().\nTorchScript said:\n" + summary
+        ) from exc
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: dict | None) -> dict[str, Any]:
+    """Metadata stored in a model file.
+
+    Keys: ``format``, ``format_version``, ``latentbias_version``, ``torch_version``, ``created``, ``n_atoms``,
+    ``latent_dim``, ``atom_indices``, ``n_features``, ``feature_spec``, ``feature_names``, ``architecture``,
+    ``dtype``, ``units``, ``training_data_hash``, ``training`` (settings and final losses), ``extra``.
+    """
+    from . import __version__
+
+    hist = getattr(training, "history", {}) or {}
+    return {
+        "format": "latentbias-model",
+        "format_version": FORMAT_VERSION,
+        "latentbias_version": __version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n_atoms": model.n_atoms,
+        "latent_dim": model.latent_dim,
+        "atom_indices": [int(i) for i in model.featurizer.atom_indices()],
+        "n_features": model.featurizer.n_features,
+        "feature_spec": model.featurizer.spec(),
+        "feature_names": model.featurizer.feature_names(),
+        "architecture": model.autoencoder.config(),
+        "dtype": dtype,
+        "units": {
+            "positions": "nm",
+            "box": "nm",
+            "z": "dimensionless (latent dimensions anchored to CVs carry those CVs' units)",
+        },
+        "training_data_hash": getattr(training, "data_hash", None),
+        "training": None
+        if training is None
+        else {
+            "settings": getattr(training, "settings", {}),
+            "best_epoch": getattr(training, "best_epoch", None),
+            "epochs_run": len(hist.get("train_loss", [])),
+            "final": {k: v[training.best_epoch] for k, v in hist.items() if len(v) > training.best_epoch >= 0},
+        },
+        "extra": extra or {},
+    }
+
+
+def save_model(
+    model: LatentModel,
+    path: str | os.PathLike,
+    *,
+    training: Any | None = None,
+    dtype: str = "float32",
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export a latent model to one TorchScript file with metadata inside (atomic write).
+
+    Parameters
+    ----------
+    model : LatentModel
+    path : str or path-like
+        Destination, conventionally ``*.pt``.
+    training : TrainingResult, optional
+        Recorded in the metadata (settings, data hash, final losses).
+    dtype : {"float32", "float64"}
+        Precision of the exported weights. Inputs of any float dtype are cast to it.
+    extra : dict, optional
+        JSON-serialisable user metadata.
+    overwrite : bool
+        Replace an existing file. Without it an existing file is never touched.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ExportError
+        The model cannot be compiled to TorchScript.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    if not isinstance(model, LatentModel):
+        raise TypeError(f"save_model expects a LatentModel, got {type(model).__name__}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+    encoder = copy.deepcopy(model.encoder_module()).to(_DTYPES[dtype]).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    scripted = script_module(encoder)
+    metadata = build_metadata(model, dtype, training, extra)
+    text = json.dumps(metadata)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer, _extra_files={METADATA_NAME: text})
+    atomic_write_bytes(path, buffer.getvalue())
+    logger.info("saved latent model (d=%d, %d atoms) to %s", model.latent_dim, model.n_atoms, path)
+    return path
+
+
+@dataclass
+class LatentModelFile:
+    """A loaded model file: the TorchScript module and its metadata.
+
+    Attributes
+    ----------
+    module : torch.jit.ScriptModule
+        positions (n_atoms, 3) [+ box (3, 3)], **nm** -> z (latent_dim,).
+    metadata : dict
+        See :func:`build_metadata`.
+    path : pathlib.Path or None
+    """
+
+    module: torch.jit.ScriptModule
+    metadata: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.metadata["n_atoms"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.metadata["latent_dim"])
+
+    @property
+    def atom_indices(self) -> np.ndarray:
+        return np.asarray(self.metadata["atom_indices"], dtype=np.int64)
+
+    def check_system(self, system: Any) -> None:
+        """Raise ValueError unless ``system`` (an openmm.System) has the atom count the model was built for."""
+        n = system.getNumParticles()
+        if n != self.n_atoms:
+            where = f" ({self.path})" if self.path else ""
+            raise ValueError(
+                f"the model{where} was built for {self.n_atoms} atoms but the System has {n} particles; use the "
+                "model trained for this system (same topology, same solvent)"
+            )
+
+    def encode(self, positions: Any, box: Any | None = None) -> np.ndarray:
+        """Latent coordinates of one frame or many (validated, no gradients).
+
+        Parameters
+        ----------
+        positions : array_like or Quantity, shape=(n_atoms, 3) or (n_frames, n_atoms, 3), **nm**
+        box : array_like, shape=(3, 3) or (n_frames, 3, 3), **nm**, optional
+
+        Returns
+        -------
+        numpy.ndarray, shape=(latent_dim,) or (n_frames, latent_dim)
+        """
+        xyz = ensure_positions(positions, self.n_atoms)
+        boxes = ensure_box(box, n_frames=len(xyz) if xyz.ndim == 3 else None)
+        x = torch.as_tensor(xyz)
+        b = None if boxes is None else torch.as_tensor(boxes)
+        with torch.no_grad():
+            return self.module(x, b).double().cpu().numpy()
+
+
+def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentModelFile:
+    """Load a latentbias model file.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is not a TorchScript archive, or has no latentbias metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} not found")
+    extra = {METADATA_NAME: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    except Exception as exc:
+        raise ValueError(
+            f"{path} is not a TorchScript file ({type(exc).__name__}); export models with latentbias.save_model "
+            "or `latentbias train`"
+        ) from exc
+    raw = extra[METADATA_NAME]
+    if not raw:
+        raise ValueError(
+            f"{path} is a TorchScript file but not a latentbias model (no {METADATA_NAME} inside); export it "
+            "with latentbias.save_model"
+        )
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: corrupt {METADATA_NAME} metadata: {exc}") from exc
+    if metadata.get("format") != "latentbias-model":
+        raise ValueError(f"{path}: metadata is not of a latentbias model")
+    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} uses model format {metadata['format_version']}; this latentbias reads up to {FORMAT_VERSION}. "
+            "Upgrade latentbias."
+        )
+    return LatentModelFile(module=module, metadata=metadata, path=path)

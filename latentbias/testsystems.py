@@ -1,0 +1,66 @@
+"""Offline test systems: files shipped inside installed packages (no downloads).
+
+Used by the examples, the CLI demo and the tests. openmmtools is needed only for its data files, which are read
+through ``importlib`` paths without importing ``openmmtools`` itself (that import pulls in numba and more).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "alanine_dipeptide_vacuum"]
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {name!r} is not installed; it provides offline test-system files "
+            f"(pip install {name}, or `pip install latentbias[test]`)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def alanine_dipeptide_files() -> dict[str, Path]:
+    """Paths of openmmtools' ``alanine-dipeptide-gbsa`` files (Amber ff96): ``prmtop``, ``crd`` and ``pdb``."""
+    folder = _package_dir("openmmtools") / "data" / "alanine-dipeptide-gbsa"
+    files = {
+        "prmtop": folder / "alanine-dipeptide.prmtop",
+        "crd": folder / "alanine-dipeptide.crd",
+        "pdb": folder / "alanine-dipeptide.pdb",
+    }
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"openmmtools data files missing: {missing}")
+    return files
+
+
+def alanine_dipeptide_vacuum(constraints: str | None = "HBonds"):
+    """Alanine dipeptide in vacuum (NoCutoff), from the Amber prmtop.
+
+    Returns
+    -------
+    system : openmm.System
+    topology : openmm.app.Topology
+    positions : openmm.unit.Quantity, shape=(22, 3), nm
+    """
+    from openmm import app
+
+    files = alanine_dipeptide_files()
+    prmtop = app.AmberPrmtopFile(str(files["prmtop"]))
+    crd = app.AmberInpcrdFile(str(files["crd"]))
+    cons = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}[constraints]
+    system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=cons)
+    return system, prmtop.topology, crd.positions
+
+
+def villin_water_pdb() -> Path:
+    """OpenMM's ``app/data/test.pdb``: villin headpiece in a periodic water box (8867 atoms)."""
+    import openmm
+
+    path = Path(os.path.dirname(openmm.__file__)) / "app" / "data" / "test.pdb"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found in the openmm installation")
+    return path
