@@ -43,22 +43,31 @@ class _Component(torch.nn.Module):
         return self.model(positions, box)[self.index]
 
 
-def make_torch_force(module: torch.jit.ScriptModule, system: Any, force_group: int | None = None):
-    """Wrap a scripted module in a TorchForce with periodicity matching the System.
+def make_torch_force(
+    module: torch.jit.ScriptModule, system: Any, force_group: int | None = None, periodic: bool | None = None
+):
+    """Wrap a scripted module in a TorchForce.
 
-    The module's ``forward(positions, box=None)`` receives the box when the System is periodic.
+    The module's ``forward(positions, box=None)`` receives the box vectors when the force is periodic: by
+    default when the System already uses periodic boundary conditions (``periodic=None``).
     """
     import openmmtorch
 
     force = openmmtorch.TorchForce(module)
-    force.setUsesPeriodicBoundaryConditions(bool(system.usesPeriodicBoundaryConditions()))
+    if periodic is None:
+        periodic = bool(system.usesPeriodicBoundaryConditions())
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
     if force_group is not None:
         force.setForceGroup(int(force_group))
     return force
 
 
 def latent_component_force(
-    model: str | os.PathLike | LatentModelFile, system: Any, component: int, force_group: int | None = None
+    model: str | os.PathLike | LatentModelFile,
+    system: Any,
+    component: int,
+    force_group: int | None = None,
+    periodic: bool | None = None,
 ):
     """TorchForce whose energy equals latent component ``z[component]``.
 
@@ -72,6 +81,9 @@ def latent_component_force(
     component : int
         Latent dimension, ``0 <= component < latent_dim``.
     force_group : int, optional
+    periodic : bool, optional
+        Pass the periodic box to the model (minimum-image features). Default: whether ``system`` already uses
+        periodic boundary conditions.
 
     Returns
     -------
@@ -88,13 +100,15 @@ def latent_component_force(
     if not 0 <= int(component) < mf.latent_dim:
         raise ValueError(f"component must be in [0, {mf.latent_dim}), got {component}")
     scripted = script_module(_Component(mf.module, int(component)), "latent-component wrapper")
-    return make_torch_force(scripted, system, force_group)
+    return make_torch_force(scripted, system, force_group, periodic)
 
 
-def latent_cv_forces(model: str | os.PathLike | LatentModelFile, system: Any) -> list:
+def latent_cv_forces(
+    model: str | os.PathLike | LatentModelFile, system: Any, periodic: bool | None = None
+) -> list:
     """One :func:`latent_component_force` per latent dimension (list of length latent_dim)."""
     mf = as_model_file(model)
-    return [latent_component_force(mf, system, i) for i in range(mf.latent_dim)]
+    return [latent_component_force(mf, system, i, periodic=periodic) for i in range(mf.latent_dim)]
 
 
 def latent_vector_module(model: str | os.PathLike | LatentModelFile, system: Any | None = None):

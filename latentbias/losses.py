@@ -71,7 +71,7 @@ def fape_loss(
     clamp: float = 1.0,
     length_scale: float = 0.1,
     weights: Tensor | None = None,
-    eps: float = 1e-8,
+    eps: float = 1e-10,
 ) -> Tensor:
     """Frame-aligned point error between predicted and true coordinates.
 
