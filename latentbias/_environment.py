@@ -98,3 +98,18 @@ def ensure_torch_plugins() -> None:
         if still:
             logger.warning("openmm-torch plugins still fail to load; TorchForce will not work: %s", still)
     _plugins_checked = True
+
+
+def import_openmmtorch():
+    """Import ``openmmtorch`` without its "importing 'simtk.openmm' is deprecated" root-logger warning.
+
+    openmmtorch 1.5's SWIG module imports the ``simtk.openmm`` compatibility shim, which logs that warning on the
+    root logger; it is noise for our users (nothing of theirs imports simtk).
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import openmmtorch
+    finally:
+        logging.disable(previous)
+    return openmmtorch

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from ._environment import import_openmmtorch
 from .export import LatentModelFile, load_model, script_module
 
 __all__ = ["as_model_file", "latent_component_force", "latent_cv_forces", "latent_vector_module", "make_torch_force"]
@@ -51,9 +52,7 @@ def make_torch_force(
     The module's ``forward(positions, box=None)`` receives the box vectors when the force is periodic: by
     default when the System already uses periodic boundary conditions (``periodic=None``).
     """
-    import openmmtorch
-
-    force = openmmtorch.TorchForce(module)
+    force = import_openmmtorch().TorchForce(module)
     if periodic is None:
         periodic = bool(system.usesPeriodicBoundaryConditions())
     force.setUsesPeriodicBoundaryConditions(bool(periodic))

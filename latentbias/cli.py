@@ -1,0 +1,199 @@
+"""Command-line interface: ``latentbias train`` and ``latentbias info``.
+
+Examples
+--------
+Train a 2-D encoder on heavy-atom distances and inspect the model::
+
+    latentbias train --topology ala2.pdb --traj run1.dcd run2.dcd --selection "element != H" \\
+        --features distances --latent-dim 2 -o ala2.pt
+    latentbias info ala2.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+logger = logging.getLogger("latentbias.cli")
+
+FEATURE_KINDS = ("distances", "contacts", "aligned", "phipsi", "chi1")
+
+
+def _build_featurizer(kinds: Sequence[str], topology, selection: str, reference, contact_r0: float):
+    from . import features as F
+
+    parts = []
+    for kind in kinds:
+        if kind == "distances":
+            parts.append(F.Distances.from_selection(topology, selection))
+        elif kind == "contacts":
+            parts.append(F.Contacts.from_selection(topology, selection, r0=contact_r0))
+        elif kind == "aligned":
+            parts.append(F.AlignedCoordinates.from_selection(topology, selection, reference))
+        elif kind == "phipsi":
+            parts.append(F.Dihedrals.backbone(topology, ("phi", "psi")))
+        elif kind == "chi1":
+            parts.append(F.Dihedrals.chi(topology, (1,)))
+    return parts[0] if len(parts) == 1 else F.Concatenate(parts)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import mdtraj as md
+
+    from .export import save_model
+    from .training import LatentModelEstimator
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+    history_path = out.with_suffix(out.suffix + ".history.json")
+    try:
+        topology = md.load_topology(args.topology)
+    except Exception as exc:
+        raise SystemExit(f"error: cannot read topology {args.topology}: {exc}") from None
+    trajs = []
+    for path in args.traj:
+        try:
+            trajs.append(md.load(path, top=args.topology, stride=args.stride))
+        except Exception as exc:
+            raise SystemExit(f"error: cannot read trajectory {path} with topology {args.topology}: {exc}") from None
+    featurizer = _build_featurizer(args.features, topology, args.selection, trajs[0], args.contact_r0)
+    cvs = None
+    if args.cv:
+        cvs = _load_cvs(args.cv, trajs)
+    estimator = LatentModelEstimator(
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        activation=args.activation,
+        objective=args.objective,
+        lag=args.lag,
+        cv_dims=list(range(cvs.shape[1])) if cvs is not None else None,
+        cv_weight=args.cv_weight,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        validation_fraction=args.validation_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    model, result = estimator.fit_trajectories(featurizer, trajs, cvs=cvs)
+    save_model(model, out, training=result, dtype=args.dtype, overwrite=args.overwrite,
+               extra={"topology": str(args.topology), "trajectories": [str(t) for t in args.traj],
+                      "selection": args.selection, "features": list(args.features)})
+    history_path.write_text(json.dumps(result.history, indent=1))
+    best = result.best_epoch
+    logger.info("wrote %s (val loss %.4g at epoch %d) and %s", out, result.history["val_loss"][best]
+                if result.history["val_loss"] else result.history["train_loss"][best], best, history_path)
+    return 0
+
+
+def _load_cvs(spec: str, trajs):
+    """CV values from a text/npy file with one row per frame (after stride)."""
+    import numpy as np
+
+    path = Path(spec)
+    values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2, delimiter=None)
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[:, None]
+    n = sum(len(t) for t in trajs)
+    if len(values) != n:
+        raise SystemExit(f"error: {spec} has {len(values)} rows but the trajectories have {n} frames")
+    return values
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .export import load_model
+
+    try:
+        mf = load_model(args.model)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    meta = dict(mf.metadata)
+    if args.json:
+        sys.stdout.write(json.dumps(meta, indent=1) + "\n")
+        return 0
+    spec = meta.get("feature_spec", {})
+    arch = meta.get("architecture", {})
+    lines = [
+        f"model           {mf.path}",
+        f"format          {meta.get('format')} v{meta.get('format_version')} (latentbias {meta.get('latentbias_version')},"
+        f" torch {meta.get('torch_version')})",
+        f"created         {meta.get('created')}",
+        f"n_atoms         {meta['n_atoms']} (reads {len(meta['atom_indices'])} of them)",
+        f"features        {spec.get('type')} ({meta.get('n_features')} values)",
+        f"encoder         {arch.get('n_features')} -> {arch.get('hidden')} -> {meta['latent_dim']} ({arch.get('activation')})",
+        f"latent_dim      {meta['latent_dim']}",
+        f"dtype           {meta.get('dtype')}",
+        f"units           {json.dumps(meta.get('units'))}",
+        f"training hash   {meta.get('training_data_hash')}",
+    ]
+    training = meta.get("training") or {}
+    if training:
+        final = ", ".join(f"{k}={v:.4g}" for k, v in training.get("final", {}).items())
+        lines.append(f"training        {training.get('epochs_run')} epochs, best {training.get('best_epoch')}: {final}")
+    if meta.get("extra"):
+        lines.append(f"extra           {json.dumps(meta['extra'])}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentbias", description="Learn latent CVs and bias OpenMM simulations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an encoder on trajectories and export a model file")
+    train.add_argument("--topology", "-t", required=True, help="topology file mdtraj can read (PDB, prmtop, psf, ...)")
+    train.add_argument("--traj", nargs="+", required=True, help="trajectory files (DCD, XTC, ...)")
+    train.add_argument("--selection", "-s", default="element != H", help="mdtraj atom selection (default: heavy atoms)")
+    train.add_argument("--features", "-f", nargs="+", choices=FEATURE_KINDS, default=["distances"],
+                       help="feature kinds, concatenated in order (default: distances)")
+    train.add_argument("--contact-r0", type=float, default=0.8, help="contact switching distance, nm")
+    train.add_argument("--latent-dim", "-d", type=int, default=2)
+    train.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="encoder hidden widths")
+    train.add_argument("--activation", default="tanh")
+    train.add_argument("--objective", default="autoencoder", choices=["autoencoder", "time-lagged"])
+    train.add_argument("--lag", type=int, default=1, help="lag in frames (time-lagged objective)")
+    train.add_argument("--cv", help="file with CV values (one row per frame after --stride, .txt/.npy): latent dims "
+                                    "0..k-1 are anchored to its k columns")
+    train.add_argument("--cv-weight", type=float, default=1.0)
+    train.add_argument("--epochs", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--validation-fraction", type=float, default=0.2)
+    train.add_argument("--patience", type=int, default=20)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--stride", type=int, default=1, help="read every n-th frame")
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    train.add_argument("--output", "-o", required=True, help="model file to write (*.pt)")
+    train.set_defaults(func=_cmd_train)
+
+    info = sub.add_parser("info", help="print a model file's metadata")
+    info.add_argument("model")
+    info.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
