@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from .io import atomic_write_bytes
 from .models import LatentModel
 from .validation import ensure_box, ensure_positions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METADATA_NAME", "FORMAT_VERSION", "ExportError", "LatentModelFile", "load_model", "save_model"]
+__all__ = [
+    "METADATA_NAME",
+    "FORMAT_VERSION",
+    "ExportError",
+    "LatentModelFile",
+    "load_model",
+    "save_cv_module",
+    "save_model",
+]
 
 #: Name of the JSON metadata stored inside the TorchScript archive.
 METADATA_NAME = "latentbias.json"
@@ -67,27 +75,6 @@ def script_module(module: torch.nn.Module, what: str = "model") -> torch.jit.Scr
         ) from exc
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: dict | None) -> dict[str, Any]:
     """Metadata stored in a model file.
 
@@ -117,6 +104,7 @@ def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: 
             "box": "nm",
             "z": "dimensionless (latent dimensions anchored to CVs carry those CVs' units)",
         },
+        "periodic": [None] * model.latent_dim,
         "training_data_hash": getattr(training, "data_hash", None),
         "training": None
         if training is None
@@ -176,15 +164,84 @@ def save_model(
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
     encoder = copy.deepcopy(model.encoder_module()).to(_DTYPES[dtype]).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    scripted = script_module(encoder)
     metadata = build_metadata(model, dtype, training, extra)
-    text = json.dumps(metadata)
-    buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer, _extra_files={METADATA_NAME: text})
-    atomic_write_bytes(path, buffer.getvalue())
+    _write_scripted(encoder, path, metadata)
     logger.info("saved latent model (d=%d, %d atoms) to %s", model.latent_dim, model.n_atoms, path)
+    return path
+
+
+def _write_scripted(module: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    scripted = script_module(module)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer, _extra_files={METADATA_NAME: json.dumps(metadata)})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_cv_module(
+    module: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    n_atoms: int,
+    latent_dim: int,
+    atom_indices: Any | None = None,
+    periodic: list[list[float] | None] | None = None,
+    description: str = "",
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export a hand-written CV module (no training) in the latentbias model format.
+
+    Use it to bias known coordinates with the same machinery as learned ones: an identity map of a particle's
+    coordinates, exact φ/ψ angles, a linear projection.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        ``forward(positions, box: Optional[Tensor] = None) -> Tensor`` mapping full-system positions
+        ``(n_atoms, 3)`` in **nm** to ``(latent_dim,)``; must compile with TorchScript.
+    path : str or path-like
+    n_atoms : int
+        Atom count of the system the module is meant for.
+    latent_dim : int
+    atom_indices : array_like of int, optional
+        Atoms the module reads (metadata only).
+    periodic : list, optional
+        Per output dimension ``[min, max]`` of its period (e.g. ``[-pi, pi]`` for angles) or ``None``.
+    description : str
+        Stored as ``feature_spec["description"]``.
+    """
+    from . import __version__
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if periodic is not None and len(periodic) != latent_dim:
+        raise ValueError(f"periodic must have one entry per latent dimension ({latent_dim}), got {len(periodic)}")
+    metadata = {
+        "format": "latentbias-model",
+        "format_version": FORMAT_VERSION,
+        "latentbias_version": __version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n_atoms": int(n_atoms),
+        "latent_dim": int(latent_dim),
+        "atom_indices": [] if atom_indices is None else [int(i) for i in np.asarray(atom_indices).ravel()],
+        "n_features": None,
+        "feature_spec": {"type": "custom_module", "description": description},
+        "feature_names": [],
+        "architecture": {"type": type(module).__name__},
+        "dtype": str(next(iter(module.parameters()), torch.zeros((), dtype=torch.float64)).dtype).replace(
+            "torch.", ""
+        ),
+        "units": {"positions": "nm", "box": "nm", "z": "as defined by the module"},
+        "periodic": periodic,
+        "training_data_hash": None,
+        "training": None,
+        "extra": extra or {},
+    }
+    _write_scripted(copy.deepcopy(module).eval(), path, metadata)
     return path
 
 
@@ -212,6 +269,12 @@ class LatentModelFile:
     @property
     def latent_dim(self) -> int:
         return int(self.metadata["latent_dim"])
+
+    @property
+    def periodic(self) -> list[list[float] | None]:
+        """Per latent dimension, its period ``[min, max]`` or None (learned latent coordinates are not periodic)."""
+        value = self.metadata.get("periodic")
+        return [None] * self.latent_dim if value is None else list(value)
 
     @property
     def atom_indices(self) -> np.ndarray:

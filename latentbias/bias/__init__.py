@@ -1,0 +1,22 @@
+"""Biasing methods on latent coordinates: restraints and steering, metadynamics, umbrella sampling."""
+
+from .backends import CustomCVBackend, GridBiasBackend
+from .grid import BiasGrid, LatentVariable
+from .metadynamics import LatentMetadynamics
+from .restraint import LatentRestraint, SteeringResult, steer
+from .umbrella import LatentUmbrellaSampling, UmbrellaResult, path_coordinate, straight_path
+
+__all__ = [
+    "BiasGrid",
+    "CustomCVBackend",
+    "GridBiasBackend",
+    "LatentMetadynamics",
+    "LatentRestraint",
+    "LatentUmbrellaSampling",
+    "LatentVariable",
+    "SteeringResult",
+    "UmbrellaResult",
+    "path_coordinate",
+    "steer",
+    "straight_path",
+]

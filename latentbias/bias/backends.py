@@ -1,0 +1,134 @@
+"""How a grid bias on latent coordinates becomes OpenMM forces: one interface, swappable implementations.
+
+:class:`GridBiasBackend` is what :class:`~latentbias.bias.metadynamics.LatentMetadynamics` talks to. The current
+implementation, :class:`CustomCVBackend`, uses only released packages: a ``CustomCVForce`` whose collective
+variables are one openmm-torch ``TorchForce`` per biased latent dimension (d encoder evaluations per step) and
+whose energy is a tabulated function of them plus restoring walls. A fused native force (one encoder pass for all
+dimensions) implements the same interface.
+
+Behaviour at the grid edges (OpenMM issue 3805: a tabulated bias has zero force outside its grid): for each
+non-periodic variable the table is evaluated at the latent value clamped into ``[minValue, maxValue]`` and a
+harmonic wall ``½ k_wall (z − maxValue)²`` (or ``(minValue − z)²``) pushes the system back. The bias is thus
+continuous everywhere and never silently zero beyond the grid.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from ..export import LatentModelFile
+from ..forces import latent_component_force
+from .grid import BiasGrid
+
+__all__ = ["GridBiasBackend", "CustomCVBackend", "free_force_group"]
+
+
+def free_force_group(system: Any, preferred: int = 31) -> int:
+    """Highest force group no force of ``system`` uses (OpenMM's Metadynamics does the same)."""
+    used = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
+    if preferred not in used:
+        return preferred
+    free = sorted(set(range(32)) - used)
+    if not free:
+        raise RuntimeError("all 32 force groups are in use; free one for the latent bias force")
+    return free[-1]
+
+
+class GridBiasBackend(abc.ABC):
+    """A tabulated bias V(z) (+ edge walls) on 1-3 latent dimensions inside an OpenMM System."""
+
+    grid: BiasGrid
+    wall_force_constant: float
+    force_group: int
+
+    @abc.abstractmethod
+    def forces(self) -> list:
+        """OpenMM Force objects that implement the bias (already added to the System)."""
+
+    @abc.abstractmethod
+    def set_grid(self, values: np.ndarray, context: Any | None) -> None:
+        """Replace the tabulated values (shape=grid.shape, kJ/mol); update ``context`` in place if given."""
+
+    @abc.abstractmethod
+    def latent_values(self, context: Any) -> np.ndarray:
+        """Current values of the biased latent components, shape=(d,)."""
+
+    def wall_energy(self, z: np.ndarray) -> float:
+        """Energy of the edge walls at latent point z (shape=(d,)), kJ/mol."""
+        e = 0.0
+        for x, v in zip(z, self.grid.variables):
+            if not v.periodic:
+                over = max(0.0, x - v.maxValue) + max(0.0, v.minValue - x)
+                e += 0.5 * self.wall_force_constant * over * over
+        return e
+
+    def energy(self, context: Any) -> float:
+        """Total bias energy (table + walls) in ``context``, kJ/mol."""
+        from openmm import unit
+
+        state = context.getState(getEnergy=True, groups={self.force_group})
+        return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+class CustomCVBackend(GridBiasBackend):
+    """CustomCVForce over one TorchForce per biased latent dimension + tabulated function + edge walls.
+
+    Parameters
+    ----------
+    model : LatentModelFile
+    system : openmm.System
+        The force is added to it.
+    grid : BiasGrid
+    wall_force_constant : float
+        kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
+    force_group : int, optional
+        Default: the highest free force group.
+    """
+
+    def __init__(
+        self,
+        model: LatentModelFile,
+        system: Any,
+        grid: BiasGrid,
+        wall_force_constant: float = 1000.0,
+        force_group: int | None = None,
+    ):
+        import openmm
+
+        self.grid = grid
+        self.wall_force_constant = float(wall_force_constant)
+        grid.periodic  # raises for mixed periodicity
+        names = [f"z{v.index}" for v in grid.variables]
+        args, walls = [], []
+        for name, v in zip(names, grid.variables):
+            if v.periodic:
+                args.append(name)
+            else:
+                args.append(f"min(max({name}, {v.minValue!r}), {v.maxValue!r})")
+                walls.append(f"max(0, {name} - ({v.maxValue!r}))^2 + max(0, ({v.minValue!r}) - {name})^2")
+        expression = f"table({', '.join(args)})"
+        if walls:
+            expression += f" + 0.5*{self.wall_force_constant!r}*(" + " + ".join(walls) + ")"
+        self.expression = expression
+        self.force = openmm.CustomCVForce(expression)
+        for name, v in zip(names, grid.variables):
+            self.force.addCollectiveVariable(name, latent_component_force(model, system, v.index))
+        self.table = grid.make_function()
+        self.force.addTabulatedFunction("table", self.table)
+        self.force_group = free_force_group(system) if force_group is None else int(force_group)
+        self.force.setForceGroup(self.force_group)
+        system.addForce(self.force)
+
+    def forces(self) -> list:
+        return [self.force]
+
+    def set_grid(self, values: np.ndarray, context: Any | None) -> None:
+        self.grid.set_function_parameters(self.table, values)
+        if context is not None:
+            self.force.updateParametersInContext(context)
+
+    def latent_values(self, context: Any) -> np.ndarray:
+        return np.asarray(self.force.getCollectiveVariableValues(context), dtype=float)

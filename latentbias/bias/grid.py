@@ -1,0 +1,213 @@
+"""Latent variables and the tabulated bias grid used by metadynamics.
+
+Conventions follow ``openmm.app.Metadynamics`` so results are comparable: grid points are
+``linspace(minValue, maxValue, gridWidth)`` on each axis (for periodic axes the last point duplicates the first),
+Gaussians are ``height * exp(-0.5 * (Δz / biasWidth)^2)`` per axis, and the tabulated function is a
+``Continuous{1,2,3}DFunction`` (cubic splines). Unlike OpenMM the grid array is indexed in natural order:
+``values[i0, i1, i2]`` is the bias at ``(axis0[i0], axis1[i1], axis2[i2])``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..validation import strip_unit
+
+__all__ = ["LatentVariable", "BiasGrid"]
+
+
+@dataclass
+class LatentVariable:
+    """One latent dimension to bias (the latent-space analogue of ``openmm.app.BiasVariable``).
+
+    Parameters
+    ----------
+    index : int
+        Which component of the model's output z.
+    minValue, maxValue : float
+        Grid range (units of z). Outside it, restoring walls act (non-periodic variables).
+    biasWidth : float
+        Standard deviation of the deposited Gaussians (units of z).
+    periodic : bool
+        ``minValue`` and ``maxValue`` are the same point (e.g. an angle in [-π, π]).
+    gridWidth : int, optional
+        Number of grid points; default ``ceil(5 * (maxValue - minValue) / biasWidth)`` as in OpenMM.
+    """
+
+    index: int
+    minValue: float
+    maxValue: float
+    biasWidth: float
+    periodic: bool = False
+    gridWidth: int | None = None
+
+    def __post_init__(self) -> None:
+        self.minValue = float(strip_unit(self.minValue))
+        self.maxValue = float(strip_unit(self.maxValue))
+        self.biasWidth = float(strip_unit(self.biasWidth))
+        if isinstance(self.index, bool) or int(self.index) != self.index or self.index < 0:
+            raise ValueError(f"LatentVariable.index must be a non-negative int, got {self.index!r}")
+        self.index = int(self.index)
+        if not (math.isfinite(self.minValue) and math.isfinite(self.maxValue)) or self.maxValue <= self.minValue:
+            raise ValueError(f"LatentVariable {self.index}: need minValue < maxValue, got {self.minValue}, {self.maxValue}")
+        if not self.biasWidth > 0:
+            raise ValueError(f"LatentVariable {self.index}: biasWidth must be positive, got {self.biasWidth}")
+        if not isinstance(self.periodic, (bool, np.bool_)):
+            raise ValueError(f"LatentVariable {self.index}: periodic must be True or False")
+        self.periodic = bool(self.periodic)
+        if self.gridWidth is None:
+            self.gridWidth = int(np.ceil(5 * (self.maxValue - self.minValue) / self.biasWidth))
+        if int(self.gridWidth) < 4:
+            raise ValueError(f"LatentVariable {self.index}: gridWidth must be at least 4, got {self.gridWidth}")
+        self.gridWidth = int(self.gridWidth)
+
+    @classmethod
+    def from_samples(
+        cls, index: int, values: Any, margin: float = 0.3, width_fraction: float = 0.05, **kwargs: Any
+    ) -> "LatentVariable":
+        """Variable whose grid covers the sampled range of ``values`` extended by ``margin`` × range each side.
+
+        Parameters
+        ----------
+        values : array_like, shape=(n_frames,)
+            Observed values of latent component ``index`` (e.g. z of the training frames).
+        margin : float
+            Fraction of the observed range added on each side.
+        width_fraction : float
+            Gaussian width as a fraction of the observed range.
+        """
+        v = np.asarray(values, dtype=float)
+        if v.size < 2 or not np.all(np.isfinite(v)):
+            raise ValueError("from_samples needs at least two finite values")
+        lo, hi = float(v.min()), float(v.max())
+        span = max(hi - lo, 1e-6)
+        return cls(index, lo - margin * span, hi + margin * span, width_fraction * span, **kwargs)
+
+    @property
+    def axis(self) -> np.ndarray:
+        """Grid points, shape=(gridWidth,)."""
+        return np.linspace(self.minValue, self.maxValue, self.gridWidth)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "minValue": self.minValue,
+            "maxValue": self.maxValue,
+            "biasWidth": self.biasWidth,
+            "periodic": self.periodic,
+            "gridWidth": self.gridWidth,
+        }
+
+
+class BiasGrid:
+    """Geometry of a bias tabulated on a regular grid over 1-3 latent variables (values are held by the caller).
+
+    Parameters
+    ----------
+    variables : sequence of LatentVariable
+    """
+
+    def __init__(self, variables: Sequence[LatentVariable]):
+        variables = list(variables)
+        if not 1 <= len(variables) <= 3:
+            raise ValueError(f"a bias grid needs 1, 2 or 3 latent variables, got {len(variables)}")
+        if len({v.index for v in variables}) != len(variables):
+            raise ValueError("each latent component may appear only once among the variables")
+        self.variables = variables
+        self.shape = tuple(v.gridWidth for v in variables)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.variables)
+
+    @property
+    def axes(self) -> list[np.ndarray]:
+        return [v.axis for v in self.variables]
+
+    def gaussian(self, position: Sequence[float]) -> np.ndarray:
+        """Unit-height Gaussian centred at ``position`` (shape=(d,)), evaluated on the grid (``self.shape``)."""
+        per_axis = []
+        for x, v in zip(position, self.variables):
+            axis = v.axis
+            delta = axis - float(x)
+            if v.periodic:
+                period = v.maxValue - v.minValue
+                delta = delta - period * np.round(delta / period)
+            g = np.exp(-0.5 * (delta / v.biasWidth) ** 2)
+            if v.periodic:
+                g[-1] = g[0]
+            per_axis.append(g)
+        return reduce(np.multiply.outer, per_axis)
+
+    def table_values(self, values: np.ndarray) -> list[float]:
+        """Grid values (shape=self.shape) flattened for OpenMM's Continuous*DFunction (first axis fastest)."""
+        v = np.asarray(values, dtype=float)
+        if v.shape != self.shape:
+            raise ValueError(f"grid values must have shape {self.shape}, got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("grid values must be finite")
+        return v.ravel(order="F").tolist()
+
+    def limits(self) -> list[float]:
+        return [x for v in self.variables for x in (v.minValue, v.maxValue)]
+
+    @property
+    def periodic(self) -> bool:
+        """True when all variables are periodic (OpenMM's tabulated functions need all or none)."""
+        flags = {v.periodic for v in self.variables}
+        if len(flags) > 1:
+            raise ValueError(
+                "the CustomCVForce route cannot mix periodic and non-periodic latent variables (OpenMM's "
+                "Continuous2D/3DFunction are periodic in all or no dimensions)"
+            )
+        return flags.pop()
+
+    def make_function(self, values: np.ndarray | None = None):
+        """A new OpenMM tabulated function holding ``values`` (default: zeros)."""
+        import openmm
+
+        table = self.table_values(np.zeros(self.shape) if values is None else values)
+        if self.ndim == 1:
+            return openmm.Continuous1DFunction(table, *self.limits(), self.periodic)
+        if self.ndim == 2:
+            return openmm.Continuous2DFunction(*self.shape, table, *self.limits(), self.periodic)
+        return openmm.Continuous3DFunction(*self.shape, table, *self.limits(), self.periodic)
+
+    def set_function_parameters(self, function: Any, values: np.ndarray) -> None:
+        """Copy grid values into an existing OpenMM tabulated function."""
+        table = self.table_values(values)
+        if self.ndim == 1:
+            function.setFunctionParameters(table, *self.limits())
+        else:
+            function.setFunctionParameters(*self.shape, table, *self.limits())
+
+    def interpolate(self, points: Any, values: np.ndarray) -> np.ndarray:
+        """Bias at arbitrary points by multilinear interpolation (points outside the grid are clamped to it).
+
+        Parameters
+        ----------
+        points : array_like, shape=(n, d)
+        values : numpy.ndarray, shape=self.shape
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n,)
+        """
+        from scipy.interpolate import RegularGridInterpolator
+
+        pts = np.atleast_2d(np.asarray(points, dtype=float))
+        if pts.shape[1] != self.ndim:
+            raise ValueError(f"points must have shape (n, {self.ndim}), got {pts.shape}")
+        pts = pts.copy()
+        for j, v in enumerate(self.variables):
+            if v.periodic:
+                period = v.maxValue - v.minValue
+                pts[:, j] = v.minValue + np.mod(pts[:, j] - v.minValue, period)
+            pts[:, j] = np.clip(pts[:, j], v.minValue, v.maxValue)
+        interp = RegularGridInterpolator(self.axes, np.asarray(values, dtype=float), method="linear")
+        return interp(pts)

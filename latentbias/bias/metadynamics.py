@@ -1,0 +1,346 @@
+"""Well-tempered metadynamics on 1-3 latent coordinates, shaped like ``openmm.app.Metadynamics``.
+
+Differences from OpenMM's class, all deliberate:
+
+* collective variables come from an exported latent model (``LatentVariable(index, ...)`` instead of
+  ``BiasVariable(force, ...)``);
+* restoring walls act beyond non-periodic grid edges (OpenMM's bias force is zero there, issue 3805);
+* the bias state can be saved and restored exactly (:meth:`LatentMetadynamics.saveState` /
+  :meth:`LatentMetadynamics.loadState`: ``.npz`` + ``.json``, atomic writes);
+* every deposition is recorded (step, time, z, instantaneous bias V(z,t), c(t), log-weight) for reweighting,
+  optionally streamed to a CSV file;
+* grids are indexed in natural order ``[i0, i1, i2]``.
+
+Multiple walkers: give every process the same ``biasDir`` and a ``saveFrequency``. Each writes its own
+deposited bias to ``biasDir/bias_<walkerId>.npz`` (atomically) and adds the latest files of all other walkers
+to its total bias, exactly like OpenMM's Metadynamics. Restarting with a new walker id in the same ``biasDir``
+also picks up the earlier run's bias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..analysis.constants import kt_kjmol
+from ..analysis.reweight import well_tempered_ct
+from ..export import LatentModelFile
+from ..forces import as_model_file
+from ..io import load_npz, save_npz, write_json
+from ..validation import strip_unit
+from .backends import CustomCVBackend, GridBiasBackend
+from .grid import BiasGrid, LatentVariable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LatentMetadynamics", "DEPOSIT_COLUMNS"]
+
+#: Columns of the per-deposition record (and of the CSV file).
+DEPOSIT_COLUMNS = ("step", "time_ps", "bias_kjmol", "ct_kjmol", "logweight")
+
+_STATE_VERSION = 1
+_WALKER_FILE = re.compile(r"^bias_(?P<id>[A-Za-z0-9_-]+)\.npz$")
+
+
+class LatentMetadynamics:
+    """Well-tempered metadynamics along latent coordinates of an exported model.
+
+    Parameters
+    ----------
+    system : openmm.System
+        The bias force is created and added to it (create the Simulation afterwards).
+    model : path or LatentModelFile
+        Exported latent model (``latentbias.save_model`` / ``save_cv_module``).
+    variables : sequence of LatentVariable
+        1-3 latent components with grid range, Gaussian width and periodicity.
+    temperature : float (K) or Quantity
+    biasFactor : float
+        γ > 1; CVs are sampled as if at temperature·γ.
+    height : float (kJ/mol) or Quantity
+        Initial Gaussian height.
+    frequency : int
+        Steps between depositions.
+    saveFrequency : int, optional
+        Steps between syncs with ``biasDir`` (a multiple of ``frequency``).
+    biasDir : str or path-like, optional
+        Shared folder for multiple walkers / continuation.
+    wallForceConstant : float
+        kJ/mol per (unit of z)² beyond non-periodic grid edges.
+    walkerId : str, optional
+        Name of this walker's file in ``biasDir`` (default: random).
+    recordFile : str or path-like, optional
+        CSV file receiving one row per deposition (columns ``step,time_ps,z<i>...,bias_kjmol,ct_kjmol,logweight``;
+        a ``#`` line states units). An existing file is appended to only if ``appendRecord`` is True.
+    appendRecord : bool
+    forceGroup : int, optional
+        Force group of the bias (default: the highest free one).
+    backend : GridBiasBackend class, optional
+        Implementation of the bias force (default: :class:`CustomCVBackend`).
+    """
+
+    def __init__(
+        self,
+        system: Any,
+        model: str | os.PathLike | LatentModelFile,
+        variables: Sequence[LatentVariable],
+        temperature: Any,
+        biasFactor: float,
+        height: Any,
+        frequency: int,
+        saveFrequency: int | None = None,
+        biasDir: str | os.PathLike | None = None,
+        wallForceConstant: float = 1000.0,
+        walkerId: str | None = None,
+        recordFile: str | os.PathLike | None = None,
+        appendRecord: bool = False,
+        forceGroup: int | None = None,
+        backend: type[GridBiasBackend] | None = None,
+    ):
+        from openmm import unit
+
+        self.model = as_model_file(model)
+        self.model.check_system(system)
+        self.variables = list(variables)
+        for v in self.variables:
+            if not isinstance(v, LatentVariable):
+                raise TypeError(f"variables must be LatentVariable objects, got {type(v).__name__}")
+            if v.index >= self.model.latent_dim:
+                raise ValueError(f"LatentVariable index {v.index} but the model has latent_dim={self.model.latent_dim}")
+            period = self.model.periodic[v.index]
+            if period is not None and (not v.periodic or not np.allclose([v.minValue, v.maxValue], period)):
+                raise ValueError(
+                    f"latent component {v.index} is periodic on {period}; declare LatentVariable(periodic=True, "
+                    f"minValue={period[0]}, maxValue={period[1]})"
+                )
+        self.temperature = float(strip_unit(temperature, unit.kelvin))
+        self.biasFactor = float(biasFactor)
+        if not self.biasFactor > 1.0:
+            raise ValueError(f"biasFactor must be > 1, got {biasFactor}")
+        self.height = float(strip_unit(height, unit.kilojoule_per_mole))
+        if not self.height > 0:
+            raise ValueError(f"height must be positive (kJ/mol), got {height}")
+        self.frequency = int(frequency)
+        if self.frequency <= 0:
+            raise ValueError(f"frequency must be a positive number of steps, got {frequency}")
+        if (saveFrequency is None) != (biasDir is None):
+            raise ValueError("give both saveFrequency and biasDir, or neither")
+        if saveFrequency is not None and (saveFrequency < self.frequency or saveFrequency % self.frequency):
+            raise ValueError("saveFrequency must be a multiple of frequency")
+        self.saveFrequency = None if saveFrequency is None else int(saveFrequency)
+        self.biasDir = None if biasDir is None else Path(biasDir)
+        if self.biasDir is not None:
+            self.biasDir.mkdir(parents=True, exist_ok=True)
+        self.walkerId = walkerId or uuid.uuid4().hex[:12]
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.walkerId):
+            raise ValueError(f"walkerId may contain only letters, digits, '_' and '-', got {self.walkerId!r}")
+        self._deltaT = self.temperature * (self.biasFactor - 1.0)
+        self._kt = kt_kjmol(self.temperature)
+
+        self.grid = BiasGrid(self.variables)
+        self._selfBias = np.zeros(self.grid.shape)
+        self._otherBias: dict[str, np.ndarray] = {}
+        self._nDeposits = 0
+        self.records: dict[str, list] = {name: [] for name in DEPOSIT_COLUMNS}
+        self.records["z"] = []
+        self._recordPath = None if recordFile is None else Path(recordFile)
+        if self._recordPath is not None:
+            exists = self._recordPath.exists() and self._recordPath.stat().st_size > 0
+            if exists and not appendRecord:
+                raise FileExistsError(f"{self._recordPath} exists; pass appendRecord=True to continue it")
+            if not exists:
+                header = ["step", "time_ps"] + [f"z{v.index}" for v in self.variables] + list(DEPOSIT_COLUMNS[2:])
+                with open(self._recordPath, "w") as fh:
+                    fh.write(f"# latent metadynamics depositions; T={self.temperature} K, biasFactor={self.biasFactor};"
+                             " z in model units, bias and c(t) in kJ/mol, logweight = (bias - c)/kT\n")
+                    fh.write(",".join(header) + "\n")
+        backend_cls = CustomCVBackend if backend is None else backend
+        self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
+        self._contextStale = True
+        self._syncWithDisk(write=False)
+
+    # ------------------------------------------------------------------------------------------------- bias
+
+    @property
+    def _totalBias(self) -> np.ndarray:
+        total = self._selfBias.copy()
+        for other in self._otherBias.values():
+            total += other
+        return total
+
+    def getBias(self) -> np.ndarray:
+        """Total bias on the grid (this walker + others), kJ/mol, shape=grid shape, natural index order."""
+        return self._totalBias
+
+    def getGridAxes(self) -> list[np.ndarray]:
+        """Grid points of each variable (units of z)."""
+        return self.grid.axes
+
+    def getFreeEnergy(self):
+        """Free energy −((T + ΔT)/ΔT) V on the grid, as an ``openmm.unit.Quantity`` in kJ/mol (like OpenMM)."""
+        from openmm import unit
+
+        return -((self.temperature + self._deltaT) / self._deltaT) * self._totalBias * unit.kilojoule_per_mole
+
+    def getCollectiveVariables(self, simulation: Any) -> np.ndarray:
+        """Current values of the biased latent components in a Simulation, shape=(d,)."""
+        return self.backend.latent_values(simulation.context)
+
+    def ct(self) -> float:
+        """Current c(t) (kJ/mol) of the total bias (Tiwary & Parrinello 2015)."""
+        return well_tempered_ct(self._totalBias, self.temperature, self.biasFactor)
+
+    @property
+    def numDeposits(self) -> int:
+        """Gaussians this walker has deposited."""
+        return self._nDeposits
+
+    # ------------------------------------------------------------------------------------------------- run
+
+    def step(self, simulation: Any, steps: int) -> None:
+        """Advance ``simulation`` by ``steps`` steps, depositing a Gaussian every ``frequency`` steps."""
+        if self._contextStale:
+            self.backend.set_grid(self._totalBias, simulation.context)
+            self._contextStale = False
+        to_go = int(steps)
+        while to_go > 0:
+            n = min(to_go, self.frequency - simulation.currentStep % self.frequency)
+            simulation.step(n)
+            to_go -= n
+            if simulation.currentStep % self.frequency == 0:
+                self._deposit(simulation)
+            if self.saveFrequency is not None and simulation.currentStep % self.saveFrequency == 0:
+                if self._syncWithDisk(write=True):
+                    self.backend.set_grid(self._totalBias, simulation.context)
+
+    def _deposit(self, simulation: Any) -> None:
+        from openmm import unit
+
+        context = simulation.context
+        z = self.backend.latent_values(context)
+        bias = self.backend.energy(context) - self.backend.wall_energy(z)
+        ct = self.ct()
+        time_ps = context.getState().getTime().value_in_unit(unit.picosecond)
+        self._record(simulation.currentStep, time_ps, z, bias, ct)
+        height = self.height * np.exp(-bias / kt_kjmol(self._deltaT))
+        self._selfBias += height * self.grid.gaussian(z)
+        self._nDeposits += 1
+        self.backend.set_grid(self._totalBias, context)
+
+    def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, ct: float) -> None:
+        logweight = (bias - ct) / self._kt
+        for name, value in zip(DEPOSIT_COLUMNS, (step, time_ps, bias, ct, logweight)):
+            self.records[name].append(value)
+        self.records["z"].append(np.asarray(z, dtype=float))
+        if self._recordPath is not None:
+            with open(self._recordPath, "a") as fh:
+                fh.write(",".join([str(int(step)), f"{time_ps:.6f}"] + [f"{x:.10g}" for x in z]
+                                  + [f"{bias:.10g}", f"{ct:.10g}", f"{logweight:.10g}"]) + "\n")
+
+    def getRecords(self) -> dict[str, np.ndarray]:
+        """Per-deposition records as arrays: ``step``, ``time_ps``, ``z`` (n, d), ``bias_kjmol``, ``ct_kjmol``,
+        ``logweight`` (= (bias − c)/kT, the c(t) reweighting log-weight of the frame)."""
+        out = {k: np.asarray(v) for k, v in self.records.items() if k != "z"}
+        out["z"] = np.asarray(self.records["z"]).reshape(-1, len(self.variables))
+        return out
+
+    # ---------------------------------------------------------------------------------------- multiple walkers
+
+    def _walkerFile(self, walker: str) -> Path:
+        assert self.biasDir is not None
+        return self.biasDir / f"bias_{walker}.npz"
+
+    def _syncWithDisk(self, write: bool) -> bool:
+        """Write this walker's bias; load the latest bias of every other walker. True if the total changed."""
+        if self.biasDir is None:
+            return False
+        if write:
+            save_npz(self._walkerFile(self.walkerId), selfBias=self._selfBias, nDeposits=self._nDeposits,
+                     shape=np.asarray(self.grid.shape))
+        changed = False
+        for path in sorted(self.biasDir.iterdir()):
+            match = _WALKER_FILE.match(path.name)
+            if match is None or match["id"] == self.walkerId:
+                continue
+            try:
+                data = load_npz(path)
+            except (OSError, ValueError) as exc:  # a file being replaced right now: next sync gets it
+                logger.debug("skipping walker file %s: %s", path, exc)
+                continue
+            bias = data["selfBias"]
+            if bias.shape != self.grid.shape:
+                raise ValueError(f"{path} holds a bias grid of shape {bias.shape}, this run uses {self.grid.shape}: "
+                                 "walkers sharing a biasDir need identical LatentVariables")
+            old = self._otherBias.get(match["id"])
+            if old is None or not np.array_equal(old, bias):
+                self._otherBias[match["id"]] = bias
+                changed = True
+        return changed
+
+    # ---------------------------------------------------------------------------------------- save / restore
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "variables": [v.to_dict() for v in self.variables],
+            "temperature": self.temperature,
+            "biasFactor": self.biasFactor,
+            "height": self.height,
+            "frequency": self.frequency,
+            "wallForceConstant": self.backend.wall_force_constant,
+            "model_training_data_hash": self.model.metadata.get("training_data_hash"),
+        }
+
+    def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
+        """Save the bias state to ``<prefix>.npz`` (grids, records) and ``<prefix>.json`` (settings), atomically.
+
+        The JSON is written last and carries the SHA-256 of the npz, so a pair torn by a crash is detected.
+        """
+        prefix = Path(prefix)
+        npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
+        rec = self.getRecords()
+        others = sorted(self._otherBias)
+        save_npz(npz, selfBias=self._selfBias,
+                 otherBias=np.stack([self._otherBias[k] for k in others]) if others else np.zeros((0,) + self.grid.shape),
+                 **{f"record_{k}": v for k, v in rec.items()})
+        digest = hashlib.sha256(npz.read_bytes()).hexdigest()
+        write_json(meta, {"format": "latentbias-metadynamics-state", "version": _STATE_VERSION,
+                          "walkerId": self.walkerId, "otherWalkers": others, "numDeposits": self._nDeposits,
+                          "settings": self._settings(), "npz_sha256": digest})
+        return npz, meta
+
+    def loadState(self, prefix: str | os.PathLike) -> None:
+        """Restore a state written by :meth:`saveState` (settings must match this object's).
+
+        The Context is updated at the next :meth:`step`.
+        """
+        prefix = Path(prefix)
+        npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
+        if not meta.is_file() or not npz.is_file():
+            raise FileNotFoundError(f"no metadynamics state at {prefix} (.npz and .json)")
+        info = json.loads(meta.read_text())
+        if info.get("format") != "latentbias-metadynamics-state":
+            raise ValueError(f"{meta} is not a latentbias metadynamics state")
+        if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
+            raise ValueError(f"{npz} does not match {meta} (interrupted save?); use an older state")
+        mine = self._settings()
+        theirs = info["settings"]
+        diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
+        if diff:
+            raise ValueError(f"saved state has different settings for {diff}; build LatentMetadynamics with the same "
+                             "variables, temperature, biasFactor, height, frequency and wall constant")
+        data = load_npz(npz)
+        self._selfBias = data["selfBias"].copy()
+        self._otherBias = {k: data["otherBias"][i].copy() for i, k in enumerate(info["otherWalkers"])}
+        self._nDeposits = int(info["numDeposits"])
+        self.walkerId = info["walkerId"]  # continue writing the same walker file, never count it twice
+        self.records = {k: list(data[f"record_{k}"]) for k in DEPOSIT_COLUMNS}
+        self.records["z"] = list(data["record_z"])
+        self._contextStale = True
+        logger.info("restored metadynamics state %s (%d depositions)", prefix, self._nDeposits)

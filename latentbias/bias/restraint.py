@@ -1,0 +1,396 @@
+"""Latent restraints: one TorchForce, one encoder pass, all latent dimensions.
+
+Energy (kJ/mol)::
+
+    V(z) = Σ_i ½ k_i (z_i − z0_i)²  +  Σ_i ½ kw_i [max(0, z_i − upper_i)² + max(0, lower_i − z_i)²]
+
+The centres ``z0_i`` and force constants ``k_i`` are TorchForce global parameters (names
+``{prefix}z0_{i}`` and ``{prefix}k_{i}``), so ``Context.setParameter`` moves an umbrella window or steers without
+rebuilding the Context. The flat-bottom walls are fixed when the force is built (``kw_i = 0`` disables them).
+For periodic latent dimensions (angles) the deviation ``z_i − z0_i`` is wrapped into half a period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..export import LatentModelFile, script_module
+from ..forces import as_model_file, make_torch_force
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LatentRestraint", "SteeringResult", "steer", "restraint_energy", "MAX_RESTRAINED_DIMS"]
+
+#: TorchScript needs a fixed argument list: restraints cover up to this many latent dimensions.
+MAX_RESTRAINED_DIMS = 8
+
+
+def _collect(values: List[Optional[Tensor]]) -> List[Tensor]:
+    out: List[Tensor] = []
+    for v in values:
+        if v is not None:
+            out.append(v)
+    return out
+
+
+class _RestraintEnergy(torch.nn.Module):
+    """z -> restraint energy given centres and force constants (shared by the two TorchForce signatures)."""
+
+    def __init__(self, model: torch.nn.Module, dims: Sequence[int], lower: np.ndarray, upper: np.ndarray,
+                 wall_k: np.ndarray, period: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.n = len(dims)
+        self.register_buffer("dims", torch.as_tensor(list(dims), dtype=torch.long))
+        self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float64))
+        self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float64))
+        self.register_buffer("wall_k", torch.as_tensor(wall_k, dtype=torch.float64))
+        self.register_buffer("period", torch.as_tensor(period, dtype=torch.float64))
+
+    def energy(self, positions: Tensor, box: Optional[Tensor], params: List[Tensor]) -> Tensor:
+        z = self.model(positions, box).index_select(0, self.dims).to(torch.float64)
+        centre = torch.stack(params[: self.n]).to(torch.float64).reshape(-1)
+        k = torch.stack(params[self.n : 2 * self.n]).to(torch.float64).reshape(-1)
+        dev = z - centre
+        periodic = self.period > 0
+        safe_period = torch.where(periodic, self.period, torch.ones_like(self.period))
+        dev = torch.where(periodic, dev - safe_period * torch.round(dev / safe_period), dev)
+        above = torch.clamp(z - self.upper, min=0.0)
+        below = torch.clamp(self.lower - z, min=0.0)
+        return 0.5 * (k * dev * dev).sum() + 0.5 * (self.wall_k * (above * above + below * below)).sum()
+
+
+class _Restraint(_RestraintEnergy):
+    """TorchForce signature without a box: forward(positions, z0_0.., k_0..)."""
+
+    def forward(
+        self,
+        positions: Tensor,
+        p0: Optional[Tensor] = None, p1: Optional[Tensor] = None, p2: Optional[Tensor] = None,
+        p3: Optional[Tensor] = None, p4: Optional[Tensor] = None, p5: Optional[Tensor] = None,
+        p6: Optional[Tensor] = None, p7: Optional[Tensor] = None, p8: Optional[Tensor] = None,
+        p9: Optional[Tensor] = None, p10: Optional[Tensor] = None, p11: Optional[Tensor] = None,
+        p12: Optional[Tensor] = None, p13: Optional[Tensor] = None, p14: Optional[Tensor] = None,
+        p15: Optional[Tensor] = None,
+    ) -> Tensor:
+        params = _collect([p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15])
+        return self.energy(positions, None, params)
+
+
+class _PeriodicRestraint(_RestraintEnergy):
+    """TorchForce signature with a box: forward(positions, box, z0_0.., k_0..)."""
+
+    def forward(
+        self,
+        positions: Tensor,
+        box: Tensor,
+        p0: Optional[Tensor] = None, p1: Optional[Tensor] = None, p2: Optional[Tensor] = None,
+        p3: Optional[Tensor] = None, p4: Optional[Tensor] = None, p5: Optional[Tensor] = None,
+        p6: Optional[Tensor] = None, p7: Optional[Tensor] = None, p8: Optional[Tensor] = None,
+        p9: Optional[Tensor] = None, p10: Optional[Tensor] = None, p11: Optional[Tensor] = None,
+        p12: Optional[Tensor] = None, p13: Optional[Tensor] = None, p14: Optional[Tensor] = None,
+        p15: Optional[Tensor] = None,
+    ) -> Tensor:
+        params = _collect([p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15])
+        return self.energy(positions, box, params)
+
+
+def _per_dim(value: Any, n: int, name: str, default: float | None = None) -> np.ndarray:
+    if value is None:
+        if default is None:
+            raise ValueError(f"{name} is required")
+        value = default
+    arr = np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy() if np.ndim(value) == 0 else np.asarray(
+        value, dtype=float
+    )
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be a number or {n} numbers (one per restrained dimension), got {np.shape(value)}")
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"{name} contains NaN")
+    return arr
+
+
+class LatentRestraint:
+    """Harmonic restraint (+ flat-bottom walls) on latent coordinates, as ONE TorchForce.
+
+    Parameters
+    ----------
+    model : path or LatentModelFile
+        Exported latent model.
+    system : openmm.System
+        Used for the atom-count check and periodicity. The force is added to it when ``add_to_system`` is True.
+    centers : array_like, shape=(d,)
+        Initial restraint centres z0 (units of z).
+    force_constants : float or array_like, shape=(d,)
+        k_i in kJ/mol per (unit of z)²; 0 switches a dimension's restraint off.
+    dims : sequence of int, optional
+        Restrained latent components (default: all, in order).
+    lower_walls, upper_walls : float or array_like, optional
+        Flat-bottom wall positions per dimension (default: none, i.e. -inf / +inf).
+    wall_force_constant : float or array_like
+        kJ/mol per (unit of z)² beyond the walls.
+    prefix : str
+        Global-parameter name prefix (use different prefixes for several restraints in one System).
+    force_group : int, optional
+        Force group of the TorchForce (default 30); the work of steering is measured on it.
+    add_to_system : bool
+        Add the force to ``system`` now.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | LatentModelFile,
+        system: Any,
+        centers: Any,
+        force_constants: Any,
+        *,
+        dims: Sequence[int] | None = None,
+        lower_walls: Any | None = None,
+        upper_walls: Any | None = None,
+        wall_force_constant: Any = 1000.0,
+        prefix: str = "latent_",
+        force_group: int | None = 30,
+        add_to_system: bool = True,
+    ):
+        self.model = as_model_file(model)
+        self.model.check_system(system)
+        d_model = self.model.latent_dim
+        self.dims = list(range(d_model)) if dims is None else [int(i) for i in dims]
+        if not self.dims or any(not 0 <= i < d_model for i in self.dims) or len(set(self.dims)) != len(self.dims):
+            raise ValueError(f"dims must be distinct latent components in [0, {d_model}), got {dims}")
+        n = len(self.dims)
+        if n > MAX_RESTRAINED_DIMS:
+            raise ValueError(f"at most {MAX_RESTRAINED_DIMS} latent dimensions can be restrained, got {n}")
+        self.centers = _per_dim(centers, n, "centers")
+        self.force_constants = _per_dim(force_constants, n, "force_constants")
+        if np.any(self.force_constants < 0):
+            raise ValueError("force_constants must be >= 0")
+        self.lower_walls = _per_dim(lower_walls, n, "lower_walls", default=-np.inf)
+        self.upper_walls = _per_dim(upper_walls, n, "upper_walls", default=np.inf)
+        self.wall_force_constant = _per_dim(wall_force_constant, n, "wall_force_constant")
+        if np.any(self.lower_walls >= self.upper_walls):
+            raise ValueError("each lower wall must lie below its upper wall")
+        periods = self.model.periodic
+        self.period = np.array([0.0 if periods[i] is None else float(periods[i][1] - periods[i][0]) for i in self.dims])
+        self.prefix = prefix
+        periodic_box = bool(system.usesPeriodicBoundaryConditions())
+        cls = _PeriodicRestraint if periodic_box else _Restraint
+        # infinite walls never act; store a huge finite number so TorchScript arithmetic stays finite
+        big = np.finfo(np.float64).max ** 0.25
+        module = cls(self.model.module, self.dims, np.maximum(self.lower_walls, -big),
+                     np.minimum(self.upper_walls, big), self.wall_force_constant, self.period)
+        self.force = make_torch_force(script_module(module, "latent restraint"), system, force_group, periodic_box)
+        for i in range(n):
+            self.force.addGlobalParameter(self.center_name(i), float(self.centers[i]))
+        for i in range(n):
+            self.force.addGlobalParameter(self.force_constant_name(i), float(self.force_constants[i]))
+        if add_to_system:
+            system.addForce(self.force)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.dims)
+
+    def center_name(self, i: int) -> str:
+        """Global parameter holding the centre of restrained dimension i."""
+        return f"{self.prefix}z0_{i}"
+
+    def force_constant_name(self, i: int) -> str:
+        """Global parameter holding the force constant of restrained dimension i."""
+        return f"{self.prefix}k_{i}"
+
+    def set_centers(self, context: Any, centers: Any) -> None:
+        """Move the restraint centres in a live Context (no reinitialisation)."""
+        values = _per_dim(centers, self.ndim, "centers")
+        for i, v in enumerate(values):
+            context.setParameter(self.center_name(i), float(v))
+        self.centers = values
+
+    def set_force_constants(self, context: Any, force_constants: Any) -> None:
+        """Change the force constants in a live Context (kJ/mol per z²)."""
+        values = _per_dim(force_constants, self.ndim, "force_constants")
+        if np.any(values < 0):
+            raise ValueError("force_constants must be >= 0")
+        for i, v in enumerate(values):
+            context.setParameter(self.force_constant_name(i), float(v))
+        self.force_constants = values
+
+    def energy(self, z: Any, centers: Any | None = None, force_constants: Any | None = None) -> np.ndarray:
+        """Restraint energy (kJ/mol) of latent points without a Context.
+
+        Parameters
+        ----------
+        z : array_like, shape=(n, latent_dim) or (latent_dim,)
+            Full latent vectors (all model dimensions).
+        centers, force_constants : array_like, shape=(d,), optional
+            Override the current values (e.g. another umbrella window).
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n,) (or a float for a single point)
+        """
+        zz = np.atleast_2d(np.asarray(z, dtype=float))[:, self.dims]
+        c = self.centers if centers is None else _per_dim(centers, self.ndim, "centers")
+        k = self.force_constants if force_constants is None else _per_dim(force_constants, self.ndim, "force_constants")
+        e = restraint_energy(zz, c, k, self.lower_walls, self.upper_walls, self.wall_force_constant, self.period)
+        return e if np.ndim(z) > 1 else float(e[0])
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-serialisable description (dims, centres, constants, walls, periods)."""
+        return {
+            "dims": self.dims,
+            "centers": self.centers.tolist(),
+            "force_constants": self.force_constants.tolist(),
+            "lower_walls": self.lower_walls.tolist(),
+            "upper_walls": self.upper_walls.tolist(),
+            "wall_force_constant": self.wall_force_constant.tolist(),
+            "period": self.period.tolist(),
+        }
+
+
+def restraint_energy(
+    z: np.ndarray,
+    centers: np.ndarray,
+    force_constants: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    wall_k: np.ndarray,
+    period: np.ndarray,
+) -> np.ndarray:
+    """The restraint energy of :class:`LatentRestraint` in numpy (kJ/mol).
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape=(n, d)
+        Restrained latent components.
+    centers, force_constants, lower, upper, wall_k, period : numpy.ndarray, shape=(d,)
+        As in :class:`LatentRestraint` (period 0 = not periodic; walls may be ±inf).
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n,)
+    """
+    dev = z - centers
+    periodic = period > 0
+    dev[:, periodic] -= period[periodic] * np.round(dev[:, periodic] / period[periodic])
+    above = np.clip(z - upper, 0, None)
+    below = np.clip(lower - z, 0, None)
+    return 0.5 * (force_constants * dev**2).sum(1) + 0.5 * (wall_k * (above**2 + below**2)).sum(1)
+
+
+@dataclass
+class SteeringResult:
+    """Record of a steered run.
+
+    Attributes
+    ----------
+    step : numpy.ndarray, shape=(n,)
+        Simulation step of each record.
+    time_ps : numpy.ndarray, shape=(n,)
+    centers : numpy.ndarray, shape=(n, d)
+        Restraint centres at each record.
+    z : numpy.ndarray, shape=(n, latent_dim)
+        Latent coordinates at each record.
+    work_kjmol : numpy.ndarray, shape=(n,)
+        Accumulated work ``W = Σ [V(x; z0_new) − V(x; z0_old)]`` done by moving the centres, kJ/mol.
+    """
+
+    step: np.ndarray
+    time_ps: np.ndarray
+    centers: np.ndarray
+    z: np.ndarray
+    work_kjmol: np.ndarray
+
+    def to_csv(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the record as CSV (header states units); atomic, never overwrites unless asked."""
+        from ..io import write_csv
+
+        d, dz = self.centers.shape[1], self.z.shape[1]
+        header = ["step", "time_ps"] + [f"z0_{i}" for i in range(d)] + [f"z{i}" for i in range(dz)] + ["work_kjmol"]
+        rows = np.column_stack([self.step, self.time_ps, self.centers, self.z, self.work_kjmol])
+        write_csv(path, header, rows, comment="steered latent restraint; z in model units, work in kJ/mol",
+                  overwrite=overwrite)
+
+
+def steer(
+    simulation: Any,
+    restraint: LatentRestraint,
+    target: Any,
+    steps: int,
+    update_interval: int = 10,
+) -> SteeringResult:
+    """Move the restraint centres linearly from their current values to ``target`` over ``steps`` steps.
+
+    Every ``update_interval`` steps the centres advance by one increment; the work of each increment is the
+    change of the restraint energy at fixed positions (exact for this discrete protocol; Jarzynski-ready).
+
+    Parameters
+    ----------
+    simulation : openmm.app.Simulation
+        Its System must contain ``restraint.force``.
+    restraint : LatentRestraint
+    target : array_like, shape=(d,)
+        Final centres.
+    steps : int
+        Total number of MD steps.
+    update_interval : int
+        Steps between centre updates.
+
+    Returns
+    -------
+    SteeringResult
+    """
+    from openmm import unit
+
+    steps = int(steps)
+    update_interval = int(update_interval)
+    if steps <= 0 or update_interval <= 0:
+        raise ValueError("steps and update_interval must be positive integers")
+    start = restraint.centers.copy()
+    end = _per_dim(target, restraint.ndim, "target")
+    n_updates = max(1, steps // update_interval)
+    context = simulation.context
+    group = restraint.force.getForceGroup()
+
+    def restraint_energy() -> float:
+        st = context.getState(getEnergy=True, groups={group})
+        return st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    def record(work: float) -> None:
+        st = context.getState(getPositions=True)
+        box = None
+        if simulation.system.usesPeriodicBoundaryConditions():
+            box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        rows["step"].append(simulation.currentStep)
+        rows["time_ps"].append(st.getTime().value_in_unit(unit.picosecond))
+        rows["centers"].append(restraint.centers.copy())
+        rows["z"].append(restraint.model.encode(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box))
+        rows["work"].append(work)
+
+    rows: dict[str, list] = {"step": [], "time_ps": [], "centers": [], "z": [], "work": []}
+    work = 0.0
+    record(work)
+    done = 0
+    for k in range(1, n_updates + 1):
+        chunk = steps * k // n_updates - done
+        simulation.step(chunk)
+        done += chunk
+        before = restraint_energy()
+        restraint.set_centers(context, start + (end - start) * k / n_updates)
+        work += restraint_energy() - before
+        record(work)
+    logger.info("steered %d steps to %s: work %.3f kJ/mol", steps, np.array2string(end, precision=3), work)
+    return SteeringResult(
+        step=np.asarray(rows["step"]),
+        time_ps=np.asarray(rows["time_ps"]),
+        centers=np.asarray(rows["centers"]),
+        z=np.asarray(rows["z"]),
+        work_kjmol=np.asarray(rows["work"]),
+    )

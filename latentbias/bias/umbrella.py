@@ -1,0 +1,316 @@
+"""Umbrella sampling along latent paths with one restraint force, analysed with MBAR.
+
+The windows are simulated one after another in the same Context: moving a window is ``Context.setParameter`` on
+the :class:`~latentbias.bias.restraint.LatentRestraint` globals, not a rebuild. With ``output_dir`` every finished
+window is written atomically to ``window_<k>.npz``: a rerun skips finished windows (resume after a crash), and
+several processes can split the windows (``run(windows=...)``) and share the folder;
+:meth:`UmbrellaResult.load` gathers them.
+
+Analysis: the reduced potential of every frame under every window, ``u_kn = β V_k(z_n)``, is evaluated exactly
+from the stored latent coordinates (the restraint is the only difference between states), and MBAR gives the
+unbiased per-frame weights and window free energies with uncertainties.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..analysis.constants import kt_kjmol
+from ..io import load_npz, save_npz, write_json
+from .restraint import LatentRestraint, restraint_energy
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["straight_path", "path_coordinate", "LatentUmbrellaSampling", "UmbrellaResult"]
+
+
+def straight_path(start: Any, end: Any, n_windows: int) -> np.ndarray:
+    """Window centres evenly spaced on the segment start -> end (inclusive), shape=(n_windows, d)."""
+    a = np.atleast_1d(np.asarray(start, dtype=float))
+    b = np.atleast_1d(np.asarray(end, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"start and end must have the same length, got {a.shape} and {b.shape}")
+    if int(n_windows) < 2:
+        raise ValueError("a path needs at least 2 windows")
+    t = np.linspace(0.0, 1.0, int(n_windows))[:, None]
+    return a + t * (b - a)
+
+
+def path_coordinate(z: Any, path: Any) -> np.ndarray:
+    """Arc length (units of z) of the projection of each point onto a polyline path.
+
+    Parameters
+    ----------
+    z : array_like, shape=(n, d)
+    path : array_like, shape=(m, d), m >= 2
+        Polyline vertices (e.g. the window centres).
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n,)
+        0 at ``path[0]``, total length at ``path[-1]``; points are projected onto the nearest segment.
+    """
+    pts = np.atleast_2d(np.asarray(z, dtype=float))
+    p = np.atleast_2d(np.asarray(path, dtype=float))
+    if p.shape[0] < 2 or p.shape[1] != pts.shape[1]:
+        raise ValueError(f"path must have shape (m >= 2, {pts.shape[1]}), got {p.shape}")
+    seg = p[1:] - p[:-1]
+    seg_len = np.linalg.norm(seg, axis=1)
+    if np.any(seg_len == 0):
+        raise ValueError("path has repeated consecutive points")
+    offset = np.concatenate([[0.0], np.cumsum(seg_len)])
+    t = np.einsum("nmd,md->nm", pts[:, None, :] - p[None, :-1], seg) / seg_len**2
+    lo, hi = np.zeros(len(seg)), np.ones(len(seg))
+    lo[0], hi[-1] = -np.inf, np.inf  # points before the start / beyond the end extrapolate the end segments
+    t_in = np.clip(t, lo, hi)
+    foot = p[None, :-1] + t_in[..., None] * seg[None]
+    dist = np.linalg.norm(pts[:, None, :] - foot, axis=2)
+    best = np.argmin(dist, axis=1)
+    idx = np.arange(len(pts))
+    return offset[best] + t_in[idx, best] * seg_len[best]
+
+
+@dataclass
+class UmbrellaResult:
+    """Samples of all windows and the restraint that produced them.
+
+    Attributes
+    ----------
+    centers : numpy.ndarray, shape=(K, d)
+    force_constants : numpy.ndarray, shape=(K, d)
+        kJ/mol per (unit of z)².
+    z : list of numpy.ndarray, each shape=(n_k, latent_dim)
+        Latent coordinates sampled in each window.
+    temperature : float
+        K.
+    restraint : dict
+        :meth:`LatentRestraint.parameters` (dims, walls, periods).
+    steps : list of numpy.ndarray
+        Simulation step of each sample.
+    """
+
+    centers: np.ndarray
+    force_constants: np.ndarray
+    z: list[np.ndarray]
+    temperature: float
+    restraint: dict[str, Any]
+    steps: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> np.ndarray:
+        return np.array([len(zk) for zk in self.z])
+
+    @property
+    def all_z(self) -> np.ndarray:
+        """All samples concatenated in window order, shape=(N, latent_dim)."""
+        return np.concatenate(self.z)
+
+    def reduced_potentials(self) -> np.ndarray:
+        """u_kn = β V_k(z_n) of every sample n under every window k, shape=(K, N)."""
+        r = self.restraint
+        dims = r["dims"]
+        zz = self.all_z[:, dims]
+        beta = 1.0 / kt_kjmol(self.temperature)
+        arrays = {k: np.asarray(r[k], dtype=float) for k in ("lower_walls", "upper_walls", "wall_force_constant", "period")}
+        return np.stack([
+            beta * restraint_energy(zz.copy(), c, k, arrays["lower_walls"], arrays["upper_walls"],
+                                    arrays["wall_force_constant"], arrays["period"])
+            for c, k in zip(self.centers, self.force_constants)
+        ])
+
+    def mbar(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """MBAR on all windows.
+
+        Returns
+        -------
+        logweights : numpy.ndarray, shape=(N,)
+            Normalised log-weights of the samples in the unbiased ensemble.
+        f_k, df_k : numpy.ndarray, shape=(K,)
+            Dimensionless window free energies relative to window 0, and their uncertainties.
+        """
+        from ..analysis.reweight import mbar_logweights
+
+        if np.any(self.n_samples == 0):
+            raise ValueError("some windows have no samples; run them first")
+        return mbar_logweights(self.reduced_potentials(), self.n_samples)
+
+    def free_energy_along_path(self, path: Any | None = None, bins: int = 40, n_blocks: int = 5):
+        """FES (kJ/mol) along the polyline ``path`` (default: the window centres) from MBAR weights.
+
+        Returns a :class:`latentbias.analysis.FreeEnergySurface` whose coordinate is the arc length along the
+        path (units of z), binned between the path's two ends. Error bars come from blocks taken within each
+        window (so every block sees every window).
+        """
+        from ..analysis.fes import block_labels, free_energy_surface
+
+        logw, _, _ = self.mbar()
+        p = self.centers if path is None else np.asarray(path, dtype=float)
+        s = path_coordinate(self.all_z[:, self.restraint["dims"]], p)
+        length = float(path_coordinate(p[-1:], p)[0])
+        return free_energy_surface(s, logw, bins=bins, range=(0.0, length), temperature=self.temperature,
+                                   n_blocks=n_blocks, blocks=block_labels(self.n_samples, n_blocks))
+
+    def free_energy_2d(self, dims: Sequence[int] = (0, 1), bins: int = 30, range: Any | None = None,
+                       n_blocks: int = 5):
+        """FES (kJ/mol) on a 2-D grid of two latent components from MBAR weights."""
+        from ..analysis.fes import block_labels, free_energy_surface
+
+        logw, _, _ = self.mbar()
+        return free_energy_surface(self.all_z[:, list(dims)], logw, bins=bins, range=range,
+                                   temperature=self.temperature, n_blocks=n_blocks,
+                                   blocks=block_labels(self.n_samples, n_blocks))
+
+    @classmethod
+    def load(cls, output_dir: str | os.PathLike) -> "UmbrellaResult":
+        """Gather the finished windows written by :meth:`LatentUmbrellaSampling.run`."""
+        import json
+
+        folder = Path(output_dir)
+        info = json.loads((folder / "umbrella.json").read_text())
+        zs, steps = [], []
+        for k in range(len(info["centers"])):
+            path = folder / f"window_{k:03d}.npz"
+            if not path.is_file():
+                raise FileNotFoundError(f"window {k} has not finished ({path} missing)")
+            data = load_npz(path)
+            zs.append(data["z"])
+            steps.append(data["step"])
+        return cls(np.asarray(info["centers"]), np.asarray(info["force_constants"]), zs, info["temperature"],
+                   info["restraint"], steps)
+
+
+class LatentUmbrellaSampling:
+    """Run umbrella windows along latent coordinates in one Simulation.
+
+    Parameters
+    ----------
+    simulation : openmm.app.Simulation
+        Its System contains ``restraint.force``.
+    restraint : LatentRestraint
+    centers : array_like, shape=(K, d)
+        Window centres (e.g. :func:`straight_path`).
+    force_constants : float or array_like, shape=(d,) or (K, d)
+        kJ/mol per (unit of z)².
+    temperature : float (K) or Quantity
+    output_dir : str or path-like, optional
+        Folder for ``umbrella.json`` and per-window ``window_<k>.npz`` (enables resume and multi-process runs).
+    """
+
+    def __init__(
+        self,
+        simulation: Any,
+        restraint: LatentRestraint,
+        centers: Any,
+        force_constants: Any,
+        temperature: Any,
+        output_dir: str | os.PathLike | None = None,
+    ):
+        from openmm import unit
+
+        from ..validation import strip_unit
+
+        self.simulation = simulation
+        self.restraint = restraint
+        self.centers = np.atleast_2d(np.asarray(centers, dtype=float))
+        if self.centers.shape[1] != restraint.ndim:
+            raise ValueError(f"centers must have shape (K, {restraint.ndim}), got {self.centers.shape}")
+        k = np.asarray(force_constants, dtype=float)
+        self.force_constants = np.broadcast_to(k, self.centers.shape).copy()
+        if np.any(self.force_constants <= 0):
+            raise ValueError("umbrella force constants must be positive")
+        self.temperature = float(strip_unit(temperature, unit.kelvin))
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            info = {"centers": self.centers.tolist(), "force_constants": self.force_constants.tolist(),
+                    "temperature": self.temperature, "restraint": restraint.parameters()}
+            info_path = self.output_dir / "umbrella.json"
+            if info_path.exists():
+                import json
+
+                old = json.loads(info_path.read_text())
+                keep = ("centers", "force_constants", "temperature")
+                if any(np.shape(old[key]) != np.shape(info[key]) or not np.allclose(old[key], info[key])
+                       for key in keep):
+                    raise ValueError(f"{info_path} describes different windows; use another output_dir")
+            else:
+                write_json(info_path, info)
+
+    def _window_path(self, k: int) -> Path | None:
+        return None if self.output_dir is None else self.output_dir / f"window_{k:03d}.npz"
+
+    def run(
+        self,
+        steps_per_window: int,
+        sample_interval: int,
+        equilibration_steps: int = 0,
+        windows: Sequence[int] | None = None,
+        progress: bool = True,
+    ) -> UmbrellaResult | None:
+        """Simulate the windows (all, or the given subset) in order.
+
+        Parameters
+        ----------
+        steps_per_window : int
+            Production steps per window.
+        sample_interval : int
+            Steps between recorded samples.
+        equilibration_steps : int
+            Steps discarded after moving to a window.
+        windows : sequence of int, optional
+            Subset of windows for this process (others may run elsewhere with the same ``output_dir``).
+        progress : bool
+
+        Returns
+        -------
+        UmbrellaResult or None
+            The result when all windows are available (run here or found in ``output_dir``), else None.
+        """
+        from openmm import unit
+
+        context = self.simulation.context
+        todo = list(range(len(self.centers))) if windows is None else [int(k) for k in windows]
+        n_samples = int(steps_per_window) // int(sample_interval)
+        if n_samples <= 0:
+            raise ValueError("steps_per_window must be at least sample_interval")
+        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        periodic = self.simulation.system.usesPeriodicBoundaryConditions()
+        for k in tqdm(todo, desc="umbrella windows", unit="window", disable=(not progress) or None):
+            path = self._window_path(k)
+            if path is not None and path.is_file():
+                logger.info("window %d already done (%s): skipped", k, path)
+                continue
+            self.restraint.set_centers(context, self.centers[k])
+            self.restraint.set_force_constants(context, self.force_constants[k])
+            if equilibration_steps:
+                self.simulation.step(int(equilibration_steps))
+            zs, steps = [], []
+            for _ in range(n_samples):
+                self.simulation.step(int(sample_interval))
+                st = context.getState(getPositions=True)
+                box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
+                zs.append(self.restraint.model.encode(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box))
+                steps.append(self.simulation.currentStep)
+            results[k] = (np.asarray(zs), np.asarray(steps))
+            if path is not None:
+                save_npz(path, z=results[k][0], step=results[k][1], center=self.centers[k],
+                         force_constant=self.force_constants[k])
+            logger.info("window %d/%d at %s: %d samples", k + 1, len(self.centers),
+                        np.array2string(self.centers[k], precision=3), n_samples)
+        if self.output_dir is not None:
+            try:
+                return UmbrellaResult.load(self.output_dir)
+            except FileNotFoundError:
+                return None
+        if len(results) != len(self.centers):
+            return None
+        order = sorted(results)
+        return UmbrellaResult(self.centers, self.force_constants, [results[k][0] for k in order], self.temperature,
+                              self.restraint.parameters(), [results[k][1] for k in order])

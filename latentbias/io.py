@@ -1,0 +1,92 @@
+"""File helpers: atomic writes (temp file in the same folder, fsync, rename) for everything a restart reads."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "write_json", "save_npz", "load_npz", "write_csv"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one, never a torn one.
+
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is False, FileNotFoundError when its folder does
+    not exist.
+    """
+    path = Path(path)
+    _refuse_overwrite(path, overwrite)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder {folder} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def _refuse_overwrite(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+
+
+def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    path = Path(path)
+    _refuse_overwrite(path, overwrite)
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def save_npz(path: str | os.PathLike, overwrite: bool = True, **arrays: np.ndarray) -> None:
+    """Atomically write arrays to an ``.npz`` file (no pickled objects)."""
+    path = Path(path)
+    _refuse_overwrite(path, overwrite)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` file without allowing pickled objects."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_csv(
+    path: str | os.PathLike,
+    header: Sequence[str],
+    rows: np.ndarray,
+    comment: str | None = None,
+    overwrite: bool = False,
+    fmt: str = "%.10g",
+) -> None:
+    """Atomically write a numeric table as CSV with a header line (and an optional ``# comment`` line first)."""
+    path = Path(path)
+    _refuse_overwrite(path, overwrite)
+    buffer = io.StringIO()
+    if comment:
+        buffer.write(f"# {comment}\n")
+    buffer.write(",".join(header) + "\n")
+    arr = np.atleast_2d(np.asarray(rows, dtype=float))
+    if arr.size:
+        np.savetxt(buffer, arr, delimiter=",", fmt=fmt)
+    atomic_write_bytes(path, buffer.getvalue().encode())

@@ -1,0 +1,108 @@
+"""Latent restraints: energy, finite differences, moving windows with setParameter, walls, steering work."""
+
+from __future__ import annotations
+
+import numpy as np
+import openmm
+import pytest
+from openmm import app, unit
+
+import latentbias as lb
+from latentbias.bias import LatentRestraint, steer
+
+from test_export_forces import bare_system, check_finite_differences, energy_and_forces, make_context
+from toy import DOUBLE_WELL_1D, identity_model, particle_simulation, particle_system
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_restraint_energy_and_finite_differences(ala2, ala2_model, platform):
+    system, _, xyz = ala2
+    mf = lb.load_model(ala2_model)
+    z = mf.encode(xyz)
+    sys_ = bare_system(22)
+    r = LatentRestraint(mf, sys_, centers=z + [0.3, -0.2], force_constants=[50.0, 80.0], lower_walls=[z[0] + 0.1, -9],
+                        upper_walls=[9, z[1] - 0.05], wall_force_constant=[400.0, 300.0], force_group=5)
+    ctx, _ = make_context(sys_, xyz, platform)
+    e, _ = energy_and_forces(ctx, 1 << 5)
+    expected = 0.5 * 50 * 0.3**2 + 0.5 * 80 * 0.2**2 + 0.5 * 400 * 0.1**2 + 0.5 * 300 * 0.05**2
+    assert e == pytest.approx(expected, rel=1e-9)
+    assert r.energy(z) == pytest.approx(expected, rel=1e-12)
+    check_finite_differences(ctx, xyz, 1 << 5)
+
+
+def test_set_parameter_moves_the_window_without_reinitialising(ala2, ala2_model):
+    system, _, xyz = ala2
+    mf = lb.load_model(ala2_model)
+    z = mf.encode(xyz)
+    sys_ = bare_system(22)
+    r = LatentRestraint(mf, sys_, centers=z, force_constants=100.0)
+    ctx, _ = make_context(sys_, xyz, "Reference")
+    assert energy_and_forces(ctx)[0] == pytest.approx(0.0, abs=1e-12)
+    for shift in ([0.2, 0.0], [-0.1, 0.4]):
+        r.set_centers(ctx, z + shift)
+        e, f = energy_and_forces(ctx)
+        assert e == pytest.approx(0.5 * 100 * np.sum(np.square(shift)), rel=1e-9)
+        assert np.abs(f).max() > 0
+    r.set_force_constants(ctx, [10.0, 0.0])
+    assert energy_and_forces(ctx)[0] == pytest.approx(0.5 * 10 * 0.1**2, rel=1e-9)
+    assert ctx.getParameter(r.center_name(1)) == pytest.approx(z[1] + 0.4)
+
+
+def test_restraint_serializes_with_its_parameters(ala2, ala2_model):
+    _, _, xyz = ala2
+    sys_ = bare_system(22)
+    LatentRestraint(ala2_model, sys_, centers=[0.1, 0.2], force_constants=[30.0, 40.0])
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(sys_))
+    e1 = energy_and_forces(make_context(sys_, xyz, "Reference")[0])[0]
+    e2 = energy_and_forces(make_context(copy, xyz, "Reference")[0])[0]
+    assert e1 == pytest.approx(e2, abs=1e-12) and e1 > 0
+
+
+def test_periodic_latent_dimension_wraps(tmp_path):
+    """For an angle-like latent coordinate the deviation is taken modulo the period."""
+    import torch
+
+    from latentbias.export import save_cv_module
+    from toy import ParticleCoordinates
+
+    path = save_cv_module(ParticleCoordinates(1), tmp_path / "angle.pt", n_atoms=1, latent_dim=1,
+                          periodic=[[-np.pi, np.pi]])
+    sys_ = bare_system(1)
+    r = LatentRestraint(path, sys_, centers=[3.0], force_constants=[10.0])
+    ctx, _ = make_context(sys_, np.array([[-3.0, 0, 0]]), "Reference")
+    dev = 2 * np.pi - 6.0
+    assert energy_and_forces(ctx)[0] == pytest.approx(0.5 * 10 * dev**2, rel=1e-9)
+    assert r.energy([[-3.0]])[0] == pytest.approx(0.5 * 10 * dev**2, rel=1e-9)
+
+
+def test_bad_restraint_input(ala2_model):
+    sys_ = bare_system(22)
+    with pytest.raises(ValueError, match="one per restrained dimension"):
+        LatentRestraint(ala2_model, sys_, centers=[0.0, 1.0, 2.0], force_constants=1.0)
+    with pytest.raises(ValueError, match="dims"):
+        LatentRestraint(ala2_model, sys_, centers=[0.0], force_constants=1.0, dims=[5])
+    with pytest.raises(ValueError, match=">= 0"):
+        LatentRestraint(ala2_model, sys_, centers=[0.0, 0.0], force_constants=-1.0)
+    with pytest.raises(ValueError, match="built for 22 atoms"):
+        LatentRestraint(ala2_model, bare_system(3), centers=[0.0, 0.0], force_constants=1.0)
+
+
+def test_steering_work_matches_the_protocol(tmp_path):
+    """Pull a particle in a harmonic trap; with a stiff restraint and slow pulling, W ≈ ΔF = ½K d² (trap)."""
+    model = identity_model(tmp_path / "x.pt", 1, 1)
+    system = particle_system("0.5*200*(x^2+y^2+z^2)")
+    r = LatentRestraint(model, system, centers=[0.0], force_constants=[2000.0])
+    sim = particle_simulation(system, [0.0], seed=3)
+    sim.step(200)
+    res = steer(sim, r, target=[0.3], steps=20000, update_interval=10)
+    assert res.centers[-1, 0] == pytest.approx(0.3)
+    assert len(res.work_kjmol) == 2001 and np.all(np.diff(res.step) == 10)
+    # free energy of moving a stiff trap by 0.3 nm in the 200 kJ/mol/nm^2 well: ½·(K·k/(K+k))·d²
+    k_eff = 200 * 2000 / 2200
+    assert res.work_kjmol[-1] == pytest.approx(0.5 * k_eff * 0.3**2, abs=1.5)
+    assert abs(res.z[-1, 0] - 0.3 * 2000 / 2200) < 0.05
+    res.to_csv(tmp_path / "steer.csv")
+    table = np.loadtxt(tmp_path / "steer.csv", delimiter=",", skiprows=2)
+    assert table.shape == (2001, 5)
+    with pytest.raises(FileExistsError):
+        res.to_csv(tmp_path / "steer.csv")
