@@ -245,3 +245,25 @@ def test_atom_count_mismatch_refused_before_context(ala2_model):
         lb.latent_component_force(ala2_model, bare_system(5), 0)
     with pytest.raises(ValueError, match="component must be"):
         lb.latent_component_force(ala2_model, bare_system(22), 2)
+
+
+def test_latent_reporter_writes_z_rows(ala2, ala2_model, tmp_path):
+    from openmm import app
+
+    from latentbias.reporters import LatentReporter
+    from latentbias.testsystems import alanine_dipeptide_vacuum
+
+    system, topology, positions = alanine_dipeptide_vacuum()
+    sim = app.Simulation(topology, system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    reporter = LatentReporter(tmp_path / "z.csv", 20, ala2_model)
+    sim.reporters.append(reporter)
+    sim.step(100)
+    reporter.close()
+    rows = np.loadtxt(tmp_path / "z.csv", delimiter=",", skiprows=1)
+    assert rows.shape == (5, 4) and rows[-1, 0] == 100
+    assert rows[-1, 1] == pytest.approx(0.1)
+    last = sim.context.getState(getPositions=True).getPositions(asNumpy=True)
+    np.testing.assert_allclose(rows[-1, 2:], lb.load_model(ala2_model).encode(last), rtol=1e-6)
+    with pytest.raises(FileExistsError, match="append=True"):
+        LatentReporter(tmp_path / "z.csv", 20, ala2_model)

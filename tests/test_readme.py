@@ -32,3 +32,39 @@ def test_bias_snippet_runs(ala2, tmp_path, monkeypatch):
     ctx.setPositions(xyz)
     z = namespace["cv"].getCollectiveVariableValues(ctx)
     np.testing.assert_allclose(z, lb.load_model("latent.pt").encode(xyz), atol=1e-5)
+
+
+def ala2_namespace(ala2):
+    from openmm import app, unit
+
+    from latentbias.testsystems import alanine_dipeptide_vacuum
+
+    system, topology, positions = alanine_dipeptide_vacuum()
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
+    return {"system": system, "topology": topology, "positions": positions, "integrator": integrator,
+            "platform": openmm.Platform.getPlatformByName("Reference"), "app": app}
+
+
+def test_metadynamics_snippet_runs(ala2, tmp_path, monkeypatch):
+    _, top, xyz = ala2
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))
+    monkeypatch.chdir(tmp_path)
+    lb.save_model(model, "latent.pt")
+    snippet = next(b for b in python_blocks() if "LatentMetadynamics(" in b).replace("50_000", "1_000")
+    ns = ala2_namespace(ala2)
+    exec(compile(snippet, "README.md", "exec"), ns)
+    assert ns["fes"].shape == (300, 300)  # default gridWidth = ceil(5 * range / sigma)
+    assert len(np.loadtxt("hills.csv", delimiter=",", skiprows=2)) == 2
+
+
+def test_umbrella_snippet_runs(ala2, tmp_path, monkeypatch):
+    _, top, xyz = ala2
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))
+    monkeypatch.chdir(tmp_path)
+    lb.save_model(model, "latent.pt")
+    snippet = next(b for b in python_blocks() if "LatentUmbrellaSampling(" in b)
+    snippet = snippet.replace("50_000", "400").replace("sample_interval=100", "sample_interval=40")
+    ns = ala2_namespace(ala2)
+    exec(compile(snippet, "README.md", "exec"), ns)
+    assert np.isfinite(ns["fes"].free_energy).any()
+    assert len(list((tmp_path / "umbrella").glob("window_*.npz"))) == 21

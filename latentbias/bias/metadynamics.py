@@ -80,6 +80,9 @@ class LatentMetadynamics:
         CSV file receiving one row per deposition (columns ``step,time_ps,z<i>...,bias_kjmol,ct_kjmol,logweight``;
         a ``#`` line states units). An existing file is appended to only if ``appendRecord`` is True.
     appendRecord : bool
+    trajectoryFile : str or path-like, optional
+        DCD file receiving the positions at every deposition, so frame i matches record i (reweight any CV
+        computed from it with :meth:`getLogWeights`). Appended to when ``appendRecord`` is True.
     forceGroup : int, optional
         Force group of the bias (default: the highest free one).
     backend : GridBiasBackend class, optional
@@ -101,6 +104,7 @@ class LatentMetadynamics:
         walkerId: str | None = None,
         recordFile: str | os.PathLike | None = None,
         appendRecord: bool = False,
+        trajectoryFile: str | os.PathLike | None = None,
         forceGroup: int | None = None,
         backend: type[GridBiasBackend] | None = None,
     ):
@@ -161,6 +165,12 @@ class LatentMetadynamics:
                     fh.write(f"# latent metadynamics depositions; T={self.temperature} K, biasFactor={self.biasFactor};"
                              " z in model units, bias and c(t) in kJ/mol, logweight = (bias - c)/kT\n")
                     fh.write(",".join(header) + "\n")
+        self._appendRecord = bool(appendRecord)
+        self._trajectoryPath = None if trajectoryFile is None else Path(trajectoryFile)
+        if self._trajectoryPath is not None and self._trajectoryPath.exists() and not appendRecord:
+            raise FileExistsError(f"{self._trajectoryPath} exists; pass appendRecord=True to continue it")
+        self._dcd = None
+        self._dcdHandle = None
         backend_cls = CustomCVBackend if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
         self._contextStale = True
@@ -227,8 +237,11 @@ class LatentMetadynamics:
         z = self.backend.latent_values(context)
         bias = self.backend.energy(context) - self.backend.wall_energy(z)
         ct = self.ct()
-        time_ps = context.getState().getTime().value_in_unit(unit.picosecond)
+        state = context.getState(getPositions=self._trajectoryPath is not None)
+        time_ps = state.getTime().value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, ct)
+        if self._trajectoryPath is not None:
+            self._writeFrame(simulation, state)
         height = self.height * np.exp(-bias / kt_kjmol(self._deltaT))
         self._selfBias += height * self.grid.gaussian(z)
         self._nDeposits += 1
@@ -243,6 +256,44 @@ class LatentMetadynamics:
             with open(self._recordPath, "a") as fh:
                 fh.write(",".join([str(int(step)), f"{time_ps:.6f}"] + [f"{x:.10g}" for x in z]
                                   + [f"{bias:.10g}", f"{ct:.10g}", f"{logweight:.10g}"]) + "\n")
+
+    def _writeFrame(self, simulation: Any, state: Any) -> None:
+        from openmm import app
+
+        if self._dcd is None:
+            append = self._trajectoryPath.exists() and self._trajectoryPath.stat().st_size > 0
+            self._dcdHandle = open(self._trajectoryPath, "r+b" if append else "wb")
+            self._dcd = app.DCDFile(self._dcdHandle, simulation.topology, simulation.integrator.getStepSize(),
+                                    simulation.currentStep, self.frequency, append=append)
+        self._dcd.writeModel(state.getPositions(), periodicBoxVectors=state.getPeriodicBoxVectors())
+        self._dcdHandle.flush()
+
+    def getLogWeights(self, method: str = "ct") -> np.ndarray:
+        """Log-weights of the recorded frames for unbiased averages (normalise before use).
+
+        Parameters
+        ----------
+        method : {"ct", "final"}
+            ``"ct"``: β (V(z_t, t) − c(t)) (Tiwary & Parrinello 2015; uses the bias acting when the frame was
+            sampled). ``"final"``: β V_final(z_t) with the final bias grid (linear interpolation), valid once the
+            bias is quasi-static (discard the early frames).
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_records,)
+        """
+        from ..analysis.reweight import metad_final_bias_logweights
+
+        rec = self.getRecords()
+        if method == "ct":
+            return rec["logweight"]
+        if method == "final":
+            return metad_final_bias_logweights(self.biasAt(rec["z"]), self.temperature)
+        raise ValueError(f"method must be 'ct' or 'final', got {method!r}")
+
+    def biasAt(self, z: Any) -> np.ndarray:
+        """Current total bias (kJ/mol) at latent points z, shape=(n, d) -> (n,), by linear grid interpolation."""
+        return self.grid.interpolate(z, self._totalBias)
 
     def getRecords(self) -> dict[str, np.ndarray]:
         """Per-deposition records as arrays: ``step``, ``time_ps``, ``z`` (n, d), ``bias_kjmol``, ``ct_kjmol``,
