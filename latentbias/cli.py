@@ -20,25 +20,7 @@ from typing import Sequence
 
 logger = logging.getLogger("latentbias.cli")
 
-FEATURE_KINDS = ("distances", "contacts", "aligned", "phipsi", "chi1")
-
-
-def _build_featurizer(kinds: Sequence[str], topology, selection: str, reference, contact_r0: float):
-    from . import features as F
-
-    parts = []
-    for kind in kinds:
-        if kind == "distances":
-            parts.append(F.Distances.from_selection(topology, selection))
-        elif kind == "contacts":
-            parts.append(F.Contacts.from_selection(topology, selection, r0=contact_r0))
-        elif kind == "aligned":
-            parts.append(F.AlignedCoordinates.from_selection(topology, selection, reference))
-        elif kind == "phipsi":
-            parts.append(F.Dihedrals.backbone(topology, ("phi", "psi")))
-        elif kind == "chi1":
-            parts.append(F.Dihedrals.chi(topology, (1,)))
-    return parts[0] if len(parts) == 1 else F.Concatenate(parts)
+from .features import FEATURE_KINDS, build_featurizer
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -61,7 +43,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             trajs.append(md.load(path, top=args.topology, stride=args.stride))
         except Exception as exc:
             raise SystemExit(f"error: cannot read trajectory {path} with topology {args.topology}: {exc}") from None
-    featurizer = _build_featurizer(args.features, topology, args.selection, trajs[0], args.contact_r0)
+    featurizer = build_featurizer(args.features, topology, args.selection, trajs[0], args.contact_r0)
     cvs = None
     if args.cv:
         cvs = _load_cvs(args.cv, trajs)
@@ -144,6 +126,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .campaign import Campaign, ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    rundir = Path(args.rundir) if args.rundir else Path(args.config).with_suffix("")
+    progress = Campaign(cfg, rundir, progress=not args.quiet).run()
+    logger.info("campaign finished in %s (%s)", rundir, progress)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .campaign.report import parse_cv_spec, write_report
+
+    cvs = [parse_cv_spec(spec) for spec in args.cv or []]
+    path = write_report(args.rundir, cvs=cvs, overwrite=True)
+    logger.info("wrote %s", path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentbias", description="Learn latent CVs and bias OpenMM simulations.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -177,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     train.add_argument("--output", "-o", required=True, help="model file to write (*.pt)")
     train.set_defaults(func=_cmd_train)
+
+    run = sub.add_parser("run", help="run or resume an adaptive sampling campaign from a TOML config")
+    run.add_argument("config", help="campaign config (TOML)")
+    run.add_argument("--rundir", help="run directory (default: the config's name without .toml); resumed if present")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="write report.md + PNGs for a run directory")
+    report.add_argument("rundir")
+    report.add_argument("--cv", action="append", metavar="NAME:KIND:ATOMS",
+                        help="extra CV to reweight, e.g. phi:dihedral:4,6,8,14 or d:distance:1,18 "
+                             "(0-based atom indices); repeat for several")
+    report.set_defaults(func=_cmd_report)
 
     info = sub.add_parser("info", help="print a model file's metadata")
     info.add_argument("model")

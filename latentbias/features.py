@@ -29,7 +29,9 @@ __all__ = [
     "Distances",
     "Featurizer",
     "Standardizer",
+    "FEATURE_KINDS",
     "backbone_dihedral_atoms",
+    "build_featurizer",
     "chi_dihedral_atoms",
     "featurize",
     "select_atoms",
@@ -579,3 +581,44 @@ def featurize(
                 b = torch.as_tensor(boxes if boxes.ndim == 2 else boxes[start : start + batch_size], dtype=dtype)
             out.append(module(chunk, b).cpu().numpy())
     return np.concatenate(out, axis=0)
+
+
+#: Feature kinds understood by :func:`build_featurizer` (CLI and campaign configs).
+FEATURE_KINDS = ("distances", "contacts", "aligned", "phipsi", "chi1")
+
+
+def build_featurizer(
+    kinds: Sequence[str], topology: Any, selection: str, reference: Any, contact_r0: float = 0.8
+) -> Featurizer:
+    """Featurizer from kind names (concatenated in order).
+
+    Parameters
+    ----------
+    kinds : sequence of {"distances", "contacts", "aligned", "phipsi", "chi1"}
+        ``distances``/``contacts``/``aligned`` use ``selection``; ``phipsi`` and ``chi1`` are backbone φ/ψ and
+        side-chain χ1 (sin, cos).
+    topology : mdtraj.Topology or openmm.app.Topology
+    selection : str
+        mdtraj selection for the atom-based kinds.
+    reference : array_like (n_atoms, 3) nm or mdtraj.Trajectory
+        Reference structure for ``aligned``.
+    contact_r0 : float
+        Switching distance of ``contacts``, nm.
+    """
+    parts: list[Featurizer] = []
+    for kind in kinds:
+        if kind == "distances":
+            parts.append(Distances.from_selection(topology, selection))
+        elif kind == "contacts":
+            parts.append(Contacts.from_selection(topology, selection, r0=contact_r0))
+        elif kind == "aligned":
+            parts.append(AlignedCoordinates.from_selection(topology, selection, reference))
+        elif kind == "phipsi":
+            parts.append(Dihedrals.backbone(topology, ("phi", "psi")))
+        elif kind == "chi1":
+            parts.append(Dihedrals.chi(topology, (1,)))
+        else:
+            raise ValueError(f"unknown feature kind {kind!r}; choose from {FEATURE_KINDS}")
+    if not parts:
+        raise ValueError(f"give at least one feature kind from {FEATURE_KINDS}")
+    return parts[0] if len(parts) == 1 else Concatenate(parts)

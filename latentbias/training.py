@@ -280,6 +280,7 @@ class LatentModelEstimator:
         cvs: Any | None = None,
         lengths: Sequence[int] | None = None,
         coordinates: bool = False,
+        init: FeatureAutoencoder | None = None,
     ) -> TrainingResult:
         """Fit standardisation, encoder and decoder on feature vectors.
 
@@ -295,6 +296,9 @@ class LatentModelEstimator:
             Frames per trajectory (time-lagged pairs never cross trajectories). Default: one trajectory.
         coordinates : bool
             Features are aligned Cartesian coordinates in nm: also report the validation RMSD in Å.
+        init : FeatureAutoencoder, optional
+            Warm start: copy its weights and standardisation (same architecture required) instead of a random
+            initialisation.
 
         Returns
         -------
@@ -322,7 +326,12 @@ class LatentModelEstimator:
             model = FeatureAutoencoder(
                 n_features, self.latent_dim, self.hidden, self.activation, decoder=True
             )
-        model.standardizer.fit(data.inputs[train_idx], data.weights[train_idx])
+        if init is not None:
+            if init.config() != model.config():
+                raise ValueError(f"warm start needs the same architecture: {init.config()} vs {model.config()}")
+            model.load_state_dict(init.state_dict())
+        else:
+            model.standardizer.fit(data.inputs[train_idx], data.weights[train_idx])
         model = model.to(device=device, dtype=torch.float32)
 
         def tensors(idx: np.ndarray) -> dict[str, torch.Tensor]:

@@ -155,20 +155,28 @@ def effective_sample_size(logw: Any) -> float:
     return float(np.exp(2.0 * logsumexp(arr) - logsumexp(2.0 * arr)))
 
 
-def _import_mbar() -> Any:
-    """Import ``pymbar.MBAR`` without its import-time banner (it prints a note about JAX)."""
+@contextlib.contextmanager
+def _quiet_pymbar(level: int = logging.WARNING):
+    """Silence pymbar's import banner (a note about JAX) and its solver chatter ("Reached a solution ...")."""
     pymbar_logger = logging.getLogger("pymbar")
     old_level = pymbar_logger.level
-    pymbar_logger.setLevel(logging.ERROR)
+    pymbar_logger.setLevel(level)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        pymbar_logger.setLevel(old_level)
+
+
+def _import_mbar() -> Any:
+    """Import ``pymbar.MBAR`` quietly."""
+    try:
+        with _quiet_pymbar(logging.ERROR), contextlib.redirect_stderr(io.StringIO()):
             from pymbar import MBAR
     except ImportError as exc:
         raise ImportError(
             "mbar_logweights needs pymbar >= 4: pip install 'pymbar>=4' (or install latentbias[test])"
         ) from exc
-    finally:
-        pymbar_logger.setLevel(old_level)
     return MBAR
 
 
@@ -237,8 +245,9 @@ def mbar_logweights(
         u_target = ensure_1d_float(target_reduced_potential, "target_reduced_potential", n_frames)
 
     MBAR = _import_mbar()
-    mbar = MBAR(u_kn, n_k, solver_protocol="robust")
-    result = mbar.compute_free_energy_differences()
+    with _quiet_pymbar():
+        mbar = MBAR(u_kn, n_k, solver_protocol="robust")
+        result = mbar.compute_free_energy_differences()
     f_k = np.asarray(result["Delta_f"], dtype=np.float64)[0].copy()
     df_k = np.asarray(result["dDelta_f"], dtype=np.float64)[0].copy()
 

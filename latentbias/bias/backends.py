@@ -56,6 +56,12 @@ class GridBiasBackend(abc.ABC):
     def latent_values(self, context: Any) -> np.ndarray:
         """Current values of the biased latent components, shape=(d,)."""
 
+    scale: float = 1.0
+
+    @abc.abstractmethod
+    def set_scale(self, scale: float, context: Any) -> None:
+        """Multiply the tabulated part of the bias by ``scale`` (walls unaffected); 0 switches the bias off."""
+
     def wall_energy(self, z: np.ndarray) -> float:
         """Energy of the edge walls at latent point z (shape=(d,)), kJ/mol."""
         e = 0.0
@@ -66,7 +72,7 @@ class GridBiasBackend(abc.ABC):
         return e
 
     def energy(self, context: Any) -> float:
-        """Total bias energy (table + walls) in ``context``, kJ/mol."""
+        """Total bias energy (scale · table + walls) in ``context``, kJ/mol."""
         from openmm import unit
 
         state = context.getState(getEnergy=True, groups={self.force_group})
@@ -109,21 +115,27 @@ class CustomCVBackend(GridBiasBackend):
             else:
                 args.append(f"min(max({name}, {v.minValue!r}), {v.maxValue!r})")
                 walls.append(f"max(0, {name} - ({v.maxValue!r}))^2 + max(0, ({v.minValue!r}) - {name})^2")
-        expression = f"table({', '.join(args)})"
+        self.force_group = free_force_group(system) if force_group is None else int(force_group)
+        self.scale_parameter = f"latent_bias_scale_{self.force_group}"
+        expression = f"{self.scale_parameter}*table({', '.join(args)})"
         if walls:
             expression += f" + 0.5*{self.wall_force_constant!r}*(" + " + ".join(walls) + ")"
         self.expression = expression
         self.force = openmm.CustomCVForce(expression)
+        self.force.addGlobalParameter(self.scale_parameter, 1.0)
         for name, v in zip(names, grid.variables):
             self.force.addCollectiveVariable(name, latent_component_force(model, system, v.index))
         self.table = grid.make_function()
         self.force.addTabulatedFunction("table", self.table)
-        self.force_group = free_force_group(system) if force_group is None else int(force_group)
         self.force.setForceGroup(self.force_group)
         system.addForce(self.force)
 
     def forces(self) -> list:
         return [self.force]
+
+    def set_scale(self, scale: float, context: Any) -> None:
+        self.scale = float(scale)
+        context.setParameter(self.scale_parameter, self.scale)
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.grid.set_function_parameters(self.table, values)

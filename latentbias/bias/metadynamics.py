@@ -174,6 +174,8 @@ class LatentMetadynamics:
         backend_cls = CustomCVBackend if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
         self._contextStale = True
+        #: set False to stop depositing Gaussians (the bias is frozen but still acts); records continue
+        self.depositionEnabled = True
         self._syncWithDisk(write=False)
 
     # ------------------------------------------------------------------------------------------------- bias
@@ -198,6 +200,13 @@ class LatentMetadynamics:
         from openmm import unit
 
         return -((self.temperature + self._deltaT) / self._deltaT) * self._totalBias * unit.kilojoule_per_mole
+
+    def setBiasScale(self, context: Any, scale: float) -> None:
+        """Scale the acting metadynamics bias (walls excepted) in ``context``: 1 normal, 0 off. Depositions keep
+        using the unscaled bias V for their heights."""
+        if not scale >= 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        self.backend.set_scale(scale, context)
 
     def getCollectiveVariables(self, simulation: Any) -> np.ndarray:
         """Current values of the biased latent components in a Simulation, shape=(d,)."""
@@ -235,13 +244,17 @@ class LatentMetadynamics:
 
         context = simulation.context
         z = self.backend.latent_values(context)
-        bias = self.backend.energy(context) - self.backend.wall_energy(z)
+        acting = self.backend.energy(context)  # scale * V(z) + walls
+        scale = self.backend.scale
+        bias = (acting - self.backend.wall_energy(z)) / scale if scale > 0 else float(self.biasAt(z[None])[0])
         ct = self.ct()
         state = context.getState(getPositions=self._trajectoryPath is not None)
         time_ps = state.getTime().value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, ct)
         if self._trajectoryPath is not None:
             self._writeFrame(simulation, state)
+        if not self.depositionEnabled:
+            return
         height = self.height * np.exp(-bias / kt_kjmol(self._deltaT))
         self._selfBias += height * self.grid.gaussian(z)
         self._nDeposits += 1

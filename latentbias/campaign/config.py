@@ -1,0 +1,363 @@
+"""Campaign configuration: a TOML file validated into dataclasses, with errors that name the bad key.
+
+Example (every key shown; most have defaults)::
+
+    [system]
+    testsystem = "alanine-dipeptide-vacuum"   # or: prmtop + coordinates | system_xml + pdb | pdb + forcefield
+    # prmtop = "ala2.prmtop"; coordinates = "ala2.crd"
+    # system_xml = "system.xml"; pdb = "start.pdb"
+    # pdb = "protein.pdb"; forcefield = ["amber14-all.xml"]; implicit_solvent = "implicit/obc2.xml"
+    constraints = "HBonds"                     # None | HBonds | AllBonds | HAngles (not for system_xml)
+
+    [md]
+    platform = "Reference"                     # Reference | CPU | CUDA | OpenCL
+    platform_properties = {}
+    temperature = 300.0                        # K
+    timestep = 2.0                             # fs
+    friction = 1.0                             # 1/ps
+    seed = 1
+
+    [features]
+    kind = ["distances"]                       # distances | contacts | aligned | phipsi | chi1
+    selection = "element != H"
+
+    [model]
+    latent_dim = 2
+    hidden = [32, 32]
+    activation = "tanh"
+    objective = "autoencoder"                  # autoencoder | time-lagged
+    lag = 1
+    epochs = 200
+    learning_rate = 0.003
+    batch_size = 256
+    patience = 30
+    warm_start = true
+
+    [campaign]
+    rounds = 6
+    steps_per_round = 50000
+    save_interval = 250                        # steps between saved frames
+    checkpoint_interval = 5000                 # steps between checkpoints (multiple of save_interval)
+    round0_steps = 25000                       # unbiased round 0 (or give round0_trajectories)
+    strategy = "metadynamics"                  # metadynamics | frontier (or a list, one per biased round)
+
+    [metadynamics]
+    bias_factor = 8.0
+    height = 1.0                               # kJ/mol
+    frequency = 250                            # steps
+    sigma = 0.1                                # fraction of each latent range
+    margin = 0.3                               # grid extends this fraction of the range beyond the data
+
+    [frontier]
+    n_targets = 4
+    restraint_k = 500.0                        # kJ/mol per z^2
+    pull_fraction = 0.5                        # fraction of the round spent restrained/steered; rest released
+
+    [ood]
+    threshold = 3.0                            # reconstruction error in units of its training 99th percentile
+    action = "cap"                             # cap | off
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CampaignConfig",
+    "ConfigError",
+    "load_config",
+    "STRATEGIES",
+    "TESTSYSTEMS",
+]
+
+STRATEGIES = ("metadynamics", "frontier")
+TESTSYSTEMS = ("alanine-dipeptide-vacuum",)
+from ..features import FEATURE_KINDS  # noqa: E402
+PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL", "HIP")
+CONSTRAINTS = ("None", "HBonds", "AllBonds", "HAngles")
+
+
+class ConfigError(ValueError):
+    """A campaign configuration is invalid; the message names the key and the allowed values."""
+
+
+@dataclass
+class SystemConfig:
+    testsystem: str | None = None
+    prmtop: str | None = None
+    coordinates: str | None = None
+    system_xml: str | None = None
+    pdb: str | None = None
+    forcefield: list[str] = field(default_factory=list)
+    implicit_solvent: str | None = None
+    constraints: str = "HBonds"
+
+
+@dataclass
+class MDConfig:
+    platform: str = "Reference"
+    platform_properties: dict[str, str] = field(default_factory=dict)
+    temperature: float = 300.0
+    timestep: float = 2.0
+    friction: float = 1.0
+    seed: int = 1
+
+
+@dataclass
+class FeatureConfig:
+    kind: list[str] = field(default_factory=lambda: ["distances"])
+    selection: str = "element != H"
+    contact_r0: float = 0.8
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 2
+    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    activation: str = "tanh"
+    objective: str = "autoencoder"
+    lag: int = 1
+    epochs: int = 200
+    learning_rate: float = 3e-3
+    batch_size: int = 256
+    patience: int = 30
+    warm_start: bool = True
+
+
+@dataclass
+class LoopConfig:
+    rounds: int = 6
+    steps_per_round: int = 50_000
+    save_interval: int = 250
+    checkpoint_interval: int = 5_000
+    round0_steps: int = 25_000
+    round0_trajectories: list[str] = field(default_factory=list)
+    strategy: list[str] = field(default_factory=lambda: ["metadynamics"])
+
+
+@dataclass
+class MetadynamicsConfig:
+    bias_factor: float = 8.0
+    height: float = 1.0
+    frequency: int = 250
+    sigma: float = 0.1
+    margin: float = 0.3
+    grid_points: int = 60
+    wall_force_constant: float = 1000.0
+
+
+@dataclass
+class FrontierConfig:
+    n_targets: int = 4
+    restraint_k: float = 500.0
+    pull_fraction: float = 0.5
+    bins: int = 20
+
+
+@dataclass
+class OODConfig:
+    threshold: float = 3.0
+    action: str = "cap"
+
+
+@dataclass
+class CampaignConfig:
+    """A validated campaign configuration (see the module docstring for the TOML layout)."""
+
+    system: SystemConfig = field(default_factory=SystemConfig)
+    md: MDConfig = field(default_factory=MDConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    campaign: LoopConfig = field(default_factory=LoopConfig)
+    metadynamics: MetadynamicsConfig = field(default_factory=MetadynamicsConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
+    ood: OODConfig = field(default_factory=OODConfig)
+    base_dir: str = "."
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def strategy_for_round(self, round_index: int) -> str:
+        """Bias strategy of a biased round (round_index >= 1); a list cycles its last entry."""
+        s = self.campaign.strategy
+        return s[min(round_index - 1, len(s) - 1)]
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+_SECTIONS = {
+    "system": SystemConfig,
+    "md": MDConfig,
+    "features": FeatureConfig,
+    "model": ModelConfig,
+    "campaign": LoopConfig,
+    "metadynamics": MetadynamicsConfig,
+    "frontier": FrontierConfig,
+    "ood": OODConfig,
+}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    where = f"[{section}] {key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, list):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return value
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _positive(where: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{where} must be positive, got {value!r}")
+
+
+def from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> CampaignConfig:
+    """Validate a parsed TOML document into a :class:`CampaignConfig`."""
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; allowed sections: {', '.join(_SECTIONS)}")
+    parts: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        given = raw.get(name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"[{name}] must be a table of keys")
+        defaults = cls()
+        allowed = {f.name for f in fields(cls)}
+        bad = sorted(set(given) - allowed)
+        if bad:
+            raise ConfigError(f"unknown key(s) {bad} in [{name}]; allowed keys: {', '.join(sorted(allowed))}")
+        values = {k: _coerce(name, k, v, getattr(defaults, k)) for k, v in given.items()}
+        parts[name] = cls(**{**asdict(defaults), **values})
+    cfg = CampaignConfig(**parts, base_dir=str(base_dir))
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: CampaignConfig) -> None:
+    s = cfg.system
+    routes = {
+        "testsystem": s.testsystem is not None,
+        "prmtop + coordinates": s.prmtop is not None,
+        "system_xml + pdb": s.system_xml is not None,
+        "pdb + forcefield": bool(s.forcefield),
+    }
+    chosen = [k for k, v in routes.items() if v]
+    if len(chosen) != 1:
+        raise ConfigError(
+            "[system] must give exactly one of: testsystem = \"alanine-dipeptide-vacuum\"; prmtop + coordinates; "
+            f"system_xml + pdb; pdb + forcefield — got {chosen or 'none'}"
+        )
+    if s.testsystem is not None:
+        _choice("[system] testsystem", s.testsystem, TESTSYSTEMS)
+    if s.prmtop is not None and s.coordinates is None:
+        raise ConfigError("[system] prmtop needs coordinates (an inpcrd/rst7 file)")
+    if s.system_xml is not None and s.pdb is None:
+        raise ConfigError("[system] system_xml needs pdb (topology and starting positions)")
+    if s.forcefield and s.pdb is None:
+        raise ConfigError("[system] forcefield needs pdb")
+    _choice("[system] constraints", str(s.constraints), CONSTRAINTS)
+    for key in ("prmtop", "coordinates", "system_xml", "pdb"):
+        value = getattr(s, key)
+        if value is not None and not cfg.resolve(value).is_file():
+            raise ConfigError(f"[system] {key} = {value!r}: file not found (relative paths start at the config's folder)")
+
+    m = cfg.md
+    _choice("[md] platform", m.platform, PLATFORMS)
+    for key in ("temperature", "timestep", "friction"):
+        _positive(f"[md] {key}", getattr(m, key))
+
+    f = cfg.features
+    if not f.kind:
+        raise ConfigError(f"[features] kind must list at least one of {', '.join(FEATURE_KINDS)}")
+    for k in f.kind:
+        _choice("[features] kind", k, FEATURE_KINDS)
+
+    mo = cfg.model
+    from ..models import ACTIVATIONS
+
+    _choice("[model] activation", mo.activation, tuple(sorted(ACTIVATIONS)))
+    _choice("[model] objective", mo.objective, ("autoencoder", "time-lagged"))
+    if not 1 <= mo.latent_dim <= 3:
+        raise ConfigError(f"[model] latent_dim must be 1, 2 or 3 (metadynamics grids), got {mo.latent_dim}")
+    for key in ("epochs", "batch_size", "patience", "lag"):
+        _positive(f"[model] {key}", getattr(mo, key))
+    _positive("[model] learning_rate", mo.learning_rate)
+
+    c = cfg.campaign
+    _positive("[campaign] rounds", c.rounds)
+    for key in ("steps_per_round", "save_interval", "checkpoint_interval"):
+        _positive(f"[campaign] {key}", getattr(c, key))
+    if c.checkpoint_interval % c.save_interval:
+        raise ConfigError("[campaign] checkpoint_interval must be a multiple of save_interval")
+    if c.steps_per_round % c.checkpoint_interval:
+        raise ConfigError("[campaign] steps_per_round must be a multiple of checkpoint_interval")
+    if not c.round0_trajectories:
+        _positive("[campaign] round0_steps", c.round0_steps)
+        if c.round0_steps % c.checkpoint_interval:
+            raise ConfigError("[campaign] round0_steps must be a multiple of checkpoint_interval")
+    if not c.strategy:
+        raise ConfigError(f"[campaign] strategy must be one of {', '.join(STRATEGIES)} (or a list of them)")
+    for st in c.strategy:
+        _choice("[campaign] strategy", st, STRATEGIES)
+
+    md_ = cfg.metadynamics
+    if not md_.bias_factor > 1:
+        raise ConfigError(f"[metadynamics] bias_factor must be > 1, got {md_.bias_factor}")
+    for key in ("height", "frequency", "sigma", "grid_points", "wall_force_constant"):
+        _positive(f"[metadynamics] {key}", getattr(md_, key))
+    if md_.margin < 0:
+        raise ConfigError("[metadynamics] margin must be >= 0")
+    if c.save_interval % md_.frequency and md_.frequency % c.save_interval:
+        raise ConfigError("[metadynamics] frequency and [campaign] save_interval must divide one another")
+
+    fr = cfg.frontier
+    _positive("[frontier] n_targets", fr.n_targets)
+    _positive("[frontier] restraint_k", fr.restraint_k)
+    if not 0 < fr.pull_fraction < 1:
+        raise ConfigError(f"[frontier] pull_fraction must be in (0, 1), got {fr.pull_fraction}")
+
+    _positive("[ood] threshold", cfg.ood.threshold)
+    _choice("[ood] action", cfg.ood.action, ("cap", "off"))
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return from_dict(raw, base_dir=path.parent.resolve())

@@ -1,0 +1,113 @@
+"""Log-weights of every frame of every round, for equilibrium averages from all rounds together.
+
+Estimator
+---------
+Each frame n was sampled in some *bias state* s(n): unbiased (round 0, released frontier runs), a restraint
+at a frontier target in the latent space of the model that round used, or a metadynamics bias. Metadynamics
+biases grow in time; we treat each checkpoint segment of a metadynamics round as its own state whose bias is the
+average of the grids at the segment's start and end (a piecewise-static approximation whose error shrinks with
+the checkpoint interval and as the well-tempered bias converges). Restraint walls and the bias scale used when the
+out-of-distribution guard fired are part of the state.
+
+MBAR (pymbar) then treats all states together: every frame is evaluated under every state's bias, through that
+state's own encoder (``u_kn = β V_k(z_k(x_n))``), and the unbiased-state log-weights are
+``log w_n = −log Σ_k N_k exp(f_k − u_kn)``. Assumptions: frames within a state are samples of that state's
+biased ensemble (equilibrated within each segment), and the states overlap enough for MBAR to connect them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..analysis.constants import kt_kjmol
+from ..analysis.reweight import mbar_logweights
+from ..bias.grid import BiasGrid, LatentVariable
+
+__all__ = ["BiasState", "cross_round_logweights"]
+
+
+@dataclass
+class BiasState:
+    """One thermodynamic state of the campaign: a bias V(z) in the latent space of ``model_round``'s model.
+
+    kind: "unbiased" | "restraint" (center, k) | "metad" (variables, grid, wall_k, scale).
+    """
+
+    kind: str
+    model_round: int = -1
+    center: np.ndarray | None = None
+    k: float = 0.0
+    variables: list[dict] | None = None
+    grid: np.ndarray | None = None
+    wall_k: float = 0.0
+    scale: float = 1.0
+
+    def energy(self, z: np.ndarray) -> np.ndarray:
+        """Bias (kJ/mol) of frames with latent coordinates z (shape=(n, d)) in this state's latent space."""
+        if self.kind == "unbiased":
+            return np.zeros(len(z))
+        if self.kind == "restraint":
+            return 0.5 * self.k * ((z - self.center) ** 2).sum(1)
+        variables = [LatentVariable(**v) for v in self.variables]
+        grid = BiasGrid(variables)
+        zz = z[:, [v.index for v in variables]]
+        e = self.scale * grid.interpolate(zz, self.grid)
+        for j, v in enumerate(variables):
+            if not v.periodic:
+                over = np.clip(zz[:, j] - v.maxValue, 0, None) + np.clip(v.minValue - zz[:, j], 0, None)
+                e += 0.5 * self.wall_k * over**2
+        return e
+
+
+def cross_round_logweights(
+    states: list[BiasState],
+    state_of_frame: np.ndarray,
+    encode: Callable[[int], np.ndarray],
+    temperature: float,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """MBAR log-weights (normalised) of all frames in the unbiased ensemble.
+
+    Parameters
+    ----------
+    states : list of BiasState
+    state_of_frame : numpy.ndarray of int, shape=(N,)
+        Index into ``states`` of the state each frame was sampled in.
+    encode : callable
+        ``encode(r)`` -> latent coordinates of all N frames under round r's model, shape=(N, d).
+    temperature : float
+        K.
+
+    Returns
+    -------
+    logweights : numpy.ndarray, shape=(N,)
+    info : dict
+        ``f_k`` and ``df_k`` (dimensionless), number of samples per state, effective sample size.
+    """
+    from ..analysis.reweight import effective_sample_size
+
+    state_of_frame = np.asarray(state_of_frame, dtype=int)
+    used = np.unique(state_of_frame)
+    remap = {s: i for i, s in enumerate(used)}
+    order = np.argsort(np.array([remap[s] for s in state_of_frame]), kind="stable")
+    beta = 1.0 / kt_kjmol(temperature)
+    cache: dict[int, np.ndarray] = {}
+    u = np.zeros((len(used), len(state_of_frame)))
+    for i, s in enumerate(used):
+        st = states[s]
+        if st.kind != "unbiased" and st.model_round not in cache:
+            cache[st.model_round] = encode(st.model_round)
+        z = cache.get(st.model_round, np.zeros((len(state_of_frame), 0)))
+        u[i] = beta * st.energy(z)
+    n_k = np.array([np.count_nonzero(state_of_frame == s) for s in used])
+    if len(used) == 1:
+        logw = -u[0] - np.log(len(u[0]))
+        logw -= np.logaddexp.reduce(logw)
+        return logw, {"f_k": [0.0], "df_k": [0.0], "n_k": n_k.tolist(), "ess": effective_sample_size(logw)}
+    logw_sorted, f_k, df_k = mbar_logweights(u[:, order], n_k)
+    logw = np.empty_like(logw_sorted)
+    logw[order] = logw_sorted
+    return logw, {"f_k": np.asarray(f_k).tolist(), "df_k": np.asarray(df_k).tolist(), "n_k": n_k.tolist(),
+                  "ess": effective_sample_size(logw)}
