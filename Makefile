@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.latentbias-installed
 
-.PHONY: install test test-slow demo clean
+.PHONY: install native test test-slow demo quickstart benchmark clean
+NATIVE := latentbias/_native/plugins/libLatentBiasReference.so
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +16,34 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import latentbias; print('latentbias', latentbias.__version__, 'imports fine')"
 	touch $(STAMP)
 
-install: $(STAMP)
+# the native OpenMM plugin (LatentBiasForce): C++ against the pip-installed OpenMM and libtorch, built with cmake
+$(NATIVE): $(STAMP) $(shell find plugin -type f 2>/dev/null)
+	$(PY) -m pip install swig
+	cmake -S plugin -B build/plugin -DPython3_EXECUTABLE=$(abspath $(PY))
+	cmake --build build/plugin -j2
+	cmake --install build/plugin
+	$(PY) -c "import latentbias.native as n; assert n.is_available(), n.unavailable_reason(); print('LatentBiasForce plugin loads')"
+
+native: $(NATIVE)
+
+install: $(STAMP) $(NATIVE)
 
 test: install
+	ctest --test-dir build/plugin --output-on-failure
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
 
 demo: install
+	$(PY) examples/ala2_campaign.py --rundir runs/ala2
+
+quickstart: install
 	$(PY) examples/ala2_quickstart.py
 
+benchmark: install
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/native_overhead.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info latentbias/_native

@@ -14,14 +14,21 @@ from test_export_forces import bare_system, check_finite_differences, energy_and
 from toy import DOUBLE_WELL_1D, identity_model, particle_simulation, particle_system
 
 
+from latentbias import native
+
+BACKENDS = ["torchforce"] + (["native"] if native.is_available() else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
-def test_restraint_energy_and_finite_differences(ala2, ala2_model, platform):
+def test_restraint_energy_and_finite_differences(ala2, ala2_model, platform, backend):
     system, _, xyz = ala2
     mf = lb.load_model(ala2_model)
     z = mf.encode(xyz)
     sys_ = bare_system(22)
     r = LatentRestraint(mf, sys_, centers=z + [0.3, -0.2], force_constants=[50.0, 80.0], lower_walls=[z[0] + 0.1, -9],
-                        upper_walls=[9, z[1] - 0.05], wall_force_constant=[400.0, 300.0], force_group=5)
+                        upper_walls=[9, z[1] - 0.05], wall_force_constant=[400.0, 300.0], force_group=5,
+                        backend=backend)
     ctx, _ = make_context(sys_, xyz, platform)
     e, _ = energy_and_forces(ctx, 1 << 5)
     expected = 0.5 * 50 * 0.3**2 + 0.5 * 80 * 0.2**2 + 0.5 * 400 * 0.1**2 + 0.5 * 300 * 0.05**2
@@ -30,12 +37,14 @@ def test_restraint_energy_and_finite_differences(ala2, ala2_model, platform):
     check_finite_differences(ctx, xyz, 1 << 5)
 
 
-def test_set_parameter_moves_the_window_without_reinitialising(ala2, ala2_model):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_parameter_moves_the_window_without_reinitialising(ala2, ala2_model, backend):
     system, _, xyz = ala2
     mf = lb.load_model(ala2_model)
     z = mf.encode(xyz)
     sys_ = bare_system(22)
-    r = LatentRestraint(mf, sys_, centers=z, force_constants=100.0)
+    r = LatentRestraint(mf, sys_, centers=z, force_constants=100.0, backend=backend)
+    assert r.backend == backend
     ctx, _ = make_context(sys_, xyz, "Reference")
     assert energy_and_forces(ctx)[0] == pytest.approx(0.0, abs=1e-12)
     for shift in ([0.2, 0.0], [-0.1, 0.4]):
@@ -48,17 +57,19 @@ def test_set_parameter_moves_the_window_without_reinitialising(ala2, ala2_model)
     assert ctx.getParameter(r.center_name(1)) == pytest.approx(z[1] + 0.4)
 
 
-def test_restraint_serializes_with_its_parameters(ala2, ala2_model):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restraint_serializes_with_its_parameters(ala2, ala2_model, backend):
     _, _, xyz = ala2
     sys_ = bare_system(22)
-    LatentRestraint(ala2_model, sys_, centers=[0.1, 0.2], force_constants=[30.0, 40.0])
+    LatentRestraint(ala2_model, sys_, centers=[0.1, 0.2], force_constants=[30.0, 40.0], backend=backend)
     copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(sys_))
     e1 = energy_and_forces(make_context(sys_, xyz, "Reference")[0])[0]
     e2 = energy_and_forces(make_context(copy, xyz, "Reference")[0])[0]
     assert e1 == pytest.approx(e2, abs=1e-12) and e1 > 0
 
 
-def test_periodic_latent_dimension_wraps(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_periodic_latent_dimension_wraps(tmp_path, backend):
     """For an angle-like latent coordinate the deviation is taken modulo the period."""
     import torch
 
@@ -68,7 +79,7 @@ def test_periodic_latent_dimension_wraps(tmp_path):
     path = save_cv_module(ParticleCoordinates(1), tmp_path / "angle.pt", n_atoms=1, latent_dim=1,
                           periodic=[[-np.pi, np.pi]])
     sys_ = bare_system(1)
-    r = LatentRestraint(path, sys_, centers=[3.0], force_constants=[10.0])
+    r = LatentRestraint(path, sys_, centers=[3.0], force_constants=[10.0], backend=backend)
     ctx, _ = make_context(sys_, np.array([[-3.0, 0, 0]]), "Reference")
     dev = 2 * np.pi - 6.0
     assert energy_and_forces(ctx)[0] == pytest.approx(0.5 * 10 * dev**2, rel=1e-9)

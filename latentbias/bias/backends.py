@@ -23,7 +23,7 @@ from ..export import LatentModelFile
 from ..forces import latent_component_force
 from .grid import BiasGrid
 
-__all__ = ["GridBiasBackend", "CustomCVBackend", "free_force_group"]
+__all__ = ["GridBiasBackend", "CustomCVBackend", "default_grid_backend", "free_force_group"]
 
 
 def free_force_group(system: Any, preferred: int = 31) -> int:
@@ -113,7 +113,10 @@ class CustomCVBackend(GridBiasBackend):
             if v.periodic:
                 args.append(name)
             else:
-                args.append(f"min(max({name}, {v.minValue!r}), {v.maxValue!r})")
+                # clamp to the last grid point exactly as OpenMM computes it (min + (n-1)*step can round below
+                # max, and a table argument beyond it aborts the process)
+                last = v.minValue + (v.gridWidth - 1) * ((v.maxValue - v.minValue) / (v.gridWidth - 1))
+                args.append(f"min(max({name}, {v.minValue!r}), {min(last, v.maxValue)!r})")
                 walls.append(f"max(0, {name} - ({v.maxValue!r}))^2 + max(0, ({v.minValue!r}) - {name})^2")
         self.force_group = free_force_group(system) if force_group is None else int(force_group)
         self.scale_parameter = f"latent_bias_scale_{self.force_group}"
@@ -144,3 +147,14 @@ class CustomCVBackend(GridBiasBackend):
 
     def latent_values(self, context: Any) -> np.ndarray:
         return np.asarray(self.force.getCollectiveVariableValues(context), dtype=float)
+
+
+def default_grid_backend() -> type[GridBiasBackend]:
+    """The native :class:`~latentbias.bias.fused.FusedBackend` when the plugin is built, else CustomCVBackend."""
+    from .. import native
+
+    if native.is_available():
+        from .fused import FusedBackend
+
+        return FusedBackend
+    return CustomCVBackend

@@ -36,7 +36,7 @@ from ..export import LatentModelFile
 from ..forces import as_model_file
 from ..io import load_npz, save_npz, write_json
 from ..validation import strip_unit
-from .backends import CustomCVBackend, GridBiasBackend
+from .backends import GridBiasBackend, default_grid_backend
 from .grid import BiasGrid, LatentVariable
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class LatentMetadynamics:
     forceGroup : int, optional
         Force group of the bias (default: the highest free one).
     backend : GridBiasBackend class, optional
-        Implementation of the bias force (default: :class:`CustomCVBackend`).
+        Implementation of the bias force. Default: the native fused ``LatentBiasForce``
+        (:class:`~latentbias.bias.fused.FusedBackend`, one encoder pass per step) when the plugin is built, else
+        :class:`CustomCVBackend` (a CustomCVForce over d TorchForces).
     """
 
     def __init__(
@@ -171,7 +173,7 @@ class LatentMetadynamics:
             raise FileExistsError(f"{self._trajectoryPath} exists; pass appendRecord=True to continue it")
         self._dcd = None
         self._dcdHandle = None
-        backend_cls = CustomCVBackend if backend is None else backend
+        backend_cls = default_grid_backend() if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
         self._contextStale = True
         #: set False to stop depositing Gaussians (the bias is frozen but still acts); records continue
@@ -200,6 +202,15 @@ class LatentMetadynamics:
         from openmm import unit
 
         return -((self.temperature + self._deltaT) / self._deltaT) * self._totalBias * unit.kilojoule_per_mole
+
+    def addBias(self, values: np.ndarray) -> None:
+        """Add a fixed grid (kJ/mol, shape=grid shape) to this walker's bias, e.g. a bias carried over from an
+        earlier run; the Context is updated at the next :meth:`step`."""
+        v = np.asarray(values, dtype=float)
+        if v.shape != self.grid.shape or not np.all(np.isfinite(v)):
+            raise ValueError(f"bias values must be finite with shape {self.grid.shape}, got {v.shape}")
+        self._selfBias = self._selfBias + v
+        self._contextStale = True
 
     def setBiasScale(self, context: Any, scale: float) -> None:
         """Scale the acting metadynamics bias (walls excepted) in ``context``: 1 normal, 0 off. Depositions keep

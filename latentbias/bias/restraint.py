@@ -44,7 +44,7 @@ class _RestraintEnergy(torch.nn.Module):
     """z -> restraint energy given centres and force constants (shared by the two TorchForce signatures)."""
 
     def __init__(self, model: torch.nn.Module, dims: Sequence[int], lower: np.ndarray, upper: np.ndarray,
-                 wall_k: np.ndarray, period: np.ndarray):
+                 wall_k: np.ndarray, period: np.ndarray, has_walls: bool):
         super().__init__()
         self.model = model
         self.n = len(dims)
@@ -53,18 +53,24 @@ class _RestraintEnergy(torch.nn.Module):
         self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float64))
         self.register_buffer("wall_k", torch.as_tensor(wall_k, dtype=torch.float64))
         self.register_buffer("period", torch.as_tensor(period, dtype=torch.float64))
+        self.any_periodic = bool(np.any(np.asarray(period) > 0))
+        self.any_walls = bool(has_walls)
 
     def energy(self, positions: Tensor, box: Optional[Tensor], params: List[Tensor]) -> Tensor:
+        # few tensor ops: each costs microseconds in the TorchScript interpreter, forward and backward
         z = self.model(positions, box).index_select(0, self.dims).to(torch.float64)
         centre = torch.stack(params[: self.n]).to(torch.float64).reshape(-1)
         k = torch.stack(params[self.n : 2 * self.n]).to(torch.float64).reshape(-1)
         dev = z - centre
-        periodic = self.period > 0
-        safe_period = torch.where(periodic, self.period, torch.ones_like(self.period))
-        dev = torch.where(periodic, dev - safe_period * torch.round(dev / safe_period), dev)
-        above = torch.clamp(z - self.upper, min=0.0)
-        below = torch.clamp(self.lower - z, min=0.0)
-        return 0.5 * (k * dev * dev).sum() + 0.5 * (self.wall_k * (above * above + below * below)).sum()
+        if self.any_periodic:
+            safe_period = torch.where(self.period > 0, self.period, torch.ones_like(self.period))
+            dev = dev - (self.period > 0).to(dev.dtype) * safe_period * torch.round(dev / safe_period)
+        energy = 0.5 * (k * dev * dev).sum()
+        if self.any_walls:
+            above = torch.clamp(z - self.upper, min=0.0)
+            below = torch.clamp(self.lower - z, min=0.0)
+            energy = energy + 0.5 * (self.wall_k * (above * above + below * below)).sum()
+        return energy
 
 
 class _Restraint(_RestraintEnergy):
@@ -142,6 +148,10 @@ class LatentRestraint:
         Force group of the TorchForce (default 30); the work of steering is measured on it.
     add_to_system : bool
         Add the force to ``system`` now.
+    backend : {"auto", "native", "torchforce"}
+        ``"native"``: the fused ``LatentBiasForce`` plugin; ``"torchforce"``: an openmm-torch TorchForce;
+        ``"auto"`` (default): native when the plugin is built. Both evaluate the encoder once per step and give
+        the same energies, forces and global parameters.
     """
 
     def __init__(
@@ -158,7 +168,15 @@ class LatentRestraint:
         prefix: str = "latent_",
         force_group: int | None = 30,
         add_to_system: bool = True,
+        backend: str = "auto",
     ):
+        from .. import native
+
+        if backend not in ("auto", "native", "torchforce"):
+            raise ValueError(f"backend must be 'auto', 'native' or 'torchforce', got {backend!r}")
+        if backend == "native" and not native.is_available():
+            raise ValueError(f"the native LatentBiasForce plugin is not available: {native.unavailable_reason()}")
+        self.backend = "native" if backend == "native" or (backend == "auto" and native.is_available()) else "torchforce"
         self.model = as_model_file(model)
         self.model.check_system(system)
         d_model = self.model.latent_dim
@@ -180,19 +198,33 @@ class LatentRestraint:
         periods = self.model.periodic
         self.period = np.array([0.0 if periods[i] is None else float(periods[i][1] - periods[i][0]) for i in self.dims])
         self.prefix = prefix
+        if self.backend == "native":
+            from .fused import fused_restraint_force
+
+            self.force = fused_restraint_force(
+                self.model, system, self.centers, self.force_constants, dims=self.dims, lower_walls=self.lower_walls,
+                upper_walls=self.upper_walls, wall_force_constant=self.wall_force_constant, prefix=prefix,
+                force_group=force_group, add_to_system=False)
+        else:
+            self.force = self._torch_force(system, force_group)
+        if add_to_system:
+            system.addForce(self.force)
+
+    def _torch_force(self, system: Any, force_group: int | None):
         periodic_box = bool(system.usesPeriodicBoundaryConditions())
         cls = _PeriodicRestraint if periodic_box else _Restraint
         # infinite walls never act; store a huge finite number so TorchScript arithmetic stays finite
         big = np.finfo(np.float64).max ** 0.25
         module = cls(self.model.module, self.dims, np.maximum(self.lower_walls, -big),
-                     np.minimum(self.upper_walls, big), self.wall_force_constant, self.period)
-        self.force = make_torch_force(script_module(module, "latent restraint"), system, force_group, periodic_box)
-        for i in range(n):
-            self.force.addGlobalParameter(self.center_name(i), float(self.centers[i]))
-        for i in range(n):
-            self.force.addGlobalParameter(self.force_constant_name(i), float(self.force_constants[i]))
-        if add_to_system:
-            system.addForce(self.force)
+                     np.minimum(self.upper_walls, big), self.wall_force_constant, self.period,
+                     has_walls=bool(np.any(self.wall_force_constant > 0)
+                                    and np.any(np.isfinite(np.r_[self.lower_walls, self.upper_walls]))))
+        force = make_torch_force(script_module(module, "latent restraint"), system, force_group, periodic_box)
+        for i in range(self.ndim):
+            force.addGlobalParameter(self.center_name(i), float(self.centers[i]))
+        for i in range(self.ndim):
+            force.addGlobalParameter(self.force_constant_name(i), float(self.force_constants[i]))
+        return force
 
     @property
     def ndim(self) -> int:

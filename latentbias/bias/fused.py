@@ -1,0 +1,233 @@
+"""Grid biases and restraints on latent coordinates as ONE native force (one encoder pass per step, any d).
+
+:class:`FusedBackend` implements :class:`~latentbias.bias.backends.GridBiasBackend` with the native
+``LatentBiasForce`` (see :mod:`latentbias.native`): the encoder runs once forward and once backward per step
+whatever the number of biased dimensions, V(z) and dV/dz are computed in C++ in double precision with OpenMM's
+own tabulated-function splines, and the edge walls are those of
+:class:`~latentbias.bias.backends.CustomCVBackend` (same expression), so both backends give the same energies and
+forces. Unlike the CustomCVForce route, periodicity may differ between grid dimensions.
+
+:func:`fused_restraint_force` builds the restraint-only counterpart of
+:class:`~latentbias.bias.restraint.LatentRestraint` (same energy, same global-parameter names).
+
+Latent values and energies are read from the force's last evaluation when it used the current positions,
+parameters and grid. An integrator step evaluates forces *before* moving the atoms, so right after
+``simulation.step(n)`` the last z belong to the previous positions; :meth:`FusedBackend.latent_values` then runs
+one energy-only (forward) evaluation of the force group and reuses it for :meth:`FusedBackend.energy`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..export import METADATA_NAME, LatentModelFile
+from ..forces import as_model_file
+from .backends import GridBiasBackend, free_force_group
+from .grid import BiasGrid
+from .restraint import _per_dim
+
+__all__ = ["FusedBackend", "fused_restraint_force", "model_bytes"]
+
+
+def model_bytes(model: LatentModelFile) -> bytes:
+    """The TorchScript archive of a loaded model, metadata included (the file itself when it is on disk)."""
+    if model.path is not None and os.path.isfile(model.path):
+        return model.path.read_bytes()
+    import torch
+
+    buffer = io.BytesIO()
+    torch.jit.save(model.module, buffer, _extra_files={METADATA_NAME: json.dumps(model.metadata)})
+    return buffer.getvalue()
+
+
+def _new_force(model: LatentModelFile, system: Any):
+    from .. import native
+
+    module = native.load()
+    force = module.LatentBiasForce.fromModelData(model_bytes(model))
+    force.setUsesPeriodicBoundaryConditions(bool(system.usesPeriodicBoundaryConditions()))
+    return force
+
+
+def _grid_table(grid: BiasGrid, values: Any) -> np.ndarray:
+    """Grid values (shape=grid.shape) flattened first-axis-fastest as a contiguous float64 array."""
+    v = np.asarray(values, dtype=float)
+    if v.shape != grid.shape:
+        raise ValueError(f"grid values must have shape {grid.shape}, got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("grid values must be finite")
+    return np.ascontiguousarray(v.ravel(order="F"))
+
+
+class FusedBackend(GridBiasBackend):
+    """Tabulated bias V(z) + edge walls on 1-3 latent dimensions as one native ``LatentBiasForce``.
+
+    Parameters
+    ----------
+    model : LatentModelFile or path
+    system : openmm.System
+        The force is added to it.
+    grid : BiasGrid
+        Periodicity may differ between variables.
+    wall_force_constant : float
+        kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
+    force_group : int, optional
+        Default: the highest free force group.
+
+    Raises
+    ------
+    ImportError
+        The native plugin is not built (see :mod:`latentbias.native`).
+    ValueError
+        Atom-count mismatch or a variable index beyond the model's latent dimension.
+    """
+
+    def __init__(
+        self,
+        model: LatentModelFile | str | os.PathLike,
+        system: Any,
+        grid: BiasGrid,
+        wall_force_constant: float = 1000.0,
+        force_group: int | None = None,
+    ):
+        mf = as_model_file(model)
+        mf.check_system(system)
+        for v in grid.variables:
+            if not 0 <= v.index < mf.latent_dim:
+                raise ValueError(f"latent variable index {v.index} is out of range for a model with "
+                                 f"latent_dim={mf.latent_dim}")
+        self.model = mf
+        self.grid = grid
+        self.wall_force_constant = float(wall_force_constant)
+        self.force = _new_force(mf, system)
+        for v in grid.variables:
+            self.force.addGridDimension(int(v.index), float(v.minValue), float(v.maxValue), int(v.gridWidth),
+                                        bool(v.periodic))
+        self.force.setGridValues(np.zeros(int(np.prod(grid.shape))))
+        self.force.setWallForceConstant(self.wall_force_constant)
+        self.force_group = free_force_group(system) if force_group is None else int(force_group)
+        self.force.setForceGroup(self.force_group)
+        # same global parameter as CustomCVBackend: acting bias = scale * table + walls
+        self.scale = 1.0
+        self.scale_parameter = f"latent_bias_scale_{self.force_group}"
+        self.force.setGridScaleParameter(self.scale_parameter, 1.0)
+        system.addForce(self.force)
+        self._indices = [int(v.index) for v in grid.variables]
+
+    def forces(self) -> list:
+        return [self.force]
+
+    def set_scale(self, scale: float, context: Any) -> None:
+        """Multiply the tabulated part of the bias by ``scale`` in ``context`` (walls unaffected; 0 = off)."""
+        self.scale = float(scale)
+        context.setParameter(self.scale_parameter, self.scale)
+
+    def set_grid(self, values: np.ndarray, context: Any | None) -> None:
+        self.force.setGridValues(_grid_table(self.grid, values))
+        if context is not None:
+            self.force.updateParametersInContext(context)
+
+    def _ensure_current(self, context: Any) -> None:
+        if not self.force.isLastEvaluationCurrent(context):
+            # one energy-only evaluation (forward pass, no backward) of this force's group
+            context.getState(getEnergy=True, groups={self.force_group})
+
+    def latent_values(self, context: Any, fresh: bool = True) -> np.ndarray:
+        """Biased latent components at the current positions, shape=(d,).
+
+        The force's last z are used when they belong to the current positions; otherwise (e.g. right after an
+        integrator step, whose forces were computed before the atoms moved) the force group is evaluated once
+        (energy only). With ``fresh=False`` the last evaluated z are returned as they are, without any evaluation.
+        """
+        if fresh:
+            self._ensure_current(context)
+        z = self.force.getLastLatentValues(context)
+        if not z:
+            raise RuntimeError("the LatentBiasForce has not been evaluated in this Context yet")
+        return np.asarray([z[i] for i in self._indices], dtype=float)
+
+    def all_latent_values(self, context: Any) -> np.ndarray:
+        """All model outputs z at the current positions, shape=(latent_dim,)."""
+        self._ensure_current(context)
+        return np.asarray(self.force.getLastLatentValues(context), dtype=float)
+
+    def energy(self, context: Any) -> float:
+        """Acting bias energy, scale · table + walls (kJ/mol), at the current positions (reuses the last evaluation
+        when it is current)."""
+        self._ensure_current(context)
+        return float(self.force.getLastEnergies(context)[0])
+
+
+def fused_restraint_force(
+    model: LatentModelFile | str | os.PathLike,
+    system: Any,
+    centers: Any,
+    force_constants: Any,
+    *,
+    dims: Sequence[int] | None = None,
+    lower_walls: Any | None = None,
+    upper_walls: Any | None = None,
+    wall_force_constant: Any = 1000.0,
+    prefix: str = "latent_",
+    force_group: int | None = 30,
+    add_to_system: bool = True,
+):
+    """Restraint-only ``LatentBiasForce`` with the parameters and energy of :class:`LatentRestraint`.
+
+    Energy (kJ/mol): ``Σ_i ½ k_i (z_i − z0_i)² + ½ kw_i [max(0, z_i − upper_i)² + max(0, lower_i − z_i)²]`` with the
+    deviation wrapped into half a period for periodic latent dimensions (model metadata). ``z0_i`` and ``k_i`` are
+    global parameters ``{prefix}z0_{i}`` and ``{prefix}k_{i}`` (i = position in ``dims``): ``Context.setParameter``
+    moves umbrella windows or steers without reinitialising.
+
+    Parameters
+    ----------
+    model : LatentModelFile or path
+    system : openmm.System
+    centers : array_like, shape=(d,)
+    force_constants : float or array_like, shape=(d,)
+        kJ/mol per (unit of z)², >= 0.
+    dims : sequence of int, optional
+        Restrained latent components (default: all).
+    lower_walls, upper_walls : float or array_like, optional
+        Flat-bottom wall positions (default: none).
+    wall_force_constant : float or array_like
+    prefix : str
+    force_group : int, optional
+    add_to_system : bool
+
+    Returns
+    -------
+    LatentBiasForce
+    """
+    mf = as_model_file(model)
+    mf.check_system(system)
+    d_model = mf.latent_dim
+    dims = list(range(d_model)) if dims is None else [int(i) for i in dims]
+    if not dims or any(not 0 <= i < d_model for i in dims) or len(set(dims)) != len(dims):
+        raise ValueError(f"dims must be distinct latent components in [0, {d_model}), got {dims}")
+    n = len(dims)
+    c = _per_dim(centers, n, "centers")
+    k = _per_dim(force_constants, n, "force_constants")
+    if np.any(k < 0):
+        raise ValueError("force_constants must be >= 0")
+    lower = _per_dim(-np.inf if lower_walls is None else lower_walls, n, "lower_walls")
+    upper = _per_dim(np.inf if upper_walls is None else upper_walls, n, "upper_walls")
+    kw = _per_dim(wall_force_constant, n, "wall_force_constant")
+    if np.any(lower >= upper):
+        raise ValueError("each lower wall must lie below its upper wall")
+    periods = mf.periodic
+    force = _new_force(mf, system)
+    for i, comp in enumerate(dims):
+        period = 0.0 if periods[comp] is None else float(periods[comp][1] - periods[comp][0])
+        force.addRestraint(comp, f"{prefix}z0_{i}", float(c[i]), f"{prefix}k_{i}", float(k[i]), period,
+                           float(lower[i]), float(upper[i]), float(kw[i]))
+    if force_group is not None:
+        force.setForceGroup(int(force_group))
+    if add_to_system:
+        system.addForce(force)
+    return force

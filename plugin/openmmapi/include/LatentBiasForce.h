@@ -1,0 +1,242 @@
+#ifndef LATENTBIAS_FORCE_H_
+#define LATENTBIAS_FORCE_H_
+
+/* -------------------------------------------------------------------------- *
+ *                         latentbias native plugin                           *
+ * -------------------------------------------------------------------------- *
+ * A bias on the latent coordinates z of a TorchScript encoder, evaluated with *
+ * ONE forward and ONE backward pass through the model per force evaluation.  *
+ * -------------------------------------------------------------------------- */
+
+#include "openmm/Context.h"
+#include "openmm/Force.h"
+#include "internal/windowsExportLatentBias.h"
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace LatentBiasPlugin {
+
+/**
+ * A bias on the latent coordinates z = f(x) of an encoder exported as a TorchScript archive (the latentbias model
+ * file format: forward(positions (n_atoms, 3) nm, box: Optional[Tensor]) -> z (latent_dim,), metadata JSON as the
+ * extra file "latentbias.json").
+ *
+ * The energy (kJ/mol) is
+ *
+ *     V(z) = G(z) + W(z) + R(z)
+ *
+ * - G: a tabulated function of up to three components of z (one per grid dimension), interpolated with OpenMM's
+ *   tabulated-function splines (natural cubic splines, periodic cubic splines along periodic dimensions; the same
+ *   SplineFitter code as Continuous1D/2D/3DFunction on the Reference platform). Values are flattened with the first
+ *   dimension fastest: values[i0 + n0*i1 + n0*n1*i2]; grid points are linspace(min, max, size) inclusive (along a
+ *   periodic dimension the last point duplicates the first and must carry the same value). Unlike OpenMM's
+ *   tabulated functions, periodicity may differ between dimensions.
+ * - W: restoring walls at the edges of non-periodic grid dimensions: outside [min, max] the table is evaluated at
+ *   the clamped value and 0.5*kw*(z-max)^2 (or 0.5*kw*(min-z)^2) is added, kw = getWallForceConstant().
+ * - R: harmonic restraints, one per restrained component: 0.5*k*(z-z0)^2 (deviation wrapped into half a period
+ *   when period > 0) + flat-bottom walls 0.5*kWall*(max(0, z-upper)^2 + max(0, lower-z)^2). The centre z0 and
+ *   force constant k are global parameters of the Context (Context::setParameter moves an umbrella window or
+ *   steers without reinitialising).
+ *
+ * Forces: z is computed with positions requiring gradients, V and dV/dz are computed in double precision, and a
+ * single vector-Jacobian product (z.backward(dV/dz)) gives dV/dx, whatever the number of biased dimensions.
+ *
+ * The model bytes are stored in the force, so it serializes (XmlSerializer) with the model embedded.
+ */
+class OPENMM_EXPORT_LATENTBIAS LatentBiasForce : public OpenMM::Force {
+public:
+    /** Largest number of grid dimensions. */
+    static const int MaxGridDimensions = 3;
+    /**
+     * Create a LatentBiasForce from a model file (TorchScript archive). The file is read once and its bytes are
+     * stored in the force.
+     *
+     * @throws OpenMMException if the file cannot be read or is not a loadable TorchScript archive
+     */
+    explicit LatentBiasForce(const std::string& file);
+    /**
+     * Create a LatentBiasForce from the bytes of a model file (what getModelData() returns). The caller owns the
+     * returned object (in Python, it behaves like any other new Force).
+     */
+    static LatentBiasForce* fromModelData(const std::string& modelData);
+    /** The file the model was read from ("" when created from bytes or deserialized). */
+    const std::string& getFile() const {
+        return file;
+    }
+    /** The bytes of the TorchScript archive. */
+    const std::string& getModelData() const {
+        return modelData;
+    }
+    /** The JSON text of the archive's "latentbias.json" metadata ("" when absent). */
+    const std::string& getMetadata() const {
+        return metadata;
+    }
+    /** Atom count declared by the model metadata (n_atoms), or -1 when the file has no metadata. */
+    int getModelNumAtoms() const {
+        return modelNumAtoms;
+    }
+    /**
+     * Size of z the model must return (latent_dim from the metadata, or -1 when unknown: then any size larger than
+     * the highest biased component is accepted).
+     */
+    int getModelLatentDim() const {
+        return modelLatentDim;
+    }
+    /** Declare the size of z the model returns (checked at every evaluation). */
+    void setModelLatentDim(int latentDim);
+    /** Whether the periodic box vectors are passed to the model as its second argument (default false). */
+    void setUsesPeriodicBoundaryConditions(bool periodic);
+    bool usesPeriodicBoundaryConditions() const override;
+
+    // ------------------------------------------------------------------------------------------------ grid
+    /**
+     * Add a grid dimension over latent component `component` (grid points linspace(minValue, maxValue, size)).
+     *
+     * @return the index of the new dimension
+     * @throws OpenMMException for a 4th dimension, a component used twice or out of range, size < 2 (< 3 when
+     *         periodic), or minValue >= maxValue
+     */
+    int addGridDimension(int component, double minValue, double maxValue, int size, bool periodic = false);
+    int getNumGridDimensions() const {
+        return (int) gridDims.size();
+    }
+    /** Get the parameters of grid dimension `index` (component, minValue, maxValue, size, periodic). */
+    void getGridDimensionParameters(int index, int& component, double& minValue, double& maxValue, int& size,
+                                    bool& periodic) const;
+    /**
+     * Set the tabulated values (kJ/mol), flattened with the first dimension fastest. An empty vector means zeros.
+     * Call updateParametersInContext() to copy them to an existing Context.
+     *
+     * @throws OpenMMException if the size is not the product of the grid sizes, a value is not finite, or a periodic
+     *         dimension's last plane differs from its first
+     */
+    void setGridValues(const std::vector<double>& values);
+    /** The tabulated values (empty when never set, i.e. zeros). */
+    const std::vector<double>& getGridValues() const {
+        return gridValues;
+    }
+    /** Force constant kw (kJ/mol per unit of z squared) of the walls at the non-periodic grid edges (default 1000). */
+    void setWallForceConstant(double k);
+    double getWallForceConstant() const {
+        return wallForceConstant;
+    }
+    /**
+     * Make the tabulated part of the grid energy proportional to the global parameter `name` (default value
+     * `defaultValue`): grid energy = s*table(z) + walls. Context::setParameter(name, s) then scales the acting
+     * bias without touching the grid (0 switches it off; the walls stay). An empty name removes the parameter
+     * (s = 1).
+     */
+    void setGridScaleParameter(const std::string& name, double defaultValue = 1.0);
+    const std::string& getGridScaleParameter() const {
+        return gridScaleParameter;
+    }
+    double getGridScaleDefaultValue() const {
+        return gridScaleDefault;
+    }
+
+    // ------------------------------------------------------------------------------------------- restraints
+    /**
+     * Add a harmonic restraint on latent component `component`:
+     * 0.5*k*(z-z0)^2 + 0.5*kWall*(max(0, z-upperWall)^2 + max(0, lowerWall-z)^2), where z0 and k are the global
+     * parameters `centerParameter` and `forceConstantParameter` (created with the given defaults; empty names
+     * mean "latent_z0_<i>" and "latent_k_<i>", i = index of the restraint). When period > 0 the deviation z-z0 is
+     * wrapped into [-period/2, period/2].
+     *
+     * @return the index of the new restraint
+     */
+    int addRestraint(int component, const std::string& centerParameter, double defaultCenter,
+                     const std::string& forceConstantParameter, double defaultForceConstant, double period = 0.0,
+                     double lowerWall = -std::numeric_limits<double>::infinity(),
+                     double upperWall = std::numeric_limits<double>::infinity(), double wallForceConstant = 0.0);
+    int getNumRestraints() const {
+        return (int) restraints.size();
+    }
+    void getRestraintParameters(int index, int& component, std::string& centerParameter, double& defaultCenter,
+                                std::string& forceConstantParameter, double& defaultForceConstant, double& period,
+                                double& lowerWall, double& upperWall, double& wallForceConstant) const;
+    /** Change a restraint (names, defaults, walls). Takes effect in new Contexts; see updateParametersInContext. */
+    void setRestraintParameters(int index, int component, const std::string& centerParameter, double defaultCenter,
+                                const std::string& forceConstantParameter, double defaultForceConstant,
+                                double period = 0.0, double lowerWall = -std::numeric_limits<double>::infinity(),
+                                double upperWall = std::numeric_limits<double>::infinity(),
+                                double wallForceConstant = 0.0);
+    /** Global parameters this force defines (grid scale, then centres and force constants of the restraints). */
+    int getNumGlobalParameters() const;
+    const std::string& getGlobalParameterName(int index) const;
+    double getGlobalParameterDefaultValue(int index) const;
+
+    // ---------------------------------------------------------------------------------------------- context
+    /**
+     * Copy the grid values, the wall force constant and the restraint walls/periods to a Context in which this
+     * force is used, without reinitialising it (cost grows with the grid, not the system). The grid layout (number
+     * of dimensions, components, ranges, sizes, periodicity) and the restraints' components and parameter names
+     * must be unchanged. Restraint centres and force constants are Context parameters: use Context::setParameter.
+     */
+    void updateParametersInContext(OpenMM::Context& context);
+    /**
+     * The full latent vector z (all model outputs, float64) of the most recent evaluation of this force in
+     * `context`, without evaluating the model again. Empty before the first evaluation.
+     *
+     * Note that an integrator step evaluates forces BEFORE moving the atoms: after Context::step / Integrator::step
+     * these are the z of the positions at the start of the last step. isLastEvaluationCurrent() tells whether they
+     * belong to the current positions.
+     */
+    std::vector<double> getLastLatentValues(OpenMM::Context& context) const;
+    /**
+     * Energies (kJ/mol) of the most recent evaluation: {grid + edge walls, restraints}. Their sum is this force's
+     * energy. Empty before the first evaluation.
+     */
+    std::vector<double> getLastEnergies(OpenMM::Context& context) const;
+    /**
+     * Whether the last evaluation used exactly the current positions, box, restraint parameters and grid (then
+     * getLastLatentValues()/getLastEnergies() describe the current state). Platforms that cannot check cheaply
+     * (CUDA) return false.
+     */
+    bool isLastEvaluationCurrent(OpenMM::Context& context) const;
+
+    // ------------------------------------------------------------------------------------------- internals
+    struct GridDimension {
+        int component;
+        double minValue, maxValue;
+        int size;
+        bool periodic;
+    };
+    struct Restraint {
+        int component;
+        std::string centerParameter, forceConstantParameter;
+        double defaultCenter, defaultForceConstant;
+        double period, lowerWall, upperWall, wallForceConstant;
+    };
+    const std::vector<GridDimension>& getGridDimensions() const {
+        return gridDims;
+    }
+    const std::vector<Restraint>& getRestraints() const {
+        return restraints;
+    }
+    /** Throw OpenMMException unless `values` fit the current grid (size, finite, periodic planes equal). */
+    void checkGridValues(const std::vector<double>& values) const;
+
+protected:
+    OpenMM::ForceImpl* createImpl() const override;
+
+private:
+    LatentBiasForce();
+    void setModelData(const std::string& data);
+    void checkComponent(int component) const;
+    std::vector<std::pair<std::string, double> > getGlobalParameters() const;
+    std::string file, modelData, metadata;
+    int modelNumAtoms, modelLatentDim;
+    bool usePeriodic;
+    std::vector<GridDimension> gridDims;
+    std::vector<double> gridValues;
+    double wallForceConstant;
+    std::string gridScaleParameter;
+    double gridScaleDefault;
+    std::vector<Restraint> restraints;
+};
+
+} // namespace LatentBiasPlugin
+
+#endif /*LATENTBIAS_FORCE_H_*/

@@ -1,0 +1,62 @@
+#ifndef LATENTBIAS_EVALUATOR_H_
+#define LATENTBIAS_EVALUATOR_H_
+
+#include "LatentBiasForce.h"
+#include "internal/LatentBiasGrid.h"
+#include "internal/windowsExportLatentBias.h"
+#include <string>
+#include <vector>
+
+namespace OpenMM {
+class ContextImpl;
+}
+
+namespace LatentBiasPlugin {
+
+/**
+ * The bias as a function of the latent vector z, in double precision, independent of any platform:
+ * grid (+ edge walls) and restraints, their energies and dV/dz. Every platform's kernel uses it.
+ */
+class OPENMM_EXPORT_LATENTBIAS LatentBiasEvaluator {
+public:
+    LatentBiasEvaluator();
+    /** Set up from a force (builds the spline; throws OpenMMException for invalid grid values). */
+    void initialize(const LatentBiasForce& force);
+    /** Copy grid values, wall constants and restraint walls/periods; the layout must be unchanged. */
+    void updateParameters(const LatentBiasForce& force);
+    /** Size z must have (-1: unknown) and the smallest size that contains every biased component. */
+    int getExpectedLatentDim() const {
+        return expectedLatentDim;
+    }
+    int getMinimumLatentDim() const {
+        return minimumLatentDim;
+    }
+    /** Throw OpenMMException unless a model output of `size` elements fits. */
+    void checkLatentSize(long long size) const;
+    /** Read the parameters (restraint centres and force constants, then the grid scale) from the Context. */
+    void readParameters(OpenMM::ContextImpl& context, std::vector<double>& params) const;
+    /**
+     * Energies of latent point z (size = model output size) with restraint parameters params (from readParameters).
+     * dVdz (resized to the size of z) receives dV/dz. Throws OpenMMException if z is not finite.
+     */
+    void evaluate(const double* z, int size, const std::vector<double>& params, double& gridEnergy,
+                  double& restraintEnergy, std::vector<double>& dVdz) const;
+    /** Incremented by every updateParameters(). */
+    long long getVersion() const {
+        return version;
+    }
+
+private:
+    std::vector<LatentBiasForce::GridDimension> dims;
+    std::vector<LatentBiasForce::Restraint> restraints;
+    LatentBiasGrid grid;
+    bool hasGrid;
+    double wallForceConstant;
+    std::string gridScaleParameter;
+    int expectedLatentDim, minimumLatentDim;
+    long long version;
+};
+
+} // namespace LatentBiasPlugin
+
+#endif

@@ -1,0 +1,71 @@
+#ifndef LATENTBIAS_GRID_H_
+#define LATENTBIAS_GRID_H_
+
+#include "internal/windowsExportLatentBias.h"
+#include <vector>
+
+namespace LatentBiasPlugin {
+
+/**
+ * Smooth interpolation of a table on a regular 1-3 dimensional grid, identical to OpenMM's
+ * Continuous1D/2D/3DFunction on the Reference platform.
+ *
+ * When all dimensions share the same periodicity, OpenMM's own SplineFitter (exported from libOpenMM) builds and
+ * evaluates the spline: createSpline / create2DSpline / create3DSpline and the matching evaluate functions, exactly
+ * what ReferenceContinuous{1,2,3}DFunction calls. When periodicity differs between dimensions (which OpenMM's
+ * tabulated functions cannot express) the same construction is carried out per axis: node derivatives come from
+ * SplineFitter::createSpline along each axis with that axis' periodicity (in OpenMM's order: d/dx, d/dy, d/dz,
+ * then the cross derivatives d2/dxdy = x-spline of d/dy, d2/dydz = y-spline of d/dz, d2/dxdz = z-spline of d/dx,
+ * d3/dxdydz = x-spline of d2/dydz), and each cell is the tensor-product cubic Hermite patch through those node
+ * values and derivatives, which is the bicubic/tricubic patch OpenMM's coefficient matrices encode.
+ *
+ * Values are flattened with the first axis fastest: values[i0 + n0*i1 + n0*n1*i2].
+ */
+class OPENMM_EXPORT_LATENTBIAS LatentBiasGrid {
+public:
+    struct Axis {
+        double minValue, maxValue;
+        int size;
+        bool periodic;
+    };
+    LatentBiasGrid();
+    /**
+     * Build the interpolant. With forceGeneric the per-axis construction is used even when the periodicity is
+     * uniform (for testing it against OpenMM's SplineFitter).
+     */
+    void initialize(const std::vector<Axis>& axes, const std::vector<double>& values, bool forceGeneric = false);
+    int getNumDimensions() const {
+        return (int) axes.size();
+    }
+    const std::vector<Axis>& getAxes() const {
+        return axes;
+    }
+    bool usesOpenMMSplineFitter() const {
+        return !generic;
+    }
+    /**
+     * Value of the interpolant at point t (one coordinate per axis), and its gradient in grad.
+     * Coordinates along periodic axes are wrapped into [min, max] (as OpenMM does); points outside a non-periodic
+     * axis give 0 and a zero gradient (callers clamp first, see LatentBiasEvaluator).
+     */
+    double evaluate(const double* t, double* grad) const;
+    /** OpenMM's periodic wrap: min + L*(s - floor(s)), s = (t-min)/L. */
+    static double wrap(double t, double minValue, double maxValue);
+
+private:
+    void computeNodeDerivative(int axis, const std::vector<double>& source, std::vector<double>& result) const;
+    double evaluateGeneric(const double* t, double* grad) const;
+    std::vector<Axis> axes;
+    std::vector<std::vector<double> > x;   // grid points per axis
+    std::vector<double> values;
+    bool generic;
+    // OpenMM SplineFitter data
+    std::vector<double> derivs1D;
+    std::vector<std::vector<double> > coeff;
+    // generic data: nodeDerivs[mask] = derivative of order mask (bit k: d/d axis k) at every node
+    std::vector<std::vector<double> > nodeDerivs;
+};
+
+} // namespace LatentBiasPlugin
+
+#endif

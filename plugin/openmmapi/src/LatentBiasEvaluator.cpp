@@ -1,0 +1,157 @@
+#include "internal/LatentBiasEvaluator.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/internal/ContextImpl.h"
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+using namespace LatentBiasPlugin;
+using namespace OpenMM;
+using namespace std;
+
+LatentBiasEvaluator::LatentBiasEvaluator() : hasGrid(false), wallForceConstant(0.0), expectedLatentDim(-1),
+        minimumLatentDim(0), version(0) {
+}
+
+void LatentBiasEvaluator::initialize(const LatentBiasForce& force) {
+    dims = force.getGridDimensions();
+    restraints = force.getRestraints();
+    expectedLatentDim = force.getModelLatentDim();
+    minimumLatentDim = 0;
+    for (const auto& d : dims)
+        minimumLatentDim = max(minimumLatentDim, d.component + 1);
+    for (const auto& r : restraints)
+        minimumLatentDim = max(minimumLatentDim, r.component + 1);
+    if (expectedLatentDim >= 0 && minimumLatentDim > expectedLatentDim) {
+        stringstream msg;
+        msg << "LatentBiasForce: a grid dimension or restraint uses latent component " << minimumLatentDim - 1
+            << " but the model returns " << expectedLatentDim << " components";
+        throw OpenMMException(msg.str());
+    }
+    hasGrid = false;
+    gridScaleParameter = force.getGridScaleParameter();
+    updateParameters(force);
+}
+
+void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
+    const auto& newDims = force.getGridDimensions();
+    if (newDims.size() != dims.size())
+        throw OpenMMException("LatentBiasForce::updateParametersInContext: the number of grid dimensions has changed");
+    for (size_t i = 0; i < dims.size(); i++) {
+        const auto& a = dims[i];
+        const auto& b = newDims[i];
+        if (a.component != b.component || a.minValue != b.minValue || a.maxValue != b.maxValue || a.size != b.size ||
+                a.periodic != b.periodic)
+            throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid layout (components, ranges, "
+                                  "sizes, periodicity) cannot change in an existing Context; only the values can");
+    }
+    const auto& newRestraints = force.getRestraints();
+    if (newRestraints.size() != restraints.size())
+        throw OpenMMException("LatentBiasForce::updateParametersInContext: the number of restraints has changed");
+    for (size_t i = 0; i < restraints.size(); i++) {
+        if (restraints[i].component != newRestraints[i].component ||
+                restraints[i].centerParameter != newRestraints[i].centerParameter ||
+                restraints[i].forceConstantParameter != newRestraints[i].forceConstantParameter)
+            throw OpenMMException("LatentBiasForce::updateParametersInContext: a restraint's component or parameter "
+                                  "names changed; that needs a new Context");
+    }
+    if (force.getGridScaleParameter() != gridScaleParameter)
+        throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid scale parameter changed; that "
+                              "needs a new Context");
+    restraints = newRestraints;
+    wallForceConstant = force.getWallForceConstant();
+    if (!dims.empty()) {
+        vector<double> values = force.getGridValues();
+        size_t total = 1;
+        for (const auto& d : dims)
+            total *= d.size;
+        if (values.empty())
+            values.assign(total, 0.0);
+        force.checkGridValues(values);
+        vector<LatentBiasGrid::Axis> axes;
+        for (const auto& d : dims)
+            axes.push_back({d.minValue, d.maxValue, d.size, d.periodic});
+        grid.initialize(axes, values);
+        hasGrid = true;
+    }
+    version++;
+}
+
+void LatentBiasEvaluator::checkLatentSize(long long size) const {
+    if (expectedLatentDim >= 0 && size != expectedLatentDim) {
+        stringstream msg;
+        msg << "LatentBiasForce: the model returned " << size << " latent values but " << expectedLatentDim
+            << " were expected (latent_dim of the model metadata); check that forward(positions, box) returns z of "
+               "shape (latent_dim,)";
+        throw OpenMMException(msg.str());
+    }
+    if (size < minimumLatentDim) {
+        stringstream msg;
+        msg << "LatentBiasForce: the model returned " << size << " latent values but latent component "
+            << minimumLatentDim - 1 << " is biased";
+        throw OpenMMException(msg.str());
+    }
+}
+
+void LatentBiasEvaluator::readParameters(ContextImpl& context, vector<double>& params) const {
+    params.resize(2 * restraints.size() + 1);
+    for (size_t i = 0; i < restraints.size(); i++) {
+        params[2 * i] = context.getParameter(restraints[i].centerParameter);
+        params[2 * i + 1] = context.getParameter(restraints[i].forceConstantParameter);
+    }
+    params.back() = gridScaleParameter.empty() ? 1.0 : context.getParameter(gridScaleParameter);
+}
+
+void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<double>& params, double& gridEnergy,
+                                   double& restraintEnergy, vector<double>& dVdz) const {
+    for (int i = 0; i < size; i++)
+        if (!std::isfinite(z[i])) {
+            stringstream msg;
+            msg << "LatentBiasForce: the model returned a non-finite latent value z[" << i << "] = " << z[i]
+                << " (are the positions finite and inside the model's domain?)";
+            throw OpenMMException(msg.str());
+        }
+    dVdz.assign(size, 0.0);
+    gridEnergy = 0.0;
+    restraintEnergy = 0.0;
+    if (hasGrid) {
+        int ndim = dims.size();
+        double t[3], grad[3];
+        bool inside[3];
+        double walls = 0.0;
+        for (int k = 0; k < ndim; k++) {
+            const auto& d = dims[k];
+            double value = z[d.component];
+            inside[k] = true;
+            if (d.periodic)
+                t[k] = value;  // LatentBiasGrid wraps it
+            else {
+                // table(min(max(z, min), max)) + 0.5*kw*(max(0, z-max)^2 + max(0, min-z)^2), as CustomCVBackend.
+                double above = max(0.0, value - d.maxValue);
+                double below = max(0.0, d.minValue - value);
+                walls += above * above + below * below;
+                dVdz[d.component] += wallForceConstant * (above - below);
+                t[k] = min(max(value, d.minValue), d.maxValue);
+                inside[k] = (value >= d.minValue && value <= d.maxValue);
+            }
+        }
+        // scale*table(...) + walls, like CustomCVBackend's latent_bias_scale parameter
+        double scale = params.empty() ? 1.0 : params.back();
+        gridEnergy = scale * grid.evaluate(t, grad) + 0.5 * wallForceConstant * walls;
+        for (int k = 0; k < ndim; k++)
+            if (inside[k])
+                dVdz[dims[k].component] += scale * grad[k];
+    }
+    for (size_t i = 0; i < restraints.size(); i++) {
+        const auto& r = restraints[i];
+        double value = z[r.component];
+        double center = params[2 * i], k = params[2 * i + 1];
+        double dev = value - center;
+        if (r.period > 0)
+            dev -= r.period * std::nearbyint(dev / r.period);  // round half to even, like torch.round / np.round
+        double above = max(0.0, value - r.upperWall);
+        double below = max(0.0, r.lowerWall - value);
+        restraintEnergy += 0.5 * k * dev * dev + 0.5 * r.wallForceConstant * (above * above + below * below);
+        dVdz[r.component] += k * dev + r.wallForceConstant * (above - below);
+    }
+}

@@ -1,0 +1,336 @@
+#include "LatentBiasForce.h"
+#include "internal/LatentBiasForceImpl.h"
+#include "internal/LatentBiasModel.h"
+#include "internal/LatentBiasUtilities.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/internal/AssertionUtilities.h"
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+using namespace LatentBiasPlugin;
+using namespace OpenMM;
+using namespace std;
+
+LatentBiasForce::LatentBiasForce() : modelNumAtoms(-1), modelLatentDim(-1), usePeriodic(false), wallForceConstant(1000.0),
+        gridScaleDefault(1.0) {
+}
+
+LatentBiasForce::LatentBiasForce(const string& file) : LatentBiasForce() {
+    ifstream in(file, ios::binary);
+    if (!in)
+        throw OpenMMException("LatentBiasForce: cannot open the model file '" + file + "'");
+    stringstream buffer;
+    buffer << in.rdbuf();
+    if (!in && !in.eof())
+        throw OpenMMException("LatentBiasForce: cannot read the model file '" + file + "'");
+    setModelData(buffer.str());
+    this->file = file;
+}
+
+LatentBiasForce* LatentBiasForce::fromModelData(const string& modelData) {
+    LatentBiasForce* force = new LatentBiasForce();
+    try {
+        force->setModelData(modelData);
+    }
+    catch (...) {
+        delete force;
+        throw;
+    }
+    return force;
+}
+
+void LatentBiasForce::setModelData(const string& data) {
+    if (data.empty())
+        throw OpenMMException("LatentBiasForce: the model data are empty");
+    string meta;
+    loadLatentModel(data, &meta);  // validates the archive
+    long long nAtoms = -1, latentDim = -1;
+    if (!meta.empty()) {
+        if (!findTopLevelJsonInteger(meta, "n_atoms", nAtoms) || nAtoms <= 0)
+            throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid n_atoms");
+        if (!findTopLevelJsonInteger(meta, "latent_dim", latentDim) || latentDim <= 0)
+            throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid latent_dim");
+    }
+    modelData = data;
+    metadata = meta;
+    modelNumAtoms = (int) nAtoms;
+    modelLatentDim = (int) latentDim;
+}
+
+void LatentBiasForce::setModelLatentDim(int latentDim) {
+    if (latentDim <= 0)
+        throw OpenMMException("LatentBiasForce::setModelLatentDim: latentDim must be positive");
+    for (const auto& d : gridDims)
+        if (d.component >= latentDim)
+            throw OpenMMException("LatentBiasForce::setModelLatentDim: a grid dimension uses a larger component");
+    for (const auto& r : restraints)
+        if (r.component >= latentDim)
+            throw OpenMMException("LatentBiasForce::setModelLatentDim: a restraint uses a larger component");
+    modelLatentDim = latentDim;
+}
+
+void LatentBiasForce::setUsesPeriodicBoundaryConditions(bool periodic) {
+    usePeriodic = periodic;
+}
+
+bool LatentBiasForce::usesPeriodicBoundaryConditions() const {
+    return usePeriodic;
+}
+
+void LatentBiasForce::checkComponent(int component) const {
+    if (component < 0 || (modelLatentDim >= 0 && component >= modelLatentDim)) {
+        stringstream msg;
+        msg << "LatentBiasForce: latent component " << component << " does not exist";
+        if (modelLatentDim >= 0)
+            msg << " (the model returns " << modelLatentDim << " components)";
+        throw OpenMMException(msg.str());
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------- grid
+
+int LatentBiasForce::addGridDimension(int component, double minValue, double maxValue, int size, bool periodic) {
+    if ((int) gridDims.size() >= MaxGridDimensions)
+        throw OpenMMException("LatentBiasForce: a grid has at most 3 dimensions");
+    checkComponent(component);
+    for (const auto& d : gridDims)
+        if (d.component == component)
+            throw OpenMMException("LatentBiasForce: each latent component may appear only once in the grid");
+    if (!(std::isfinite(minValue) && std::isfinite(maxValue) && minValue < maxValue))
+        throw OpenMMException("LatentBiasForce: a grid dimension needs finite minValue < maxValue");
+    if (size < (periodic ? 3 : 2))
+        throw OpenMMException(periodic ? "LatentBiasForce: a periodic grid dimension needs at least 3 points"
+                                       : "LatentBiasForce: a grid dimension needs at least 2 points");
+    gridDims.push_back({component, minValue, maxValue, size, periodic});
+    gridValues.clear();
+    return gridDims.size() - 1;
+}
+
+void LatentBiasForce::getGridDimensionParameters(int index, int& component, double& minValue, double& maxValue,
+                                                 int& size, bool& periodic) const {
+    ASSERT_VALID_INDEX(index, gridDims);
+    const GridDimension& d = gridDims[index];
+    component = d.component;
+    minValue = d.minValue;
+    maxValue = d.maxValue;
+    size = d.size;
+    periodic = d.periodic;
+}
+
+void LatentBiasForce::checkGridValues(const vector<double>& values) const {
+    if (gridDims.empty())
+        throw OpenMMException("LatentBiasForce: add the grid dimensions before setting grid values");
+    size_t total = 1;
+    int n[3] = {1, 1, 1};
+    for (size_t k = 0; k < gridDims.size(); k++) {
+        n[k] = gridDims[k].size;
+        total *= n[k];
+    }
+    if (values.size() != total) {
+        stringstream msg;
+        msg << "LatentBiasForce: the grid has " << total << " points (";
+        for (size_t k = 0; k < gridDims.size(); k++)
+            msg << (k > 0 ? " x " : "") << gridDims[k].size;
+        msg << ") but " << values.size() << " values were given";
+        throw OpenMMException(msg.str());
+    }
+    for (size_t i = 0; i < values.size(); i++)
+        if (!std::isfinite(values[i])) {
+            stringstream msg;
+            msg << "LatentBiasForce: grid value " << i << " is not finite (" << values[i] << ")";
+            throw OpenMMException(msg.str());
+        }
+    // Along a periodic dimension the last plane duplicates the first (OpenMM's periodic splines require it).
+    int stride[3] = {1, n[0], n[0] * n[1]};
+    for (size_t k = 0; k < gridDims.size(); k++) {
+        if (!gridDims[k].periodic)
+            continue;
+        int a = (k + 1) % 3, b = (k + 2) % 3;
+        for (int i = 0; i < n[a]; i++)
+            for (int j = 0; j < n[b]; j++) {
+                int base = i * stride[a] + j * stride[b];
+                if (values[base] != values[base + (n[k] - 1) * stride[k]]) {
+                    stringstream msg;
+                    msg << "LatentBiasForce: grid dimension " << k << " is periodic, so its last grid point must "
+                        << "repeat the first (equal values), but they differ";
+                    throw OpenMMException(msg.str());
+                }
+            }
+    }
+}
+
+void LatentBiasForce::setGridValues(const vector<double>& values) {
+    checkGridValues(values);
+    gridValues = values;
+}
+
+void LatentBiasForce::setWallForceConstant(double k) {
+    if (!(std::isfinite(k) && k >= 0))
+        throw OpenMMException("LatentBiasForce: the wall force constant must be finite and >= 0");
+    wallForceConstant = k;
+}
+
+void LatentBiasForce::setGridScaleParameter(const string& name, double defaultValue) {
+    if (!std::isfinite(defaultValue))
+        throw OpenMMException("LatentBiasForce: the grid scale default must be finite");
+    for (const auto& r : restraints)
+        if (!name.empty() && (r.centerParameter == name || r.forceConstantParameter == name))
+            throw OpenMMException("LatentBiasForce: the grid scale parameter '" + name + "' is a restraint parameter");
+    gridScaleParameter = name;
+    gridScaleDefault = name.empty() ? 1.0 : defaultValue;
+}
+
+// -------------------------------------------------------------------------------------------------- restraints
+
+static void checkRestraint(double defaultForceConstant, double period, double lowerWall, double upperWall,
+                           double wallForceConstant) {
+    if (!(defaultForceConstant >= 0) || !std::isfinite(defaultForceConstant))
+        throw OpenMMException("LatentBiasForce: a restraint force constant must be finite and >= 0");
+    if (!(period >= 0) || !std::isfinite(period))
+        throw OpenMMException("LatentBiasForce: a restraint period must be finite and >= 0 (0: not periodic)");
+    if (std::isnan(lowerWall) || std::isnan(upperWall) || !(lowerWall < upperWall))
+        throw OpenMMException("LatentBiasForce: a restraint's lower wall must lie below its upper wall");
+    if (!(wallForceConstant >= 0) || !std::isfinite(wallForceConstant))
+        throw OpenMMException("LatentBiasForce: a restraint wall force constant must be finite and >= 0");
+}
+
+int LatentBiasForce::addRestraint(int component, const string& centerParameter, double defaultCenter,
+                                  const string& forceConstantParameter, double defaultForceConstant, double period,
+                                  double lowerWall, double upperWall, double wallForceConstant) {
+    int index = restraints.size();
+    restraints.push_back(Restraint());
+    try {
+        setRestraintParameters(index, component, centerParameter, defaultCenter, forceConstantParameter,
+                               defaultForceConstant, period, lowerWall, upperWall, wallForceConstant);
+    }
+    catch (...) {
+        restraints.pop_back();
+        throw;
+    }
+    return index;
+}
+
+void LatentBiasForce::getRestraintParameters(int index, int& component, string& centerParameter, double& defaultCenter,
+                                             string& forceConstantParameter, double& defaultForceConstant,
+                                             double& period, double& lowerWall, double& upperWall,
+                                             double& wallForceConstant) const {
+    ASSERT_VALID_INDEX(index, restraints);
+    const Restraint& r = restraints[index];
+    component = r.component;
+    centerParameter = r.centerParameter;
+    defaultCenter = r.defaultCenter;
+    forceConstantParameter = r.forceConstantParameter;
+    defaultForceConstant = r.defaultForceConstant;
+    period = r.period;
+    lowerWall = r.lowerWall;
+    upperWall = r.upperWall;
+    wallForceConstant = r.wallForceConstant;
+}
+
+void LatentBiasForce::setRestraintParameters(int index, int component, const string& centerParameter,
+                                             double defaultCenter, const string& forceConstantParameter,
+                                             double defaultForceConstant, double period, double lowerWall,
+                                             double upperWall, double wallForceConstant) {
+    ASSERT_VALID_INDEX(index, restraints);
+    checkComponent(component);
+    checkRestraint(defaultForceConstant, period, lowerWall, upperWall, wallForceConstant);
+    if (!std::isfinite(defaultCenter))
+        throw OpenMMException("LatentBiasForce: a restraint centre must be finite");
+    Restraint r;
+    r.component = component;
+    r.centerParameter = centerParameter.empty() ? "latent_z0_" + to_string(index) : centerParameter;
+    r.forceConstantParameter = forceConstantParameter.empty() ? "latent_k_" + to_string(index) : forceConstantParameter;
+    if (r.centerParameter == r.forceConstantParameter)
+        throw OpenMMException("LatentBiasForce: a restraint's centre and force constant need different parameter names");
+    if (!gridScaleParameter.empty() && (r.centerParameter == gridScaleParameter || r.forceConstantParameter == gridScaleParameter))
+        throw OpenMMException("LatentBiasForce: '" + gridScaleParameter + "' is the grid scale parameter");
+    r.defaultCenter = defaultCenter;
+    r.defaultForceConstant = defaultForceConstant;
+    r.period = period;
+    r.lowerWall = lowerWall;
+    r.upperWall = upperWall;
+    r.wallForceConstant = wallForceConstant;
+    // A parameter name may be shared (e.g. one force constant for all restraints) only with the same default and
+    // the same role.
+    for (int i = 0; i < (int) restraints.size(); i++) {
+        if (i == index)
+            continue;
+        const Restraint& o = restraints[i];
+        if ((o.centerParameter == r.centerParameter && o.defaultCenter != r.defaultCenter) ||
+                (o.forceConstantParameter == r.forceConstantParameter && o.defaultForceConstant != r.defaultForceConstant) ||
+                o.centerParameter == r.forceConstantParameter || o.forceConstantParameter == r.centerParameter)
+            throw OpenMMException("LatentBiasForce: global parameter names of different roles or defaults collide ('" +
+                                  r.centerParameter + "', '" + r.forceConstantParameter + "')");
+    }
+    restraints[index] = r;
+}
+
+vector<pair<string, double> > LatentBiasForce::getGlobalParameters() const {
+    vector<pair<string, double> > params;
+    auto add = [&](const string& name, double value) {
+        for (const auto& p : params)
+            if (p.first == name)
+                return;
+        params.push_back(make_pair(name, value));
+    };
+    if (!gridScaleParameter.empty())
+        add(gridScaleParameter, gridScaleDefault);
+    for (const auto& r : restraints) {
+        add(r.centerParameter, r.defaultCenter);
+        add(r.forceConstantParameter, r.defaultForceConstant);
+    }
+    return params;
+}
+
+int LatentBiasForce::getNumGlobalParameters() const {
+    return getGlobalParameters().size();
+}
+
+const string& LatentBiasForce::getGlobalParameterName(int index) const {
+    if (index < 0 || index >= getNumGlobalParameters())
+        throw OpenMMException("LatentBiasForce: global parameter index out of range");
+    if (!gridScaleParameter.empty() && index == 0)
+        return gridScaleParameter;
+    string name = getGlobalParameters()[index].first;
+    for (const auto& r : restraints) {
+        if (r.centerParameter == name)
+            return r.centerParameter;
+        if (r.forceConstantParameter == name)
+            return r.forceConstantParameter;
+    }
+    throw OpenMMException("LatentBiasForce: unknown global parameter");
+}
+
+double LatentBiasForce::getGlobalParameterDefaultValue(int index) const {
+    if (index < 0 || index >= getNumGlobalParameters())
+        throw OpenMMException("LatentBiasForce: global parameter index out of range");
+    return getGlobalParameters()[index].second;
+}
+
+// ----------------------------------------------------------------------------------------------------- context
+
+ForceImpl* LatentBiasForce::createImpl() const {
+    return new LatentBiasForceImpl(*this);
+}
+
+static const LatentBiasForceImpl& implOf(const Force& force, ForceImpl& impl) {
+    return dynamic_cast<const LatentBiasForceImpl&>(impl);
+}
+
+void LatentBiasForce::updateParametersInContext(Context& context) {
+    dynamic_cast<LatentBiasForceImpl&>(getImplInContext(context)).updateParametersInContext(getContextImpl(context));
+}
+
+vector<double> LatentBiasForce::getLastLatentValues(Context& context) const {
+    return implOf(*this, getImplInContext(context)).getLastLatentValues();
+}
+
+vector<double> LatentBiasForce::getLastEnergies(Context& context) const {
+    return implOf(*this, getImplInContext(context)).getLastEnergies();
+}
+
+bool LatentBiasForce::isLastEvaluationCurrent(Context& context) const {
+    return dynamic_cast<LatentBiasForceImpl&>(getImplInContext(context)).isLastEvaluationCurrent(getContextImpl(context));
+}

@@ -1,0 +1,195 @@
+#include "internal/LatentBiasGrid.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/internal/SplineFitter.h"
+#include <cmath>
+#include <sstream>
+
+using namespace LatentBiasPlugin;
+using namespace OpenMM;
+using namespace std;
+
+LatentBiasGrid::LatentBiasGrid() : generic(false) {
+}
+
+double LatentBiasGrid::wrap(double t, double minValue, double maxValue) {
+    double L = maxValue - minValue;
+    double s = (t - minValue) / L;
+    return minValue + L * (s - floor(s));
+}
+
+void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double>& newValues, bool forceGeneric) {
+    int ndim = newAxes.size();
+    if (ndim < 1 || ndim > 3)
+        throw OpenMMException("LatentBiasGrid: the grid needs 1, 2 or 3 dimensions");
+    size_t total = 1;
+    for (const Axis& a : newAxes) {
+        if (a.size < (a.periodic ? 3 : 2))
+            throw OpenMMException("LatentBiasGrid: too few grid points along a dimension");
+        if (!(a.minValue < a.maxValue))
+            throw OpenMMException("LatentBiasGrid: minValue must be smaller than maxValue");
+        total *= a.size;
+    }
+    if (newValues.size() != total)
+        throw OpenMMException("LatentBiasGrid: wrong number of grid values");
+    axes = newAxes;
+    values = newValues;
+    x.assign(ndim, vector<double>());
+    for (int k = 0; k < ndim; k++) {
+        const Axis& a = axes[k];
+        x[k].resize(a.size);
+        // The same arithmetic as ReferenceContinuous{1,2,3}DFunction.
+        for (int i = 0; i < a.size; i++)
+            x[k][i] = a.minValue + i * (a.maxValue - a.minValue) / (a.size - 1);
+    }
+    bool uniform = true;
+    for (const Axis& a : axes)
+        uniform &= (a.periodic == axes[0].periodic);
+    generic = forceGeneric || !uniform;
+    derivs1D.clear();
+    coeff.clear();
+    nodeDerivs.clear();
+    if (!generic) {
+        bool periodic = axes[0].periodic;
+        if (ndim == 1)
+            SplineFitter::createSpline(x[0], values, periodic, derivs1D);
+        else if (ndim == 2)
+            SplineFitter::create2DSpline(x[0], x[1], values, periodic, coeff);
+        else
+            SplineFitter::create3DSpline(x[0], x[1], x[2], values, periodic, coeff);
+        return;
+    }
+    nodeDerivs.assign(1 << ndim, vector<double>());
+    nodeDerivs[0] = values;
+    if (ndim == 1) {
+        computeNodeDerivative(0, nodeDerivs[0], nodeDerivs[1]);
+    }
+    else if (ndim == 2) {
+        computeNodeDerivative(0, nodeDerivs[0], nodeDerivs[1]);   // d/dx
+        computeNodeDerivative(1, nodeDerivs[0], nodeDerivs[2]);   // d/dy
+        computeNodeDerivative(0, nodeDerivs[2], nodeDerivs[3]);   // d2/dxdy
+    }
+    else {
+        computeNodeDerivative(0, nodeDerivs[0], nodeDerivs[1]);   // d/dx
+        computeNodeDerivative(1, nodeDerivs[0], nodeDerivs[2]);   // d/dy
+        computeNodeDerivative(2, nodeDerivs[0], nodeDerivs[4]);   // d/dz
+        computeNodeDerivative(0, nodeDerivs[2], nodeDerivs[3]);   // d2/dxdy
+        computeNodeDerivative(1, nodeDerivs[4], nodeDerivs[6]);   // d2/dydz
+        computeNodeDerivative(2, nodeDerivs[1], nodeDerivs[5]);   // d2/dxdz
+        computeNodeDerivative(0, nodeDerivs[6], nodeDerivs[7]);   // d3/dxdydz
+    }
+}
+
+void LatentBiasGrid::computeNodeDerivative(int axis, const vector<double>& source, vector<double>& result) const {
+    int ndim = axes.size();
+    int n[3] = {1, 1, 1};
+    for (int k = 0; k < ndim; k++)
+        n[k] = axes[k].size;
+    int stride[3] = {1, n[0], n[0] * n[1]};
+    result.assign(source.size(), 0.0);
+    int len = n[axis];
+    vector<double> t(len), deriv(len);
+    // Loop over all lines parallel to `axis`.
+    int other1 = (axis + 1) % 3, other2 = (axis + 2) % 3;
+    for (int i = 0; i < n[other1]; i++) {
+        for (int j = 0; j < n[other2]; j++) {
+            int base = i * stride[other1] + j * stride[other2];
+            for (int m = 0; m < len; m++)
+                t[m] = source[base + m * stride[axis]];
+            SplineFitter::createSpline(x[axis], t, axes[axis].periodic, deriv);
+            for (int m = 0; m < len; m++)
+                result[base + m * stride[axis]] = SplineFitter::evaluateSplineDerivative(x[axis], t, deriv, x[axis][m]);
+        }
+    }
+}
+
+double LatentBiasGrid::evaluate(const double* t, double* grad) const {
+    int ndim = axes.size();
+    double u[3];
+    for (int k = 0; k < ndim; k++) {
+        grad[k] = 0.0;
+        const Axis& a = axes[k];
+        u[k] = a.periodic ? wrap(t[k], a.minValue, a.maxValue) : t[k];
+        // ReferenceContinuous*DFunction returns 0 (value and derivatives) outside the range.
+        if (!(u[k] >= a.minValue && u[k] <= a.maxValue))
+            return 0.0;
+        // The last grid point min + (n-1)*((max-min)/(n-1)) can differ from max by an ulp; SplineFitter would
+        // throw for u = max (e.g. z clamped to the edge), so stay inside the node range.
+        u[k] = min(max(u[k], x[k].front()), x[k].back());
+    }
+    if (generic)
+        return evaluateGeneric(u, grad);
+    if (ndim == 1) {
+        grad[0] = SplineFitter::evaluateSplineDerivative(x[0], values, derivs1D, u[0]);
+        return SplineFitter::evaluateSpline(x[0], values, derivs1D, u[0]);
+    }
+    if (ndim == 2) {
+        SplineFitter::evaluate2DSplineDerivatives(x[0], x[1], values, coeff, u[0], u[1], grad[0], grad[1]);
+        return SplineFitter::evaluate2DSpline(x[0], x[1], values, coeff, u[0], u[1]);
+    }
+    SplineFitter::evaluate3DSplineDerivatives(x[0], x[1], x[2], values, coeff, u[0], u[1], u[2], grad[0], grad[1], grad[2]);
+    return SplineFitter::evaluate3DSpline(x[0], x[1], x[2], values, coeff, u[0], u[1], u[2]);
+}
+
+double LatentBiasGrid::evaluateGeneric(const double* u, double* grad) const {
+    int ndim = axes.size();
+    int lower[3] = {0, 0, 0};
+    // basis[k][c][o]: value of the Hermite basis function of corner c (0 = lower, 1 = upper) and derivative
+    // order o (0: value weight, 1: slope weight) along axis k; dbasis: its derivative with respect to u[k].
+    double basis[3][2][2], dbasis[3][2][2];
+    for (int k = 0; k < ndim; k++) {
+        const vector<double>& xs = x[k];
+        // The same binary search as SplineFitter, so cells agree at grid points.
+        int lo = 0, hi = (int) xs.size() - 1;
+        while (hi - lo > 1) {
+            int middle = (hi + lo) / 2;
+            if (xs[middle] > u[k])
+                hi = middle;
+            else
+                lo = middle;
+        }
+        lower[k] = lo;
+        double h = xs[hi] - xs[lo];
+        double s = (u[k] - xs[lo]) / h;
+        double s2 = s * s, s3 = s2 * s;
+        basis[k][0][0] = 1.0 - 3.0 * s2 + 2.0 * s3;
+        basis[k][1][0] = 3.0 * s2 - 2.0 * s3;
+        basis[k][0][1] = h * (s - 2.0 * s2 + s3);
+        basis[k][1][1] = h * (s3 - s2);
+        dbasis[k][0][0] = (6.0 * s2 - 6.0 * s) / h;
+        dbasis[k][1][0] = (6.0 * s - 6.0 * s2) / h;
+        dbasis[k][0][1] = 1.0 - 4.0 * s + 3.0 * s2;
+        dbasis[k][1][1] = 3.0 * s2 - 2.0 * s;
+    }
+    int stride[3] = {1, axes[0].size, ndim > 1 ? axes[0].size * axes[1].size : 0};
+    double value = 0.0;
+    double g[3] = {0.0, 0.0, 0.0};
+    int ncorner = 1 << ndim;
+    for (int corner = 0; corner < ncorner; corner++) {
+        int node = 0;
+        for (int k = 0; k < ndim; k++)
+            node += (lower[k] + ((corner >> k) & 1)) * stride[k];
+        for (int mask = 0; mask < ncorner; mask++) {
+            double f = nodeDerivs[mask][node];
+            double b[3], db[3];
+            for (int k = 0; k < ndim; k++) {
+                int c = (corner >> k) & 1, o = (mask >> k) & 1;
+                b[k] = basis[k][c][o];
+                db[k] = dbasis[k][c][o];
+            }
+            double prod = f;
+            for (int k = 0; k < ndim; k++)
+                prod *= b[k];
+            value += prod;
+            for (int j = 0; j < ndim; j++) {
+                double p = f * db[j];
+                for (int k = 0; k < ndim; k++)
+                    if (k != j)
+                        p *= b[k];
+                g[j] += p;
+            }
+        }
+    }
+    for (int k = 0; k < ndim; k++)
+        grad[k] = g[k];
+    return value;
+}

@@ -1,0 +1,37 @@
+#ifndef CUDA_LATENTBIAS_KERNELS_H_
+#define CUDA_LATENTBIAS_KERNELS_H_
+
+#include "LatentBiasKernels.h"
+#include "openmm/cuda/CudaContext.h"
+#include <cuda.h>
+
+namespace LatentBiasPlugin {
+
+/**
+ * CUDA implementation of CalcLatentBiasForceKernel, following openmm-torch's CudaCalcTorchForceKernel: the model
+ * and the position tensor live on OpenMM's device (PyTorch uses the device's primary context, pushed around every
+ * call), positions are copied from posq by a small kernel, and -dV/dx is added to OpenMM's fixed-point force
+ * buffer by another. z (d numbers) is copied to the host, where V(z) and dV/dz are computed in double precision
+ * (LatentBiasEvaluator), and dV/dz goes back to the device for the single backward pass.
+ */
+class CudaCalcLatentBiasForceKernel : public CalcLatentBiasForceKernel {
+public:
+    CudaCalcLatentBiasForceKernel(std::string name, const OpenMM::Platform& platform, OpenMM::CudaContext& cu);
+    ~CudaCalcLatentBiasForceKernel();
+    void initialize(const OpenMM::System& system, const LatentBiasForce& force, torch::jit::Module& module) override;
+    double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) override;
+
+private:
+    void copyInputs();
+    void addForces(torch::Tensor& gradient);
+    OpenMM::CudaContext& cu;
+    CUcontext primaryContext;
+    bool hasInitializedKernels, usePeriodic;
+    torch::jit::Module module;
+    torch::Tensor posTensor, boxTensor;
+    CUfunction copyInputsKernel, addForcesKernel;
+};
+
+} // namespace LatentBiasPlugin
+
+#endif

@@ -1,0 +1,36 @@
+#ifndef REFERENCE_LATENTBIAS_KERNELS_H_
+#define REFERENCE_LATENTBIAS_KERNELS_H_
+
+#include "LatentBiasKernels.h"
+#include "openmm/Platform.h"
+#include "openmm/Vec3.h"
+#include <vector>
+
+namespace LatentBiasPlugin {
+
+/**
+ * Reference implementation of CalcLatentBiasForceKernel. It is registered for every platform derived from
+ * ReferencePlatform, which includes the CPU platform (its PlatformData keeps double-precision positions and force
+ * buffers in the ReferencePlatform layout).
+ */
+class ReferenceCalcLatentBiasForceKernel : public CalcLatentBiasForceKernel {
+public:
+    ReferenceCalcLatentBiasForceKernel(std::string name, const OpenMM::Platform& platform)
+        : CalcLatentBiasForceKernel(name, platform), usePeriodic(false), lastVersion(-1) {
+    }
+    void initialize(const OpenMM::System& system, const LatentBiasForce& force, torch::jit::Module& module) override;
+    double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) override;
+    bool isLastEvaluationCurrent(OpenMM::ContextImpl& context) override;
+
+private:
+    torch::jit::Module module;
+    bool usePeriodic;
+    std::vector<OpenMM::Vec3> lastPositions;
+    OpenMM::Vec3 lastBox[3];
+    std::vector<double> lastParams;
+    long long lastVersion;
+};
+
+} // namespace LatentBiasPlugin
+
+#endif

@@ -1,0 +1,127 @@
+#include "LatentBiasForceProxy.h"
+#include "LatentBiasForce.h"
+#include "internal/LatentBiasUtilities.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/serialization/SerializationNode.h"
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+
+using namespace LatentBiasPlugin;
+using namespace OpenMM;
+using namespace std;
+
+// Doubles are written as text with 17 significant digits (exact round trip; "inf"/"-inf" for open walls).
+static string formatDouble(double x) {
+    char buffer[40];
+    snprintf(buffer, sizeof(buffer), "%.17g", x);
+    return buffer;
+}
+
+static double parseDouble(const string& text) {
+    const char* begin = text.c_str();
+    char* end = nullptr;
+    double x = strtod(begin, &end);
+    if (end == begin)
+        throw OpenMMException("LatentBiasForce: invalid number '" + text + "' in the serialized force");
+    return x;
+}
+
+LatentBiasForceProxy::LatentBiasForceProxy() : SerializationProxy("LatentBiasForce") {
+}
+
+void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node) const {
+    node.setIntProperty("version", 1);
+    const LatentBiasForce& force = *reinterpret_cast<const LatentBiasForce*>(object);
+    node.setIntProperty("forceGroup", force.getForceGroup());
+    node.setStringProperty("name", force.getName());
+    node.setBoolProperty("usesPeriodic", force.usesPeriodicBoundaryConditions());
+    node.setIntProperty("latentDim", force.getModelLatentDim());
+    node.setStringProperty("wallForceConstant", formatDouble(force.getWallForceConstant()));
+    node.setStringProperty("gridScaleParameter", force.getGridScaleParameter());
+    node.setStringProperty("gridScaleDefault", formatDouble(force.getGridScaleDefaultValue()));
+    node.setStringProperty("model", base64Encode(force.getModelData()));
+    SerializationNode& grid = node.createChildNode("Grid");
+    for (int i = 0; i < force.getNumGridDimensions(); i++) {
+        int component, size;
+        double minValue, maxValue;
+        bool periodic;
+        force.getGridDimensionParameters(i, component, minValue, maxValue, size, periodic);
+        grid.createChildNode("Dimension")
+            .setIntProperty("component", component)
+            .setStringProperty("min", formatDouble(minValue))
+            .setStringProperty("max", formatDouble(maxValue))
+            .setIntProperty("size", size)
+            .setBoolProperty("periodic", periodic);
+    }
+    stringstream values;
+    const vector<double>& v = force.getGridValues();
+    for (size_t i = 0; i < v.size(); i++)
+        values << (i > 0 ? " " : "") << formatDouble(v[i]);
+    grid.setIntProperty("numValues", v.size());
+    grid.setStringProperty("values", values.str());
+    SerializationNode& restraints = node.createChildNode("Restraints");
+    for (int i = 0; i < force.getNumRestraints(); i++) {
+        int component;
+        string centerName, kName;
+        double center, k, period, lower, upper, wallK;
+        force.getRestraintParameters(i, component, centerName, center, kName, k, period, lower, upper, wallK);
+        restraints.createChildNode("Restraint")
+            .setIntProperty("component", component)
+            .setStringProperty("centerParameter", centerName)
+            .setStringProperty("defaultCenter", formatDouble(center))
+            .setStringProperty("forceConstantParameter", kName)
+            .setStringProperty("defaultForceConstant", formatDouble(k))
+            .setStringProperty("period", formatDouble(period))
+            .setStringProperty("lowerWall", formatDouble(lower))
+            .setStringProperty("upperWall", formatDouble(upper))
+            .setStringProperty("wallForceConstant", formatDouble(wallK));
+    }
+}
+
+void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
+    int version = node.getIntProperty("version");
+    if (version != 1)
+        throw OpenMMException("LatentBiasForce: unsupported serialization version " + to_string(version));
+    unique_ptr<LatentBiasForce> force(LatentBiasForce::fromModelData(base64Decode(node.getStringProperty("model"))));
+    force->setForceGroup(node.getIntProperty("forceGroup", 0));
+    force->setName(node.getStringProperty("name", force->getName()));
+    force->setUsesPeriodicBoundaryConditions(node.getBoolProperty("usesPeriodic", false));
+    int latentDim = node.getIntProperty("latentDim", -1);
+    if (latentDim > 0 && latentDim != force->getModelLatentDim())
+        force->setModelLatentDim(latentDim);
+    force->setWallForceConstant(parseDouble(node.getStringProperty("wallForceConstant")));
+    force->setGridScaleParameter(node.getStringProperty("gridScaleParameter", ""),
+                                 parseDouble(node.getStringProperty("gridScaleDefault", "1")));
+    const SerializationNode& grid = node.getChildNode("Grid");
+    for (const SerializationNode& d : grid.getChildren())
+        force->addGridDimension(d.getIntProperty("component"), parseDouble(d.getStringProperty("min")),
+                                parseDouble(d.getStringProperty("max")), d.getIntProperty("size"),
+                                d.getBoolProperty("periodic"));
+    int numValues = grid.getIntProperty("numValues", 0);
+    if (numValues > 0) {
+        vector<double> values;
+        values.reserve(numValues);
+        const string& text = grid.getStringProperty("values");
+        const char* p = text.c_str();
+        for (int i = 0; i < numValues; i++) {
+            char* end = nullptr;
+            double x = strtod(p, &end);
+            if (end == p)
+                throw OpenMMException("LatentBiasForce: truncated grid values in the serialized force");
+            values.push_back(x);
+            p = end;
+        }
+        force->setGridValues(values);
+    }
+    const SerializationNode& restraints = node.getChildNode("Restraints");
+    for (const SerializationNode& r : restraints.getChildren())
+        force->addRestraint(r.getIntProperty("component"), r.getStringProperty("centerParameter"),
+                            parseDouble(r.getStringProperty("defaultCenter")), r.getStringProperty("forceConstantParameter"),
+                            parseDouble(r.getStringProperty("defaultForceConstant")),
+                            parseDouble(r.getStringProperty("period")), parseDouble(r.getStringProperty("lowerWall")),
+                            parseDouble(r.getStringProperty("upperWall")),
+                            parseDouble(r.getStringProperty("wallForceConstant")));
+    return force.release();
+}
