@@ -55,8 +55,11 @@ def build_model(folder: Path) -> Path:
     return path
 
 
+GRID = {1: 200, 2: 100, 3: 32}  # grid points per dimension (a 3-D grid of 32^3 = 33k values)
+
+
 def variables(z: np.ndarray, d: int) -> list[LatentVariable]:
-    return [LatentVariable(i, z[i] - 3.0, z[i] + 3.0, 0.1) for i in range(d)]
+    return [LatentVariable(i, z[i] - 3.0, z[i] + 3.0, 0.3, gridWidth=GRID[d]) for i in range(d)]
 
 
 def make(platform: str, setup):
@@ -85,8 +88,8 @@ def time_per_step(sim, runner, steps: int) -> float:
 def cases(model: Path, z: np.ndarray):
     def openmm_metad(d):
         def setup(system):
-            bvs = [app.BiasVariable(lb.latent_component_force(model, system, i), z[i] - 3.0, z[i] + 3.0, 0.1)
-                   for i in range(d)]
+            bvs = [app.BiasVariable(lb.latent_component_force(model, system, i), z[i] - 3.0, z[i] + 3.0, 0.3,
+                                    gridWidth=GRID[d]) for i in range(d)]
             return app.Metadynamics(system, bvs, 300 * unit.kelvin, 5.0, 1.0 * unit.kilojoule_per_mole, FREQUENCY)
         return setup
 

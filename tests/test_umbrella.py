@@ -8,7 +8,7 @@ import pytest
 from latentbias.bias import LatentRestraint, LatentUmbrellaSampling, UmbrellaResult, path_coordinate, straight_path
 
 from test_metadynamics import rmse_below
-from toy import DOUBLE_WELL_1D, bin_averaged_fes, MULTI_WELL_2D, double_well_1d, identity_model, multi_well_2d, particle_simulation, particle_system
+from toy import DOUBLE_WELL_1D, bin_averaged_fes, bin_averaged_fes_2d, MULTI_WELL_2D, double_well_1d, identity_model, multi_well_2d, particle_simulation, particle_system
 
 
 def test_straight_path_and_path_coordinate():
@@ -69,18 +69,18 @@ def test_umbrella_resume_and_split_across_processes(tmp_path):
 
 
 def test_2d_umbrella_grid_mbar_matches_analytic(tmp_path):
-    """9x9 windows on the 2-D three-well potential, k = 300 kJ/mol/nm^2: RMSE <= 1 kJ/mol where F < 15 kJ/mol."""
+    """9x9 windows (24 ps each) on the 2-D three-well potential, k = 300 kJ/mol/nm^2, 14x14 bins: RMSE <= 1 kJ/mol
+    where F < 15 kJ/mol (against the exact bin-averaged FES)."""
     model = identity_model(tmp_path / "xy.pt", 1, 2)
     system = particle_system(MULTI_WELL_2D)
     restraint = LatentRestraint(model, system, centers=[0.0, 0.0], force_constants=[0.0, 0.0])
     sim = particle_simulation(system, [0.0, 0.0], seed=11)
     g = np.linspace(-1.0, 1.0, 9)
-    centers = np.array([[x, y] for x in g for y in (g if i % 2 == 0 else g[::-1]) for i in [list(g).index(x)]])
+    centers = np.array([[x, y] for i, x in enumerate(g) for y in (g if i % 2 == 0 else g[::-1])])  # serpentine
     us = LatentUmbrellaSampling(sim, restraint, centers, 300.0, 300.0)
-    result = us.run(steps_per_window=3000, sample_interval=20, equilibration_steps=300, progress=False)
-    fes = result.free_energy_2d(bins=20, range=[[-1.1, 1.1], [-1.1, 1.1]])
-    gx, gy = np.meshgrid(*fes.centers, indexing="ij")
-    ref = multi_well_2d(gx, gy)
+    result = us.run(steps_per_window=6000, sample_interval=40, equilibration_steps=300, progress=False)
+    fes = result.free_energy_2d(bins=14, range=[[-1.1, 1.1], [-1.1, 1.1]])
+    ref = bin_averaged_fes_2d(multi_well_2d, *fes.edges)
     ok = np.isfinite(fes.free_energy)
     assert ok[ref - ref.min() < 15].mean() > 0.95
     assert rmse_below(np.where(ok, fes.free_energy, np.nan), ref, 15.0) <= 1.0

@@ -94,3 +94,15 @@ def bin_averaged_fes(potential, edges: np.ndarray, temperature: float = 300.0, n
         out.append(-kt * np.log(np.mean(np.exp(-potential(x) / kt))))
     out = np.array(out)
     return out - out.min()
+
+
+def bin_averaged_fes_2d(potential, edges_x: np.ndarray, edges_y: np.ndarray, temperature: float = 300.0,
+                        n_sub: int = 12) -> np.ndarray:
+    """Exact 2-D histogram free energy: -kT ln(mean over each bin of exp(-U(x, y)/kT)), min 0, indexed [ix, iy]."""
+    kt = 0.00831446261815324 * temperature
+    out = np.empty((len(edges_x) - 1, len(edges_y) - 1))
+    for i, (a, b) in enumerate(zip(edges_x[:-1], edges_x[1:])):
+        for j, (c, d) in enumerate(zip(edges_y[:-1], edges_y[1:])):
+            gx, gy = np.meshgrid(np.linspace(a, b, n_sub), np.linspace(c, d, n_sub), indexing="ij")
+            out[i, j] = -kt * np.log(np.mean(np.exp(-potential(gx, gy) / kt)))
+    return out - out.min()

@@ -8,6 +8,7 @@ Example (every key shown; most have defaults)::
     # system_xml = "system.xml"; pdb = "start.pdb"
     # pdb = "protein.pdb"; forcefield = ["amber14-all.xml"]; implicit_solvent = "implicit/obc2.xml"
     constraints = "HBonds"                     # None | HBonds | AllBonds | HAngles (not for system_xml)
+    start = "c7eq.pdb"                         # optional: starting positions (PDB, same atoms)
 
     [md]
     platform = "Reference"                     # Reference | CPU | CUDA | OpenCL
@@ -47,6 +48,7 @@ Example (every key shown; most have defaults)::
     frequency = 250                            # steps
     sigma = 0.1                                # fraction of each latent range
     margin = 0.3                               # grid extends this fraction of the range beyond the data
+    carry_bias = true                          # start from the previous metadynamics round's final bias
 
     [frontier]
     n_targets = 4
@@ -94,6 +96,7 @@ class SystemConfig:
     forcefield: list[str] = field(default_factory=list)
     implicit_solvent: str | None = None
     constraints: str = "HBonds"
+    start: str | None = None
 
 
 @dataclass
@@ -147,6 +150,7 @@ class MetadynamicsConfig:
     margin: float = 0.3
     grid_points: int = 60
     wall_force_constant: float = 1000.0
+    carry_bias: bool = True
 
 
 @dataclass
@@ -287,7 +291,7 @@ def _validate(cfg: CampaignConfig) -> None:
     if s.forcefield and s.pdb is None:
         raise ConfigError("[system] forcefield needs pdb")
     _choice("[system] constraints", str(s.constraints), CONSTRAINTS)
-    for key in ("prmtop", "coordinates", "system_xml", "pdb"):
+    for key in ("prmtop", "coordinates", "system_xml", "pdb", "start"):
         value = getattr(s, key)
         if value is not None and not cfg.resolve(value).is_file():
             raise ConfigError(f"[system] {key} = {value!r}: file not found (relative paths start at the config's folder)")

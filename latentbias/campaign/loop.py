@@ -178,6 +178,7 @@ class Campaign:
                      "periodic": False, "gridWidth": int(m.grid_points)}
                     for i in range(len(zmin))
                 ]
+                self._carry_bias(r, plan)
             else:
                 z = self._all_z(r - 1, upto=r - 1)
                 targets, nearest = frontier_targets(z, cfg.frontier.n_targets, cfg.frontier.bins)
@@ -186,6 +187,29 @@ class Campaign:
                 plan["schedule"] = self._frontier_schedule(plan["segments"], len(targets))
         write_json(self.run_dir.round_dir(r) / "plan.json", plan)
         logger.info("round %d plan: %s", r, {k: v for k, v in plan.items() if k in ("strategy", "segments", "targets")})
+
+    def _carry_bias(self, r: int, plan: dict[str, Any]) -> None:
+        """Initial bias of a metadynamics round: the previous metadynamics round's final bias, read at the new
+        grid points (the latent spaces are aligned, so the coordinates correspond; outside the old grid the edge
+        value is used). Stored as initial_bias.npz; the MBAR states use it exactly as applied."""
+        from ..bias.grid import BiasGrid, LatentVariable
+
+        if not self.cfg.metadynamics.carry_bias or r < 2:
+            return
+        prev = self.run_dir.read_json(self.run_dir.round_dir(r - 1) / "plan.json")
+        if prev["strategy"] != "metadynamics":
+            return
+        old = load_npz(self.run_dir.segment_file(r - 1, prev["segments"] - 1))["grid_end"]
+        old_grid = BiasGrid([LatentVariable(**v) for v in prev["variables"]])
+        new_grid = BiasGrid([LatentVariable(**v) for v in plan["variables"]])
+        mesh = np.stack(np.meshgrid(*new_grid.axes, indexing="ij"), axis=-1).reshape(-1, new_grid.ndim)
+        initial = old_grid.interpolate(mesh, old).reshape(new_grid.shape)
+        save_npz(self.run_dir.round_dir(r) / "initial_bias.npz", grid=initial)
+        plan["initial_bias"] = "initial_bias.npz"
+
+    def initial_bias(self, r: int) -> np.ndarray | None:
+        path = self.run_dir.round_dir(r) / "initial_bias.npz"
+        return load_npz(path)["grid"] if path.is_file() else None
 
     def _frontier_schedule(self, n_segments: int, n_targets: int) -> list[list[Any]]:
         """Per segment: [target index, 'pull' | 'release']."""
@@ -412,7 +436,11 @@ class Campaign:
                 key = ("metad", r, k, scale)
                 if key not in index:
                     end = load_npz(self.run_dir.segment_file(r, k))["grid_end"]
-                    start = load_npz(self.run_dir.segment_file(r, k - 1))["grid_end"] if k > 0 else np.zeros_like(end)
+                    if k > 0:
+                        start = load_npz(self.run_dir.segment_file(r, k - 1))["grid_end"]
+                    else:
+                        initial = self.initial_bias(r)
+                        start = np.zeros_like(end) if initial is None else initial
                     index[key] = len(states)
                     states.append(BiasState("metad", r - 1, variables=plan["variables"], grid=0.5 * (start + end),
                                             wall_k=self.cfg.metadynamics.wall_force_constant, scale=scale))
@@ -468,6 +496,9 @@ class _RoundBias:
             self.meta = LatentMetadynamics(system, self.model.file, [LatentVariable(**v) for v in plan["variables"]],
                                            self.cfg.md.temperature, m.bias_factor, m.height, m.frequency,
                                            wallForceConstant=m.wall_force_constant)
+            initial = campaign.initial_bias(r)
+            if initial is not None:
+                self.meta.addBias(initial)
         elif self.strategy == "frontier":
             d = self.model.file.latent_dim
             self.restraint = LatentRestraint(self.model.file, system, centers=np.zeros(d), force_constants=0.0)

@@ -59,5 +59,11 @@ def build_system(cfg: CampaignConfig) -> tuple[Any, Any, np.ndarray]:
         system = ff.createSystem(pdb.topology, nonbondedMethod=app.PME if periodic else app.NoCutoff,
                                  constraints=_constraints(s.constraints))
         topology, positions = pdb.topology, pdb.positions
+    if s.start is not None:
+        start = app.PDBFile(str(cfg.resolve(s.start)))
+        if start.topology.getNumAtoms() != topology.getNumAtoms():
+            raise ConfigError(f"[system] start = {s.start!r} has {start.topology.getNumAtoms()} atoms, the system has "
+                              f"{topology.getNumAtoms()}")
+        positions = start.positions
     xyz = np.asarray(positions.value_in_unit(unit.nanometer), dtype=float)
     return system, topology, xyz
