@@ -68,3 +68,25 @@ def test_umbrella_snippet_runs(ala2, tmp_path, monkeypatch):
     exec(compile(snippet, "README.md", "exec"), ns)
     assert np.isfinite(ns["fes"].free_energy).any()
     assert len(list((tmp_path / "umbrella").glob("window_*.npz"))) == 21
+
+
+def test_native_snippet_runs(ala2, tmp_path, monkeypatch):
+    import pytest
+
+    from latentbias import native
+
+    if not native.is_available():
+        pytest.skip(f"native plugin not built: {native.unavailable_reason()}")
+    _, top, xyz = ala2
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))
+    monkeypatch.chdir(tmp_path)
+    lb.save_model(model, "latent.pt")
+    snippet = next(b for b in python_blocks() if "LatentBiasForce.fromModelData" in b)
+    ns = ala2_namespace(ala2)
+    exec(compile(snippet, "README.md", "exec"), ns)
+    ctx = openmm.Context(ns["system"], openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(xyz)
+    z = lb.load_model("latent.pt").encode(xyz)
+    energy = ctx.getState(getEnergy=True, groups={0}).getPotentialEnergy()._value
+    np.testing.assert_allclose(ns["force"].getLastEnergies(ctx)[1], 0.5 * 100.0 * (z[0] - 0.5) ** 2, rtol=1e-6)
+    assert np.isfinite(energy)

@@ -29,9 +29,8 @@ from ..export import METADATA_NAME, LatentModelFile
 from ..forces import as_model_file
 from .backends import GridBiasBackend, free_force_group
 from .grid import BiasGrid
-from .restraint import _per_dim
 
-__all__ = ["FusedBackend", "fused_restraint_force", "model_bytes"]
+__all__ = ["FusedBackend", "fused_restraint_force", "model_bytes", "native_restraint_force"]
 
 
 def model_bytes(model: LatentModelFile) -> bytes:
@@ -204,30 +203,21 @@ def fused_restraint_force(
     -------
     LatentBiasForce
     """
-    mf = as_model_file(model)
-    mf.check_system(system)
-    d_model = mf.latent_dim
-    dims = list(range(d_model)) if dims is None else [int(i) for i in dims]
-    if not dims or any(not 0 <= i < d_model for i in dims) or len(set(dims)) != len(dims):
-        raise ValueError(f"dims must be distinct latent components in [0, {d_model}), got {dims}")
-    n = len(dims)
-    c = _per_dim(centers, n, "centers")
-    k = _per_dim(force_constants, n, "force_constants")
-    if np.any(k < 0):
-        raise ValueError("force_constants must be >= 0")
-    lower = _per_dim(-np.inf if lower_walls is None else lower_walls, n, "lower_walls")
-    upper = _per_dim(np.inf if upper_walls is None else upper_walls, n, "upper_walls")
-    kw = _per_dim(wall_force_constant, n, "wall_force_constant")
-    if np.any(lower >= upper):
-        raise ValueError("each lower wall must lie below its upper wall")
-    periods = mf.periodic
-    force = _new_force(mf, system)
-    for i, comp in enumerate(dims):
-        period = 0.0 if periods[comp] is None else float(periods[comp][1] - periods[comp][0])
-        force.addRestraint(comp, f"{prefix}z0_{i}", float(c[i]), f"{prefix}k_{i}", float(k[i]), period,
-                           float(lower[i]), float(upper[i]), float(kw[i]))
+    from .restraint import LatentRestraint
+
+    return LatentRestraint(model, system, centers, force_constants, dims=dims, lower_walls=lower_walls,
+                           upper_walls=upper_walls, wall_force_constant=wall_force_constant, prefix=prefix,
+                           force_group=force_group, add_to_system=add_to_system, backend="native").force
+
+
+def native_restraint_force(restraint: Any, system: Any, force_group: int | None):
+    """The LatentBiasForce of a validated :class:`LatentRestraint` (its dims, centres, constants, walls, periods)."""
+    force = _new_force(restraint.model, system)
+    for i, comp in enumerate(restraint.dims):
+        force.addRestraint(comp, restraint.center_name(i), float(restraint.centers[i]), restraint.force_constant_name(i),
+                           float(restraint.force_constants[i]), float(restraint.period[i]),
+                           float(restraint.lower_walls[i]), float(restraint.upper_walls[i]),
+                           float(restraint.wall_force_constant[i]))
     if force_group is not None:
         force.setForceGroup(int(force_group))
-    if add_to_system:
-        system.addForce(force)
     return force

@@ -199,12 +199,9 @@ class LatentRestraint:
         self.period = np.array([0.0 if periods[i] is None else float(periods[i][1] - periods[i][0]) for i in self.dims])
         self.prefix = prefix
         if self.backend == "native":
-            from .fused import fused_restraint_force
+            from .fused import native_restraint_force
 
-            self.force = fused_restraint_force(
-                self.model, system, self.centers, self.force_constants, dims=self.dims, lower_walls=self.lower_walls,
-                upper_walls=self.upper_walls, wall_force_constant=self.wall_force_constant, prefix=prefix,
-                force_group=force_group, add_to_system=False)
+            self.force = native_restraint_force(self, system, force_group)
         else:
             self.force = self._torch_force(system, force_group)
         if add_to_system:
