@@ -3,9 +3,10 @@
 Rows (each on the Reference and the CPU platform):
 
 * unbiased ala2 (Amber ff96, NoCutoff, HBonds, LangevinMiddle 2 fs);
-* latent restraint: one TorchForce evaluating the encoder once for all d = 3 latent dimensions;
-* LatentMetadynamics with d = 1, 2, 3 (CustomCVForce over d TorchForces + tabulated bias), a Gaussian every
-  500 steps;
+* latent restraint on d = 3 (LatentRestraint: the native LatentBiasForce when built, else one TorchForce);
+* a static latent grid bias, d = 1, 2, 3 (the default backend: native LatentBiasForce when built, else the
+  CustomCVForce route) — the same force as metadynamics without depositions;
+* LatentMetadynamics with d = 1, 2, 3 (default backend), a Gaussian every 500 steps;
 * openmm.app.Metadynamics with one TorchForce BiasVariable per latent dimension (what a user writes without this
   package), same settings.
 
@@ -102,10 +103,21 @@ def cases(model: Path, z: np.ndarray):
         LatentRestraint(model, system, centers=z, force_constants=[100.0, 100.0, 100.0])
         return None
 
+    def static_grid(d):
+        def setup(system):
+            from latentbias.bias import BiasGrid
+            from latentbias.bias.backends import default_grid_backend
+
+            default_grid_backend()(lb.load_model(model), system, BiasGrid(variables(z, d)))
+            return None
+        return setup
+
     yield "unbiased", lambda system: None
-    yield "latent restraint, d=3 (1 TorchForce)", restraint
+    yield f"latent restraint, d=3 ({LatentRestraint.__name__}, backend auto)", restraint
     for d in (1, 2, 3):
-        yield f"LatentMetadynamics d={d}", latent_metad(d)
+        yield f"static latent grid bias d={d} (no deposits)", static_grid(d)
+    for d in (1, 2, 3):
+        yield f"LatentMetadynamics d={d} (deposit every {FREQUENCY})", latent_metad(d)
     for d in (1, 2, 3):
         yield f"openmm.app.Metadynamics + {d} TorchForce CV(s)", openmm_metad(d)
 
