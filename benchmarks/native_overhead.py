@@ -70,7 +70,7 @@ def cases(model: Path, z: np.ndarray):
     for d in (1, 2, 3):
         yield f"CustomCVForce route d={d}", backend(CustomCVBackend, d)
     yield "LatentRestraint d=3 (1 TorchForce)", lambda system: LatentRestraint(
-        model, system, centers=z, force_constants=[100.0] * 3)
+        model, system, centers=z, force_constants=[100.0] * 3, backend="torchforce")
     yield "fused_restraint_force d=3", lambda system: fused_restraint_force(
         model, system, centers=z, force_constants=[100.0] * 3)
 
