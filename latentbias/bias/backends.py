@@ -45,10 +45,6 @@ class GridBiasBackend(abc.ABC):
     force_group: int
 
     @abc.abstractmethod
-    def forces(self) -> list:
-        """OpenMM Force objects that implement the bias (already added to the System)."""
-
-    @abc.abstractmethod
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         """Replace the tabulated values (shape=grid.shape, kJ/mol); update ``context`` in place if given."""
 
@@ -57,10 +53,18 @@ class GridBiasBackend(abc.ABC):
         """Current values of the biased latent components, shape=(d,)."""
 
     scale: float = 1.0
+    #: the OpenMM force implementing the bias, and the global parameter scaling its tabulated part
+    force: Any
+    scale_parameter: str
 
-    @abc.abstractmethod
+    def forces(self) -> list:
+        """OpenMM Force objects that implement the bias (already added to the System)."""
+        return [self.force]
+
     def set_scale(self, scale: float, context: Any) -> None:
         """Multiply the tabulated part of the bias by ``scale`` (walls unaffected); 0 switches the bias off."""
+        self.scale = float(scale)
+        context.setParameter(self.scale_parameter, self.scale)
 
     def wall_energy(self, z: np.ndarray) -> float:
         """Energy of the edge walls at latent point z (shape=(d,)), kJ/mol."""
@@ -132,13 +136,6 @@ class CustomCVBackend(GridBiasBackend):
         self.force.addTabulatedFunction("table", self.table)
         self.force.setForceGroup(self.force_group)
         system.addForce(self.force)
-
-    def forces(self) -> list:
-        return [self.force]
-
-    def set_scale(self, scale: float, context: Any) -> None:
-        self.scale = float(scale)
-        context.setParameter(self.scale_parameter, self.scale)
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.grid.set_function_parameters(self.table, values)

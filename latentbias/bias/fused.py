@@ -118,14 +118,6 @@ class FusedBackend(GridBiasBackend):
         system.addForce(self.force)
         self._indices = [int(v.index) for v in grid.variables]
 
-    def forces(self) -> list:
-        return [self.force]
-
-    def set_scale(self, scale: float, context: Any) -> None:
-        """Multiply the tabulated part of the bias by ``scale`` in ``context`` (walls unaffected; 0 = off)."""
-        self.scale = float(scale)
-        context.setParameter(self.scale_parameter, self.scale)
-
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.force.setGridValues(_grid_table(self.grid, values))
         if context is not None:

@@ -335,13 +335,6 @@ class Campaign:
 
     # ------------------------------------------------------------------------------------------------- train
 
-    def frame_counts(self, upto: int) -> list[int]:
-        out = []
-        for r in range(upto + 1):
-            plan = self.run_dir.read_json(self.run_dir.round_dir(r) / "plan.json")
-            out.append(len(self.run_dir.load_segments(r, plan["segments"])["step"]))
-        return out
-
     def all_frames(self, upto: int) -> dict[str, np.ndarray]:
         """Frames of rounds 0..upto concatenated, with a ``round`` and ``segment`` column."""
         parts = []
@@ -420,12 +413,15 @@ class Campaign:
         states: list[BiasState] = [BiasState("unbiased")]
         index: dict[tuple, int] = {("unbiased",): 0}
         state_of = np.zeros(len(frames["step"]), dtype=int)
+        plans: dict[int, dict[str, Any]] = {}
         for n in range(len(state_of)):
             kind, r, k = int(frames["kind"][n]), int(frames["round"][n]), int(frames["segment"][n])
             scale = float(frames["scale"][n])
             if kind == KIND_UNBIASED or (kind == KIND_RESTRAINT and scale == 0.0):
                 continue
-            plan = self.run_dir.read_json(self.run_dir.round_dir(r) / "plan.json")
+            if r not in plans:
+                plans[r] = self.run_dir.read_json(self.run_dir.round_dir(r) / "plan.json")
+            plan = plans[r]
             if kind == KIND_RESTRAINT:
                 key = ("restraint", r, int(frames["target"][n]), scale)
                 if key not in index:
@@ -491,6 +487,7 @@ class _RoundBias:
         self.meta = None
         self.restraint = None
         self.capped = False
+        self._previous_positions: np.ndarray | None = None
         if self.strategy == "metadynamics":
             m = self.cfg.metadynamics
             self.meta = LatentMetadynamics(system, self.model.file, [LatentVariable(**v) for v in plan["variables"]],
@@ -521,8 +518,9 @@ class _RoundBias:
             target, phase = self.plan["schedule"][k]
             first_of_target = k == 0 or self.plan["schedule"][k - 1][0] != target
             if first_of_target:
-                frames = self.c.all_frames(self.plan["round"] - 1)
-                xyz = frames["positions"][self.plan["start_frames"][target]].astype(float)
+                if self._previous_positions is None:  # frames of rounds < r, read once per round
+                    self._previous_positions = self.c.all_frames(self.plan["round"] - 1)["positions"]
+                xyz = self._previous_positions[self.plan["start_frames"][target]].astype(float)
                 sim.context.setPositions(xyz * unit.nanometer)
                 sim.context.setVelocitiesToTemperature(self.cfg.md.temperature * unit.kelvin,
                                                        self.cfg.md.seed + 31 * k + 7)
