@@ -38,6 +38,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ExportError",
     "LatentModelFile",
+    "check_model_output",
     "load_model",
     "save_cv_module",
     "save_model",
@@ -348,4 +349,70 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentMode
             f"{path} uses model format {metadata['format_version']}; this latentbias reads up to {FORMAT_VERSION}. "
             "Upgrade latentbias."
         )
-    return LatentModelFile(module=module, metadata=metadata, path=path)
+    model = LatentModelFile(module=module, metadata=metadata, path=path)
+    check_model_output(model)
+    return model
+
+
+def _probe_positions(n_atoms: int, seed: int) -> torch.Tensor:
+    """A reproducible random configuration at protein-like density (~100 atoms/nm³), shape=(n_atoms, 3), nm."""
+    side = max(1.0, (n_atoms / 100.0) ** (1.0 / 3.0))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand((n_atoms, 3), generator=gen, dtype=torch.float64) * side
+
+
+def check_model_output(model: LatentModelFile) -> None:
+    """Refuse a model whose output has the wrong shape or does not depend differentiably on the positions.
+
+    The model is evaluated at up to three reproducible random configurations at protein-like density (float64, no
+    box): ``z`` must be a floating-point tensor of shape ``(latent_dim,)`` attached to the autograd graph, and every
+    component must have a non-zero gradient with respect to the positions at one of them at least. A detached, integer/boolean or constant output would make every biasing route apply exactly
+    zero force while the bias energy is recorded — silently wrong physics.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the cause and the fix.
+    """
+    where = str(model.path) if model.path is not None else "the model"
+    moves = np.zeros(model.latent_dim, dtype=bool)  # component i has a non-zero gradient at some probe
+    for probe in range(3):
+        z, x = _evaluate_probe(model, where, seed=20261129 + probe)
+        for i in np.flatnonzero(~moves):
+            (grad,) = torch.autograd.grad(z[int(i)], x, retain_graph=True, allow_unused=True)
+            moves[i] = grad is not None and bool(torch.any(grad != 0))
+        if moves.all():
+            return
+    i = int(np.flatnonzero(~moves)[0])
+    raise ValueError(
+        f"{where}: latent component z[{i}] does not depend differentiably on the positions (its gradient is "
+        "exactly zero at three random configurations); every biasing route would apply exactly zero force along it "
+        "while recording the bias energy. Make the output a differentiable function of the positions (no .detach(), "
+        "integer/boolean counts, constants or torch.no_grad() in forward; use a smooth switching function for counts)"
+    )
+
+
+def _evaluate_probe(model: LatentModelFile, where: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z (checked: shape (latent_dim,), floating point, attached to the graph) and the probe positions."""
+    x = _probe_positions(model.n_atoms, seed=seed).requires_grad_(True)
+    try:
+        z = model.module(x, None)
+    except Exception as exc:
+        raise ValueError(
+            f"{where}: the model's forward(positions, box=None) failed on a test configuration of {model.n_atoms} "
+            f"atoms; TorchScript said:\n{str(exc).strip()}"
+        ) from exc
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != (model.latent_dim,):
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(
+            f"{where}: forward(positions) must return z of shape ({model.latent_dim},) (latent_dim in the metadata) "
+            f"for positions of shape ({model.n_atoms}, 3), got {shape}"
+        )
+    if not z.is_floating_point() or not z.requires_grad:
+        raise ValueError(
+            f"{where}: the model output z ({z.dtype}) does not depend differentiably on the positions; every biasing "
+            "route would apply exactly zero force while recording the bias energy. Make the output a differentiable "
+            "function of the positions (no .detach(), integer/boolean counts or torch.no_grad() in forward; use a "
+            "smooth switching function for counts)"
+        )
+    return z, x

@@ -400,7 +400,10 @@ def test_last_latent_values_equal_encode(ala2, ala2_model, platform):
 
 
 class CountingModel(torch.nn.Module):
-    """z = (x of atom 0, number of forward calls so far): exposes how often the force runs the model."""
+    """z = (x of atom 0, number of forward calls so far): exposes how often the force runs the model.
+
+    z1 = calls + (y1 - y1.detach()): exactly the count, with a gradient (along y of atom 1), since a component
+    without one is refused at load."""
 
     def __init__(self):
         super().__init__()
@@ -408,7 +411,8 @@ class CountingModel(torch.nn.Module):
 
     def forward(self, positions: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
         self.calls.add_(1.0)
-        return torch.cat([positions[0, :1].to(torch.float64), self.calls])
+        y1 = positions[1, 1:2].to(torch.float64)
+        return torch.cat([positions[0, :1].to(torch.float64), self.calls + (y1 - y1.detach())])
 
 
 def test_one_model_evaluation_per_force_evaluation(ala2, tmp_path):

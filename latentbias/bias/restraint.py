@@ -108,7 +108,7 @@ class _PeriodicRestraint(_RestraintEnergy):
         return self.energy(positions, box, params)
 
 
-def _per_dim(value: Any, n: int, name: str, default: float | None = None) -> np.ndarray:
+def _per_dim(value: Any, n: int, name: str, default: float | None = None, finite: bool = False) -> np.ndarray:
     if value is None:
         if default is None:
             raise ValueError(f"{name} is required")
@@ -120,6 +120,8 @@ def _per_dim(value: Any, n: int, name: str, default: float | None = None) -> np.
         raise ValueError(f"{name} must be a number or {n} numbers (one per restrained dimension), got {np.shape(value)}")
     if np.any(np.isnan(arr)):
         raise ValueError(f"{name} contains NaN")
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
     return arr
 
 
@@ -186,8 +188,8 @@ class LatentRestraint:
         n = len(self.dims)
         if n > MAX_RESTRAINED_DIMS:
             raise ValueError(f"at most {MAX_RESTRAINED_DIMS} latent dimensions can be restrained, got {n}")
-        self.centers = _per_dim(centers, n, "centers")
-        self.force_constants = _per_dim(force_constants, n, "force_constants")
+        self.centers = _per_dim(centers, n, "centers", finite=True)
+        self.force_constants = _per_dim(force_constants, n, "force_constants", finite=True)
         if np.any(self.force_constants < 0):
             raise ValueError("force_constants must be >= 0")
         self.lower_walls = _per_dim(lower_walls, n, "lower_walls", default=-np.inf)
@@ -237,14 +239,14 @@ class LatentRestraint:
 
     def set_centers(self, context: Any, centers: Any) -> None:
         """Move the restraint centres in a live Context (no reinitialisation)."""
-        values = _per_dim(centers, self.ndim, "centers")
+        values = _per_dim(centers, self.ndim, "centers", finite=True)
         for i, v in enumerate(values):
             context.setParameter(self.center_name(i), float(v))
         self.centers = values
 
     def set_force_constants(self, context: Any, force_constants: Any) -> None:
         """Change the force constants in a live Context (kJ/mol per z²)."""
-        values = _per_dim(force_constants, self.ndim, "force_constants")
+        values = _per_dim(force_constants, self.ndim, "force_constants", finite=True)
         if np.any(values < 0):
             raise ValueError("force_constants must be >= 0")
         for i, v in enumerate(values):
@@ -383,7 +385,7 @@ def steer(
     if steps <= 0 or update_interval <= 0:
         raise ValueError("steps and update_interval must be positive integers")
     start = restraint.centers.copy()
-    end = _per_dim(target, restraint.ndim, "target")
+    end = _per_dim(target, restraint.ndim, "target", finite=True)
     n_updates = max(1, steps // update_interval)
     context = simulation.context
     group = restraint.force.getForceGroup()

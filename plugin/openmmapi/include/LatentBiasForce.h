@@ -49,6 +49,9 @@ class OPENMM_EXPORT_LATENTBIAS LatentBiasForce : public OpenMM::Force {
 public:
     /** Largest number of grid dimensions. */
     static const int MaxGridDimensions = 3;
+    /** Largest number of grid points (product over dimensions) a grid may have: the spline needs up to 64
+     *  coefficients per point in 3-D, so 2^22 points already take ~2 GB. */
+    static const long long MaxGridPoints = 1LL << 22;
     /**
      * Create a LatentBiasForce from a model file (TorchScript archive). The file is read once and its bytes are
      * stored in the force.

@@ -102,6 +102,64 @@ void LatentBiasEvaluator::readParameters(ContextImpl& context, vector<double>& p
     params.back() = gridScaleParameter.empty() ? 1.0 : context.getParameter(gridScaleParameter);
 }
 
+vector<int> LatentBiasEvaluator::getBiasedComponents() const {
+    vector<int> components;
+    for (const auto& d : dims)
+        components.push_back(d.component);
+    for (const auto& r : restraints)
+        components.push_back(r.component);
+    sort(components.begin(), components.end());
+    components.erase(unique(components.begin(), components.end()), components.end());
+    return components;
+}
+
+void LatentBiasEvaluator::checkFinite(const double* dVdx, int numParticles, double energy) {
+    vector<int> bad;
+    for (int i = 0; i < numParticles; i++)
+        if (!(std::isfinite(dVdx[3 * i]) && std::isfinite(dVdx[3 * i + 1]) && std::isfinite(dVdx[3 * i + 2])))
+            bad.push_back(i);
+    if (bad.empty() && std::isfinite(energy))
+        return;
+    stringstream msg;
+    msg << "LatentBiasForce: the bias ";
+    if (!std::isfinite(energy))
+        msg << "energy is " << energy << (bad.empty() ? "" : " and its ");
+    if (!bad.empty()) {
+        msg << "force is not finite on " << bad.size() << " atom(s) (indices ";
+        for (size_t j = 0; j < bad.size() && j < 8; j++)
+            msg << (j > 0 ? ", " : "") << bad[j];
+        msg << (bad.size() > 8 ? ", ..." : "") << ")";
+    }
+    msg << ". Typical causes: coincident atoms in a distance/angle feature (zero distance), positions far outside "
+           "the training domain, or a model whose derivative is undefined there; check these atoms' positions.";
+    throw OpenMMException(msg.str());
+}
+
+void LatentBiasEvaluator::checkParameters(const vector<double>& params) const {
+    // Context.setParameter accepts any double: refuse values that would silently change the physics.
+    for (size_t i = 0; i < restraints.size(); i++) {
+        double center = params[2 * i], k = params[2 * i + 1];
+        if (!std::isfinite(center)) {
+            stringstream msg;
+            msg << "LatentBiasForce: the restraint centre parameter '" << restraints[i].centerParameter << "' is "
+                << center << "; set it to a finite latent value with Context.setParameter";
+            throw OpenMMException(msg.str());
+        }
+        if (!(std::isfinite(k) && k >= 0)) {
+            stringstream msg;
+            msg << "LatentBiasForce: the restraint force constant parameter '" << restraints[i].forceConstantParameter
+                << "' is " << k << "; it must be finite and >= 0 (0 switches the restraint off)";
+            throw OpenMMException(msg.str());
+        }
+    }
+    if (!params.empty() && !std::isfinite(params.back())) {
+        stringstream msg;
+        msg << "LatentBiasForce: the grid scale parameter '" << gridScaleParameter << "' is " << params.back()
+            << "; it must be finite";
+        throw OpenMMException(msg.str());
+    }
+}
+
 void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<double>& params, double& gridEnergy,
                                    double& restraintEnergy, vector<double>& dVdz) const {
     for (int i = 0; i < size; i++)
@@ -111,6 +169,7 @@ void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<doubl
                 << " (are the positions finite and inside the model's domain?)";
             throw OpenMMException(msg.str());
         }
+    checkParameters(params);
     dVdz.assign(size, 0.0);
     gridEnergy = 0.0;
     restraintEnergy = 0.0;

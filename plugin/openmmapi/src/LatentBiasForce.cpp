@@ -103,6 +103,18 @@ int LatentBiasForce::addGridDimension(int component, double minValue, double max
     if (size < (periodic ? 3 : 2))
         throw OpenMMException(periodic ? "LatentBiasForce: a periodic grid dimension needs at least 3 points"
                                        : "LatentBiasForce: a grid dimension needs at least 2 points");
+    long long total = size;
+    for (const auto& d : gridDims)
+        total *= d.size;  // each factor < 2^22 after the check below, so no overflow in 64 bits
+    if (size > MaxGridPoints || total > MaxGridPoints) {
+        stringstream msg;
+        msg << "LatentBiasForce: a grid of ";
+        for (const auto& d : gridDims)
+            msg << d.size << " x ";
+        msg << size << " points is larger than the " << MaxGridPoints << " points allowed; use fewer points per "
+            << "dimension (e.g. 50-200)";
+        throw OpenMMException(msg.str());
+    }
     gridDims.push_back({component, minValue, maxValue, size, periodic});
     gridValues.clear();
     return gridDims.size() - 1;

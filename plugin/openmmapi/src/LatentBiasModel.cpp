@@ -1,6 +1,7 @@
 #include "internal/LatentBiasModel.h"
 #include "openmm/OpenMMException.h"
 #include <sstream>
+#include <torch/csrc/autograd/autograd.h>
 
 using namespace std;
 
@@ -18,10 +19,40 @@ torch::jit::Module loadLatentModel(const string& data, string* metadata) {
         return module;
     }
     catch (const std::exception& e) {
-        string what = e.what();
-        size_t cut = what.find('\n');
         throw OpenMM::OpenMMException("LatentBiasForce: the model is not a loadable TorchScript archive (export it "
-                                      "with latentbias.save_model or torch.jit.save): " + what.substr(0, cut));
+                                      "with latentbias.save_model or torch.jit.save): " + describeException(e));
+    }
+}
+
+string describeException(const std::exception& e) {
+    string what = e.what();
+    while (!what.empty() && (what.back() == '\n' || what.back() == ' '))
+        what.pop_back();
+    return what;
+}
+
+void checkDifferentiable(const torch::Tensor& z, const torch::Tensor& positions, const vector<int>& components) {
+    const char* advice = " The bias would apply exactly zero force while its energy is recorded. Make the model's "
+                         "output a differentiable function of the positions (no .detach(), integer/boolean "
+                         "counts, or torch.no_grad() inside forward; use a smooth switching function for counts).";
+    if (!z.requires_grad() || !z.is_floating_point())
+        throw OpenMM::OpenMMException(string("LatentBiasForce: the model's output z does not depend differentiably "
+                                             "on the positions (it has no gradient).") + advice);
+    torch::Tensor flat = z.reshape({-1});
+    for (int c : components) {
+        vector<torch::Tensor> grads;
+        try {
+            grads = torch::autograd::grad({flat[c]}, {positions}, {}, true, false, true);
+        }
+        catch (const std::exception& e) {
+            throw OpenMM::OpenMMException("LatentBiasForce: the model's backward pass failed: " + describeException(e));
+        }
+        if (!grads[0].defined()) {
+            stringstream msg;
+            msg << "LatentBiasForce: latent component z[" << c << "] is biased but does not depend differentiably on "
+                << "the positions." << advice;
+            throw OpenMM::OpenMMException(msg.str());
+        }
     }
 }
 

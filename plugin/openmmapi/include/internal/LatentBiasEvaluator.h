@@ -41,6 +41,15 @@ public:
      */
     void evaluate(const double* z, int size, const std::vector<double>& params, double& gridEnergy,
                   double& restraintEnergy, std::vector<double>& dVdz) const;
+    /** Throw OpenMMException naming the parameter if a restraint centre/force constant or the scale is invalid. */
+    void checkParameters(const std::vector<double>& params) const;
+    /** Latent components that the grid or a restraint acts on (sorted, unique). */
+    std::vector<int> getBiasedComponents() const;
+    /**
+     * Throw OpenMMException naming the atoms if dV/dx (3*numParticles values, x fastest) or the energy is not
+     * finite: a NaN/inf force must never reach the integrator silently.
+     */
+    static void checkFinite(const double* dVdx, int numParticles, double energy);
     /** Incremented by every updateParameters(). */
     long long getVersion() const {
         return version;

@@ -4,6 +4,7 @@
 #include "internal/windowsExportLatentBias.h"
 #include <torch/script.h>
 #include <string>
+#include <vector>
 
 namespace LatentBiasPlugin {
 
@@ -16,6 +17,17 @@ static const char* const LATENTBIAS_METADATA_NAME = "latentbias.json";
  * loadable TorchScript archive.
  */
 OPENMM_EXPORT_LATENTBIAS torch::jit::Module loadLatentModel(const std::string& data, std::string* metadata = nullptr);
+
+/**
+ * Throw OpenMMException unless every latent component in `components` of z (the model output for `positions`, a
+ * tensor that requires gradients) depends differentiably on the positions. A detached, integer or constant output
+ * would otherwise give exactly zero force while the bias energy is recorded (silently wrong physics).
+ */
+OPENMM_EXPORT_LATENTBIAS void checkDifferentiable(const torch::Tensor& z, const torch::Tensor& positions,
+                                                  const std::vector<int>& components);
+
+/** The whole text of an exception, TorchScript's traceback included (the cause is often on the last lines). */
+OPENMM_EXPORT_LATENTBIAS std::string describeException(const std::exception& e);
 
 } // namespace LatentBiasPlugin
 

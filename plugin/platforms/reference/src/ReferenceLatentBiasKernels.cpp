@@ -1,4 +1,5 @@
 #include "ReferenceLatentBiasKernels.h"
+#include "internal/LatentBiasModel.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/reference/ReferencePlatform.h"
@@ -11,11 +12,6 @@ using namespace std;
 
 static ReferencePlatform::PlatformData& platformData(ContextImpl& context) {
     return *reinterpret_cast<ReferencePlatform::PlatformData*>(context.getPlatformData());
-}
-
-static string firstLine(const std::exception& e) {
-    string what = e.what();
-    return what.substr(0, what.find('\n'));
 }
 
 void ReferenceCalcLatentBiasForceKernel::initialize(const System& system, const LatentBiasForce& force,
@@ -59,7 +55,7 @@ double ReferenceCalcLatentBiasForceKernel::execute(ContextImpl& context, bool in
         throw;
     }
     catch (const std::exception& e) {
-        throw OpenMMException("LatentBiasForce: the model's forward pass failed: " + firstLine(e));
+        throw OpenMMException("LatentBiasForce: the model's forward pass failed: " + describeException(e));
     }
     evaluator.checkLatentSize(z.numel());
     torch::Tensor zd = z.detach().to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
@@ -71,22 +67,37 @@ double ReferenceCalcLatentBiasForceKernel::execute(ContextImpl& context, bool in
     evaluator.evaluate(lastZ.data(), size, params, gridEnergy, restraintEnergy, dVdz);
 
     // One backward pass: the vector-Jacobian product dV/dz . dz/dx.
-    if (includeForces && z.requires_grad()) {
+    if (includeForces) {
+        if (!checkedDifferentiable) {  // once per Context: every biased component must reach the positions
+            checkDifferentiable(z, posTensor, evaluator.getBiasedComponents());
+            checkedDifferentiable = true;
+        }
+        if (!z.requires_grad())
+            checkDifferentiable(z, posTensor, {});
         try {
             torch::Tensor gradOut = torch::from_blob(dVdz.data(), {size}, torch::kFloat64).to(z.dtype()).reshape(z.sizes());
             vector<torch::Tensor> grads = torch::autograd::grad({z}, {posTensor}, {gradOut}, false, false, true);
-            if (grads[0].defined()) {
+            if (!grads[0].defined())
+                throw OpenMMException("LatentBiasForce: the model's output z does not depend differentiably on the "
+                                      "positions; the bias would apply zero force");
+            else {
                 torch::Tensor g = grads[0].to(torch::kFloat64).contiguous();
                 const double* dx = g.data_ptr<double>();
+                LatentBiasEvaluator::checkFinite(dx, numParticles, gridEnergy + restraintEnergy);
                 for (int i = 0; i < numParticles; i++)
                     for (int j = 0; j < 3; j++)
                         force[i][j] -= dx[3 * i + j];
             }
         }
+        catch (const OpenMMException&) {
+            throw;
+        }
         catch (const std::exception& e) {
-            throw OpenMMException("LatentBiasForce: the model's backward pass failed: " + firstLine(e));
+            throw OpenMMException("LatentBiasForce: the model's backward pass failed: " + describeException(e));
         }
     }
+    else
+        LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
     hasEvaluated = true;
     lastGridEnergy = gridEnergy;
     lastRestraintEnergy = restraintEnergy;

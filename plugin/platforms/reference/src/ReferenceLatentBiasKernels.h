@@ -16,7 +16,7 @@ namespace LatentBiasPlugin {
 class ReferenceCalcLatentBiasForceKernel : public CalcLatentBiasForceKernel {
 public:
     ReferenceCalcLatentBiasForceKernel(std::string name, const OpenMM::Platform& platform)
-        : CalcLatentBiasForceKernel(name, platform), usePeriodic(false), lastVersion(-1) {
+        : CalcLatentBiasForceKernel(name, platform), usePeriodic(false), checkedDifferentiable(false), lastVersion(-1) {
     }
     void initialize(const OpenMM::System& system, const LatentBiasForce& force, torch::jit::Module& module) override;
     double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) override;
@@ -25,6 +25,7 @@ public:
 private:
     torch::jit::Module module;
     bool usePeriodic;
+    bool checkedDifferentiable;  // the biased components reach the positions (checked at the first force call)
     std::vector<OpenMM::Vec3> lastPositions;
     OpenMM::Vec3 lastBox[3];
     std::vector<double> lastParams;

@@ -1,0 +1,241 @@
+"""No silent zero or non-finite forces, no crash (issue 9 items 1-2).
+
+Reproducers from the fault trial: a model whose output has no gradient (detached, integer counts, a constant
+component) recorded bias energy while the native force applied exactly zero force; coincident atoms gave NaN forces
+with a finite energy; NaN / negative force constants were accepted by ``Context.setParameter``; grid sizes whose
+product overflows segfaulted at Context creation; corrupted serialized forces must raise, never crash.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Optional
+
+import numpy as np
+import openmm
+import pytest
+import torch
+from torch import Tensor
+
+import latentbias as lb
+from latentbias import native
+from latentbias.bias.restraint import LatentRestraint
+from latentbias.export import save_cv_module
+
+from test_export_forces import bare_system, make_context
+
+PLATFORMS = ["Reference", "CPU"]
+
+needs_native = pytest.mark.skipif(not native.is_available(), reason=f"native plugin not built: "
+                                                                    f"{native.unavailable_reason()}")
+
+
+class Detached(torch.nn.Module):
+    """z0 = |x0 - x1| computed on detached positions: no gradient reaches the positions."""
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        p = positions.detach().to(torch.float64)
+        return torch.linalg.norm(p[0] - p[1]).reshape(1)
+
+
+class ContactCount(torch.nn.Module):
+    """A hard contact count (boolean comparison): piecewise constant, no gradient."""
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        d = torch.linalg.norm(positions[0] - positions[1:], dim=-1)
+        return (d < 0.5).sum().to(torch.float64).reshape(1)
+
+
+class HalfConstant(torch.nn.Module):
+    """z0 = |x0 - x1| (fine), z1 = a constant (no gradient)."""
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        d = torch.linalg.norm(positions[0] - positions[1]).to(torch.float64)
+        return torch.stack([d, torch.ones_like(d).detach()])
+
+
+class Distance(torch.nn.Module):
+    """z0 = |x0 - x1| (nm): fine everywhere except at coincident atoms."""
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        p = positions.to(torch.float64)
+        return torch.sqrt(((p[0] - p[1]) ** 2).sum()).reshape(1)
+
+
+class WrongShape(torch.nn.Module):
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        return positions[:2, 0].to(torch.float64).reshape(1, 2)
+
+
+def _save(module, path, latent_dim=1, n_atoms=4):
+    return save_cv_module(module, path, n_atoms=n_atoms, latent_dim=latent_dim)
+
+
+@pytest.mark.parametrize("module,latent_dim,match", [
+    (Detached(), 1, r"does not depend differentiably"),
+    (ContactCount(), 1, r"does not depend differentiably"),
+    (HalfConstant(), 2, r"z\[1\] does not depend differentiably"),
+    (WrongShape(), 2, r"must return z of shape \(2,\)"),
+])
+def test_load_refuses_models_without_gradient_or_with_wrong_shape(tmp_path, module, latent_dim, match):
+    path = _save(module, tmp_path / "m.pt", latent_dim)
+    with pytest.raises(ValueError, match=match) as info:
+        lb.load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_accepts_a_differentiable_model(tmp_path):
+    model = lb.load_model(_save(Distance(), tmp_path / "ok.pt"))
+    assert model.latent_dim == 1
+
+
+def _native_grid_force(path_bytes, n_atoms=4):
+    force = native.load().LatentBiasForce.fromModelData(path_bytes)
+    force.addGridDimension(0, 0.0, 2.0, 21, False)
+    force.setGridValues([float(v) for v in np.linspace(0.0, 20.0, 21)])  # slope 10 kJ/mol per nm
+    return force
+
+
+def _positions():
+    return np.array([[0.0, 0.0, 0.0], [0.5, 0.1, 0.0], [1.0, 1.0, 1.0], [1.5, 0.2, 0.3]])
+
+
+@needs_native
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("module", [Detached(), ContactCount()], ids=["detached", "integer-count"])
+def test_native_force_refuses_a_model_without_gradient(tmp_path, platform, module):
+    """Bypassing load_model (raw bytes into fromModelData): the force raises instead of applying zero force."""
+    path = _save(module, tmp_path / "m.pt")
+    system = bare_system(4)
+    system.addForce(_native_grid_force(path.read_bytes()))
+    ctx, _ = make_context(system, _positions(), platform)
+    with pytest.raises(openmm.OpenMMException, match="differentiabl"):
+        ctx.getState(getForces=True)
+
+
+@needs_native
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_native_force_names_atoms_with_non_finite_forces(tmp_path, platform):
+    """Coincident atoms 0 and 1: d|r|/dr is 0/0. An exception names the atoms instead of NaN forces."""
+    path = _save(Distance(), tmp_path / "d.pt")
+    system = bare_system(4)
+    force = native.load().LatentBiasForce.fromModelData(path.read_bytes())
+    force.addRestraint(0, "d0", 0.3, "kd", 100.0, 0.0, float("-inf"), float("inf"), 0.0)
+    system.addForce(force)
+    pos = _positions()
+    pos[1] = pos[0]
+    ctx, _ = make_context(system, pos, platform)
+    with pytest.raises(openmm.OpenMMException, match=r"not finite on 2 atom\(s\) \(indices 0, 1\)"):
+        ctx.getState(getForces=True)
+    pos[1] = [0.4, 0.0, 0.0]  # moving the atom apart makes the same Context usable again
+    ctx.setPositions(pos)
+    f = ctx.getState(getForces=True).getForces(asNumpy=True)._value
+    assert np.all(np.isfinite(f)) and abs(f[0, 0]) > 1.0
+
+
+@needs_native
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("name,value,match", [
+    ("kd", float("nan"), "force constant parameter 'kd' is nan"),
+    ("kd", -5.0, "force constant parameter 'kd' is -5"),
+    ("d0", float("inf"), "centre parameter 'd0' is inf"),
+])
+def test_native_force_validates_parameters_set_in_the_context(tmp_path, platform, name, value, match):
+    path = _save(Distance(), tmp_path / "d.pt")
+    system = bare_system(4)
+    force = native.load().LatentBiasForce.fromModelData(path.read_bytes())
+    force.addRestraint(0, "d0", 0.3, "kd", 100.0, 0.0, float("-inf"), float("inf"), 0.0)
+    system.addForce(force)
+    ctx, _ = make_context(system, _positions(), platform)
+    ctx.getState(getEnergy=True)
+    ctx.setParameter(name, value)
+    with pytest.raises(openmm.OpenMMException, match=match):
+        ctx.getState(getEnergy=True)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_restraint_setters_validate(tmp_path, bad):
+    model = lb.load_model(_save(Distance(), tmp_path / "d.pt"))
+    system = bare_system(4)
+    restraint = LatentRestraint(model, system, centers=[0.3], force_constants=0.0, backend="torchforce")
+    ctx, _ = make_context(system, _positions(), "Reference")
+    with pytest.raises(ValueError, match="force_constants"):
+        restraint.set_force_constants(ctx, [bad])
+    if bad != -1.0:
+        with pytest.raises(ValueError, match="centers"):
+            restraint.set_centers(ctx, [bad])
+    with pytest.raises(ValueError, match="centers"):
+        LatentRestraint(model, bare_system(4), centers=[float("nan")], force_constants=1.0, backend="torchforce")
+
+
+@needs_native
+def test_grid_size_overflow_is_refused(tmp_path):
+    path = _save(HalfConstant(), tmp_path / "m.pt", latent_dim=2)
+    force = native.load().LatentBiasForce.fromModelData(path.read_bytes())
+    force.addGridDimension(0, 0.0, 1.0, 2048, False)
+    with pytest.raises(Exception, match="larger than the 4194304 points allowed"):
+        force.addGridDimension(1, 0.0, 1.0, 2**31 - 1, False)
+    with pytest.raises(Exception, match="larger than the 4194304 points allowed"):
+        force.addGridDimension(1, 0.0, 1.0, 4096, False)
+
+
+FUZZ = textwrap.dedent("""
+    import random, sys
+    import numpy as np
+    import openmm
+    import latentbias  # noqa: F401  (loads the plugin)
+    from latentbias import native
+    lbp = native.load()
+    xml = open(sys.argv[1]).read()
+    rng = random.Random(int(sys.argv[2]))
+    digits = "0123456789-e.+"
+    raised = ok = 0
+    for trial in range(int(sys.argv[3])):
+        chars = list(xml)
+        # corrupt the attribute part (numbers, names), not the base64 model blob: numbers are what a crafted or
+        # bit-rotted file changes; a corrupt blob is rejected by TorchScript's loader
+        head = xml.find("<Model") if "<Model" in xml else len(xml)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(head)
+            chars[i] = rng.choice(digits) if chars[i] in digits else chars[i]
+            if rng.random() < 0.3:
+                chars[i] = rng.choice(digits)
+        text = "".join(chars)
+        for big in ("2147483647", "99999999999", "-1", "nan", "inf"):
+            if rng.random() < 0.05:
+                text = text.replace('size="21"', f'size="{big}"', 1)
+        try:
+            force = openmm.XmlSerializer.deserialize(text)
+            system = openmm.System()
+            for _ in range(4):
+                system.addParticle(1.0)
+            system.addForce(force)
+            ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+            ctx.setPositions(np.array([[0, 0, 0], [0.5, 0.1, 0], [1, 1, 1], [1.5, 0.2, 0.3]], float))
+            ctx.getState(getEnergy=True, getForces=True)
+            ok += 1
+        except Exception:
+            raised += 1
+    print("FUZZ-DONE", ok, raised)
+""")
+
+
+@needs_native
+def test_corrupted_serialized_forces_raise_and_never_crash(tmp_path):
+    """Random digit corruption of a serialized LatentBiasForce (sizes, ranges, values, parameters): every trial
+    either works or raises a Python exception. Run in a subprocess so that a crash fails this test instead of
+    killing the test session."""
+    path = _save(Distance(), tmp_path / "d.pt")
+    force = _native_grid_force(path.read_bytes())
+    force.addRestraint(0, "d0", 0.3, "kd", 100.0, 0.0, float("-inf"), float("inf"), 0.0)
+    xml = tmp_path / "force.xml"
+    xml.write_text(openmm.XmlSerializer.serialize(force))
+    script = tmp_path / "fuzz.py"
+    script.write_text(FUZZ)
+    result = subprocess.run([sys.executable, str(script), str(xml), "7", "150"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"fuzzing crashed (rc {result.returncode}):\n{result.stderr[-2000:]}"
+    ok, raised = map(int, result.stdout.split("FUZZ-DONE")[1].split())
+    assert ok + raised == 150 and raised > 0
