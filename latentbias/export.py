@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import hashlib
 import io
 import json
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ExportError",
     "LatentModelFile",
+    "archive_bytes",
     "check_model_output",
     "load_model",
     "save_cv_module",
@@ -47,7 +50,10 @@ __all__ = [
 #: Name of the JSON metadata stored inside the TorchScript archive.
 METADATA_NAME = "latentbias.json"
 #: Version of the model-file layout.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Metadata key of the file's checksums (format 2): ``content_sha256`` over every archive entry but the metadata,
+#: ``metadata_sha256`` over the metadata without this key.
+CHECKSUM_KEY = "checksums"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -175,9 +181,87 @@ def _write_scripted(module: torch.nn.Module, path: Path, metadata: dict[str, Any
     for p in module.parameters():
         p.requires_grad_(False)
     scripted = script_module(module)
+    atomic_write_bytes(path, _archive_with_checksums(scripted, metadata))
+
+
+def _archive(scripted: torch.jit.ScriptModule, metadata: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer, _extra_files={METADATA_NAME: json.dumps(metadata)})
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _metadata_digest(metadata: dict[str, Any]) -> str:
+    body = {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _content_digest(archive: bytes) -> str:
+    """SHA-256 over every entry of a TorchScript archive except the metadata and torch's random serialization id
+    (entry names without the archive prefix).
+
+    Reading the entries also checks each one's zip CRC-32 (``zipfile.BadZipFile`` on a mismatch).
+    """
+    h = hashlib.sha256()
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        entries = sorted((info.filename.split("/", 1)[-1], info) for info in zf.infolist())
+        for name, info in entries:
+            if name in (f"extra/{METADATA_NAME}", ".data/serialization_id"):  # ours; a random id per save
+                continue
+            h.update(name.encode() + b"\0" + hashlib.sha256(zf.read(info)).digest())
+    return h.hexdigest()
+
+
+def _archive_with_checksums(scripted: torch.jit.ScriptModule, metadata: dict[str, Any]) -> bytes:
+    """The archive bytes with ``metadata[CHECKSUM_KEY]`` describing them (the code and weights are written twice;
+    their bytes do not depend on the metadata, which is verified)."""
+    metadata = {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}
+    content = _content_digest(_archive(scripted, metadata))
+    metadata[CHECKSUM_KEY] = {"content_sha256": content, "metadata_sha256": _metadata_digest(metadata)}
+    data = _archive(scripted, metadata)
+    if _content_digest(data) != content:  # pragma: no cover - torch.jit.save is deterministic for one module
+        raise ExportError("torch.jit.save wrote different bytes for the same module twice; cannot checksum the file")
+    return data
+
+
+def archive_bytes(model: "LatentModelFile") -> bytes:
+    """A loaded model as the bytes of a model file (TorchScript archive, metadata and fresh checksums)."""
+    return _archive_with_checksums(model.module, model.metadata)
+
+
+def _read_verified(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The bytes and metadata of a model file, its checksums verified (format 2) before any code is loaded."""
+    data = path.read_bytes()
+    fix = "re-export the model (latentbias.save_model / `latentbias train`) or restore the file from a copy"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [n for n in zf.namelist() if n.split("/", 1)[-1] == f"extra/{METADATA_NAME}"]
+            raw = zf.read(names[0]) if names else b""
+        content = _content_digest(data)
+    except Exception as exc:  # zipfile raises BadZipFile, zlib.error, EOFError, NotImplementedError, ...
+        raise ValueError(f"{path} is not a TorchScript file, or a corrupt one ({type(exc).__name__}: {exc}); "
+                         f"{fix}") from exc
+    if not raw:
+        raise ValueError(
+            f"{path} is a TorchScript file but not a latentbias model (no {METADATA_NAME} inside); export it "
+            "with latentbias.save_model"
+        )
+    try:
+        metadata = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt {METADATA_NAME} metadata ({exc}); {fix}") from exc
+    if not isinstance(metadata, dict) or metadata.get("format") != "latentbias-model":
+        raise ValueError(f"{path}: metadata is not of a latentbias model")
+    sums = metadata.get(CHECKSUM_KEY)
+    if int(metadata.get("format_version", 0)) >= 2:
+        if not isinstance(sums, dict) or sums.get("metadata_sha256") != _metadata_digest(metadata):
+            raise ValueError(f"{path}: its metadata does not match the checksum stored with it (the file is corrupt "
+                             f"or was edited); {fix}")
+        if sums.get("content_sha256") != content:
+            raise ValueError(f"{path}: its code or weights do not match the checksum stored in its metadata (the "
+                             f"file is corrupt or was edited); {fix}")
+    else:
+        logger.debug("%s: model format %s carries no checksums", path, metadata.get("format_version"))
+    return data, metadata
 
 
 def save_cv_module(
@@ -319,36 +403,26 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentMode
     FileNotFoundError
         No such file.
     ValueError
-        The file is not a TorchScript archive, or has no latentbias metadata.
+        The file is not a TorchScript archive, has no latentbias metadata, does not match the checksums stored in
+        it (corrupt or edited; format 2), or its model has the wrong output shape or no gradient
+        (:func:`check_model_output`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
-    extra = {METADATA_NAME: ""}
-    try:
-        module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
-    except Exception as exc:
-        raise ValueError(
-            f"{path} is not a TorchScript file ({type(exc).__name__}); export models with latentbias.save_model "
-            "or `latentbias train`"
-        ) from exc
-    raw = extra[METADATA_NAME]
-    if not raw:
-        raise ValueError(
-            f"{path} is a TorchScript file but not a latentbias model (no {METADATA_NAME} inside); export it "
-            "with latentbias.save_model"
-        )
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: corrupt {METADATA_NAME} metadata: {exc}") from exc
-    if metadata.get("format") != "latentbias-model":
-        raise ValueError(f"{path}: metadata is not of a latentbias model")
+    data, metadata = _read_verified(path)
     if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{path} uses model format {metadata['format_version']}; this latentbias reads up to {FORMAT_VERSION}. "
             "Upgrade latentbias."
         )
+    try:
+        module = torch.jit.load(io.BytesIO(data), map_location=map_location)
+    except Exception as exc:
+        raise ValueError(
+            f"{path} is not a loadable TorchScript file ({type(exc).__name__}: {str(exc).strip()}); export models "
+            "with latentbias.save_model or `latentbias train`"
+        ) from exc
     model = LatentModelFile(module=module, metadata=metadata, path=path)
     check_model_output(model)
     return model

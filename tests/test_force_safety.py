@@ -194,11 +194,13 @@ FUZZ = textwrap.dedent("""
     raised = ok = 0
     for trial in range(int(sys.argv[3])):
         chars = list(xml)
-        # corrupt the attribute part (numbers, names), not the base64 model blob: numbers are what a crafted or
-        # bit-rotted file changes; a corrupt blob is rejected by TorchScript's loader
-        head = xml.find("<Model") if "<Model" in xml else len(xml)
+        # corrupt numbers outside the base64 model blob (sizes, ranges, counts, parameters, values): what a crafted
+        # or bit-rotted file changes; a changed blob is caught by its checksum (tested separately)
+        a = xml.index('model="') + 7
+        b = xml.index('"', a)
+        outside = [i for i in range(len(xml)) if not a <= i < b]
         for _ in range(rng.randint(1, 6)):
-            i = rng.randrange(head)
+            i = rng.choice(outside)
             chars[i] = rng.choice(digits) if chars[i] in digits else chars[i]
             if rng.random() < 0.3:
                 chars[i] = rng.choice(digits)
@@ -239,3 +241,62 @@ def test_corrupted_serialized_forces_raise_and_never_crash(tmp_path):
     assert result.returncode == 0, f"fuzzing crashed (rc {result.returncode}):\n{result.stderr[-2000:]}"
     ok, raised = map(int, result.stdout.split("FUZZ-DONE")[1].split())
     assert ok + raised == 150 and raised > 0
+
+
+# ----------------------------------------------------------------------------------------------- integrity
+
+
+def _flip(data: bytes, offset: int, n: int = 64) -> bytes:
+    b = bytearray(data)
+    for i in range(offset, min(offset + n, len(b))):
+        b[i] ^= 0xFF
+    return bytes(b)
+
+
+def test_model_file_checksums_catch_flipped_bytes(tmp_path):
+    """64 flipped bytes anywhere in a model file (weights, code, metadata, zip headers) are refused at load with
+    an error naming the file; an intact file loads."""
+    import zipfile
+
+    path = _save(Distance(), tmp_path / "d.pt")
+    data = path.read_bytes()
+    lb.load_model(path)
+    with zipfile.ZipFile(path) as zf:
+        offsets = {info.filename: info.header_offset for info in zf.infolist()}
+    targets = [off + 100 for name, off in offsets.items()]  # inside each entry (header + data)
+    targets += [len(data) // 3, len(data) // 2, len(data) - 200]
+    for k, offset in enumerate(targets):
+        bad = tmp_path / f"bad{k}.pt"
+        bad.write_bytes(_flip(data, offset))
+        with pytest.raises(ValueError, match=str(bad)):
+            lb.load_model(bad)
+
+
+def test_model_file_checksums_catch_a_changed_metadata_value(tmp_path):
+    """An edit that keeps the JSON valid (the atom count) does not pass either."""
+    path = _save(Distance(), tmp_path / "d.pt")
+    data = path.read_bytes()
+    assert data.count(b'"n_atoms": 4') == 1
+    edited = tmp_path / "edited.pt"
+    edited.write_bytes(data.replace(b'"n_atoms": 4', b'"n_atoms": 5'))
+    with pytest.raises(ValueError, match="does not match the checksum|not a TorchScript file"):
+        lb.load_model(edited)
+
+
+@needs_native
+def test_serialized_force_checksums(tmp_path):
+    """A serialized LatentBiasForce whose model bytes or grid values were changed is refused; version-1 files
+    (no checksums) are still read."""
+    path = _save(Distance(), tmp_path / "d.pt")
+    force = _native_grid_force(path.read_bytes())
+    xml = openmm.XmlSerializer.serialize(force)
+    assert 'version="2"' in xml and "modelChecksum" in xml
+    openmm.XmlSerializer.deserialize(xml)
+    model_start = xml.index('model="') + len('model="') + 400
+    letter = "A" if xml[model_start] != "A" else "B"
+    with pytest.raises(Exception, match="model does not match its checksum"):
+        openmm.XmlSerializer.deserialize(xml[:model_start] + letter + xml[model_start + 1:])
+    with pytest.raises(Exception, match="grid values do not match their checksum"):
+        openmm.XmlSerializer.deserialize(xml.replace('values="0 1 2', 'values="0 1.5 2', 1))
+    old = xml.replace('version="2"', 'version="1"', 1)
+    assert native.as_latent_bias_force(openmm.XmlSerializer.deserialize(old)).getNumGridDimensions() == 1

@@ -18,14 +18,12 @@ one energy-only (forward) evaluation of the force group and reuses it for :meth:
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..export import METADATA_NAME, LatentModelFile
+from ..export import LatentModelFile, archive_bytes
 from ..forces import as_model_file
 from .backends import GridBiasBackend, free_force_group
 from .grid import BiasGrid
@@ -37,11 +35,7 @@ def model_bytes(model: LatentModelFile) -> bytes:
     """The TorchScript archive of a loaded model, metadata included (the file itself when it is on disk)."""
     if model.path is not None and os.path.isfile(model.path):
         return model.path.read_bytes()
-    import torch
-
-    buffer = io.BytesIO()
-    torch.jit.save(model.module, buffer, _extra_files={METADATA_NAME: json.dumps(model.metadata)})
-    return buffer.getvalue()
+    return archive_bytes(model)
 
 
 def _new_force(model: LatentModelFile, system: Any):

@@ -1,3 +1,4 @@
+#include <cstdio>
 #include "internal/LatentBiasUtilities.h"
 #include "openmm/OpenMMException.h"
 #include <cctype>
@@ -118,6 +119,17 @@ bool findTopLevelJsonInteger(const string& json, const string& key, long long& v
         i++;
     }
     return false;
+}
+
+string checksum64(const string& data) {
+    unsigned long long h = 14695981039346656037ULL;
+    for (unsigned char c : data) {
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    char buffer[17];
+    snprintf(buffer, sizeof(buffer), "%016llx", h);
+    return buffer;
 }
 
 } // namespace LatentBiasPlugin

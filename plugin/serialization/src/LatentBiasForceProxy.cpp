@@ -32,7 +32,7 @@ LatentBiasForceProxy::LatentBiasForceProxy() : SerializationProxy("LatentBiasFor
 }
 
 void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node) const {
-    node.setIntProperty("version", 1);
+    node.setIntProperty("version", 2);
     const LatentBiasForce& force = *reinterpret_cast<const LatentBiasForce*>(object);
     node.setIntProperty("forceGroup", force.getForceGroup());
     node.setStringProperty("name", force.getName());
@@ -42,6 +42,7 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
     node.setStringProperty("gridScaleParameter", force.getGridScaleParameter());
     node.setStringProperty("gridScaleDefault", formatDouble(force.getGridScaleDefaultValue()));
     node.setStringProperty("model", base64Encode(force.getModelData()));
+    node.setStringProperty("modelChecksum", checksum64(force.getModelData()));
     SerializationNode& grid = node.createChildNode("Grid");
     for (int i = 0; i < force.getNumGridDimensions(); i++) {
         int component, size;
@@ -61,6 +62,7 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
         values << (i > 0 ? " " : "") << formatDouble(v[i]);
     grid.setIntProperty("numValues", v.size());
     grid.setStringProperty("values", values.str());
+    grid.setStringProperty("valuesChecksum", checksum64(values.str()));
     SerializationNode& restraints = node.createChildNode("Restraints");
     for (int i = 0; i < force.getNumRestraints(); i++) {
         int component;
@@ -82,9 +84,16 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
 
 void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
     int version = node.getIntProperty("version");
-    if (version != 1)
-        throw OpenMMException("LatentBiasForce: unsupported serialization version " + to_string(version));
-    unique_ptr<LatentBiasForce> force(LatentBiasForce::fromModelData(base64Decode(node.getStringProperty("model"))));
+    if (version != 1 && version != 2)
+        throw OpenMMException("LatentBiasForce: unsupported serialization version " + to_string(version) +
+                              " (this plugin reads 1 and 2); update latentbias");
+    string model = base64Decode(node.getStringProperty("model"));
+    // Version 2 carries checksums of the model and the grid values: a corrupted or edited file must not silently
+    // change the physics. Version 1 files (no checksums) are still read.
+    if (version >= 2 && checksum64(model) != node.getStringProperty("modelChecksum", ""))
+        throw OpenMMException("LatentBiasForce: the serialized force's model does not match its checksum (the file "
+                              "is corrupt or was edited); rebuild the force from the original model file");
+    unique_ptr<LatentBiasForce> force(LatentBiasForce::fromModelData(model));
     force->setForceGroup(node.getIntProperty("forceGroup", 0));
     force->setName(node.getStringProperty("name", force->getName()));
     force->setUsesPeriodicBoundaryConditions(node.getBoolProperty("usesPeriodic", false));
@@ -100,6 +109,13 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
                                 parseDouble(d.getStringProperty("max")), d.getIntProperty("size"),
                                 d.getBoolProperty("periodic"));
     int numValues = grid.getIntProperty("numValues", 0);
+    if (numValues < 0 || numValues > LatentBiasForce::MaxGridPoints)
+        throw OpenMMException("LatentBiasForce: invalid number of grid values " + to_string(numValues) +
+                              " in the serialized force");
+    if (version >= 2 && numValues > 0 &&
+            checksum64(grid.getStringProperty("values")) != grid.getStringProperty("valuesChecksum", ""))
+        throw OpenMMException("LatentBiasForce: the serialized grid values do not match their checksum (the file is "
+                              "corrupt or was edited); save the bias state again");
     if (numValues > 0) {
         vector<double> values;
         values.reserve(numValues);

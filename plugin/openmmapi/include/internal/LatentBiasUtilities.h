@@ -16,6 +16,12 @@ OPENMM_EXPORT_LATENTBIAS std::string base64Decode(const std::string& text);
  */
 OPENMM_EXPORT_LATENTBIAS bool findTopLevelJsonInteger(const std::string& json, const std::string& key, long long& value);
 
+/**
+ * 64-bit FNV-1a digest of bytes as 16 lowercase hex digits: detects accidental corruption (bit rot, truncation,
+ * edits) of serialized data; it is not a cryptographic hash.
+ */
+OPENMM_EXPORT_LATENTBIAS std::string checksum64(const std::string& data);
+
 } // namespace LatentBiasPlugin
 
 #endif
