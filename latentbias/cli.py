@@ -1,4 +1,4 @@
-"""Command-line interface: ``latentbias train`` and ``latentbias info``.
+"""Command-line interface: ``latentbias train``, ``run``, ``report`` and ``info`` (``latentbias CMD --help``).
 
 Examples
 --------
@@ -12,15 +12,18 @@ Train a 2-D encoder on heavy-atom distances and inspect the model::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 logger = logging.getLogger("latentbias.cli")
 
 from .features import FEATURE_KINDS, build_featurizer
+from .models import ACTIVATIONS
+from .training import OBJECTIVES
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -148,47 +151,66 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimator_defaults() -> dict[str, Any]:
+    """The defaults of LatentModelEstimator's keyword arguments: one source for the CLI and the library."""
+    from .training import LatentModelEstimator
+
+    return {name: p.default for name, p in inspect.signature(LatentModelEstimator.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentbias", description="Learn latent CVs and bias OpenMM simulations.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train an encoder on trajectories and export a model file")
+    d = _estimator_defaults()
+    train = sub.add_parser("train", help="train an encoder on trajectories and export a model file",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           description="Train an autoencoder (or time-lagged autoencoder) on features of "
+                                       "trajectories and export the encoder as a model file (TorchScript + metadata). "
+                                       "Defaults are those of latentbias.LatentModelEstimator.")
     train.add_argument("--topology", "-t", required=True, help="topology file mdtraj can read (PDB, prmtop, psf, ...)")
     train.add_argument("--traj", nargs="+", required=True, help="trajectory files (DCD, XTC, ...)")
-    train.add_argument("--selection", "-s", default="element != H", help="mdtraj atom selection (default: heavy atoms)")
+    train.add_argument("--selection", "-s", default="element != H", help="mdtraj atom selection")
     train.add_argument("--features", "-f", nargs="+", choices=FEATURE_KINDS, default=["distances"],
-                       help="feature kinds, concatenated in order (default: distances)")
-    train.add_argument("--contact-r0", type=float, default=0.8, help="contact switching distance, nm")
-    train.add_argument("--latent-dim", "-d", type=int, default=2)
-    train.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="encoder hidden widths")
-    train.add_argument("--activation", default="tanh")
-    train.add_argument("--objective", default="autoencoder", choices=["autoencoder", "time-lagged"])
-    train.add_argument("--lag", type=int, default=1, help="lag in frames (time-lagged objective)")
+                       help="feature kinds, concatenated in order")
+    train.add_argument("--contact-r0", type=float, default=0.8, help="contact switching distance r0, nm")
+    train.add_argument("--latent-dim", "-d", type=int, default=d["latent_dim"], help="number of latent dimensions")
+    train.add_argument("--hidden", type=int, nargs="+", default=list(d["hidden"]), help="encoder hidden widths")
+    train.add_argument("--activation", default=d["activation"], choices=sorted(ACTIVATIONS),
+                       help="activation function (smooth ones give continuous forces; relu does not)")
+    train.add_argument("--objective", default=d["objective"], choices=list(OBJECTIVES),
+                       help="reconstruct the frame itself or the frame --lag later")
+    train.add_argument("--lag", type=int, default=d["lag"], help="lag in frames (time-lagged objective)")
     train.add_argument("--cv", help="file with CV values (one row per frame after --stride, .txt/.npy): latent dims "
-                                    "0..k-1 are anchored to its k columns")
-    train.add_argument("--cv-weight", type=float, default=1.0)
-    train.add_argument("--epochs", type=int, default=200)
-    train.add_argument("--batch-size", type=int, default=256)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--validation-fraction", type=float, default=0.2)
-    train.add_argument("--patience", type=int, default=20)
-    train.add_argument("--seed", type=int, default=0)
+                                    "0..k-1 are anchored to its k columns, in the CVs' units")
+    train.add_argument("--cv-weight", type=float, default=d["cv_weight"], help="weight of the CV-alignment loss")
+    train.add_argument("--epochs", type=int, default=d["epochs"], help="maximum number of epochs")
+    train.add_argument("--batch-size", type=int, default=d["batch_size"], help="frames per minibatch")
+    train.add_argument("--lr", type=float, default=d["learning_rate"], help="Adam learning rate")
+    train.add_argument("--validation-fraction", type=float, default=d["validation_fraction"],
+                       help="fraction of frames held out for validation / early stopping")
+    train.add_argument("--patience", type=int, default=d["patience"],
+                       help="stop after this many epochs without validation improvement")
+    train.add_argument("--seed", type=int, default=d["seed"], help="random seed (equal seeds give identical models)")
     train.add_argument("--stride", type=int, default=1, help="read every n-th frame")
-    train.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument("--device", default=d["device"], choices=["cpu", "cuda", "auto"], help="training device")
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="precision of the export")
     train.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     train.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     train.add_argument("--output", "-o", required=True, help="model file to write (*.pt)")
     train.set_defaults(func=_cmd_train)
 
-    run = sub.add_parser("run", help="run or resume an adaptive sampling campaign from a TOML config")
+    run = sub.add_parser("run", help="run or resume an adaptive sampling campaign from a TOML config",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run.add_argument("config", help="campaign config (TOML)")
     run.add_argument("--rundir", help="run directory (default: the config's name without .toml); resumed if present")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
 
-    report = sub.add_parser("report", help="write report.md + PNGs for a run directory")
+    report = sub.add_parser("report", help="write report.md + PNGs for a run directory",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     report.add_argument("rundir")
     report.add_argument("--cv", action="append", metavar="NAME:KIND:ATOMS",
                         help="extra CV to reweight, e.g. phi:dihedral:4,6,8,14 or d:distance:1,18 "

@@ -72,3 +72,24 @@ def test_quickstart_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "z range" in proc.stdout
     assert lb.load_model(tmp_path / "ala2_latent.pt").latent_dim == 2
+
+
+def test_train_help_shows_the_estimators_defaults(capsys):
+    """`latentbias train --help` documents every option with the library's own defaults (one source)."""
+    import inspect
+
+    from latentbias.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    sig = inspect.signature(lb.LatentModelEstimator.__init__).parameters
+    for option, name in [("--epochs", "epochs"), ("--lr", "learning_rate"), ("--patience", "patience"),
+                         ("--latent-dim", "latent_dim"), ("--batch-size", "batch_size")]:
+        assert option in text and f"(default: {sig[name].default})" in text
+
+
+def test_latent_reporter_is_exported():
+    from latentbias.reporters import LatentReporter
+
+    assert lb.LatentReporter is LatentReporter
