@@ -33,6 +33,7 @@ from .training import LatentModelEstimator, TrainingResult  # noqa: E402
 from .export import LatentModelFile, load_model, save_model  # noqa: E402
 from .forces import latent_component_force, latent_cv_forces, latent_vector_module  # noqa: E402
 from .reporters import LatentReporter  # noqa: E402
+from .remap import remap_model  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -57,6 +58,7 @@ __all__ = [
     "latent_cv_forces",
     "latent_vector_module",
     "load_model",
+    "remap_model",
     "save_model",
     "select_atoms",
 ]

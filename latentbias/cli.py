@@ -142,6 +142,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_remap(args: argparse.Namespace) -> int:
+    from .remap import remap_model
+
+    path = remap_model(args.model, args.model_topology, args.topology, args.output, overwrite=args.overwrite)
+    logger.info("wrote %s", path)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .campaign.report import parse_cv_spec, write_report
 
@@ -216,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra CV to reweight, e.g. phi:dihedral:4,6,8,14 or d:distance:1,18 "
                              "(0-based atom indices); repeat for several")
     report.set_defaults(func=_cmd_report)
+
+    remap = sub.add_parser("remap", help="apply a model trained on one topology (e.g. protein only) to another "
+                                         "(e.g. the solvated system) by matching atoms",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    remap.add_argument("model", help="model file trained on --model-topology")
+    remap.add_argument("--model-topology", required=True, help="topology the model was trained on (PDB, prmtop, ...)")
+    remap.add_argument("--topology", "-t", required=True, help="topology of the system to bias")
+    remap.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    remap.add_argument("--output", "-o", required=True, help="model file to write (*.pt)")
+    remap.set_defaults(func=_cmd_remap)
 
     info = sub.add_parser("info", help="print a model file's metadata")
     info.add_argument("model")
