@@ -87,7 +87,8 @@ def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: 
 
     Keys: ``format``, ``format_version``, ``latentbias_version``, ``torch_version``, ``created``, ``n_atoms``,
     ``latent_dim``, ``atom_indices``, ``n_features``, ``feature_spec``, ``feature_names``, ``architecture``,
-    ``dtype``, ``units``, ``training_data_hash``, ``training`` (settings and final losses), ``extra``.
+    ``dtype``, ``units``, ``z_range`` (z over the training frames: ``min``/``max``/``q01``/``q99`` per dimension, or
+    None), ``training_data_hash``, ``training`` (settings and final losses), ``extra``.
     """
     from . import __version__
 
@@ -112,6 +113,7 @@ def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: 
             "z": "dimensionless (latent dimensions anchored to CVs carry those CVs' units)",
         },
         "periodic": [None] * model.latent_dim,
+        "z_range": getattr(training, "latent_range", None),
         "training_data_hash": getattr(training, "data_hash", None),
         "training": None
         if training is None
@@ -133,6 +135,7 @@ def save_model(
     dtype: str = "float32",
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    z_range: dict[str, list[float]] | None = None,
 ) -> Path:
     """Export a latent model to one TorchScript file with metadata inside (atomic write).
 
@@ -149,6 +152,9 @@ def save_model(
         JSON-serialisable user metadata.
     overwrite : bool
         Replace an existing file. Without it an existing file is never touched.
+    z_range : dict, optional
+        Range of z on the training frames (see :func:`latentbias.training.latent_range`); default: the one in
+        ``training``. Pass it when the model was changed after training (e.g. a latent alignment).
 
     Returns
     -------
@@ -172,6 +178,8 @@ def save_model(
         raise FileNotFoundError(f"folder {path.parent} does not exist")
     encoder = copy.deepcopy(model.encoder_module()).to(_DTYPES[dtype]).eval()
     metadata = build_metadata(model, dtype, training, extra)
+    if z_range is not None:
+        metadata["z_range"] = {k: [float(x) for x in v] for k, v in z_range.items()}
     _write_scripted(encoder, path, metadata)
     logger.info("saved latent model (d=%d, %d atoms) to %s", model.latent_dim, model.n_atoms, path)
     return path

@@ -60,6 +60,10 @@ class TrainingResult:
         SHA-256 of the training features (and weights/CVs).
     settings : dict
         The estimator settings used.
+    latent_range : dict, optional
+        ``{"min", "max", "q01", "q99"}``: per latent dimension, the extremes and 1st/99th (unweighted)
+        percentiles of z over all training frames (units of z). Stored in exported models as ``z_range`` so that
+        bias grids can default to the sampled range (:meth:`latentbias.bias.LatentVariable.from_model`).
     """
 
     model: FeatureAutoencoder
@@ -68,6 +72,14 @@ class TrainingResult:
     stopped_early: bool
     data_hash: str
     settings: dict[str, Any] = field(default_factory=dict)
+    latent_range: dict[str, list[float]] | None = None
+
+
+def latent_range(z: np.ndarray) -> dict[str, list[float]]:
+    """Per-dimension ``min``, ``max``, ``q01``, ``q99`` of latent samples z, shape=(n_frames, latent_dim)."""
+    z = np.asarray(z, dtype=float).reshape(len(z), -1)
+    return {"min": z.min(0).tolist(), "max": z.max(0).tolist(), "q01": np.quantile(z, 0.01, axis=0).tolist(),
+            "q99": np.quantile(z, 0.99, axis=0).tolist()}
 
 
 @dataclass
@@ -418,6 +430,8 @@ class LatentModelEstimator:
             "trained %d epochs on %d frames (%d validation): best epoch %d, loss %.4g",
             len(history["train_loss"]), n_train, n_val, best[1], best[0],
         )
+        with torch.no_grad():
+            z_all = model.encode(torch.as_tensor(data.inputs, dtype=torch.float32)).double().numpy()
         return TrainingResult(
             model=model,
             history=history,
@@ -425,6 +439,7 @@ class LatentModelEstimator:
             stopped_early=stopped_early,
             data_hash=data_hash(features, weights, cvs),
             settings=self.settings(),
+            latent_range=latent_range(z_all),
         )
 
     @staticmethod

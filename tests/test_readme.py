@@ -46,14 +46,19 @@ def ala2_namespace(ala2):
 
 
 def test_metadynamics_snippet_runs(ala2, tmp_path, monkeypatch):
+    from latentbias.training import latent_range
+
     _, top, xyz = ala2
-    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))
+    frames = perturbed_frames(xyz, 10)
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, frames)
     monkeypatch.chdir(tmp_path)
-    lb.save_model(model, "latent.pt")
+    lb.save_model(model, "ranged.pt", dtype="float64")
+    lb.save_model(model, "latent.pt", z_range=latent_range(lb.load_model("ranged.pt").encode(frames)))
     snippet = next(b for b in python_blocks() if "LatentMetadynamics(" in b).replace("50_000", "1_000")
     ns = ala2_namespace(ala2)
     exec(compile(snippet, "README.md", "exec"), ns)
-    assert ns["fes"].shape == (300, 300)  # default gridWidth = ceil(5 * range / sigma)
+    widths = tuple(v.gridWidth for v in ns["variables"])
+    assert ns["fes"].shape == widths and min(widths) >= 150  # default gridWidth = ceil(5 * range / sigma)
     assert len(np.loadtxt("hills.csv", delimiter=",", skiprows=2)) == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mdtraj as md
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ import latentbias as lb
 from latentbias.losses import fape_loss
 from latentbias.training import _lagged_pairs
 
+from conftest import perturbed_frames
 from test_features import random_rotation
 
 
@@ -167,3 +169,26 @@ def test_fit_trajectories_gives_exportable_model(ala2, tmp_path):
     assert mf.metadata["training_data_hash"] == result.data_hash
     assert mf.metadata["training"]["settings"]["epochs"] == 3
     np.testing.assert_allclose(mf.encode(trajs[0].xyz[:5]), model.transform(trajs[0].xyz[:5]), atol=1e-5)
+
+
+def test_exported_model_stores_the_training_range_of_z(ala2, tmp_path):
+    """z_range in the metadata is the range of the exported model's z over the training frames, and
+    LatentVariable.from_model builds the grid from it (margin 30 %, sigma 5 % of the range)."""
+    from latentbias.bias import LatentVariable
+
+    _, top, xyz = ala2
+    frames = perturbed_frames(xyz, 60, scale=0.03)
+    feat = lb.Distances.from_selection(top, "element != H")
+    est = lb.LatentModelEstimator(latent_dim=2, hidden=(16,), epochs=3, seed=1, progress=False)
+    model, result = est.fit_trajectories(feat, md.Trajectory(frames, top))
+    path = lb.save_model(model, tmp_path / "m.pt", training=result, dtype="float64")
+    mf = lb.load_model(path)
+    z = mf.encode(frames)
+    zr = mf.metadata["z_range"]
+    np.testing.assert_allclose(zr["min"], z.min(0), atol=1e-5)
+    np.testing.assert_allclose(zr["max"], z.max(0), atol=1e-5)
+    var = LatentVariable.from_model(1, path)
+    span = zr["max"][1] - zr["min"][1]
+    assert var.minValue == pytest.approx(zr["min"][1] - 0.3 * span)
+    assert var.maxValue == pytest.approx(zr["max"][1] + 0.3 * span)
+    assert var.biasWidth == pytest.approx(0.05 * span)

@@ -88,6 +88,36 @@ class LatentVariable:
         span = max(hi - lo, 1e-6)
         return cls(index, lo - margin * span, hi + margin * span, width_fraction * span, **kwargs)
 
+    @classmethod
+    def from_model(
+        cls, index: int, model: Any, margin: float = 0.3, width_fraction: float = 0.05, **kwargs: Any
+    ) -> "LatentVariable":
+        """Variable whose grid covers the model's training range of z (metadata ``z_range``) plus ``margin``.
+
+        Latent coordinates have no physical scale: a grid of ±3 may be too narrow for one model and far too wide
+        for another, so by default take the range the encoder saw in training.
+
+        Parameters
+        ----------
+        index : int
+        model : str, path-like or LatentModelFile
+            A model exported with training information (``latentbias train``, :func:`~latentbias.save_model` with
+            ``training=`` or ``z_range=``, campaign models).
+        margin, width_fraction : float
+            As in :meth:`from_samples`.
+        """
+        from ..forces import as_model_file
+
+        mf = as_model_file(model)
+        zr = mf.metadata.get("z_range")
+        if not zr:
+            where = mf.path or "this model"
+            raise ValueError(f"{where} stores no training range of z (z_range); give minValue/maxValue explicitly "
+                             "or use LatentVariable.from_samples(index, z_of_your_frames)")
+        if not 0 <= int(index) < mf.latent_dim:
+            raise ValueError(f"index must be in [0, {mf.latent_dim}), got {index}")
+        return cls.from_samples(index, [zr["min"][index], zr["max"][index]], margin, width_fraction, **kwargs)
+
     @property
     def axis(self) -> np.ndarray:
         """Grid points, shape=(gridWidth,)."""
