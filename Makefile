@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 # the native OpenMM plugin (LatentBiasForce): C++ against the pip-installed OpenMM and libtorch, built with cmake
-$(NATIVE): $(STAMP) $(shell find plugin -type f 2>/dev/null)
+$(NATIVE): $(STAMP) CMakeLists.txt $(shell find plugin -type f 2>/dev/null)
 	$(PY) -m pip install swig
-	cmake -S plugin -B build/plugin -DPython3_EXECUTABLE=$(abspath $(PY))
-	cmake --build build/plugin -j2
-	cmake --install build/plugin
+	cmake -S . -B build -DPython3_EXECUTABLE=$(abspath $(PY))
+	cmake --build build -j2
+	cmake --install build
 	$(PY) -c "import latentbias.native as n; assert n.is_available(), n.unavailable_reason(); print('LatentBiasForce plugin loads')"
 
 native: $(NATIVE)
@@ -29,7 +29,7 @@ native: $(NATIVE)
 install: $(STAMP) $(NATIVE)
 
 test: install
-	ctest --test-dir build/plugin --output-on-failure
+	ctest --test-dir build --output-on-failure
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: install
