@@ -180,12 +180,13 @@ def save_model(
     metadata = build_metadata(model, dtype, training, extra)
     if z_range is not None:
         metadata["z_range"] = {k: [float(x) for x in v] for k, v in z_range.items()}
-    _write_scripted(encoder, path, metadata)
+    write_scripted_model(encoder, path, metadata)
     logger.info("saved latent model (d=%d, %d atoms) to %s", model.latent_dim, model.n_atoms, path)
     return path
 
 
-def _write_scripted(module: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+def write_scripted_model(module: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+    """Script ``module`` and write it with ``metadata`` (checksums added) to ``path`` atomically."""
     for p in module.parameters():
         p.requires_grad_(False)
     scripted = script_module(module)
@@ -334,7 +335,7 @@ def save_cv_module(
         "training": None,
         "extra": extra or {},
     }
-    _write_scripted(copy.deepcopy(module).eval(), path, metadata)
+    write_scripted_model(copy.deepcopy(module).eval(), path, metadata)
     return path
 
 

@@ -19,26 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .export import LatentModelFile, _write_scripted, load_model
+from .export import LatentModelFile, write_scripted_model, load_model
+from .validation import ensure_mdtraj_topology
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["match_atoms", "remap_model"]
-
-
-def _as_mdtraj_topology(topology: Any, name: str):
-    import mdtraj as md
-
-    if isinstance(topology, md.Topology):
-        return topology
-    if isinstance(topology, (str, os.PathLike)):
-        try:
-            return md.load_topology(str(topology))
-        except Exception as exc:
-            raise ValueError(f"{name}: cannot read topology file {topology}: {exc}") from exc
-    if hasattr(topology, "atoms") and hasattr(topology, "residues") and hasattr(topology, "chains"):
-        return md.Topology.from_openmm(topology)
-    raise TypeError(f"{name} must be an mdtraj/OpenMM Topology or a topology file, got {type(topology).__name__}")
 
 
 def _keys(top, by_position: bool) -> list[tuple]:
@@ -71,8 +57,8 @@ def match_atoms(model_topology: Any, target_topology: Any, atoms: Any | None = N
     ValueError
         A required atom has no match or several; the message lists the first ones.
     """
-    src = _as_mdtraj_topology(model_topology, "model_topology")
-    dst = _as_mdtraj_topology(target_topology, "target_topology")
+    src = ensure_mdtraj_topology(model_topology, "model_topology")
+    dst = ensure_mdtraj_topology(target_topology, "target_topology")
     required = np.arange(src.n_atoms) if atoms is None or len(atoms) == 0 else np.unique(np.asarray(atoms, int))
     if required.size and (required.min() < 0 or required.max() >= src.n_atoms):
         raise ValueError(f"atom indices must lie in [0, {src.n_atoms}) for the model topology")
@@ -148,8 +134,8 @@ def remap_model(
     first matched atom; they have no effect on z. The box passed to the model is the target's box.
     """
     src_model = model if isinstance(model, LatentModelFile) else load_model(model)
-    src = _as_mdtraj_topology(model_topology, "model_topology")
-    dst = _as_mdtraj_topology(target_topology, "target_topology")
+    src = ensure_mdtraj_topology(model_topology, "model_topology")
+    dst = ensure_mdtraj_topology(target_topology, "target_topology")
     if src.n_atoms != src_model.n_atoms:
         raise ValueError(f"the model reads {src_model.n_atoms} atoms but model_topology has {src.n_atoms}; give the "
                          "topology the model was trained on")
@@ -168,7 +154,7 @@ def remap_model(
         "n_atoms": src_model.n_atoms,
         "atom_indices": [int(i) for i in src_model.atom_indices],
     }
-    _write_scripted(_Gathered(src_model.module, index), path, metadata)
+    write_scripted_model(_Gathered(src_model.module, index), path, metadata)
     logger.info("remapped %s (%d atoms) onto a topology of %d atoms: %s", src_model.path or "model",
                 src_model.n_atoms, dst.n_atoms, path)
     return path

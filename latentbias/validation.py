@@ -141,3 +141,29 @@ def ensure_sequence_of_ints(values: Sequence[Any], name: str) -> list[int]:
     except TypeError:
         raise TypeError(f"{name} must be a sequence of positive integers, got {values!r}") from None
     return [ensure_positive_int(v, f"{name}[{i}]") for i, v in enumerate(items)]
+
+
+def ensure_mdtraj_topology(topology: Any, name: str = "topology"):
+    """An mdtraj.Topology from an mdtraj or OpenMM Topology or a topology file (PDB, prmtop, ...).
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read.
+    TypeError
+        Anything else.
+    """
+    import os
+
+    import mdtraj as md
+
+    if isinstance(topology, md.Topology):
+        return topology
+    if isinstance(topology, (str, os.PathLike)):
+        try:
+            return md.load_topology(str(topology))
+        except Exception as exc:
+            raise ValueError(f"{name}: cannot read topology file {topology}: {exc}") from exc
+    if hasattr(topology, "atoms") and hasattr(topology, "residues") and hasattr(topology, "chains"):
+        return md.Topology.from_openmm(topology)
+    raise TypeError(f"{name} must be an mdtraj/OpenMM Topology or a topology file, got {type(topology).__name__}")
