@@ -74,6 +74,7 @@ class Campaign:
     def __init__(self, config: CampaignConfig, rundir: str | Path, progress: bool = True):
         self.run_dir = RunDir(rundir)
         self.cfg = _resolve_seed(config, self.run_dir)
+        self._seed_drawn = config.md.seed is None and self.run_dir.stored_config() is None
         self.run_dir.check_config(self.cfg.to_dict())
         self.progress = progress
         self._system_cache = None
@@ -107,7 +108,8 @@ class Campaign:
             logger.info("campaign in %s already finished", self.run_dir.path)
             return progress
         if not self.run_dir.progress_file.is_file():
-            logger.info("new campaign in %s (seed %d)", self.run_dir.path, self.cfg.md.seed)
+            logger.info("new campaign in %s, seed %d%s", self.run_dir.path, self.cfg.md.seed,
+                        " (drawn at random; stored in config.json)" if self._seed_drawn else "")
             self.run_dir.write_progress(progress)
         else:
             logger.info("resuming %s at round %d, phase %s, %d committed segments", self.run_dir.path,

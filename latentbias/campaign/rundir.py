@@ -61,6 +61,7 @@ _SEG = re.compile(r"^(seg|chk|bias)_(\d{5})\.(npz|chk|json)$")
 _TEMPORARY = (".*.tmp", ".*.partial")
 #: keys the campaign reads from each JSON record
 _REQUIRED = {
+    "config.json": ("system", "md", "features", "model", "campaign", "metadynamics", "frontier", "ood"),
     "progress.json": ("round", "phase", "segments", "finished"),
     "plan.json": ("round", "strategy", "segments"),
     "model.json": ("round", "architecture", "history", "best_epoch", "z_min", "z_max", "recon_error_q99"),
