@@ -11,7 +11,7 @@ concatenated table; re-encode ``positions`` with one round's model instead (:met
 
 ``kind`` says which bias acted when the frame was sampled (:data:`KIND_UNBIASED`, :data:`KIND_RESTRAINT`,
 :data:`KIND_METAD`); together with ``scale``, ``target``, ``round`` and ``segment`` it identifies the frame's
-thermodynamic state for reweighting (:func:`latentbias.campaign.weighting.bias_states`).
+thermodynamic state for reweighting (:func:`latentbias.campaign.weights.bias_states`).
 """
 
 from __future__ import annotations
