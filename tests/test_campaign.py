@@ -131,9 +131,11 @@ def frame_signature(rundir: Path) -> list[tuple[int, list[int]]]:
     return out
 
 
-#: kills in the order they are tried: None = at a random moment; a file name = inside the atomic write of that
-#: file, i.e. in the train phase (model.json, model.pt) or the weights phase (frames.csv, weights.csv) on purpose
-KILLS = [None, None, "model.json", "frames.csv", "model.pt", "weights.csv"]
+#: the first kills, each inside the atomic write of the named file: all in round 0, first and last write of its
+#: train phase (model_state.npz, model.json), then of its weights phase (weights.json, round_000/frames.csv);
+#: then kills at random moments until the run finishes
+TARGETED_KILLS = ["model_state.npz", "model.json", "weights.json", "frames.csv"]
+KILLED_IN = ["train", "train", "weights", "weights"]
 
 
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
@@ -154,7 +156,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     rng = np.random.default_rng(12)
     kills, targeted = 0, 0
     for attempt in range(80):
-        target = KILLS[attempt] if attempt < len(KILLS) else None
+        target = TARGETED_KILLS[attempt] if attempt < len(TARGETED_KILLS) else None
         proc = subprocess.Popen(cmd + [str(killed)] + ([target] if target else []), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:
@@ -165,6 +167,9 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
             kills += 1
             continue
         if target and proc.returncode == -signal.SIGKILL:
+            progress = json.loads((killed / "progress.json").read_text())
+            assert (progress["round"], progress["phase"]) == (0, KILLED_IN[attempt]), target
+            assert list(killed.rglob(f".{target}.*.tmp")), target  # the torn write's temporary file is there
             kills += 1
             targeted += 1
             continue
@@ -172,7 +177,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
         break
     else:
         pytest.fail("campaign did not finish after 80 attempts")
-    assert targeted == 4 and kills >= 5
+    assert targeted == 4 and kills >= 5  # every targeted kill landed, and at least one random one
     assert frame_signature(killed) == frame_signature(straight)
     assert sorted(p.name for p in killed.glob("round_*")) == sorted(p.name for p in straight.glob("round_*"))
     assert not list(killed.rglob(".*.tmp")) and not list(killed.rglob(".*.partial"))  # no leftovers anywhere
