@@ -45,7 +45,7 @@ def main() -> None:
     values = compute_cvs(campaign, last, cvs)
     phi = values["phi"]
     dt_ns = cfg.md.timestep * 1e-6
-    steps_before = np.cumsum([0] + [campaign._n_segments(r) * cfg.campaign.checkpoint_interval for r in range(last)])
+    steps_before = np.cumsum([0] + [campaign.n_segments(r) * cfg.campaign.checkpoint_interval for r in range(last)])
     simulated_ns = (steps_before[frames["round"]] + frames["step"]) * dt_ns
     table = np.loadtxt(Path(args.rundir) / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
     header = (Path(args.rundir) / "weights.csv").read_text().splitlines()[1].split(",")

@@ -130,14 +130,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .campaign import Campaign, ConfigError, load_config
+    from .campaign import Campaign, ConfigError, RunDirError, load_config
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     rundir = Path(args.rundir) if args.rundir else Path(args.config).with_suffix("")
-    progress = Campaign(cfg, rundir, progress=not args.quiet).run()
+    try:
+        progress = Campaign(cfg, rundir, progress=not args.quiet).run()
+    except RunDirError as exc:
+        raise SystemExit(f"error: {exc}") from None
     logger.info("campaign finished in %s (%s)", rundir, progress)
     return 0
 

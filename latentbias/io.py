@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -11,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "write_json", "save_npz", "load_npz", "write_csv"]
+__all__ = ["atomic_write_bytes", "write_json", "save_npz", "load_npz", "write_csv", "ChecksumError", "NPZ_CHECKSUM_KEY"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
@@ -56,19 +57,52 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> Non
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def save_npz(path: str | os.PathLike, overwrite: bool = True, **arrays: np.ndarray) -> None:
-    """Atomically write arrays to an ``.npz`` file (no pickled objects)."""
+#: key of the optional SHA-256 of an ``.npz`` file's arrays (see :func:`save_npz`)
+NPZ_CHECKSUM_KEY = "__sha256__"
+
+
+class ChecksumError(ValueError):
+    """A file's stored checksum does not match its content (the file is corrupt)."""
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_npz(path: str | os.PathLike, overwrite: bool = True, checksum: bool = False, **arrays: np.ndarray) -> None:
+    """Atomically write arrays to an ``.npz`` file (no pickled objects).
+
+    With ``checksum=True`` the SHA-256 of the arrays (names, dtypes, shapes, bytes) is stored under
+    :data:`NPZ_CHECKSUM_KEY`; :func:`load_npz` verifies it.
+    """
     path = Path(path)
     _refuse_overwrite(path, overwrite)
+    values = {k: np.asarray(v) for k, v in arrays.items()}
+    if NPZ_CHECKSUM_KEY in values:
+        raise ValueError(f"{NPZ_CHECKSUM_KEY!r} is reserved for the checksum")
+    if checksum:
+        values[NPZ_CHECKSUM_KEY] = np.array(_arrays_digest(values))
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(buffer, **values)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load an ``.npz`` file without allowing pickled objects."""
+    """Load an ``.npz`` file without allowing pickled objects; a stored checksum is verified and removed.
+
+    Raises :class:`ChecksumError` (naming the file) when the arrays do not match their stored checksum.
+    """
     with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+        out = {k: data[k] for k in data.files}
+    stored = out.pop(NPZ_CHECKSUM_KEY, None)
+    if stored is not None and str(stored) != _arrays_digest(out):
+        raise ChecksumError(f"{path}: its arrays do not match the checksum stored in it (the file is corrupt)")
+    return out
 
 
 def write_csv(

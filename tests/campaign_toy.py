@@ -50,7 +50,7 @@ platform = "Reference"
 temperature = 300.0
 timestep = 4.0
 friction = 1.0
-seed = 3
+seed = 9
 
 [features]
 kind = ["distances"]

@@ -108,8 +108,15 @@ def test_round_artifacts_and_report(toy_run):
 # ------------------------------------------------------------------------------------------------ resume
 
 RUNNER = """
-import sys
+import os, signal, sys
 sys.path.insert(0, {tests!r})
+if len(sys.argv) > 3:  # die (SIGKILL) inside the atomic write of the named file, before the rename: the
+    _replace = os.replace  # interrupted write leaves its temporary file behind, as a real kill there would
+    def replace(src, dst, *args, **kwargs):
+        if os.path.basename(str(dst)) == sys.argv[3]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _replace(src, dst, *args, **kwargs)
+    os.replace = replace
 from latentbias.campaign import Campaign, load_config
 Campaign(load_config(sys.argv[1]), sys.argv[2], progress=False).run()
 """
@@ -124,9 +131,17 @@ def frame_signature(rundir: Path) -> list[tuple[int, list[int]]]:
     return out
 
 
+#: the first kills, each inside the atomic write of the named file: all in round 0, first and last write of its
+#: train phase (model_state.npz, model.json), then of its weights phase (weights.json, round_000/frames.csv);
+#: then kills at random moments until the run finishes
+TARGETED_KILLS = ["model_state.npz", "model.json", "weights.json", "frames.csv"]
+KILLED_IN = ["train", "train", "weights", "weights"]
+
+
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
-    """Kill the campaign process at random moments (SIGKILL), rerun the same command each time: the finished run
-    has exactly the rounds and frames (steps) of an uninterrupted run."""
+    """Kill the campaign process (SIGKILL) at random moments and inside the train and weights phases' writes,
+    rerun the same command each time: the finished run has exactly the rounds and frames (steps) of an
+    uninterrupted run, and no temporary file is left."""
     config = make_toy(tmp_path, rounds=3, steps=8000, round0=8000, checkpoint=1000)
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(tests=str(TESTS)))
@@ -139,25 +154,34 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
 
     killed = tmp_path / "killed"
     rng = np.random.default_rng(12)
-    kills = 0
-    for _ in range(80):
-        proc = subprocess.Popen(cmd + [str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kills, targeted = 0, 0
+    for attempt in range(80):
+        target = TARGETED_KILLS[attempt] if attempt < len(TARGETED_KILLS) else None
+        proc = subprocess.Popen(cmd + [str(killed)] + ([target] if target else []), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         try:
-            proc.wait(timeout=float(rng.uniform(0.25, 0.6)) * duration)
+            proc.wait(timeout=None if target else float(rng.uniform(0.25, 0.6)) * duration)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
             continue
+        if target and proc.returncode == -signal.SIGKILL:
+            progress = json.loads((killed / "progress.json").read_text())
+            assert (progress["round"], progress["phase"]) == (0, KILLED_IN[attempt]), target
+            assert list(killed.rglob(f".{target}.*.tmp")), target  # the torn write's temporary file is there
+            kills += 1
+            targeted += 1
+            continue
         assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
         break
     else:
         pytest.fail("campaign did not finish after 80 attempts")
-    assert kills >= 2
+    assert targeted == 4 and kills >= 5  # every targeted kill landed, and at least one random one
     assert frame_signature(killed) == frame_signature(straight)
     assert sorted(p.name for p in killed.glob("round_*")) == sorted(p.name for p in straight.glob("round_*"))
+    assert not list(killed.rglob(".*.tmp")) and not list(killed.rglob(".*.partial"))  # no leftovers anywhere
     for r in range(3):  # no leftovers of interrupted commits
-        assert not list((killed / f"round_{r:03d}").glob(".*.tmp"))
         assert len(list((killed / f"round_{r:03d}").glob("seg_*.npz"))) == 8
 
 

@@ -219,6 +219,15 @@ class LatentMetadynamics:
             raise ValueError(f"scale must be >= 0, got {scale}")
         self.backend.set_scale(scale, context)
 
+    @property
+    def biasScale(self) -> float:
+        """Factor on the acting metadynamics bias (walls excepted) set by :meth:`setBiasScale`."""
+        return self.backend.scale
+
+    def getBiasEnergy(self, context: Any) -> float:
+        """Bias energy acting in ``context`` now (scale · V(z) + walls), kJ/mol."""
+        return self.backend.energy(context)
+
     def getCollectiveVariables(self, simulation: Any) -> np.ndarray:
         """Current values of the biased latent components in a Simulation, shape=(d,)."""
         return self.backend.latent_values(simulation.context)

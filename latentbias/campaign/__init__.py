@@ -1,6 +1,14 @@
-"""Adaptive sampling campaigns: rounds of simulate -> collect -> retrain -> export -> bias, resumable."""
+"""Adaptive sampling campaigns: rounds of plan -> simulate -> train -> weights, resumable.
+
+Modules: :mod:`~.config` (TOML configuration), :mod:`~.loop` (:class:`Campaign`, the orchestrator),
+:mod:`~.plan` (what a round does), :mod:`~.simulate` and :mod:`~.roundbias` (running a round and its bias),
+:mod:`~.train` (retraining, alignment, export), :mod:`~.weights` (bias states and cross-round MBAR weights),
+:mod:`~.records` (the frame-record schema), :mod:`~.rundir` (run-directory files, lock, integrity checks),
+:mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`.
+"""
 
 from .config import CampaignConfig, ConfigError, load_config
 from .loop import Campaign
+from .rundir import RunDirError, RunDirLocked
 
-__all__ = ["Campaign", "CampaignConfig", "ConfigError", "load_config"]
+__all__ = ["Campaign", "CampaignConfig", "ConfigError", "RunDirError", "RunDirLocked", "load_config"]

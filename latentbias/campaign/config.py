@@ -16,7 +16,7 @@ Example (every key shown; most have defaults)::
     temperature = 300.0                        # K
     timestep = 2.0                             # fs
     friction = 1.0                             # 1/ps
-    seed = 1
+    seed = 2024                                # 1 .. 2**31-1; omit it to draw one (logged, kept in RUNDIR/config.json)
 
     [features]
     kind = ["distances"]                       # distances | contacts | aligned | phipsi | chi1
@@ -58,6 +58,12 @@ Example (every key shown; most have defaults)::
     [ood]
     threshold = 3.0                            # reconstruction error in units of its training 99th percentile
     action = "cap"                             # cap | off
+
+Seeds: ``[md] seed`` is the one source of randomness of a campaign (integrators, velocities, training; see
+:mod:`latentbias.campaign.seeds`) and must be an integer in [1, 2**31 - 1] — 0 is refused, because OpenMM reads
+it as "random". Without it a seed is drawn when the run directory is created, logged, and stored in
+``RUNDIR/config.json``; resuming with the same config file (still without a seed) uses the stored one, so the
+resumed run is the run that would have happened.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ __all__ = [
 STRATEGIES = ("metadynamics", "frontier")
 TESTSYSTEMS = ("alanine-dipeptide-vacuum",)
 from ..features import FEATURE_KINDS  # noqa: E402
+from .seeds import MAX_SEED  # noqa: E402
 PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL", "HIP")
 CONSTRAINTS = ("None", "HBonds", "AllBonds", "HAngles")
 
@@ -106,7 +113,7 @@ class MDConfig:
     temperature: float = 300.0
     timestep: float = 2.0
     friction: float = 1.0
-    seed: int = 1
+    seed: int | None = None
 
 
 @dataclass
@@ -207,8 +214,14 @@ _SECTIONS = {
 }
 
 
+#: keys whose value is an integer but whose default is None (meaning "choose one")
+_OPTIONAL_INTS = {("md", "seed")}
+
+
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
     where = f"[{section}] {key}"
+    if (section, key) in _OPTIONAL_INTS:
+        default = 0
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
@@ -300,6 +313,9 @@ def _validate(cfg: CampaignConfig) -> None:
     _choice("[md] platform", m.platform, PLATFORMS)
     for key in ("temperature", "timestep", "friction"):
         _positive(f"[md] {key}", getattr(m, key))
+    if m.seed is not None and not 1 <= m.seed <= MAX_SEED:
+        raise ConfigError(f"[md] seed must be an integer in [1, {MAX_SEED}], got {m.seed} (0 would mean a random seed "
+                          "in OpenMM; omit the key to draw one, which is logged and stored in RUNDIR/config.json)")
 
     f = cfg.features
     if not f.kind:

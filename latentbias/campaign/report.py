@@ -8,7 +8,6 @@ CVs the user names (e.g. φ/ψ), computed from the frames of all rounds with the
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..analysis.fes import free_energy_surface
 from ..analysis.plots import plot_fes
 from .config import from_dict
 from .loop import Campaign
+from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def compute_cvs(campaign: Campaign, upto: int, cvs: list[CVSpec]) -> dict[str, n
     """Values of the extra CVs for all frames of rounds 0..upto (in the order of ``Campaign.all_frames``)."""
     import mdtraj as md
 
-    _, topology, _ = campaign._system()
+    _, topology, _ = campaign.system()
     top = md.Topology.from_openmm(topology)
     xyz = campaign.all_frames(upto)["positions"]
     traj = md.Trajectory(xyz, top)
@@ -88,7 +88,7 @@ def compute_cvs(campaign: Campaign, upto: int, cvs: list[CVSpec]) -> dict[str, n
 
 
 def _load_campaign(rundir: Path) -> tuple[Campaign, int]:
-    config = json.loads((rundir / "config.json").read_text())
+    config = RunDir(rundir).read_json(Path(rundir) / "config.json")
     base_dir = config.pop("base_dir", ".")
     cfg = from_dict(config, base_dir=base_dir)
     campaign = Campaign(cfg, rundir, progress=False)
@@ -164,7 +164,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     coverage_x, coverage_y = [], []
     cells = np.zeros((20,) * min(2, z.shape[1]), dtype=bool)
     for r in range(last + 1):
-        plan = json.loads((campaign.run_dir.round_dir(r) / "plan.json").read_text())
+        plan = campaign.run_dir.read_plan(r)
         info = campaign.model(r).info
         sel = rounds <= r
         sub = {k: v[sel] for k, v in frames.items()}

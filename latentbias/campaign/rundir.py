@@ -1,41 +1,81 @@
 """The run directory: every artifact of a campaign, written so a killed run resumes without losing or repeating
-a single frame.
+a single frame, and read back with checks that name the damaged file.
 
 Layout::
 
     RUNDIR/
-      config.json                  resolved configuration (a resumed run must match it)
+      config.json                  resolved configuration (a resumed run must match it; holds the seed used)
       progress.json                the commit point: round, phase, committed segments (atomic)
+      run.lock                     exclusive lock of the running process (pid, host); free when nothing runs
       campaign.log                 log of all runs on this folder
+      weights.json weights.csv     cross-round log-weights of all frames so far
       round_000/
         plan.json                  what this round does (strategy, bias settings, frontier targets) — fixed at start
-        seg_00000.npz ...          frames of each committed segment: positions (nm), step, time_ps, z, bias_kjmol,
-                                   state (bias state id), ood flag, recon error
+        initial_bias.npz           bias carried over from the previous metadynamics round (when plan.json names it)
+        seg_00000.npz ...          frames of each committed segment (:mod:`latentbias.campaign.records`)
         chk_00003.chk              OpenMM checkpoint after the last committed segment (older ones are removed)
         bias_00003.npz/.json       metadynamics state after the last committed segment
         frames.dcd frames.csv topology.pdb      assembled when the round's simulation ends
         model.pt model_state.npz model.json     model trained after this round on all frames so far
       report/                      written by `latentbias report`
 
+Phases of a round, in order (``progress.json`` ``phase``): ``plan`` -> ``simulate`` -> ``train`` -> ``weights``
+-> ``plan`` of the next round, or ``done`` (with ``finished``) after the last round.
+
 Commit protocol for a segment k: write ``seg_k.npz``, ``chk_k.chk`` and ``bias_k.*`` (each atomically), then
 ``progress.json`` (atomically) saying k is committed, then delete the files of k-1. On resume, files with an
-index above the committed one are leftovers of an interrupted commit and are removed.
+index above the committed one are leftovers of an interrupted commit and are removed, and so are the temporary
+files (``.*.tmp``, ``.*.partial``) of any interrupted atomic write, whatever the phase.
+
+Integrity: one process at a time holds ``run.lock`` (``fcntl.flock``; released by the kernel when the process
+dies); ``.npz`` records carry a SHA-256 of their arrays that is verified on load; JSON records are checked for
+the keys the campaign reads. Any damage raises :class:`RunDirError` naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import logging
+import os
 import re
+import socket
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..io import atomic_write_bytes, load_npz, save_npz, write_json
 
-__all__ = ["RunDir"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunDir", "RunDirError", "RunDirLocked", "PHASES"]
+
+#: phases of a round as stored in progress.json, in order ("done": the campaign has finished)
+PHASES = ("plan", "simulate", "train", "weights", "done")
 
 _SEG = re.compile(r"^(seg|chk|bias)_(\d{5})\.(npz|chk|json)$")
+_TEMPORARY = (".*.tmp", ".*.partial")
+#: keys the campaign reads from each JSON record
+_REQUIRED = {
+    "config.json": ("system", "md", "features", "model", "campaign", "metadynamics", "frontier", "ood"),
+    "progress.json": ("round", "phase", "segments", "finished"),
+    "plan.json": ("round", "strategy", "segments"),
+    "model.json": ("round", "architecture", "history", "best_epoch", "z_min", "z_max", "recon_error_q99"),
+}
+_DAMAGED = ("restore it from a backup, or start the campaign again in a new --rundir (the frames of committed "
+            "rounds stay readable in round_*/frames.dcd)")
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as it is; the message names the file and what to do."""
+
+
+class RunDirLocked(RunDirError):
+    """Another process is running a campaign in this run directory."""
 
 
 class RunDir:
@@ -70,45 +110,181 @@ class RunDir:
     def model_file(self, r: int) -> Path:
         return self.round_dir(r) / "model.pt"
 
+    def plan_file(self, r: int) -> Path:
+        return self.round_dir(r) / "plan.json"
+
+    def initial_bias_file(self, r: int) -> Path:
+        return self.round_dir(r) / "initial_bias.npz"
+
     @property
     def log_file(self) -> Path:
         return self.path / "campaign.log"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / "run.lock"
+
+    @property
+    def progress_file(self) -> Path:
+        return self.path / "progress.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.json"
+
+    # ------------------------------------------------------------------------------------------------ lock
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory exclusively (``fcntl.flock`` on ``run.lock``) for the ``with`` block.
+
+        Raises :class:`RunDirLocked` at once, naming the holder's pid and host, when another process holds it.
+        The kernel releases the lock when the holder exits, however it dies.
+        """
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+                raise RunDirLocked(f"{self.path} is in use by another campaign run ({holder}; lock file "
+                                   f"{self.lock_file}); wait for it to finish or stop it, or use another "
+                                   "--rundir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # releases the flock
+
+    # ------------------------------------------------------------------------------------------------ records
+
+    def read_json(self, path: str | Path, required: Sequence[str] | None = None) -> dict[str, Any]:
+        """Read a JSON record of the run directory; missing, corrupt or incomplete files raise
+        :class:`RunDirError` naming the file. ``required`` defaults to the keys the campaign reads from records
+        of that name (progress.json, plan.json, model.json)."""
+        path = Path(path)
+        required = _REQUIRED.get(path.name, ()) if required is None else required
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{path} is not valid JSON ({exc}): the file is corrupt; {_DAMAGED}") from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"{path} does not hold a JSON object: the file is corrupt; {_DAMAGED}")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise RunDirError(f"{path} lacks the key(s) {missing}: the file is corrupt or from another version; "
+                              f"{_DAMAGED}")
+        return data
+
+    def read_npz(self, path: str | Path) -> dict[str, np.ndarray]:
+        """Read an ``.npz`` record, verifying its checksum; a missing or corrupt file raises
+        :class:`RunDirError` naming it."""
+        path = Path(path)
+        try:
+            return load_npz(path)
+        except FileNotFoundError:
+            raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunDirError(f"{path} cannot be read ({exc}); {_DAMAGED}") from None
+
+    def save_npz(self, path: str | Path, **arrays: np.ndarray) -> None:
+        """Write an ``.npz`` record atomically with a checksum that :meth:`read_npz` verifies."""
+        save_npz(path, checksum=True, **arrays)
+
+    def read_plan(self, r: int) -> dict[str, Any]:
+        return self.read_json(self.plan_file(r))
+
+    def write_plan(self, r: int, plan: dict[str, Any]) -> None:
+        write_json(self.plan_file(r), plan)
+
+    def read_initial_bias(self, r: int, plan: dict[str, Any]) -> np.ndarray | None:
+        """The bias grid round r starts from (kJ/mol), or None when its plan names none."""
+        name = plan.get("initial_bias")
+        if name is None:
+            return None
+        path = self.round_dir(r) / name
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing but {self.plan_file(r)} says round {r} starts from it (the bias "
+                              f"carried over from round {r - 1}); {_DAMAGED}")
+        return self.read_npz(path)["grid"]
+
     # ------------------------------------------------------------------------------------------------ state
 
+    def has_work(self) -> bool:
+        """Whether any round has written anything (a plan, segments, a model)."""
+        return any(p.is_file() for d in self.path.glob("round_*") if d.is_dir() for p in d.iterdir())
+
     def read_progress(self) -> dict[str, Any]:
-        p = self.path / "progress.json"
+        """The commit point. A run directory without progress.json must be empty of rounds (a fresh start);
+        otherwise, and for unknown phases or values, :class:`RunDirError` is raised."""
+        p = self.progress_file
         if not p.is_file():
+            if self.has_work():
+                raise RunDirError(
+                    f"{p} is missing but {self.path} already holds rounds of a campaign; nothing was changed. "
+                    "Restore progress.json from a backup, or start again in a new --rundir (the committed frames "
+                    "stay readable in round_*/seg_*.npz and frames.dcd)")
             return {"round": 0, "phase": "plan", "segments": 0, "finished": False}
-        return json.loads(p.read_text())
+        progress = self.read_json(p)
+        r, phase, k, finished = progress["round"], progress["phase"], progress["segments"], progress["finished"]
+        ok = (isinstance(r, int) and not isinstance(r, bool) and r >= 0 and isinstance(k, int)
+              and not isinstance(k, bool) and k >= 0 and isinstance(finished, bool))
+        if phase not in PHASES:
+            raise RunDirError(f"{p}: phase {phase!r} is not one of {', '.join(PHASES)}; the file is corrupt or from "
+                              f"another version; {_DAMAGED}")
+        if not ok or (phase == "done") != finished:
+            raise RunDirError(f"{p} holds impossible values {progress}; the file is corrupt; {_DAMAGED}")
+        return progress
 
     def write_progress(self, progress: dict[str, Any]) -> None:
-        write_json(self.path / "progress.json", progress)
+        write_json(self.progress_file, progress)
 
-    def check_config(self, config: dict[str, Any]) -> None:
-        """Store the config on first use; refuse to resume a folder created with different settings."""
-        p = self.path / "config.json"
-        if p.is_file():
-            old = json.loads(p.read_text())
+    def stored_config(self) -> dict[str, Any] | None:
+        """The configuration stored by the first run in this directory (None before that)."""
+        return self.read_json(self.config_file) if self.config_file.is_file() else None
+
+    def check_config(self, config: dict[str, Any], store: bool = False) -> None:
+        """Refuse to resume a folder created with different settings; with ``store``, write the config when the
+        folder has none yet."""
+        old = self.stored_config()
+        if old is not None:
             old.pop("base_dir", None)
-            new = dict(config)
+            new = json.loads(json.dumps(config))
             new.pop("base_dir", None)
-            if old != json.loads(json.dumps(new)):
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != json.loads(json.dumps(new)).get(k))
+            if old != new:
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ValueError(f"{self.path} holds a campaign with a different configuration (sections {diff}); "
                                  "use another --rundir or the original config")
-        else:
-            write_json(p, config)
+        elif store:
+            write_json(self.config_file, config)
 
-    def read_json(self, path: Path) -> dict[str, Any]:
-        return json.loads(Path(path).read_text())
+    def remove_temporary_files(self) -> list[Path]:
+        """Remove temporary files of interrupted atomic writes (``.*.tmp``, ``.*.partial``) in the run directory
+        and its rounds. Call only while holding :meth:`lock`."""
+        removed = []
+        for folder in [self.path, *sorted(d for d in self.path.glob("round_*") if d.is_dir())]:
+            for pattern in _TEMPORARY:
+                for p in folder.glob(pattern):
+                    p.unlink()
+                    removed.append(p)
+        if removed:
+            logger.info("removed %d temporary file(s) of an interrupted write: %s", len(removed),
+                        ", ".join(str(p.relative_to(self.path)) for p in removed))
+        return removed
 
     # --------------------------------------------------------------------------------------------- segments
 
     def commit_segment(self, r: int, k: int, frames: dict[str, np.ndarray], checkpoint: bytes,
                        write_bias: Any | None, progress: dict[str, Any]) -> None:
         """Write segment k of round r and make it the committed one (see the module docstring)."""
-        save_npz(self.segment_file(r, k), **frames)
+        self.save_npz(self.segment_file(r, k), **frames)
         atomic_write_bytes(self.checkpoint_file(r, k), checkpoint)
         if write_bias is not None:
             write_bias(self.bias_prefix(r, k))
@@ -129,14 +305,14 @@ class RunDir:
             if m and int(m.group(2)) >= committed:
                 p.unlink()
                 removed.append(p)
-        for p in self.round_dir(r).glob(".*.tmp"):
-            p.unlink()
-            removed.append(p)
         return removed
+
+    def read_segment(self, r: int, k: int) -> dict[str, np.ndarray]:
+        return self.read_npz(self.segment_file(r, k))
 
     def load_segments(self, r: int, n_segments: int) -> dict[str, np.ndarray]:
         """Concatenate the frames of the first n_segments segments of round r."""
-        parts = [load_npz(self.segment_file(r, k)) for k in range(n_segments)]
+        parts = [self.read_segment(r, k) for k in range(n_segments)]
         if not parts:
             return {}
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}

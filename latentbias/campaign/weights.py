@@ -13,10 +13,15 @@ MBAR (pymbar) then treats all states together: every frame is evaluated under ev
 state's own encoder (``u_kn = β V_k(z_k(x_n))``), and the unbiased-state log-weights are
 ``log w_n = −log Σ_k N_k exp(f_k − u_kn)``. Assumptions: frames within a state are samples of that state's
 biased ensemble (equilibrated within each segment), and the states overlap enough for MBAR to connect them.
+
+This module holds the states (:class:`BiasState`), their construction from a campaign's frames and plans
+(:func:`bias_states`), the estimator (:func:`cross_round_logweights`) and the campaign's ``weights`` phase
+(:func:`write_weights`: ``weights.json``, ``weights.csv`` and every round's ``frames.csv``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,8 +30,14 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..analysis.reweight import mbar_logweights
 from ..bias.grid import BiasGrid, LatentVariable
+from ..io import write_csv, write_json
+from .config import CampaignConfig
+from .records import KIND_RESTRAINT, KIND_UNBIASED
+from .rundir import RunDir
 
-__all__ = ["BiasState", "cross_round_logweights"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["BiasState", "bias_states", "cross_round_logweights", "write_weights"]
 
 
 @dataclass
@@ -111,3 +122,93 @@ def cross_round_logweights(
     logw[order] = logw_sorted
     return logw, {"f_k": np.asarray(f_k).tolist(), "df_k": np.asarray(df_k).tolist(), "n_k": n_k.tolist(),
                   "ess": effective_sample_size(logw)}
+
+
+def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
+                config: CampaignConfig) -> tuple[list[BiasState], np.ndarray]:
+    """The bias state of every frame of a campaign.
+
+    Parameters
+    ----------
+    frames : dict
+        Frame table (:func:`latentbias.campaign.records.load_frames`; any subset of rows).
+    run_dir : RunDir
+        Plans, segment grids and carried biases of the frames' rounds are read from it.
+    config : CampaignConfig
+        Restraint force constant and metadynamics wall constant.
+
+    Returns
+    -------
+    states : list of BiasState
+        ``states[0]`` is the unbiased state.
+    state_of_frame : numpy.ndarray of int, shape=(n,)
+    """
+    states: list[BiasState] = [BiasState("unbiased")]
+    index: dict[tuple, int] = {("unbiased",): 0}
+    state_of = np.zeros(len(frames["step"]), dtype=int)
+    plans: dict[int, dict[str, Any]] = {}
+    for n in range(len(state_of)):
+        kind, r, k = int(frames["kind"][n]), int(frames["round"][n]), int(frames["segment"][n])
+        scale = float(frames["scale"][n])
+        if kind == KIND_UNBIASED or (kind == KIND_RESTRAINT and scale == 0.0):
+            continue
+        if r not in plans:
+            plans[r] = run_dir.read_plan(r)
+        plan = plans[r]
+        if kind == KIND_RESTRAINT:
+            key = ("restraint", r, int(frames["target"][n]), scale)
+            if key not in index:
+                index[key] = len(states)
+                states.append(BiasState("restraint", r - 1, np.array(plan["targets"][key[2]]),
+                                        config.frontier.restraint_k * scale))
+        else:
+            key = ("metad", r, k, scale)
+            if key not in index:
+                end = run_dir.read_segment(r, k)["grid_end"]
+                if k > 0:
+                    start = run_dir.read_segment(r, k - 1)["grid_end"]
+                else:
+                    initial = run_dir.read_initial_bias(r, plan)
+                    start = np.zeros_like(end) if initial is None else initial
+                index[key] = len(states)
+                states.append(BiasState("metad", r - 1, variables=plan["variables"], grid=0.5 * (start + end),
+                                        wall_k=config.metadynamics.wall_force_constant, scale=scale))
+        state_of[n] = index[key]
+    return states, state_of
+
+
+def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[str, np.ndarray],
+                  encode: Callable[[int], np.ndarray]) -> None:
+    """The ``weights`` phase after round r: MBAR log-weights of all frames so far, written to ``weights.json``
+    (estimator info), ``weights.csv`` (all frames) and each round's ``frames.csv``.
+
+    Parameters
+    ----------
+    frames : dict
+        Frame table of rounds 0..r.
+    encode : callable
+        ``encode(q)`` -> latent coordinates of all frames under round q's model, shape=(n, d).
+    """
+    states, state_of = bias_states(frames, run_dir, config)
+    logw, info = cross_round_logweights(states, state_of, encode, config.md.temperature)
+    info["n_states"] = len(set(state_of.tolist()))
+    write_json(run_dir.path / "weights.json", {"after_round": r, **info})
+    z_latest = encode(r)
+    d = z_latest.shape[1]
+    header = ["round", "step", "time_ps"] + [f"z{i}" for i in range(d)] + ["bias_kjmol", "logweight", "ood"]
+    rows = np.column_stack([frames["round"], frames["step"], frames["time_ps"], z_latest, frames["bias_kjmol"],
+                            logw, frames["ood"]])
+    write_csv(run_dir.path / "weights.csv", header, rows, overwrite=True,
+              comment=f"all frames after round {r}; z in the latest (aligned) latent space; bias in kJ/mol; "
+                      "logweight = MBAR log-weight in the unbiased ensemble (normalised)")
+    for q in range(r + 1):
+        sel = frames["round"] == q
+        write_csv(run_dir.round_dir(q) / "frames.csv", ["step", "time_ps"] + [f"z{i}" for i in range(d)]
+                  + ["bias_kjmol", "logweight", "round", "ood"],
+                  np.column_stack([frames["step"][sel], frames["time_ps"][sel], z_latest[sel],
+                                   frames["bias_kjmol"][sel], logw[sel], frames["round"][sel], frames["ood"][sel]]),
+                  overwrite=True,
+                  comment=f"round {q}; time in ps; z in the latest (round {r}) aligned latent space; bias acting "
+                          "on the frame in kJ/mol; logweight = MBAR log-weight over all rounds so far")
+    logger.info("cross-round weights: %d states, effective sample size %.0f of %d frames", info["n_states"],
+                info["ess"], len(logw))

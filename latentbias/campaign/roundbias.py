@@ -1,0 +1,228 @@
+"""What biases a round while it runs: one class per strategy, with the out-of-distribution guard they share.
+
+A round's bias is built from a :class:`RoundSetup` by :data:`ROUND_BIASES` ``[plan["strategy"]]`` and driven
+segment by segment by :func:`latentbias.campaign.simulate.simulate_round`:
+
+* :class:`RoundBias` — no bias (round 0): frames are recorded with ``z`` empty and zero bias;
+* :class:`MetadynamicsBias` — :class:`~latentbias.bias.metadynamics.LatentMetadynamics` over all latent
+  dimensions of the previous round's model, starting from the plan's carried bias;
+* :class:`FrontierBias` — per target of the plan: restart from the nearest earlier frame, pull with a
+  :class:`~latentbias.bias.restraint.LatentRestraint` at the target, then release (unbiased).
+
+Out-of-distribution guard (every biased round): each saved frame's reconstruction error under the biasing model
+is compared with ``[ood] threshold`` × its 99th percentile on the training frames; above it, the bias is capped
+(no new Gaussians; restraints off) or switched off (``action = "off"``) until the segment ends, and the frame's
+``ood`` flag is set. What a frame records is the schema of :mod:`latentbias.campaign.records`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..features import featurize
+from .config import CampaignConfig
+from .records import KIND_METAD, KIND_RESTRAINT, KIND_UNBIASED
+from .seeds import RoundSeeds
+
+if TYPE_CHECKING:
+    from .train import RoundModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RoundSetup", "RoundBias", "MetadynamicsBias", "FrontierBias", "ROUND_BIASES"]
+
+
+@dataclass
+class RoundSetup:
+    """Everything a round's bias is built from.
+
+    Attributes
+    ----------
+    config : CampaignConfig
+    plan : dict
+        The round's plan (:mod:`latentbias.campaign.plan`).
+    system : openmm.System
+        The round's own copy of the system; the bias adds its forces to it.
+    model : RoundModel or None
+        The model trained after the previous round (None in round 0).
+    featurizer : torch.nn.Module or None
+        The campaign's featurizer (reconstruction errors of the OOD guard).
+    seeds : RoundSeeds
+    initial_bias : numpy.ndarray or None
+        Metadynamics bias the round starts from (kJ/mol, grid shape).
+    earlier_positions : callable
+        Returns the positions (nm, shape=(n, n_atoms, 3)) of all frames of the earlier rounds (called lazily).
+    """
+
+    config: CampaignConfig
+    plan: dict[str, Any]
+    system: Any
+    model: RoundModel | None
+    featurizer: Any | None
+    seeds: RoundSeeds
+    initial_bias: np.ndarray | None
+    earlier_positions: Callable[[], np.ndarray]
+
+
+class RoundBias:
+    """No bias; the base class of every strategy's bias (OOD guard, per-frame observation, segment hooks)."""
+
+    def __init__(self, setup: RoundSetup):
+        self.cfg = setup.config
+        self.plan = setup.plan
+        self.model = setup.model
+        self.featurizer = setup.featurizer
+        self.capped = False
+        self.target = -1
+
+    # ----------------------------------------------------------------------------------- strategy hooks
+
+    def kind_of_segment(self, k: int) -> int:
+        """``kind`` column (:mod:`~latentbias.campaign.records`) of the frames of segment k."""
+        return KIND_UNBIASED
+
+    def begin_segment(self, k: int, sim: Any) -> None:
+        """Set the bias up for segment k (the OOD guard is re-armed)."""
+        self.capped = False
+
+    def step(self, sim: Any, n: int) -> None:
+        sim.step(n)
+
+    def cap(self, sim: Any) -> None:
+        """React to the OOD guard firing (``[ood] action``)."""
+
+    def acting(self, sim: Any) -> tuple[float, float]:
+        """Bias energy acting now (kJ/mol) and its scale (1 normal, 0 off)."""
+        return 0.0, 1.0
+
+    def segment_extras(self) -> dict[str, np.ndarray]:
+        """Arrays stored with each segment besides the frame columns."""
+        return {}
+
+    def save(self, prefix: Path) -> None:
+        """Write the bias state after a segment (files ``prefix.*``)."""
+
+    def load(self, prefix: Path) -> None:
+        """Restore the bias state written by :meth:`save`."""
+
+    # ------------------------------------------------------------------------------------------- shared
+
+    def observe(self, sim: Any, xyz: np.ndarray) -> dict[str, Any]:
+        """The bias-related columns of a saved frame at positions ``xyz`` (nm); runs the OOD guard."""
+        out = {"z": np.zeros(0), "bias_kjmol": 0.0, "ood": False, "recon_error": 0.0, "scale": 1.0,
+               "target": self.target}
+        if self.model is None:
+            return out
+        out["z"] = self.model.file.encode(xyz)
+        err = float(self.model.reconstruction_error(featurize(self.featurizer, xyz[None]))[0])
+        out["recon_error"] = err
+        limit = self.cfg.ood.threshold * self.model.info["recon_error_q99"]
+        if err > limit and not self.capped:
+            self.capped = True
+            logger.warning("OOD guard: reconstruction error %.3g > %.3g at step %d: bias %s until the segment ends",
+                           err, limit, sim.currentStep, "capped" if self.cfg.ood.action == "cap" else "off")
+            self.cap(sim)
+        out["ood"] = err > limit
+        out["bias_kjmol"], out["scale"] = self.acting(sim)
+        return out
+
+
+class MetadynamicsBias(RoundBias):
+    """Well-tempered metadynamics on the plan's grid variables, started from the carried bias."""
+
+    def __init__(self, setup: RoundSetup):
+        from ..bias.grid import LatentVariable
+        from ..bias.metadynamics import LatentMetadynamics
+
+        super().__init__(setup)
+        m = self.cfg.metadynamics
+        self.meta = LatentMetadynamics(setup.system, self.model.file,
+                                       [LatentVariable(**v) for v in self.plan["variables"]], self.cfg.md.temperature,
+                                       m.bias_factor, m.height, m.frequency, wallForceConstant=m.wall_force_constant)
+        if setup.initial_bias is not None:
+            self.meta.addBias(setup.initial_bias)
+
+    def kind_of_segment(self, k: int) -> int:
+        return KIND_METAD
+
+    def begin_segment(self, k: int, sim: Any) -> None:
+        super().begin_segment(k, sim)
+        self.meta.depositionEnabled = True
+        self.meta.setBiasScale(sim.context, 1.0)
+
+    def step(self, sim: Any, n: int) -> None:
+        self.meta.step(sim, n)
+
+    def cap(self, sim: Any) -> None:
+        self.meta.depositionEnabled = False
+        if self.cfg.ood.action == "off":
+            self.meta.setBiasScale(sim.context, 0.0)
+
+    def acting(self, sim: Any) -> tuple[float, float]:
+        return self.meta.getBiasEnergy(sim.context), self.meta.biasScale
+
+    def segment_extras(self) -> dict[str, np.ndarray]:
+        return {"grid_end": self.meta.getBias()}
+
+    def save(self, prefix: Path) -> None:
+        self.meta.saveState(prefix)
+
+    def load(self, prefix: Path) -> None:
+        self.meta.loadState(prefix)
+
+
+class FrontierBias(RoundBias):
+    """Restrained pulls toward the plan's frontier targets, each followed by a free (released) run."""
+
+    def __init__(self, setup: RoundSetup):
+        from ..bias.restraint import LatentRestraint
+
+        super().__init__(setup)
+        self.seeds = setup.seeds
+        self._earlier_positions = setup.earlier_positions
+        self._positions: np.ndarray | None = None
+        d = self.model.file.latent_dim
+        self.restraint = LatentRestraint(self.model.file, setup.system, centers=np.zeros(d), force_constants=0.0)
+
+    def kind_of_segment(self, k: int) -> int:
+        return KIND_RESTRAINT if self.plan["schedule"][k][1] == "pull" else KIND_UNBIASED
+
+    def begin_segment(self, k: int, sim: Any) -> None:
+        from openmm import unit
+
+        super().begin_segment(k, sim)
+        target, phase = self.plan["schedule"][k]
+        if k == 0 or self.plan["schedule"][k - 1][0] != target:  # a new target: restart from its nearest frame
+            if self._positions is None:  # frames of the earlier rounds, read once per round
+                self._positions = self._earlier_positions()
+            xyz = self._positions[self.plan["start_frames"][target]].astype(float)
+            sim.context.setPositions(xyz * unit.nanometer)
+            sim.context.setVelocitiesToTemperature(self.cfg.md.temperature * unit.kelvin,
+                                                   self.seeds.restart_velocities(k))
+        self.restraint.set_centers(sim.context, self.plan["targets"][target])
+        self.restraint.set_force_constants(sim.context, self.cfg.frontier.restraint_k if phase == "pull" else 0.0)
+        self.target = target
+
+    def cap(self, sim: Any) -> None:
+        self.restraint.set_force_constants(sim.context, 0.0)
+
+    def acting(self, sim: Any) -> tuple[float, float]:
+        from openmm import unit
+
+        if not self.restraint.force_constants.max() > 0:
+            return 0.0, 0.0
+        state = sim.context.getState(getEnergy=True, groups={self.restraint.force.getForceGroup()})
+        return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), 1.0
+
+
+#: strategy name (plan.json ``strategy``) -> the class that biases such a round
+ROUND_BIASES: dict[str, type[RoundBias]] = {
+    "unbiased": RoundBias,
+    "metadynamics": MetadynamicsBias,
+    "frontier": FrontierBias,
+}

@@ -1,0 +1,60 @@
+"""Random seeds of a campaign, all derived from the one ``[md] seed`` by :class:`numpy.random.SeedSequence`.
+
+Each random stream gets its own child sequence ``SeedSequence(seed, spawn_key=(round, stream[, segment]))`` —
+the same child ``SeedSequence(seed).spawn(...)`` would give, but addressable without spawning in order, so a
+resumed run derives exactly the seeds of an uninterrupted one. Streams:
+
+=========================  ======================================================================================
+``integrator``             Langevin integrator of round r (``LangevinMiddleIntegrator.setRandomNumberSeed``)
+``velocities``             initial Maxwell-Boltzmann velocities of round r
+``training``               encoder training after round r (weight initialisation, validation split, minibatches)
+``restart_velocities(k)``  velocities drawn when a frontier run restarts from a sampled frame in segment k of r
+=========================  ======================================================================================
+
+Seeds are integers in [1, 2**31 - 1]: OpenMM takes a 32-bit signed seed and treats 0 as "pick one at random".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RoundSeeds", "MAX_SEED"]
+
+#: largest seed OpenMM accepts (int32); campaign seeds are in [1, MAX_SEED]
+MAX_SEED = 2**31 - 1
+
+_INTEGRATOR, _VELOCITIES, _TRAINING, _RESTART = range(4)
+
+
+def _seed(entropy: int, key: tuple[int, ...]) -> int:
+    state = np.random.SeedSequence(entropy, spawn_key=key).generate_state(1, np.uint64)[0]
+    return int(state % MAX_SEED) + 1
+
+
+@dataclass(frozen=True)
+class RoundSeeds:
+    """The seeds of round ``r`` of a campaign with base seed ``seed`` (see the module docstring)."""
+
+    seed: int
+    r: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.seed) <= MAX_SEED or self.r < 0:
+            raise ValueError(f"seed must be in [1, {MAX_SEED}] and round >= 0, got seed={self.seed}, round={self.r}")
+
+    @property
+    def integrator(self) -> int:
+        return _seed(self.seed, (self.r, _INTEGRATOR))
+
+    @property
+    def velocities(self) -> int:
+        return _seed(self.seed, (self.r, _VELOCITIES))
+
+    @property
+    def training(self) -> int:
+        return _seed(self.seed, (self.r, _TRAINING))
+
+    def restart_velocities(self, k: int) -> int:
+        return _seed(self.seed, (self.r, _RESTART, int(k)))

@@ -1,0 +1,134 @@
+"""Running a round: the OpenMM simulation, segment by segment, each committed atomically with its checkpoint.
+
+:func:`simulate_round` builds the round's own copy of the system, adds the round's bias
+(:mod:`latentbias.campaign.roundbias`), resumes from the last committed segment's checkpoint (or starts from the
+previous round's last frame with fresh velocities) and saves a frame every ``save_interval`` steps
+(:class:`~latentbias.campaign.records.SegmentRecorder`). Every ``checkpoint_interval`` steps the segment is
+committed (:meth:`~latentbias.campaign.rundir.RunDir.commit_segment`). When the round ends its frames are
+assembled into ``frames.dcd`` + ``topology.pdb`` (:func:`assemble_round`).
+
+:func:`import_trajectories` is round 0 from ``round0_trajectories``: the frames become one unbiased segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .records import SegmentRecorder, unbiased_frames
+from .roundbias import ROUND_BIASES, RoundSetup
+from .rundir import RunDirError
+from .seeds import RoundSeeds
+
+if TYPE_CHECKING:
+    from .loop import Campaign
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["simulate_round", "import_trajectories", "assemble_round", "make_simulation"]
+
+
+def make_simulation(campaign: Campaign, system: Any, seed: int) -> Any:
+    """An ``openmm.app.Simulation`` of ``system`` with the campaign's integrator, seed and platform."""
+    import openmm
+    from openmm import app, unit
+
+    m = campaign.cfg.md
+    integrator = openmm.LangevinMiddleIntegrator(m.temperature * unit.kelvin, m.friction / unit.picosecond,
+                                                 m.timestep * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    platform = openmm.Platform.getPlatformByName(m.platform)
+    return app.Simulation(campaign.system()[1], system, integrator, platform, dict(m.platform_properties))
+
+
+def _start_positions(campaign: Campaign, r: int) -> np.ndarray:
+    """Round 0: the system's positions; round r: the last frame of round r-1 (nm)."""
+    if r == 0:
+        return campaign.system()[2]
+    previous = campaign.run_dir.read_plan(r - 1)
+    return campaign.run_dir.read_segment(r - 1, previous["segments"] - 1)["positions"][-1].astype(float)
+
+
+def simulate_round(campaign: Campaign, r: int, committed: int) -> None:
+    """Simulate round r from its plan, resuming after ``committed`` committed segments."""
+    import openmm
+    from openmm import unit
+
+    cfg, run_dir = campaign.cfg, campaign.run_dir
+    plan = run_dir.read_plan(r)
+    if plan["strategy"] not in ROUND_BIASES:
+        raise RunDirError(f"{run_dir.plan_file(r)}: strategy {plan['strategy']!r} is not one of "
+                          f"{', '.join(ROUND_BIASES)}; the file is corrupt or from another version")
+    removed = run_dir.discard_uncommitted(r, committed)
+    if removed:
+        logger.info("round %d: removed %d files of an interrupted commit", r, len(removed))
+    base_system, _, _ = campaign.system()
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(base_system))
+    seeds = RoundSeeds(cfg.md.seed, r)
+    model = campaign.model(r - 1) if r > 0 else None
+    setup = RoundSetup(config=cfg, plan=plan, system=system, model=model,
+                       featurizer=campaign.featurizer() if model is not None else None, seeds=seeds,
+                       initial_bias=run_dir.read_initial_bias(r, plan),
+                       earlier_positions=lambda: campaign.all_frames(r - 1)["positions"])
+    bias = ROUND_BIASES[plan["strategy"]](setup)
+    sim = make_simulation(campaign, system, seeds.integrator)
+    if committed > 0:
+        sim.context.loadCheckpoint(run_dir.checkpoint_file(r, committed - 1).read_bytes())
+        bias.load(run_dir.bias_prefix(r, committed - 1))
+    else:
+        sim.context.setPositions(_start_positions(campaign, r) * unit.nanometer)
+        sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
+    n_seg = plan["segments"]
+    c = cfg.campaign
+    per_seg = c.checkpoint_interval // c.save_interval
+    bar = tqdm(total=n_seg * c.checkpoint_interval, initial=committed * c.checkpoint_interval,
+               desc=f"round {r} {plan['strategy']}", unit="step", disable=(not campaign.progress) or None, leave=False)
+    t0 = time.perf_counter()
+    for k in range(committed, n_seg):
+        bias.begin_segment(k, sim)
+        recorder = SegmentRecorder()
+        for _ in range(per_seg):
+            bias.step(sim, c.save_interval)
+            state = sim.context.getState(getPositions=True)
+            xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
+                            bias.observe(sim, xyz))
+            bar.update(c.save_interval)
+        columns = recorder.columns(bias.kind_of_segment(k))
+        columns.update(bias.segment_extras())
+        run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,
+                               {"round": r, "phase": "simulate", "segments": k + 1, "finished": False})
+    bar.close()
+    assemble_round(campaign, r, n_seg)
+    logger.info("round %d simulated: %d segments, %.1f ps in %.0f s", r, n_seg,
+                n_seg * c.checkpoint_interval * cfg.md.timestep / 1000.0, time.perf_counter() - t0)
+
+
+def import_trajectories(campaign: Campaign, r: int) -> None:
+    """Round r (0) from the configured trajectories: one unbiased segment and a plan saying so."""
+    import mdtraj as md
+
+    top = md.Topology.from_openmm(campaign.system()[1])
+    xyz = np.concatenate([md.load(str(campaign.cfg.resolve(path)), top=top).xyz
+                          for path in campaign.cfg.campaign.round0_trajectories])
+    campaign.run_dir.write_plan(r, {"round": r, "strategy": "given", "segments": 1})
+    campaign.run_dir.save_npz(campaign.run_dir.segment_file(r, 0), **unbiased_frames(xyz))
+    assemble_round(campaign, r, 1)
+
+
+def assemble_round(campaign: Campaign, r: int, n_segments: int) -> None:
+    """frames.dcd + topology.pdb of round r from its segments (derived files, rewritten when resuming)."""
+    import mdtraj as md
+
+    top = md.Topology.from_openmm(campaign.system()[1])
+    data = campaign.run_dir.load_segments(r, n_segments)
+    traj = md.Trajectory(data["positions"], top, time=data["time_ps"])
+    d = campaign.run_dir.round_dir(r)
+    traj.save_dcd(str(d / ".frames.dcd.partial"))
+    (d / ".frames.dcd.partial").replace(d / "frames.dcd")
+    traj[0].save_pdb(str(d / ".topology.pdb.partial"))
+    (d / ".topology.pdb.partial").replace(d / "topology.pdb")
