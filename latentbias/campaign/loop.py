@@ -192,5 +192,5 @@ class Campaign:
 
         write_weights(self.run_dir, self.cfg, r, frames, encode)
         last = r + 1 >= self.cfg.campaign.rounds
-        logger.info("round %d/%d done", r + 1, self.cfg.campaign.rounds)
+        logger.info("round %d done (rounds 0-%d of %d)", r, r, self.cfg.campaign.rounds)
         return {"round": r if last else r + 1, "phase": "done" if last else "plan", "segments": 0, "finished": last}
