@@ -47,7 +47,7 @@ def log(*a):
 
 
 def load_plugins(prefix: Path):
-    openmm.Platform.loadPluginsFromDirectory(os.path.join(openmm.version.openmm_library_path, "plugins"))
+    # `import openmm` (after torch) already loaded OpenMM's own plugins, CUDA included; load only ours
     loaded = openmm.Platform.loadPluginsFromDirectory(str(prefix / "plugins"))
     failures = list(openmm.Platform.getPluginLoadFailures())
     RESULTS["plugins_loaded"] = list(loaded)

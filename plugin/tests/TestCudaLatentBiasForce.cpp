@@ -10,8 +10,6 @@
 #include <cstdlib>
 #include <map>
 
-extern "C" void registerLatentBiasCudaKernelFactories();
-
 using namespace LatentBiasPlugin;
 using namespace LatentBiasTest;
 using namespace std;
@@ -149,7 +147,8 @@ int main(int argc, char* argv[]) {
     bool require = getenv("LATENTBIAS_REQUIRE_CUDA") != nullptr && string(getenv("LATENTBIAS_REQUIRE_CUDA")) == "1";
     string reason;
     try {
-        registerLatentBiasCudaKernelFactories();
+        // OpenMM's CUDA platform (loaded by initPlatforms from OpenMM's plugin folder), then our CUDA kernels
+        Platform::loadPluginLibrary(LATENTBIAS_CUDA_PLUGIN);
         Platform& cuda = Platform::getPlatformByName("CUDA");
         System s;
         s.addParticle(1.0);
