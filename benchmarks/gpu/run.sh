@@ -56,7 +56,7 @@ job_a() {
     el "A: configure (CUDA on)" | tee -a "$B"
     rm -rf /tmp/lbbuild
     local common=(-S "$G/plugin" -B /tmp/lbbuild -G Ninja -DPython3_EXECUTABLE="$(command -v $PY)"
-                  -DLATENTBIAS_BUILD_CUDA=ON -DCMAKE_INSTALL_PREFIX=/tmp/lbinst)
+                  -DLATENTBIAS_BUILD_CUDA=ON -DCMAKE_INSTALL_PREFIX=/tmp/lbinst ${CMAKE_EXTRA:-})
     if ! cmake "${common[@]}" >> "$B" 2>&1; then
         el "A: configure with the Python wrapper failed; retrying without it (z is then not compared)" | tee -a "$B"
         rm -rf /tmp/lbbuild

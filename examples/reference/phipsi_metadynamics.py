@@ -299,7 +299,7 @@ def run(args) -> dict:
                   bias_factor=args.bias_factor, temperature_K=T, simulated_ns=sim_ns, seed=args.seed,
                   system=args.system, discard_ns=args.discard_ns)
         _save_text(out / f"{tag}_fes.csv", _fes_csv(np.degrees(axes), np.degrees(axes), fes))
-        _save_text(out / f"{tag}.json", json.dumps(result, indent=1))
+        _save_text(out / f"{tag}.json", json.dumps(_finite_or_none(result), indent=1))
         return result
 
     record_every = max(1, int(round(args.record_ps / (args.stride * 2e-3))))
@@ -313,7 +313,7 @@ def run(args) -> dict:
         meta._addGaussian(s, height, sim.context)
         done += 1
         if done % record_every == 0:
-            t_hist.append(done * args.stride * dt_ns)
+            t_hist.append(round(done * args.stride * dt_ns, 9))
             df_fes_hist.append(delta_f_from_fes(fes_from_bias(bias_phi_psi(), args.bias_factor), axes, kT))
             df_rw_hist.append(delta_f_reweight(frames[:done], kT, args.discard_ns))
         now = time.perf_counter()
@@ -332,6 +332,17 @@ def run(args) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # summary over runs
 # ---------------------------------------------------------------------------------------------------------------
+def _finite_or_none(x):
+    """NaN/inf -> None, recursively, so that the JSON is strict."""
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def summary(args) -> dict:
     """Combine runs per system into a mean FES ± spread and ΔF per run, mean, spread."""
     kT = KB * 300.0
@@ -352,7 +363,9 @@ def summary(args) -> dict:
             fes_list.append(f)
             per_run.append({"file": Path(p).name, "seed": int(d["seed"]), "simulated_ns": float(d["simulated_ns"]),
                             "dF_fes_kjmol": delta_f_from_fes(d["fes_kjmol"], np.radians(phi), kT),
-                            "dF_reweight_kjmol": delta_f_reweight(d["frames"], kT, float(d["discard_ns"]))})
+                            "dF_reweight_kjmol": delta_f_reweight(d["frames"], kT, float(d["discard_ns"])),
+                            "dF_vs_time": {"time_ns": d["time_ns"].tolist(), "dF_fes_kjmol": d["dF_fes_kjmol"].tolist(),
+                                           "dF_reweight_kjmol": d["dF_reweight_kjmol"].tolist()}})
         stack = np.array(fes_list)
         mean = stack.mean(axis=0)
         # mean of F in probability space would weight rare regions differently; the arithmetic mean of aligned F
@@ -370,8 +383,10 @@ def summary(args) -> dict:
             "dF_c7ax_minus_rest_fes_std_kjmol": float(dfs.std(ddof=1)) if n > 1 else None,
             "dF_c7ax_minus_rest_fes_sem_kjmol": float(dfs.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
             "dF_c7ax_minus_rest_fes_of_mean_surface_kjmol": delta_f_from_fes(mean, np.radians(phi), kT),
-            "dF_c7ax_minus_rest_reweight_mean_kjmol": float(np.nanmean(dfr)),
-            "dF_c7ax_minus_rest_reweight_std_kjmol": float(np.nanstd(dfr, ddof=1)) if n > 1 else None,
+            "dF_c7ax_minus_rest_reweight_mean_kjmol": float(np.mean(dfr[np.isfinite(dfr)])) if np.isfinite(dfr).any()
+            else None,
+            "dF_c7ax_minus_rest_reweight_std_kjmol": float(np.std(dfr[np.isfinite(dfr)], ddof=1))
+            if np.isfinite(dfr).sum() > 1 else None,
             "c7ax_definition": "0 deg < phi < 120 deg", "temperature_K": 300.0,
         }
         report[system] = entry
@@ -382,10 +397,10 @@ def summary(args) -> dict:
             for j, b in enumerate(psi):
                 lines.append(f"{a:.4f},{b:.4f},{mean[i, j]:.6f},{spread[i, j]:.6f}")
         _save_text(out / f"{system}_phipsi_fes.csv", "\n".join(lines) + "\n")
-        _save_text(out / f"{system}_phipsi_dF.json", json.dumps(entry, indent=1))
+        _save_text(out / f"{system}_phipsi_dF.json", json.dumps(_finite_or_none(entry), indent=1))
         print(f"{system}: n={n} total {entry['simulated_ns_total']:.2f} ns  dF(C7ax-rest) FES "
               f"{entry['dF_c7ax_minus_rest_fes_mean_kjmol']:.2f} ± {entry['dF_c7ax_minus_rest_fes_std_kjmol']} "
-              f"reweight {entry['dF_c7ax_minus_rest_reweight_mean_kjmol']:.2f} kJ/mol")
+              f"reweight {entry['dF_c7ax_minus_rest_reweight_mean_kjmol']} kJ/mol")
     return report
 
 
