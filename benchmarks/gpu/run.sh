@@ -3,7 +3,7 @@
 # Prepared by benchmarks/gpu/stage.sh into .gpu/ (plugin sources, scripts, inputs) and .whl/ (openmm, openmm-cuda-13,
 # swig wheels). Runs concurrently:
 #   A. build the plugin with CUDA against the machine's torch, ctest, CUDA-vs-Reference check + benchmark
-#   B. well-tempered metadynamics φ/ψ references: 3 systems x META_SEEDS seeds on the CPU cores (Reference platform)
+#   B. well-tempered metadynamics φ/ψ references: 3 systems x META_SEEDS (4) seeds on the CPU cores (Reference platform)
 # and writes at most 8 files to $OUT: run_log.txt build_log.txt gpu_check.json gpu_check.md reference_runs.tar.gz
 # reference_summary.tar.gz. Every part keeps going when another fails. Meant to end in ~7.5 min (timeout_s 540).
 set -u
@@ -17,7 +17,7 @@ G=$ROOT/.gpu
 PY=${PY:-python3}
 META_NS=${META_NS:-20}
 META_WALL=${META_WALL:-395}
-META_SEEDS=${META_SEEDS:-"1 2 3"}
+META_SEEDS=${META_SEEDS:-"1 2 3 4"}
 A_DEADLINE=${A_DEADLINE:-465}
 BUILD_JOBS=${BUILD_JOBS:-6}
 export PYTHONUNBUFFERED=1
