@@ -5,7 +5,7 @@
 #   A. build the plugin with CUDA against the machine's torch, ctest, CUDA-vs-Reference check + benchmark
 #   B. well-tempered metadynamics φ/ψ references: 3 systems x META_SEEDS (4) seeds on the CPU cores (Reference platform)
 # and writes at most 8 files to $OUT: run_log.txt build_log.txt gpu_check.json gpu_check.md reference_runs.tar.gz
-# reference_summary.tar.gz. Every part keeps going when another fails. Meant to end in ~7.5 min (timeout_s 540).
+# reference_summary.tar.gz. Every part keeps going when another fails. Ends within ~7.2 min (timeout_s 540).
 set -u
 T0=$(date +%s)
 OUT=${OUT:-/tmp/lb_out}
@@ -16,9 +16,9 @@ ROOT=$(pwd)
 G=$ROOT/.gpu
 PY=${PY:-python3}
 META_NS=${META_NS:-20}
-META_WALL=${META_WALL:-395}
+META_WALL=${META_WALL:-360}
 META_SEEDS=${META_SEEDS:-"1 2 3 4"}
-A_DEADLINE=${A_DEADLINE:-465}
+A_DEADLINE=${A_DEADLINE:-420}
 BUILD_JOBS=${BUILD_JOBS:-6}
 export PYTHONUNBUFFERED=1
 
@@ -30,7 +30,7 @@ export PATH=/tmp/site/bin:$PATH
 SP=$($PY -c "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))")
 # libOpenMMCUDA's RUNPATH is $ORIGIN/../../../nvidia/cu13/lib, i.e. <site>/nvidia: point it at torch's nvidia libs.
 [ -e /tmp/site/nvidia ] || ln -s "$SP/nvidia" /tmp/site/nvidia
-export LD_LIBRARY_PATH=$(ls -d "$SP"/nvidia/*/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$(ls -d "$SP"/nvidia/*/lib 2>/dev/null | tr '\n' ':')/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 el "environment"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | head -3
 nproc; which nvcc cmake ninja swig; nvcc --version | tail -2
@@ -100,3 +100,4 @@ tar -czf "$OUT/reference_runs.tar.gz" -C /tmp meta
 tar -czf "$OUT/reference_summary.tar.gz" -C /tmp meta_summary
 ls -la "$OUT"
 el "all done"
+sleep 1  # let tee flush run_log.txt
