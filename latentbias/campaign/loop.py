@@ -94,11 +94,15 @@ class Campaign:
         """
         root = logging.getLogger("latentbias")
         root.addHandler(self._log_handler)
+        level = root.level
+        if root.getEffectiveLevel() > logging.INFO:  # campaign.log records INFO whatever the caller configured
+            root.setLevel(logging.INFO)
         try:
             with self.run_dir.lock():
                 return self._run_locked()
         finally:
             root.removeHandler(self._log_handler)
+            root.setLevel(level)
 
     def _run_locked(self) -> dict[str, Any]:
         self.run_dir.check_config(self.cfg.to_dict(), store=True)
