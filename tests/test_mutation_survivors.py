@@ -42,7 +42,7 @@ def test_single_frame_and_empty_or_all_zero_weights():
 
 def test_well_tempered_ct_of_a_one_cell_grid_is_the_bias_and_empty_grid_raises():
     """With a single cell both sums have one term: c = (1/beta) ln(exp(g/(g-1) beta V) / exp(beta V/(g-1))) = V."""
-    for gamma in (5.0, math.inf):
+    for gamma in (1.5, 5.0, math.inf):
         assert well_tempered_ct([7.5], 300.0, gamma) == pytest.approx(7.5, rel=1e-13)
     with pytest.raises(ValueError, match="empty"):
         well_tempered_ct([], 300.0, 5.0)
@@ -85,3 +85,31 @@ def test_mbar_uncertainties_are_relative_to_state_zero_as_pymbar():
     np.testing.assert_allclose(df_k, ref["dDelta_f"][0], rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(f_k, ref["Delta_f"][0], rtol=1e-8, atol=1e-10)
     assert kt_kjmol(300.0) * df_k[1] > 0
+
+
+# ---------------------------------------------------------------------------------------------- geometry.py
+
+
+def test_rigid_frames_are_right_handed_orthonormal_and_equivariant():
+    """Backbone frames (used by the FAPE loss) for a batch of residues: orthonormal columns, det +1, e1 along
+    CA->C, e2 in the N-CA-C plane on N's side, origin CA; rotating the input rotates the frames (R(Qx) = Q R(x))."""
+    import torch
+
+    from latentbias.geometry import rigid_frames
+
+    rng = np.random.default_rng(4)
+    n, ca, c = (torch.as_tensor(rng.standard_normal((3, 5, 3))) for _ in range(3))  # (batch, residues, 3)
+    rot, origin = rigid_frames(n, ca, c, eps=0.0)
+    assert rot.shape == (3, 5, 3, 3) and origin.shape == (3, 5, 3)
+    eye = torch.eye(3, dtype=torch.float64).expand(3, 5, 3, 3)
+    torch.testing.assert_close(rot.transpose(-1, -2) @ rot, eye, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(3, 5, dtype=torch.float64), rtol=0, atol=1e-12)
+    e1, e2 = rot[..., 0], rot[..., 1]
+    torch.testing.assert_close(e1, (c - ca) / torch.linalg.norm(c - ca, dim=-1, keepdim=True), rtol=0, atol=1e-12)
+    normal = torch.linalg.cross(c - ca, n - ca)
+    assert torch.all(torch.abs((e2 * normal).sum(-1)) < 1e-12) and torch.all((e2 * (n - ca)).sum(-1) > 0)
+    torch.testing.assert_close(origin, ca)
+    q = torch.as_tensor(np.linalg.qr(rng.standard_normal((3, 3)))[0])
+    q = q if torch.linalg.det(q) > 0 else -q
+    rot_q, _ = rigid_frames(n @ q.T, ca @ q.T, c @ q.T, eps=0.0)
+    torch.testing.assert_close(rot_q, q @ rot, rtol=0, atol=1e-12)
