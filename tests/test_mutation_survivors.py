@@ -113,3 +113,22 @@ def test_rigid_frames_are_right_handed_orthonormal_and_equivariant():
     q = q if torch.linalg.det(q) > 0 else -q
     rot_q, _ = rigid_frames(n @ q.T, ca @ q.T, c @ q.T, eps=0.0)
     torch.testing.assert_close(rot_q, q @ rot, rtol=0, atol=1e-12)
+    # the default regulariser (eps = 1e-8 nm^2 under the square roots) changes nothing at the 1e-7 level
+    rot_default, _ = rigid_frames(n, ca, c)
+    torch.testing.assert_close(rot_default, rot, rtol=0, atol=1e-7)
+
+
+def test_rigid_frames_stay_finite_for_degenerate_residues():
+    """The eps under the square roots exists for degenerate input (coincident atoms, as in a collapsed decoder
+    output): frames and their gradients must stay finite there instead of NaN poisoning a FAPE loss."""
+    import torch
+
+    from latentbias.geometry import rigid_frames
+
+    ca = torch.zeros(2, 3, dtype=torch.float64)
+    n = torch.tensor([[0.1, 0.05, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)  # N == CA
+    c = torch.tensor([[0.0, 0.0, 0.0], [0.15, 0.0, 0.02]], dtype=torch.float64, requires_grad=True)  # C == CA
+    rot, _ = rigid_frames(n, ca, c)
+    assert torch.all(torch.isfinite(rot))
+    rot.sum().backward()
+    assert torch.all(torch.isfinite(n.grad)) and torch.all(torch.isfinite(c.grad))
