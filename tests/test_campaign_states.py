@@ -13,7 +13,6 @@ Kept in its own file (issue 15) so that imports can follow when ``campaign/loop.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,14 +32,14 @@ def _config_text(action: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["off", "cap"])
-def campaign(request, tmp_path_factory) -> Campaign:
+def run(request, tmp_path_factory) -> tuple[Campaign, str]:
+    """A finished 3-round campaign (unbiased, frontier, metadynamics) and its OOD action."""
     folder = tmp_path_factory.mktemp(f"states_{request.param}")
     write_toy_system(folder)
     (folder / "toy.toml").write_text(_config_text(request.param))
     c = Campaign(load_config(folder / "toy.toml"), folder / "run", progress=False)
     c.run()
-    c.action = request.param
-    return c
+    return c, request.param
 
 
 def _segment_grids(c: Campaign, r: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +93,8 @@ CHECKS = {
 }
 
 
-def test_every_state_reproduces_the_recorded_bias_on_its_frames(campaign):
+def test_every_state_reproduces_the_recorded_bias_on_its_frames(run):
+    campaign, action = run
     frames = campaign.all_frames(ROUNDS - 1)
     states, state_of = campaign.bias_states(frames)
     positions = frames["positions"].astype(float)
@@ -111,20 +111,20 @@ def test_every_state_reproduces_the_recorded_bias_on_its_frames(campaign):
         seen.add((state.kind, float(state.scale) if state.kind == "metad" else None))
     # the scenario must really contain what this test claims to check
     assert ("unbiased", None) in seen and any(k == "restraint" for k, _ in seen) and ("metad", 1.0) in seen
-    if campaign.action == "off":
+    if action == "off":
         assert ("metad", 0.0) in seen, "the OOD guard never switched a metadynamics bias off in this run"
     # restraint frames after the guard fired (force constant 0) must be in the unbiased state
     off = (frames["kind"] == 1) & (frames["scale"] == 0.0)
     assert np.all(state_of[off] == 0)
-    if campaign.action == "cap":  # capped metadynamics: the guard fired, deposition stopped, the bias still acts
+    if action == "cap":  # capped metadynamics: the guard fired, deposition stopped, the bias still acts
         capped = (frames["kind"] == 2) & frames["ood"].astype(bool) & (frames["bias_kjmol"] > 0.5)
         assert np.any(capped), "no capped metadynamics frame with a bias acting in this run"
 
 
-def test_biased_frames_are_not_all_trivially_zero(campaign):
+def test_biased_frames_are_not_all_trivially_zero(run):
     """Guard against a vacuous pass: restraint and metadynamics frames with a substantial bias (> 1 kJ/mol)
     exist in every run (the guard switches biases off early in some segments)."""
-    frames = campaign.all_frames(ROUNDS - 1)
+    frames = run[0].all_frames(ROUNDS - 1)
     for kind in (1, 2):
         sel = frames["kind"] == kind
         assert np.count_nonzero(frames["bias_kjmol"][sel] > 1.0) >= 3, kind

@@ -16,7 +16,6 @@ A new featurizer or CV module is added to ``CASES`` and gets all of the above.
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 from typing import Callable, Optional
