@@ -132,3 +132,74 @@ def test_rigid_frames_stay_finite_for_degenerate_residues():
     assert torch.all(torch.isfinite(rot))
     rot.sum().backward()
     assert torch.all(torch.isfinite(n.grad)) and torch.all(torch.isfinite(c.grad))
+
+
+# ------------------------------------------------------------------------------------------ analysis/fes.py
+
+
+def test_fes_block_with_zero_weight_does_not_stop_the_other_blocks():
+    """A block whose frames all have zero weight (-inf log-weight) is skipped; the blocks after it still count.
+    Blocks 0, 2, 3 put 10, 20, 30 of 40 frames in bin 0: error = std(F_b, ddof=1)/sqrt(3) over those three."""
+    from latentbias.analysis import free_energy_surface
+
+    kt = kt_kjmol(300.0)
+    counts = {0: 10, 2: 20, 3: 30}
+    cv, logw = [], []
+    for b in range(4):
+        c = counts.get(b, 40)
+        cv.append(np.where(np.arange(40) < c, 0.25, 0.75))
+        logw.append(np.full(40, -np.inf if b == 1 else 0.0))
+    fes = free_energy_surface(np.concatenate(cv), np.concatenate(logw), bins=2, range=(0, 1), n_blocks=4)
+    f_b = -kt * np.log(np.array([10, 20, 30]) / 40 / 0.5)
+    assert fes.error[0] == pytest.approx(np.std(f_b, ddof=1) / np.sqrt(3), rel=1e-12)
+
+
+def test_fes_input_checks_and_defaults():
+    from latentbias.analysis import free_energy_surface
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=500)
+    with pytest.raises(ValueError, match="min_count"):
+        free_energy_surface(x, min_count=0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        free_energy_surface(x, bins=[-1.0, 0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="strictly increasing|invalid bins"):
+        free_energy_surface(x, bins=[[-1.0, 1.0, 0.5]])
+    with pytest.raises(ValueError, match="range must be"):
+        free_energy_surface(rng.normal(size=(500, 2)), bins=4, range=(-1, 1))  # a 1-D range for a 2-D CV
+    xy = rng.normal(size=(500, 2))
+    fes = free_energy_surface(xy, bins=[4, 5])  # per-dimension bin counts, range from the data
+    assert fes.free_energy.shape == (4, 5)
+    np.testing.assert_allclose([fes.edges[0][0], fes.edges[0][-1]], [xy[:, 0].min(), xy[:, 0].max()])
+    assert free_energy_surface(x).free_energy.shape == (50,)  # documented default: 50 bins
+    assert free_energy_surface(x, bins=1).free_energy.shape == (1,)  # one bin (two edges) is a valid grid
+    one = free_energy_surface(x, bins=4, range=[(-1.0, 1.0)])  # ((lo, hi),) is accepted for a 1-D CV too
+    np.testing.assert_array_equal(one.edges[0], np.linspace(-1.0, 1.0, 5))
+    with pytest.raises(ValueError, match="lo < hi"):
+        free_energy_surface(x, bins=4, range=(1.0, -1.0))
+
+
+def test_block_labels_skip_empty_segments():
+    from latentbias.analysis.fes import block_labels
+
+    np.testing.assert_array_equal(block_labels([0, 4, 0, 2], 2), [0, 0, 1, 1, 0, 1])
+
+
+def test_basin_difference_default_temperature_and_overlap_warning(caplog):
+    import logging
+
+    from latentbias.analysis import basin_free_energy_difference
+
+    cv = np.repeat([-1.0, 1.0], [30, 10])
+    df, _ = basin_free_energy_difference(cv, None, cv < 0, cv > 0)
+    assert df == pytest.approx(-kt_kjmol(300.0) * np.log(10 / 30), rel=1e-12)  # default 300 K
+    log = logging.getLogger("latentbias.analysis.fes")  # the package logger may not propagate to the root
+    log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="latentbias.analysis.fes"):
+            basin_free_energy_difference(cv, None, cv < 0, cv > 0)
+            assert "both basins" not in caplog.text
+            basin_free_energy_difference(cv, None, cv < 2.0, cv > 0)  # the 10 frames at +1 are in both
+            assert "10 frames are in both basins" in caplog.text
+    finally:
+        log.removeHandler(caplog.handler)
