@@ -177,6 +177,8 @@ def test_fes_input_checks_and_defaults():
     np.testing.assert_array_equal(one.edges[0], np.linspace(-1.0, 1.0, 5))
     with pytest.raises(ValueError, match="lo < hi"):
         free_energy_surface(x, bins=4, range=(1.0, -1.0))
+    with pytest.raises(ValueError, match="finite"):
+        free_energy_surface(x, bins=[-np.inf, 0.0, 1.0])
 
 
 def test_block_labels_skip_empty_segments():
@@ -193,6 +195,9 @@ def test_basin_difference_default_temperature_and_overlap_warning(caplog):
     cv = np.repeat([-1.0, 1.0], [30, 10])
     df, _ = basin_free_energy_difference(cv, None, cv < 0, cv > 0)
     assert df == pytest.approx(-kt_kjmol(300.0) * np.log(10 / 30), rel=1e-12)  # default 300 K
+    single = np.repeat([-1.0, 1.0], [30, 1])  # a basin holding one frame is a valid (if noisy) estimate
+    df1, _ = basin_free_energy_difference(single, None, single < 0, single > 0, n_blocks=1)
+    assert df1 == pytest.approx(-kt_kjmol(300.0) * np.log(1 / 30), rel=1e-12)
     log = logging.getLogger("latentbias.analysis.fes")  # the package logger may not propagate to the root
     log.addHandler(caplog.handler)
     try:
