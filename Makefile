@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.latentbias-installed
 
-.PHONY: install native test test-slow demo quickstart benchmark clean
+.PHONY: install native test test-slow demo quickstart benchmark mutation clean
 NATIVE := latentbias/_native/plugins/libLatentBiasReference.so
 
 $(PY):
@@ -44,6 +44,14 @@ quickstart: install
 benchmark: install
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/native_overhead.py
+
+# mutation testing of the physics modules with cosmic-ray (slow; not part of CI). Mutates sources IN PLACE, one
+# mutant at a time: run on a clean tree and leave it alone meanwhile. MUTATION_MODULES picks sessions from
+# mutation/*.toml (default: all); sessions resume from build/mutation/*.sqlite. Results: TESTING.md.
+MUTATION_MODULES ?=
+mutation: install
+	$(PY) -m pip install -e ".[mutation]"
+	PATH="$(abspath $(VENV))/bin:$$PATH" mutation/run.sh $(MUTATION_MODULES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info latentbias/_native
