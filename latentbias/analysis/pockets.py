@@ -52,6 +52,7 @@ __all__ = [
     "BONDI_RADII_NM",
     "CavityVolume",
     "PocketRegion",
+    "anchor_agreement",
     "atom_radii",
     "group_distance",
     "lining_sasa",
@@ -213,14 +214,17 @@ class PocketRegion:
                 raise ValueError(f"region {name} index atoms beyond the {n_atoms} atoms of the frames")
 
 
-def _grow(mask: np.ndarray, radius_vox: float) -> np.ndarray:
+def _grow(mask: np.ndarray, radius_vox: float, crop: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """Grid points within ``radius_vox`` (grid units) of a point of ``mask`` (3-D bool): a morphological dilation.
 
     Separable squared-distance transform truncated at ``floor(radius_vox)`` along each axis (exact on the grid).
+    ``crop`` (``(lo, hi)`` per axis) returns only that block (each axis is cropped right after its pass).
     """
     k_max = int(np.floor(radius_vox))
+    crop = [(0, n) for n in mask.shape] if crop is None else [(max(0, lo), min(n, hi))
+                                                               for (lo, hi), n in zip(crop, mask.shape)]
     if k_max < 1:
-        return mask.copy()
+        return mask[tuple(slice(lo, hi) for lo, hi in crop)].copy()
     d = np.where(mask, np.uint16(0), _BIG)
     for axis in range(3):
         out = d.copy()
@@ -234,7 +238,9 @@ def _grow(mask: np.ndarray, radius_vox: float) -> np.ndarray:
             hi_t, lo_t = tuple(hi), tuple(lo)
             np.minimum(out[hi_t], d[lo_t] + k2, out=out[hi_t])
             np.minimum(out[lo_t], d[hi_t] + k2, out=out[lo_t])
-        d = out
+        keep = [slice(None)] * 3
+        keep[axis] = slice(*crop[axis])
+        d = out[tuple(keep)]
     return d <= radius_vox * radius_vox
 
 
@@ -372,7 +378,8 @@ class CavityVolume:
                     f[~valid] = size  # lands in the trash half of the buffer
                     flat[name] = f.astype(np.int32)
                 table, valid = tables["maybe"]
-                flat["maybe_offsets"] = np.where(valid[..., None], table, 1000).astype(np.float32)
+                for axis in range(3):  # per-axis offsets (contiguous); padding entries far away
+                    flat[f"maybe_{axis}"] = np.where(valid, table[..., axis], 1000).astype(np.float32)
                 self._stencil_flat.append(flat)
             self._strides = strides
         size = int(np.prod(self._buffer_shape))
@@ -394,7 +401,10 @@ class CavityVolume:
                     continue
                 bf, kc = base_flat[mine], sub_key[mine]
                 flat_buf[(bf[:, None] + flat["sure"][kc]).ravel()] = True
-                d2 = ((flat["maybe_offsets"][kc] - frac[mine][:, None, :]) ** 2).sum(-1)
+                fm = frac[mine]
+                d2 = np.square(flat["maybe_0"][kc] - fm[:, 0:1])
+                d2 += np.square(flat["maybe_1"][kc] - fm[:, 1:2])
+                d2 += np.square(flat["maybe_2"][kc] - fm[:, 2:3])
                 ok = d2 <= reach2[c]
                 flat_buf[(bf[:, None] + flat["maybe"][kc])[ok]] = True
         buf = flat_buf[:size].reshape(self._buffer_shape)
@@ -415,29 +425,34 @@ class CavityVolume:
         return origin + np.argwhere(mask) * self.step
 
     def _cavity_mask(self, xyz: np.ndarray):
+        """Cavity points (bool) on the region's block of the grid, the block's origin (nm) and its shape."""
         origin, shape, ilo, ihi, centre = self._grid(xyz)
+        inner = list(zip(ilo, ihi))
         occ = self._occupied(xyz, origin, shape)
-        free = ~occ  # probe-in centres
         if self.surface == "SES":
-            free = _grow(free, self.probe_in / self.step)
+            free = _grow(~occ, self.probe_in / self.step, crop=inner)  # probe-in swept space
+        else:
+            free = ~occ[ilo[0]:ihi[0], ilo[1]:ihi[1], ilo[2]:ihi[2]]  # probe-in centres
         occ_out = _grow(occ, (self.probe_out - self.probe_in) / self.step)
-        bulk = _grow(~occ_out, self.probe_out / self.step)
-        cavity = free & ~bulk
-        region = np.zeros_like(cavity)
-        region[ilo[0]:ihi[0], ilo[1]:ihi[1], ilo[2]:ihi[2]] = True
-        if centre is not None:
-            pts = origin + np.indices(cavity.shape).reshape(3, -1).T * self.step
-            region &= (((pts - centre) ** 2).sum(1) <= self.region.radius**2).reshape(cavity.shape)
+        m = int(np.floor(self.removal_distance / self.step))  # margin the removal step needs around the region
+        bulk = _grow(~occ_out, self.probe_out / self.step, crop=[(lo - m, hi + m) for lo, hi in inner])
+        # bulk block starts at max(0, ilo - m): index the region inside it
+        start = np.maximum(ilo - m, 0)
+        sl = tuple(slice(lo - s0, hi - s0) for (lo, hi), s0 in zip(inner, start))
+        cavity = free & ~bulk[sl]
         if self.removal_distance > 0:
-            cavity &= ~_grow(bulk, self.removal_distance / self.step)
-        cavity &= region
+            cavity &= ~_grow(bulk, self.removal_distance / self.step)[sl]
+        block_origin = origin + ilo * self.step
+        if centre is not None:
+            pts = block_origin + np.indices(cavity.shape).reshape(3, -1).T * self.step
+            cavity &= (((pts - centre) ** 2).sum(1) <= self.region.radius**2).reshape(cavity.shape)
         if self.volume_cutoff > 0 and cavity.any():
             labels, n = ndimage.label(cavity, structure=_STRUCTURE_26)
             sizes = np.bincount(labels.ravel(), minlength=n + 1)
             small = sizes * self.step**3 < self.volume_cutoff
             small[0] = True
             cavity = ~small[labels]
-        return cavity, origin, shape
+        return cavity, block_origin, cavity.shape
 
     def volume_frame(self, xyz: np.ndarray) -> float:
         """Cavity volume of one frame (n_atoms, 3) nm, in **nm³**."""
@@ -544,18 +559,25 @@ def lining_sasa(trajectory: Any, atoms: Sequence[int], probe_radius: float = 0.1
 
 
 def pocket_openness(trajectory: Any, region: PocketRegion, *, kind: str = "volume",
-                    groups: tuple[Sequence[int], Sequence[int]] | None = None, **volume_options: Any) -> np.ndarray:
-    """One openness value per frame, as a column ready for CV-anchored training (``cvs=`` of the estimator).
+                    groups: tuple[Sequence[int], Sequence[int]] | None = None, topology: Any | None = None,
+                    **volume_options: Any) -> np.ndarray:
+    """One openness value per frame, as a column ready for CV-anchored training.
+
+    Pass it as ``cvs=`` to :meth:`latentbias.LatentModelEstimator.fit_trajectories` with ``cv_dims=[k]``: latent
+    dimension k is then trained to reproduce the openness (in its units) and is differentiable through the encoder,
+    so it can be biased (``latentbias train --cv`` takes the same column from a file).
 
     Parameters
     ----------
-    trajectory : mdtraj.Trajectory
+    trajectory : mdtraj.Trajectory or array_like, shape=(n_frames, n_atoms, 3), nm
     region : PocketRegion
     kind : {"volume", "distance", "sasa"}
         ``"volume"``: cavity volume (nm³, :class:`CavityVolume`); ``"distance"``: centre-of-mass distance between
-        ``groups`` (nm); ``"sasa"``: SASA of the region's atoms (nm², residue regions only).
+        ``groups`` (nm); ``"sasa"``: SASA of the region's atoms (nm², residue regions and trajectories only).
     groups : (sequence of int, sequence of int), optional
         Atom groups for ``kind="distance"``.
+    topology : mdtraj.Topology, optional
+        Needed (for radii and masses) when ``trajectory`` is an array.
     **volume_options
         Passed to :class:`CavityVolume` (``step``, ``probe_in``, ...).
 
@@ -563,19 +585,53 @@ def pocket_openness(trajectory: Any, region: PocketRegion, *, kind: str = "volum
     -------
     numpy.ndarray, shape=(n_frames, 1)
     """
+    import mdtraj as md
+
+    if isinstance(trajectory, md.Trajectory):
+        topology = trajectory.topology
+    elif topology is None and kind != "distance":
+        raise ValueError("pass topology= when the frames are a plain array")
     if kind == "volume":
-        values = CavityVolume(region, atom_radii(trajectory.topology), **volume_options)(trajectory)
+        values = CavityVolume(region, atom_radii(topology), **volume_options)(trajectory)
     elif kind == "distance":
         if groups is None or len(groups) != 2:
             raise ValueError("kind='distance' needs groups=(atoms_a, atoms_b)")
+        if topology is not None and not isinstance(trajectory, md.Trajectory):
+            trajectory = md.Trajectory(_frames(trajectory), topology)
         values = group_distance(trajectory, groups[0], groups[1])
     elif kind == "sasa":
         if region.atoms is None:
             raise ValueError("kind='sasa' needs a residue region (PocketRegion.from_residues)")
+        if not isinstance(trajectory, md.Trajectory):
+            trajectory = md.Trajectory(_frames(trajectory), topology)
         values = lining_sasa(trajectory, region.atoms)
     else:
         raise ValueError(f"kind must be 'volume', 'distance' or 'sasa', got {kind!r}")
     return np.asarray(values, dtype=np.float64)[:, None]
+
+
+def anchor_agreement(latent: Any, openness: Any) -> dict[str, float]:
+    """Agreement of an anchored latent coordinate with the openness measure on (held-out) frames.
+
+    Parameters
+    ----------
+    latent, openness : array_like, shape=(n_frames,)
+        The anchored latent dimension (e.g. ``z[:, 0]``) and the measure on the same frames.
+
+    Returns
+    -------
+    dict
+        ``pearson``, ``spearman`` (correlations), ``rmse`` (in the measure's units) and ``n_frames``; JSON-ready,
+        e.g. for ``save_model(..., extra={"pocket_anchor": ...})``.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    z = np.asarray(latent, dtype=np.float64).ravel()
+    v = np.asarray(openness, dtype=np.float64).ravel()
+    if z.shape != v.shape or z.size < 3:
+        raise ValueError(f"latent and openness need the same number (>= 3) of frames, got {z.size} and {v.size}")
+    return {"pearson": float(pearsonr(z, v)[0]), "spearman": float(spearmanr(z, v)[0]),
+            "rmse": float(np.sqrt(np.mean((z - v) ** 2))), "n_frames": int(z.size)}
 
 
 # ------------------------------------------------------------------------------------------------------ PDB output
