@@ -335,7 +335,7 @@ class CavityVolume:
             tables = {}
             for name, sel in (("sure", d <= rho - eps), ("maybe", np.abs(d - rho) < eps)):
                 width = max(int(sel.sum(1).max()), 1)
-                table = np.zeros((len(fb), width, 3), dtype=np.int64)
+                table = np.zeros((len(fb), width, 3), dtype=np.int16)  # ~1 MB per radius class
                 valid = np.zeros((len(fb), width), dtype=bool)
                 for k in range(len(fb)):
                     rows = cube[sel[k]]
@@ -374,7 +374,7 @@ class CavityVolume:
             for tables in self._stencils:
                 flat = {}
                 for name, (table, valid) in tables.items():
-                    f = table @ strides
+                    f = table.astype(np.int64) @ strides
                     f[~valid] = size  # lands in the trash half of the buffer
                     flat[name] = f.astype(np.int32)
                 table, valid = tables["maybe"]
