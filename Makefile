@@ -13,6 +13,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --no-deps "pykvfinder==0.9.6"   # extra pocket-check: GPL-3 reference, tests only
 	$(PY) -c "import latentbias; print('latentbias', latentbias.__version__, 'imports fine')"
 	touch $(STAMP)
 
@@ -44,6 +45,7 @@ quickstart: install
 benchmark: install
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/native_overhead.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/pocket_measure.py
 
 # mutation testing of the physics modules with cosmic-ray (slow; not part of CI). Mutates sources IN PLACE, one
 # mutant at a time: run on a clean tree and leave it alone meanwhile. MUTATION_MODULES picks sessions from

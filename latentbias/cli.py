@@ -1,4 +1,4 @@
-"""Command-line interface: ``latentbias train``, ``run``, ``report`` and ``info`` (``latentbias CMD --help``).
+"""Command-line interface: ``latentbias train``, ``run``, ``report``, ``pocket`` and ``info`` (``latentbias CMD --help``).
 
 Examples
 --------
@@ -162,6 +162,63 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pocket(args: argparse.Namespace) -> int:
+    import mdtraj as md
+    import numpy as np
+
+    from .analysis.pockets import (CavityVolume, PocketRegion, atom_radii, group_distance, lining_sasa,
+                                   write_pocket_pdb)
+    from .io import write_csv
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+    try:
+        topology = md.load_topology(args.topology)
+    except Exception as exc:
+        raise SystemExit(f"error: cannot read topology {args.topology}: {exc}") from None
+    trajs = []
+    for path in args.traj:
+        try:
+            trajs.append(md.load(path, top=topology, stride=args.stride))
+        except Exception as exc:
+            raise SystemExit(f"error: cannot read trajectory {path} with topology {args.topology}: {exc}") from None
+    traj = trajs[0].join(trajs[1:]) if len(trajs) > 1 else trajs[0]
+    if (args.residues is None) == (args.selection is None):
+        raise SystemExit("error: name the pocket with --residues (PDB numbers) or --selection (mdtraj), not both")
+    region = PocketRegion.from_residues(topology, args.residues if args.residues is not None else args.selection,
+                                        padding=args.padding)
+    if not args.no_superpose:
+        traj.superpose(traj, 0, atom_indices=region.atoms)  # keeps the region box aligned with the pocket
+    measure = CavityVolume(region, atom_radii(topology), step=args.step, probe_in=args.probe_in,
+                           probe_out=args.probe_out, removal_distance=args.removal_distance,
+                           volume_cutoff=args.volume_cutoff)
+    volume = measure(traj)
+    columns = {"frame": np.arange(traj.n_frames), "time_ps": traj.time, "volume_nm3": volume,
+               "volume_A3": volume * 1000.0}
+    if args.groups:
+        try:
+            ga, gb = (topology.select(sel) for sel in args.groups)
+        except Exception as exc:
+            raise SystemExit(f"error: cannot parse --groups {args.groups}: {exc}") from None
+        columns["distance_nm"] = group_distance(traj, ga, gb)
+    if args.sasa:
+        columns["lining_sasa_nm2"] = lining_sasa(traj, region.atoms)
+    settings = ", ".join(f"{k}={v}" for k, v in measure.settings().items())
+    write_csv(out, list(columns), np.column_stack(list(columns.values())), overwrite=args.overwrite,
+              comment=f"latentbias pocket: {args.topology} {' '.join(args.traj)}; {settings}")
+    logger.info("wrote %s (%d frames; volume %.1f-%.1f A^3)", out, traj.n_frames, volume.min() * 1e3,
+                volume.max() * 1e3)
+    order = np.argsort(-volume, kind="stable")[: args.most_open]
+    for rank, frame in enumerate(order):
+        pdb = out.with_name(f"{out.stem}_open{rank + 1}_frame{frame}.pdb")
+        points = measure.cavity_points(traj.xyz[frame].astype(np.float64))
+        write_pocket_pdb(pdb, topology, traj.xyz[frame], points, overwrite=args.overwrite)
+        logger.info("wrote %s (%.1f A^3, %d cavity points as CAV pseudo-atoms)", pdb, volume[frame] * 1e3,
+                    len(points))
+    return 0
+
+
 def _estimator_defaults() -> dict[str, Any]:
     """The defaults of LatentModelEstimator's keyword arguments: one source for the CLI and the library."""
     from .training import LatentModelEstimator
@@ -237,6 +294,33 @@ def build_parser() -> argparse.ArgumentParser:
     remap.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     remap.add_argument("--output", "-o", required=True, help="model file to write (*.pt)")
     remap.set_defaults(func=_cmd_remap)
+
+    pocket = sub.add_parser("pocket", help="pocket openness per frame (cavity volume, optional distance/SASA) as "
+                                           "CSV, and the most open frames as PDB with cavity pseudo-atoms",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            description="Cavity volume of a pocket region per frame (KVFinder-style probe-in / "
+                                        "probe-out grid; latentbias.analysis.pockets). Lengths in nm.")
+    pocket.add_argument("topology", help="topology file mdtraj can read (PDB, prmtop, ...)")
+    pocket.add_argument("traj", nargs="+", help="trajectory files (DCD, XTC, PDB, ...)")
+    pocket.add_argument("--residues", type=int, nargs="+", help="pocket-lining residues (PDB numbers)")
+    pocket.add_argument("--selection", help="pocket-lining atoms as an mdtraj selection (instead of --residues)")
+    pocket.add_argument("--padding", type=float, default=0.0, help="added to the residues' box, nm")
+    pocket.add_argument("--step", type=float, default=0.06, help="grid spacing, nm")
+    pocket.add_argument("--probe-in", type=float, default=0.14, help="probe-in radius, nm")
+    pocket.add_argument("--probe-out", type=float, default=0.4, help="probe-out radius, nm")
+    pocket.add_argument("--removal-distance", type=float, default=0.24, help="removed cavity-bulk frontier, nm")
+    pocket.add_argument("--volume-cutoff", type=float, default=0.005, help="smallest cavity fragment kept, nm^3")
+    pocket.add_argument("--groups", nargs=2, metavar=("SEL_A", "SEL_B"),
+                        help="also the centre-of-mass distance between two mdtraj selections (distance_nm)")
+    pocket.add_argument("--sasa", action="store_true", help="also the SASA of the pocket-lining atoms (nm^2)")
+    pocket.add_argument("--most-open", type=int, default=3, help="write this many most open frames as PDB")
+    pocket.add_argument("--no-superpose", action="store_true",
+                        help="do not superpose frames on the pocket atoms first (the box is axis-aligned)")
+    pocket.add_argument("--stride", type=int, default=1, help="read every n-th frame")
+    pocket.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    pocket.add_argument("--output", "-o", default="pocket.csv",
+                        help="CSV to write; PDBs go next to it as <stem>_open<rank>_frame<i>.pdb")
+    pocket.set_defaults(func=_cmd_pocket)
 
     info = sub.add_parser("info", help="print a model file's metadata")
     info.add_argument("model")

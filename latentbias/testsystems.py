@@ -10,7 +10,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "alanine_dipeptide_vacuum"]
+__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "alanine_dipeptide_vacuum", "t4_lysozyme_l99a_files"]
 
 
 def _package_dir(name: str) -> Path:
@@ -31,6 +31,18 @@ def alanine_dipeptide_files() -> dict[str, Path]:
         "crd": folder / "alanine-dipeptide.crd",
         "pdb": folder / "alanine-dipeptide.pdb",
     }
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"openmmtools data files missing: {missing}")
+    return files
+
+
+def t4_lysozyme_l99a_files() -> dict[str, Path]:
+    """Paths of openmmtools' ``T4-lysozyme-L99A-implicit`` receptor (ligand-free, 2603 atoms, Amber): ``prmtop``,
+    ``crd`` and ``pdb``; ``complex_pdb`` holds the receptor with its p-xylene ligand."""
+    folder = _package_dir("openmmtools") / "data" / "T4-lysozyme-L99A-implicit"
+    files = {"prmtop": folder / "receptor.prmtop", "crd": folder / "receptor.crd", "pdb": folder / "receptor.pdb",
+             "complex_pdb": folder / "complex.pdb"}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"openmmtools data files missing: {missing}")
