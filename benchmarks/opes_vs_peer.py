@@ -144,7 +144,8 @@ def delta_f_from_frames(phi, logw):
     return float(-KT * (np.logaddexp.reduce(logw[a]) - np.logaddexp.reduce(logw[~a])))
 
 
-def run(code, seed, ns, out):
+def run(code, seed, ns, out=None):
+    """One run of ``code`` ("latent" or "peer"); returns (and writes to ``out``) its result dict."""
     folder = tempfile.mkdtemp()
     sampler = Latent(seed, folder) if code == "latent" else Peer(seed)
     pace = SETTINGS["pace"]
@@ -167,9 +168,11 @@ def run(code, seed, ns, out):
               "dF_bias": delta_f_from_bias(sampler.bias(), sampler.gamma()),
               "dF_rw": delta_f_from_frames(zs[start:, 0], logw), "checkpoints": checkpoints,
               "settings": SETTINGS}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v for k, v in result.items() if k != "checkpoints"}))
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k != "checkpoints"}))
+    return result
 
 
 def table(paths):

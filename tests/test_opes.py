@@ -202,10 +202,11 @@ def test_1d_double_well_opes_metad_short(tmp_path, seed):
 
 
 def test_1d_double_well_opes_explore_short(tmp_path):
-    """Default suite, OPES-explore: 250 000 steps. Tolerance: RMSE <= 1.5 kJ/mol (bias; explore converges more
-    slowly, JCTC 2022) and <= 1 kJ/mol (reweighting)."""
+    """Default suite, OPES-explore: 250 000 steps. Tolerance: RMSE <= 1 kJ/mol from reweighting, <= 2 kJ/mol from
+    the bias: F = −γ/(γ−1)·V estimates F through ln p^WT, whose noise γ (= 8 here) multiplies (JCTC 2022 recommends
+    the reweighted estimate in explore mode)."""
     rmse_bias, rmse_rw = run_1d(tmp_path, 3, 250_000, explore=True)
-    assert rmse_bias <= 1.5 and rmse_rw <= 1.0
+    assert rmse_rw <= 1.0 and rmse_bias <= 2.0, (rmse_bias, rmse_rw)
 
 
 @pytest.mark.slow
