@@ -4,16 +4,17 @@ Two variants (``explore=False``: OPES-METAD, Invernizzi & Parrinello, J. Phys. C
 ``explore=True``: OPES-explore, Invernizzi & Parrinello, J. Chem. Theory Comput. 18, 3988 (2022)). Notation:
 β = 1/kT, s = the biased latent components z, ΔE = ``barrier``.
 
-Bias (JPCL 2020 Eq. 7; JCTC 2022 Eq. 6)
+Bias (JPCL 2020, the OPES bias for the well-tempered target p^tg ∝ P^{1/γ}; JCTC 2022, its explore form)
 
 .. math:: V_n(s) = \frac{\alpha}{\beta}\,\ln\!\left(\frac{P_n(s)}{Z_n} + \epsilon\right),\qquad
           \alpha = 1 - 1/\gamma \;\text{(METAD)},\quad \alpha = \gamma - 1 \;\text{(explore)},
 
 with the bias factor γ = βΔE unless given, and ε = exp(−βΔE/α) so that the bias starts flat at −ΔE and never
-falls more than ΔE below its maximum (JPCL 2020 Eq. 8). ``Z_n = (1/K) Σ_k P_n(c_k)`` is the mean of the
-estimate over the K (compressed) kernel centres (JPCL 2020 Eq. 6, as in PLUMED).
+falls more than ΔE below its maximum (JPCL 2020, choice of ε; PLUMED's ``BARRIER``). ``Z_n = (1/K) Σ_k P_n(c_k)``
+is the mean of the estimate over the K (compressed) kernel centres (JPCL 2020's normalisation over the explored
+CV space; PLUMED's ``zed``).
 
-Probability estimate, kernels deposited every ``pace`` steps at s_t (JPCL 2020 Eqs. 4-5; JCTC 2022 Eq. 5):
+Probability estimate, kernels deposited every ``pace`` steps at s_t (JPCL 2020 reweighted KDE; JCTC 2022 plain KDE):
 
 * METAD: ``P_n(s) = Σ_t w_t G(s; s_t, σ_t) / Σ_t w_t`` with ``w_t = exp(βV_{t−1}(s_t))``: a reweighted estimate
   of the *unbiased* distribution; the sampled distribution converges to the well-tempered ``P^{1/γ}``.
@@ -32,7 +33,7 @@ deposit (unbiased) is multiplied by f once, exactly as PLUMED's ``OPESmetad.cpp`
 
 Kernel compression (JPCL 2020 SI): see :mod:`latentbias.bias.kernels` (``compressionThreshold``, in σ units).
 
-Free energy (JPCL 2020 Eq. 9 / JCTC 2022 Eq. 8): in both variants, once converged,
+Free energy (from the bias, both papers): in both variants, once converged,
 
 .. math:: F(s) = -\frac{1}{1 - 1/\gamma}\, V(s) + \text{const}
 
@@ -40,13 +41,16 @@ Free energy (JPCL 2020 Eq. 9 / JCTC 2022 Eq. 8): in both variants, once converge
 ``β (V_t(s_t) + W(s_t) − c(t))`` (W: edge walls), with ``c(t) = −kT ln⟨e^{−βV_t}⟩`` over the unbiased estimate
 ``P_n`` on the grid (METAD), or ``c(t) = kT ln⟨e^{βV_t}⟩`` over the sampled estimate ``p^WT_n`` (explore). The
 running estimate PLUMED prints, ``rct = kT ln(Σw / n)`` (with the fictitious first sample), is recorded too and
-available as a convergence diagnostic / alternative (:meth:`LatentOPES.getLogWeights`).
+available as a convergence diagnostic / alternative, and so is PLUMED's recommended ``REWEIGHT_BIAS`` weight βV_t
+(plain, valid once the bias is quasi-static; :meth:`LatentOPES.getLogWeights`).
 
 The bias is tabulated on the grid of the LatentVariables and applied through the same backend as
 :class:`~latentbias.bias.metadynamics.LatentMetadynamics` — the native fused ``LatentBiasForce`` (updated with
 ``setGridValues`` + ``updateParametersInContext``, no Context reinitialisation) when the plugin is built, else a
 CustomCVForce — with harmonic walls beyond non-periodic grid edges. The acting bias is the spline through the
-grid values (what the sampling feels, and what weights a kernel); the grid should resolve σ (≥ ~4 points per σ).
+grid values (what the sampling feels, and what weights a kernel; the walls do not enter kernel weights, so P_n
+estimates the wall-restricted distribution, which is the same inside the grid); keep the grid spacing no coarser
+than the shrunk σ (``getSigma()``).
 
 Multiple walkers (``biasDir`` + ``saveFrequency``): every walker writes its own kernels and weight sums to
 ``biasDir/opes_<walkerId>.npz`` (atomically) and adds the latest files of all other walkers to its estimate; the
@@ -482,9 +486,10 @@ class LatentOPES:
 
         Parameters
         ----------
-        method : {"ct", "rct", "final"}
+        method : {"ct", "rct", "bias", "final"}
             ``"ct"``: β(V_t(z_t) + W(z_t) − c(t)) with c(t) of the bias acting then; ``"rct"``: the same with PLUMED's
-            running rct; ``"final"``: β(V_final(z_t) + W(z_t)) with the final bias grid (linear interpolation),
+            running rct; ``"bias"``: β(V_t(z_t) + W(z_t)), PLUMED's ``REWEIGHT_BIAS`` (discard the early frames);
+            ``"final"``: β(V_final(z_t) + W(z_t)) with the final bias grid (linear interpolation),
             valid once the bias is quasi-static (discard the early frames).
 
         Returns
@@ -496,11 +501,13 @@ class LatentOPES:
             return rec["logweight"]
         if method == "rct":
             return (rec["bias_kjmol"] + rec["wall_kjmol"] - rec["rct_kjmol"]) / self._kt
+        if method == "bias":
+            return (rec["bias_kjmol"] + rec["wall_kjmol"]) / self._kt
         if method == "final":
             if len(rec["z"]) == 0:
                 return np.zeros(0)
             return (self.biasAt(rec["z"]) + rec["wall_kjmol"]) / self._kt
-        raise ValueError(f"method must be 'ct', 'rct' or 'final', got {method!r}")
+        raise ValueError(f"method must be 'ct', 'rct', 'bias' or 'final', got {method!r}")
 
     # ---------------------------------------------------------------------------------------- multiple walkers
 
