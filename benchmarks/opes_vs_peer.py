@@ -11,7 +11,7 @@ and grid. At equal simulated time each run reports ΔF = F(C7ax) − F(rest), C7
 Usage::
 
     python benchmarks/opes_vs_peer.py run latent 1 --ns 2 --out results/latent_1.json   # one run
-    python benchmarks/opes_vs_peer.py table results/*.json                              # side-by-side table
+    python benchmarks/opes_vs_peer.py table results/*.json [--at-ns 1]                  # side-by-side table
     python benchmarks/opes_vs_peer.py timing                                            # µs/step of both
 """
 
@@ -175,8 +175,22 @@ def run(code, seed, ns, out=None):
     return result
 
 
-def table(paths):
+def table(paths, at_ns=None):
+    """Side-by-side table; with ``at_ns`` every run's dF_bias is taken at that simulated time (its checkpoints),
+    and dF_rw only from runs that ended there."""
     rows = [json.loads(Path(p).read_text()) for p in paths]
+    if at_ns is not None:
+        kept = []
+        for r in rows:
+            hit = [c for c in r["checkpoints"] if abs(c["ns"] - at_ns) < 1e-6]
+            if not hit:
+                continue
+            r = dict(r, dF_bias=hit[0]["dF_bias"])
+            if abs(r["ns"] - at_ns) > 1e-6:
+                r["dF_rw"] = float("nan")
+            r["ns"] = at_ns
+            kept.append(r)
+        rows = kept
     print(f"{'code':<24}{'seed':>5}{'ns':>6}{'dF_bias':>10}{'dF_rw':>10}{'kernels':>9}{'us/step':>10}{'wall_s':>9}")
     for r in sorted(rows, key=lambda r: (r["code"], r["seed"])):
         print(f"{r['name']:<24}{r['seed']:>5}{r['ns']:>6.1f}{r['dF_bias']:>10.2f}{r['dF_rw']:>10.2f}{r['kernels']:>9d}"
@@ -186,12 +200,15 @@ def table(paths):
     for code in sorted({r["code"] for r in rows}):
         sel = [r for r in rows if r["code"] == code]
         for key in ("dF_bias", "dF_rw"):
-            x = np.array([r[key] for r in sel])
-            summary[(code, key)] = (x.mean(), x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan"))
-            print(f"{sel[0]['name']:<24} {key:<8} mean {x.mean():6.2f}  sd {x.std(ddof=1) if len(x) > 1 else float('nan'):5.2f}"
-                  f"  sem {summary[(code, key)][1]:5.2f}  (n={len(x)})")
-    if {"latent", "peer"} <= {r["code"] for r in rows}:
-        for key in ("dF_bias", "dF_rw"):
+            x = np.array([r[key] for r in sel if np.isfinite(r[key])])
+            if len(x) == 0:
+                continue
+            sd = x.std(ddof=1) if len(x) > 1 else float("nan")
+            summary[(code, key)] = (x.mean(), sd / math.sqrt(len(x)))
+            print(f"{sel[0]['name']:<24} {key:<8} mean {x.mean():6.2f}  sd {sd:5.2f}  sem {summary[(code, key)][1]:5.2f}"
+                  f"  (n={len(x)})")
+    for key in ("dF_bias", "dF_rw"):
+        if ("latent", key) in summary and ("peer", key) in summary:
             (a, ea), (b, eb) = summary[("latent", key)], summary[("peer", key)]
             print(f"difference latent - peer, {key}: {a - b:+.2f} +- {math.hypot(ea, eb):.2f} kJ/mol")
 
@@ -235,13 +252,14 @@ def main(argv=None):
     r.add_argument("--out", required=True)
     t = sub.add_parser("table")
     t.add_argument("paths", nargs="+")
+    t.add_argument("--at-ns", type=float, default=None, help="compare dF_bias at this simulated time (checkpoints)")
     tm = sub.add_parser("timing")
     tm.add_argument("--steps", type=int, default=20_000)
     a = p.parse_args(argv)
     if a.cmd == "run":
         run(a.code, a.seed, a.ns, a.out)
     elif a.cmd == "table":
-        table(a.paths)
+        table(a.paths, a.at_ns)
     else:
         timing(a.steps)
 
