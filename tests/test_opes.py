@@ -112,6 +112,32 @@ def test_bias_follows_the_opes_formula(tmp_path, explore):
     assert opes.getSigma()[0] < 0.05
 
 
+def test_three_latent_dimensions_formula_and_forces(tmp_path):
+    """d = 3 (native backend when built): V on the grid equals the independent formula and the
+    forces match central differences."""
+    model = identity_model(tmp_path / "xyz.pt", 1, 3)
+    system = particle_system("10*(4*x^2-1)^2 + 20*(y^2+z^2)")
+    variables = [LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=31), LatentVariable(1, -1.0, 1.0, 0.1, gridWidth=25),
+                 LatentVariable(2, -1.0, 1.0, 0.1, gridWidth=21)]
+    opes = LatentOPES(system, model, variables, 300.0, barrier=15.0, pace=50, compressionThreshold=0.5)
+    sim = particle_simulation(system, [-0.5, 0.0, 0.0], seed=3)
+    opes.step(sim, 2000)
+    k = opes.kde
+    c, s, w = k.all_centers, k.all_sigmas, k.all_weights
+    axes = np.meshgrid(*opes.getGridAxes(), indexing="ij")
+    pts = np.stack([a.ravel() for a in axes], axis=1)
+
+    def p(points):
+        g = np.exp(-0.5 * np.sum(((points[:, None, :] - c[None]) / s[None]) ** 2, axis=2))
+        return g @ (w / np.prod(np.sqrt(2 * np.pi) * s, axis=1)) / w.sum()
+
+    alpha = 1 - 1 / opes.biasFactor
+    expected = alpha * KT * np.log(p(pts) / np.mean(p(c)) + np.exp(-15.0 / (alpha * KT)))
+    np.testing.assert_allclose(opes.getBias().ravel(), expected, rtol=0, atol=1e-9)
+    group = 1 << opes.backend.force_group
+    check_finite_differences(sim.context, np.array([[-0.45, 0.05, -0.03]]), group, h=1e-6, rtol=1e-4)
+
+
 def test_records_file_and_units(tmp_path):
     opes, sim = make_1d(tmp_path, recordFile=tmp_path / "kernels.csv")
     opes.step(sim, 3000)
