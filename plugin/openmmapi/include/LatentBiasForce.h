@@ -89,6 +89,32 @@ public:
     }
     /** Declare the size of z the model returns (checked at every evaluation). */
     void setModelLatentDim(int latentDim);
+    /**
+     * Whether the model file carries a native description (latentbias_native.json, written by
+     * latentbias.save_model for its own models): then the model can be evaluated without libtorch.
+     */
+    bool hasNativeDescription() const {
+        return nativeDescription;
+    }
+    /**
+     * Choose how the model is evaluated: "native" (the plugin's own C++ forward/backward from the native
+     * description, double precision, no libtorch), "torch" (the TorchScript code through libtorch), or "auto"
+     * (default: native when the model has a description, torch otherwise). Takes effect in new Contexts.
+     *
+     * @throws OpenMMException for another value, or "native" when the model has no native description
+     */
+    void setEvaluationPath(const std::string& path);
+    /** The requested evaluation path ("auto", "native" or "torch"). */
+    const std::string& getEvaluationPath() const {
+        return evaluationPath;
+    }
+    /** The path "auto" resolves to for this model: "native" or "torch". */
+    std::string getResolvedEvaluationPath() const;
+    /**
+     * The path the kernel in `context` actually uses ("native" or "torch"): with "auto", a platform without a
+     * native kernel evaluates described models through libtorch.
+     */
+    std::string getEvaluationPathInContext(OpenMM::Context& context) const;
     /** Whether the periodic box vectors are passed to the model as its second argument (default false). */
     void setUsesPeriodicBoundaryConditions(bool periodic);
     bool usesPeriodicBoundaryConditions() const override;
@@ -229,8 +255,9 @@ private:
     void setModelData(const std::string& data);
     void checkComponent(int component) const;
     std::vector<std::pair<std::string, double> > getGlobalParameters() const;
-    std::string file, modelData, metadata;
+    std::string file, modelData, metadata, evaluationPath;
     int modelNumAtoms, modelLatentDim;
+    bool nativeDescription;
     bool usePeriodic;
     std::vector<GridDimension> gridDims;
     std::vector<double> gridValues;
