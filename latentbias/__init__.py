@@ -50,6 +50,7 @@ __all__ = [
     "Standardizer",
     "TrainingResult",
     "backbone_dihedral_atoms",
+    "check_platform",
     "chi_dihedral_atoms",
     "latent_component_force",
     "latent_cv_forces",

@@ -231,7 +231,10 @@ class Campaign:
         integrator = openmm.LangevinMiddleIntegrator(m.temperature * unit.kelvin, m.friction / unit.picosecond,
                                                      m.timestep * unit.femtosecond)
         integrator.setRandomNumberSeed(seed)
+        from ..platforms import check_platform
+
         platform = openmm.Platform.getPlatformByName(m.platform)
+        check_platform(system, platform)  # refuse a route that would crash the process, before the Context exists
         _, topology, _ = self._system()
         return app.Simulation(topology, system, integrator, platform, dict(m.platform_properties))
 
