@@ -32,6 +32,7 @@ from .models import MLP, FeatureAutoencoder, LatentModel  # noqa: E402
 from .training import LatentModelEstimator, TrainingResult  # noqa: E402
 from .export import LatentModelFile, load_model, save_model  # noqa: E402
 from .forces import latent_component_force, latent_cv_forces, latent_vector_module  # noqa: E402
+from .platforms import check_platform  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

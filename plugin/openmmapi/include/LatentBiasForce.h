@@ -40,8 +40,12 @@ namespace LatentBiasPlugin {
  *   force constant k are global parameters of the Context (Context::setParameter moves an umbrella window or
  *   steers without reinitialising).
  *
- * Forces: z is computed with positions requiring gradients, V and dV/dz are computed in double precision, and a
- * single vector-Jacobian product (z.backward(dV/dz)) gives dV/dx, whatever the number of biased dimensions.
+ * Forces: z is computed once, V and dV/dz are computed in double precision, and a single vector-Jacobian product
+ * gives dV/dx, whatever the number of biased dimensions. Two evaluation paths (setEvaluationPath): "native" — the
+ * plugin's own C++ forward and analytic backward pass built from the model file's native description
+ * (latentbias_native.json, written by latentbias.save_model; Reference/CPU platforms), no libtorch per step — and
+ * "torch" — the TorchScript code through libtorch (z.backward(dV/dz)); "auto" (default) takes the native path when
+ * the model has a description and the platform a native kernel.
  *
  * The model bytes are stored in the force, so it serializes (XmlSerializer) with the model embedded.
  */

@@ -589,11 +589,19 @@ void LatentBiasNativeModel::forward(const double* positions, const double* box, 
         const double* W = parameters.data() + l.weightStart;
         const double* bias = parameters.data() + l.biasStart;
         for (int o = 0; o < l.numOutputs; o++) {
-            double sum = 0.0;
+            // four independent partial sums: the compiler keeps them in vector registers (no reassociation needed)
             const double* row = W + (size_t) o * l.numInputs;
-            for (int i = 0; i < l.numInputs; i++)
-                sum += row[i] * in[i];
-            pre[o] = sum + bias[o];
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+            int i = 0;
+            for (; i + 4 <= l.numInputs; i += 4) {
+                s0 += row[i] * in[i];
+                s1 += row[i + 1] * in[i + 1];
+                s2 += row[i + 2] * in[i + 2];
+                s3 += row[i + 3] * in[i + 3];
+            }
+            for (; i < l.numInputs; i++)
+                s0 += row[i] * in[i];
+            pre[o] = ((s0 + s1) + (s2 + s3)) + bias[o];
             post[o] = activate(l.activation, pre[o]);
         }
         in = post;
