@@ -73,6 +73,15 @@ def _check_force(force: Any, platform: Any, where: str) -> None:
         if not platform.supportsKernels(["CalcTorchForce"]):
             raise ValueError(f"{where} is an openmm-torch TorchForce but the {name} platform has no TorchForce "
                              "kernel; use the CPU or Reference platform (or CUDA with openmmtorch[cuda12])")
+        if name == "CPU":
+            import torch
+
+            if torch.get_num_threads() > 1:
+                logger.warning(
+                    "%s is an openmm-torch TorchForce on the CPU platform and libtorch uses %d threads: they compete "
+                    "with OpenMM's threads for the same cores (villin in water: +12-20 ms/step against < 1 ms with "
+                    "one thread); call torch.set_num_threads(1) before running. (LatentBiasForce does this itself.)",
+                    where, torch.get_num_threads())
         return
     lbf = _latent_bias_force(force)
     if lbf is not None:

@@ -375,7 +375,7 @@ class FakePlatform:
         return self.kernels
 
 
-def test_check_platform_refuses_routes_that_cannot_run(tmp_path, ala2, frames):
+def test_check_platform_refuses_routes_that_cannot_run(tmp_path, ala2, frames, caplog):
     openmmtorch = pytest.importorskip("openmmtorch")
     _, top, xyz = ala2
     path = export(tmp_path / "d.pt", featurizer("distances", top, xyz), top.n_atoms, frames)
@@ -385,6 +385,18 @@ def test_check_platform_refuses_routes_that_cannot_run(tmp_path, ala2, frames):
     cv = openmm.CustomCVForce("2*z")
     cv.addCollectiveVariable("z", openmmtorch.TorchForce(str(path)))
     cv_system.addForce(cv)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with caplog.at_level(logging.WARNING, logger="latentbias.platforms"):
+            check_platform(torch_system, "CPU")
+        assert "torch.set_num_threads(1)" in caplog.text
+        torch.set_num_threads(1)
+        caplog.clear()
+        check_platform(torch_system, "CPU")
+        assert "set_num_threads" not in caplog.text
+    finally:
+        torch.set_num_threads(threads)
     for system in (torch_system, cv_system):
         check_platform(system, "Reference")
         check_platform(system, openmm.Platform.getPlatformByName("CPU"))
@@ -401,3 +413,47 @@ def test_check_platform_refuses_routes_that_cannot_run(tmp_path, ala2, frames):
         check_platform(lbf_system, FakePlatform("CUDA"))
     with pytest.raises(ValueError, match="unknown OpenMM platform 'Vulkan'"):
         check_platform(lbf_system, "Vulkan")
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_native_equals_torchscript_protein_in_water_across_the_boundary(tmp_path, platform):
+    """Villin HP35 in its water box (openmm's test.pdb, 8867 atoms): a model on CA distances, backbone dihedrals and
+    aligned CA coordinates, with the protein translated so that it straddles a face of the box and every atom
+    wrapped back into the box (the protein is split). Native and TorchScript z/E/F agree to 1e-9."""
+    import os
+
+    import mdtraj as md
+    from openmm import app
+
+    pdb = app.PDBFile(os.path.join(os.path.dirname(app.__file__), "data", "test.pdb"))
+    top = md.Topology.from_openmm(pdb.topology)
+    xyz = np.asarray(pdb.getPositions(asNumpy=True)._value)
+    box = np.array([list(v._value if hasattr(v, "_value") else v) for v in pdb.topology.getPeriodicBoxVectors()])
+    ca = top.select("name CA")
+    protein = top.select("protein")
+    # make the protein whole, centred on the box's upper x face
+    feat = lb.Concatenate([lb.Distances.from_selection(top, ca[::3]), lb.Dihedrals.backbone(top),
+                           lb.AlignedCoordinates.from_selection(top, ca, xyz)])
+    rng = np.random.default_rng(4)
+    frames = xyz[None] + 0.02 * rng.standard_normal((12,) + xyz.shape)
+    path = export(tmp_path / "villin.pt", feat, top.n_atoms, frames, activation="gelu")
+    shifted = xyz + (np.array([box[0, 0], 0.5 * box[1, 1], 0.5 * box[2, 2]]) - xyz[protein].mean(0))
+    wrapped_all = shifted - np.floor(shifted / np.diag(box)) * np.diag(box)
+    assert np.ptp(wrapped_all[ca, 0]) > 0.5 * box[0, 0]  # the protein is split across the x face
+    data = path.read_bytes()
+    z_ref = lb.load_model(path).encode(xyz, box)
+    out = {}
+    for evaluation in ("native", "torch"):
+        system = bare_system(top.n_atoms)
+        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+        force = native.load().LatentBiasForce.fromModelData(data)
+        force.setUsesPeriodicBoundaryConditions(True)
+        force.setEvaluationPath(evaluation)
+        for c in range(3):
+            force.addRestraint(c, "", float(z_ref[c]) + 0.4, "", 60.0)
+        system.addForce(force)
+        ctx, _ = make_context(system, wrapped_all, platform)
+        e, f = energy_and_forces(ctx)
+        out[evaluation] = (np.array(force.getLastLatentValues(ctx)), e, f)
+    np.testing.assert_allclose(out["native"][0], z_ref, rtol=0, atol=1e-9 * np.abs(z_ref).max())  # whole == split
+    assert_paths_agree(out)
