@@ -31,7 +31,9 @@ TIMESTEP = 2 * unit.femtosecond
 def make_simulation(system, topology, positions, seed):
     integrator = openmm.LangevinMiddleIntegrator(TEMPERATURE, 1 / unit.picosecond, TIMESTEP)
     integrator.setRandomNumberSeed(seed)
-    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    platform = openmm.Platform.getPlatformByName("Reference")
+    lb.check_platform(system, platform)  # a route that cannot run raises here, before any Context exists
+    sim = app.Simulation(topology, system, integrator, platform)
     sim.context.setPositions(positions)
     sim.context.setVelocitiesToTemperature(TEMPERATURE, seed)
     return sim

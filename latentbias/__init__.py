@@ -34,6 +34,7 @@ from .export import LatentModelFile, load_model, save_model  # noqa: E402
 from .forces import latent_component_force, latent_cv_forces, latent_vector_module  # noqa: E402
 from .reporters import LatentReporter  # noqa: E402
 from .remap import remap_model  # noqa: E402
+from .platforms import check_platform  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -53,6 +54,7 @@ __all__ = [
     "Standardizer",
     "TrainingResult",
     "backbone_dihedral_atoms",
+    "check_platform",
     "chi_dihedral_atoms",
     "latent_component_force",
     "latent_cv_forces",

@@ -31,6 +31,7 @@ import torch
 
 from .io import atomic_write_bytes
 from .models import LatentModel
+from .native_description import NATIVE_NAME, describe_model, is_native_entry, validate_description
 from .validation import ensure_box, ensure_positions
 
 logger = logging.getLogger(__name__)
@@ -180,22 +181,30 @@ def save_model(
     metadata = build_metadata(model, dtype, training, extra)
     if z_range is not None:
         metadata["z_range"] = {k: [float(x) for x in v] for k, v in z_range.items()}
-    write_scripted_model(encoder, path, metadata)
-    logger.info("saved latent model (d=%d, %d atoms) to %s", model.latent_dim, model.n_atoms, path)
+    native = describe_model(encoder, model.n_atoms, model.latent_dim)
+    metadata["native_description"] = NATIVE_NAME if native is not None else None
+    write_scripted_model(encoder, path, metadata, native)
+    logger.info("saved latent model (d=%d, %d atoms, native description: %s) to %s", model.latent_dim, model.n_atoms,
+                "yes" if native is not None else "no", path)
     return path
 
 
-def write_scripted_model(module: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
-    """Script ``module`` and write it with ``metadata`` (checksums added) to ``path`` atomically."""
+def write_scripted_model(module: torch.nn.Module, path: Path, metadata: dict[str, Any],
+                         native: dict[str, bytes] | None = None) -> None:
+    """Script ``module`` and write it with ``metadata`` (checksums added) and the optional native description
+    files to ``path`` atomically."""
     for p in module.parameters():
         p.requires_grad_(False)
     scripted = script_module(module)
-    atomic_write_bytes(path, _archive_with_checksums(scripted, metadata))
+    atomic_write_bytes(path, _archive_with_checksums(scripted, metadata, native))
 
 
-def _archive(scripted: torch.jit.ScriptModule, metadata: dict[str, Any]) -> bytes:
+def _archive(scripted: torch.jit.ScriptModule, metadata: dict[str, Any], native: dict[str, bytes] | None) -> bytes:
+    """TorchScript archive with the metadata and the native description's files (if any) as extra files."""
     buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer, _extra_files={METADATA_NAME: json.dumps(metadata)})
+    extra: dict[str, Any] = {METADATA_NAME: json.dumps(metadata)}
+    extra.update(native or {})
+    torch.jit.save(scripted, buffer, _extra_files=extra)
     return buffer.getvalue()
 
 
@@ -220,13 +229,15 @@ def _content_digest(archive: bytes) -> str:
     return h.hexdigest()
 
 
-def _archive_with_checksums(scripted: torch.jit.ScriptModule, metadata: dict[str, Any]) -> bytes:
+def _archive_with_checksums(scripted: torch.jit.ScriptModule, metadata: dict[str, Any],
+                            native: dict[str, bytes] | None = None) -> bytes:
     """The archive bytes with ``metadata[CHECKSUM_KEY]`` describing them (the code and weights are written twice;
-    their bytes do not depend on the metadata, which is verified)."""
+    their bytes do not depend on the metadata, which is verified). The native description's files are archive
+    entries like the weights, so ``content_sha256`` covers them."""
     metadata = {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}
-    content = _content_digest(_archive(scripted, metadata))
+    content = _content_digest(_archive(scripted, metadata, native))
     metadata[CHECKSUM_KEY] = {"content_sha256": content, "metadata_sha256": _metadata_digest(metadata)}
-    data = _archive(scripted, metadata)
+    data = _archive(scripted, metadata, native)
     if _content_digest(data) != content:  # pragma: no cover - torch.jit.save is deterministic for one module
         raise ExportError("torch.jit.save wrote different bytes for the same module twice; cannot checksum the file")
     return data
@@ -234,17 +245,23 @@ def _archive_with_checksums(scripted: torch.jit.ScriptModule, metadata: dict[str
 
 def archive_bytes(model: "LatentModelFile") -> bytes:
     """A loaded model as the bytes of a model file (TorchScript archive, metadata and fresh checksums)."""
-    return _archive_with_checksums(model.module, model.metadata)
+    return _archive_with_checksums(model.module, model.metadata, model.native_files)
 
 
-def _read_verified(path: Path) -> tuple[bytes, dict[str, Any]]:
-    """The bytes and metadata of a model file, its checksums verified (format 2) before any code is loaded."""
+def _read_verified(path: Path) -> tuple[bytes, dict[str, Any], dict[str, bytes] | None]:
+    """The bytes, metadata and native-description files (None when absent) of a model file, its checksums verified
+    (format 2) before any code is loaded."""
     data = path.read_bytes()
     fix = "re-export the model (latentbias.save_model / `latentbias train`) or restore the file from a copy"
+    native: dict[str, bytes] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = [n for n in zf.namelist() if n.split("/", 1)[-1] == f"extra/{METADATA_NAME}"]
             raw = zf.read(names[0]) if names else b""
+            for n in zf.namelist():
+                entry = n.split("/", 1)[-1]
+                if entry.startswith("extra/") and is_native_entry(entry[len("extra/"):]):
+                    native[entry[len("extra/"):]] = zf.read(n)
         content = _content_digest(data)
     except Exception as exc:  # zipfile raises BadZipFile, zlib.error, EOFError, NotImplementedError, ...
         raise ValueError(f"{path} is not a TorchScript file, or a corrupt one ({type(exc).__name__}: {exc}); "
@@ -270,7 +287,9 @@ def _read_verified(path: Path) -> tuple[bytes, dict[str, Any]]:
                              f"file is corrupt or was edited); {fix}")
     else:
         logger.debug("%s: model format %s carries no checksums", path, metadata.get("format_version"))
-    return data, metadata
+    if native and NATIVE_NAME not in native:
+        raise ValueError(f"{path}: it has native-description arrays but no {NATIVE_NAME}; {fix}")
+    return data, metadata, (native or None)
 
 
 def save_cv_module(
@@ -355,6 +374,12 @@ class LatentModelFile:
     module: torch.jit.ScriptModule
     metadata: dict[str, Any]
     path: Path | None = None
+    native_files: dict[str, bytes] | None = None
+
+    @property
+    def has_native_description(self) -> bool:
+        """Whether the file carries a native description (see :mod:`latentbias.native_description`)."""
+        return self.native_files is not None
 
     @property
     def n_atoms(self) -> int:
@@ -419,7 +444,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentMode
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
-    data, metadata = _read_verified(path)
+    data, metadata, native = _read_verified(path)
     if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{path} uses model format {metadata['format_version']}; this latentbias reads up to {FORMAT_VERSION}. "
@@ -432,7 +457,12 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentMode
             f"{path} is not a loadable TorchScript file ({type(exc).__name__}: {str(exc).strip()}); export models "
             "with latentbias.save_model or `latentbias train`"
         ) from exc
-    model = LatentModelFile(module=module, metadata=metadata, path=path)
+    if native is not None:
+        doc = validate_description(native, where=str(path))
+        if doc["n_atoms"] != int(metadata["n_atoms"]) or doc["latent_dim"] != int(metadata["latent_dim"]):
+            raise ValueError(f"{path}: its native description does not match its metadata (n_atoms/latent_dim); "
+                             "re-export the model with latentbias.save_model")
+    model = LatentModelFile(module=module, metadata=metadata, path=path, native_files=native)
     check_model_output(model)
     return model
 

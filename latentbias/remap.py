@@ -148,6 +148,7 @@ def remap_model(
     metadata = dict(src_model.metadata)
     metadata["n_atoms"] = int(dst.n_atoms)
     metadata["atom_indices"] = [int(mapping[i]) for i in src_model.atom_indices]
+    metadata["native_description"] = None  # the gather is not described: the remapped model runs through libtorch
     metadata["extra"] = dict(metadata.get("extra") or {})
     metadata["extra"]["remapped_from"] = {
         "file": str(src_model.path) if src_model.path else None,

@@ -18,6 +18,7 @@ one energy-only (forward) evaluation of the force group and reuses it for :meth:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -28,7 +29,34 @@ from ..forces import as_model_file
 from .backends import GridBiasBackend, free_force_group
 from .grid import BiasGrid
 
-__all__ = ["FusedBackend", "fused_restraint_force", "model_bytes", "native_restraint_force"]
+__all__ = [
+    "EVALUATION_PATHS",
+    "EVALUATION_PATH_ENV",
+    "FusedBackend",
+    "fused_restraint_force",
+    "model_bytes",
+    "native_restraint_force",
+    "resolve_evaluation_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How a LatentBiasForce evaluates its model: ``"native"`` (the plugin's C++ evaluator of the model's native
+#: description, no libtorch on the per-step path), ``"torch"`` (the TorchScript code through libtorch) or ``"auto"``
+#: (native for models that carry a description, i.e. those exported by :func:`latentbias.save_model`; torch for
+#: any other TorchScript model, and on platforms without a native kernel).
+EVALUATION_PATHS = ("auto", "native", "torch")
+#: Environment variable giving the default evaluation path (e.g. ``LATENTBIAS_EVALUATION_PATH=torch`` to compare).
+EVALUATION_PATH_ENV = "LATENTBIAS_EVALUATION_PATH"
+
+
+def resolve_evaluation_path(evaluation_path: str | None) -> str:
+    """The requested path: ``evaluation_path``, else ``$LATENTBIAS_EVALUATION_PATH``, else ``"auto"`` (validated)."""
+    path = evaluation_path if evaluation_path is not None else os.environ.get(EVALUATION_PATH_ENV, "auto")
+    if path not in EVALUATION_PATHS:
+        source = "evaluation_path" if evaluation_path is not None else f"${EVALUATION_PATH_ENV}"
+        raise ValueError(f"{source} must be one of {EVALUATION_PATHS}, got {path!r}")
+    return path
 
 
 def model_bytes(model: LatentModelFile) -> bytes:
@@ -38,12 +66,28 @@ def model_bytes(model: LatentModelFile) -> bytes:
     return archive_bytes(model)
 
 
-def _new_force(model: LatentModelFile, system: Any):
+def _new_force(model: LatentModelFile, system: Any, evaluation_path: str | None = None):
     from .. import native
 
+    path = resolve_evaluation_path(evaluation_path)
     module = native.load()
     force = module.LatentBiasForce.fromModelData(model_bytes(model))
     force.setUsesPeriodicBoundaryConditions(bool(system.usesPeriodicBoundaryConditions()))
+    where = str(model.path) if model.path is not None else "the model"
+    if path == "native" and not force.hasNativeDescription():
+        raise ValueError(
+            f"evaluation_path='native' but {where} has no native description (only models exported by "
+            "latentbias.save_model with latentbias featurizers, Standardizer and an MLP carry one); use 'auto' or "
+            "'torch'"
+        )
+    force.setEvaluationPath(path)
+    resolved = force.getResolvedEvaluationPath()
+    logger.info(
+        "LatentBiasForce for %s: %s evaluation path (%s)", where, resolved,
+        "C++ forward/backward of the native description, float64" if resolved == "native"
+        else "TorchScript through libtorch; single-threaded on the CPU platform" + (
+            "" if path == "torch" else ", the model has no native description"),
+    )
     return force
 
 
@@ -71,6 +115,9 @@ class FusedBackend(GridBiasBackend):
         kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
     force_group : int, optional
         Default: the highest free force group.
+    evaluation_path : {"auto", "native", "torch"}, optional
+        How the force evaluates the model (see :data:`EVALUATION_PATHS`); default ``$LATENTBIAS_EVALUATION_PATH``
+        or ``"auto"``. ``force.getEvaluationPathInContext(context)`` tells which one a Context uses.
 
     Raises
     ------
@@ -87,6 +134,7 @@ class FusedBackend(GridBiasBackend):
         grid: BiasGrid,
         wall_force_constant: float = 1000.0,
         force_group: int | None = None,
+        evaluation_path: str | None = None,
     ):
         mf = as_model_file(model)
         mf.check_system(system)
@@ -97,7 +145,7 @@ class FusedBackend(GridBiasBackend):
         self.model = mf
         self.grid = grid
         self.wall_force_constant = float(wall_force_constant)
-        self.force = _new_force(mf, system)
+        self.force = _new_force(mf, system, evaluation_path)
         for v in grid.variables:
             self.force.addGridDimension(int(v.index), float(v.minValue), float(v.maxValue), int(v.gridWidth),
                                         bool(v.periodic))
@@ -161,6 +209,7 @@ def fused_restraint_force(
     prefix: str = "latent_",
     force_group: int | None = 30,
     add_to_system: bool = True,
+    evaluation_path: str | None = None,
 ):
     """Restraint-only ``LatentBiasForce`` with the parameters and energy of :class:`LatentRestraint`.
 
@@ -184,6 +233,8 @@ def fused_restraint_force(
     prefix : str
     force_group : int, optional
     add_to_system : bool
+    evaluation_path : {"auto", "native", "torch"}, optional
+        See :class:`FusedBackend`.
 
     Returns
     -------
@@ -193,12 +244,13 @@ def fused_restraint_force(
 
     return LatentRestraint(model, system, centers, force_constants, dims=dims, lower_walls=lower_walls,
                            upper_walls=upper_walls, wall_force_constant=wall_force_constant, prefix=prefix,
-                           force_group=force_group, add_to_system=add_to_system, backend="native").force
+                           force_group=force_group, add_to_system=add_to_system, backend="native",
+                           evaluation_path=evaluation_path).force
 
 
-def native_restraint_force(restraint: Any, system: Any, force_group: int | None):
+def native_restraint_force(restraint: Any, system: Any, force_group: int | None, evaluation_path: str | None = None):
     """The LatentBiasForce of a validated :class:`LatentRestraint` (its dims, centres, constants, walls, periods)."""
-    force = _new_force(restraint.model, system)
+    force = _new_force(restraint.model, system, evaluation_path)
     for i, comp in enumerate(restraint.dims):
         force.addRestraint(comp, restraint.center_name(i), float(restraint.centers[i]), restraint.force_constant_name(i),
                            float(restraint.force_constants[i]), float(restraint.period[i]),

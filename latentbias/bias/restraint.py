@@ -154,6 +154,9 @@ class LatentRestraint:
         ``"native"``: the fused ``LatentBiasForce`` plugin; ``"torchforce"``: an openmm-torch TorchForce;
         ``"auto"`` (default): native when the plugin is built. Both evaluate the encoder once per step and give
         the same energies, forces and global parameters.
+    evaluation_path : {"auto", "native", "torch"}, optional
+        With the native backend: how the LatentBiasForce evaluates the model
+        (:data:`latentbias.bias.fused.EVALUATION_PATHS`).
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class LatentRestraint:
         force_group: int | None = 30,
         add_to_system: bool = True,
         backend: str = "auto",
+        evaluation_path: str | None = None,
     ):
         from .. import native
 
@@ -203,7 +207,7 @@ class LatentRestraint:
         if self.backend == "native":
             from .fused import native_restraint_force
 
-            self.force = native_restraint_force(self, system, force_group)
+            self.force = native_restraint_force(self, system, force_group, evaluation_path)
         else:
             self.force = self._torch_force(system, force_group)
         if add_to_system:

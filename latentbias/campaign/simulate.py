@@ -42,6 +42,7 @@ def make_simulation(campaign: Campaign, system: Any, seed: int) -> Any:
                                                  m.timestep * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     platform = openmm.Platform.getPlatformByName(m.platform)
+    check_platform(system, platform)  # refuse a route that would crash the process, before the Context exists
     return app.Simulation(campaign.system()[1], system, integrator, platform, dict(m.platform_properties))
 
 

@@ -94,6 +94,11 @@ public:
     int getModelNumAtoms() const;
     int getModelLatentDim() const;
     void setModelLatentDim(int latentDim);
+    bool hasNativeDescription() const;
+    void setEvaluationPath(const std::string& path);
+    const std::string& getEvaluationPath() const;
+    std::string getResolvedEvaluationPath() const;
+    std::string getEvaluationPathInContext(OpenMM::Context& context) const;
     void setUsesPeriodicBoundaryConditions(bool periodic);
     bool usesPeriodicBoundaryConditions() const;
 

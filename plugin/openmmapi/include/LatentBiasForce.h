@@ -40,8 +40,12 @@ namespace LatentBiasPlugin {
  *   force constant k are global parameters of the Context (Context::setParameter moves an umbrella window or
  *   steers without reinitialising).
  *
- * Forces: z is computed with positions requiring gradients, V and dV/dz are computed in double precision, and a
- * single vector-Jacobian product (z.backward(dV/dz)) gives dV/dx, whatever the number of biased dimensions.
+ * Forces: z is computed once, V and dV/dz are computed in double precision, and a single vector-Jacobian product
+ * gives dV/dx, whatever the number of biased dimensions. Two evaluation paths (setEvaluationPath): "native" — the
+ * plugin's own C++ forward and analytic backward pass built from the model file's native description
+ * (latentbias_native.json, written by latentbias.save_model; Reference/CPU platforms), no libtorch per step — and
+ * "torch" — the TorchScript code through libtorch (z.backward(dV/dz)); "auto" (default) takes the native path when
+ * the model has a description and the platform a native kernel.
  *
  * The model bytes are stored in the force, so it serializes (XmlSerializer) with the model embedded.
  */
@@ -89,6 +93,32 @@ public:
     }
     /** Declare the size of z the model returns (checked at every evaluation). */
     void setModelLatentDim(int latentDim);
+    /**
+     * Whether the model file carries a native description (latentbias_native.json, written by
+     * latentbias.save_model for its own models): then the model can be evaluated without libtorch.
+     */
+    bool hasNativeDescription() const {
+        return nativeDescription;
+    }
+    /**
+     * Choose how the model is evaluated: "native" (the plugin's own C++ forward/backward from the native
+     * description, double precision, no libtorch), "torch" (the TorchScript code through libtorch), or "auto"
+     * (default: native when the model has a description, torch otherwise). Takes effect in new Contexts.
+     *
+     * @throws OpenMMException for another value, or "native" when the model has no native description
+     */
+    void setEvaluationPath(const std::string& path);
+    /** The requested evaluation path ("auto", "native" or "torch"). */
+    const std::string& getEvaluationPath() const {
+        return evaluationPath;
+    }
+    /** The path "auto" resolves to for this model: "native" or "torch". */
+    std::string getResolvedEvaluationPath() const;
+    /**
+     * The path the kernel in `context` actually uses ("native" or "torch"): with "auto", a platform without a
+     * native kernel evaluates described models through libtorch.
+     */
+    std::string getEvaluationPathInContext(OpenMM::Context& context) const;
     /** Whether the periodic box vectors are passed to the model as its second argument (default false). */
     void setUsesPeriodicBoundaryConditions(bool periodic);
     bool usesPeriodicBoundaryConditions() const override;
@@ -229,8 +259,9 @@ private:
     void setModelData(const std::string& data);
     void checkComponent(int component) const;
     std::vector<std::pair<std::string, double> > getGlobalParameters() const;
-    std::string file, modelData, metadata;
+    std::string file, modelData, metadata, evaluationPath;
     int modelNumAtoms, modelLatentDim;
+    bool nativeDescription;
     bool usePeriodic;
     std::vector<GridDimension> gridDims;
     std::vector<double> gridValues;

@@ -3,7 +3,9 @@
 
 #include "LatentBiasForce.h"
 #include "internal/LatentBiasEvaluator.h"
+#include "internal/LatentBiasNativeModel.h"
 #include "openmm/KernelImpl.h"
+#include "openmm/OpenMMException.h"
 #include "openmm/Platform.h"
 #include "openmm/System.h"
 #include <torch/script.h>
@@ -32,6 +34,18 @@ public:
      * @param module  the loaded TorchScript model (on the CPU; platforms move it where they need it)
      */
     virtual void initialize(const OpenMM::System& system, const LatentBiasForce& force, torch::jit::Module& module) = 0;
+    /** Whether this platform's kernel can evaluate a model from its native description (no libtorch). */
+    virtual bool supportsNativePath() const {
+        return false;
+    }
+    /**
+     * Initialize the kernel for the native path: the model is evaluated from its description (forward and analytic
+     * backward in the plugin's own code). Only called when supportsNativePath() is true.
+     */
+    virtual void initializeNative(const OpenMM::System& system, const LatentBiasForce& force,
+                                  const LatentBiasNativeModel& model) {
+        throw OpenMM::OpenMMException("LatentBiasForce: this platform has no native kernel");
+    }
     /**
      * Execute the kernel: one forward and (with includeForces) one backward pass through the model.
      *

@@ -13,7 +13,7 @@ using namespace LatentBiasPlugin;
 using namespace OpenMM;
 using namespace std;
 
-LatentBiasForce::LatentBiasForce() : modelNumAtoms(-1), modelLatentDim(-1), usePeriodic(false), wallForceConstant(1000.0),
+LatentBiasForce::LatentBiasForce() : evaluationPath("auto"), modelNumAtoms(-1), modelLatentDim(-1), nativeDescription(false), usePeriodic(false), wallForceConstant(1000.0),
         gridScaleDefault(1.0) {
 }
 
@@ -53,10 +53,41 @@ void LatentBiasForce::setModelData(const string& data) {
         if (!findTopLevelJsonInteger(meta, "latent_dim", latentDim) || latentDim <= 0)
             throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid latent_dim");
     }
+    // A native description is validated now (a bad one is refused with the reason, never evaluated).
+    LatentBiasNativeModel native;
+    bool hasNative = loadNativeModel(data, native);
+    if (hasNative && !meta.empty() && (native.getNumAtoms() != nAtoms || native.getLatentDim() != latentDim))
+        throw OpenMMException("LatentBiasForce: the model's native description (latentbias_native.json) does not "
+                              "match its metadata (n_atoms / latent_dim); re-export the model with latentbias.save_model");
+    if (!hasNative && evaluationPath == "native")
+        throw OpenMMException("LatentBiasForce: the evaluation path is \"native\" but the new model has no native "
+                              "description");
     modelData = data;
     metadata = meta;
+    nativeDescription = hasNative;
     modelNumAtoms = (int) nAtoms;
     modelLatentDim = (int) latentDim;
+}
+
+void LatentBiasForce::setEvaluationPath(const string& path) {
+    if (path != "auto" && path != "native" && path != "torch")
+        throw OpenMMException("LatentBiasForce::setEvaluationPath: the path must be \"auto\", \"native\" or "
+                              "\"torch\", got \"" + path + "\"");
+    if (path == "native" && !nativeDescription)
+        throw OpenMMException("LatentBiasForce::setEvaluationPath: this model has no native description (only models "
+                              "exported by latentbias.save_model carry one: a featurizer of latentbias.features, its "
+                              "Standardizer and an MLP); use \"torch\" or \"auto\"");
+    evaluationPath = path;
+}
+
+string LatentBiasForce::getResolvedEvaluationPath() const {
+    if (evaluationPath == "auto")
+        return nativeDescription ? "native" : "torch";
+    return evaluationPath;
+}
+
+string LatentBiasForce::getEvaluationPathInContext(Context& context) const {
+    return dynamic_cast<const LatentBiasForceImpl&>(getImplInContext(context)).getEvaluationPath();
 }
 
 void LatentBiasForce::setModelLatentDim(int latentDim) {

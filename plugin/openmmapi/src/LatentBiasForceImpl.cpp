@@ -26,9 +26,27 @@ void LatentBiasForceImpl::initialize(ContextImpl& context) {
     }
     if (owner.getModelData().empty())
         throw OpenMMException("LatentBiasForce: no model");
-    torch::jit::Module module = loadLatentModel(owner.getModelData());
     kernel = context.getPlatform().createKernel(CalcLatentBiasForceKernel::Name(), context);
-    kernel.getAs<CalcLatentBiasForceKernel>().initialize(system, owner, module);
+    CalcLatentBiasForceKernel& k = kernel.getAs<CalcLatentBiasForceKernel>();
+    string path = owner.getResolvedEvaluationPath();
+    if (path == "native" && !k.supportsNativePath()) {
+        if (owner.getEvaluationPath() == "native")
+            throw OpenMMException("LatentBiasForce: the " + context.getPlatform().getName() + " platform has no native "
+                                  "kernel for this force yet; use the Reference or CPU platform, or "
+                                  "setEvaluationPath(\"torch\") (libtorch)");
+        path = "torch";  // "auto": fall back to the TorchScript code
+    }
+    if (path == "native") {
+        LatentBiasNativeModel native;
+        if (!loadNativeModel(owner.getModelData(), native))
+            throw OpenMMException("LatentBiasForce: the model has no native description");
+        k.initializeNative(system, owner, native);
+    }
+    else {
+        torch::jit::Module module = loadLatentModel(owner.getModelData());
+        k.initialize(system, owner, module);
+    }
+    evaluationPath = path;
 }
 
 double LatentBiasForceImpl::calcForcesAndEnergy(ContextImpl& context, bool includeForces, bool includeEnergy, int groups) {

@@ -1,6 +1,8 @@
 #include "internal/LatentBiasModel.h"
 #include "openmm/OpenMMException.h"
+#include <memory>
 #include <sstream>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/autograd/autograd.h>
 
 using namespace std;
@@ -22,6 +24,49 @@ torch::jit::Module loadLatentModel(const string& data, string* metadata) {
         throw OpenMM::OpenMMException("LatentBiasForce: the model is not a loadable TorchScript archive (export it "
                                       "with latentbias.save_model or torch.jit.save): " + describeException(e));
     }
+}
+
+bool loadNativeModel(const string& data, LatentBiasNativeModel& model) {
+    istringstream stream(data);
+    unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+    try {
+        reader.reset(new caffe2::serialize::PyTorchStreamReader(&stream));
+    }
+    catch (const std::exception& e) {
+        throw OpenMM::OpenMMException("LatentBiasForce: the model is not a TorchScript archive: " + describeException(e));
+    }
+    auto read = [&](const string& name) -> string {
+        string record = "extra/" + name;
+        if (name.find('/') != string::npos || name.find("..") != string::npos || !reader->hasRecord(record))
+            throw OpenMM::OpenMMException("no archive entry " + record);
+        auto result = reader->getRecord(record);
+        return string(static_cast<const char*>(std::get<0>(result).get()), std::get<1>(result));
+    };
+    string json;
+    try {
+        if (!reader->hasRecord(string("extra/") + LATENTBIAS_NATIVE_NAME))
+            return false;
+        json = read(LATENTBIAS_NATIVE_NAME);
+    }
+    catch (const OpenMM::OpenMMException&) {
+        throw;
+    }
+    catch (const std::exception& e) {
+        throw OpenMM::OpenMMException("LatentBiasForce: cannot read the model's native description: " +
+                                      describeException(e));
+    }
+    model = LatentBiasNativeModel::fromDescription(json, [&](const string& name) {
+        try {
+            return read(name);
+        }
+        catch (const OpenMM::OpenMMException&) {
+            throw;
+        }
+        catch (const std::exception& e) {
+            throw OpenMM::OpenMMException(describeException(e));
+        }
+    });
+    return true;
 }
 
 string describeException(const std::exception& e) {

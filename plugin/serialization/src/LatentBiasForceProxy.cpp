@@ -37,6 +37,7 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
     node.setIntProperty("forceGroup", force.getForceGroup());
     node.setStringProperty("name", force.getName());
     node.setBoolProperty("usesPeriodic", force.usesPeriodicBoundaryConditions());
+    node.setStringProperty("evaluationPath", force.getEvaluationPath());
     node.setIntProperty("latentDim", force.getModelLatentDim());
     node.setStringProperty("wallForceConstant", formatDouble(force.getWallForceConstant()));
     node.setStringProperty("gridScaleParameter", force.getGridScaleParameter());
@@ -97,6 +98,7 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
     force->setForceGroup(node.getIntProperty("forceGroup", 0));
     force->setName(node.getStringProperty("name", force->getName()));
     force->setUsesPeriodicBoundaryConditions(node.getBoolProperty("usesPeriodic", false));
+    force->setEvaluationPath(node.getStringProperty("evaluationPath", "auto"));
     int latentDim = node.getIntProperty("latentDim", -1);
     if (latentDim > 0 && latentDim != force->getModelLatentDim())
         force->setModelLatentDim(latentDim);

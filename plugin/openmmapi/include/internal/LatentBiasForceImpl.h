@@ -30,10 +30,15 @@ public:
     std::vector<double> getLastLatentValues() const;
     std::vector<double> getLastEnergies() const;
     bool isLastEvaluationCurrent(OpenMM::ContextImpl& context);
+    /** "native" or "torch": how the kernel evaluates the model in this Context. */
+    const std::string& getEvaluationPath() const {
+        return evaluationPath;
+    }
 
 private:
     const LatentBiasForce& owner;
     OpenMM::Kernel kernel;
+    std::string evaluationPath;
 };
 
 } // namespace LatentBiasPlugin

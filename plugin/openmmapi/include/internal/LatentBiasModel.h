@@ -1,6 +1,7 @@
 #ifndef LATENTBIAS_MODEL_H_
 #define LATENTBIAS_MODEL_H_
 
+#include "internal/LatentBiasNativeModel.h"
 #include "internal/windowsExportLatentBias.h"
 #include <torch/script.h>
 #include <string>
@@ -25,6 +26,13 @@ OPENMM_EXPORT_LATENTBIAS torch::jit::Module loadLatentModel(const std::string& d
  */
 OPENMM_EXPORT_LATENTBIAS void checkDifferentiable(const torch::Tensor& z, const torch::Tensor& positions,
                                                   const std::vector<int>& components);
+
+/**
+ * The native description of a model archive (latentbias_native.json and its array files), read without loading the
+ * TorchScript code. Returns false when the archive has no description (a model outside latentbias' family); throws
+ * OpenMMException when it has an invalid one or the bytes are not an archive.
+ */
+OPENMM_EXPORT_LATENTBIAS bool loadNativeModel(const std::string& data, LatentBiasNativeModel& model);
 
 /** The whole text of an exception, TorchScript's traceback included (the cause is often on the last lines). */
 OPENMM_EXPORT_LATENTBIAS std::string describeException(const std::exception& e);

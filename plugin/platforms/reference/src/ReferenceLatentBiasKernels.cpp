@@ -3,7 +3,9 @@
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/reference/ReferencePlatform.h"
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <cmath>
 #include <sstream>
 
 using namespace LatentBiasPlugin;
@@ -17,11 +19,92 @@ static ReferencePlatform::PlatformData& platformData(ContextImpl& context) {
 void ReferenceCalcLatentBiasForceKernel::initialize(const System& system, const LatentBiasForce& force,
                                                     torch::jit::Module& module) {
     this->module = module;
+    native = false;
     usePeriodic = force.usesPeriodicBoundaryConditions();
+    limitTorchThreads = getPlatform().getName() == "CPU";
     evaluator.initialize(force);
 }
 
+void ReferenceCalcLatentBiasForceKernel::initializeNative(const System& system, const LatentBiasForce& force,
+                                                          const LatentBiasNativeModel& model) {
+    native = true;
+    nativeModel = model;
+    nativeModel.initWorkspace(workspace);
+    usePeriodic = force.usesPeriodicBoundaryConditions();
+    evaluator.initialize(force);
+    if (nativeModel.getNumAtoms() != system.getNumParticles())
+        throw OpenMMException("LatentBiasForce: the model's native description is for " +
+                              to_string(nativeModel.getNumAtoms()) + " atoms but the System has " +
+                              to_string(system.getNumParticles()));
+}
+
+namespace {
+/** Run libtorch with one intra-op thread for the scope (restoring the caller's setting afterwards). */
+class TorchThreadLimit {
+public:
+    explicit TorchThreadLimit(bool active) : previous(active ? at::get_num_threads() : 1) {
+        if (previous != 1)
+            at::set_num_threads(1);
+    }
+    ~TorchThreadLimit() {
+        if (previous != 1)
+            at::set_num_threads(previous);
+    }
+
+private:
+    int previous;
+};
+} // namespace
+
 double ReferenceCalcLatentBiasForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
+    if (native)
+        return executeNative(context, includeForces);
+    TorchThreadLimit limit(limitTorchThreads);
+    return executeTorch(context, includeForces);
+}
+
+double ReferenceCalcLatentBiasForceKernel::executeNative(ContextImpl& context, bool includeForces) {
+    ReferencePlatform::PlatformData& data = platformData(context);
+    vector<Vec3>& pos = *data.positions;
+    vector<Vec3>& force = *data.forces;
+    evaluator.readParameters(context, params);
+    double box[9];
+    if (usePeriodic)
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                box[3 * i + j] = data.periodicBoxVectors[i][j];
+    int size = nativeModel.getLatentDim();
+    evaluator.checkLatentSize(size);
+    lastZ.resize(size);
+    nativeModel.forward(&pos[0][0], usePeriodic ? box : nullptr, workspace, lastZ.data());
+    double gridEnergy, restraintEnergy;
+    evaluator.evaluate(lastZ.data(), size, params, gridEnergy, restraintEnergy, dVdz);
+    if (includeForces) {
+        nativeModel.backward(dVdz.data(), workspace);
+        const vector<int>& atoms = nativeModel.getAtoms();
+        const vector<double>& g = workspace.gradLocal;
+        bool finite = true;
+        for (double v : g)
+            finite = finite && std::isfinite(v);
+        if (!finite) {  // name the atoms, with the same message as the torch path
+            fullGradient.assign(3 * pos.size(), 0.0);
+            for (size_t k = 0; k < atoms.size(); k++)
+                for (int j = 0; j < 3; j++)
+                    fullGradient[3 * atoms[k] + j] = g[3 * k + j];
+            LatentBiasEvaluator::checkFinite(fullGradient.data(), pos.size(), gridEnergy + restraintEnergy);
+        }
+        LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
+        for (size_t k = 0; k < atoms.size(); k++)
+            for (int j = 0; j < 3; j++)
+                force[atoms[k]][j] -= g[3 * k + j];
+    }
+    else
+        LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
+    recordEvaluation(context, gridEnergy, restraintEnergy);
+    return gridEnergy + restraintEnergy;
+}
+
+double ReferenceCalcLatentBiasForceKernel::executeTorch(ContextImpl& context, bool includeForces) {
     ReferencePlatform::PlatformData& data = platformData(context);
     vector<Vec3>& pos = *data.positions;
     vector<Vec3>& force = *data.forces;
@@ -98,16 +181,22 @@ double ReferenceCalcLatentBiasForceKernel::execute(ContextImpl& context, bool in
     }
     else
         LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
+    recordEvaluation(context, gridEnergy, restraintEnergy);
+    return gridEnergy + restraintEnergy;
+}
+
+void ReferenceCalcLatentBiasForceKernel::recordEvaluation(ContextImpl& context, double gridEnergy,
+                                                          double restraintEnergy) {
+    ReferencePlatform::PlatformData& data = platformData(context);
     hasEvaluated = true;
     lastGridEnergy = gridEnergy;
     lastRestraintEnergy = restraintEnergy;
-    lastPositions = pos;
+    lastPositions = *data.positions;
     if (usePeriodic)
         for (int i = 0; i < 3; i++)
             lastBox[i] = data.periodicBoxVectors[i];
     lastParams = params;
     lastVersion = evaluator.getVersion();
-    return gridEnergy + restraintEnergy;
 }
 
 bool ReferenceCalcLatentBiasForceKernel::isLastEvaluationCurrent(ContextImpl& context) {

@@ -19,11 +19,24 @@ public:
         : CalcLatentBiasForceKernel(name, platform), usePeriodic(false), checkedDifferentiable(false), lastVersion(-1) {
     }
     void initialize(const OpenMM::System& system, const LatentBiasForce& force, torch::jit::Module& module) override;
+    bool supportsNativePath() const override {
+        return true;
+    }
+    void initializeNative(const OpenMM::System& system, const LatentBiasForce& force,
+                          const LatentBiasNativeModel& model) override;
     double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) override;
     bool isLastEvaluationCurrent(OpenMM::ContextImpl& context) override;
 
 private:
+    double executeTorch(OpenMM::ContextImpl& context, bool includeForces);
+    double executeNative(OpenMM::ContextImpl& context, bool includeForces);
+    void recordEvaluation(OpenMM::ContextImpl& context, double gridEnergy, double restraintEnergy);
     torch::jit::Module module;
+    bool native = false;
+    bool limitTorchThreads = false;  // CPU platform: libtorch runs single-threaded (OpenMM's threads use the cores)
+    LatentBiasNativeModel nativeModel;
+    LatentBiasNativeModel::Workspace workspace;
+    std::vector<double> fullGradient;  // only to name atoms when a native gradient is not finite
     bool usePeriodic;
     bool checkedDifferentiable;  // the biased components reach the positions (checked at the first force call)
     std::vector<OpenMM::Vec3> lastPositions;
