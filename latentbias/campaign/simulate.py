@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..platforms import check_platform
 from .records import SegmentRecorder, unbiased_frames
 from .roundbias import ROUND_BIASES, RoundSetup
 from .rundir import RunDirError
