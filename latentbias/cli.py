@@ -26,9 +26,24 @@ from .models import ACTIVATIONS
 from .training import OBJECTIVES
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _load_trajectories(topology_file: str, paths: Sequence[str], stride: int) -> tuple[Any, list[Any]]:
+    """(mdtraj.Topology, [mdtraj.Trajectory]) or SystemExit naming the file that cannot be read."""
     import mdtraj as md
 
+    try:
+        topology = md.load_topology(topology_file)
+    except Exception as exc:
+        raise SystemExit(f"error: cannot read topology {topology_file}: {exc}") from None
+    trajs = []
+    for path in paths:
+        try:
+            trajs.append(md.load(path, top=topology, stride=stride))
+        except Exception as exc:
+            raise SystemExit(f"error: cannot read trajectory {path} with topology {topology_file}: {exc}") from None
+    return topology, trajs
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from .export import save_model
     from .training import LatentModelEstimator
 
@@ -36,16 +51,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
     history_path = out.with_suffix(out.suffix + ".history.json")
-    try:
-        topology = md.load_topology(args.topology)
-    except Exception as exc:
-        raise SystemExit(f"error: cannot read topology {args.topology}: {exc}") from None
-    trajs = []
-    for path in args.traj:
-        try:
-            trajs.append(md.load(path, top=args.topology, stride=args.stride))
-        except Exception as exc:
-            raise SystemExit(f"error: cannot read trajectory {path} with topology {args.topology}: {exc}") from None
+    topology, trajs = _load_trajectories(args.topology, args.traj, args.stride)
     featurizer = build_featurizer(args.features, topology, args.selection, trajs[0], args.contact_r0)
     cvs = None
     if args.cv:
@@ -163,7 +169,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_pocket(args: argparse.Namespace) -> int:
-    import mdtraj as md
     import numpy as np
 
     from .analysis.pockets import (CavityVolume, PocketRegion, atom_radii, group_distance, lining_sasa,
@@ -173,16 +178,7 @@ def _cmd_pocket(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
-    try:
-        topology = md.load_topology(args.topology)
-    except Exception as exc:
-        raise SystemExit(f"error: cannot read topology {args.topology}: {exc}") from None
-    trajs = []
-    for path in args.traj:
-        try:
-            trajs.append(md.load(path, top=topology, stride=args.stride))
-        except Exception as exc:
-            raise SystemExit(f"error: cannot read trajectory {path} with topology {args.topology}: {exc}") from None
+    topology, trajs = _load_trajectories(args.topology, args.traj, args.stride)
     traj = trajs[0].join(trajs[1:]) if len(trajs) > 1 else trajs[0]
     if (args.residues is None) == (args.selection is None):
         raise SystemExit("error: name the pocket with --residues (PDB numbers) or --selection (mdtraj), not both")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..validation import strip_unit
 
-__all__ = ["LatentVariable", "BiasGrid"]
+__all__ = ["LatentVariable", "BiasGrid", "check_variables"]
 
 
 @dataclass
@@ -241,3 +241,29 @@ class BiasGrid:
             pts[:, j] = np.clip(pts[:, j], v.minValue, v.maxValue)
         interp = RegularGridInterpolator(self.axes, np.asarray(values, dtype=float), method="linear")
         return interp(pts)
+
+
+def check_variables(model: Any, variables: Sequence[LatentVariable]) -> list[LatentVariable]:
+    """The variables of a grid bias on ``model`` (a LatentModelFile), checked against it.
+
+    Raises
+    ------
+    TypeError
+        An entry is not a :class:`LatentVariable`.
+    ValueError
+        An index beyond the model's latent_dim, or a component the model declares periodic that is not declared
+        periodic on the same range.
+    """
+    out = list(variables)
+    for v in out:
+        if not isinstance(v, LatentVariable):
+            raise TypeError(f"variables must be LatentVariable objects, got {type(v).__name__}")
+        if v.index >= model.latent_dim:
+            raise ValueError(f"LatentVariable index {v.index} but the model has latent_dim={model.latent_dim}")
+        period = model.periodic[v.index]
+        if period is not None and (not v.periodic or not np.allclose([v.minValue, v.maxValue], period)):
+            raise ValueError(
+                f"latent component {v.index} is periodic on {period}; declare LatentVariable(periodic=True, "
+                f"minValue={period[0]}, maxValue={period[1]})"
+            )
+    return out

@@ -77,7 +77,7 @@ from ..forces import as_model_file
 from ..io import load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend, default_grid_backend
-from .grid import BiasGrid, LatentVariable
+from .grid import BiasGrid, LatentVariable, check_variables
 from .kernels import KernelDensity
 
 logger = logging.getLogger(__name__)
@@ -168,18 +168,7 @@ class LatentOPES:
 
         self.model = as_model_file(model)
         self.model.check_system(system)
-        self.variables = list(variables)
-        for v in self.variables:
-            if not isinstance(v, LatentVariable):
-                raise TypeError(f"variables must be LatentVariable objects, got {type(v).__name__}")
-            if v.index >= self.model.latent_dim:
-                raise ValueError(f"LatentVariable index {v.index} but the model has latent_dim={self.model.latent_dim}")
-            period = self.model.periodic[v.index]
-            if period is not None and (not v.periodic or not np.allclose([v.minValue, v.maxValue], period)):
-                raise ValueError(
-                    f"latent component {v.index} is periodic on {period}; declare LatentVariable(periodic=True, "
-                    f"minValue={period[0]}, maxValue={period[1]})"
-                )
+        self.variables = check_variables(self.model, variables)
         self.temperature = float(strip_unit(temperature, unit.kelvin))
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive (K), got {temperature}")
