@@ -89,7 +89,8 @@ def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: 
     Keys: ``format``, ``format_version``, ``latentbias_version``, ``torch_version``, ``created``, ``n_atoms``,
     ``latent_dim``, ``atom_indices``, ``n_features``, ``feature_spec``, ``feature_names``, ``architecture``,
     ``dtype``, ``units``, ``z_range`` (z over the training frames: ``min``/``max``/``q01``/``q99`` per dimension, or
-    None), ``training_data_hash``, ``training`` (settings and final losses), ``extra``.
+    None), ``training_data_hash``, ``training`` (settings and final losses), ``decoder`` (what ``decode(z)``
+    returns and its held-out reconstruction RMSD in Å, or None), ``extra``.
     """
     from . import __version__
 
@@ -124,7 +125,23 @@ def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: 
             "epochs_run": len(hist.get("train_loss", [])),
             "final": {k: v[training.best_epoch] for k, v in hist.items() if len(v) > training.best_epoch >= 0},
         },
+        "decoder": _decoder_metadata(model, training),
         "extra": extra or {},
+    }
+
+
+def _decoder_metadata(model: LatentModel, training: Any | None) -> dict[str, Any] | None:
+    """What ``decode(z)`` returns, and how well it reconstructs held-out frames (None without a decoder)."""
+    coords = model.coordinate_features()
+    if coords is None or model.autoencoder.decoder is None:
+        return None
+    hist = getattr(training, "history", {}) or {}
+    rmsd = hist.get("val_rmsd_angstrom") or []
+    best = getattr(training, "best_epoch", None)
+    return {
+        "output": "aligned coordinates, nm, in the frame of the featurizer's reference structure",
+        "atom_indices": coords[2],
+        "validation_rmsd_angstrom": float(rmsd[best]) if rmsd and best is not None and best < len(rmsd) else None,
     }
 
 
@@ -427,6 +444,34 @@ class LatentModelFile:
         b = None if boxes is None else torch.as_tensor(boxes)
         with torch.no_grad():
             return self.module(x, b).double().cpu().numpy()
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether ``decode`` works (models trained with aligned-coordinate features and a decoder)."""
+        return bool(self.metadata.get("decoder")) and hasattr(self.module, "decode")
+
+    def decode(self, z: Any) -> np.ndarray:
+        """Structures of latent points: the aligned atoms (``metadata["decoder"]["atom_indices"]``).
+
+        Parameters
+        ----------
+        z : array_like, shape=(latent_dim,) or (n, latent_dim)
+
+        Returns
+        -------
+        numpy.ndarray, shape=(n_atoms_decoded, 3) or (n, n_atoms_decoded, 3), **nm**, in the frame of the
+        featurizer's reference structure.
+        """
+        if not self.has_decoder:
+            where = f" {self.path}" if self.path else ""
+            raise ValueError(f"the model{where} has no coordinate decoder: train it with aligned-coordinate features "
+                             "(features 'aligned') and the autoencoder objective")
+        zz = np.asarray(z, dtype=float)
+        if zz.shape[-1] != self.latent_dim or zz.ndim not in (1, 2) or not np.all(np.isfinite(zz)):
+            raise ValueError(f"z must be finite with shape ({self.latent_dim},) or (n, {self.latent_dim}), got "
+                             f"{zz.shape}")
+        with torch.no_grad():
+            return self.module.decode(torch.as_tensor(zz)).double().cpu().numpy()
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentModelFile:

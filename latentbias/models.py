@@ -122,13 +122,36 @@ class FeatureAutoencoder(torch.nn.Module):
 
 
 class _Encoder(torch.nn.Module):
-    """TorchScript-friendly encoder path: positions [+ box] -> z. Used inside :class:`LatentModel` and export."""
+    """TorchScript-friendly encoder path: positions [+ box] -> z. Used inside :class:`LatentModel` and export.
 
-    def __init__(self, featurizer: Featurizer, standardizer: Standardizer, encoder: torch.nn.Module):
+    With a decoder and aligned-coordinate features, the exported module also has ``decode(z)``: latent points ->
+    the coordinates of the aligned atoms (nm, in the frame of the featurizer's reference structure).
+    """
+
+    def __init__(self, featurizer: Featurizer, standardizer: Standardizer, encoder: torch.nn.Module,
+                 decoder: torch.nn.Module | None = None, coordinates: tuple[int, int] | None = None):
         super().__init__()
         self.featurizer = featurizer
         self.standardizer = standardizer
         self.encoder = encoder
+        self.has_decoder = decoder is not None and coordinates is not None
+        self.decoder = decoder if self.has_decoder else torch.nn.Identity()
+        self.coord_start, self.coord_stop = coordinates if coordinates is not None else (0, 0)
+
+    @torch.jit.export
+    def decode(self, z: Tensor) -> Tensor:
+        """Latent z, shape=(latent_dim,) or (n, latent_dim) -> aligned coordinates, shape=(n_atoms_sel, 3) or
+        (n, n_atoms_sel, 3), **nm**, in the frame of the featurizer's reference structure."""
+        if not self.has_decoder:
+            raise RuntimeError("this model has no coordinate decoder (it needs aligned-coordinate features and a "
+                               "decoder)")
+        dtype = self.standardizer.mean.dtype
+        features = self.standardizer.inverse(self.decoder(z.to(dtype)))
+        xyz = features[..., self.coord_start:self.coord_stop]
+        shape = list(xyz.shape[:-1])
+        shape.append(-1)
+        shape.append(3)
+        return xyz.reshape(shape)
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         # OpenMM's Reference/CPU platforms hand over float64 positions; the model may be float32
@@ -174,8 +197,28 @@ class LatentModel(torch.nn.Module):
         return self.autoencoder.latent_dim
 
     def encoder_module(self) -> _Encoder:
-        """The positions -> z module (shares parameters with this model)."""
-        return _Encoder(self.featurizer, self.autoencoder.standardizer, self.autoencoder.encoder)
+        """The positions -> z module (shares parameters with this model); with ``decode(z)`` when the model has a
+        decoder and aligned-coordinate features (:meth:`coordinate_features`)."""
+        coords = self.coordinate_features()
+        return _Encoder(self.featurizer, self.autoencoder.standardizer, self.autoencoder.encoder,
+                        self.autoencoder.decoder if coords is not None else None,
+                        None if coords is None else coords[:2])
+
+    def coordinate_features(self) -> tuple[int, int, list[int]] | None:
+        """``(start, stop, atom_indices)`` of the aligned-coordinate block in the feature vector, or None.
+
+        The first :class:`~latentbias.features.AlignedCoordinates` block (the featurizer itself or a part of a
+        :class:`~latentbias.features.Concatenate`) is what ``decode`` returns.
+        """
+        from .features import AlignedCoordinates, Concatenate
+
+        parts = list(self.featurizer.parts) if isinstance(self.featurizer, Concatenate) else [self.featurizer]
+        start = 0
+        for part in parts:
+            if isinstance(part, AlignedCoordinates):
+                return start, start + part.n_features, [int(i) for i in part.atom_indices()]
+            start += part.n_features
+        return None
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         return self.encoder_module()(positions, box)
