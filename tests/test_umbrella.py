@@ -79,7 +79,7 @@ def test_2d_umbrella_grid_mbar_matches_analytic(tmp_path):
     centers = np.array([[x, y] for i, x in enumerate(g) for y in (g if i % 2 == 0 else g[::-1])])  # serpentine
     us = LatentUmbrellaSampling(sim, restraint, centers, 300.0, 300.0)
     result = us.run(steps_per_window=6000, sample_interval=40, equilibration_steps=300, progress=False)
-    fes = result.free_energy_2d(bins=14, range=[[-1.1, 1.1], [-1.1, 1.1]])
+    fes = result.free_energy_2d(bins=14, range=[[-1.1, 1.1], [-1.1, 1.1]], n_bootstrap=20)  # errors not checked here
     ref = bin_averaged_fes_2d(multi_well_2d, *fes.edges)
     ok = np.isfinite(fes.free_energy)
     assert ok[ref - ref.min() < 15].mean() > 0.95
