@@ -533,6 +533,7 @@ def basin_free_energy_estimate(
     reweight: Callable[[np.ndarray], np.ndarray] | None = None,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    observable: Any | None = None,
 ) -> Estimate:
     """ΔF = F_B − F_A (**kJ/mol**) with its error as an :class:`~latentbias.analysis.uncertainty.Estimate`.
 
@@ -540,6 +541,9 @@ def basin_free_energy_estimate(
     says how its error was obtained (``method``, ``n_independent``, ``statistical_inefficiency``) and gives
     intervals for any number of σ (:meth:`Estimate.halfwidth`). ``error_method`` may be "auto", "bootstrap" or
     "replicas" ("auto" without replicas means the bootstrap, with one state unless ``states`` is given).
+    ``observable`` (shape=(n_frames,) or (n_frames, k)) adds slow observables to the basin indicator for the
+    statistical inefficiency; pass the biased coordinate when the weights come from MBAR over several states
+    (within a window the indicator may never change while the position, which sets f_k, is correlated).
     """
     x = ensure_cv(cv, max_dim=None)
     n_frames = x.shape[0]
@@ -553,6 +557,14 @@ def basin_free_energy_estimate(
             raise ValueError("basin_free_energy_estimate has no 'blocks' method; use basin_free_energy_difference")
         method = "bootstrap"
 
+    obs = (b.astype(float) - a.astype(float))[:, None]
+    if observable is not None:
+        extra = np.asarray(observable, dtype=np.float64)
+        extra = extra[:, None] if extra.ndim == 1 else extra
+        if extra.ndim != 2 or extra.shape[0] != n_frames:
+            raise ValueError(f"observable must have shape ({n_frames},) or ({n_frames}, k), got {np.shape(observable)}")
+        obs = np.column_stack([obs, extra])
+
     def estimator(sel: np.ndarray) -> float:
         lw = _resampled_logweights(logw, reweight, sel)
         ws = np.exp(lw - np.max(lw))
@@ -562,8 +574,7 @@ def basin_free_energy_estimate(
         return float(-kt * np.log(pb / pa))
 
     est = estimate_uncertainty(estimator, n_frames, replicas=replicas if method == "replicas" else None,
-                               states=states, observable=b.astype(float) - a.astype(float),
-                               n_bootstrap=n_bootstrap, seed=seed)
+                               states=states, observable=obs, n_bootstrap=n_bootstrap, seed=seed)
     if not np.isfinite(est.value):
         raise ValueError("basin A or B has no frames with non-zero weight; cannot estimate its free energy")
     return est

@@ -263,7 +263,7 @@ class UmbrellaResult:
         -------
         latentbias.analysis.Estimate
             Value and 1σ error (stratified block bootstrap over windows, MBAR re-solved per resample; block
-            length from the statistical inefficiency of the region indicator).
+            length from the statistical inefficiency of the region indicator and the restrained coordinates).
         """
         from ..analysis.fes import basin_free_energy_estimate
 
@@ -273,7 +273,7 @@ class UmbrellaResult:
         b = in_b(z) if callable(in_b) else in_b
         return basin_free_energy_estimate(z, logw, np.asarray(a), np.asarray(b), self.temperature,
                                           states=self.window_of_sample, reweight=reweight, n_bootstrap=n_bootstrap,
-                                          seed=seed)
+                                          seed=seed, observable=self._observable())
 
     @classmethod
     def load(cls, output_dir: str | os.PathLike) -> "UmbrellaResult":
