@@ -298,6 +298,7 @@ def free_energy_surface(
     reweight: Callable[[np.ndarray], np.ndarray] | None = None,
     n_bootstrap: int = 200,
     seed: int | None = 0,
+    observable: Any | None = None,
 ) -> FreeEnergySurface:
     """Free-energy surface F(s) = −kT ln p(s) of a 1-D or 2-D CV from (weighted) frames.
 
@@ -336,6 +337,8 @@ def free_energy_surface(
         Bootstrap resamples.
     seed : int or None
         Seed of the bootstrap.
+    observable : array_like, shape=(n_frames,) or (n_frames, k), optional
+        Slow observable(s) whose statistical inefficiency sets the bootstrap block length (default: ``cv``).
 
     Returns
     -------
@@ -401,7 +404,8 @@ def free_energy_surface(
             return out
 
         est = estimate_uncertainty(estimator, n_frames, replicas=replicas if method == "replicas" else None,
-                                   states=states, observable=x, n_bootstrap=n_bootstrap, seed=seed)
+                                   states=states, observable=x if observable is None else observable,
+                                   n_bootstrap=n_bootstrap, seed=seed)
         error = np.asarray(est.error, dtype=np.float64)
         nb = est.n_independent
         method_name = est.method

@@ -315,6 +315,8 @@ def _newton_mbar(u_kn: np.ndarray, n_k: np.ndarray, f_init: np.ndarray, tol: flo
     line search; the fast path for bootstrap resamples warm-started from the full-data solution. Returns None when
     it does not converge (the caller then uses pymbar). States with N_k = 0 must not be passed.
     """
+    if len(n_k) == 1:
+        return np.zeros(1)
     log_n = np.log(n_k.astype(np.float64))
     n_tot = float(n_k.sum())
 
