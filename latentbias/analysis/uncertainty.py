@@ -292,7 +292,7 @@ def replica_estimate(per_replica: Any, pooled: Any | None = None) -> Estimate:
     finite = np.isfinite(x)
     n_ok = finite.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(np.where(finite, x, np.nan), axis=0)
+        mean = np.nansum(np.where(finite, x, 0.0), axis=0) / n_ok
         sd = np.sqrt(np.nansum(np.where(finite, (x - mean) ** 2, 0.0), axis=0) / (n_ok - 1))
         t1 = stats.t.ppf(stats.norm.cdf(1.0), np.maximum(n_ok - 1, 1))
         err = np.where(n_ok >= 2, t1 * sd / np.sqrt(n_ok), np.nan)
@@ -366,9 +366,10 @@ def estimate_uncertainty(
                         for _ in range(int(n_bootstrap))])
     finite = np.isfinite(samples)
     frac = finite.mean(axis=0)
-    with np.errstate(invalid="ignore"):
-        masked = np.where(finite, samples, np.nan)
-        sd = np.sqrt(np.nansum((masked - np.nanmean(masked, axis=0)) ** 2, axis=0) / np.maximum(finite.sum(0) - 1, 1))
+    masked = np.where(finite, samples, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(masked, axis=0) / finite.sum(axis=0)  # NaN (no warning) where no resample is finite
+        sd = np.sqrt(np.nansum((masked - mean) ** 2, axis=0) / np.maximum(finite.sum(0) - 1, 1))
     n_k = np.bincount(lab)
     n_blocks = -(-n_k // lengths)
     n_bar = float(np.sum(n_k * n_blocks) / np.sum(n_k))
