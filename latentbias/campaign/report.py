@@ -4,6 +4,14 @@ Contents: a per-round table (strategy, frames, simulated time, validation loss, 
 events, effective sample size), the latent FES after each round (MBAR over all frames so far, in the latest
 aligned latent space), latent-space coverage per round, training losses, OOD events, and reweighted FES of extra
 CVs the user names (e.g. φ/ψ), computed from the frames of all rounds with the cross-round MBAR weights.
+
+Error bars (the ``error_kjmol`` column of ``cv_fes_*.csv`` and the bands in the 1-D plots) come from the
+stratified block bootstrap of :mod:`latentbias.analysis.uncertainty`: frames are grouped by the bias state they
+were sampled in (:mod:`latentbias.campaign.weights`), each state's frames are resampled in contiguous blocks of
+≈ 3 statistical inefficiencies (of the plotted CV and the latent coordinates), and the cross-round MBAR is
+re-solved on every resample, so the error includes the uncertainty of the weights. A campaign has one trajectory
+per round, so there are no independent replicas to compare; states the run visited only briefly make the error
+bar optimistic (a barrier never crossed is invisible to any error bar).
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CVSpec", "parse_cv_spec", "compute_cvs", "write_report"]
+__all__ = ["CVSpec", "parse_cv_spec", "compute_cvs", "free_energy_difference", "write_report"]
 
 _KINDS = ("dihedral", "distance", "angle")
+#: bootstrap resamples for the report's error bars (each re-solves the cross-round MBAR)
+N_BOOTSTRAP = 100
 
 
 @dataclass
@@ -137,10 +147,111 @@ def _scatter(path: Path, z: np.ndarray, rounds: np.ndarray, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite: bool = True) -> Path:
-    """Write ``RUNDIR/report/report.md`` and its PNGs; returns the report path."""
-    from .weights import cross_round_logweights
+@dataclass
+class _Reweighting:
+    """Cross-round MBAR log-weights of a set of frames, with what the bootstrap needs to re-solve them."""
 
+    logw: np.ndarray
+    states: np.ndarray  # bias-state row of every frame
+    reweight: Callable[[np.ndarray], np.ndarray]
+    info: dict[str, Any]
+
+
+def _reweighting(campaign: Campaign, frames: dict[str, np.ndarray], positions: np.ndarray,
+                 temperature: float) -> _Reweighting:
+    from ..analysis.reweight import effective_sample_size, mbar_logweights
+    from ..analysis.uncertainty import mbar_reweighter
+    from .weights import reduced_potential_matrix
+
+    states, state_of = campaign.bias_states(frames)
+    u, rows = reduced_potential_matrix(states, state_of, lambda q: campaign.model(q).file.encode(positions),
+                                       temperature)
+    n_k = np.bincount(rows, minlength=u.shape[0])
+    order = np.argsort(rows, kind="stable")
+    if u.shape[0] == 1:
+        f_k = np.zeros(1)
+        logw = -u[0] - np.logaddexp.reduce(-u[0])
+    else:
+        logw_sorted, f_k, _ = mbar_logweights(u[:, order], n_k, uncertainty="none", quiet=True)
+        logw = np.empty_like(logw_sorted)
+        logw[order] = logw_sorted
+    return _Reweighting(logw, rows, mbar_reweighter(u, rows, initial_f_k=f_k),
+                        {"ess": effective_sample_size(logw), "n_states": int(u.shape[0])})
+
+
+def _weights_csv_logweights(rundir: Path, rw: _Reweighting) -> np.ndarray:
+    """The campaign's final log-weights (``weights.csv``); frames it keeps out (−inf) stay out of every resample."""
+    table = np.loadtxt(rundir / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
+    header = (rundir / "weights.csv").read_text().splitlines()[1].split(",")
+    logw = table[:, header.index("logweight")]
+    if logw.shape != rw.logw.shape:
+        raise ValueError(f"{rundir / 'weights.csv'} has {len(logw)} frames but the run directory has "
+                         f"{len(rw.logw)}; rerun the campaign's last round to refresh it")
+    kept = np.isfinite(logw)
+    if np.all(kept) and np.max(np.abs(np.exp(logw) - np.exp(rw.logw))) > 1e-6:
+        logger.warning("weights.csv differs from the cross-round MBAR weights recomputed for the error bars")
+    if not np.all(kept):
+        inner = rw.reweight
+
+        def reweight(idx: np.ndarray) -> np.ndarray:
+            out = inner(idx)
+            return np.where(kept[idx], out, -np.inf)
+
+        rw.reweight = reweight
+    return logw
+
+
+def _slow_observable(values: np.ndarray, periodic_degrees: bool, z: np.ndarray) -> np.ndarray:
+    """The CV (as cos/sin when it is an angle in degrees) and the latent coordinates, for the block length."""
+    v = np.asarray(values, dtype=float)
+    v = v[:, None] if v.ndim == 1 else v
+    cols = [np.cos(np.radians(v)), np.sin(np.radians(v))] if periodic_degrees else [v]
+    return np.column_stack(cols + [z])
+
+
+def free_energy_difference(rundir: str | Path, in_a: np.ndarray, in_b: np.ndarray, observable: Any | None = None,
+                           n_bootstrap: int = 200, seed: int | None = 0):
+    """ΔF = F_B − F_A (kJ/mol) over all frames of a campaign, with a 1σ error that means something.
+
+    Parameters
+    ----------
+    rundir : str or path-like
+        Campaign run directory (``weights.csv`` must be current).
+    in_a, in_b : array_like of bool, shape=(n_frames,)
+        Basin membership of every frame, in the order of ``Campaign.all_frames`` / ``weights.csv``.
+    observable : array_like, shape=(n_frames,) or (n_frames, k), optional
+        Slow observables for the block length besides the basin indicator and the final latent coordinates
+        (e.g. the CV defining the basins, as cos/sin for angles).
+    n_bootstrap, seed
+        Bootstrap settings.
+
+    Returns
+    -------
+    latentbias.analysis.Estimate
+        Value from ``weights.csv``'s log-weights; error from the stratified block bootstrap over bias states
+        with the cross-round MBAR re-solved per resample (module docstring); ``n_independent`` = number of blocks.
+    """
+    from ..analysis.fes import basin_free_energy_estimate
+
+    rundir = Path(rundir)
+    campaign, last = _load_campaign(rundir)
+    frames = campaign.all_frames(last)
+    positions = frames["positions"].astype(float)
+    z = campaign.model(last).file.encode(positions)
+    rw = _reweighting(campaign, frames, positions, campaign.cfg.md.temperature)
+    logw = _weights_csv_logweights(rundir, rw)
+    obs = z if observable is None else np.column_stack([np.asarray(observable, dtype=float).reshape(len(z), -1), z])
+    return basin_free_energy_estimate(z, logw, np.asarray(in_a, dtype=bool), np.asarray(in_b, dtype=bool),
+                                      campaign.cfg.md.temperature, states=rw.states, reweight=rw.reweight,
+                                      n_bootstrap=n_bootstrap, seed=seed, observable=obs)
+
+
+def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite: bool = True) -> Path:
+    """Write ``RUNDIR/report/report.md`` and its PNGs; returns the report path.
+
+    FES errors are 1σ from the stratified block bootstrap with the cross-round MBAR re-solved per resample (see
+    the module docstring).
+    """
     rundir = Path(rundir)
     campaign, last = _load_campaign(rundir)
     out = rundir / "report"
@@ -168,9 +279,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         info = campaign.model(r).info
         sel = rounds <= r
         sub = {k: v[sel] for k, v in frames.items()}
-        states, state_of = campaign.bias_states(sub)
-        logw, winfo = cross_round_logweights(states, state_of,
-                                             lambda q: campaign.model(q).file.encode(positions[sel]), temperature)
+        rw = _reweighting(campaign, sub, positions[sel], temperature)
+        winfo = rw.info
         h = info["history"]
         val = (h["val_loss"] or h["train_loss"])[info["best_epoch"]]
         n_r = int(np.count_nonzero(rounds == r))
@@ -179,8 +289,9 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         lines.append(f"| {r} | {plan['strategy']} | {n_r} | {sim_ps:.1f} | {val:.4g} | "
                      f"{'—' if align is None else f'{align:.3f}'} | {int(frames['ood'][rounds == r].sum())} | "
                      f"{winfo['ess']:.0f} |")
-        fes = free_energy_surface(z[sel, : min(2, z.shape[1])], logw, bins=30, range=grid_range,
-                                  temperature=temperature, n_blocks=4)
+        zs = z[sel, : min(2, z.shape[1])]
+        fes = free_energy_surface(zs, rw.logw, bins=30, range=grid_range, temperature=temperature,
+                                  states=rw.states, reweight=rw.reweight, n_bootstrap=N_BOOTSTRAP)
         plot_fes(fes, out / f"latent_fes_round_{r:03d}.png", labels=["z0", "z1"],
                  title=f"latent FES after round {r} (kJ/mol)", overwrite=overwrite, vmax=30.0)
         zz = z[rounds == r, : cells.ndim]
@@ -217,17 +328,18 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         lines += [f"| {rounds[i]} | {frames['step'][i]} | {frames['recon_error'][i]:.3g} |" for i in ood[:50]]
         lines.append("")
 
-    # extra CVs
-    logw_all = np.loadtxt(rundir / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
-    header = (rundir / "weights.csv").read_text().splitlines()[1].split(",")
-    logw = logw_all[:, header.index("logweight")]
+    # extra CVs: weights of all rounds (as in weights.csv), re-solved per bootstrap resample for the errors
     if cvs:
+        rw = _reweighting(campaign, frames, positions, temperature)
+        logw = _weights_csv_logweights(rundir, rw)
         values = compute_cvs(campaign, last, cvs)
         lines += ["## Extra collective variables (reweighted over all rounds)", ""]
         for cv in cvs:
             v = values[cv.name]
             rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
-            fes = free_energy_surface(v, logw, bins=36, range=rng, temperature=temperature, n_blocks=4)
+            fes = free_energy_surface(v, logw, bins=36, range=rng, temperature=temperature, states=rw.states,
+                                      reweight=rw.reweight, n_bootstrap=N_BOOTSTRAP,
+                                      observable=_slow_observable(v, cv.kind != "distance", z))
             plot_fes(fes, out / f"cv_fes_{cv.name}.png", labels=[f"{cv.name} ({cv.unit})"],
                      title=f"{cv.name}: reweighted FES (kJ/mol)", overwrite=overwrite)
             fes.to_csv(out / f"cv_fes_{cv.name}.csv", overwrite=overwrite)
@@ -240,13 +352,16 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
             rng2 = [(-180.0, 180.0) if c.kind == "dihedral" else (float(values[c.name].min()),
                                                                   float(values[c.name].max())) for c in (a, b)]
             fes2 = free_energy_surface(np.column_stack([values[a.name], values[b.name]]), logw, bins=36, range=rng2,
-                                       temperature=temperature, n_blocks=4)
+                                       temperature=temperature, states=rw.states, reweight=rw.reweight,
+                                       n_bootstrap=N_BOOTSTRAP)
             name = f"cv_fes_{a.name}_{b.name}"
             plot_fes(fes2, out / f"{name}.png", labels=[f"{a.name} ({a.unit})", f"{b.name} ({b.unit})"],
                      title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite, vmax=40.0)
             lines += [f"![{a.name}/{b.name}]({name}.png)", ""]
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
-              "(kJ/mol) and MBAR log-weight; `round_XXX/frames.dcd` + `topology.pdb`: the frames; "
+              "(kJ/mol) and MBAR log-weight; `report/cv_fes_*.csv`: reweighted FES with 1σ errors (stratified "
+              "block bootstrap over bias states, MBAR re-solved per resample); "
+              "`round_XXX/frames.dcd` + `topology.pdb`: the frames; "
               "`round_XXX/model.pt`: the model trained after that round.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

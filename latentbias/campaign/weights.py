@@ -37,7 +37,7 @@ from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BiasState", "bias_states", "cross_round_logweights", "write_weights"]
+__all__ = ["BiasState", "bias_states", "cross_round_logweights", "reduced_potential_matrix", "write_weights"]
 
 
 @dataclass
@@ -73,6 +73,40 @@ class BiasState:
         return e
 
 
+def reduced_potential_matrix(
+    states: list[BiasState],
+    state_of_frame: np.ndarray,
+    encode: Callable[[int], np.ndarray],
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """u_kn = β V_k(z_k(x_n)) of every frame under every state that holds frames.
+
+    Parameters
+    ----------
+    states, state_of_frame, encode, temperature
+        As in :func:`cross_round_logweights`.
+
+    Returns
+    -------
+    u : numpy.ndarray, shape=(n_used_states, N)
+        Reduced bias potentials (dimensionless); row i belongs to the i-th smallest state index in use.
+    row_of_frame : numpy.ndarray of int, shape=(N,)
+        Row of ``u`` of the state each frame was sampled in.
+    """
+    state_of_frame = np.asarray(state_of_frame, dtype=int)
+    used, row_of_frame = np.unique(state_of_frame, return_inverse=True)
+    beta = 1.0 / kt_kjmol(temperature)
+    cache: dict[int, np.ndarray] = {}
+    u = np.zeros((len(used), len(state_of_frame)))
+    for i, s in enumerate(used):
+        st = states[s]
+        if st.kind != "unbiased" and st.model_round not in cache:
+            cache[st.model_round] = encode(st.model_round)
+        z = cache.get(st.model_round, np.zeros((len(state_of_frame), 0)))
+        u[i] = beta * st.energy(z)
+    return u, row_of_frame.reshape(-1).astype(np.int64)
+
+
 def cross_round_logweights(
     states: list[BiasState],
     state_of_frame: np.ndarray,
@@ -99,20 +133,10 @@ def cross_round_logweights(
     """
     from ..analysis.reweight import effective_sample_size
 
-    state_of_frame = np.asarray(state_of_frame, dtype=int)
-    used = np.unique(state_of_frame)
-    remap = {s: i for i, s in enumerate(used)}
-    order = np.argsort(np.array([remap[s] for s in state_of_frame]), kind="stable")
-    beta = 1.0 / kt_kjmol(temperature)
-    cache: dict[int, np.ndarray] = {}
-    u = np.zeros((len(used), len(state_of_frame)))
-    for i, s in enumerate(used):
-        st = states[s]
-        if st.kind != "unbiased" and st.model_round not in cache:
-            cache[st.model_round] = encode(st.model_round)
-        z = cache.get(st.model_round, np.zeros((len(state_of_frame), 0)))
-        u[i] = beta * st.energy(z)
-    n_k = np.array([np.count_nonzero(state_of_frame == s) for s in used])
+    u, rows = reduced_potential_matrix(states, state_of_frame, encode, temperature)
+    used = np.arange(u.shape[0])
+    order = np.argsort(rows, kind="stable")
+    n_k = np.bincount(rows, minlength=len(used))
     if len(used) == 1:
         logw = -u[0] - np.log(len(u[0]))
         logw -= np.logaddexp.reduce(logw)
