@@ -62,6 +62,18 @@ def test_metadynamics_snippet_runs(ala2, tmp_path, monkeypatch):
     assert len(np.loadtxt("hills.csv", delimiter=",", skiprows=2)) == 2
 
 
+def test_opes_snippet_runs(ala2, tmp_path, monkeypatch):
+    _, top, xyz = ala2
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))
+    monkeypatch.chdir(tmp_path)
+    lb.save_model(model, "latent.pt")
+    snippet = next(b for b in python_blocks() if "LatentOPES(" in b).replace("50_000", "1_000")
+    ns = ala2_namespace(ala2)
+    exec(compile(snippet, "README.md", "exec"), ns)
+    assert ns["fes"].shape == (300, 300)
+    assert len(np.loadtxt("opes.csv", delimiter=",", skiprows=2)) == 2 == len(ns["logw"])
+
+
 def test_umbrella_snippet_runs(ala2, tmp_path, monkeypatch):
     _, top, xyz = ala2
     model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))

@@ -1,8 +1,9 @@
-"""Biasing methods on latent coordinates: restraints and steering, metadynamics, umbrella sampling."""
+"""Biasing methods on latent coordinates: restraints and steering, metadynamics, OPES, umbrella sampling."""
 
 from .backends import CustomCVBackend, GridBiasBackend
 from .grid import BiasGrid, LatentVariable
 from .metadynamics import LatentMetadynamics
+from .opes import LatentOPES
 from .restraint import LatentRestraint, SteeringResult, steer
 from .umbrella import LatentUmbrellaSampling, UmbrellaResult, path_coordinate, straight_path
 
@@ -11,6 +12,7 @@ __all__ = [
     "CustomCVBackend",
     "GridBiasBackend",
     "LatentMetadynamics",
+    "LatentOPES",
     "LatentRestraint",
     "LatentUmbrellaSampling",
     "LatentVariable",

@@ -1,0 +1,268 @@
+"""LatentOPES on exact φ/ψ (a hand-made CV module) vs the published peer openmm-opes 0.2.0 on CustomTorsionForce φ/ψ.
+
+Alanine dipeptide in vacuum (Amber ff96 prmtop of openmmtools, HBonds), 300 K, 2 fs, LangevinMiddle 1/ps,
+Reference platform. Both samplers run OPES-METAD with the same barrier, pace, fixed σ0, compression threshold
+and grid. At equal simulated time each run reports ΔF = F(C7ax) − F(rest), C7ax = {0 < φ < 120°}:
+
+* ``dF_bias``: from the final bias, F = −V/(1 − 1/γ), summed over the grid nodes of each region;
+* ``dF_rw``: from the frames (one in the middle of every deposition interval, first 10 % discarded), reweighted
+  with β(V_t(s_t) − c(t)) — V_t the bias acting on the frame, c(t) each code's current c(t) estimate.
+
+Usage::
+
+    python benchmarks/opes_vs_peer.py run latent 1 --ns 2 --out results/latent_1.json   # one run
+    python benchmarks/opes_vs_peer.py table results/*.json [--at-ns 1]                  # side-by-side table
+    python benchmarks/opes_vs_peer.py timing                                            # µs/step of both
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import latentbias as lb  # noqa: F401  (imports torch before openmm: TorchForce plugin loading order)
+import openmm
+from openmm import app, unit
+
+from latentbias.analysis import kt_kjmol
+from latentbias.bias import LatentOPES, LatentVariable
+from latentbias.cvs import save_dihedral_cv
+from latentbias.testsystems import alanine_dipeptide_vacuum
+
+T = 300.0
+SETTINGS = dict(barrier=40.0, pace=500, sigma=0.15, grid=101, compression=1.0)
+KT = kt_kjmol(T)
+
+
+def phi_psi_atoms(topology):
+    import mdtraj as md
+
+    return lb.backbone_dihedral_atoms(md.Topology.from_openmm(topology), ("phi", "psi"))
+
+
+def simulation(system, topology, positions, seed):
+    integrator = openmm.LangevinMiddleIntegrator(T * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    sim.context.setVelocitiesToTemperature(T * unit.kelvin, seed)
+    return sim
+
+
+class Latent:
+    name = "latentbias LatentOPES"
+
+    def __init__(self, seed, folder, backend=None):
+        system, topology, positions = alanine_dipeptide_vacuum()
+        model = Path(folder) / "phipsi.pt"
+        if not model.exists():
+            save_dihedral_cv(phi_psi_atoms(topology), system.getNumParticles(), model)
+        s = SETTINGS
+        variables = [LatentVariable(i, -math.pi, math.pi, s["sigma"], periodic=True, gridWidth=s["grid"])
+                     for i in range(2)]
+        self.opes = LatentOPES(system, model, variables, T, barrier=s["barrier"], pace=s["pace"],
+                               compressionThreshold=s["compression"], backend=backend)
+        self.sim = simulation(system, topology, positions, seed)
+
+    def step(self, n):
+        self.opes.step(self.sim, n)
+
+    def observe(self):
+        z = self.opes.getCollectiveVariables(self.sim)
+        v = self.opes.backend.energy(self.sim.context) - self.opes.backend.wall_energy(z)
+        return z, v, self.opes.ct()
+
+    def bias(self):
+        return self.opes.getBias()
+
+    def gamma(self):
+        return self.opes.biasFactor
+
+    def kernels(self):
+        return self.opes.numKernels
+
+
+class Peer:
+    name = "openmm-opes 0.2.0"
+
+    def __init__(self, seed, folder=None):
+        from openmm_opes import OPES
+
+        system, topology, positions = alanine_dipeptide_vacuum()
+        s = SETTINGS
+        variables = []
+        for quad in phi_psi_atoms(topology):
+            f = openmm.CustomTorsionForce("theta")
+            f.addTorsion(*[int(i) for i in quad], [])
+            variables.append(app.BiasVariable(f, -math.pi, math.pi, s["sigma"], True, s["grid"]))
+        self.opes = OPES(system, variables, T * unit.kelvin, s["barrier"] * unit.kilojoule_per_mole, s["pace"],
+                         None, compressionThreshold=s["compression"])
+        self.sim = simulation(system, topology, positions, seed)
+
+    def step(self, n):
+        self.opes.step(self.sim, n)
+
+    def observe(self):
+        z = np.asarray(self.opes.getCollectiveVariables(self.sim))
+        v = self.opes.getBiasEnergy(self.sim.context).value_in_unit(unit.kilojoule_per_mole)
+        ct = self.opes.getCt().value_in_unit(unit.kilojoule_per_mole) if self.opes.getNumKernels() else -SETTINGS["barrier"]
+        return z, v, ct
+
+    def bias(self):
+        # the peer's grids are indexed [psi, phi] (slowest axis last variable); return [phi, psi]
+        return np.asarray(self.opes.getBias().value_in_unit(unit.kilojoule_per_mole)).T
+
+    def gamma(self):
+        return float(self.opes.biasFactor)
+
+    def kernels(self):
+        return self.opes.getNumKernels()
+
+
+def in_c7ax(phi):
+    return (phi > 0) & (phi < math.radians(120.0))
+
+
+def delta_f_from_bias(bias, gamma):
+    """ΔF(C7ax − rest) from F = −V/(1−1/γ) on the periodic [φ, ψ] grid (last node repeats the first)."""
+    f = -bias[:-1, :-1] / (1.0 - 1.0 / gamma)
+    phi = np.linspace(-math.pi, math.pi, bias.shape[0])[:-1]
+    logp = -(f - f.min()) / KT
+    a = in_c7ax(phi)
+    return float(-KT * (np.logaddexp.reduce(logp[a].ravel()) - np.logaddexp.reduce(logp[~a].ravel())))
+
+
+def delta_f_from_frames(phi, logw):
+    a = in_c7ax(phi)
+    return float(-KT * (np.logaddexp.reduce(logw[a]) - np.logaddexp.reduce(logw[~a])))
+
+
+def run(code, seed, ns, out=None):
+    """One run of ``code`` ("latent" or "peer"); returns (and writes to ``out``) its result dict."""
+    folder = tempfile.mkdtemp()
+    sampler = Latent(seed, folder) if code == "latent" else Peer(seed)
+    pace = SETTINGS["pace"]
+    n_intervals = int(round(ns * 1e6 / 2.0 / pace))  # 2 fs steps
+    zs, vs, cts, checkpoints = [], [], [], []
+    t0 = time.perf_counter()
+    for k in range(n_intervals):
+        sampler.step(pace // 2)  # a frame in the middle of the interval: never at a deposition
+        z, v, ct = sampler.observe()
+        zs.append(z), vs.append(v), cts.append(ct)
+        sampler.step(pace - pace // 2)
+        if (k + 1) % (n_intervals // 4) == 0:
+            checkpoints.append({"ns": (k + 1) * pace * 2e-6, "dF_bias": delta_f_from_bias(sampler.bias(), sampler.gamma())})
+    wall = time.perf_counter() - t0
+    zs, vs, cts = np.array(zs), np.array(vs), np.array(cts)
+    start = len(vs) // 10
+    logw = (vs[start:] - cts[start:]) / KT
+    result = {"code": code, "name": sampler.name, "seed": seed, "ns": ns, "wall_s": wall,
+              "us_per_step": wall / (n_intervals * pace) * 1e6, "kernels": sampler.kernels(),
+              "dF_bias": delta_f_from_bias(sampler.bias(), sampler.gamma()),
+              "dF_rw": delta_f_from_frames(zs[start:, 0], logw), "checkpoints": checkpoints,
+              "settings": SETTINGS}
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1))
+        print(json.dumps({k: v for k, v in result.items() if k != "checkpoints"}))
+    return result
+
+
+def table(paths, at_ns=None):
+    """Side-by-side table; with ``at_ns`` every run's dF_bias is taken at that simulated time (its checkpoints),
+    and dF_rw only from runs that ended there."""
+    rows = [json.loads(Path(p).read_text()) for p in paths]
+    if at_ns is not None:
+        kept = []
+        for r in rows:
+            hit = [c for c in r["checkpoints"] if abs(c["ns"] - at_ns) < 1e-6]
+            if not hit:
+                continue
+            r = dict(r, dF_bias=hit[0]["dF_bias"])
+            if abs(r["ns"] - at_ns) > 1e-6:
+                r["dF_rw"] = float("nan")
+            r["ns"] = at_ns
+            kept.append(r)
+        rows = kept
+    print(f"{'code':<24}{'seed':>5}{'ns':>6}{'dF_bias':>10}{'dF_rw':>10}{'kernels':>9}{'us/step':>10}{'wall_s':>9}")
+    for r in sorted(rows, key=lambda r: (r["code"], r["seed"])):
+        print(f"{r['name']:<24}{r['seed']:>5}{r['ns']:>6.1f}{r['dF_bias']:>10.2f}{r['dF_rw']:>10.2f}{r['kernels']:>9d}"
+              f"{r['us_per_step']:>10.1f}{r['wall_s']:>9.0f}")
+    print()
+    summary = {}
+    for code in sorted({r["code"] for r in rows}):
+        sel = [r for r in rows if r["code"] == code]
+        for key in ("dF_bias", "dF_rw"):
+            x = np.array([r[key] for r in sel if np.isfinite(r[key])])
+            if len(x) == 0:
+                continue
+            sd = x.std(ddof=1) if len(x) > 1 else float("nan")
+            summary[(code, key)] = (x.mean(), sd / math.sqrt(len(x)))
+            print(f"{sel[0]['name']:<24} {key:<8} mean {x.mean():6.2f}  sd {sd:5.2f}  sem {summary[(code, key)][1]:5.2f}"
+                  f"  (n={len(x)})")
+    for key in ("dF_bias", "dF_rw"):
+        if ("latent", key) in summary and ("peer", key) in summary:
+            (a, ea), (b, eb) = summary[("latent", key)], summary[("peer", key)]
+            print(f"difference latent - peer, {key}: {a - b:+.2f} +- {math.hypot(ea, eb):.2f} kJ/mol")
+
+
+def timing(steps=20_000):
+    """µs/step of both samplers (and unbiased / CustomCVForce fallback), interleaved, after a warm-up."""
+    from latentbias.bias import CustomCVBackend
+
+    folder = tempfile.mkdtemp()
+    system, topology, positions = alanine_dipeptide_vacuum()
+    cases = {"unbiased": None, "openmm-opes 0.2.0": lambda: Peer(1),
+             "LatentOPES (native LatentBiasForce)": lambda: Latent(1, folder),
+             "LatentOPES (CustomCVBackend)": lambda: Latent(1, folder, backend=CustomCVBackend)}
+    objs = {}
+    for name, make in cases.items():
+        if make is None:
+            sim = simulation(system, topology, positions, 1)
+            objs[name] = sim.step
+        else:
+            obj = make()
+            objs[name] = obj.step
+        objs[name](5000)  # warm-up, kernels deposited
+    times = {name: [] for name in objs}
+    for _ in range(3):
+        for name, step in objs.items():
+            t0 = time.perf_counter()
+            step(steps)
+            times[name].append((time.perf_counter() - t0) / steps * 1e6)
+    print(f"{'case':<38}{'µs/step (min of 3)':>20}")
+    for name, t in times.items():
+        print(f"{name:<38}{min(t):>20.1f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("code", choices=["latent", "peer"])
+    r.add_argument("seed", type=int)
+    r.add_argument("--ns", type=float, default=2.0)
+    r.add_argument("--out", required=True)
+    t = sub.add_parser("table")
+    t.add_argument("paths", nargs="+")
+    t.add_argument("--at-ns", type=float, default=None, help="compare dF_bias at this simulated time (checkpoints)")
+    tm = sub.add_parser("timing")
+    tm.add_argument("--steps", type=int, default=20_000)
+    a = p.parse_args(argv)
+    if a.cmd == "run":
+        run(a.code, a.seed, a.ns, a.out)
+    elif a.cmd == "table":
+        table(a.paths, a.at_ns)
+    else:
+        timing(a.steps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
