@@ -68,10 +68,11 @@ def test_records_and_record_file(tmp_path):
     rec = meta.getRecords()
     assert len(rec["step"]) == 50 and np.array_equal(rec["step"], np.arange(100, 5001, 100))
     assert rec["bias_kjmol"][0] == pytest.approx(0.0, abs=1e-9) and rec["bias_kjmol"][-1] > 0
-    np.testing.assert_allclose(rec["logweight"], (rec["bias_kjmol"] - rec["ct_kjmol"]) / kt_kjmol(300.0))
+    np.testing.assert_allclose(rec["logweight"], (rec["bias_kjmol"] + rec["wall_kjmol"] - rec["ct_kjmol"])
+                               / kt_kjmol(300.0), atol=1e-9)
     lines = (tmp_path / "hills.csv").read_text().splitlines()
     assert lines[0].startswith("#") and "kJ/mol" in lines[0]
-    assert lines[1] == "step,time_ps,z0,bias_kjmol,ct_kjmol,logweight"
+    assert lines[1] == "step,time_ps,z0,bias_kjmol,wall_kjmol,ct_kjmol,logweight"
     table = np.loadtxt(tmp_path / "hills.csv", delimiter=",", skiprows=2)
     np.testing.assert_allclose(table[:, 2], rec["z"][:, 0], rtol=1e-8)
     np.testing.assert_allclose(table[:, 1], 0.004 * rec["step"], rtol=1e-6)
@@ -106,6 +107,46 @@ def test_walls_restore_beyond_the_grid_edges(tmp_path):
     # with a bias on the grid, the total force outside is wall only and continuous across the edge
     meta.backend.set_grid(np.linspace(0, 3, meta.grid.shape[0]), ctx)
     check_finite_differences(ctx, np.array([[0.5 + 1e-3, 0.0, 0.0]]), -1, h=1e-6, rtol=1e-3)
+
+
+def test_logweights_include_edge_walls_exactly_as_the_force(tmp_path):
+    """Issue 8 c: frames beyond the grid edge carry the wall energy in their c(t) log-weight. Grid [-0.3, 0.3] on
+    the double well (minima ±0.5): with the bias frozen, kT·logweight + c(t) equals the bias force group's energy
+    in the Context (Reference platform) for every frame, the campaign's BiasState energy (which MBAR uses) agrees,
+    and with the bias switched off (scale 0) the log-weight is the wall alone."""
+    from latentbias.campaign.weights import BiasState
+
+    model = identity_model(tmp_path / "x.pt", 1, 1)
+    system = particle_system(DOUBLE_WELL_1D)
+    variable = LatentVariable(0, -0.3, 0.3, 0.05, gridWidth=61)
+    meta = LatentMetadynamics(system, model, [variable], 300.0, biasFactor=6.0, height=1.0, frequency=50,
+                              wallForceConstant=200.0)
+    sim = particle_simulation(system, [-0.5], seed=7)
+    meta.step(sim, 2000)
+    meta.depositionEnabled = False
+    kt = kt_kjmol(300.0)
+    beyond = 0
+    for scale in (1.0, 0.0):
+        meta.setBiasScale(sim.context, scale)
+        for _ in range(40):
+            meta.step(sim, 50)
+            rec = meta.getRecords()
+            z = rec["z"][-1]
+            acting = meta.backend.energy(sim.context)
+            wall = 0.5 * 200.0 * (max(0.0, z[0] - 0.3) + max(0.0, -0.3 - z[0])) ** 2
+            assert rec["wall_kjmol"][-1] == pytest.approx(wall, abs=1e-9)
+            assert kt * rec["logweight"][-1] + rec["ct_kjmol"][-1] == pytest.approx(acting, rel=1e-9, abs=1e-9)
+            if scale == 0.0:
+                assert rec["ct_kjmol"][-1] == 0.0 and kt * rec["logweight"][-1] == pytest.approx(wall, abs=1e-9)
+            if abs(z[0]) > 0.3:
+                beyond += 1
+                assert wall > 0
+                state = BiasState("metad", variables=[variable.to_dict()], grid=meta.getBias(), wall_k=200.0,
+                                  scale=scale)
+                assert state.energy(z[None])[0] == pytest.approx(acting, rel=1e-9, abs=1e-9)
+    assert beyond >= 20  # most frames sit beyond the edge, where the walls act
+    final = meta.getLogWeights("final")
+    np.testing.assert_allclose(kt * final, meta.biasAt(rec["z"]) + rec["wall_kjmol"], rtol=1e-12, atol=1e-12)
 
 
 def test_bias_force_matches_finite_differences_on_ala2(ala2, ala2_model):

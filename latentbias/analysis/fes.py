@@ -1,9 +1,24 @@
-"""Free-energy surfaces and basin free-energy differences from (re)weighted samples, with block-averaged errors.
+"""Free-energy surfaces and basin free-energy differences from (re)weighted samples, with error bars.
 
 F(s) = −kT ln p(s) from a weighted histogram of a 1-D or 2-D collective variable, shifted so that min F = 0.
-Errors are standard errors over blocks of frames: contiguous blocks in time order by default, or any labelling of
-frames into blocks (for pooled umbrella windows use :func:`block_labels` with the per-window frame counts, so that
-every block holds part of every window). Energies in **kJ/mol**, temperatures in **K**, CVs in their own units.
+Energies in **kJ/mol**, temperatures in **K**, CVs in their own units.
+
+Error bars (``error_method``), see :mod:`latentbias.analysis.uncertainty`:
+
+* ``"replicas"``: spread of the estimates of independent replicas (``replicas`` labels), Student t;
+* ``"bootstrap"``: stratified block bootstrap — blocks of ≈ 3 statistical inefficiencies (of the CV, or of the
+  basin indicator for ΔF), contiguous in time within each state (``states`` labels: umbrella window, bias
+  state), every resample keeping every state's frame count. With ``reweight`` (a function frame indices →
+  log-weights, e.g. :func:`~latentbias.analysis.uncertainty.mbar_reweighter`) the weights are re-solved on every
+  resample, so the uncertainty of the weights (MBAR's f_k) is part of the error bar;
+* ``"blocks"`` (legacy): the standard error over ``n_blocks`` blocks (contiguous in frame order, or ``blocks``
+  labels) with the weights held fixed. It is honest only when each block is much longer than the correlation
+  time and the weights are exact;
+* ``"auto"`` (default): replicas when ≥ 2 are labelled, else the bootstrap when ``states`` or ``reweight`` is
+  given, else blocks.
+
+Free energies in a bootstrap or replica estimate use the gauge −kT ln(p/volume) with p normalised over all frames
+(not min F = 0), so that the error of a bin is not inflated by the noise of the minimum bin.
 """
 
 from __future__ import annotations
@@ -27,10 +42,17 @@ from ._validation import (
     ensure_n_blocks,
 )
 from .constants import kt_kjmol, temperature_kelvin
+from .uncertainty import Estimate, estimate_uncertainty
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FreeEnergySurface", "basin_free_energy_difference", "block_labels", "free_energy_surface"]
+__all__ = [
+    "FreeEnergySurface",
+    "basin_free_energy_difference",
+    "basin_free_energy_estimate",
+    "block_labels",
+    "free_energy_surface",
+]
 
 
 @dataclass
@@ -55,7 +77,9 @@ class FreeEnergySurface:
     counts : numpy.ndarray of int, same shape as ``free_energy``
         Number of frames (unweighted) in each bin.
     n_blocks : int
-        Number of blocks used for the errors.
+        Number of blocks used for the errors (legacy blocks; bootstrap blocks summed over states; or replicas).
+    error_method : str
+        ``"blocks"``, ``"block-bootstrap"`` or ``"replicas"`` (see the module docstring).
     """
 
     edges: list[np.ndarray]
@@ -66,6 +90,7 @@ class FreeEnergySurface:
     temperature: float
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     n_blocks: int = 0
+    error_method: str = "blocks"
 
     @property
     def ndim(self) -> int:
@@ -102,14 +127,44 @@ class FreeEnergySurface:
         buf = io.StringIO()
         buf.write(f"# free energy surface, kJ/mol, T={self.temperature:g} K\n")
         buf.write(
-            "# F = -kT ln(p / bin volume) shifted so min F = 0; error = block standard error "
-            f"({self.n_blocks} blocks); probability = weight fraction per bin; nan = no samples\n"
+            "# F = -kT ln(p / bin volume) shifted so min F = 0; error = 1-sigma "
+            f"({_ERROR_TEXT.get(self.error_method, self.error_method)}, {self.n_blocks} blocks or replicas); "
+            "probability = weight fraction per bin; nan = no samples\n"
         )
         buf.write(",".join(names) + "\n")
         np.savetxt(buf, np.column_stack(columns), delimiter=",", fmt="%.10g")
         path = atomic_write_bytes(path, buf.getvalue().encode(), overwrite)
         logger.info("wrote %d-D free energy surface to %s", self.ndim, path)
         return path
+
+
+_ERROR_TEXT = {
+    "blocks": "block standard error",
+    "block-bootstrap": "stratified block bootstrap",
+    "replicas": "spread of independent replicas, Student t",
+}
+_ERROR_METHODS = ("auto", "blocks", "bootstrap", "replicas")
+
+
+def _choose_error_method(error_method: str, replicas: Any, states: Any, reweight: Any) -> str:
+    if error_method not in _ERROR_METHODS:
+        raise ValueError(f"error_method must be one of {', '.join(_ERROR_METHODS)}, got {error_method!r}")
+    if error_method == "auto":
+        if replicas is not None and np.unique(np.asarray(replicas)).size >= 2:
+            return "replicas"
+        return "bootstrap" if (states is not None or reweight is not None) else "blocks"
+    if error_method == "replicas" and (replicas is None or np.unique(np.asarray(replicas)).size < 2):
+        raise ValueError("error_method='replicas' needs replicas labels with at least 2 distinct replicas")
+    return error_method
+
+
+def _resampled_logweights(logw: np.ndarray, reweight: Any, idx: np.ndarray) -> np.ndarray:
+    if reweight is None:
+        return logw[idx]
+    out = np.asarray(reweight(idx), dtype=np.float64)
+    if out.shape != idx.shape:
+        raise ValueError(f"reweight(indices) must return one log-weight per index, got shape {out.shape}")
+    return out
 
 
 def block_labels(n_samples: int | Sequence[int], n_blocks: int) -> np.ndarray:
@@ -236,6 +291,13 @@ def free_energy_surface(
     n_blocks: int = 5,
     min_count: int = 1,
     blocks: Any | None = None,
+    *,
+    error_method: str = "auto",
+    states: Any | None = None,
+    replicas: Any | None = None,
+    reweight: Callable[[np.ndarray], np.ndarray] | None = None,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
 ) -> FreeEnergySurface:
     """Free-energy surface F(s) = −kT ln p(s) of a 1-D or 2-D CV from (weighted) frames.
 
@@ -259,14 +321,28 @@ def free_energy_surface(
     min_count : int
         Bins with fewer frames than this get F = NaN.
     blocks : array_like of int, shape=(n_frames,), optional
-        Block label of every frame (overrides ``n_blocks``); see :func:`block_labels` for pooled umbrella windows.
+        Block label of every frame (overrides ``n_blocks``; ``error_method="blocks"`` only).
+    error_method : {"auto", "blocks", "bootstrap", "replicas"}
+        How the error is computed (module docstring).
+    states : array_like of int, shape=(n_frames,), optional
+        Thermodynamic state (umbrella window, bias state) of every frame, for the stratified bootstrap; frames of a
+        state must be in time order.
+    replicas : array_like of int, shape=(n_frames,), optional
+        Independent replica of every frame.
+    reweight : callable, optional
+        ``reweight(indices) -> log-weights`` of the selected frames, re-solving the weights (e.g. MBAR) on a
+        resample or a single replica; without it ``logweights[indices]`` is used.
+    n_bootstrap : int
+        Bootstrap resamples.
+    seed : int or None
+        Seed of the bootstrap.
 
     Returns
     -------
     FreeEnergySurface
-        F in **kJ/mol** with min F = 0. The error is the standard error over blocks of each block's
-        F_b = −kT ln(p_b / bin volume) (p_b normalised within the block), using only blocks with weight in the
-        bin; it does not include the uncertainty of the weights themselves (e.g. of MBAR's f_k).
+        F in **kJ/mol** with min F = 0 and its 1σ error. For ``"blocks"``: the standard error over blocks of each
+        block's F_b = −kT ln(p_b / bin volume) (p_b normalised within the block), using only blocks with weight in
+        the bin, weights held fixed.
     """
     x = ensure_cv(cv)
     n_frames, ndim = x.shape
@@ -300,16 +376,35 @@ def free_energy_surface(
     prob_masked = np.where(valid, prob, 0.0)
     free = _free_energy(prob_masked, volume, kt)
 
-    block_f = np.full((nb, n_bins), np.nan)
-    for b in builtins.range(nb):
-        sel = labels == b
-        total = w[sel].sum()
-        if total <= 0:
-            continue
-        sel_in = sel & inside
-        pb = np.bincount(idx[sel_in], weights=w[sel_in], minlength=n_bins) / total
-        block_f[b] = _free_energy(np.where(valid, pb, 0.0), volume, kt)
-    error = _block_standard_error(block_f)
+    method = _choose_error_method(error_method, replicas, states, reweight)
+    if method == "blocks":
+        block_f = np.full((nb, n_bins), np.nan)
+        for b in builtins.range(nb):
+            sel = labels == b
+            total = w[sel].sum()
+            if total <= 0:
+                continue
+            sel_in = sel & inside
+            pb = np.bincount(idx[sel_in], weights=w[sel_in], minlength=n_bins) / total
+            block_f[b] = _free_energy(np.where(valid, pb, 0.0), volume, kt)
+        error = _block_standard_error(block_f)
+        method_name = "blocks"
+    else:
+        def estimator(sel: np.ndarray) -> np.ndarray:
+            lw = _resampled_logweights(logw, reweight, sel)
+            ws = np.exp(lw - np.max(lw))
+            ins = idx[sel] >= 0
+            pb = np.bincount(idx[sel][ins], weights=ws[ins], minlength=n_bins) / ws.sum()
+            with np.errstate(divide="ignore"):
+                out = -kt * np.log(pb / volume)
+            out[~valid] = np.nan
+            return out
+
+        est = estimate_uncertainty(estimator, n_frames, replicas=replicas if method == "replicas" else None,
+                                   states=states, observable=x, n_bootstrap=n_bootstrap, seed=seed)
+        error = np.asarray(est.error, dtype=np.float64)
+        nb = est.n_independent
+        method_name = est.method
     error[~valid] = np.nan
 
     if not np.any(valid):
@@ -331,6 +426,7 @@ def free_energy_surface(
         temperature=temp,
         counts=counts.reshape(shape),
         n_blocks=nb,
+        error_method=method_name,
     )
 
 
@@ -357,6 +453,13 @@ def basin_free_energy_difference(
     temperature: Any = 300.0,
     n_blocks: int = 5,
     blocks: Any | None = None,
+    *,
+    error_method: str = "auto",
+    states: Any | None = None,
+    replicas: Any | None = None,
+    reweight: Callable[[np.ndarray], np.ndarray] | None = None,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
 ) -> tuple[float, float]:
     """Free-energy difference ΔF = F_B − F_A = −kT ln(P_B / P_A) between two basins, with a block error.
 
@@ -374,14 +477,18 @@ def basin_free_energy_difference(
     n_blocks : int
         Number of contiguous blocks for the error (``blocks`` overrides, see :func:`block_labels`).
     blocks : array_like of int, shape=(n_frames,), optional
-        Block label of every frame.
+        Block label of every frame (``error_method="blocks"``).
+    error_method, states, replicas, reweight, n_bootstrap, seed
+        As in :func:`free_energy_surface`; the bootstrap's block length comes from the statistical inefficiency of
+        the basin indicator 1_B − 1_A within each state.
 
     Returns
     -------
     dF_kjmol : float
         F_B − F_A in **kJ/mol** (positive when B is less populated).
     err_kjmol : float
-        Standard error over blocks, **kJ/mol** (NaN if fewer than 2 blocks visit both basins).
+        1σ error, **kJ/mol**: standard error over blocks (NaN if fewer than 2 blocks visit both basins), or the
+        bootstrap / replica error (NaN if fewer than 80 % of the resamples visit both basins).
     """
     x = ensure_cv(cv, max_dim=None)
     n_frames = x.shape[0]
@@ -399,11 +506,75 @@ def basin_free_energy_difference(
         empty = "A" if wa <= 0 else "B"
         raise ValueError(f"basin {empty} has no frames with non-zero weight; cannot estimate its free energy")
     df = float(-kt * np.log(wb / wa))
-    per_block = np.full(nb, np.nan)
-    for k in range(nb):
-        sel = labels == k
-        pa, pb = w[sel & a].sum(), w[sel & b].sum()
-        if pa > 0 and pb > 0:
-            per_block[k] = -kt * np.log(pb / pa)
-    err = float(_block_standard_error(per_block[:, None])[0])
-    return df, err
+    method = _choose_error_method(error_method, replicas, states, reweight)
+    if method == "blocks":
+        per_block = np.full(nb, np.nan)
+        for k in range(nb):
+            sel = labels == k
+            pa, pb = w[sel & a].sum(), w[sel & b].sum()
+            if pa > 0 and pb > 0:
+                per_block[k] = -kt * np.log(pb / pa)
+        return df, float(_block_standard_error(per_block[:, None])[0])
+    est = basin_free_energy_estimate(x, logw, a, b, temperature, error_method=method, states=states,
+                                     replicas=replicas, reweight=reweight, n_bootstrap=n_bootstrap, seed=seed)
+    return df if reweight is None else float(est.value), float(est.error)
+
+
+def basin_free_energy_estimate(
+    cv: Any,
+    logweights: Any | None,
+    in_a: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    in_b: np.ndarray | Callable[[np.ndarray], np.ndarray],
+    temperature: Any = 300.0,
+    *,
+    error_method: str = "auto",
+    states: Any | None = None,
+    replicas: Any | None = None,
+    reweight: Callable[[np.ndarray], np.ndarray] | None = None,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    observable: Any | None = None,
+) -> Estimate:
+    """ΔF = F_B − F_A (**kJ/mol**) with its error as an :class:`~latentbias.analysis.uncertainty.Estimate`.
+
+    Same inputs as :func:`basin_free_energy_difference` (which returns ``(value, error)`` of this); the estimate
+    says how its error was obtained (``method``, ``n_independent``, ``statistical_inefficiency``) and gives
+    intervals for any number of σ (:meth:`Estimate.halfwidth`). ``error_method`` may be "auto", "bootstrap" or
+    "replicas" ("auto" without replicas means the bootstrap, with one state unless ``states`` is given).
+    ``observable`` (shape=(n_frames,) or (n_frames, k)) adds slow observables to the basin indicator for the
+    statistical inefficiency; pass the biased coordinate when the weights come from MBAR over several states
+    (within a window the indicator may never change while the position, which sets f_k, is correlated).
+    """
+    x = ensure_cv(cv, max_dim=None)
+    n_frames = x.shape[0]
+    logw = ensure_logweights(logweights, n_frames)
+    a = _frame_mask(in_a, x, "in_a")
+    b = _frame_mask(in_b, x, "in_b")
+    kt = kt_kjmol(temperature)
+    method = _choose_error_method(error_method, replicas, states, reweight)
+    if method == "blocks":
+        if error_method == "blocks":
+            raise ValueError("basin_free_energy_estimate has no 'blocks' method; use basin_free_energy_difference")
+        method = "bootstrap"
+
+    obs = (b.astype(float) - a.astype(float))[:, None]
+    if observable is not None:
+        extra = np.asarray(observable, dtype=np.float64)
+        extra = extra[:, None] if extra.ndim == 1 else extra
+        if extra.ndim != 2 or extra.shape[0] != n_frames:
+            raise ValueError(f"observable must have shape ({n_frames},) or ({n_frames}, k), got {np.shape(observable)}")
+        obs = np.column_stack([obs, extra])
+
+    def estimator(sel: np.ndarray) -> float:
+        lw = _resampled_logweights(logw, reweight, sel)
+        ws = np.exp(lw - np.max(lw))
+        pa, pb = ws[a[sel]].sum(), ws[b[sel]].sum()
+        if pa <= 0 or pb <= 0:
+            return float("nan")
+        return float(-kt * np.log(pb / pa))
+
+    est = estimate_uncertainty(estimator, n_frames, replicas=replicas if method == "replicas" else None,
+                               states=states, observable=obs, n_bootstrap=n_bootstrap, seed=seed)
+    if not np.isfinite(est.value):
+        raise ValueError("basin A or B has no frames with non-zero weight; cannot estimate its free energy")
+    return est

@@ -77,12 +77,15 @@ def metad_final_bias_logweights(bias_final_kjmol: Any, temperature: Any) -> np.n
     return ensure_1d_float(bias_final_kjmol, "bias_final_kjmol") / kt_kjmol(temperature)
 
 
-def well_tempered_ct(bias_grid_kjmol: Any, temperature: Any, bias_factor: float) -> float:
+def well_tempered_ct(bias_grid_kjmol: Any, temperature: Any, bias_factor: float, scale: float = 1.0) -> float:
     """c(t) of well-tempered metadynamics from the bias on a uniform grid.
 
     c(t) = (1/β) ln[ Σ_s exp(γ/(γ−1) β V(s,t)) / Σ_s exp(β V(s,t)/(γ−1)) ], evaluated with ``logsumexp`` (no
     overflow for large biases). The cell volume of a uniform grid cancels. ``bias_factor=inf`` (plain
     metadynamics) gives c = (1/β) ln[ mean_s exp(β V) ].
+
+    With ``scale`` s ≠ 1 (the acting bias is s·V while the free-energy estimate is still F = −γ/(γ−1) V):
+    c_s = (1/β) ln[ Σ exp(γ/(γ−1) β V) / Σ exp(γ/(γ−1) β V − s β V) ]; s = 1 gives the formula above, s = 0 gives 0.
 
     Parameters
     ----------
@@ -92,6 +95,8 @@ def well_tempered_ct(bias_grid_kjmol: Any, temperature: Any, bias_factor: float)
         Simulation temperature T (not T + ΔT), **K**.
     bias_factor : float
         γ = (T + ΔT)/T > 1.
+    scale : float
+        Factor s ≥ 0 of the acting bias s·V (default 1).
 
     Returns
     -------
@@ -109,11 +114,15 @@ def well_tempered_ct(bias_grid_kjmol: Any, temperature: Any, bias_factor: float)
         raise ValueError(f"bias_factor must be a number > 1, got {bias_factor!r}") from None
     if math.isnan(gamma) or gamma <= 1.0:
         raise ValueError(f"bias_factor (gamma = (T + dT)/T) must be > 1, got {bias_factor!r}")
+    s = float(scale)
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
     bv = grid.ravel() / kt_kjmol(temperature)
     if math.isinf(gamma):
-        log_ratio = logsumexp(bv) - math.log(bv.size)
+        log_ratio = logsumexp(bv) - logsumexp((1.0 - s) * bv)
     else:
-        log_ratio = logsumexp(bv * (gamma / (gamma - 1.0))) - logsumexp(bv / (gamma - 1.0))
+        a = gamma / (gamma - 1.0)
+        log_ratio = logsumexp(bv * a) - logsumexp(bv * (a - s))
     return float(kt_kjmol(temperature) * log_ratio)
 
 
@@ -184,11 +193,24 @@ def mbar_logweights(
     reduced_potentials: Any,
     n_samples: Sequence[int] | np.ndarray,
     target_reduced_potential: Any | None = None,
+    *,
+    uncertainty: str = "asymptotic",
+    observable: Any | None = None,
+    n_bootstrap: int = 200,
+    seed: int | None = 0,
+    initial_f_k: Any | None = None,
+    quiet: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MBAR log-weights of pooled umbrella-sampling frames in a target (by default the unbiased) state.
 
     Solves the MBAR equations with pymbar 4 and returns
     log w_n = −u_target(x_n) − log Σ_k N_k exp(f_k − u_kn), normalised so that logsumexp(log w) = 0.
+
+    The uncertainty ``df_k`` is either pymbar's asymptotic estimate (``uncertainty="asymptotic"``, the default),
+    which treats every frame as an independent sample and is therefore too small by about √g for correlated
+    frames (g: statistical inefficiency), or a stratified block bootstrap (``uncertainty="bootstrap"``) that keeps
+    the per-state counts, uses blocks of ≈ 3 g frames within each state (g of ``observable``) and re-solves MBAR on
+    every resample (see :mod:`latentbias.analysis.uncertainty`).
 
     Parameters
     ----------
@@ -203,6 +225,19 @@ def mbar_logweights(
         Reduced potential u_target(x_n) of the state to reweight to, on the same footing as
         ``reduced_potentials``. The default, zeros, is the unbiased state when ``reduced_potentials`` holds only
         the biases. If ``reduced_potentials`` includes β U_0(x_n), pass β U_0(x_n) here.
+    uncertainty : {"asymptotic", "bootstrap", "none"}
+        How ``df_k`` is computed (see above); ``"none"`` skips it (``df_k`` NaN, fastest).
+    observable : array_like, shape=(n_frames,) or (n_frames, d), optional
+        Slow observable (e.g. the CV) whose statistical inefficiency within each state sets the bootstrap block
+        length; without it the bootstrap treats frames as uncorrelated.
+    n_bootstrap : int
+        Bootstrap resamples (``uncertainty="bootstrap"`` only).
+    seed : int or None
+        Seed of the bootstrap.
+    initial_f_k : array_like, shape=(n_states,), optional
+        Starting guess for f_k (dimensionless), e.g. from an earlier solve.
+    quiet : bool
+        Do not log the effective sample size (used inside bootstraps).
 
     Returns
     -------
@@ -211,8 +246,10 @@ def mbar_logweights(
     f_k : numpy.ndarray, shape=(n_states,)
         Reduced free energies f_k − f_0 (dimensionless; multiply by kT for kJ/mol).
     df_k : numpy.ndarray, shape=(n_states,)
-        Statistical uncertainty of f_k − f_0 (dimensionless; 0 for state 0).
+        Statistical uncertainty (1σ) of f_k − f_0 (dimensionless; 0 for state 0).
     """
+    if uncertainty not in ("asymptotic", "bootstrap", "none"):
+        raise ValueError(f"uncertainty must be 'asymptotic', 'bootstrap' or 'none', got {uncertainty!r}")
     u_kn = np.asarray(reduced_potentials, dtype=np.float64)
     if u_kn.ndim != 2:
         raise ValueError(
@@ -244,22 +281,113 @@ def mbar_logweights(
     else:
         u_target = ensure_1d_float(target_reduced_potential, "target_reduced_potential", n_frames)
 
-    MBAR = _import_mbar()
-    with _quiet_pymbar():
-        mbar = MBAR(u_kn, n_k, solver_protocol="robust")
-        result = mbar.compute_free_energy_differences()
-    f_k = np.asarray(result["Delta_f"], dtype=np.float64)[0].copy()
-    df_k = np.asarray(result["dDelta_f"], dtype=np.float64)[0].copy()
+    f_k, df_k = _solve_mbar(u_kn, n_k, initial_f_k, want_errors=uncertainty == "asymptotic")
 
     with np.errstate(divide="ignore"):
         log_n = np.log(n_k.astype(np.float64))
-    log_denominator = logsumexp(log_n[:, None] + f_k[:, None] - u_kn, axis=0)
+    log_denominator = _lse0(log_n[:, None] + f_k[:, None] - u_kn)
     logw = -u_target - log_denominator
     logw -= logsumexp(logw)
-    logger.info(
-        "MBAR over %d states, %d frames: effective sample size in the target state %.1f",
-        n_states,
-        n_frames,
-        effective_sample_size(logw),
-    )
+    if uncertainty == "bootstrap":
+        df_k = _bootstrap_df_k(u_kn, n_k, f_k, observable, n_bootstrap, seed)
+    if not quiet:
+        logger.info(
+            "MBAR over %d states, %d frames: effective sample size in the target state %.1f",
+            n_states,
+            n_frames,
+            effective_sample_size(logw),
+        )
     return logw, f_k, df_k
+
+
+def _lse0(a: np.ndarray) -> np.ndarray:
+    """log Σ_k exp(a_kn) over axis 0 (plain numpy: scipy's logsumexp costs ~5× more on (K, N) arrays)."""
+    m = a.max(axis=0)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return m + np.log(np.exp(a - m).sum(axis=0))
+
+
+def _newton_mbar(u_kn: np.ndarray, n_k: np.ndarray, f_init: np.ndarray, tol: float = 1e-9,
+                 max_iter: int = 100) -> np.ndarray | None:
+    """Solve the MBAR equations by Newton's method on their convex objective, from a good starting point.
+
+    Minimises L(f) = Σ_n ln Σ_k N_k e^{f_k − u_kn} − Σ_k N_k f_k over f_1..f_K−1 (f_0 = 0), with a backtracking
+    line search; the fast path for bootstrap resamples warm-started from the full-data solution. Returns None when
+    it does not converge (the caller then uses pymbar). States with N_k = 0 must not be passed.
+    """
+    log_n = np.log(n_k.astype(np.float64))
+    n_tot = float(n_k.sum())
+
+    def objective(f: np.ndarray) -> tuple[float, np.ndarray]:
+        a = log_n[:, None] + f[:, None] - u_kn
+        m = a.max(axis=0)
+        e = np.exp(a - m)
+        total = e.sum(axis=0)
+        return float((m + np.log(total)).sum() - n_k @ f), e / total  # value, N_k W_nk (K, N)
+
+    f = f_init - f_init[0]
+    val, p = objective(f)
+    for _ in range(max_iter):
+        grad = p.sum(axis=1) - n_k
+        if np.max(np.abs(grad)) / n_tot < tol:
+            return f
+        hess = np.diag(p.sum(axis=1)) - p @ p.T
+        try:
+            step = np.zeros_like(f)
+            step[1:] = -np.linalg.solve(hess[1:, 1:], grad[1:])
+        except np.linalg.LinAlgError:
+            return None
+        t = 1.0
+        while t > 1e-8:
+            new_val, new_p = objective(f + t * step)
+            if new_val <= val + 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        else:
+            return None
+        f, val, p = f + t * step, new_val, new_p
+    return None
+
+
+def _solve_mbar(u_kn: np.ndarray, n_k: np.ndarray, initial_f_k: Any | None,
+                want_errors: bool) -> tuple[np.ndarray, np.ndarray]:
+    """f_k − f_0 (and pymbar's asymptotic errors, else NaN) of one MBAR solve."""
+    f_init = None
+    if initial_f_k is not None:
+        f_init = np.asarray(initial_f_k, dtype=np.float64)
+        if f_init.shape != (u_kn.shape[0],) or not np.all(np.isfinite(f_init)):
+            raise ValueError(f"initial_f_k must hold {u_kn.shape[0]} finite values, got shape {f_init.shape}")
+        if not want_errors and np.all(n_k > 0):
+            f = _newton_mbar(u_kn, n_k, f_init)
+            if f is not None:
+                return f, np.full(f.shape, np.nan)
+            logger.debug("Newton MBAR solve did not converge; using pymbar")
+    MBAR = _import_mbar()
+    with _quiet_pymbar():
+        mbar = MBAR(u_kn, n_k, solver_protocol="robust", initial_f_k=f_init)
+        if want_errors:
+            result = mbar.compute_free_energy_differences()
+            return (np.asarray(result["Delta_f"], dtype=np.float64)[0].copy(),
+                    np.asarray(result["dDelta_f"], dtype=np.float64)[0].copy())
+    f_k = np.asarray(mbar.f_k, dtype=np.float64)
+    return f_k - f_k[0], np.full(f_k.shape, np.nan)
+
+
+def _bootstrap_df_k(u_kn: np.ndarray, n_k: np.ndarray, f_k: np.ndarray, observable: Any | None,
+                    n_bootstrap: int, seed: int | None) -> np.ndarray:
+    """Stratified block-bootstrap 1σ of f_k − f_0 (MBAR re-solved per resample); empty states are skipped."""
+    from .uncertainty import estimate_uncertainty
+
+    states = np.repeat(np.arange(len(n_k)), n_k)
+    present = n_k > 0
+
+    def estimator(idx: np.ndarray) -> np.ndarray:
+        f, _ = _solve_mbar(u_kn[np.ix_(present, idx)], n_k[present], f_k[present] - f_k[present][0], False)
+        return f
+
+    est = estimate_uncertainty(estimator, u_kn.shape[1], states=states, observable=observable,
+                               n_bootstrap=n_bootstrap, seed=seed)
+    out = np.zeros(len(n_k))
+    out[present] = est.error
+    out[~present] = np.nan
+    return out

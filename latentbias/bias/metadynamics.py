@@ -7,14 +7,21 @@ Differences from OpenMM's class, all deliberate:
 * restoring walls act beyond non-periodic grid edges (OpenMM's bias force is zero there, issue 3805);
 * the bias state can be saved and restored exactly (:meth:`LatentMetadynamics.saveState` /
   :meth:`LatentMetadynamics.loadState`: ``.npz`` + ``.json``, atomic writes);
-* every deposition is recorded (step, time, z, instantaneous bias V(z,t), c(t), log-weight) for reweighting,
-  optionally streamed to a CSV file;
+* every deposition is recorded (step, time, z, instantaneous bias V(z,t), edge-wall energy W(z), c(t),
+  log-weight) for reweighting, optionally streamed to a CSV file;
 * grids are indexed in natural order ``[i0, i1, i2]``.
 
 Multiple walkers: give every process the same ``biasDir`` and a ``saveFrequency``. Each writes its own
 deposited bias to ``biasDir/bias_<walkerId>.npz`` (atomically) and adds the latest files of all other walkers
 to its total bias, exactly like OpenMM's Metadynamics. Restarting with a new walker id in the same ``biasDir``
 also picks up the earlier run's bias.
+
+Reweighting (Tiwary & Parrinello, JPCB 119, 736 (2015)): a frame sampled at time t under the acting bias
+B(z, t) = s·V(z, t) + W(z) (s: :meth:`LatentMetadynamics.setBiasScale`, 1 normally; W: edge walls) gets the
+log-weight β (B(z, t) − c_s(t)), where B is read from the Context (so it is exactly the energy the force applied,
+walls included) and c_s(t) = kT ln[Σ_grid e^{γ/(γ−1) βV} / Σ_grid e^{γ/(γ−1) βV − s βV}] is c(t) of the acting
+bias (the usual c(t) for s = 1, 0 for s = 0). The walls act only beyond the grid, where c(t) has no estimate of
+the free energy; they do not enter c.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["LatentMetadynamics", "DEPOSIT_COLUMNS"]
 
 #: Columns of the per-deposition record (and of the CSV file).
-DEPOSIT_COLUMNS = ("step", "time_ps", "bias_kjmol", "ct_kjmol", "logweight")
+DEPOSIT_COLUMNS = ("step", "time_ps", "bias_kjmol", "wall_kjmol", "ct_kjmol", "logweight")
 
 _STATE_VERSION = 1
 _WALKER_FILE = re.compile(r"^bias_(?P<id>[A-Za-z0-9_-]+)\.npz$")
@@ -77,8 +84,8 @@ class LatentMetadynamics:
     walkerId : str, optional
         Name of this walker's file in ``biasDir`` (default: random).
     recordFile : str or path-like, optional
-        CSV file receiving one row per deposition (columns ``step,time_ps,z<i>...,bias_kjmol,ct_kjmol,logweight``;
-        a ``#`` line states units). An existing file is appended to only if ``appendRecord`` is True.
+        CSV file receiving one row per deposition (columns
+        ``step,time_ps,z<i>...,bias_kjmol,wall_kjmol,ct_kjmol,logweight``; a ``#`` line states units). An existing file is appended to only if ``appendRecord`` is True.
     appendRecord : bool
     trajectoryFile : str or path-like, optional
         DCD file receiving the positions at every deposition, so frame i matches record i (reweight any CV
@@ -165,7 +172,8 @@ class LatentMetadynamics:
                 header = ["step", "time_ps"] + [f"z{v.index}" for v in self.variables] + list(DEPOSIT_COLUMNS[2:])
                 with open(self._recordPath, "w") as fh:
                     fh.write(f"# latent metadynamics depositions; T={self.temperature} K, biasFactor={self.biasFactor};"
-                             " z in model units, bias and c(t) in kJ/mol, logweight = (bias - c)/kT\n")
+                             " z in model units, bias V (unscaled), wall and c(t) in kJ/mol,"
+                             " logweight = (scale*bias + wall - c)/kT\n")
                     fh.write(",".join(header) + "\n")
         self._appendRecord = bool(appendRecord)
         self._trajectoryPath = None if trajectoryFile is None else Path(trajectoryFile)
@@ -264,13 +272,15 @@ class LatentMetadynamics:
 
         context = simulation.context
         z = self.backend.latent_values(context)
-        acting = self.backend.energy(context)  # scale * V(z) + walls
+        acting = self.backend.energy(context)  # scale * V(z) + walls, exactly as the force applies it
         scale = self.backend.scale
-        bias = (acting - self.backend.wall_energy(z)) / scale if scale > 0 else float(self.biasAt(z[None])[0])
-        ct = self.ct()
+        wall = self.backend.wall_energy(z)
+        bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
+        ct = self.ct() if scale == 1.0 else well_tempered_ct(self._totalBias, self.temperature, self.biasFactor,
+                                                             scale=scale)
         state = context.getState(getPositions=self._trajectoryPath is not None)
         time_ps = state.getTime().value_in_unit(unit.picosecond)
-        self._record(simulation.currentStep, time_ps, z, bias, ct)
+        self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
         if self._trajectoryPath is not None:
             self._writeFrame(simulation, state)
         if not self.depositionEnabled:
@@ -280,15 +290,16 @@ class LatentMetadynamics:
         self._nDeposits += 1
         self.backend.set_grid(self._totalBias, context)
 
-    def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, ct: float) -> None:
-        logweight = (bias - ct) / self._kt
-        for name, value in zip(DEPOSIT_COLUMNS, (step, time_ps, bias, ct, logweight)):
+    def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, wall: float, ct: float,
+                acting: float) -> None:
+        logweight = (acting - ct) / self._kt
+        for name, value in zip(DEPOSIT_COLUMNS, (step, time_ps, bias, wall, ct, logweight)):
             self.records[name].append(value)
         self.records["z"].append(np.asarray(z, dtype=float))
         if self._recordPath is not None:
             with open(self._recordPath, "a") as fh:
                 fh.write(",".join([str(int(step)), f"{time_ps:.6f}"] + [f"{x:.10g}" for x in z]
-                                  + [f"{bias:.10g}", f"{ct:.10g}", f"{logweight:.10g}"]) + "\n")
+                                  + [f"{bias:.10g}", f"{wall:.10g}", f"{ct:.10g}", f"{logweight:.10g}"]) + "\n")
 
     def _writeFrame(self, simulation: Any, state: Any) -> None:
         from openmm import app
@@ -307,9 +318,10 @@ class LatentMetadynamics:
         Parameters
         ----------
         method : {"ct", "final"}
-            ``"ct"``: β (V(z_t, t) − c(t)) (Tiwary & Parrinello 2015; uses the bias acting when the frame was
-            sampled). ``"final"``: β V_final(z_t) with the final bias grid (linear interpolation), valid once the
-            bias is quasi-static (discard the early frames).
+            ``"ct"``: β (s V(z_t, t) + W(z_t) − c_s(t)) (Tiwary & Parrinello 2015; the bias acting when the frame
+            was sampled, read from the Context, edge walls W included; see the module docstring). ``"final"``:
+            β (V_final(z_t) + W(z_t)) with the final bias grid (linear interpolation), valid once the bias is
+            quasi-static (discard the early frames).
 
         Returns
         -------
@@ -321,16 +333,30 @@ class LatentMetadynamics:
         if method == "ct":
             return rec["logweight"]
         if method == "final":
-            return metad_final_bias_logweights(self.biasAt(rec["z"]), self.temperature)
+            return metad_final_bias_logweights(self.biasAt(rec["z"]) + self.wallEnergy(rec["z"]), self.temperature)
         raise ValueError(f"method must be 'ct' or 'final', got {method!r}")
 
     def biasAt(self, z: Any) -> np.ndarray:
         """Current total bias (kJ/mol) at latent points z, shape=(n, d) -> (n,), by linear grid interpolation."""
         return self.grid.interpolate(z, self._totalBias)
 
+    def wallEnergy(self, z: Any) -> np.ndarray:
+        """Edge-wall energy (kJ/mol) at latent points z, shape=(n, d) -> (n,): ½ k_wall (distance beyond the grid)²
+        summed over non-periodic variables, as the bias force applies it."""
+        pts = np.atleast_2d(np.asarray(z, dtype=float))
+        if pts.shape[1] != len(self.variables):
+            raise ValueError(f"z must have shape (n, {len(self.variables)}), got {pts.shape}")
+        e = np.zeros(len(pts))
+        for j, v in enumerate(self.variables):
+            if not v.periodic:
+                over = np.clip(pts[:, j] - v.maxValue, 0, None) + np.clip(v.minValue - pts[:, j], 0, None)
+                e += 0.5 * self.backend.wall_force_constant * over**2
+        return e
+
     def getRecords(self) -> dict[str, np.ndarray]:
-        """Per-deposition records as arrays: ``step``, ``time_ps``, ``z`` (n, d), ``bias_kjmol``, ``ct_kjmol``,
-        ``logweight`` (= (bias − c)/kT, the c(t) reweighting log-weight of the frame)."""
+        """Per-deposition records as arrays: ``step``, ``time_ps``, ``z`` (n, d), ``bias_kjmol`` (V(z, t), the
+        unscaled metadynamics bias), ``wall_kjmol`` (edge walls W(z)), ``ct_kjmol`` (c(t) of the acting bias),
+        ``logweight`` (= (s·V + W − c)/kT, the c(t) reweighting log-weight of the frame)."""
         out = {k: np.asarray(v) for k, v in self.records.items() if k != "z"}
         out["z"] = np.asarray(self.records["z"]).reshape(-1, len(self.variables))
         return out
@@ -424,7 +450,14 @@ class LatentMetadynamics:
         self._otherBias = {k: data["otherBias"][i].copy() for i, k in enumerate(info["otherWalkers"])}
         self._nDeposits = int(info["numDeposits"])
         self.walkerId = info["walkerId"]  # continue writing the same walker file, never count it twice
-        self.records = {k: list(data[f"record_{k}"]) for k in DEPOSIT_COLUMNS}
+        self.records = {k: list(data[f"record_{k}"]) for k in DEPOSIT_COLUMNS if f"record_{k}" in data}
         self.records["z"] = list(data["record_z"])
+        if "record_wall_kjmol" not in data:  # state written before walls were recorded: add them (scale 1 assumed)
+            z = np.asarray(self.records["z"]).reshape(-1, len(self.variables))
+            wall = self.wallEnergy(z) if len(z) else np.zeros(0)
+            self.records["wall_kjmol"] = list(wall)
+            self.records["logweight"] = list(np.asarray(self.records["logweight"], dtype=float) + wall / self._kt)
+            logger.warning("%s predates the wall_kjmol record: edge-wall energies recomputed from z and added to "
+                           "the log-weights", npz)
         self._contextStale = True
         logger.info("restored metadynamics state %s (%d depositions)", prefix, self._nDeposits)

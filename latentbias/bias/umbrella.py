@@ -8,7 +8,10 @@ several processes can split the windows (``run(windows=...)``) and share the fol
 
 Analysis: the reduced potential of every frame under every window, ``u_kn = β V_k(z_n)``, is evaluated exactly
 from the stored latent coordinates (the restraint is the only difference between states), and MBAR gives the
-unbiased per-frame weights and window free energies with uncertainties.
+unbiased per-frame weights and window free energies. Error bars of profiles and ΔF come from a stratified block
+bootstrap over the windows (blocks of ≈ 3 statistical inefficiencies, contiguous in time within each window,
+MBAR re-solved on every resample; :mod:`latentbias.analysis.uncertainty`). The path coordinate honours periodic
+latent dimensions (minimum image).
 """
 
 from __future__ import annotations
@@ -43,14 +46,32 @@ def straight_path(start: Any, end: Any, n_windows: int) -> np.ndarray:
     return a + t * (b - a)
 
 
-def path_coordinate(z: Any, path: Any) -> np.ndarray:
+def _minimum_image(delta: np.ndarray, period: np.ndarray | None) -> np.ndarray:
+    """Wrap displacements (shape=(..., d)) into [−period/2, period/2) on periodic dimensions (period > 0)."""
+    if period is None:
+        return delta
+    periodic = period > 0
+    if not np.any(periodic):
+        return delta
+    out = delta.copy()
+    out[..., periodic] -= period[periodic] * np.round(out[..., periodic] / period[periodic])
+    return out
+
+
+def path_coordinate(z: Any, path: Any, period: Any | None = None) -> np.ndarray:
     """Arc length (units of z) of the projection of each point onto a polyline path.
 
     Parameters
     ----------
     z : array_like, shape=(n, d)
     path : array_like, shape=(m, d), m >= 2
-        Polyline vertices (e.g. the window centres).
+        Polyline vertices (e.g. the window centres). On periodic dimensions the vertices may be given wrapped or
+        unwrapped (e.g. 2.6 … 3.6 rad on a dimension of period 2π); each segment is taken as its minimum image,
+        so segments must be shorter than half a period.
+    period : array_like, shape=(d,), optional
+        Period of every dimension (units of z); 0 (or None for all) = not periodic. Displacements between points
+        and vertices use the minimum image, so a sample that wrapped (e.g. z = −3.0 rad near a vertex at
+        3.2 rad) projects onto the path where it is.
 
     Returns
     -------
@@ -61,17 +82,24 @@ def path_coordinate(z: Any, path: Any) -> np.ndarray:
     p = np.atleast_2d(np.asarray(path, dtype=float))
     if p.shape[0] < 2 or p.shape[1] != pts.shape[1]:
         raise ValueError(f"path must have shape (m >= 2, {pts.shape[1]}), got {p.shape}")
-    seg = p[1:] - p[:-1]
+    per = None
+    if period is not None:
+        per = np.asarray(period, dtype=float).reshape(-1)
+        if per.shape != (p.shape[1],) or not np.all(np.isfinite(per)) or np.any(per < 0):
+            raise ValueError(f"period must hold {p.shape[1]} values >= 0 (0 = not periodic), got {period!r}")
+    seg = _minimum_image(p[1:] - p[:-1], per)
     seg_len = np.linalg.norm(seg, axis=1)
     if np.any(seg_len == 0):
         raise ValueError("path has repeated consecutive points")
+    if per is not None and np.any(np.abs(seg[:, per > 0]) >= 0.5 * per[per > 0] - 1e-12):
+        raise ValueError("path segments must be shorter than half a period on periodic dimensions; add vertices")
     offset = np.concatenate([[0.0], np.cumsum(seg_len)])
-    t = np.einsum("nmd,md->nm", pts[:, None, :] - p[None, :-1], seg) / seg_len**2
+    rel = _minimum_image(pts[:, None, :] - p[None, :-1], per)  # (n, m-1, d) from each segment's start
+    t = np.einsum("nmd,md->nm", rel, seg) / seg_len**2
     lo, hi = np.zeros(len(seg)), np.ones(len(seg))
     lo[0], hi[-1] = -np.inf, np.inf  # points before the start / beyond the end extrapolate the end segments
     t_in = np.clip(t, lo, hi)
-    foot = p[None, :-1] + t_in[..., None] * seg[None]
-    dist = np.linalg.norm(pts[:, None, :] - foot, axis=2)
+    dist = np.linalg.norm(rel - t_in[..., None] * seg[None], axis=2)
     best = np.argmin(dist, axis=1)
     idx = np.arange(len(pts))
     return offset[best] + t_in[idx, best] * seg_len[best]
@@ -108,6 +136,18 @@ class UmbrellaResult:
         return np.array([len(zk) for zk in self.z])
 
     @property
+    def window_of_sample(self) -> np.ndarray:
+        """Window index of every sample of :attr:`all_z`, shape=(N,)."""
+        return np.repeat(np.arange(len(self.z)), self.n_samples)
+
+    @property
+    def period(self) -> np.ndarray:
+        """Period of every restrained dimension (0 = not periodic), shape=(d,)."""
+        period = self.restraint.get("period")
+        d = len(self.restraint["dims"])
+        return np.zeros(d) if period is None else np.asarray(period, dtype=float).reshape(d)
+
+    @property
     def all_z(self) -> np.ndarray:
         """All samples concatenated in window order, shape=(N, latent_dim)."""
         return np.concatenate(self.z)
@@ -125,47 +165,115 @@ class UmbrellaResult:
             for c, k in zip(self.centers, self.force_constants)
         ])
 
-    def mbar(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def mbar(self, uncertainty: str = "asymptotic", n_bootstrap: int = 200, seed: int | None = 0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """MBAR on all windows.
+
+        Parameters
+        ----------
+        uncertainty : {"asymptotic", "bootstrap"}
+            ``df_k`` from pymbar's asymptotic formula (frames taken as independent: too small for correlated
+            samples) or from the stratified block bootstrap (blocks of ≈ 3 g within each window, g of the
+            restrained latent coordinates; MBAR re-solved per resample).
+        n_bootstrap, seed
+            Bootstrap settings.
 
         Returns
         -------
         logweights : numpy.ndarray, shape=(N,)
             Normalised log-weights of the samples in the unbiased ensemble.
         f_k, df_k : numpy.ndarray, shape=(K,)
-            Dimensionless window free energies relative to window 0, and their uncertainties.
+            Dimensionless window free energies relative to window 0, and their 1σ uncertainties.
         """
         from ..analysis.reweight import mbar_logweights
 
         if np.any(self.n_samples == 0):
             raise ValueError("some windows have no samples; run them first")
-        return mbar_logweights(self.reduced_potentials(), self.n_samples)
+        return mbar_logweights(self.reduced_potentials(), self.n_samples, uncertainty=uncertainty,
+                               observable=self._observable(), n_bootstrap=n_bootstrap, seed=seed)
 
-    def free_energy_along_path(self, path: Any | None = None, bins: int = 40, n_blocks: int = 5):
+    def _observable(self) -> np.ndarray:
+        """Restrained latent coordinates, periodic ones as (cos, sin) so that wrapping is not a jump."""
+        zz = self.all_z[:, self.restraint["dims"]]
+        per = self.period
+        cols = []
+        for j in range(zz.shape[1]):
+            if per[j] > 0:
+                phase = 2.0 * np.pi * zz[:, j] / per[j]
+                cols += [np.cos(phase), np.sin(phase)]
+            else:
+                cols.append(zz[:, j])
+        return np.column_stack(cols)
+
+    def reweighter(self):
+        """``indices -> log-weights``: MBAR re-solved on a selection of samples (see
+        :func:`latentbias.analysis.uncertainty.mbar_reweighter`); used for bootstrap error bars."""
+        from ..analysis.uncertainty import mbar_reweighter
+
+        logw, f_k, _ = self.mbar(uncertainty="none")
+        return logw, mbar_reweighter(self.reduced_potentials(), self.window_of_sample, initial_f_k=f_k)
+
+    def path_coordinate(self, path: Any | None = None) -> tuple[np.ndarray, float]:
+        """Arc length of every sample along ``path`` (default: the window centres) and the path length.
+
+        Periodic restrained dimensions are handled by minimum image (:func:`path_coordinate`).
+        """
+        p = self.centers if path is None else np.asarray(path, dtype=float)
+        s = path_coordinate(self.all_z[:, self.restraint["dims"]], p, self.period)
+        length = float(path_coordinate(p[-1:], p, self.period)[0])
+        return s, length
+
+    def free_energy_along_path(self, path: Any | None = None, bins: int = 40, *, n_bootstrap: int = 200,
+                               seed: int | None = 0):
         """FES (kJ/mol) along the polyline ``path`` (default: the window centres) from MBAR weights.
 
         Returns a :class:`latentbias.analysis.FreeEnergySurface` whose coordinate is the arc length along the
-        path (units of z), binned between the path's two ends. Error bars come from blocks taken within each
-        window (so every block sees every window).
+        path (units of z), binned between the path's two ends. Error bars: stratified block bootstrap over the
+        windows with MBAR re-solved on every resample (:mod:`latentbias.analysis.uncertainty`).
         """
-        from ..analysis.fes import block_labels, free_energy_surface
+        from ..analysis.fes import free_energy_surface
 
-        logw, _, _ = self.mbar()
-        p = self.centers if path is None else np.asarray(path, dtype=float)
-        s = path_coordinate(self.all_z[:, self.restraint["dims"]], p)
-        length = float(path_coordinate(p[-1:], p)[0])
+        logw, reweight = self.reweighter()
+        s, length = self.path_coordinate(path)
         return free_energy_surface(s, logw, bins=bins, range=(0.0, length), temperature=self.temperature,
-                                   n_blocks=n_blocks, blocks=block_labels(self.n_samples, n_blocks))
+                                   states=self.window_of_sample, reweight=reweight, n_bootstrap=n_bootstrap,
+                                   seed=seed)
 
     def free_energy_2d(self, dims: Sequence[int] = (0, 1), bins: int = 30, range: Any | None = None,
-                       n_blocks: int = 5):
-        """FES (kJ/mol) on a 2-D grid of two latent components from MBAR weights."""
-        from ..analysis.fes import block_labels, free_energy_surface
+                       *, n_bootstrap: int = 200, seed: int | None = 0):
+        """FES (kJ/mol) on a 2-D grid of two latent components from MBAR weights (bootstrap errors as in
+        :meth:`free_energy_along_path`)."""
+        from ..analysis.fes import free_energy_surface
 
-        logw, _, _ = self.mbar()
+        logw, reweight = self.reweighter()
         return free_energy_surface(self.all_z[:, list(dims)], logw, bins=bins, range=range,
-                                   temperature=self.temperature, n_blocks=n_blocks,
-                                   blocks=block_labels(self.n_samples, n_blocks))
+                                   temperature=self.temperature, states=self.window_of_sample, reweight=reweight,
+                                   n_bootstrap=n_bootstrap, seed=seed)
+
+    def free_energy_difference(self, in_a: Any, in_b: Any, *, n_bootstrap: int = 200, seed: int | None = 0):
+        """ΔF = F_B − F_A (kJ/mol) between two regions of latent space, with a bootstrap error.
+
+        Parameters
+        ----------
+        in_a, in_b : array_like of bool, shape=(N,), or callable
+            Membership of every sample (order of :attr:`all_z`), or a function of ``all_z`` (shape=(N, latent_dim))
+            returning it.
+
+        Returns
+        -------
+        latentbias.analysis.Estimate
+            Value and 1σ error (stratified block bootstrap over windows, MBAR re-solved per resample; block
+            length from the statistical inefficiency of the region indicator and the restrained coordinates).
+        """
+        from ..analysis.fes import basin_free_energy_estimate
+
+        logw, reweight = self.reweighter()
+        z = self.all_z
+        a = in_a(z) if callable(in_a) else in_a
+        b = in_b(z) if callable(in_b) else in_b
+        return basin_free_energy_estimate(z, logw, np.asarray(a), np.asarray(b), self.temperature,
+                                          states=self.window_of_sample, reweight=reweight, n_bootstrap=n_bootstrap,
+                                          seed=seed, observable=self._observable())
 
     @classmethod
     def load(cls, output_dir: str | os.PathLike) -> "UmbrellaResult":

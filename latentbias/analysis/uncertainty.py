@@ -1,0 +1,436 @@
+"""Error bars for free-energy estimates from correlated, multi-state samples: one machinery for every estimator.
+
+An *estimator* here is any function ``estimator(indices) -> value`` that computes an estimate (a ΔF, a FES, window
+free energies ...) from the frames selected by ``indices`` (an integer array, repeats allowed), re-solving whatever
+the estimate depends on — MBAR's f_k, the reweighting — for that selection. :func:`estimate_uncertainty` calls it
+on the full data and on resampled data and returns an :class:`Estimate` (value, 1σ error, how it was obtained).
+
+Two routes, chosen by what the data offer:
+
+1. **Independent replicas** (walkers, repeated runs; ≥ 2 of them): the estimator is applied to each replica's
+   frames separately; the error of the pooled estimate is the spread of the per-replica estimates,
+   s/√n, turned into a Student-t interval with n − 1 degrees of freedom (:func:`replica_estimate`).
+   Assumptions: replicas are independent and each one on its own gives a (nearly) unbiased estimate, i.e. each
+   replica samples every state the estimator needs.
+2. **Stratified block bootstrap** otherwise (:func:`block_bootstrap_indices`): frames are grouped by the
+   thermodynamic *state* they were sampled in (umbrella window, bias state; a single state for one metadynamics
+   run); within each state the frames, in time order, are cut into contiguous blocks of length
+   L_k = ⌈``block_factor`` · g_k⌉, where g_k is the statistical inefficiency (1 + 2τ_int, Chodera et al.,
+   JCTC 3, 26 (2007); :func:`statistical_inefficiency`, pymbar's ``timeseries.statistical_inefficiency``) of the
+   observable that carries the slow motion (the CV, a basin indicator). Each bootstrap sample draws, for every
+   state, blocks with replacement until it holds exactly N_k frames, so every resample contains a fraction of
+   every state and the per-state counts N_k that MBAR needs are kept. The estimator — including the MBAR solve —
+   is re-run on every resample; the error is the standard deviation of the bootstrap estimates, multiplied by
+   √(n_b/(n_b − 1)) (n_b: frame-weighted mean number of blocks per state) to undo the small-sample bias of the
+   bootstrap variance. Assumptions: each state's series is stationary; blocks of ``block_factor`` · g frames are
+   nearly independent (for an AR(1) series the block-mean variance is ≈ (1 − g/(2L)) of the true one: 17 % low
+   for L = 3g, hence the default); g is estimated well, which needs runs much longer than the slowest relaxation.
+   No error bar can see a barrier that was never crossed.
+
+Errors are "1σ" in the sense of coverage: ``Estimate.error`` is the half-width of the 68.27 % interval and
+:meth:`Estimate.halfwidth` gives the half-width for any number of σ (Student-t for replicas, normal for the
+bootstrap). Energies are in whatever unit the estimator returns (kJ/mol in this package).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..validation import strip_unit
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Estimate",
+    "block_bootstrap_indices",
+    "block_lengths",
+    "estimate_uncertainty",
+    "mbar_reweighter",
+    "replica_estimate",
+    "statistical_inefficiency",
+]
+
+#: Default number of bootstrap resamples.
+DEFAULT_N_BOOTSTRAP = 200
+#: Default block length in units of the statistical inefficiency g.
+DEFAULT_BLOCK_FACTOR = 3.0
+#: Fewest blocks per state; a state too short for ``block_factor`` · g gets shorter blocks (and a warning).
+MIN_BLOCKS_PER_STATE = 5
+
+
+@dataclass
+class Estimate:
+    """An estimate with an error bar that says how it was obtained.
+
+    Attributes
+    ----------
+    value : float or numpy.ndarray
+        The estimate from all frames (pooled over replicas).
+    error : float or numpy.ndarray, same shape as ``value``
+        Half-width of the 68.27 % ("1σ") confidence interval; NaN where it cannot be estimated.
+    method : str
+        ``"replicas"`` (spread of independent replicas, Student t) or ``"block-bootstrap"`` (stratified).
+    n_independent : int
+        Number of replicas, or of bootstrap blocks (summed over states).
+    dof : float
+        Degrees of freedom of the t distribution behind ``error`` (n − 1 for replicas, inf for the bootstrap).
+    samples : numpy.ndarray, shape=(n_replicas or n_bootstrap,) + value shape
+        Per-replica or bootstrap estimates.
+    block_lengths : numpy.ndarray of int, shape=(n_states,)
+        Block length (frames) used in each state (bootstrap only; empty for replicas).
+    statistical_inefficiency : numpy.ndarray, shape=(n_states,)
+        g of the observable in each state (bootstrap only).
+    """
+
+    value: Any
+    error: Any
+    method: str
+    n_independent: int
+    dof: float = math.inf
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    block_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    statistical_inefficiency: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def halfwidth(self, n_sigma: float = 1.0) -> Any:
+        """Half-width of the interval whose coverage is that of ±``n_sigma`` σ of a normal distribution.
+
+        For the bootstrap this is ``n_sigma * error``; for replicas the Student-t quantile with ``dof`` degrees
+        of freedom replaces the normal one (e.g. 2σ ↔ 95.45 %).
+        """
+        from scipy import stats
+
+        if not n_sigma > 0:
+            raise ValueError(f"n_sigma must be positive, got {n_sigma!r}")
+        if math.isinf(self.dof):
+            return n_sigma * np.asarray(self.error) if np.ndim(self.error) else n_sigma * float(self.error)
+        p = stats.norm.cdf(n_sigma)
+        scale = stats.t.ppf(p, self.dof) / stats.t.ppf(stats.norm.cdf(1.0), self.dof)
+        return scale * np.asarray(self.error) if np.ndim(self.error) else scale * float(self.error)
+
+
+def statistical_inefficiency(observable: Any) -> float:
+    """Statistical inefficiency g = 1 + 2τ_int (≥ 1) of a time series, the largest over its columns.
+
+    Parameters
+    ----------
+    observable : array_like, shape=(n_frames,) or (n_frames, d)
+        Time series in time order (any units).
+
+    Returns
+    -------
+    float
+        g ≥ 1 (pymbar's ``timeseries.statistical_inefficiency``, which integrates the normalised
+        autocorrelation function until it first crosses zero). A constant or too short series gives 1.
+    """
+    from .reweight import _quiet_pymbar
+
+    x = np.asarray(strip_unit(observable), dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"observable must have shape (n_frames,) or (n_frames, d), got {np.shape(observable)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("observable contains non-finite values (NaN or inf); drop those frames first")
+    if x.shape[0] < 4:
+        return 1.0
+    with _quiet_pymbar(logging.ERROR):
+        from pymbar import timeseries
+    g = 1.0
+    for col in x.T:
+        if np.ptp(col) == 0:
+            continue
+        try:
+            with _quiet_pymbar(logging.ERROR):
+                g = max(g, float(timeseries.statistical_inefficiency(col, fast=False)))
+        except Exception as exc:  # pymbar raises ParameterError for degenerate series
+            logger.debug("statistical inefficiency failed (%s); using 1", exc)
+    return g
+
+
+def _state_labels(states: Any, n_frames: int) -> np.ndarray:
+    if states is None:
+        return np.zeros(n_frames, dtype=np.int64)
+    arr = np.asarray(states)
+    if arr.shape != (n_frames,):
+        raise ValueError(f"states must be one integer label per frame, shape ({n_frames},), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"states must be integer state labels, got dtype {arr.dtype}")
+    return np.unique(arr, return_inverse=True)[1].astype(np.int64).reshape(-1)
+
+
+def block_lengths(
+    observable: Any | None,
+    states: Any | None = None,
+    block_factor: float = DEFAULT_BLOCK_FACTOR,
+    n_frames: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Block length of every state from the statistical inefficiency of ``observable`` within that state.
+
+    Parameters
+    ----------
+    observable : array_like, shape=(n_frames,) or (n_frames, d), or None
+        Observable in frame order (frames of one state in time order). None: g = 1 everywhere (uncorrelated
+        frames assumed; a warning is logged).
+    states : array_like of int, shape=(n_frames,), optional
+        State of every frame (default: one state).
+    block_factor : float
+        L_k = ⌈block_factor · g_k⌉, capped at N_k // 5 so that every state has at least 5 blocks.
+    n_frames : int, optional
+        Needed only when ``observable`` is None.
+
+    Returns
+    -------
+    lengths : numpy.ndarray of int, shape=(n_states,)
+        Block length (frames) per state, in the order of the sorted state labels.
+    g : numpy.ndarray, shape=(n_states,)
+        Statistical inefficiency per state.
+    """
+    if observable is None:
+        if n_frames is None:
+            raise ValueError("give observable or n_frames")
+        obs = None
+    else:
+        obs = np.asarray(strip_unit(observable), dtype=np.float64)
+        n_frames = obs.shape[0]
+    if not block_factor > 0:
+        raise ValueError(f"block_factor must be positive, got {block_factor!r}")
+    labels = _state_labels(states, int(n_frames))
+    n_states = int(labels.max()) + 1 if labels.size else 0
+    g = np.ones(n_states)
+    if obs is None:
+        logger.warning("no observable for the statistical inefficiency: frames are treated as uncorrelated")
+    else:
+        for k in range(n_states):
+            g[k] = statistical_inefficiency(obs[labels == k])
+    n_k = np.bincount(labels, minlength=n_states)
+    lengths = np.maximum(1, np.ceil(block_factor * g)).astype(np.int64)
+    cap = np.maximum(1, n_k // MIN_BLOCKS_PER_STATE)
+    short = lengths > cap
+    if np.any(short):
+        logger.warning(
+            "%d of %d states hold fewer than %d × %.1f g frames (g up to %.1f): their blocks are shortened to keep "
+            "%d blocks per state, so the error bar may be too small; run longer", int(short.sum()), n_states,
+            MIN_BLOCKS_PER_STATE, block_factor, float(g[short].max()), MIN_BLOCKS_PER_STATE)
+    return np.minimum(lengths, cap), g
+
+
+def block_bootstrap_indices(
+    states: Any | None,
+    lengths: Any,
+    rng: np.random.Generator,
+    n_frames: int | None = None,
+) -> np.ndarray:
+    """One stratified block-bootstrap resample: for every state, contiguous blocks drawn with replacement.
+
+    Parameters
+    ----------
+    states : array_like of int, shape=(n_frames,), or None (one state)
+        State of every frame; the frames of a state are taken in increasing frame index (time) order.
+    lengths : array_like of int, shape=(n_states,)
+        Block length per state (see :func:`block_lengths`).
+    rng : numpy.random.Generator
+    n_frames : int, optional
+        Needed when ``states`` is None.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape=(n_frames,)
+        Frame indices (with repeats); exactly N_k of them belong to state k, and they come grouped by state in the
+        order of the sorted state labels.
+    """
+    if states is None and n_frames is None:
+        raise ValueError("give states or n_frames")
+    labels = _state_labels(states, int(n_frames) if states is None else len(states))
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = []
+    for k in range(int(labels.max()) + 1):
+        frames = np.flatnonzero(labels == k)
+        n_k = frames.size
+        length = int(min(max(1, lengths[k]), n_k))
+        n_blocks = -(-n_k // length)
+        starts = np.arange(n_blocks) * length  # non-overlapping blocks; the last may be shorter
+        picked: list[np.ndarray] = []
+        total = 0
+        while total < n_k:
+            s = starts[rng.integers(n_blocks, size=n_blocks)]
+            for a in s:
+                block = frames[a: a + length]
+                picked.append(block)
+                total += block.size
+                if total >= n_k:
+                    break
+        out.append(np.concatenate(picked)[:n_k])
+    return np.concatenate(out)
+
+
+def replica_estimate(per_replica: Any, pooled: Any | None = None) -> Estimate:
+    """Estimate and Student-t error from the estimates of n ≥ 2 independent replicas.
+
+    Parameters
+    ----------
+    per_replica : array_like, shape=(n_replicas,) + value shape
+        The estimate from each replica alone.
+    pooled : float or array_like, optional
+        The estimate from all replicas together (default: the mean of ``per_replica``).
+
+    Returns
+    -------
+    Estimate
+        ``error`` = t_{n−1}(0.8413) · s/√n, the half-width of the 68.27 % interval of the mean.
+    """
+    from scipy import stats
+
+    x = np.asarray(per_replica, dtype=np.float64)
+    n = x.shape[0] if x.ndim else 0
+    if n < 2:
+        raise ValueError(f"replica errors need at least 2 replicas, got {n}")
+    finite = np.isfinite(x)
+    n_ok = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(np.where(finite, x, np.nan), axis=0)
+        sd = np.sqrt(np.nansum(np.where(finite, (x - mean) ** 2, 0.0), axis=0) / (n_ok - 1))
+        t1 = stats.t.ppf(stats.norm.cdf(1.0), np.maximum(n_ok - 1, 1))
+        err = np.where(n_ok >= 2, t1 * sd / np.sqrt(n_ok), np.nan)
+    value = mean if pooled is None else np.asarray(pooled, dtype=np.float64)
+    if np.ndim(value) == 0:
+        value, err = float(value), float(err)
+    return Estimate(value=value, error=err, method="replicas", n_independent=n, dof=float(n - 1), samples=x)
+
+
+def estimate_uncertainty(
+    estimator: Callable[[np.ndarray], Any],
+    n_frames: int,
+    *,
+    replicas: Any | None = None,
+    states: Any | None = None,
+    observable: Any | None = None,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    block_factor: float = DEFAULT_BLOCK_FACTOR,
+    seed: int | None = 0,
+    min_finite_fraction: float = 0.8,
+) -> Estimate:
+    """Run ``estimator`` on all frames and attach an error bar: replica spread if possible, else block bootstrap.
+
+    Parameters
+    ----------
+    estimator : callable
+        ``estimator(indices) -> float or numpy.ndarray``: the estimate from the frames ``indices`` (int array,
+        repeats allowed, grouped by state). It must redo every fitted step (MBAR, normalisation) on that
+        selection. NaN/inf entries of a resample are allowed (e.g. an empty histogram bin).
+    n_frames : int
+        Number of frames.
+    replicas : array_like of int, shape=(n_frames,), optional
+        Independent replica (walker, run) of every frame. With ≥ 2 distinct labels the replica route is used.
+    states : array_like of int, shape=(n_frames,), optional
+        Thermodynamic state of every frame, for the stratified bootstrap (default: one state).
+    observable : array_like, shape=(n_frames,) or (n_frames, d), optional
+        Slow observable whose statistical inefficiency sets the block length per state (e.g. the CV).
+    n_bootstrap : int
+        Bootstrap resamples.
+    block_factor : float
+        Block length in units of g.
+    seed : int or None
+        Seed of the bootstrap's random generator (reproducible error bars).
+    min_finite_fraction : float
+        An entry of the value whose resamples are finite in fewer than this fraction gets error NaN.
+
+    Returns
+    -------
+    Estimate
+    """
+    n_frames = int(n_frames)
+    if n_frames < 2:
+        raise ValueError(f"need at least 2 frames for an error bar, got {n_frames}")
+    if replicas is not None:
+        rep = np.asarray(replicas)
+        if rep.shape != (n_frames,) or not np.issubdtype(rep.dtype, np.integer):
+            raise ValueError(f"replicas must be one integer label per frame, shape ({n_frames},), got {rep.shape}")
+        labels = np.unique(rep)
+        if labels.size >= 2:
+            pooled = estimator(np.arange(n_frames))
+            per = np.stack([np.asarray(estimator(np.flatnonzero(rep == r)), dtype=np.float64) for r in labels])
+            return replica_estimate(per, pooled)
+        logger.info("only one replica: falling back to the stratified block bootstrap")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 2:
+        raise ValueError(f"n_bootstrap must be an integer >= 2, got {n_bootstrap!r}")
+    lab = _state_labels(states, n_frames)
+    lengths, g = block_lengths(observable, lab, block_factor, n_frames=n_frames)
+    value = estimator(np.arange(n_frames))
+    rng = np.random.default_rng(seed)
+    samples = np.stack([np.asarray(estimator(block_bootstrap_indices(lab, lengths, rng)), dtype=np.float64)
+                        for _ in range(int(n_bootstrap))])
+    finite = np.isfinite(samples)
+    frac = finite.mean(axis=0)
+    with np.errstate(invalid="ignore"):
+        masked = np.where(finite, samples, np.nan)
+        sd = np.sqrt(np.nansum((masked - np.nanmean(masked, axis=0)) ** 2, axis=0) / np.maximum(finite.sum(0) - 1, 1))
+    n_k = np.bincount(lab)
+    n_blocks = -(-n_k // lengths)
+    n_bar = float(np.sum(n_k * n_blocks) / np.sum(n_k))
+    sd = sd * math.sqrt(n_bar / (n_bar - 1.0)) if n_bar > 1 else sd * np.nan
+    err = np.where(frac >= min_finite_fraction, sd, np.nan)
+    if np.ndim(value) == 0:
+        value, err = float(value), float(err)
+    else:
+        value = np.asarray(value, dtype=np.float64)
+    return Estimate(value=value, error=err, method="block-bootstrap", n_independent=int(n_blocks.sum()),
+                    samples=samples, block_lengths=lengths, statistical_inefficiency=g)
+
+
+def mbar_reweighter(
+    reduced_potentials: Any,
+    states: Any,
+    target_reduced_potential: Any | None = None,
+    initial_f_k: Any | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``indices -> log-weights`` that re-solves MBAR on a selection of frames (for bootstraps).
+
+    Parameters
+    ----------
+    reduced_potentials : array_like, shape=(n_states, n_frames)
+        u_kn = β U_k(x_n) of every frame in every state (see :func:`~latentbias.analysis.reweight.mbar_logweights`).
+    states : array_like of int, shape=(n_frames,)
+        Row of ``reduced_potentials`` (state index 0..n_states−1) each frame was sampled in.
+    target_reduced_potential : array_like, shape=(n_frames,), optional
+        As in ``mbar_logweights``.
+    initial_f_k : array_like, shape=(n_states,), optional
+        Starting guess (e.g. the full-data solution) that speeds up the solves.
+
+    Returns
+    -------
+    callable
+        ``f(indices)`` → log-weights (shape=(len(indices),), logsumexp 0) of the selected frames in the target
+        state, in the order of ``indices``. States absent from a selection are dropped from that solve.
+    """
+    from .reweight import mbar_logweights
+
+    u = np.asarray(reduced_potentials, dtype=np.float64)
+    lab = np.asarray(states)
+    if u.ndim != 2 or lab.shape != (u.shape[1],):
+        raise ValueError(f"reduced_potentials (n_states, n_frames) and states (n_frames,) disagree: {u.shape}, "
+                         f"{lab.shape}")
+    if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 or lab.max() >= u.shape[0]:
+        raise ValueError(f"states must be integer row indices of reduced_potentials (0..{u.shape[0] - 1})")
+    target = None if target_reduced_potential is None else np.asarray(target_reduced_potential, dtype=np.float64)
+    f0 = None if initial_f_k is None else np.asarray(initial_f_k, dtype=np.float64)
+
+    def reweight(indices: np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(lab[idx], kind="stable")
+        sel = idx[order]
+        present = np.unique(lab[sel])
+        n_k = np.bincount(lab[sel], minlength=u.shape[0])[present]
+        logw_sorted, _, _ = mbar_logweights(u[np.ix_(present, sel)], n_k,
+                                            None if target is None else target[sel],
+                                            initial_f_k=None if f0 is None else f0[present] - f0[present[0]],
+                                            uncertainty="none", quiet=True)
+        out = np.empty_like(logw_sorted)
+        out[order] = logw_sorted
+        return out
+
+    return reweight
