@@ -94,7 +94,8 @@ def _load_campaign(rundir: Path) -> tuple[Campaign, int]:
     campaign = Campaign(cfg, rundir, progress=False)
     progress = campaign.run_dir.read_progress()
     last = progress["round"] if progress.get("finished") else progress["round"] - 1
-    if last < 0 or not (campaign.run_dir.round_dir(last) / "model.json").is_file():
+    model_round = min(last, cfg.campaign.rounds - 1)
+    if last < 0 or not (campaign.run_dir.round_dir(model_round) / "model.json").is_file():
         raise ValueError(f"{rundir} has no completed round yet; run the campaign first")
     return campaign, last
 
@@ -148,10 +149,10 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     cfg = campaign.cfg
     temperature = cfg.md.temperature
     frames = campaign.all_frames(last)
-    final = campaign.model(last)
-    z = final.file.encode(frames["positions"].astype(float))
+    converged = last == campaign.converge_round
+    last_model = campaign.encoder_round(last)
+    z = campaign.encode(last_model, frames)
     rounds = frames["round"]
-    positions = frames["positions"].astype(float)
     lines = [f"# latentbias campaign report: `{rundir}`", ""]
     lines += [f"Rounds completed: {last + 1} of {cfg.campaign.rounds}; {len(z)} frames; temperature {temperature} K; "
               f"latent dimension {z.shape[1]}. Latent coordinates are those of the final (round {last}) model; "
@@ -163,14 +164,15 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     grid_range = [[float(z[:, i].min()), float(z[:, i].max())] for i in range(min(2, z.shape[1]))]
     coverage_x, coverage_y = [], []
     cells = np.zeros((20,) * min(2, z.shape[1]), dtype=bool)
-    for r in range(last + 1):
+    for r in range(last_model + 1):
         plan = campaign.run_dir.read_plan(r)
         info = campaign.model(r).info
         sel = rounds <= r
         sub = {k: v[sel] for k, v in frames.items()}
         states, state_of = campaign.bias_states(sub)
-        logw, winfo = cross_round_logweights(states, state_of,
-                                             lambda q: campaign.model(q).file.encode(positions[sel]), temperature)
+        logw, winfo = cross_round_logweights(states, state_of, lambda q: campaign.encode(q, sub), temperature)
+        if not np.isfinite(logw).any():  # no equilibrium frame yet (e.g. frontier rounds only): show the samples
+            logw = np.zeros(len(logw))
         h = info["history"]
         val = (h["val_loss"] or h["train_loss"])[info["best_epoch"]]
         n_r = int(np.count_nonzero(rounds == r))
@@ -193,12 +195,24 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     _scatter(out / "coverage.png", z, rounds, "frames in the final latent space")
     _line_plot(out / "coverage_by_round.png", {"cumulative": (np.array(coverage_x), np.array(coverage_y))},
                "round", "fraction of latent cells visited", "latent-space coverage (20 bins per dimension)")
-    lines += ["Latent FES after each round (MBAR over all frames so far):", ""]
-    lines += [f"![round {r}](latent_fes_round_{r:03d}.png)" for r in range(last + 1)] + [""]
+    lines += ["Latent FES after each round (MBAR over the equilibrium frames so far; unweighted histogram when "
+              "there are none yet):", ""]
+    lines += [f"![round {r}](latent_fes_round_{r:03d}.png)" for r in range(last_model + 1)] + [""]
+    if converged:
+        from .converge import convergence_history
+
+        hist = convergence_history(campaign.run_dir, cfg, last)
+        winfo = campaign.run_dir.read_json(rundir / "weights.json")
+        _line_plot(out / "convergence.png", {"drift": (hist["time_ps"], hist["drift_kjmol"])},
+                   "converge-phase time (ps)", "latent FES drift (kJ/mol)", "converge phase: drift of the estimate")
+        lines += ["## Converge phase", "", f"Encoder of round {last_model} frozen; {winfo['estimator']}. Ended: "
+                  f"{winfo['converge_end']} after {winfo['converge_ps']:.0f} ps; burn-in {winfo['burn_in_ps']:.0f} ps; "
+                  f"{winfo['frames_used']} frames in the final estimate; kept out: {winfo['frames_excluded']}.", "",
+                  "![convergence](convergence.png)", ""]
 
     # training losses
     series = {}
-    for r in range(last + 1):
+    for r in range(last_model + 1):
         h = campaign.model(r).info["history"]
         series[f"round {r} train"] = (np.arange(len(h["train_loss"])), np.array(h["train_loss"]))
         if h["val_loss"]:
@@ -223,6 +237,20 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     logw = logw_all[:, header.index("logweight")]
     if cvs:
         values = compute_cvs(campaign, last, cvs)
+        if converged:  # the estimate against simulated time: FES of each CV from the converge frames up to t
+            conv = np.flatnonzero((rounds == last) & np.isfinite(logw))
+            for cv in cvs:
+                rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
+                series = {}
+                for frac in (0.25, 0.5, 0.75, 1.0):
+                    sel = conv[: max(2, int(frac * len(conv)))]
+                    f = free_energy_surface(values[cv.name][sel], logw[sel], bins=36, range=rng,
+                                            temperature=temperature, n_blocks=4)
+                    t_ps = float(frames["time_ps"][sel[-1]])
+                    series[f"t = {t_ps:.0f} ps"] = (f.centers[0], f.free_energy)
+                _line_plot(out / f"converge_{cv.name}.png", series, f"{cv.name} ({cv.unit})", "F (kJ/mol)",
+                           f"{cv.name}: converge-phase estimate against simulated time")
+                lines += [f"![{cv.name} vs time](converge_{cv.name}.png)", ""]
         lines += ["## Extra collective variables (reweighted over all rounds)", ""]
         for cv in cvs:
             v = values[cv.name]
@@ -246,7 +274,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                      title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite, vmax=40.0)
             lines += [f"![{a.name}/{b.name}]({name}.png)", ""]
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
-              "(kJ/mol) and MBAR log-weight; `round_XXX/frames.dcd` + `topology.pdb`: the frames; "
+              "(kJ/mol), final log-weight (-inf: kept out of the estimate) and the reason code `excluded`; "
+              "`round_XXX/frames.dcd` + `topology.pdb`: the frames; "
               "`round_XXX/model.pt`: the model trained after that round.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
