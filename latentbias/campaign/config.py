@@ -428,7 +428,8 @@ def _validate(cfg: CampaignConfig) -> None:
         _positive(f"[opes] {key}", getattr(op, key))
     if op.margin < 0 or op.compression_threshold < 0:
         raise ConfigError("[opes] margin and compression_threshold must be >= 0")
-    if c.save_interval % op.pace and op.pace % c.save_interval:
+    uses_opes = "opes" in c.strategy or (cfg.converge.enabled and cfg.converge.method == "opes")
+    if uses_opes and c.save_interval % op.pace and op.pace % c.save_interval:
         raise ConfigError("[opes] pace and [campaign] save_interval must divide one another")
 
     _positive("[ood] threshold", cfg.ood.threshold)
