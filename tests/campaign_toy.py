@@ -49,7 +49,7 @@ burn_in = 0.2
 tolerance = 0.3
 
 [opes]
-barrier = 25.0
+barrier = 15.0
 pace = 100
 sigma = 0.05
 grid_points = 50

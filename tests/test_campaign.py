@@ -46,7 +46,7 @@ def toy_run(request, tmp_path_factory):
     """metadynamics: 4 rounds, estimate = cross-round MBAR; frontier (whose frames are no equilibrium samples):
     4 rounds + an OPES converge phase that gives the estimate."""
     folder = tmp_path_factory.mktemp(f"toy_{request.param}")
-    config = make_toy(folder, strategy=request.param, converge_steps=20000 if request.param == "frontier" else 0)
+    config = make_toy(folder, strategy=request.param, converge_steps=60000 if request.param == "frontier" else 0)
     campaign = Campaign(load_config(config), folder / "run", progress=False)
     campaign.run()
     return request.param, campaign, folder / "run"
@@ -220,12 +220,20 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"prmtop": "x.prmtop", "coordinates": "x.crd"}}, "file not found"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "md": {"platform": "GPU"}}, r"\[md\] platform = 'GPU'.*Reference"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "md": {"temperature": "hot"}}, r"\[md\] temperature must be a number"),
-        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "random"}}, "strategy = 'random'.*metadynamics, frontier"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "random"}}, "strategy = 'random'.*metadynamics, frontier, opes"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"checkpoint_interval": 300}}, "multiple of save_interval"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "model": {"latent_dim": 5}}, "latent_dim must be 1, 2 or 3"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "metadynamics": {"bias_factor": 1.0}}, "bias_factor must be > 1"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "features": {"kind": ["pca"]}}, r"\[features\] kind = 'pca'"),
-        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"action": "panic"}}, r"\[ood\] action = 'panic'"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"action": "panic"}}, r"\[ood\] action = 'panic'.*retrain, cap, off"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"retrain_fraction": 1.5}}, r"\[ood\] retrain_fraction must be in \(0, 1\]"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"method": "umbrella"}}, r"\[converge\] method = 'umbrella'.*opes, metadynamics"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"burn_in": 1.0}}, r"\[converge\] burn_in must be a fraction"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"max_steps": 1000, "min_steps": 0}}, r"\[converge\] max_steps must be a multiple"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"min_steps": 10**9}}, r"\[converge\] min_steps must be in"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"speed": 1}}, r"unknown key\(s\) \['speed'\] in \[converge\]"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "opes"}, "opes": {"pace": 300}}, r"\[opes\] pace and \[campaign\] save_interval"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"barrier": -1.0}}, r"\[opes\] barrier must be positive"),
     ],
 )
 def test_config_errors_name_the_key_and_allowed_values(raw, match, tmp_path):

@@ -46,7 +46,7 @@ def write_periodic_system(folder: Path) -> None:
         app.PDBFile.writeFile(top, xyz * 10 * unit.angstrom, fh)
 
 
-def config_text(strategy="opes", rounds=2, converge=True, ood="") -> str:
+def config_text(strategy="opes", rounds=2, converge=True, ood="", method="opes") -> str:
     return f"""
 [system]
 system_xml = "system.xml"
@@ -86,6 +86,7 @@ sigma = 0.1
 
 [converge]
 enabled = {str(converge).lower()}
+method = "{method}"
 max_steps = 3000
 min_steps = 2000
 
@@ -155,18 +156,23 @@ def test_same_config_and_seed_reproduce_frames_and_weights(periodic_run, tmp_pat
 
 def test_ood_guard_ends_the_round_for_retraining(tmp_path):
     # every frame is out of distribution (threshold far below the training errors): round 1 ends after its
-    # first segment, the encoder retrains, round 2 runs; the shortened round is in all frames and weights
-    config = make(tmp_path, strategy="metadynamics", rounds=3, converge=False,
+    # first segment, the encoder retrains, round 2 runs; the shortened round is in all frames and weights; the
+    # converge phase (here: metadynamics) only counts the flags and runs its budget or converges
+    config = make(tmp_path, strategy="metadynamics", rounds=3, converge=True, method="metadynamics",
                   ood="threshold = 1e-9\nmin_frames = 10\nretrain_fraction = 0.5")
     campaign = Campaign(load_config(config), tmp_path / "run", progress=False)
     campaign.run()
     end = json.loads((campaign.run_dir.round_dir(1) / "end.json").read_text())
     assert end == {"round": 1, "segments": 1, "reason": "ood"}
-    frames = campaign.all_frames(2)
+    frames = campaign.all_frames(3)
     assert np.count_nonzero(frames["round"] == 1) == 20 and np.all(frames["ood"][frames["round"] >= 1])
     table = np.loadtxt(campaign.run_dir.path / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
     assert len(table) == len(frames["step"])
     assert (campaign.run_dir.round_dir(2) / "model.pt").is_file()
+    conv = frames["round"] == 3
+    assert conv.sum() >= 40 and np.all(frames["ct_kjmol"][conv][10:] != 0)  # metadynamics c(t) recorded
+    used = np.isfinite(table[:, 5])
+    assert used.any() and set(table[used, 0].astype(int)) == {3}
 
 
 def test_ood_guard_cannot_judge_from_too_few_frames(tmp_path, caplog):

@@ -6,7 +6,8 @@ default, or well-tempered metadynamics) continues in checkpoint segments. After 
 from the frames after the burn-in, each reweighted with the bias that generated it, ``β (V_t + W − c(t))``
 (:func:`latentbias.campaign.weights.converge_logweights`) — and the same estimate without the last ``window``
 fraction of those frames. The *drift* is the root-mean-square difference of the two surfaces over the bins below
-``fes_cutoff`` in both, after removing the best constant offset (a free energy is defined up to a constant).
+``fes_cutoff`` in both, weighted by the bins' probability and after removing the weighted mean difference (a free
+energy is defined up to a constant; unweighted, the histogram noise of rarely visited bins would dominate).
 Below ``tolerance`` (kJ/mol) the run stops (``end.json`` reason ``converged``); otherwise it runs until the budget
 ``max_steps`` is spent. The history of the criterion is written to ``round_RRR/convergence.csv`` by
 :func:`convergence_history` (the report plots it).
@@ -33,18 +34,20 @@ logger = logging.getLogger(__name__)
 __all__ = ["latent_fes_drift", "convergence_check", "convergence_history"]
 
 
-def _fes(z: np.ndarray, logw: np.ndarray, edges: list[np.ndarray], kt: float) -> np.ndarray:
+def _fes(z: np.ndarray, logw: np.ndarray, edges: list[np.ndarray], kt: float) -> tuple[np.ndarray, np.ndarray]:
     w = np.exp(logw - logw.max())
     h, _ = np.histogramdd(z, bins=edges, weights=w)
+    p = h / h.sum()
     with np.errstate(divide="ignore"):
-        f = -kt * np.log(h / h.sum())
-    return f - f[np.isfinite(f)].min()
+        f = -kt * np.log(p)
+    return f - f[np.isfinite(f)].min(), p
 
 
 def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, cutoff: float,
                      ranges: list[tuple[float, float]], temperature: float) -> float:
-    """Offset-free RMS difference (kJ/mol) between the FES from all given frames and from all but the last
-    ``window`` fraction of them.
+    """Offset-free, probability-weighted RMS difference (kJ/mol) between the FES from all given frames and from
+    all but the last ``window`` fraction of them (bins weighted by their mean probability in the two estimates,
+    so that the noise of rarely visited bins does not dominate; the offset is the weighted mean difference).
 
     Parameters
     ----------
@@ -74,12 +77,14 @@ def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, 
         return float("nan")
     kt = kt_kjmol(temperature)
     edges = [np.linspace(lo, hi, bins + 1) for lo, hi in ranges]
-    new, old = _fes(z, logw, edges, kt), _fes(z[:n_old], logw[:n_old], edges, kt)
+    (new, p_new), (old, p_old) = _fes(z, logw, edges, kt), _fes(z[:n_old], logw[:n_old], edges, kt)
     ok = np.isfinite(new) & np.isfinite(old) & (new < cutoff) & (old < cutoff)
     if ok.sum() < 2:
         return float("nan")
     diff = new[ok] - old[ok]
-    return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
+    w = 0.5 * (p_new[ok] + p_old[ok])
+    shift = np.sum(w * diff) / np.sum(w)
+    return float(np.sqrt(np.sum(w * (diff - shift) ** 2) / np.sum(w)))
 
 
 def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.ndarray]:
