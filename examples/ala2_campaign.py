@@ -89,7 +89,17 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
             row.append(f"{table['time_ps'][sel[-1]] / 1000:.2f} ns: {df:.1f}")
         print("    dF(C7ax - rest) against converge-phase time: " + ", ".join(row))
         write_report(rundir, cvs=[parse_cv_spec(PHI), parse_cv_spec(PSI)])
-    result = campaign_basin_estimate(rundirs, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature)
+    usable = []
+    for rundir in rundirs:  # a campaign whose converge phase never visited C7ax has no estimate of its own
+        table = final_weights(rundir)
+        if in_c7ax(phi_of(rundir)[np.isfinite(table["logweight"])]).any():
+            usable.append(rundir)
+        else:
+            print(f"  {rundir}: no converge-phase frame in C7ax: no estimate (left out of the combined value)")
+    if not usable:
+        print("\nno campaign sampled C7ax in its converge phase: no dF; increase rounds or [converge] max_steps")
+        return
+    result = campaign_basin_estimate(usable, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature)
     for r in result.runs:
         print(f"  {r['rundir']}: dF = {r['value']:.2f} +- {r['error']:.2f} kJ/mol (block bootstrap, {r['blocks']} "
               f"blocks of {r['frames_used']} frames)")

@@ -46,7 +46,7 @@ def toy_run(request, tmp_path_factory):
     """metadynamics: 4 rounds, estimate = cross-round MBAR; frontier (whose frames are no equilibrium samples):
     4 rounds + an OPES converge phase that gives the estimate."""
     folder = tmp_path_factory.mktemp(f"toy_{request.param}")
-    config = make_toy(folder, strategy=request.param, converge_steps=60000 if request.param == "frontier" else 0)
+    config = make_toy(folder, strategy=request.param, converge_steps=150000 if request.param == "frontier" else 0)
     campaign = Campaign(load_config(config), folder / "run", progress=False)
     campaign.run()
     return request.param, campaign, folder / "run"
@@ -98,9 +98,10 @@ def test_round_artifacts_and_report(toy_run):
         d = rundir / f"round_{r:03d}"
         traj = md.load(str(d / "frames.dcd"), top=str(d / "topology.pdb"))
         rows = np.loadtxt(d / "frames.csv", delimiter=",", skiprows=2, ndmin=2)
-        planned = 100 if r == 0 else 200
-        ended = json.loads((d / "end.json").read_text())["segments"] * 20 if (d / "end.json").is_file() else planned
-        assert len(traj) == len(rows) == ended
+        planned = json.loads((d / "plan.json").read_text())["segments"]  # 20 frames per segment
+        assert planned == (5 if r == 0 else 10 if r < 4 else 75)
+        ended = json.loads((d / "end.json").read_text())["segments"] if (d / "end.json").is_file() else planned
+        assert len(traj) == len(rows) == 20 * ended
         header = (d / "frames.csv").read_text().splitlines()[1]
         assert header == "step,time_ps,z0,z1,bias_kjmol,logweight,round,ood,excluded"
         if r == campaign.converge_round:
