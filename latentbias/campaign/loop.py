@@ -100,10 +100,14 @@ class Campaign:
         """
         root = logging.getLogger("latentbias")
         root.addHandler(self._log_handler)
+        level = root.level
+        if root.getEffectiveLevel() > logging.INFO:  # campaign.log records INFO whatever the caller's logging setup
+            root.setLevel(logging.INFO)
         try:
             with self.run_dir.lock():
                 return self._run_locked()
         finally:
+            root.setLevel(level)
             root.removeHandler(self._log_handler)
 
     def _run_locked(self) -> dict[str, Any]:
