@@ -43,8 +43,8 @@ def test_stated_errors_cover_the_exact_free_energy(tmp_path):
         folder = tmp_path / f"seed{seed}"
         folder.mkdir()
         write_toy_system(folder)
-        (folder / "toy.toml").write_text(toy_config_text(rounds=2, steps=10000, round0=10000,
-                                                         converge_steps=60000))
+        (folder / "toy.toml").write_text(toy_config_text(rounds=4, steps=20000, round0=10000,
+                                                         converge_steps=150000))
         cfg = load_config(folder / "toy.toml")
         cfg = dataclasses.replace(cfg, md=dataclasses.replace(cfg.md, seed=seed))
         Campaign(cfg, folder / "run", progress=False).run()
