@@ -1,76 +1,146 @@
-"""The main demo: an adaptive latent-space campaign on alanine dipeptide that finds C7ax without being told φ/ψ.
+"""The main demo: adaptive latent-space campaigns on alanine dipeptide that find C7ax without being told φ/ψ, then
+a converge phase whose frames give ΔF(C7ax − rest) with an error bar.
 
-Runs (or resumes) ``examples/ala2_campaign.toml``: round 0 is unbiased in C7eq, later rounds run well-tempered
-metadynamics in the latent space of an encoder retrained on all frames so far (heavy-atom distances only). Then,
-using φ/ψ only for evaluation, it prints the round and simulated time at which φ > 0 (C7ax) was first reached and
-the reweighted free-energy difference between the φ < 0 and φ > 0 basins, and writes the report with φ/ψ FES.
+Runs (or resumes) ``examples/ala2_campaign.toml`` once per seed (default two, in parallel, one per core): round 0
+is unbiased in C7eq, 4 exploration rounds run well-tempered metadynamics in the latent space of an encoder
+retrained on all frames so far (aligned heavy-atom coordinates only), then OPES in the frozen last encoder runs
+until its estimate stops drifting (or 2 ns). Using φ only for evaluation, it prints when C7ax (0° < φ < 120°) was first
+reached, each campaign's ΔF = F(C7ax) − F(rest) with its block-bootstrap error, and the combined value with the
+spread of the independent campaigns (Student t), and writes each campaign's report with φ/ψ FES.
 
-Run:  python examples/ala2_campaign.py [--rundir runs/ala2] [--config examples/ala2_campaign.toml]
+Run:  python examples/ala2_campaign.py [--rundir runs/ala2] [--seeds 2024 2025] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from latentbias.campaign import Campaign, load_config
-from latentbias.campaign.report import compute_cvs, free_energy_difference, parse_cv_spec, write_report
-
 HERE = Path(__file__).resolve().parent
 PHI = "phi:dihedral:4,6,8,14"   # evaluation only: the sampler never sees these
 PSI = "psi:dihedral:6,8,14,16"
+REFERENCE_DF = 11.7             # kJ/mol: 2 x 40 ns openmm.app.Metadynamics on phi/psi (11.45, 11.98), issue 8
+
+
+def in_c7ax(phi: np.ndarray) -> np.ndarray:
+    return (phi > 0) & (phi < 120)
+
+
+def run_one(config: str, rundir: str, seed: int, quiet: bool) -> None:
+    from latentbias.campaign import Campaign, load_config
+
+    cfg = load_config(config)
+    cfg = dataclasses.replace(cfg, md=dataclasses.replace(cfg.md, seed=seed))
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [seed {seed}] %(message)s", datefmt="%H:%M:%S")
+    t0 = time.perf_counter()
+    Campaign(cfg, rundir, progress=not quiet).run()
+    Path(rundir, "demo_wall_s.json").write_text(json.dumps({"wall_s": time.perf_counter() - t0}))
+
+
+def phi_of(rundir: str | Path) -> np.ndarray:
+    from latentbias.campaign.report import _load_campaign, compute_cvs, parse_cv_spec
+
+    campaign, last = _load_campaign(Path(rundir))
+    return compute_cvs(campaign, last, [parse_cv_spec(PHI)])["phi"]
+
+
+def summarize(rundirs: list[Path], temperature: float) -> None:
+    from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
+    from latentbias.campaign.report import _load_campaign, parse_cv_spec, write_report
+
+    print()
+    total_ns = 0.0
+    for rundir in rundirs:
+        campaign, last = _load_campaign(rundir)
+        frames = campaign.all_frames(last)
+        cfg = campaign.cfg
+        dt_ns = cfg.md.timestep * 1e-6
+        steps = [campaign.run_dir.round_segments(r) * cfg.campaign.checkpoint_interval for r in range(last + 1)]
+        offset = np.cumsum([0] + steps[:-1])
+        simulated = (offset[frames["round"]] + frames["step"]) * dt_ns
+        total_ns += sum(steps) * dt_ns
+        phi = phi_of(rundir)
+        hit = np.flatnonzero(in_c7ax(phi))
+        weights = json.loads((rundir / "weights.json").read_text())
+        wall = json.loads((rundir / "demo_wall_s.json").read_text())["wall_s"] if (rundir / "demo_wall_s.json").is_file() else float("nan")
+        first = (f"C7ax first reached in round {frames['round'][hit[0]]} at {simulated[hit[0]]:.3f} ns" if len(hit)
+                 else "C7ax never reached")
+        print(f"{rundir}: {sum(steps) * dt_ns:.2f} ns simulated in {wall / 60:.1f} min; {first}; converge phase "
+              f"{weights.get('converge_ps', 0) / 1000:.2f} ns ({weights.get('converge_end', '-')}), "
+              f"{weights['frames_used']} frames in the estimate")
+        # the estimate against simulated time (converge frames after the burn-in, up to t)
+        table = final_weights(rundir)
+        used = np.flatnonzero(np.isfinite(table["logweight"]))
+        row = []
+        for frac in (0.25, 0.5, 0.75, 1.0):
+            sel = used[: max(2, int(frac * len(used)))]
+            w = np.exp(table["logweight"][sel] - table["logweight"][sel].max())
+            b = in_c7ax(phi[sel])
+            kt = 0.0083144626 * temperature
+            df = -kt * np.log(w[b].sum() / w[~b].sum()) if w[b].sum() > 0 else float("nan")
+            row.append(f"{table['time_ps'][sel[-1]] / 1000:.2f} ns: {df:.1f}")
+        print("    dF(C7ax - rest) against converge-phase time: " + ", ".join(row))
+        write_report(rundir, cvs=[parse_cv_spec(PHI), parse_cv_spec(PSI)])
+    usable = []
+    for rundir in rundirs:  # a campaign whose converge phase never visited C7ax has no estimate of its own
+        table = final_weights(rundir)
+        if in_c7ax(phi_of(rundir)[np.isfinite(table["logweight"])]).any():
+            usable.append(rundir)
+        else:
+            print(f"  {rundir}: no converge-phase frame in C7ax: no estimate (left out of the combined value)")
+    if not usable:
+        print("\nno campaign sampled C7ax in its converge phase: no dF; increase rounds or [converge] max_steps")
+        return
+    result = campaign_basin_estimate(usable, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature)
+    for r in result.runs:
+        print(f"  {r['rundir']}: dF = {r['value']:.2f} +- {r['error']:.2f} kJ/mol (block bootstrap, {r['blocks']} "
+              f"blocks of {r['frames_used']} frames)")
+    est = result.estimate
+    how = (f"spread of {est.n_independent} independent campaigns (Student t, {est.dof:.0f} dof)"
+           if est.method == "replicas" else f"block bootstrap, {est.n_independent} blocks")
+    print(f"\ndF = F(C7ax: 0 < phi < 120 deg) - F(rest) = {est.value:.2f} +- {est.error:.2f} kJ/mol "
+          f"({how}); {total_ns:.2f} ns simulated in all")
+    print(f"reference (2 x 40 ns metadynamics on phi/psi): {REFERENCE_DF} kJ/mol; difference "
+          f"{est.value - REFERENCE_DF:+.2f} kJ/mol")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(HERE / "ala2_campaign.toml"))
-    parser.add_argument("--rundir", default="runs/ala2")
+    parser.add_argument("--rundir", default="runs/ala2", help="parent folder: one seed_<seed> run per seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025])
+    parser.add_argument("--jobs", type=int, default=2, help="campaigns run at once (one core each)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.single is not None:
+        run_one(args.config, str(Path(args.rundir) / f"seed_{args.single}"), args.single, args.quiet)
+        return
     t0 = time.perf_counter()
-    cfg = load_config(args.config)
-    campaign = Campaign(cfg, args.rundir, progress=not args.quiet)
-    campaign.run()
-    wall = time.perf_counter() - t0
+    pending = list(args.seeds)
+    running: list[subprocess.Popen] = []
+    env_cmd = [sys.executable, __file__, "--config", args.config, "--rundir", args.rundir, "--quiet"]
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            running.append(subprocess.Popen(env_cmd + ["--single", str(pending.pop(0))]))
+        time.sleep(2)
+        for p in list(running):
+            if p.poll() is not None:
+                running.remove(p)
+                if p.returncode:
+                    raise SystemExit(f"campaign {p.args[-1]} failed (exit {p.returncode}); see its campaign.log")
+    print(f"\n{len(args.seeds)} campaign(s) finished in {(time.perf_counter() - t0) / 60:.1f} min wall time")
+    from latentbias.campaign import load_config
 
-    last = cfg.campaign.rounds - 1
-    frames = campaign.all_frames(last)
-    cvs = [parse_cv_spec(PHI), parse_cv_spec(PSI)]
-    values = compute_cvs(campaign, last, cvs)
-    phi = values["phi"]
-    dt_ns = cfg.md.timestep * 1e-6
-    steps_before = np.cumsum([0] + [campaign.n_segments(r) * cfg.campaign.checkpoint_interval for r in range(last)])
-    simulated_ns = (steps_before[frames["round"]] + frames["step"]) * dt_ns
-    table = np.loadtxt(Path(args.rundir) / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
-    header = (Path(args.rundir) / "weights.csv").read_text().splitlines()[1].split(",")
-    logw = table[:, header.index("logweight")]
-
-    print()
-    print(f"campaign: {cfg.campaign.rounds} rounds, {len(phi)} frames, "
-          f"{simulated_ns.max():.2f} ns simulated, wall time {wall / 60:.1f} min (this invocation)")
-    # phi > 0 basin (C7ax/alpha_L): 0 < phi < 120 deg, so that the beta region's wrap-around near +180 does not count
-    positive = (phi > 0) & (phi < 120)
-    hit = np.flatnonzero(positive)
-    if len(hit):
-        i = hit[0]
-        print(f"phi > 0 (C7ax) first reached in round {frames['round'][i]} at {simulated_ns[i]:.3f} ns simulated "
-              f"(phi = {phi[i]:.0f} deg); {len(hit)} frames with 0 < phi < 120 deg")
-        # error: stratified block bootstrap over the bias states (blocks of ~3 statistical inefficiencies within
-        # each state), with the cross-round MBAR re-solved on every resample
-        est = free_energy_difference(args.rundir, ~positive, positive,
-                                     observable=np.column_stack([np.cos(np.radians(phi)), np.sin(np.radians(phi))]))
-        print(f"reweighted dF = F(0 < phi < 120) - F(rest) = {est.value:.1f} +- {est.error:.1f} kJ/mol (MBAR over "
-              f"all rounds; 1 sigma from a block bootstrap over {len(est.block_lengths)} bias states, "
-              f"{est.n_independent} blocks, MBAR re-solved per resample)")
-    else:
-        print("phi > 0 (C7ax) was not reached; increase rounds or steps_per_round")
-    report = write_report(args.rundir, cvs=cvs)
-    print(f"report: {report}")
+    summarize([Path(args.rundir) / f"seed_{s}" for s in args.seeds], load_config(args.config).md.temperature)
 
 
 if __name__ == "__main__":

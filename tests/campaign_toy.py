@@ -38,7 +38,22 @@ def write_toy_system(folder: Path) -> tuple[Path, Path]:
 
 
 def toy_config_text(rounds: int = 4, steps: int = 20000, round0: int = 10000, strategy: str = "metadynamics",
-                    checkpoint: int = 2000) -> str:
+                    checkpoint: int = 2000, converge_steps: int = 0, extra: str = "") -> str:
+    converge = "" if not converge_steps else f"""
+[converge]
+enabled = true
+method = "opes"
+max_steps = {converge_steps}
+min_steps = {converge_steps // 2}
+burn_in = 0.2
+tolerance = 0.3
+
+[opes]
+barrier = 15.0
+pace = 100
+sigma = 0.05
+grid_points = 50
+"""
     return f"""
 [system]
 system_xml = "system.xml"
@@ -82,7 +97,7 @@ grid_points = 50
 n_targets = 2
 restraint_k = 300.0
 pull_fraction = 0.5
-"""
+""" + converge + extra
 
 
 def nearest_well(xy: np.ndarray) -> np.ndarray:

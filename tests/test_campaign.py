@@ -43,8 +43,10 @@ def weights_table(rundir: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module", params=["metadynamics", "frontier"])
 def toy_run(request, tmp_path_factory):
+    """metadynamics: 4 rounds, estimate = cross-round MBAR; frontier (whose frames are no equilibrium samples):
+    4 rounds + an OPES converge phase that gives the estimate."""
     folder = tmp_path_factory.mktemp(f"toy_{request.param}")
-    config = make_toy(folder, strategy=request.param)
+    config = make_toy(folder, strategy=request.param, converge_steps=150000 if request.param == "frontier" else 0)
     campaign = Campaign(load_config(config), folder / "run", progress=False)
     campaign.run()
     return request.param, campaign, folder / "run"
@@ -52,24 +54,29 @@ def toy_run(request, tmp_path_factory):
 
 def test_loop_discovers_wells_never_visited_in_round_0(toy_run):
     strategy, campaign, rundir = toy_run
-    frames = campaign.all_frames(3)
+    frames = campaign.all_frames(campaign.last_round)
     wells = nearest_well(frames["positions"][:, 0, :2].astype(float))
     assert set(wells[frames["round"] == 0]) == {"A"}  # round 0 stays in its well
     later = wells[frames["round"] >= 1]
     assert (later == "B").sum() >= 10 and (later == "C").sum() >= 10, strategy  # both unseen wells reached
     progress = json.loads((rundir / "progress.json").read_text())
-    assert progress["finished"] and progress["round"] == 3
+    assert progress["finished"] and progress["round"] == campaign.last_round
 
 
 def test_cross_round_weights_recover_the_analytic_fes(toy_run):
     """FES along x from all rounds' frames with MBAR log-weights: RMSE <= 1.5 kJ/mol where F < 10 kJ/mol."""
-    _, campaign, rundir = toy_run
-    frames = campaign.all_frames(3)
+    strategy, campaign, rundir = toy_run
+    frames = campaign.all_frames(campaign.last_round)
     table = weights_table(rundir)
     assert len(table["logweight"]) == len(frames["step"])
     np.testing.assert_array_equal(table["step"], frames["step"])
-    x = frames["positions"][:, 0, 0].astype(float)
-    fes = free_energy_surface(x, table["logweight"], bins=12, range=(-1.0, 1.0), temperature=300.0)
+    used = np.isfinite(table["logweight"])
+    np.testing.assert_array_equal(used, table["excluded"] == 0)
+    assert not used[frames["round"] == 0].any()  # round 0: confined to well A, not an equilibrium sample
+    if strategy == "frontier":  # the estimate is the converge phase's
+        assert set(frames["round"][used]) == {campaign.converge_round}
+    x = frames["positions"][used, 0, 0].astype(float)
+    fes = free_energy_surface(x, table["logweight"][used], bins=12, range=(-1.0, 1.0), temperature=300.0)
     kt = kt_kjmol(300.0)
     ys = np.linspace(-1.5, 1.5, 301)
     ref = []
@@ -87,13 +94,19 @@ def test_round_artifacts_and_report(toy_run):
     from latentbias.campaign.report import parse_cv_spec, write_report
 
     _, campaign, rundir = toy_run
-    for r in range(4):
+    for r in range(campaign.last_round + 1):
         d = rundir / f"round_{r:03d}"
         traj = md.load(str(d / "frames.dcd"), top=str(d / "topology.pdb"))
         rows = np.loadtxt(d / "frames.csv", delimiter=",", skiprows=2, ndmin=2)
-        assert len(traj) == len(rows) == (100 if r == 0 else 200)
+        planned = json.loads((d / "plan.json").read_text())["segments"]  # 20 frames per segment
+        assert planned == (5 if r == 0 else 10 if r < 4 else 75)
+        ended = json.loads((d / "end.json").read_text())["segments"] if (d / "end.json").is_file() else planned
+        assert len(traj) == len(rows) == 20 * ended
         header = (d / "frames.csv").read_text().splitlines()[1]
-        assert header == "step,time_ps,z0,z1,bias_kjmol,logweight,round,ood"
+        assert header == "step,time_ps,z0,z1,bias_kjmol,logweight,round,ood,excluded"
+        if r == campaign.converge_round:
+            assert not (d / "model.pt").exists()
+            continue
         assert load_model(d / "model.pt").latent_dim == 2
         info = json.loads((d / "model.json").read_text())
         if r > 0:
@@ -208,12 +221,20 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"prmtop": "x.prmtop", "coordinates": "x.crd"}}, "file not found"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "md": {"platform": "GPU"}}, r"\[md\] platform = 'GPU'.*Reference"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "md": {"temperature": "hot"}}, r"\[md\] temperature must be a number"),
-        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "random"}}, "strategy = 'random'.*metadynamics, frontier"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "random"}}, "strategy = 'random'.*metadynamics, frontier, opes"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"checkpoint_interval": 300}}, "multiple of save_interval"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "model": {"latent_dim": 5}}, "latent_dim must be 1, 2 or 3"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "metadynamics": {"bias_factor": 1.0}}, "bias_factor must be > 1"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "features": {"kind": ["pca"]}}, r"\[features\] kind = 'pca'"),
-        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"action": "panic"}}, r"\[ood\] action = 'panic'"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"action": "panic"}}, r"\[ood\] action = 'panic'.*retrain, cap, off"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"retrain_fraction": 1.5}}, r"\[ood\] retrain_fraction must be in \(0, 1\]"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"method": "umbrella"}}, r"\[converge\] method = 'umbrella'.*opes, metadynamics"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"burn_in": 1.0}}, r"\[converge\] burn_in must be a fraction"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"max_steps": 1000, "min_steps": 0}}, r"\[converge\] max_steps must be a multiple"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"min_steps": 10**9}}, r"\[converge\] min_steps must be in"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"speed": 1}}, r"unknown key\(s\) \['speed'\] in \[converge\]"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "opes"}, "opes": {"pace": 300}}, r"\[opes\] pace and \[campaign\] save_interval"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"barrier": -1.0}}, r"\[opes\] barrier must be positive"),
     ],
 )
 def test_config_errors_name_the_key_and_allowed_values(raw, match, tmp_path):

@@ -2,7 +2,9 @@
 
 Modules: :mod:`~.config` (TOML configuration), :mod:`~.loop` (:class:`Campaign`, the orchestrator),
 :mod:`~.plan` (what a round does), :mod:`~.simulate` and :mod:`~.roundbias` (running a round and its bias),
-:mod:`~.train` (retraining, alignment, export), :mod:`~.weights` (bias states and cross-round MBAR weights),
+:mod:`~.train` (retraining, alignment, export), :mod:`~.weights` (which frames are equilibrium samples; bias
+states, cross-round MBAR and converge-phase weights), :mod:`~.converge` (the converge phase's stopping rule),
+:mod:`~.estimate` (final basin ΔF with error bars),
 :mod:`~.records` (the frame-record schema), :mod:`~.rundir` (run-directory files, lock, integrity checks),
 :mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`.
 """

@@ -40,7 +40,7 @@ Example (every key shown; most have defaults)::
     save_interval = 250                        # steps between saved frames
     checkpoint_interval = 5000                 # steps between checkpoints (multiple of save_interval)
     round0_steps = 25000                       # unbiased round 0 (or give round0_trajectories)
-    strategy = "metadynamics"                  # metadynamics | frontier (or a list, one per biased round)
+    strategy = "metadynamics"                  # metadynamics | frontier | opes (or a list, one per biased round)
 
     [metadynamics]
     bias_factor = 8.0
@@ -55,9 +55,32 @@ Example (every key shown; most have defaults)::
     restraint_k = 500.0                        # kJ/mol per z^2
     pull_fraction = 0.5                        # fraction of the round spent restrained/steered; rest released
 
+    [opes]                                     # OPES-METAD (or explore) rounds and the default converge phase
+    barrier = 30.0                             # kJ/mol: sets the bias factor (barrier/kT) and the initial bias
+    pace = 250                                 # steps between kernels
+    explore = false                            # OPES-explore instead of OPES-METAD
+    sigma = 0.05                               # kernel width sigma0, fraction of each latent range
+    margin = 0.3                               # grid extends this fraction of the range beyond the data
+    grid_points = 60
+    compression_threshold = 1.0                # merge kernels closer than this many sigma
+    wall_force_constant = 1000.0
+
     [ood]
     threshold = 3.0                            # reconstruction error in units of its training 99th percentile
-    action = "cap"                             # cap | off
+    action = "retrain"                         # retrain (end the round early) | cap | off
+    retrain_fraction = 0.2                     # action "retrain": end the round after a segment with more OOD frames
+    min_frames = 200                           # fewer training frames: the guard cannot judge yet (logged, no action)
+
+    [converge]                                 # production run with the last encoder frozen (after the rounds)
+    enabled = false
+    method = "opes"                            # opes | metadynamics
+    max_steps = 2500000                        # budget
+    min_steps = 250000                         # never stop before this
+    burn_in = 0.2                              # fraction of the converge run left out of the estimate (its start)
+    window = 0.25                              # drift: estimate now vs. without the last `window` of used frames
+    tolerance = 0.5                            # kJ/mol: stop when the drift of the latent FES is below this
+    fes_bins = 20                              # latent FES bins per dimension for the drift
+    fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
 
 Seeds: ``[md] seed`` is the one source of randomness of a campaign (integrators, velocities, training; see
 :mod:`latentbias.campaign.seeds`) and must be an integer in [1, 2**31 - 1] — 0 is refused, because OpenMM reads
@@ -81,7 +104,9 @@ __all__ = [
     "TESTSYSTEMS",
 ]
 
-STRATEGIES = ("metadynamics", "frontier")
+STRATEGIES = ("metadynamics", "frontier", "opes")
+CONVERGE_METHODS = ("opes", "metadynamics")
+OOD_ACTIONS = ("retrain", "cap", "off")
 TESTSYSTEMS = ("alanine-dipeptide-vacuum",)
 from ..features import FEATURE_KINDS  # noqa: E402
 from .seeds import MAX_SEED  # noqa: E402
@@ -169,9 +194,36 @@ class FrontierConfig:
 
 
 @dataclass
+class OPESConfig:
+    barrier: float = 30.0
+    pace: int = 250
+    explore: bool = False
+    sigma: float = 0.05
+    margin: float = 0.3
+    grid_points: int = 60
+    compression_threshold: float = 1.0
+    wall_force_constant: float = 1000.0
+
+
+@dataclass
 class OODConfig:
     threshold: float = 3.0
-    action: str = "cap"
+    action: str = "retrain"
+    retrain_fraction: float = 0.2
+    min_frames: int = 200
+
+
+@dataclass
+class ConvergeConfig:
+    enabled: bool = False
+    method: str = "opes"
+    max_steps: int = 2_500_000
+    min_steps: int = 250_000
+    burn_in: float = 0.2
+    window: float = 0.25
+    tolerance: float = 0.5
+    fes_bins: int = 20
+    fes_cutoff: float = 25.0
 
 
 @dataclass
@@ -185,7 +237,9 @@ class CampaignConfig:
     campaign: LoopConfig = field(default_factory=LoopConfig)
     metadynamics: MetadynamicsConfig = field(default_factory=MetadynamicsConfig)
     frontier: FrontierConfig = field(default_factory=FrontierConfig)
+    opes: OPESConfig = field(default_factory=OPESConfig)
     ood: OODConfig = field(default_factory=OODConfig)
+    converge: ConvergeConfig = field(default_factory=ConvergeConfig)
     base_dir: str = "."
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +264,9 @@ _SECTIONS = {
     "campaign": LoopConfig,
     "metadynamics": MetadynamicsConfig,
     "frontier": FrontierConfig,
+    "opes": OPESConfig,
     "ood": OODConfig,
+    "converge": ConvergeConfig,
 }
 
 
@@ -367,8 +423,34 @@ def _validate(cfg: CampaignConfig) -> None:
     if not 0 < fr.pull_fraction < 1:
         raise ConfigError(f"[frontier] pull_fraction must be in (0, 1), got {fr.pull_fraction}")
 
+    op = cfg.opes
+    for key in ("barrier", "pace", "sigma", "grid_points", "wall_force_constant"):
+        _positive(f"[opes] {key}", getattr(op, key))
+    if op.margin < 0 or op.compression_threshold < 0:
+        raise ConfigError("[opes] margin and compression_threshold must be >= 0")
+    uses_opes = "opes" in c.strategy or (cfg.converge.enabled and cfg.converge.method == "opes")
+    if uses_opes and c.save_interval % op.pace and op.pace % c.save_interval:
+        raise ConfigError("[opes] pace and [campaign] save_interval must divide one another")
+
     _positive("[ood] threshold", cfg.ood.threshold)
-    _choice("[ood] action", cfg.ood.action, ("cap", "off"))
+    _choice("[ood] action", cfg.ood.action, OOD_ACTIONS)
+    if not 0 < cfg.ood.retrain_fraction <= 1:
+        raise ConfigError(f"[ood] retrain_fraction must be in (0, 1], got {cfg.ood.retrain_fraction}")
+    if cfg.ood.min_frames < 1:
+        raise ConfigError(f"[ood] min_frames must be >= 1, got {cfg.ood.min_frames}")
+
+    cv = cfg.converge
+    _choice("[converge] method", cv.method, CONVERGE_METHODS)
+    for key in ("max_steps", "tolerance", "fes_bins", "fes_cutoff"):
+        _positive(f"[converge] {key}", getattr(cv, key))
+    if cv.min_steps < 0 or cv.min_steps > cv.max_steps:
+        raise ConfigError(f"[converge] min_steps must be in [0, max_steps = {cv.max_steps}], got {cv.min_steps}")
+    if cv.max_steps % c.checkpoint_interval:
+        raise ConfigError("[converge] max_steps must be a multiple of [campaign] checkpoint_interval")
+    if not 0 <= cv.burn_in < 1:
+        raise ConfigError(f"[converge] burn_in must be a fraction in [0, 1), got {cv.burn_in}")
+    if not 0 < cv.window < 1:
+        raise ConfigError(f"[converge] window must be a fraction in (0, 1), got {cv.window}")
 
 
 def load_config(path: str | Path) -> CampaignConfig:

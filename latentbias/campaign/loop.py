@@ -1,7 +1,11 @@
 """The adaptive loop: plan -> simulate -> train -> weights, round after round, resumable at any moment.
 
 ``Campaign(config, rundir).run()`` drives rounds 0..R-1. Round 0 is unbiased (or given trajectories); round r >= 1
-is biased in the latent space of the model trained after round r-1, with the round's strategy. Each phase lives
+is biased in the latent space of the model trained after round r-1, with the round's strategy. A round may end
+before its planned length when the OOD guard calls for retraining (``end.json``). With ``[converge] enabled`` a
+last round R — the converge phase — runs with the encoder of round R-1 frozen (no train phase) until its
+estimate stops drifting or its budget is spent (:mod:`latentbias.campaign.converge`); its weights phase writes
+the final estimate (:mod:`latentbias.campaign.weights`). Each phase lives
 in its own module; this one only orders them and holds what they share (configuration, run directory, system,
 featurizer, the models of finished rounds):
 
@@ -9,8 +13,9 @@ featurizer, the models of finished rounds):
 phase          module                                     writes
 =============  =========================================  =============================================
 ``plan``       :mod:`latentbias.campaign.plan`            ``plan.json`` (+ ``initial_bias.npz``)
-``simulate``   :mod:`latentbias.campaign.simulate`,       ``seg_*.npz``, checkpoints, ``frames.dcd``
-               :mod:`latentbias.campaign.roundbias`
+``simulate``   :mod:`latentbias.campaign.simulate`,       ``seg_*.npz``, checkpoints, ``frames.dcd``,
+               :mod:`latentbias.campaign.roundbias`,      ``end.json`` (ended early)
+               :mod:`latentbias.campaign.converge`
 ``train``      :mod:`latentbias.campaign.train`           ``model.pt``, ``model_state.npz``, ``model.json``
 ``weights``    :mod:`latentbias.campaign.weights`         ``weights.json``, ``weights.csv``, ``frames.csv``
 =============  =========================================  =============================================
@@ -32,7 +37,8 @@ import numpy as np
 from ..features import build_featurizer
 from .config import CampaignConfig
 from .plan import n_segments, plan_round
-from .records import load_frames
+from .converge import convergence_check, convergence_history
+from .records import frame_boxes, load_frames
 from .rundir import RunDir
 from .seeds import MAX_SEED
 from .simulate import import_trajectories, simulate_round
@@ -141,6 +147,24 @@ class Campaign:
         """Checkpoint segments of round r."""
         return n_segments(self.cfg, r)
 
+    @property
+    def converge_round(self) -> int | None:
+        """Index of the converge phase's round (``[campaign] rounds``), or None without one."""
+        return self.cfg.campaign.rounds if self.cfg.converge.enabled else None
+
+    @property
+    def last_round(self) -> int:
+        """Index of the campaign's last round (the converge phase when there is one)."""
+        return self.cfg.campaign.rounds - 1 + int(self.cfg.converge.enabled)
+
+    def encoder_round(self, r: int) -> int:
+        """The round whose model encodes frames after round r (the frozen one for the converge phase)."""
+        return r - 1 if r == self.converge_round else r
+
+    def encode(self, q: int, frames: dict[str, np.ndarray]) -> np.ndarray:
+        """Latent coordinates of ``frames`` under round q's model, with the frames' periodic boxes (shape=(n, d))."""
+        return self.model(q).file.encode(frames["positions"].astype(float), frame_boxes(frames))
+
     def model(self, r: int) -> RoundModel:
         """The model trained after round r."""
         if r not in self._models:
@@ -151,7 +175,7 @@ class Campaign:
         """Frames of rounds 0..upto concatenated (:data:`~latentbias.campaign.records.FRAME_COLUMNS`)."""
         def segments():
             for r in range(upto + 1):
-                for k in range(self.run_dir.read_plan(r)["segments"]):
+                for k in range(self.run_dir.round_segments(r)):
                     yield r, k, self.run_dir.read_segment(r, k)
 
         return load_frames(segments())
@@ -175,9 +199,12 @@ class Campaign:
         if self.run_dir.read_plan(r)["strategy"] == "given":
             import_trajectories(self, r)
             n_seg = 1
+        elif r == self.converge_round:
+            n_seg = simulate_round(self, r, int(progress["segments"]),
+                                   lambda n: convergence_check(self.run_dir, self.cfg, r, n))
+            return {"round": r, "phase": "weights", "segments": n_seg, "finished": False}
         else:
-            simulate_round(self, r, int(progress["segments"]))
-            n_seg = self.n_segments(r)
+            n_seg = simulate_round(self, r, int(progress["segments"]))
         return {"round": r, "phase": "train", "segments": n_seg, "finished": False}
 
     def _train(self, r: int, progress: dict[str, Any]) -> dict[str, Any]:
@@ -186,15 +213,17 @@ class Campaign:
 
     def _weights(self, r: int, progress: dict[str, Any]) -> dict[str, Any]:
         frames = self.all_frames(r)
-        positions = frames["positions"].astype(float)
         encoded: dict[int, np.ndarray] = {}
 
         def encode(q: int) -> np.ndarray:
             if q not in encoded:
-                encoded[q] = self.model(q).file.encode(positions)
+                encoded[q] = self.encode(q, frames)
             return encoded[q]
 
+        if r == self.converge_round:
+            convergence_history(self.run_dir, self.cfg, r)
         write_weights(self.run_dir, self.cfg, r, frames, encode)
-        last = r + 1 >= self.cfg.campaign.rounds
-        logger.info("round %d done (rounds 0-%d of %d)", r, r, self.cfg.campaign.rounds)
+        last = r >= self.last_round
+        logger.info("%s done", "converge phase" if r == self.converge_round
+                    else f"round {r} (rounds 0-{self.cfg.campaign.rounds - 1})")
         return {"round": r if last else r + 1, "phase": "done" if last else "plan", "segments": 0, "finished": last}

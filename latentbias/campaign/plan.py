@@ -7,6 +7,12 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   grid covering the latent range the previous model saw plus ``margin`` of it on each side, Gaussian width
   ``sigma`` of it — and, with ``carry_bias``, ``initial_bias`` naming ``initial_bias.npz``: the previous
   metadynamics round's final bias read at the new grid points (:func:`carried_bias`);
+* ``opes``: ``variables`` as for metadynamics, from ``[opes]`` ``margin``, ``sigma`` (σ0) and ``grid_points``
+  (no carried bias: an OPES state is its kernels, not a grid);
+* the converge phase (round ``[campaign] rounds``, when ``[converge] enabled``): ``converge = true``,
+  ``strategy`` = ``[converge] method``, ``model_round`` (the frozen encoder: the last exploration round's),
+  ``variables``, and ``segments`` = the budget ``max_steps`` / ``checkpoint_interval`` (the run may stop earlier:
+  ``end.json``);
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
   space), ``start_frames`` (index, among all frames of the earlier rounds, of the frame nearest each target) and
   ``schedule`` (:func:`frontier_schedule`).
@@ -37,16 +43,20 @@ INITIAL_BIAS = "initial_bias.npz"
 
 
 def n_segments(config: CampaignConfig, r: int) -> int:
-    """Checkpoint segments of round r."""
+    """Checkpoint segments planned for round r (round ``[campaign] rounds`` is the converge phase)."""
     c = config.campaign
+    if r >= c.rounds:
+        return config.converge.max_steps // c.checkpoint_interval
     steps = c.round0_steps if r == 0 else c.steps_per_round
     return steps // c.checkpoint_interval
 
 
-def metadynamics_variables(config: CampaignConfig, z_min: np.ndarray, z_max: np.ndarray) -> list[dict[str, Any]]:
+def metadynamics_variables(config: CampaignConfig, z_min: np.ndarray, z_max: np.ndarray,
+                           section: str = "metadynamics") -> list[dict[str, Any]]:
     """Grid variables (as :class:`LatentVariable` keyword dicts) over the latent range [z_min, z_max] of the
-    previous model, extended by ``margin`` × the range on each side; Gaussian width ``sigma`` × the range."""
-    m = config.metadynamics
+    previous model, extended by ``margin`` × the range on each side; Gaussian width ``sigma`` × the range
+    (``section``: "metadynamics" or "opes", whose keys are used)."""
+    m = getattr(config, section)
     zmin, zmax = np.asarray(z_min, dtype=float), np.asarray(z_max, dtype=float)
     span = np.maximum(zmax - zmin, 1e-6)
     return [{"index": i, "minValue": float(zmin[i] - m.margin * span[i]),
@@ -88,20 +98,26 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
     plan: dict[str, Any] = {"round": r, "segments": n_segments(cfg, r)}
     if r == 0:
         plan["strategy"] = "given" if cfg.campaign.round0_trajectories else "unbiased"
+    elif r >= cfg.campaign.rounds:  # the converge phase: the last encoder, frozen
+        plan.update(strategy=cfg.converge.method, converge=True, model_round=r - 1)
+        info = campaign.model(r - 1).info
+        section = "opes" if cfg.converge.method == "opes" else "metadynamics"
+        plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"], section)
     else:
         plan["strategy"] = cfg.strategy_for_round(r)
         info = campaign.model(r - 1).info
-        if plan["strategy"] == "metadynamics":
+        if plan["strategy"] == "opes":
+            plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"], "opes")
+        elif plan["strategy"] == "metadynamics":
             plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"])
             previous = run_dir.read_plan(r - 1)
             if cfg.metadynamics.carry_bias and r >= 2 and previous["strategy"] == "metadynamics":
-                final = run_dir.read_segment(r - 1, previous["segments"] - 1)["grid_end"]
+                final = run_dir.read_segment(r - 1, run_dir.round_segments(r - 1) - 1)["grid_end"]
                 run_dir.save_npz(run_dir.round_dir(r) / INITIAL_BIAS,
                                  grid=carried_bias(previous["variables"], final, plan["variables"]))
                 plan["initial_bias"] = INITIAL_BIAS
         else:
-            positions = campaign.all_frames(r - 1)["positions"].astype(float)
-            z = campaign.model(r - 1).file.encode(positions)
+            z = campaign.encode(r - 1, campaign.all_frames(r - 1))
             targets, nearest = frontier_targets(z, cfg.frontier.n_targets, cfg.frontier.bins)
             plan["targets"] = targets.tolist()
             plan["start_frames"] = nearest.tolist()

@@ -28,13 +28,15 @@ __all__ = [
     "KIND_UNBIASED",
     "KIND_RESTRAINT",
     "KIND_METAD",
+    "KIND_OPES",
+    "frame_boxes",
     "SegmentRecorder",
     "unbiased_frames",
     "load_frames",
 ]
 
 #: ``kind`` column values: which bias acted on a frame
-KIND_UNBIASED, KIND_RESTRAINT, KIND_METAD = 0, 1, 2
+KIND_UNBIASED, KIND_RESTRAINT, KIND_METAD, KIND_OPES = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,14 @@ SEGMENT_COLUMNS: tuple[FrameColumn, ...] = (
     FrameColumn("recon_error", np.float64, "()", "reconstruction error under the biasing model (0 in round 0)"),
     FrameColumn("scale", np.float64, "()", "factor on the acting bias (1 normal, 0 off / restraint released)"),
     FrameColumn("target", np.int64, "()", "frontier target index (-1 when there is none)"),
-    FrameColumn("kind", np.int64, "()", "KIND_UNBIASED | KIND_RESTRAINT | KIND_METAD"),
+    FrameColumn("kind", np.int64, "()", "KIND_UNBIASED | KIND_RESTRAINT | KIND_METAD | KIND_OPES"),
+    FrameColumn("box", np.float64, "(3, 3)", "nm, periodic box vectors (rows); all zero when the system is not "
+                "periodic"),
+    FrameColumn("ct_kjmol", np.float64, "()", "kJ/mol, c(t) of the acting OPES bias (0 for other biases)"),
 )
+
+#: columns a segment written by an older version may lack, with the value they take (per frame)
+_DEFAULTS = {"box": np.zeros((3, 3)), "ct_kjmol": 0.0}
 
 #: Columns of the concatenated frame table returned by :func:`load_frames` (``z`` is per segment only).
 FRAME_COLUMNS: tuple[FrameColumn, ...] = tuple(c for c in SEGMENT_COLUMNS if c.name != "z") + (
@@ -79,15 +87,19 @@ def _typed(columns: dict[str, Any]) -> dict[str, np.ndarray]:
 class SegmentRecorder:
     """Collects the frames of one checkpoint segment row by row and returns them as typed columns."""
 
-    _OBSERVED = ("z", "bias_kjmol", "ood", "recon_error", "scale", "target")
+    _OBSERVED = ("z", "bias_kjmol", "ood", "recon_error", "scale", "target", "ct_kjmol")
 
     def __init__(self) -> None:
         self._rows: dict[str, list] = {c.name: [] for c in SEGMENT_COLUMNS if c.name != "kind"}
 
-    def append(self, positions: np.ndarray, step: int, time_ps: float, observed: dict[str, Any]) -> None:
-        """Add one frame: positions (nm, shape=(n_atoms, 3)), step, time (ps) and the bias's observation
-        (``z``, ``bias_kjmol``, ``ood``, ``recon_error``, ``scale``, ``target``)."""
+    def append(self, positions: np.ndarray, step: int, time_ps: float, observed: dict[str, Any],
+               box: np.ndarray | None = None) -> None:
+        """Add one frame: positions (nm, shape=(n_atoms, 3)), step, time (ps), the bias's observation
+        (``z``, ``bias_kjmol``, ``ood``, ``recon_error``, ``scale``, ``target``, optional ``ct_kjmol``) and the
+        periodic box vectors (nm, shape=(3, 3); None when the system is not periodic)."""
         self._rows["positions"].append(np.asarray(positions, dtype=np.float32))
+        self._rows["box"].append(np.zeros((3, 3)) if box is None else np.asarray(box, dtype=float))
+        observed = {"ct_kjmol": 0.0, **observed}
         self._rows["step"].append(step)
         self._rows["time_ps"].append(time_ps)
         for key in self._OBSERVED:
@@ -103,14 +115,32 @@ class SegmentRecorder:
         return out
 
 
-def unbiased_frames(positions: np.ndarray) -> dict[str, np.ndarray]:
+def unbiased_frames(positions: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Segment columns for frames sampled without bias and imported from trajectories (positions in nm,
-    shape=(n, n_atoms, 3)): steps 1..n, time 0, no latent vector, no target."""
+    shape=(n, n_atoms, 3); box vectors in nm, shape=(n, 3, 3), or None when not periodic): steps 1..n, time 0,
+    no latent vector, no target."""
     n = len(positions)
     return _typed({"positions": positions, "step": np.arange(1, n + 1), "time_ps": np.zeros(n),
                    "z": np.zeros((n, 0)), "bias_kjmol": np.zeros(n), "ood": np.zeros(n, bool),
                    "recon_error": np.zeros(n), "scale": np.ones(n), "target": np.full(n, -1),
-                   "kind": np.full(n, KIND_UNBIASED)})
+                   "kind": np.full(n, KIND_UNBIASED),
+                   "box": np.zeros((n, 3, 3)) if boxes is None else boxes, "ct_kjmol": np.zeros(n)})
+
+
+def frame_boxes(frames: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The frames' periodic box vectors (nm, shape=(n, 3, 3)) to pass to an encoder, or None when no frame has
+    a box (a non-periodic system). Raises ValueError when only some frames have one."""
+    box = frames.get("box")
+    if box is None:
+        return None
+    box = np.asarray(box, dtype=float)
+    has = np.any(box != 0.0, axis=(1, 2))
+    if not has.any():
+        return None
+    if not has.all():
+        raise ValueError(f"{int((~has).sum())} of {len(has)} frames have no periodic box while the others do; "
+                         "frames of one campaign must all be periodic or all not")
+    return box
 
 
 def load_frames(segments: Iterable[tuple[int, int, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -119,7 +149,8 @@ def load_frames(segments: Iterable[tuple[int, int, dict[str, np.ndarray]]]) -> d
     parts = []
     for r, k, seg in segments:
         n = len(seg["step"])
-        part = {c.name: seg[c.name] for c in SEGMENT_COLUMNS if c.name != "z"}
+        part = {c.name: seg[c.name] if c.name in seg else np.repeat(np.asarray(_DEFAULTS[c.name])[None], n, axis=0)
+                for c in SEGMENT_COLUMNS if c.name != "z"}
         part["round"] = np.full(n, r)
         part["segment"] = np.full(n, k)
         parts.append(part)

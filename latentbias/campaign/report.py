@@ -104,7 +104,8 @@ def _load_campaign(rundir: Path) -> tuple[Campaign, int]:
     campaign = Campaign(cfg, rundir, progress=False)
     progress = campaign.run_dir.read_progress()
     last = progress["round"] if progress.get("finished") else progress["round"] - 1
-    if last < 0 or not (campaign.run_dir.round_dir(last) / "model.json").is_file():
+    model_round = min(last, cfg.campaign.rounds - 1)
+    if last < 0 or not (campaign.run_dir.round_dir(model_round) / "model.json").is_file():
         raise ValueError(f"{rundir} has no completed round yet; run the campaign first")
     return campaign, last
 
@@ -157,26 +158,47 @@ class _Reweighting:
     info: dict[str, Any]
 
 
-def _reweighting(campaign: Campaign, frames: dict[str, np.ndarray], positions: np.ndarray,
-                 temperature: float) -> _Reweighting:
+def _reweighting(campaign: Campaign, frames: dict[str, np.ndarray], temperature: float) -> _Reweighting:
+    """Cross-round MBAR weights of the frames in the equilibrium estimate (bias state >= 0; the others get -inf
+    and stay out of every bootstrap resample), z evaluated with each frame's box."""
     from ..analysis.reweight import effective_sample_size, mbar_logweights
     from ..analysis.uncertainty import mbar_reweighter
     from .weights import reduced_potential_matrix
 
     states, state_of = campaign.bias_states(frames)
-    u, rows = reduced_potential_matrix(states, state_of, lambda q: campaign.model(q).file.encode(positions),
-                                       temperature)
-    n_k = np.bincount(rows, minlength=u.shape[0])
-    order = np.argsort(rows, kind="stable")
-    if u.shape[0] == 1:
+    n = len(state_of)
+    kept = np.flatnonzero(state_of >= 0)
+    rows = np.full(n, -1, dtype=np.int64)
+    logw = np.full(n, -np.inf)
+    if kept.size == 0:
+        return _Reweighting(logw, rows + 1, lambda idx: np.full(len(idx), -np.inf), {"ess": 0.0, "n_states": 0})
+    sub = {k: v[kept] for k, v in frames.items()}
+    u, rows_k = reduced_potential_matrix(states, state_of[kept], lambda q: campaign.encode(q, sub), temperature)
+    n_k = np.bincount(rows_k, minlength=u.shape[0])
+    order = np.argsort(rows_k, kind="stable")
+    if u.shape[0] == 1:  # one state: w ∝ exp(+βV)
         f_k = np.zeros(1)
-        logw = -u[0] - np.logaddexp.reduce(-u[0])
+        logw_k = u[0] - np.logaddexp.reduce(u[0])
     else:
         logw_sorted, f_k, _ = mbar_logweights(u[:, order], n_k, uncertainty="none", quiet=True)
-        logw = np.empty_like(logw_sorted)
-        logw[order] = logw_sorted
-    return _Reweighting(logw, rows, mbar_reweighter(u, rows, initial_f_k=f_k),
-                        {"ess": effective_sample_size(logw), "n_states": int(u.shape[0])})
+        logw_k = np.empty_like(logw_sorted)
+        logw_k[order] = logw_sorted
+    logw[kept] = logw_k
+    rows[kept] = rows_k
+    rows[rows < 0] = u.shape[0]  # excluded frames form their own stratum (weight -inf in every resample)
+    inner = mbar_reweighter(u, rows_k, initial_f_k=f_k)
+    position = np.full(n, -1, dtype=np.int64)
+    position[kept] = np.arange(kept.size)
+
+    def reweight(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.full(len(idx), -np.inf)
+        inside = position[idx] >= 0
+        if inside.any():
+            out[inside] = inner(position[idx][inside])
+        return out
+
+    return _Reweighting(logw, rows, reweight, {"ess": effective_sample_size(logw_k), "n_states": int(u.shape[0])})
 
 
 def _weights_csv_logweights(rundir: Path, rw: _Reweighting) -> np.ndarray:
@@ -236,9 +258,8 @@ def free_energy_difference(rundir: str | Path, in_a: np.ndarray, in_b: np.ndarra
     rundir = Path(rundir)
     campaign, last = _load_campaign(rundir)
     frames = campaign.all_frames(last)
-    positions = frames["positions"].astype(float)
-    z = campaign.model(last).file.encode(positions)
-    rw = _reweighting(campaign, frames, positions, campaign.cfg.md.temperature)
+    z = campaign.encode(last, frames)
+    rw = _reweighting(campaign, frames, campaign.cfg.md.temperature)
     logw = _weights_csv_logweights(rundir, rw)
     obs = z if observable is None else np.column_stack([np.asarray(observable, dtype=float).reshape(len(z), -1), z])
     return basin_free_energy_estimate(z, logw, np.asarray(in_a, dtype=bool), np.asarray(in_b, dtype=bool),
@@ -259,10 +280,10 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     cfg = campaign.cfg
     temperature = cfg.md.temperature
     frames = campaign.all_frames(last)
-    final = campaign.model(last)
-    z = final.file.encode(frames["positions"].astype(float))
+    converged = last == campaign.converge_round
+    last_model = campaign.encoder_round(last)
+    z = campaign.encode(last_model, frames)
     rounds = frames["round"]
-    positions = frames["positions"].astype(float)
     lines = [f"# latentbias campaign report: `{rundir}`", ""]
     lines += [f"Rounds completed: {last + 1} of {cfg.campaign.rounds}; {len(z)} frames; temperature {temperature} K; "
               f"latent dimension {z.shape[1]}. Latent coordinates are those of the final (round {last}) model; "
@@ -274,13 +295,15 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     grid_range = [[float(z[:, i].min()), float(z[:, i].max())] for i in range(min(2, z.shape[1]))]
     coverage_x, coverage_y = [], []
     cells = np.zeros((20,) * min(2, z.shape[1]), dtype=bool)
-    for r in range(last + 1):
+    for r in range(last_model + 1):
         plan = campaign.run_dir.read_plan(r)
         info = campaign.model(r).info
         sel = rounds <= r
         sub = {k: v[sel] for k, v in frames.items()}
-        rw = _reweighting(campaign, sub, positions[sel], temperature)
+        rw = _reweighting(campaign, sub, temperature)
         winfo = rw.info
+        if not np.isfinite(rw.logw).any():  # no equilibrium frame yet (e.g. frontier rounds only): show the samples
+            rw.logw = np.zeros(len(rw.logw))
         h = info["history"]
         val = (h["val_loss"] or h["train_loss"])[info["best_epoch"]]
         n_r = int(np.count_nonzero(rounds == r))
@@ -304,12 +327,24 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     _scatter(out / "coverage.png", z, rounds, "frames in the final latent space")
     _line_plot(out / "coverage_by_round.png", {"cumulative": (np.array(coverage_x), np.array(coverage_y))},
                "round", "fraction of latent cells visited", "latent-space coverage (20 bins per dimension)")
-    lines += ["Latent FES after each round (MBAR over all frames so far):", ""]
-    lines += [f"![round {r}](latent_fes_round_{r:03d}.png)" for r in range(last + 1)] + [""]
+    lines += ["Latent FES after each round (MBAR over the equilibrium frames so far; unweighted histogram when "
+              "there are none yet):", ""]
+    lines += [f"![round {r}](latent_fes_round_{r:03d}.png)" for r in range(last_model + 1)] + [""]
+    if converged:
+        from .converge import convergence_history
+
+        hist = convergence_history(campaign.run_dir, cfg, last)
+        winfo = campaign.run_dir.read_json(rundir / "weights.json")
+        _line_plot(out / "convergence.png", {"drift": (hist["time_ps"], hist["drift_kjmol"])},
+                   "converge-phase time (ps)", "latent FES drift (kJ/mol)", "converge phase: drift of the estimate")
+        lines += ["## Converge phase", "", f"Encoder of round {last_model} frozen; {winfo['estimator']}. Ended: "
+                  f"{winfo['converge_end']} after {winfo['converge_ps']:.0f} ps; burn-in {winfo['burn_in_ps']:.0f} ps; "
+                  f"{winfo['frames_used']} frames in the final estimate; kept out: {winfo['frames_excluded']}.", "",
+                  "![convergence](convergence.png)", ""]
 
     # training losses
     series = {}
-    for r in range(last + 1):
+    for r in range(last_model + 1):
         h = campaign.model(r).info["history"]
         series[f"round {r} train"] = (np.arange(len(h["train_loss"])), np.array(h["train_loss"]))
         if h["val_loss"]:
@@ -330,9 +365,23 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
 
     # extra CVs: weights of all rounds (as in weights.csv), re-solved per bootstrap resample for the errors
     if cvs:
-        rw = _reweighting(campaign, frames, positions, temperature)
+        rw = _reweighting(campaign, frames, temperature)
         logw = _weights_csv_logweights(rundir, rw)
         values = compute_cvs(campaign, last, cvs)
+        if converged:  # the estimate against simulated time: FES of each CV from the converge frames up to t
+            conv = np.flatnonzero((rounds == last) & np.isfinite(logw))
+            for cv in cvs:
+                rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
+                series = {}
+                for frac in (0.25, 0.5, 0.75, 1.0):
+                    sel = conv[: max(2, int(frac * len(conv)))]
+                    f = free_energy_surface(values[cv.name][sel], logw[sel], bins=36, range=rng,
+                                            temperature=temperature, n_blocks=4)
+                    t_ps = float(frames["time_ps"][sel[-1]])
+                    series[f"t = {t_ps:.0f} ps"] = (f.centers[0], f.free_energy)
+                _line_plot(out / f"converge_{cv.name}.png", series, f"{cv.name} ({cv.unit})", "F (kJ/mol)",
+                           f"{cv.name}: converge-phase estimate against simulated time")
+                lines += [f"![{cv.name} vs time](converge_{cv.name}.png)", ""]
         lines += ["## Extra collective variables (reweighted over all rounds)", ""]
         for cv in cvs:
             v = values[cv.name]
@@ -359,8 +408,9 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                      title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite, vmax=40.0)
             lines += [f"![{a.name}/{b.name}]({name}.png)", ""]
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
-              "(kJ/mol) and MBAR log-weight; `report/cv_fes_*.csv`: reweighted FES with 1σ errors (stratified "
-              "block bootstrap over bias states, MBAR re-solved per resample); "
+              "(kJ/mol), final log-weight (-inf: kept out of the estimate) and the reason code `excluded`; "
+              "`report/cv_fes_*.csv`: reweighted FES with 1σ errors (stratified block bootstrap over bias states, "
+              "MBAR re-solved per resample); "
               "`round_XXX/frames.dcd` + `topology.pdb`: the frames; "
               "`round_XXX/model.pt`: the model trained after that round.", ""]
     path = out / "report.md"

@@ -7,12 +7,23 @@ segment by segment by :func:`latentbias.campaign.simulate.simulate_round`:
 * :class:`MetadynamicsBias` — :class:`~latentbias.bias.metadynamics.LatentMetadynamics` over all latent
   dimensions of the previous round's model, starting from the plan's carried bias;
 * :class:`FrontierBias` — per target of the plan: restart from the nearest earlier frame, pull with a
-  :class:`~latentbias.bias.restraint.LatentRestraint` at the target, then release (unbiased).
+  :class:`~latentbias.bias.restraint.LatentRestraint` at the target, then release (unbiased);
+* :class:`OPESBias` — :class:`~latentbias.bias.opes.LatentOPES` (OPES-METAD, or explore) over all latent
+  dimensions of the previous round's model (also the default bias of the converge phase).
 
 Out-of-distribution guard (every biased round): each saved frame's reconstruction error under the biasing model
-is compared with ``[ood] threshold`` × its 99th percentile on the training frames; above it, the bias is capped
-(no new Gaussians; restraints off) or switched off (``action = "off"``) until the segment ends, and the frame's
-``ood`` flag is set. What a frame records is the schema of :mod:`latentbias.campaign.records`.
+is compared with ``[ood] threshold`` × its 99th percentile on the training frames and flagged ``ood`` above it.
+The percentile is trusted only when the model was trained on at least ``[ood] min_frames`` frames; with fewer the
+guard says once that it cannot judge yet and flags nothing. What a flag does (``[ood] action``):
+
+* ``"retrain"`` (default): nothing during the segment — the bias keeps acting where the exploration happens — but
+  a segment whose fraction of flagged frames exceeds ``retrain_fraction`` ends the round early
+  (:meth:`RoundBias.end_reason`): the encoder is retrained on the new frames at once (adaptive round length).
+  The converge phase, whose encoder is frozen, only counts the flags.
+* ``"cap"`` / ``"off"``: the first flag of a segment freezes the bias (no new kernels; restraints off) or switches
+  it off until the segment ends.
+
+What a frame records is the schema of :mod:`latentbias.campaign.records`.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import numpy as np
 
 from ..features import featurize
 from .config import CampaignConfig
-from .records import KIND_METAD, KIND_RESTRAINT, KIND_UNBIASED
+from .records import KIND_METAD, KIND_OPES, KIND_RESTRAINT, KIND_UNBIASED
 from .seeds import RoundSeeds
 
 if TYPE_CHECKING:
@@ -34,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RoundSetup", "RoundBias", "MetadynamicsBias", "FrontierBias", "ROUND_BIASES"]
+__all__ = ["RoundSetup", "RoundBias", "MetadynamicsBias", "FrontierBias", "OPESBias", "ROUND_BIASES"]
 
 
 @dataclass
@@ -79,6 +90,17 @@ class RoundBias:
         self.featurizer = setup.featurizer
         self.capped = False
         self.target = -1
+        self.converge = bool(self.plan.get("converge", False))
+        self._judged = self.model is None or self._can_judge()
+
+    def _can_judge(self) -> bool:
+        n = int(self.model.info.get("recon_error_n", self.model.info.get("n_frames", 0)))
+        if n < self.cfg.ood.min_frames:
+            logger.info("OOD guard: the model's reconstruction-error percentile comes from %d frames (< [ood] "
+                        "min_frames = %d): cannot judge yet, no frame is flagged this round", n,
+                        self.cfg.ood.min_frames)
+            return False
+        return True
 
     # ----------------------------------------------------------------------------------- strategy hooks
 
@@ -104,6 +126,19 @@ class RoundBias:
         """Arrays stored with each segment besides the frame columns."""
         return {}
 
+    def end_reason(self, columns: dict[str, np.ndarray]) -> str | None:
+        """Why the round ends after this committed segment (its columns), or None to go on. With ``[ood] action =
+        "retrain"`` an exploration round ends when more than ``retrain_fraction`` of the segment's frames were
+        flagged out of distribution."""
+        if self.converge or self.model is None or self.cfg.ood.action != "retrain":
+            return None
+        frac = float(np.mean(columns["ood"])) if len(columns["ood"]) else 0.0
+        if frac > self.cfg.ood.retrain_fraction:
+            logger.warning("OOD guard: %.0f %% of the segment's frames are out of distribution (> %.0f %%): the round "
+                           "ends here and the encoder retrains", 100 * frac, 100 * self.cfg.ood.retrain_fraction)
+            return "ood"
+        return None
+
     def save(self, prefix: Path) -> None:
         """Write the bias state after a segment (files ``prefix.*``)."""
 
@@ -112,24 +147,32 @@ class RoundBias:
 
     # ------------------------------------------------------------------------------------------- shared
 
-    def observe(self, sim: Any, xyz: np.ndarray) -> dict[str, Any]:
-        """The bias-related columns of a saved frame at positions ``xyz`` (nm); runs the OOD guard."""
+    def observe(self, sim: Any, xyz: np.ndarray, box: np.ndarray | None = None) -> dict[str, Any]:
+        """The bias-related columns of a saved frame at positions ``xyz`` (nm) in the periodic ``box`` (nm, rows
+        a, b, c; None when not periodic) — the same box the biasing force sees; runs the OOD guard."""
         out = {"z": np.zeros(0), "bias_kjmol": 0.0, "ood": False, "recon_error": 0.0, "scale": 1.0,
-               "target": self.target}
+               "target": self.target, "ct_kjmol": 0.0}
         if self.model is None:
             return out
-        out["z"] = self.model.file.encode(xyz)
-        err = float(self.model.reconstruction_error(featurize(self.featurizer, xyz[None]))[0])
+        out["z"] = self.model.file.encode(xyz, box)
+        err = float(self.model.reconstruction_error(
+            featurize(self.featurizer, xyz[None], None if box is None else box[None]))[0])
         out["recon_error"] = err
         limit = self.cfg.ood.threshold * self.model.info["recon_error_q99"]
-        if err > limit and not self.capped:
+        flagged = self._judged and err > limit
+        if flagged and not self.capped and self.cfg.ood.action in ("cap", "off") and not self.converge:
             self.capped = True
             logger.warning("OOD guard: reconstruction error %.3g > %.3g at step %d: bias %s until the segment ends",
                            err, limit, sim.currentStep, "capped" if self.cfg.ood.action == "cap" else "off")
             self.cap(sim)
-        out["ood"] = err > limit
-        out["bias_kjmol"], out["scale"] = self.acting(sim)
+        out["ood"] = flagged
+        out.update(self.acting_record(sim))
         return out
+
+    def acting_record(self, sim: Any) -> dict[str, float]:
+        """``bias_kjmol``, ``scale`` (and ``ct_kjmol`` where defined) of the bias that generated the frame."""
+        bias, scale = self.acting(sim)
+        return {"bias_kjmol": bias, "scale": scale}
 
 
 class MetadynamicsBias(RoundBias):
@@ -165,6 +208,10 @@ class MetadynamicsBias(RoundBias):
 
     def acting(self, sim: Any) -> tuple[float, float]:
         return self.meta.getBiasEnergy(sim.context), self.meta.biasScale
+
+    def acting_record(self, sim: Any) -> dict[str, float]:
+        bias, scale = self.acting(sim)
+        return {"bias_kjmol": bias, "scale": scale, "ct_kjmol": scale * self.meta.ct()}
 
     def segment_extras(self) -> dict[str, np.ndarray]:
         return {"grid_end": self.meta.getBias()}
@@ -220,9 +267,67 @@ class FrontierBias(RoundBias):
         return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), 1.0
 
 
+class OPESBias(RoundBias):
+    """OPES-METAD (``[opes] explore = false``) or OPES-explore on the plan's grid variables.
+
+    Each saved frame records the bias that generated it and that bias's c(t): when a kernel was deposited at the
+    frame's step, the values recorded by LatentOPES just before the deposit (the frame was sampled under the
+    previous bias); otherwise the bias acting now, which has not changed since the frame's last step.
+    """
+
+    def __init__(self, setup: RoundSetup):
+        from ..bias.grid import LatentVariable
+        from ..bias.opes import LatentOPES
+
+        super().__init__(setup)
+        o = self.cfg.opes
+        self.opes = LatentOPES(setup.system, self.model.file, [LatentVariable(**v) for v in self.plan["variables"]],
+                               self.cfg.md.temperature, o.barrier, o.pace, explore=o.explore,
+                               compressionThreshold=o.compression_threshold, wallForceConstant=o.wall_force_constant,
+                               walkerId=f"round{self.plan['round']:03d}")
+
+    def kind_of_segment(self, k: int) -> int:
+        return KIND_OPES
+
+    def begin_segment(self, k: int, sim: Any) -> None:
+        super().begin_segment(k, sim)
+        self.opes.depositionEnabled = True
+        self.opes.setBiasScale(sim.context, 1.0)
+
+    def step(self, sim: Any, n: int) -> None:
+        self.opes.step(sim, n)
+
+    def cap(self, sim: Any) -> None:
+        self.opes.depositionEnabled = False
+        if self.cfg.ood.action == "off":
+            self.opes.setBiasScale(sim.context, 0.0)
+
+    def acting(self, sim: Any) -> tuple[float, float]:
+        return self.opes.backend.energy(sim.context), self.opes.backend.scale
+
+    def acting_record(self, sim: Any) -> dict[str, float]:
+        rec = self.opes.records
+        scale = self.opes.backend.scale
+        if rec["step"] and int(rec["step"][-1]) == sim.currentStep:  # deposited here: the bias before the deposit
+            bias = scale * float(rec["bias_kjmol"][-1]) + float(rec["wall_kjmol"][-1])
+            return {"bias_kjmol": bias, "scale": scale, "ct_kjmol": scale * float(rec["ct_kjmol"][-1])}
+        return {"bias_kjmol": self.opes.backend.energy(sim.context), "scale": scale,
+                "ct_kjmol": scale * self.opes.ct()}
+
+    def segment_extras(self) -> dict[str, np.ndarray]:
+        return {"grid_end": self.opes.getBias()}
+
+    def save(self, prefix: Path) -> None:
+        self.opes.saveState(prefix)
+
+    def load(self, prefix: Path) -> None:
+        self.opes.loadState(prefix)
+
+
 #: strategy name (plan.json ``strategy``) -> the class that biases such a round
 ROUND_BIASES: dict[str, type[RoundBias]] = {
     "unbiased": RoundBias,
     "metadynamics": MetadynamicsBias,
     "frontier": FrontierBias,
+    "opes": OPESBias,
 }

@@ -15,6 +15,8 @@ Layout::
         seg_00000.npz ...          frames of each committed segment (:mod:`latentbias.campaign.records`)
         chk_00003.chk              OpenMM checkpoint after the last committed segment (older ones are removed)
         bias_00003.npz/.json       metadynamics state after the last committed segment
+        end.json                   only when the round ended before its planned segments (OOD -> retrain,
+                                   converged): the number of segments it holds and why
         frames.dcd frames.csv topology.pdb      assembled when the round's simulation ends
         model.pt model_state.npz model.json     model trained after this round on all frames so far
       report/                      written by `latentbias report`
@@ -203,6 +205,25 @@ class RunDir:
 
     def write_plan(self, r: int, plan: dict[str, Any]) -> None:
         write_json(self.plan_file(r), plan)
+
+    def end_file(self, r: int) -> Path:
+        return self.round_dir(r) / "end.json"
+
+    def write_round_end(self, r: int, segments: int, reason: str) -> None:
+        """Record that round r ended after ``segments`` committed segments, before its plan's count (``reason``:
+        "ood", "converged" ...). Written atomically before progress moves on, so every later reader
+        (:meth:`round_segments`) sees the shortened round."""
+        write_json(self.end_file(r), {"round": r, "segments": int(segments), "reason": reason})
+
+    def round_end(self, r: int) -> dict[str, Any] | None:
+        """The early-end record of round r (``round``, ``segments``, ``reason``), or None."""
+        p = self.end_file(r)
+        return self.read_json(p, ("round", "segments", "reason")) if p.is_file() else None
+
+    def round_segments(self, r: int) -> int:
+        """Segments round r holds: its plan's count, or fewer when it ended early (:meth:`write_round_end`)."""
+        end = self.round_end(r)
+        return int(end["segments"]) if end is not None else int(self.read_plan(r)["segments"])
 
     def read_initial_bias(self, r: int, plan: dict[str, Any]) -> np.ndarray | None:
         """The bias grid round r starts from (kJ/mol), or None when its plan names none."""

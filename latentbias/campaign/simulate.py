@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -51,17 +51,29 @@ def _start_positions(campaign: Campaign, r: int) -> np.ndarray:
     """Round 0: the system's positions; round r: the last frame of round r-1 (nm)."""
     if r == 0:
         return campaign.system()[2]
-    previous = campaign.run_dir.read_plan(r - 1)
-    return campaign.run_dir.read_segment(r - 1, previous["segments"] - 1)["positions"][-1].astype(float)
+    return campaign.run_dir.read_segment(r - 1, campaign.run_dir.round_segments(r - 1) - 1)["positions"][-1].astype(float)
 
 
-def simulate_round(campaign: Campaign, r: int, committed: int) -> None:
-    """Simulate round r from its plan, resuming after ``committed`` committed segments."""
+def simulate_round(campaign: Campaign, r: int, committed: int,
+                   end_check: Callable[[int], str | None] | None = None) -> int:
+    """Simulate round r from its plan, resuming after ``committed`` committed segments; returns the number of
+    segments the round holds.
+
+    The round ends before its plan's last segment when, after a committed segment, the bias says so
+    (:meth:`~latentbias.campaign.roundbias.RoundBias.end_reason`: OOD -> retrain) or ``end_check(n_committed)``
+    returns a reason (the converge phase's drift criterion). The end is recorded in ``end.json``
+    (:meth:`~latentbias.campaign.rundir.RunDir.write_round_end`) before progress moves on; a run killed in
+    between re-evaluates the same deterministic checks on resume.
+    """
     import openmm
     from openmm import unit
 
     cfg, run_dir = campaign.cfg, campaign.run_dir
     plan = run_dir.read_plan(r)
+    if run_dir.round_end(r) is not None:
+        n_seg = run_dir.round_segments(r)
+        assemble_round(campaign, r, n_seg)
+        return n_seg
     if plan["strategy"] not in ROUND_BIASES:
         raise RunDirError(f"{run_dir.plan_file(r)}: strategy {plan['strategy']!r} is not one of "
                           f"{', '.join(ROUND_BIASES)}; the file is corrupt or from another version")
@@ -77,6 +89,12 @@ def simulate_round(campaign: Campaign, r: int, committed: int) -> None:
                        initial_bias=run_dir.read_initial_bias(r, plan),
                        earlier_positions=lambda: campaign.all_frames(r - 1)["positions"])
     bias = ROUND_BIASES[plan["strategy"]](setup)
+    n_seg = plan["segments"]
+    if 0 < committed < n_seg:  # killed after a commit: would the round have ended there?
+        reason = bias.end_reason(run_dir.read_segment(r, committed - 1)) or (end_check and end_check(committed))
+        if reason:
+            return _end_round(campaign, r, committed, reason)
+    periodic = system.usesPeriodicBoundaryConditions()
     sim = make_simulation(campaign, system, seeds.integrator)
     if committed > 0:
         sim.context.loadCheckpoint(run_dir.checkpoint_file(r, committed - 1).read_bytes())
@@ -84,7 +102,6 @@ def simulate_round(campaign: Campaign, r: int, committed: int) -> None:
     else:
         sim.context.setPositions(_start_positions(campaign, r) * unit.nanometer)
         sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
-    n_seg = plan["segments"]
     c = cfg.campaign
     per_seg = c.checkpoint_interval // c.save_interval
     bar = tqdm(total=n_seg * c.checkpoint_interval, initial=committed * c.checkpoint_interval,
@@ -97,17 +114,32 @@ def simulate_round(campaign: Campaign, r: int, committed: int) -> None:
             bias.step(sim, c.save_interval)
             state = sim.context.getState(getPositions=True)
             xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
             recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
-                            bias.observe(sim, xyz))
+                            bias.observe(sim, xyz, None if box is None else np.asarray(box)), box)
             bar.update(c.save_interval)
         columns = recorder.columns(bias.kind_of_segment(k))
         columns.update(bias.segment_extras())
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,
                                {"round": r, "phase": "simulate", "segments": k + 1, "finished": False})
+        if k + 1 < n_seg:
+            reason = bias.end_reason(columns) or (end_check and end_check(k + 1))
+            if reason:
+                bar.close()
+                return _end_round(campaign, r, k + 1, reason)
     bar.close()
     assemble_round(campaign, r, n_seg)
     logger.info("round %d simulated: %d segments, %.1f ps in %.0f s", r, n_seg,
                 n_seg * c.checkpoint_interval * cfg.md.timestep / 1000.0, time.perf_counter() - t0)
+    return n_seg
+
+
+def _end_round(campaign: Campaign, r: int, n_seg: int, reason: str) -> int:
+    campaign.run_dir.write_round_end(r, n_seg, reason)
+    assemble_round(campaign, r, n_seg)
+    logger.info("round %d ended after %d of %d planned segments (%s)", r, n_seg,
+                campaign.run_dir.read_plan(r)["segments"], reason)
+    return n_seg
 
 
 def import_trajectories(campaign: Campaign, r: int) -> None:
@@ -115,10 +147,16 @@ def import_trajectories(campaign: Campaign, r: int) -> None:
     import mdtraj as md
 
     top = md.Topology.from_openmm(campaign.system()[1])
-    xyz = np.concatenate([md.load(str(campaign.cfg.resolve(path)), top=top).xyz
-                          for path in campaign.cfg.campaign.round0_trajectories])
+    trajs = [md.load(str(campaign.cfg.resolve(path)), top=top) for path in campaign.cfg.campaign.round0_trajectories]
+    xyz = np.concatenate([t.xyz for t in trajs])
+    boxes = None
+    if campaign.system()[0].usesPeriodicBoundaryConditions():
+        if any(t.unitcell_vectors is None for t in trajs):
+            raise ValueError("[campaign] round0_trajectories: the system is periodic but a trajectory has no box "
+                             "vectors; give trajectories with unit cells (DCD, XTC, H5)")
+        boxes = np.concatenate([t.unitcell_vectors for t in trajs]).astype(float)
     campaign.run_dir.write_plan(r, {"round": r, "strategy": "given", "segments": 1})
-    campaign.run_dir.save_npz(campaign.run_dir.segment_file(r, 0), **unbiased_frames(xyz))
+    campaign.run_dir.save_npz(campaign.run_dir.segment_file(r, 0), **unbiased_frames(xyz, boxes))
     assemble_round(campaign, r, 1)
 
 
@@ -129,6 +167,8 @@ def assemble_round(campaign: Campaign, r: int, n_segments: int) -> None:
     top = md.Topology.from_openmm(campaign.system()[1])
     data = campaign.run_dir.load_segments(r, n_segments)
     traj = md.Trajectory(data["positions"], top, time=data["time_ps"])
+    if "box" in data and np.any(data["box"] != 0):
+        traj.unitcell_vectors = data["box"].astype(np.float32)
     d = campaign.run_dir.round_dir(r)
     traj.save_dcd(str(d / ".frames.dcd.partial"))
     (d / ".frames.dcd.partial").replace(d / "frames.dcd")

@@ -7,7 +7,7 @@ Files of round r (written by :func:`train_round`, read by :func:`load_round_mode
 * ``model_state.npz`` — the autoencoder's weights (decoder included, for reconstruction errors), with checksum;
 * ``model.json`` — training history, best epoch, architecture, number of frames, the latent range of all frames
   so far (``z_min``/``z_max``, which set the next metadynamics grid), the 99th percentile of the reconstruction
-  error (the OOD guard's unit) and, for r >= 1, the alignment fit (R², rmsd, scale).
+  error (the OOD guard's unit; ``recon_error_n``: frames it comes from) and, for r >= 1, the alignment fit (R², rmsd, scale).
 
 Training is warm-started from the previous round's autoencoder (``[model] warm_start``); the alignment is a
 similarity Procrustes fit on the frames both models saw, folded into the encoder
@@ -30,6 +30,7 @@ from ..io import write_json
 from ..models import FeatureAutoencoder, LatentModel
 from ..training import LatentModelEstimator
 from .alignment import apply_alignment, fit_alignment
+from .records import frame_boxes
 from .rundir import RunDir
 from .seeds import RoundSeeds
 
@@ -79,7 +80,8 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     t0 = time.perf_counter()
     featurizer = campaign.featurizer()
     positions = frames["positions"].astype(float)
-    feats = featurize(featurizer, positions)
+    boxes = frame_boxes(frames)
+    feats = featurize(featurizer, positions, boxes)
     lengths = [int(np.count_nonzero(frames["round"] == q)) for q in range(r + 1)]
     mc = cfg.model
     est = LatentModelEstimator(latent_dim=mc.latent_dim, hidden=mc.hidden, activation=mc.activation,
@@ -95,7 +97,7 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
         n_prev = int(np.count_nonzero(frames["round"] < r))
         with torch.no_grad():
             z_new = ae.encode(torch.as_tensor(feats[:n_prev], dtype=torch.float32)).double().numpy()
-        z_old = campaign.model(r - 1).file.encode(positions[:n_prev])
+        z_old = campaign.model(r - 1).file.encode(positions[:n_prev], None if boxes is None else boxes[:n_prev])
         align = fit_alignment(z_new, z_old)
         apply_alignment(ae, align)
         info["alignment"] = {"r2": align.r2, "rmsd": align.rmsd, "scale": align.scale}
@@ -105,10 +107,11 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     run_dir.save_npz(_state_file(run_dir, r), **{k: v.detach().cpu().numpy() for k, v in ae.state_dict().items()})
     save_model(model, run_dir.model_file(r), training=result, overwrite=True, extra={"campaign_round": r})
     exported = load_model(run_dir.model_file(r))
-    z = exported.encode(positions)
+    z = exported.encode(positions, boxes)
     err = RoundModel(exported, ae, info).reconstruction_error(feats)
     info.update({"z_min": z.min(0).tolist(), "z_max": z.max(0).tolist(),
-                 "recon_error_q99": float(np.quantile(err, 0.99)), "train_seconds": time.perf_counter() - t0})
+                 "recon_error_q99": float(np.quantile(err, 0.99)), "recon_error_n": int(len(err)),
+                 "train_seconds": time.perf_counter() - t0})
     write_json(run_dir.round_dir(r) / "model.json", info)
     h = result.history
     logger.info("round %d trained: %d frames total, val loss %.4g (epoch %d), z range %s, OOD frames %d", r,

@@ -1,21 +1,53 @@
-"""Log-weights of every frame of every round, for equilibrium averages from all rounds together.
+"""Log-weights of every frame of a campaign, for equilibrium averages; which frames enter the estimate, and why.
 
-Estimator
----------
-Each frame n was sampled in some *bias state* s(n): unbiased (round 0, released frontier runs), a restraint
-at a frontier target in the latent space of the model that round used, or a metadynamics bias. Metadynamics
-biases grow in time; we treat each checkpoint segment of a metadynamics round as its own state whose bias is the
-average of the grids at the segment's start and end (a piecewise-static approximation whose error shrinks with
-the checkpoint interval and as the well-tempered bias converges). Restraint walls and the bias scale used when the
-out-of-distribution guard fired are part of the state.
+Which frames are equilibrium samples
+------------------------------------
+A reweighting estimator (MBAR, c(t) reweighting) assumes that the frames of each state are samples of that
+state's *global* equilibrium distribution. Several kinds of campaign frames are not, and are kept out of the
+estimate (``logweight = −inf``) with the reason recorded per frame (the ``excluded`` column of ``frames.csv`` and
+``weights.csv``, codes in :data:`EXCLUSIONS`):
 
-MBAR (pymbar) then treats all states together: every frame is evaluated under every state's bias, through that
-state's own encoder (``u_kn = β V_k(z_k(x_n))``), and the unbiased-state log-weights are
-``log w_n = −log Σ_k N_k exp(f_k − u_kn)``. Assumptions: frames within a state are samples of that state's
-biased ensemble (equilibrated within each segment), and the states overlap enough for MBAR to connect them.
+* ``frontier-pull`` — a restrained run started from a chosen frame and dragged toward a frontier target: the
+  restraint's centre is where nothing has been sampled, and the frames relax toward it, i.e. they are a transient,
+  not samples of the restrained state;
+* ``frontier-release`` — the unbiased run after a pull starts from the pulled configuration; until it decorrelates
+  it remembers that start, and after that it samples only the basin it fell into: its basin populations are those
+  of its starting point, not Boltzmann's (the issue's experiment: ΔF 7.6 → 1.75 kJ/mol as releases grow from 100 to
+  1000 frames, truth 7.86);
+* ``round0-unbiased`` — round 0 (or given trajectories): a short unbiased run confined to the start basin, the same
+  defect as a release; it trains the first encoder and nothing else;
+* ``bias-off`` — frames sampled while the OOD guard had switched the bias off (``[ood] action = "off"``): unbiased
+  and confined like a release;
+* ``exploration`` — once a converge phase has run, the exploration rounds (each with its own encoder and a bias
+  still growing fast) are left out: the final estimate comes from the converge phase alone;
+* ``burn-in`` — the first ``[converge] burn_in`` fraction of the converge phase, while its bias is still far from
+  quasi-static.
 
-This module holds the states (:class:`BiasState`), their construction from a campaign's frames and plans
-(:func:`bias_states`), the estimator (:func:`cross_round_logweights`) and the campaign's ``weights`` phase
+Why not TRAM: TRAM (deeptime) could use releases and round 0 through their transition counts between latent
+microstates, but its answer depends on a latent discretisation and on local equilibrium within each microstate,
+which the pulled frames violate as well; excluding costs only exploration frames, which the converge phase
+replaces by design. The exclusion makes the estimate independent of how long releases run (tested on a 30 kJ/mol
+double well, tests/test_campaign_weights.py).
+
+Estimators
+----------
+*Exploration rounds* (the estimate written after each round): every metadynamics or OPES checkpoint segment is its
+own bias state, the average of its start and end grids (a piecewise-static approximation whose error shrinks with
+the checkpoint interval and as the bias converges; OPES rounds are treated exactly like metadynamics rounds
+because their bias is also a grid in the encoder of the previous round, and states of different encoders can only
+be combined by MBAR). Edge walls and the OOD guard's bias scale are part of the state. MBAR (pymbar) treats all
+states together, every frame evaluated under every state's bias through that state's own encoder
+(``u_kn = β V_k(z_k(x_n))``): ``log w_n = −log Σ_k N_k exp(f_k − u_kn)``.
+
+*Converge phase* (the final estimate, :func:`converge_logweights`): one encoder, one continuous run; every frame
+gets the reweighting of the bias that generated it, ``log w_n = β (V_t(z_n) + W(z_n) − c(t))`` with c(t) of that
+bias (OPES: JPCL 2020/JCTC 2022; metadynamics: Tiwary & Parrinello 2015), stored per frame (``bias_kjmol``,
+``ct_kjmol``). It needs no piecewise-static approximation and no re-solve when frames are resampled, so the
+error bar can be a block bootstrap over the whole time series (:func:`latentbias.analysis.uncertainty`).
+
+This module holds the states (:class:`BiasState`), the exclusion rules (:func:`frame_exclusions`), their
+construction from a campaign's frames and plans (:func:`bias_states`), the estimators
+(:func:`cross_round_logweights`, :func:`converge_logweights`) and the campaign's ``weights`` phase
 (:func:`write_weights`: ``weights.json``, ``weights.csv`` and every round's ``frames.csv``).
 """
 
@@ -32,19 +64,94 @@ from ..analysis.reweight import mbar_logweights
 from ..bias.grid import BiasGrid, LatentVariable
 from ..io import write_csv, write_json
 from .config import CampaignConfig
-from .records import KIND_RESTRAINT, KIND_UNBIASED
+from .records import KIND_OPES, KIND_RESTRAINT, KIND_UNBIASED
 from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BiasState", "bias_states", "cross_round_logweights", "reduced_potential_matrix", "write_weights"]
+__all__ = ["BiasState", "EXCLUSIONS", "frame_exclusions", "bias_states", "cross_round_logweights",
+           "converge_logweights", "reduced_potential_matrix", "write_weights"]
+
+#: ``excluded`` column codes: 0 = in the estimate, else the reason the frame is kept out (module docstring)
+EXCLUSIONS = {0: "used", 1: "round0-unbiased", 2: "frontier-pull", 3: "frontier-release", 4: "bias-off",
+              5: "exploration", 6: "burn-in"}
+_CODE = {v: k for k, v in EXCLUSIONS.items()}
+
+
+def frame_exclusions(frames: dict[str, np.ndarray], plans: dict[int, dict[str, Any]],
+                     burn_in: float = 0.0) -> np.ndarray:
+    """Why each frame is kept out of the equilibrium estimate (:data:`EXCLUSIONS` codes; 0 = used).
+
+    Parameters
+    ----------
+    frames : dict
+        Frame table (:func:`latentbias.campaign.records.load_frames`).
+    plans : dict
+        Plan of every round in ``frames`` (round -> plan.json content).
+    burn_in : float
+        Fraction of the converge phase's frames (by simulated time from its start) left out as burn-in.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape=(n,)
+    """
+    rounds = np.asarray(frames["round"], dtype=int)
+    kind = np.asarray(frames["kind"], dtype=int)
+    scale = np.asarray(frames["scale"], dtype=float)
+    out = np.zeros(len(rounds), dtype=int)
+    converge = [r for r in np.unique(rounds) if plans[int(r)].get("converge", False)]
+    for r in np.unique(rounds):
+        sel = rounds == r
+        strategy = plans[int(r)]["strategy"]
+        if strategy in ("unbiased", "given"):
+            out[sel] = _CODE["round0-unbiased"]
+        elif strategy == "frontier":
+            out[sel & (kind == KIND_RESTRAINT)] = _CODE["frontier-pull"]
+            out[sel & (kind != KIND_RESTRAINT)] = _CODE["frontier-release"]
+        elif converge and r not in converge:
+            out[sel] = _CODE["exploration"]
+        else:
+            out[sel & (scale == 0.0)] = _CODE["bias-off"]
+            if r in converge and burn_in > 0:
+                t = np.asarray(frames["time_ps"], dtype=float)[sel]
+                cut = t.min() + burn_in * (t.max() - t.min())
+                idx = np.flatnonzero(sel)
+                out[idx[(t < cut) & (out[idx] == 0)]] = _CODE["burn-in"]
+    return out
+
+
+def converge_logweights(frames: dict[str, np.ndarray], temperature: float,
+                        use: np.ndarray | None = None) -> np.ndarray:
+    """Log-weights ``β (bias − c(t))`` of converge-phase frames (normalised over ``use``; −inf elsewhere).
+
+    Parameters
+    ----------
+    frames : dict
+        Frame table; ``bias_kjmol`` (the acting bias incl. walls, kJ/mol) and ``ct_kjmol`` (its c(t), kJ/mol).
+    temperature : float
+        K.
+    use : numpy.ndarray of bool, shape=(n,), optional
+        Frames in the estimate (default all).
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n,)
+    """
+    beta = 1.0 / kt_kjmol(temperature)
+    logw = beta * (np.asarray(frames["bias_kjmol"], dtype=float) - np.asarray(frames["ct_kjmol"], dtype=float))
+    if use is not None:
+        logw = np.where(use, logw, -np.inf)
+    if np.isfinite(logw).any():
+        logw = logw - np.logaddexp.reduce(logw[np.isfinite(logw)])
+    return logw
 
 
 @dataclass
 class BiasState:
     """One thermodynamic state of the campaign: a bias V(z) in the latent space of ``model_round``'s model.
 
-    kind: "unbiased" | "restraint" (center, k) | "metad" (variables, grid, wall_k, scale).
+    kind: "unbiased" | "restraint" (center, k) | "metad" (a grid bias — metadynamics or OPES: variables, grid,
+    wall_k, scale).
     """
 
     kind: str
@@ -119,7 +226,8 @@ def cross_round_logweights(
     ----------
     states : list of BiasState
     state_of_frame : numpy.ndarray of int, shape=(N,)
-        Index into ``states`` of the state each frame was sampled in.
+        Index into ``states`` of the state each frame was sampled in; −1 for frames kept out of the estimate
+        (their log-weight is −inf).
     encode : callable
         ``encode(r)`` -> latent coordinates of all N frames under round r's model, shape=(N, d).
     temperature : float
@@ -128,17 +236,38 @@ def cross_round_logweights(
     Returns
     -------
     logweights : numpy.ndarray, shape=(N,)
+        −inf for excluded frames (all of them when no frame is in the estimate).
     info : dict
         ``f_k`` and ``df_k`` (dimensionless), number of samples per state, effective sample size.
     """
+    state_of_frame = np.asarray(state_of_frame, dtype=int)
+    keep = state_of_frame >= 0
+    out = np.full(len(state_of_frame), -np.inf)
+    if not keep.any():
+        return out, {"f_k": [], "df_k": [], "n_k": [], "ess": 0.0}
+    idx = np.flatnonzero(keep)
+    cache: dict[int, np.ndarray] = {}
+
+    def encode_kept(q: int) -> np.ndarray:
+        if q not in cache:
+            cache[q] = np.asarray(encode(q))[idx]
+        return cache[q]
+
+    logw, info = _mbar_all(states, state_of_frame[idx], encode_kept, temperature)
+    out[idx] = logw
+    return out, info
+
+
+def _mbar_all(states: list[BiasState], state_of_frame: np.ndarray, encode: Callable[[int], np.ndarray],
+              temperature: float) -> tuple[np.ndarray, dict[str, Any]]:
     from ..analysis.reweight import effective_sample_size
 
     u, rows = reduced_potential_matrix(states, state_of_frame, encode, temperature)
     used = np.arange(u.shape[0])
     order = np.argsort(rows, kind="stable")
     n_k = np.bincount(rows, minlength=len(used))
-    if len(used) == 1:
-        logw = -u[0] - np.log(len(u[0]))
+    if len(used) == 1:  # one state: w ∝ exp(+βV)
+        logw = u[0] - np.log(len(u[0]))
         logw -= np.logaddexp.reduce(logw)
         return logw, {"f_k": [0.0], "df_k": [0.0], "n_k": n_k.tolist(), "ess": effective_sample_size(logw)}
     logw_sorted, f_k, df_k = mbar_logweights(u[:, order], n_k)
@@ -166,18 +295,21 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
     states : list of BiasState
         ``states[0]`` is the unbiased state.
     state_of_frame : numpy.ndarray of int, shape=(n,)
+        −1 for frames kept out of the estimate (:func:`frame_exclusions`).
     """
     states: list[BiasState] = [BiasState("unbiased")]
     index: dict[tuple, int] = {("unbiased",): 0}
     state_of = np.zeros(len(frames["step"]), dtype=int)
-    plans: dict[int, dict[str, Any]] = {}
+    plans = {int(r): run_dir.read_plan(int(r)) for r in np.unique(frames["round"])}
+    excluded = frame_exclusions(frames, plans)
     for n in range(len(state_of)):
         kind, r, k = int(frames["kind"][n]), int(frames["round"][n]), int(frames["segment"][n])
         scale = float(frames["scale"][n])
+        if excluded[n]:
+            state_of[n] = -1
+            continue
         if kind == KIND_UNBIASED or (kind == KIND_RESTRAINT and scale == 0.0):
             continue
-        if r not in plans:
-            plans[r] = run_dir.read_plan(r)
         plan = plans[r]
         if kind == KIND_RESTRAINT:
             key = ("restraint", r, int(frames["target"][n]), scale)
@@ -194,45 +326,90 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
                 else:
                     initial = run_dir.read_initial_bias(r, plan)
                     start = np.zeros_like(end) if initial is None else initial
+                wall_k = (config.opes.wall_force_constant if kind == KIND_OPES
+                          else config.metadynamics.wall_force_constant)
                 index[key] = len(states)
                 states.append(BiasState("metad", r - 1, variables=plan["variables"], grid=0.5 * (start + end),
-                                        wall_k=config.metadynamics.wall_force_constant, scale=scale))
+                                        wall_k=wall_k, scale=scale))
         state_of[n] = index[key]
     return states, state_of
 
 
 def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[str, np.ndarray],
-                  encode: Callable[[int], np.ndarray]) -> None:
-    """The ``weights`` phase after round r: MBAR log-weights of all frames so far, written to ``weights.json``
-    (estimator info), ``weights.csv`` (all frames) and each round's ``frames.csv``.
+                  encode: Callable[[int], np.ndarray]) -> dict[str, Any]:
+    """The ``weights`` phase after round r: log-weights of all frames so far, written to ``weights.json``
+    (estimator, frames used and why the others are not), ``weights.csv`` (all frames) and each round's
+    ``frames.csv``. After the converge phase (round r's plan says ``converge``) the weights are the converge
+    estimate (:func:`converge_logweights`); otherwise the cross-round MBAR.
 
     Parameters
     ----------
     frames : dict
         Frame table of rounds 0..r.
     encode : callable
-        ``encode(q)`` -> latent coordinates of all frames under round q's model, shape=(n, d).
+        ``encode(q)`` -> latent coordinates of all frames under round q's model (with the frames' boxes),
+        shape=(n, d).
+
+    Returns
+    -------
+    dict
+        The content of ``weights.json``.
     """
-    states, state_of = bias_states(frames, run_dir, config)
-    logw, info = cross_round_logweights(states, state_of, encode, config.md.temperature)
-    info["n_states"] = len(set(state_of.tolist()))
+    plans = {q: run_dir.read_plan(q) for q in range(r + 1)}
+    final = bool(plans[r].get("converge", False))
+    temperature = config.md.temperature
+    if final:
+        excluded = frame_exclusions(frames, plans, burn_in=config.converge.burn_in)
+        logw = converge_logweights(frames, temperature, excluded == 0)
+        from ..analysis.reweight import effective_sample_size
+
+        conv = frames["round"] == r
+        t = frames["time_ps"][conv]
+        info: dict[str, Any] = {
+            "estimator": f"converge phase ({plans[r]['strategy']}): log w = (bias + walls - c(t))/kT of the bias "
+                         "that generated each frame",
+            "converge_round": r, "model_round": int(plans[r]["model_round"]),
+            "converge_ps": float(t.max() - t.min()) if len(t) else 0.0,
+            "burn_in_ps": float(config.converge.burn_in * (t.max() - t.min())) if len(t) else 0.0,
+            "ess": effective_sample_size(logw[np.isfinite(logw)]) if np.isfinite(logw).any() else 0.0}
+        end = run_dir.round_end(r)
+        info["converge_end"] = end["reason"] if end is not None else "budget"
+        z_latest = encode(int(plans[r]["model_round"]))
+    else:
+        states, state_of = bias_states(frames, run_dir, config)
+        excluded = frame_exclusions(frames, plans)
+        logw, info = cross_round_logweights(states, state_of, encode, temperature)
+        info = {"estimator": "cross-round MBAR over piecewise-static bias states", **info,
+                "n_states": len(set(state_of[state_of >= 0].tolist()))}
+        z_latest = encode(r)
+    info["frames_used"] = int(np.count_nonzero(excluded == 0))
+    info["frames_excluded"] = {EXCLUSIONS[c]: int(np.count_nonzero(excluded == c)) for c in EXCLUSIONS
+                               if c and np.any(excluded == c)}
+    if info["frames_used"] == 0:
+        logger.warning("after round %d no frame is an equilibrium sample (%s): no estimate yet (all log-weights "
+                       "-inf)", r, info["frames_excluded"])
     write_json(run_dir.path / "weights.json", {"after_round": r, **info})
-    z_latest = encode(r)
     d = z_latest.shape[1]
-    header = ["round", "step", "time_ps"] + [f"z{i}" for i in range(d)] + ["bias_kjmol", "logweight", "ood"]
+    legend = "; ".join(f"{c} = {name}" for c, name in EXCLUSIONS.items())
+    header = (["round", "step", "time_ps"] + [f"z{i}" for i in range(d)]
+              + ["bias_kjmol", "logweight", "ood", "excluded"])
     rows = np.column_stack([frames["round"], frames["step"], frames["time_ps"], z_latest, frames["bias_kjmol"],
-                            logw, frames["ood"]])
+                            logw, frames["ood"], excluded])
     write_csv(run_dir.path / "weights.csv", header, rows, overwrite=True,
               comment=f"all frames after round {r}; z in the latest (aligned) latent space; bias in kJ/mol; "
-                      "logweight = MBAR log-weight in the unbiased ensemble (normalised)")
+                      f"logweight = log-weight in the unbiased ensemble (normalised, -inf = not in the estimate); "
+                      f"excluded: {legend}")
     for q in range(r + 1):
         sel = frames["round"] == q
         write_csv(run_dir.round_dir(q) / "frames.csv", ["step", "time_ps"] + [f"z{i}" for i in range(d)]
-                  + ["bias_kjmol", "logweight", "round", "ood"],
+                  + ["bias_kjmol", "logweight", "round", "ood", "excluded"],
                   np.column_stack([frames["step"][sel], frames["time_ps"][sel], z_latest[sel],
-                                   frames["bias_kjmol"][sel], logw[sel], frames["round"][sel], frames["ood"][sel]]),
+                                   frames["bias_kjmol"][sel], logw[sel], frames["round"][sel], frames["ood"][sel],
+                                   excluded[sel]]),
                   overwrite=True,
                   comment=f"round {q}; time in ps; z in the latest (round {r}) aligned latent space; bias acting "
-                          "on the frame in kJ/mol; logweight = MBAR log-weight over all rounds so far")
-    logger.info("cross-round weights: %d states, effective sample size %.0f of %d frames", info["n_states"],
-                info["ess"], len(logw))
+                          f"on the frame in kJ/mol; logweight = final log-weight (-inf = kept out of the "
+                          f"estimate); excluded: {legend}")
+    logger.info("weights after round %d: %s; %d of %d frames used (excluded: %s), effective sample size %.0f", r,
+                info["estimator"], info["frames_used"], len(logw), info["frames_excluded"], info["ess"])
+    return info

@@ -1,0 +1,141 @@
+"""The converge phase's stopping rule: the drift of the latent free-energy estimate over the last part of the run.
+
+After the exploration rounds the last encoder is frozen and a production run (``[converge] method``: OPES by
+default, or well-tempered metadynamics) continues in checkpoint segments. After each committed segment, once
+``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
+from the frames after the burn-in, each reweighted with the bias that generated it, ``β (V_t + W − c(t))``
+(:func:`latentbias.campaign.weights.converge_logweights`) — and the same estimate without the last ``window``
+fraction of those frames. The *drift* is the root-mean-square difference of the two surfaces over the bins below
+``fes_cutoff`` in both, weighted by the bins' probability and after removing the weighted mean difference (a free
+energy is defined up to a constant; unweighted, the histogram noise of rarely visited bins would dominate).
+Below ``tolerance`` (kJ/mol) the run stops (``end.json`` reason ``converged``); otherwise it runs until the budget
+``max_steps`` is spent. The history of the criterion is written to ``round_RRR/convergence.csv`` by
+:func:`convergence_history` (the report plots it).
+
+The criterion measures stability, not correctness: a barrier never crossed in the converge run gives no drift.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..analysis.constants import kt_kjmol
+from .config import CampaignConfig
+from .weights import converge_logweights
+
+if TYPE_CHECKING:
+    from .rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["latent_fes_drift", "convergence_check", "convergence_history"]
+
+
+def _fes(z: np.ndarray, logw: np.ndarray, edges: list[np.ndarray], kt: float) -> tuple[np.ndarray, np.ndarray]:
+    w = np.exp(logw - logw.max())
+    h, _ = np.histogramdd(z, bins=edges, weights=w)
+    p = h / h.sum()
+    with np.errstate(divide="ignore"):
+        f = -kt * np.log(p)
+    return f - f[np.isfinite(f)].min(), p
+
+
+def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, cutoff: float,
+                     ranges: list[tuple[float, float]], temperature: float) -> float:
+    """Offset-free, probability-weighted RMS difference (kJ/mol) between the FES from all given frames and from
+    all but the last ``window`` fraction of them (bins weighted by their mean probability in the two estimates,
+    so that the noise of rarely visited bins does not dominate; the offset is the weighted mean difference).
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape=(n, d)
+        Latent coordinates of the frames in the estimate, in time order.
+    logw : numpy.ndarray, shape=(n,)
+        Their log-weights.
+    window : float
+        Fraction in (0, 1).
+    bins : int
+        Bins per latent dimension over ``ranges``.
+    cutoff : float
+        kJ/mol; bins above it in either surface are ignored.
+    ranges : list of (min, max)
+        Histogram range per dimension.
+    temperature : float
+        K.
+
+    Returns
+    -------
+    float
+        NaN when fewer than 2 bins are comparable.
+    """
+    z = np.asarray(z, dtype=float).reshape(len(logw), -1)
+    n_old = int(round((1.0 - window) * len(z)))
+    if n_old < 2:
+        return float("nan")
+    kt = kt_kjmol(temperature)
+    edges = [np.linspace(lo, hi, bins + 1) for lo, hi in ranges]
+    (new, p_new), (old, p_old) = _fes(z, logw, edges, kt), _fes(z[:n_old], logw[:n_old], edges, kt)
+    ok = np.isfinite(new) & np.isfinite(old) & (new < cutoff) & (old < cutoff)
+    if ok.sum() < 2:
+        return float("nan")
+    diff = new[ok] - old[ok]
+    w = 0.5 * (p_new[ok] + p_old[ok])
+    shift = np.sum(w * diff) / np.sum(w)
+    return float(np.sqrt(np.sum(w * (diff - shift) ** 2) / np.sum(w)))
+
+
+def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.ndarray]:
+    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale")
+    parts = [run_dir.read_segment(r, k) for k in range(n_segments)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in keys}
+
+
+def _evaluate(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np.ndarray]) -> tuple[float, int]:
+    c = config.converge
+    t = frames["time_ps"]
+    use = (t >= t.min() + c.burn_in * (t.max() - t.min())) & (frames["scale"] > 0)
+    logw = converge_logweights(frames, config.md.temperature, use)[use]
+    ranges = [(v["minValue"], v["maxValue"]) for v in plan["variables"]]
+    z = frames["z"][use][:, [v["index"] for v in plan["variables"]]]
+    return latent_fes_drift(z, logw, c.window, c.fes_bins, c.fes_cutoff, ranges, config.md.temperature), int(use.sum())
+
+
+def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int) -> str | None:
+    """``"converged"`` when the converge run (round r, ``n_committed`` segments) has run at least ``min_steps``
+    and its drift is below ``tolerance``; else None. Deterministic in the committed segments (safe to re-run on
+    resume)."""
+    c = config.converge
+    steps = n_committed * config.campaign.checkpoint_interval
+    if steps < c.min_steps:
+        return None
+    plan = run_dir.read_plan(r)
+    drift, n_used = _evaluate(config, plan, _converge_frames(run_dir, r, n_committed))
+    logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)",
+                steps, n_used, drift, c.tolerance)
+    return "converged" if np.isfinite(drift) and drift < c.tolerance else None
+
+
+def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int) -> dict[str, np.ndarray]:
+    """The criterion after every committed segment of the converge round r: ``time_ps`` (simulated time of the
+    converge run), ``frames_used`` and ``drift_kjmol`` (NaN before two segments); written to
+    ``round_RRR/convergence.csv``."""
+    from ..io import write_csv
+
+    plan = run_dir.read_plan(r)
+    n_seg = run_dir.round_segments(r)
+    frames = _converge_frames(run_dir, r, n_seg)
+    per_seg = len(frames["time_ps"]) // max(n_seg, 1)
+    rows = []
+    for k in range(1, n_seg + 1):
+        sub = {key: v[: k * per_seg] for key, v in frames.items()}
+        drift, n_used = _evaluate(config, plan, sub) if k >= 2 else (float("nan"), 0)
+        rows.append((float(sub["time_ps"][-1] - frames["time_ps"][0]), n_used, drift))
+    arr = np.array(rows, dtype=float).reshape(-1, 3)
+    write_csv(run_dir.round_dir(r) / "convergence.csv", ["time_ps", "frames_used", "drift_kjmol"], arr,
+              overwrite=True, comment=f"converge phase: after each segment, the frames after the burn-in "
+                                      f"({config.converge.burn_in:g} of the run) and the offset-free RMS drift "
+                                      f"(kJ/mol) of the latent FES over the last {config.converge.window:g} of them")
+    return {"time_ps": arr[:, 0], "frames_used": arr[:, 1], "drift_kjmol": arr[:, 2]}
