@@ -45,6 +45,7 @@ from ..io import load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend, default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
+from .trajectory import DepositTrajectory
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +166,7 @@ class LatentMetadynamics:
                              " logweight = (scale*bias + wall - c)/kT\n")
                     fh.write(",".join(header) + "\n")
         self._appendRecord = bool(appendRecord)
-        self._trajectoryPath = None if trajectoryFile is None else Path(trajectoryFile)
-        if self._trajectoryPath is not None and self._trajectoryPath.exists() and not appendRecord:
-            raise FileExistsError(f"{self._trajectoryPath} exists; pass appendRecord=True to continue it")
-        self._dcd = None
-        self._dcdHandle = None
+        self._trajectory = None if trajectoryFile is None else DepositTrajectory(trajectoryFile, appendRecord)
         backend_cls = default_grid_backend() if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
         self._contextStale = True
@@ -267,11 +264,11 @@ class LatentMetadynamics:
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
         ct = self.ct() if scale == 1.0 else well_tempered_ct(self._totalBias, self.temperature, self.biasFactor,
                                                              scale=scale)
-        state = context.getState(getPositions=self._trajectoryPath is not None)
+        state = context.getState(getPositions=self._trajectory is not None)
         time_ps = state.getTime().value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
-        if self._trajectoryPath is not None:
-            self._writeFrame(simulation, state)
+        if self._trajectory is not None:
+            self._trajectory.write(simulation, state, self.frequency)
         if not self.depositionEnabled:
             return
         height = self.height * np.exp(-bias / kt_kjmol(self._deltaT))
@@ -289,17 +286,6 @@ class LatentMetadynamics:
             with open(self._recordPath, "a") as fh:
                 fh.write(",".join([str(int(step)), f"{time_ps:.6f}"] + [f"{x:.10g}" for x in z]
                                   + [f"{bias:.10g}", f"{wall:.10g}", f"{ct:.10g}", f"{logweight:.10g}"]) + "\n")
-
-    def _writeFrame(self, simulation: Any, state: Any) -> None:
-        from openmm import app
-
-        if self._dcd is None:
-            append = self._trajectoryPath.exists() and self._trajectoryPath.stat().st_size > 0
-            self._dcdHandle = open(self._trajectoryPath, "r+b" if append else "wb")
-            self._dcd = app.DCDFile(self._dcdHandle, simulation.topology, simulation.integrator.getStepSize(),
-                                    simulation.currentStep, self.frequency, append=append)
-        self._dcd.writeModel(state.getPositions(), periodicBoxVectors=state.getPeriodicBoxVectors())
-        self._dcdHandle.flush()
 
     def getLogWeights(self, method: str = "ct") -> np.ndarray:
         """Log-weights of the recorded frames for unbiased averages (normalise before use).

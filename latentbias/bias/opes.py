@@ -78,6 +78,7 @@ from ..io import load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend, default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
+from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
 
 logger = logging.getLogger(__name__)
@@ -234,11 +235,7 @@ class LatentOPES:
                              f" K, barrier={self.barrier} kJ/mol, biasFactor={self.biasFactor:.6g}; z in model units, "
                              "bias, wall, c(t), rct in kJ/mol, logweight = (bias + wall - ct)/kT\n")
                     fh.write(",".join(header) + "\n")
-        self._trajectoryPath = None if trajectoryFile is None else Path(trajectoryFile)
-        if self._trajectoryPath is not None and self._trajectoryPath.exists() and not appendRecord:
-            raise FileExistsError(f"{self._trajectoryPath} exists; pass appendRecord=True to continue it")
-        self._dcd = None
-        self._dcdHandle = None
+        self._trajectory = None if trajectoryFile is None else DepositTrajectory(trajectoryFile, appendRecord)
         backend_cls = default_grid_backend() if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
         self._contextStale = True
@@ -418,11 +415,11 @@ class LatentOPES:
         scale = self.backend.scale
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
         ct = self.ct()
-        state = context.getState(getPositions=self._trajectoryPath is not None)
+        state = context.getState(getPositions=self._trajectory is not None)
         time_ps = state.getTime().value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, self.rct())
-        if self._trajectoryPath is not None:
-            self._writeFrame(simulation, state)
+        if self._trajectory is not None:
+            self._trajectory.write(simulation, state, self.pace)
         if not self.depositionEnabled:
             return
         if not self._sigma0Set:  # first deposit with adaptive σ: the samples so far were unbiased
@@ -451,17 +448,6 @@ class LatentOPES:
             with open(self._recordPath, "a") as fh:
                 fh.write(",".join([str(int(step)), f"{time_ps:.6f}"] + [f"{x:.10g}" for x in z]
                                   + [f"{x:.10g}" for x in (bias, wall, ct, rct, logweight)]) + "\n")
-
-    def _writeFrame(self, simulation: Any, state: Any) -> None:
-        from openmm import app
-
-        if self._dcd is None:
-            append = self._trajectoryPath.exists() and self._trajectoryPath.stat().st_size > 0
-            self._dcdHandle = open(self._trajectoryPath, "r+b" if append else "wb")
-            self._dcd = app.DCDFile(self._dcdHandle, simulation.topology, simulation.integrator.getStepSize(),
-                                    simulation.currentStep, self.pace, append=append)
-        self._dcd.writeModel(state.getPositions(), periodicBoxVectors=state.getPeriodicBoxVectors())
-        self._dcdHandle.flush()
 
     def getRecords(self) -> dict[str, np.ndarray]:
         """Per-deposition records as arrays: ``step``, ``time_ps``, ``z`` (n, d), ``bias_kjmol`` (V acting on the
