@@ -395,7 +395,10 @@ def free_energy_surface(
     else:
         def estimator(sel: np.ndarray) -> np.ndarray:
             lw = _resampled_logweights(logw, reweight, sel)
-            ws = np.exp(lw - np.max(lw))
+            top = np.max(lw)
+            if not np.isfinite(top):  # a resample holding only excluded (-inf) frames carries no estimate
+                return np.full(n_bins, np.nan)
+            ws = np.exp(lw - top)
             ins = idx[sel] >= 0
             pb = np.bincount(idx[sel][ins], weights=ws[ins], minlength=n_bins) / ws.sum()
             with np.errstate(divide="ignore"):
