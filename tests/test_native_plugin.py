@@ -456,3 +456,54 @@ def test_metadynamics_runs_with_fused_backend(ala2, ala2_model, tmp_path):
     current = sim.context.getState(getPositions=True).getPositions(asNumpy=True)
     np.testing.assert_allclose(meta.records["z"][-1], mf.encode(current), rtol=1e-10)
     assert meta.getBias().max() > 0.0
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("indices,periodic", [([1], False), ([0, 1], True), ([0, 1, 2], False), ([2, 0, 1], True)])
+def test_local_deposits_equal_full_refit(ala2, ala2_model_d3, platform, indices, periodic):
+    """Gaussians added with LatentBiasForce.addGridGaussian (a local update of the Context's interpolant, issue
+    10 item 6) give the energies and forces of a new Context built from the summed table (setGridValues), and the
+    force's table equals BiasGrid.gaussian's sum; Gaussians beyond an edge and wrapping a periodic axis included."""
+    system, _, xyz = ala2
+    mf = lb.load_model(ala2_model_d3)
+    z = mf.encode(xyz)
+    grid = make_grid(z, indices, periodic=periodic, n=21)
+    start = bumpy_values(grid, z, seed=4)
+    sys_a, local = fused_system(ala2_model_d3, system, grid, start)
+    ctx_a, _ = make_context(sys_a, xyz, platform)
+    rng = np.random.default_rng(7)
+    total = start.copy()
+    for _ in range(8):
+        centre = np.array([z[v.index] + rng.uniform(-1.2, 1.2) for v in grid.variables])  # some beyond the edges
+        height = rng.uniform(0.5, 3.0)
+        total += height * grid.gaussian(centre)
+        local.add_gaussian(centre, height, lambda: pytest.fail("the native backend must not need the table"), ctx_a)
+    np.testing.assert_allclose(np.asarray(local.force.getGridValues()), total.ravel(order="F"), rtol=1e-12,
+                               atol=1e-12)
+    sys_b, refit = fused_system(ala2_model_d3, system, grid, total)
+    ctx_b, _ = make_context(sys_b, xyz, platform)
+    assert_same(ctx_a, ctx_b, perturbed_frames(xyz, 6, scale=0.03, seed=2), rtol=1e-9)
+
+
+def test_metadynamics_context_equals_its_grid_after_local_deposits(ala2, ala2_model_d3):
+    """After LatentMetadynamics deposits (locally updated in the Context), the acting bias equals a Context
+    refitted from the Python grid (updateContext), to rounding."""
+    from openmm import app
+
+    from latentbias.bias import LatentMetadynamics
+    from latentbias.testsystems import alanine_dipeptide_vacuum
+
+    system, topology, positions = alanine_dipeptide_vacuum()
+    mf = lb.load_model(ala2_model_d3)
+    z = mf.encode(positions)
+    variables = [LatentVariable(i, z[i] - 1.0, z[i] + 1.0, 0.15, gridWidth=30) for i in range(3)]
+    meta = LatentMetadynamics(system, mf, variables, 300.0, 5.0, 2.0, 5, backend=FusedBackend)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    meta.step(sim, 100)
+    assert meta.numDeposits == 20
+    local = meta.getBiasEnergy(sim.context)
+    assert local > 1.0
+    meta.updateContext(sim.context)
+    assert meta.getBiasEnergy(sim.context) == pytest.approx(local, rel=1e-10, abs=1e-10)

@@ -118,11 +118,12 @@ def well_tempered_ct(bias_grid_kjmol: Any, temperature: Any, bias_factor: float,
     if not (math.isfinite(s) and s >= 0):
         raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
     bv = grid.ravel() / kt_kjmol(temperature)
+    # _lse0 on a column: plain numpy (this runs at every metadynamics deposit, over the whole grid)
     if math.isinf(gamma):
-        log_ratio = logsumexp(bv) - logsumexp((1.0 - s) * bv)
+        log_ratio = _lse0(bv[:, None])[0] - _lse0(((1.0 - s) * bv)[:, None])[0]
     else:
         a = gamma / (gamma - 1.0)
-        log_ratio = logsumexp(bv * a) - logsumexp(bv * (a - s))
+        log_ratio = _lse0((bv * a)[:, None])[0] - _lse0((bv * (a - s))[:, None])[0]
     return float(kt_kjmol(temperature) * log_ratio)
 
 

@@ -15,7 +15,7 @@ continuous everywhere and never silently zero beyond the grid.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -47,6 +47,24 @@ class GridBiasBackend(abc.ABC):
     @abc.abstractmethod
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         """Replace the tabulated values (shape=grid.shape, kJ/mol); update ``context`` in place if given."""
+
+    def add_gaussian(self, center: np.ndarray, height: float, values: Callable[[], np.ndarray],
+                     context: Any | None) -> None:
+        """The tabulated values became ``values()`` by adding ``height * grid.gaussian(center)``: bring the force
+        (and ``context``, if given) up to date. This default replaces the whole table (:meth:`set_grid`, a full
+        refit); a backend that can add the Gaussian locally overrides it.
+
+        Parameters
+        ----------
+        center : numpy.ndarray, shape=(d,)
+            Gaussian centre (z units).
+        height : float
+            Height (kJ/mol).
+        values : callable returning numpy.ndarray, shape=grid.shape
+            The new total table (kJ/mol), computed only if needed.
+        context : openmm.Context or None
+        """
+        self.set_grid(values(), context)
 
     @abc.abstractmethod
     def latent_values(self, context: Any) -> np.ndarray:

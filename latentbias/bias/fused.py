@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -162,6 +162,16 @@ class FusedBackend(GridBiasBackend):
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.force.setGridValues(_grid_table(self.grid, values))
+        if context is not None:
+            self.force.updateParametersInContext(context)
+
+    def add_gaussian(self, center: np.ndarray, height: float, values: Callable[[], np.ndarray],
+                     context: Any | None) -> None:
+        """Add ``height * grid.gaussian(center)`` inside the force (``LatentBiasForce.addGridGaussian``):
+        ``updateParametersInContext`` then updates only the Gaussian's support of the Context's interpolant,
+        with the same result as a full refit up to rounding (issue 10 item 6); ``values`` is not needed."""
+        self.force.addGridGaussian([float(c) for c in center], [float(v.biasWidth) for v in self.grid.variables],
+                                   float(height))
         if context is not None:
             self.force.updateParametersInContext(context)
 

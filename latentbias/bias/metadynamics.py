@@ -206,6 +206,17 @@ class LatentMetadynamics:
         self._selfBias = self._selfBias + v
         self._contextStale = True
 
+    def updateContext(self, context: Any) -> None:
+        """Push the whole bias grid to ``context`` now (a full refit of its interpolant).
+
+        Deposits update the Context's copy locally (see :meth:`GridBiasBackend.add_gaussian`), which equals the
+        refit up to rounding. :meth:`saveState` and :meth:`loadState` both schedule a refit at the next
+        :meth:`step`, so a run restored from a saved state holds the same table, bit for bit, as the run that
+        went on after saving.
+        """
+        self.backend.set_grid(self._totalBias, context)
+        self._contextStale = False
+
     def setBiasScale(self, context: Any, scale: float) -> None:
         """Scale the acting metadynamics bias (walls excepted) in ``context``: 1 normal, 0 off. Depositions keep
         using the unscaled bias V for their heights."""
@@ -274,7 +285,7 @@ class LatentMetadynamics:
         height = self.height * np.exp(-bias / kt_kjmol(self._deltaT))
         self._selfBias += height * self.grid.gaussian(z)
         self._nDeposits += 1
-        self.backend.set_grid(self._totalBias, context)
+        self.backend.add_gaussian(z, height, lambda: self._totalBias, context)
 
     def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, wall: float, ct: float,
                 acting: float) -> None:
@@ -385,8 +396,11 @@ class LatentMetadynamics:
     def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Save the bias state to ``<prefix>.npz`` (grids, records) and ``<prefix>.json`` (settings), atomically.
 
-        The JSON is written last and carries the SHA-256 of the npz, so a pair torn by a crash is detected.
+        The JSON is written last and carries the SHA-256 of the npz, so a pair torn by a crash is detected. The
+        Context's table is refitted from the saved grid at the next :meth:`step`, as after :meth:`loadState`, so
+        that a run restored from this state continues exactly as this one does.
         """
+        self._contextStale = True
         prefix = Path(prefix)
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         rec = self.getRecords()

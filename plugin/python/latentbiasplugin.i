@@ -105,6 +105,7 @@ public:
     int addGridDimension(int component, double minValue, double maxValue, int size, bool periodic=false);
     int getNumGridDimensions() const;
     void setGridValues(const std::vector<double>& values);
+    void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height);
     const std::vector<double>& getGridValues() const;
     void setWallForceConstant(double k);
     double getWallForceConstant() const;

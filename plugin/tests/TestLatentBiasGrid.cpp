@@ -195,11 +195,78 @@ static void testWallsAndClamping() {
     delete force;
 }
 
+static void compareLocalDepositsWithRefit(const vector<LatentBiasGrid::Axis>& axes, bool startFromSpline) {
+    // Gaussians added one by one (addSeparable: local update of the node derivatives) must give the interpolant
+    // of the summed values (a full refit), including Gaussians that wrap around a periodic axis or sit beyond an
+    // edge, on top of non-zero starting values.
+    int ndim = axes.size();
+    vector<double> values = smoothValues(axes, 21 + ndim);
+    LatentBiasGrid local;
+    local.initialize(axes, values, !startFromSpline);
+    std::mt19937 rng(100 + ndim);
+    for (int dep = 0; dep < 12; dep++) {
+        vector<vector<double> > factors;
+        double height = std::uniform_real_distribution<double>(0.2, 2.5)(rng);
+        for (const auto& a : axes) {
+            double span = a.maxValue - a.minValue;
+            double c = std::uniform_real_distribution<double>(a.minValue - 0.2 * span, a.maxValue + 0.2 * span)(rng);
+            double w = std::uniform_real_distribution<double>(0.08, 0.3)(rng) * span;
+            factors.push_back(LatentBiasGrid::gaussianFactor(a, c, w));
+        }
+        local.addSeparable(factors, height);
+        int n[3] = {1, 1, 1};
+        for (int k = 0; k < ndim; k++)
+            n[k] = axes[k].size;
+        for (int i2 = 0; i2 < n[2]; i2++)
+            for (int i1 = 0; i1 < n[1]; i1++)
+                for (int i0 = 0; i0 < n[0]; i0++)
+                    values[i0 + n[0] * (i1 + n[1] * i2)] += height * factors[0][i0] * (ndim > 1 ? factors[1][i1] : 1.0)
+                                                             * (ndim > 2 ? factors[2][i2] : 1.0);
+    }
+    ASSERT(!local.usesOpenMMSplineFitter());
+    LatentBiasGrid refit;
+    refit.initialize(axes, values);
+    for (const auto& p : randomPoints(axes, 300, 9)) {
+        double g1[3], g2[3];
+        double v1 = refit.evaluate(p.data(), g1);
+        double v2 = local.evaluate(p.data(), g2);
+        ASSERT_EQUAL_TOL(v1, v2, 1e-10);
+        for (int k = 0; k < ndim; k++)
+            ASSERT_EQUAL_TOL(g1[k], g2[k], 1e-9);
+    }
+}
+
+static void testLocalDepositsEqualRefit() {
+    double mins[3] = {-1.0, 0.5, -3.0}, maxs[3] = {2.0, 1.7, 3.0};
+    int sizes[3] = {23, 17, 12};
+    for (int ndim = 1; ndim <= 3; ndim++)
+        for (int mode = 0; mode < 3; mode++) {   // natural, periodic, mixed
+            vector<LatentBiasGrid::Axis> axes;
+            for (int k = 0; k < ndim; k++)
+                axes.push_back({mins[k], maxs[k], sizes[k], mode == 1 || (mode == 2 && k == 0)});
+            compareLocalDepositsWithRefit(axes, true);
+            compareLocalDepositsWithRefit(axes, false);
+        }
+    // a factor of the wrong length is refused
+    vector<LatentBiasGrid::Axis> axes = {{0.0, 1.0, 5, false}};
+    LatentBiasGrid grid;
+    grid.initialize(axes, vector<double>(5, 0.0));
+    bool threw = false;
+    try {
+        grid.addSeparable({vector<double>(4, 1.0)}, 1.0);
+    }
+    catch (const OpenMMException&) {
+        threw = true;
+    }
+    ASSERT(threw);
+}
+
 int main(int argc, char* argv[]) {
     return runTests(argc, argv, {
         {"generic construction == SplineFitter (1-3D, natural/periodic)", testGenericMatchesOpenMM},
         {"OpenMM path is SplineFitter", testOpenMMPathIsSplineFitter},
         {"mixed periodicity: interpolation, gradients, seams", testGradientFiniteDifferencesMixed},
         {"walls and clamping", testWallsAndClamping},
+        {"local Gaussian deposits == full refit (1-3D, natural/periodic/mixed)", testLocalDepositsEqualRefit},
     });
 }

@@ -146,6 +146,17 @@ public:
      *         dimension's last plane differs from its first
      */
     void setGridValues(const std::vector<double>& values);
+    /**
+     * Add a Gaussian, height * prod_k exp(-(x_k - center_k)^2 / (2 width_k^2)), to the tabulated values: a
+     * metadynamics deposit. center and width hold one value per grid dimension (units of z; the difference is
+     * the minimum image along periodic dimensions, whose last grid point then repeats the first); height in kJ/mol.
+     * updateParametersInContext() then updates the Context's interpolant locally (only the Gaussian's support)
+     * instead of refitting the whole grid; the result equals setGridValues() of the summed values up to rounding.
+     *
+     * @throws OpenMMException if there is no grid, a size differs from the number of grid dimensions, or a value
+     *         is not finite (widths must be > 0)
+     */
+    void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height);
     /** The tabulated values (empty when never set, i.e. zeros). */
     const std::vector<double>& getGridValues() const {
         return gridValues;
@@ -250,6 +261,24 @@ public:
     }
     /** Throw OpenMMException unless `values` fit the current grid (size, finite, periodic planes equal). */
     void checkGridValues(const std::vector<double>& values) const;
+    /** A Gaussian added by addGridGaussian(). */
+    struct GridDeposit {
+        std::vector<double> center, width;
+        double height;
+    };
+    /**
+     * Identifies the grid values set last by setGridValues() (or a layout change): unique across Force objects.
+     * The Gaussians added since then are getGridDeposits(), so a Context that holds this epoch and the first n
+     * deposits can catch up by adding the rest.
+     */
+    long long getGridValuesEpoch() const {
+        return gridEpoch;
+    }
+    const std::vector<GridDeposit>& getGridDeposits() const {
+        return gridDeposits;
+    }
+    /** Longest deposit log kept; the next deposit starts a new epoch (Contexts then refit once). */
+    static const int MaxLoggedDeposits = 100000;
 
 protected:
     OpenMM::ForceImpl* createImpl() const override;
@@ -265,6 +294,9 @@ private:
     bool usePeriodic;
     std::vector<GridDimension> gridDims;
     std::vector<double> gridValues;
+    static long long nextGridEpoch();
+    long long gridEpoch = nextGridEpoch();
+    std::vector<GridDeposit> gridDeposits;
     double wallForceConstant;
     std::string gridScaleParameter;
     double gridScaleDefault;

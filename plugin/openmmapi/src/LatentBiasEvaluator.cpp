@@ -60,7 +60,19 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
                               "needs a new Context");
     restraints = newRestraints;
     wallForceConstant = force.getWallForceConstant();
-    if (!dims.empty()) {
+    const auto& deposits = force.getGridDeposits();
+    if (!dims.empty() && hasGrid && force.getGridValuesEpoch() == gridEpoch && deposits.size() >= gridDepositsApplied) {
+        // only Gaussians were added since this Context's last update: add them to the interpolant locally
+        for (size_t i = gridDepositsApplied; i < deposits.size(); i++) {
+            vector<vector<double> > factors;
+            for (size_t k = 0; k < dims.size(); k++)
+                factors.push_back(LatentBiasGrid::gaussianFactor(grid.getAxes()[k], deposits[i].center[k],
+                                                                 deposits[i].width[k]));
+            grid.addSeparable(factors, deposits[i].height);
+        }
+        gridDepositsApplied = deposits.size();
+    }
+    else if (!dims.empty()) {
         vector<double> values = force.getGridValues();
         size_t total = 1;
         for (const auto& d : dims)
@@ -73,6 +85,8 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
             axes.push_back({d.minValue, d.maxValue, d.size, d.periodic});
         grid.initialize(axes, values);
         hasGrid = true;
+        gridEpoch = force.getGridValuesEpoch();
+        gridDepositsApplied = deposits.size();
     }
     version++;
 }

@@ -1,10 +1,12 @@
 #include "LatentBiasForce.h"
 #include "internal/LatentBiasForceImpl.h"
+#include "internal/LatentBiasGrid.h"
 #include "internal/LatentBiasModel.h"
 #include "internal/LatentBiasUtilities.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/AssertionUtilities.h"
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -148,6 +150,8 @@ int LatentBiasForce::addGridDimension(int component, double minValue, double max
     }
     gridDims.push_back({component, minValue, maxValue, size, periodic});
     gridValues.clear();
+    gridEpoch = nextGridEpoch();
+    gridDeposits.clear();
     return gridDims.size() - 1;
 }
 
@@ -207,6 +211,57 @@ void LatentBiasForce::checkGridValues(const vector<double>& values) const {
 void LatentBiasForce::setGridValues(const vector<double>& values) {
     checkGridValues(values);
     gridValues = values;
+    gridEpoch = nextGridEpoch();
+    gridDeposits.clear();
+}
+
+long long LatentBiasForce::nextGridEpoch() {
+    static std::atomic<long long> counter(0);
+    return ++counter;
+}
+
+void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector<double>& width, double height) {
+    if (gridDims.empty())
+        throw OpenMMException("LatentBiasForce::addGridGaussian: add the grid dimensions first");
+    int ndim = gridDims.size();
+    if ((int) center.size() != ndim || (int) width.size() != ndim) {
+        stringstream msg;
+        msg << "LatentBiasForce::addGridGaussian: the grid has " << ndim << " dimensions but " << center.size()
+            << " centre and " << width.size() << " width values were given";
+        throw OpenMMException(msg.str());
+    }
+    for (int k = 0; k < ndim; k++)
+        if (!std::isfinite(center[k]) || !(std::isfinite(width[k]) && width[k] > 0)) {
+            stringstream msg;
+            msg << "LatentBiasForce::addGridGaussian: dimension " << k << " has centre " << center[k] << " and width "
+                << width[k] << "; both must be finite and the width > 0";
+            throw OpenMMException(msg.str());
+        }
+    if (!std::isfinite(height)) {
+        stringstream msg;
+        msg << "LatentBiasForce::addGridGaussian: the height must be finite, got " << height;
+        throw OpenMMException(msg.str());
+    }
+    vector<vector<double> > factor(3, vector<double>(1, 1.0));
+    int n[3] = {1, 1, 1};
+    for (int k = 0; k < ndim; k++) {
+        const GridDimension& d = gridDims[k];
+        factor[k] = LatentBiasGrid::gaussianFactor({d.minValue, d.maxValue, d.size, d.periodic}, center[k], width[k]);
+        n[k] = d.size;
+    }
+    if (gridValues.empty())
+        gridValues.assign((size_t) n[0] * n[1] * n[2], 0.0);
+    size_t node = 0;
+    for (int i2 = 0; i2 < n[2]; i2++)
+        for (int i1 = 0; i1 < n[1]; i1++)
+            for (int i0 = 0; i0 < n[0]; i0++, node++)
+                gridValues[node] += height * factor[0][i0] * factor[1][i1] * factor[2][i2];
+    if (gridDeposits.size() >= (size_t) MaxLoggedDeposits) {
+        gridEpoch = nextGridEpoch();
+        gridDeposits.clear();
+    }
+    else
+        gridDeposits.push_back({center, width, height});
 }
 
 void LatentBiasForce::setWallForceConstant(double k) {

@@ -34,13 +34,8 @@ void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double
     axes = newAxes;
     values = newValues;
     x.assign(ndim, vector<double>());
-    for (int k = 0; k < ndim; k++) {
-        const Axis& a = axes[k];
-        x[k].resize(a.size);
-        // The same arithmetic as ReferenceContinuous{1,2,3}DFunction.
-        for (int i = 0; i < a.size; i++)
-            x[k][i] = a.minValue + i * (a.maxValue - a.minValue) / (a.size - 1);
-    }
+    for (int k = 0; k < ndim; k++)
+        x[k] = axisPoints(axes[k]);
     bool uniform = true;
     for (const Axis& a : axes)
         uniform &= (a.periodic == axes[0].periodic);
@@ -58,6 +53,90 @@ void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double
             SplineFitter::create3DSpline(x[0], x[1], x[2], values, periodic, coeff);
         return;
     }
+    computeAllNodeDerivatives();
+}
+
+vector<double> LatentBiasGrid::axisPoints(const Axis& a) {
+    vector<double> points(a.size);
+    // The same arithmetic as ReferenceContinuous{1,2,3}DFunction.
+    for (int i = 0; i < a.size; i++)
+        points[i] = a.minValue + i * (a.maxValue - a.minValue) / (a.size - 1);
+    return points;
+}
+
+vector<double> LatentBiasGrid::gaussianFactor(const Axis& a, double center, double width) {
+    vector<double> points = axisPoints(a), g(a.size);
+    double L = a.maxValue - a.minValue;
+    for (int i = 0; i < a.size; i++) {
+        double delta = points[i] - center;
+        if (a.periodic)
+            delta -= L * std::nearbyint(delta / L);   // ties to even, as numpy.round
+        double u = delta / width;
+        g[i] = exp(-0.5 * u * u);
+    }
+    if (a.periodic)
+        g[a.size - 1] = g[0];
+    return g;
+}
+
+vector<double> LatentBiasGrid::lineDerivative(int axis, const vector<double>& t) const {
+    vector<double> deriv, result(t.size());
+    SplineFitter::createSpline(x[axis], t, axes[axis].periodic, deriv);
+    for (size_t m = 0; m < t.size(); m++)
+        result[m] = SplineFitter::evaluateSplineDerivative(x[axis], t, deriv, x[axis][m]);
+    return result;
+}
+
+void LatentBiasGrid::addSeparable(const vector<vector<double> >& factors, double height) {
+    int ndim = axes.size();
+    if ((int) factors.size() != ndim)
+        throw OpenMMException("LatentBiasGrid::addSeparable: one factor per grid dimension is needed");
+    for (int k = 0; k < ndim; k++)
+        if ((int) factors[k].size() != axes[k].size)
+            throw OpenMMException("LatentBiasGrid::addSeparable: a factor's length differs from its axis size");
+    if (!generic) {   // the Hermite form of the same spline: node derivatives instead of per-cell coefficients
+        generic = true;
+        derivs1D.clear();
+        coeff.clear();
+        computeAllNodeDerivatives();
+    }
+    // per axis: factor (order 0) and its spline derivative at the nodes (order 1), and the nodes where either
+    // matters (relative to the peak, times the spacing for the derivative)
+    vector<double> part[3][2];
+    vector<int> active[3];
+    for (int k = 0; k < ndim; k++) {
+        part[k][0] = factors[k];
+        part[k][1] = lineDerivative(k, factors[k]);
+        double peak = 0.0;
+        for (double f : factors[k])
+            peak = max(peak, fabs(f));
+        double h = x[k][1] - x[k][0];
+        for (int i = 0; i < axes[k].size; i++)
+            if (fabs(part[k][0][i]) > 1e-17 * peak || fabs(part[k][1][i]) * h > 1e-17 * peak)
+                active[k].push_back(i);
+    }
+    for (int k = ndim; k < 3; k++) {
+        part[k][0].assign(1, 1.0);
+        part[k][1].assign(1, 0.0);
+        active[k].assign(1, 0);
+    }
+    int stride[3] = {1, axes[0].size, ndim > 1 ? axes[0].size * axes[1].size : 0};
+    int nmask = 1 << ndim;
+    for (int i2 : active[2])
+        for (int i1 : active[1])
+            for (int i0 : active[0]) {
+                size_t node = (size_t) i0 + (size_t) i1 * stride[1] + (size_t) i2 * stride[2];
+                for (int mask = 0; mask < nmask; mask++) {
+                    double f = height * part[0][mask & 1][i0] * part[1][(mask >> 1) & 1][ndim > 1 ? i1 : 0] *
+                               part[2][(mask >> 2) & 1][ndim > 2 ? i2 : 0];
+                    nodeDerivs[mask][node] += f;
+                }
+                values[node] = nodeDerivs[0][node];
+            }
+}
+
+void LatentBiasGrid::computeAllNodeDerivatives() {
+    int ndim = axes.size();
     nodeDerivs.assign(1 << ndim, vector<double>());
     nodeDerivs[0] = values;
     if (ndim == 1) {

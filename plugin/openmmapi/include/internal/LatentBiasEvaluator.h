@@ -60,6 +60,8 @@ private:
     std::vector<LatentBiasForce::Restraint> restraints;
     LatentBiasGrid grid;
     bool hasGrid;
+    long long gridEpoch = -1;          // LatentBiasForce::getGridValuesEpoch() of the values in `grid`
+    size_t gridDepositsApplied = 0;    // ... and how many of that epoch's deposits `grid` holds
     double wallForceConstant;
     std::string gridScaleParameter;
     int expectedLatentDim, minimumLatentDim;

@@ -51,9 +51,30 @@ public:
     double evaluate(const double* t, double* grad) const;
     /** OpenMM's periodic wrap: min + L*(s - floor(s)), s = (t-min)/L. */
     static double wrap(double t, double minValue, double maxValue);
+    /** Grid points along an axis: linspace(min, max, size), the arithmetic of ReferenceContinuous*DFunction. */
+    static std::vector<double> axisPoints(const Axis& axis);
+    /**
+     * One axis factor of a separable Gaussian on the grid points of `axis`: exp(-(x_i - center)^2 / (2 width^2)),
+     * with the minimum-image difference (nearest period, ties to even) along a periodic axis, whose last point
+     * then repeats the first. The product over axes of these factors is what
+     * LatentBiasForce::addGridGaussian adds to the grid values.
+     */
+    static std::vector<double> gaussianFactor(const Axis& axis, double center, double width);
+    /**
+     * Add height * (f_0 (x) f_1 (x) f_2)[i0, i1, i2] (one factor per axis, length = the axis size) to the grid
+     * values and update the interpolant exactly and locally: the spline's node derivatives are linear in the
+     * values and the derivative of a separable product is the product of the per-axis derivatives, so each
+     * derivative array changes by one outer product of per-axis vectors, applied where it exceeds 1e-17 of the
+     * peak (below double rounding of the values). Cost: (2^d + 1) x (window size), independent of the rest of the
+     * grid; no global refit. Switches the grid to the Hermite form of the same spline (see initialize).
+     */
+    void addSeparable(const std::vector<std::vector<double> >& factors, double height);
 
 private:
     void computeNodeDerivative(int axis, const std::vector<double>& source, std::vector<double>& result) const;
+    void computeAllNodeDerivatives();
+    /** Node derivatives of a spline through `t` (one line along `axis`): the same SplineFitter calls as above. */
+    std::vector<double> lineDerivative(int axis, const std::vector<double>& t) const;
     double evaluateGeneric(const double* t, double* grad) const;
     std::vector<Axis> axes;
     std::vector<std::vector<double> > x;   // grid points per axis
