@@ -120,17 +120,28 @@ void LatentBiasGrid::addSeparable(const vector<vector<double> >& factors, double
         part[k][1].assign(1, 0.0);
         active[k].assign(1, 0);
     }
-    int stride[3] = {1, axes[0].size, ndim > 1 ? axes[0].size * axes[1].size : 0};
+    size_t stride1 = axes[0].size, stride2 = ndim > 1 ? (size_t) axes[0].size * axes[1].size : 0;
     int nmask = 1 << ndim;
+    // per array (mask): the same products in the same order for every node, the innermost loop along axis 0
+    for (int mask = 0; mask < nmask; mask++) {
+        const double* f0 = part[0][mask & 1].data();
+        const double* f1 = part[1][(mask >> 1) & 1].data();
+        const double* f2 = part[2][(mask >> 2) & 1].data();
+        double* target = nodeDerivs[mask].data();
+        for (int i2 : active[2]) {
+            double a2 = height * f2[i2];
+            for (int i1 : active[1]) {
+                double a12 = a2 * f1[i1];
+                double* row = target + i1 * stride1 + i2 * stride2;
+                for (int i0 : active[0])
+                    row[i0] += a12 * f0[i0];
+            }
+        }
+    }
     for (int i2 : active[2])
         for (int i1 : active[1])
             for (int i0 : active[0]) {
-                size_t node = (size_t) i0 + (size_t) i1 * stride[1] + (size_t) i2 * stride[2];
-                for (int mask = 0; mask < nmask; mask++) {
-                    double f = height * part[0][mask & 1][i0] * part[1][(mask >> 1) & 1][ndim > 1 ? i1 : 0] *
-                               part[2][(mask >> 2) & 1][ndim > 2 ? i2 : 0];
-                    nodeDerivs[mask][node] += f;
-                }
+                size_t node = i0 + i1 * stride1 + i2 * stride2;
                 values[node] = nodeDerivs[0][node];
             }
 }
