@@ -145,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     rundir = Path(args.rundir) if args.rundir else Path(args.config).with_suffix("")
     try:
         progress = Campaign(cfg, rundir, progress=not args.quiet).run()
-    except RunDirError as exc:
+    except (RunDirError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
     logger.info("campaign finished in %s (%s)", rundir, progress)
     return 0

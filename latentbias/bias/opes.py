@@ -60,7 +60,6 @@ kernels of different walkers are not merged with each other. Each walker keeps i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -74,7 +73,7 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import load_npz, save_npz, write_json
+from ..io import load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend, default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
@@ -575,7 +574,7 @@ class LatentOPES:
         digest = hashlib.sha256(npz.read_bytes()).hexdigest()
         write_json(meta, {"format": "latentbias-opes-state", "version": _STATE_VERSION, "walkerId": self.walkerId,
                           "otherWalkers": others, "numDeposits": self._nDeposits, "numKernels": self.numKernels,
-                          "settings": self._settings(), "npz_sha256": digest})
+                          "settings": self._settings(), "npz_sha256": digest}, checksum=True)
         return npz, meta
 
     def loadState(self, prefix: str | os.PathLike) -> None:
@@ -585,11 +584,12 @@ class LatentOPES:
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         if not meta.is_file() or not npz.is_file():
             raise FileNotFoundError(f"no OPES state at {prefix} (.npz and .json)")
-        info = json.loads(meta.read_text())
+        info = load_json(meta)
         if info.get("format") != "latentbias-opes-state":
             raise ValueError(f"{meta} is not a latentbias OPES state")
         if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
-            raise ValueError(f"{npz} does not match {meta} (interrupted save?); use an older state")
+            raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
+                             "file); restore both files from one save")
         mine, theirs = self._settings(), info["settings"]
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
         if diff:

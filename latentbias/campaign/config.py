@@ -91,6 +91,7 @@ resumed run is the run that would have happened.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -337,7 +338,22 @@ def from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> CampaignConfig
     return cfg
 
 
+#: numbers that may be infinite (``inf``: no cut-off)
+_MAY_BE_INFINITE = {("converge", "fes_cutoff")}
+
+
+def _finite_numbers(cfg: CampaignConfig) -> None:
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value) and not (
+                    math.isinf(value) and (name, f.name) in _MAY_BE_INFINITE):
+                raise ConfigError(f"[{name}] {f.name} must be a finite number, got {value!r}")
+
+
 def _validate(cfg: CampaignConfig) -> None:
+    _finite_numbers(cfg)
     s = cfg.system
     routes = {
         "testsystem": s.testsystem is not None,
@@ -388,6 +404,9 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError(f"[model] latent_dim must be 1, 2 or 3 (metadynamics grids), got {mo.latent_dim}")
     for key in ("epochs", "batch_size", "patience", "lag"):
         _positive(f"[model] {key}", getattr(mo, key))
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mo.hidden):
+        raise ConfigError(f"[model] hidden must list the widths of the hidden layers as positive integers (e.g. "
+                          f"[32, 32]; [] for a linear encoder), got {mo.hidden!r}")
     _positive("[model] learning_rate", mo.learning_rate)
 
     c = cfg.campaign
