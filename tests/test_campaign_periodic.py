@@ -67,6 +67,7 @@ latent_dim = 1
 hidden = [8]
 epochs = 25
 patience = 10
+learning_rate = 0.003
 
 [campaign]
 rounds = {rounds}

@@ -22,16 +22,16 @@ Example (every key shown; most have defaults)::
     kind = ["distances"]                       # distances | contacts | aligned | phipsi | chi1
     selection = "element != H"
 
-    [model]
+    [model]                                    # defaults: those of LatentModelEstimator and `latentbias train`
     latent_dim = 2
-    hidden = [32, 32]
+    hidden = [64, 64]
     activation = "tanh"
     objective = "autoencoder"                  # autoencoder | time-lagged
     lag = 1
     epochs = 200
-    learning_rate = 0.003
+    learning_rate = 0.001
     batch_size = 256
-    patience = 30
+    patience = 20
     warm_start = true
 
     [campaign]
@@ -149,17 +149,27 @@ class FeatureConfig:
     contact_r0: float = 0.8
 
 
+def _estimator_default(name: str) -> Any:
+    """Default of a :class:`~latentbias.training.LatentModelEstimator` argument: the one source of the model
+    defaults of campaigns, ``latentbias train`` and the library."""
+    import inspect
+
+    from ..training import LatentModelEstimator
+
+    return inspect.signature(LatentModelEstimator.__init__).parameters[name].default
+
+
 @dataclass
 class ModelConfig:
-    latent_dim: int = 2
-    hidden: list[int] = field(default_factory=lambda: [32, 32])
-    activation: str = "tanh"
-    objective: str = "autoencoder"
-    lag: int = 1
-    epochs: int = 200
-    learning_rate: float = 3e-3
-    batch_size: int = 256
-    patience: int = 30
+    latent_dim: int = _estimator_default("latent_dim")
+    hidden: list[int] = field(default_factory=lambda: list(_estimator_default("hidden")))
+    activation: str = _estimator_default("activation")
+    objective: str = _estimator_default("objective")
+    lag: int = _estimator_default("lag")
+    epochs: int = _estimator_default("epochs")
+    learning_rate: float = _estimator_default("learning_rate")
+    batch_size: int = _estimator_default("batch_size")
+    patience: int = _estimator_default("patience")
     warm_start: bool = True
 
 
