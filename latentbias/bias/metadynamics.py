@@ -42,7 +42,8 @@ from ..export import LatentModelFile
 from ..forces import as_model_file
 from ..io import load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
-from .backends import GridBiasBackend, default_grid_backend
+from .backends import GridBiasBackend
+from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
 
