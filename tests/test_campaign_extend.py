@@ -221,6 +221,14 @@ def test_rules_for_each_kind_of_change(copy):
         assert __import__("re").search(pattern, v), (section, key, v)
     no_warm = _with(_with(old, "model", "hidden", [8]), "model", "warm_start", False)
     assert verdict(no_warm).startswith("accepted")
+    # a run directory of a version without some key resumes when the key holds its default (as it behaved)
+    older = copy_module.deepcopy(old)
+    del older["ood"]["min_frames"], older["opes"]
+    rd.write_json(rd.config_file, older)
+    assert assess_change(rd, older, old).changes == []
+    changed = assess_change(rd, older, _with(old, "ood", "min_frames", 5)).changes
+    assert [str(c) for c in changed] == ["[ood] min_frames = None -> 5"]
+    rd.write_json(rd.config_file, old)
 
     # part-way through round 2 (metadynamics): its bias settings are fixed, planning keys still free
     write_json(rundir / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False})

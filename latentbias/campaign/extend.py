@@ -317,6 +317,11 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[KeyChange]:
+    """The keys whose values differ. A key missing from the stored config (written by a version without it)
+    that holds its default now is no change: that version behaved as the default does."""
+    from .config import CampaignConfig
+
+    defaults = _comparable(CampaignConfig().to_dict())
     out = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section, {}), new.get(section, {})
@@ -325,6 +330,8 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[KeyChange]:
                 out.append(KeyChange(section, "*", a, b))
             continue
         for key in sorted(set(a) | set(b)):
+            if key not in a and key in defaults.get(section, {}) and b.get(key) == defaults[section][key]:
+                continue
             if a.get(key) != b.get(key):
                 out.append(KeyChange(section, key, a.get(key), b.get(key)))
     return out
