@@ -292,7 +292,9 @@ class RunDir:
 
     def check_config(self, config: dict[str, Any], store: bool = False) -> None:
         """Refuse to resume a folder created with different settings; with ``store``, write the config when the
-        folder has none yet."""
+        folder has none yet. The campaign itself uses :func:`latentbias.campaign.extend.assess_change`, which
+        accepts the changes that leave completed work valid; this strict check remains for callers that want
+        exact equality."""
         old = self.stored_config()
         if old is not None:
             old.pop("base_dir", None)
