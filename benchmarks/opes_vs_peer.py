@@ -76,7 +76,7 @@ class Latent:
 
     def observe(self):
         z = self.opes.getCollectiveVariables(self.sim)
-        v = self.opes.backend.energy(self.sim.context) - self.opes.backend.wall_energy(z)
+        v = self.opes.getBiasEnergy(self.sim.context) - self.opes.backend.wall_energy(z)
         return z, v, self.opes.ct()
 
     def bias(self):

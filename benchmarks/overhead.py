@@ -106,7 +106,7 @@ def cases(model: Path, z: np.ndarray):
     def static_grid(d):
         def setup(system):
             from latentbias.bias import BiasGrid
-            from latentbias.bias.backends import default_grid_backend
+            from latentbias.bias.fused import default_grid_backend
 
             default_grid_backend()(lb.load_model(model), system, BiasGrid(variables(z, d)))
             return None

@@ -145,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     rundir = Path(args.rundir) if args.rundir else Path(args.config).with_suffix("")
     try:
         progress = Campaign(cfg, rundir, progress=not args.quiet).run()
-    except RunDirError as exc:
+    except (RunDirError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
     logger.info("campaign finished in %s (%s)", rundir, progress)
     return 0
@@ -162,8 +162,11 @@ def _cmd_remap(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .campaign.report import parse_cv_spec, write_report
 
-    cvs = [parse_cv_spec(spec) for spec in args.cv or []]
-    path = write_report(args.rundir, cvs=cvs, overwrite=True)
+    try:
+        cvs = [parse_cv_spec(spec) for spec in args.cv or []]
+        path = write_report(args.rundir, cvs=cvs, overwrite=True)
+    except ValueError as exc:  # bad --cv, damaged or unfinished run directory: the message names the fix
+        raise SystemExit(f"error: {exc}") from None
     logger.info("wrote %s", path)
     return 0
 

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "write_json", "save_npz", "load_npz", "write_csv", "ChecksumError", "NPZ_CHECKSUM_KEY"]
+__all__ = ["atomic_write_bytes", "write_json", "load_json", "save_npz", "load_npz", "write_csv", "ChecksumError",
+           "NPZ_CHECKSUM_KEY", "JSON_CHECKSUM_KEY"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
@@ -50,11 +51,52 @@ def _refuse_overwrite(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
 
 
-def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> None:
-    """Atomically write ``obj`` as indented JSON."""
+#: key of the optional SHA-256 of a JSON object's other keys (see :func:`write_json`)
+JSON_CHECKSUM_KEY = "__sha256__"
+
+
+def _json_digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True, checksum: bool = False) -> None:
+    """Atomically write ``obj`` as indented JSON.
+
+    With ``checksum=True`` (``obj`` must be a dict) the SHA-256 of the object's canonical JSON (sorted keys) is
+    stored in it under :data:`JSON_CHECKSUM_KEY`; :func:`load_json` verifies it.
+    """
     path = Path(path)
     _refuse_overwrite(path, overwrite)
+    if checksum:
+        if not isinstance(obj, dict) or JSON_CHECKSUM_KEY in obj:
+            raise ValueError(f"write_json(checksum=True) needs a dict without the key {JSON_CHECKSUM_KEY!r}")
+        obj = {**obj, JSON_CHECKSUM_KEY: _json_digest(obj)}
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a checksum stored by :func:`write_json` is verified and removed.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is not valid JSON (the message names the file).
+    ChecksumError
+        The object does not match its stored checksum (the file was changed or damaged).
+    """
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): the file is corrupt") from None
+    if isinstance(obj, dict) and JSON_CHECKSUM_KEY in obj:
+        stored = obj.pop(JSON_CHECKSUM_KEY)
+        if stored != _json_digest(obj):
+            raise ChecksumError(f"{path}: its content does not match the checksum stored in it (the file was "
+                                "edited or is corrupt)")
+    return obj
 
 
 #: key of the optional SHA-256 of an ``.npz`` file's arrays (see :func:`save_npz`)

@@ -167,3 +167,18 @@ def ensure_mdtraj_topology(topology: Any, name: str = "topology"):
     if hasattr(topology, "atoms") and hasattr(topology, "residues") and hasattr(topology, "chains"):
         return md.Topology.from_openmm(topology)
     raise TypeError(f"{name} must be an mdtraj/OpenMM Topology or a topology file, got {type(topology).__name__}")
+
+
+def deprecated_alias(new: str, old: str):
+    """A method ``old`` that warns (DeprecationWarning) and calls the method ``new`` of the same object: keeps
+    code written against an earlier name working while the public API moves to one casing."""
+    import warnings
+
+    def alias(self, *args, **kwargs):
+        warnings.warn(f"{type(self).__name__}.{old} is deprecated; use {type(self).__name__}.{new}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(self, new)(*args, **kwargs)
+
+    alias.__name__ = old
+    alias.__doc__ = f"Deprecated alias of :meth:`{new}` (warns)."
+    return alias

@@ -15,6 +15,7 @@ from openmm import app, unit
 
 from latentbias.campaign import Campaign, load_config
 from latentbias.campaign.records import frame_boxes
+from latentbias.io import load_json
 
 BOX = 2.0  # nm
 
@@ -67,6 +68,7 @@ latent_dim = 1
 hidden = [8]
 epochs = 25
 patience = 10
+learning_rate = 0.003
 
 [campaign]
 rounds = {rounds}
@@ -162,7 +164,7 @@ def test_ood_guard_ends_the_round_for_retraining(tmp_path):
                   ood="threshold = 1e-9\nmin_frames = 10\nretrain_fraction = 0.5")
     campaign = Campaign(load_config(config), tmp_path / "run", progress=False)
     campaign.run()
-    end = json.loads((campaign.run_dir.round_dir(1) / "end.json").read_text())
+    end = load_json(campaign.run_dir.round_dir(1) / "end.json")  # verified; without its checksum key
     assert end == {"round": 1, "segments": 1, "reason": "ood"}
     frames = campaign.all_frames(3)
     assert np.count_nonzero(frames["round"] == 1) == 20 and np.all(frames["ood"][frames["round"] >= 1])

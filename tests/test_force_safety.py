@@ -162,10 +162,10 @@ def test_restraint_setters_validate(tmp_path, bad):
     restraint = LatentRestraint(model, system, centers=[0.3], force_constants=0.0, backend="torchforce")
     ctx, _ = make_context(system, _positions(), "Reference")
     with pytest.raises(ValueError, match="force_constants"):
-        restraint.set_force_constants(ctx, [bad])
+        restraint.setForceConstants(ctx, [bad])
     if bad != -1.0:
         with pytest.raises(ValueError, match="centers"):
-            restraint.set_centers(ctx, [bad])
+            restraint.setCenters(ctx, [bad])
     with pytest.raises(ValueError, match="centers"):
         LatentRestraint(model, bare_system(4), centers=[float("nan")], force_constants=1.0, backend="torchforce")
 

@@ -31,7 +31,8 @@ from test_export_forces import bare_system, check_finite_differences, energy_and
 if not native.is_available():
     pytest.skip(f"native plugin not available: {native.unavailable_reason()}", allow_module_level=True)
 
-from latentbias.bias.fused import FusedBackend, fused_restraint_force  # noqa: E402
+from latentbias.bias.fused import FusedBackend  # noqa: E402
+from latentbias.bias.restraint import fused_restraint_force  # noqa: E402
 from latentbias.bias.grid import BiasGrid, LatentVariable  # noqa: E402
 
 PLATFORMS = ["Reference", "CPU"]

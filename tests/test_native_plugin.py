@@ -24,7 +24,8 @@ from test_export_forces import bare_system, check_finite_differences, energy_and
 if not native.is_available():
     pytest.skip(f"native plugin not available: {native.unavailable_reason()}", allow_module_level=True)
 
-from latentbias.bias.fused import FusedBackend, fused_restraint_force  # noqa: E402
+from latentbias.bias.fused import FusedBackend  # noqa: E402
+from latentbias.bias.restraint import fused_restraint_force  # noqa: E402
 
 PLATFORMS = ["Reference", "CPU"]
 GROUP = 3
@@ -184,7 +185,7 @@ def test_restraint_equals_latent_restraint(ala2, ala2_model, platform):
     ctx_b, _ = make_context(sys_b, xyz, platform)
     frames = [xyz] + list(perturbed_frames(xyz, 2, scale=0.01, seed=8))
     assert_same(ctx_a, ctx_b, frames)
-    for name, value in ((restraint.center_name(0), z[0] - 0.4), (restraint.force_constant_name(1), 20.0)):
+    for name, value in ((restraint.centerName(0), z[0] - 0.4), (restraint.forceConstantName(1), 20.0)):
         ctx_a.setParameter(name, value)
         ctx_b.setParameter(name, value)
     assert_same(ctx_a, ctx_b, frames)

@@ -48,13 +48,13 @@ def test_set_parameter_moves_the_window_without_reinitialising(ala2, ala2_model,
     ctx, _ = make_context(sys_, xyz, "Reference")
     assert energy_and_forces(ctx)[0] == pytest.approx(0.0, abs=1e-12)
     for shift in ([0.2, 0.0], [-0.1, 0.4]):
-        r.set_centers(ctx, z + shift)
+        r.setCenters(ctx, z + shift)
         e, f = energy_and_forces(ctx)
         assert e == pytest.approx(0.5 * 100 * np.sum(np.square(shift)), rel=1e-9)
         assert np.abs(f).max() > 0
-    r.set_force_constants(ctx, [10.0, 0.0])
+    r.setForceConstants(ctx, [10.0, 0.0])
     assert energy_and_forces(ctx)[0] == pytest.approx(0.5 * 10 * 0.1**2, rel=1e-9)
-    assert ctx.getParameter(r.center_name(1)) == pytest.approx(z[1] + 0.4)
+    assert ctx.getParameter(r.centerName(1)) == pytest.approx(z[1] + 0.4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -117,3 +117,25 @@ def test_steering_work_matches_the_protocol(tmp_path):
     assert table.shape == (2001, 5)
     with pytest.raises(FileExistsError):
         res.to_csv(tmp_path / "steer.csv")
+
+
+def test_snake_case_method_names_still_work_but_warn(ala2_model, ala2):
+    """OpenMM-facing classes use camelCase (setCenters, setForceConstants, centerName, forceConstantName); the
+    earlier snake_case names keep working with a DeprecationWarning."""
+    import openmm
+
+    system, _, xyz = ala2
+    sys_ = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    r = LatentRestraint(ala2_model, sys_, centers=[0.0, 0.0], force_constants=1.0)
+    ctx = openmm.Context(sys_, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    with pytest.warns(DeprecationWarning, match=r"LatentRestraint\.set_centers is deprecated; use "
+                                                r"LatentRestraint\.setCenters"):
+        r.set_centers(ctx, [0.25, -0.5])
+    assert ctx.getParameter(r.centerName(1)) == -0.5
+    with pytest.warns(DeprecationWarning, match="force_constant_name"):
+        name = r.force_constant_name(0)
+    with pytest.warns(DeprecationWarning, match="set_force_constants"):
+        r.set_force_constants(ctx, [3.0, 4.0])
+    assert name == r.forceConstantName(0) and ctx.getParameter(name) == 3.0
+    with pytest.warns(DeprecationWarning, match="center_name"):
+        assert r.center_name(0) == r.centerName(0)

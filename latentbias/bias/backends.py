@@ -23,7 +23,7 @@ from ..export import LatentModelFile
 from ..forces import latent_component_force
 from .grid import BiasGrid
 
-__all__ = ["GridBiasBackend", "CustomCVBackend", "default_grid_backend", "free_force_group"]
+__all__ = ["GridBiasBackend", "CustomCVBackend", "free_force_group"]
 
 
 def free_force_group(system: Any, preferred: int = 31) -> int:
@@ -162,14 +162,3 @@ class CustomCVBackend(GridBiasBackend):
 
     def latent_values(self, context: Any) -> np.ndarray:
         return np.asarray(self.force.getCollectiveVariableValues(context), dtype=float)
-
-
-def default_grid_backend() -> type[GridBiasBackend]:
-    """The native :class:`~latentbias.bias.fused.FusedBackend` when the plugin is built, else CustomCVBackend."""
-    from .. import native
-
-    if native.is_available():
-        from .fused import FusedBackend
-
-        return FusedBackend
-    return CustomCVBackend

@@ -26,14 +26,14 @@ import numpy as np
 
 from ..export import LatentModelFile, archive_bytes
 from ..forces import as_model_file
-from .backends import GridBiasBackend, free_force_group
+from .backends import CustomCVBackend, GridBiasBackend, free_force_group
 from .grid import BiasGrid
 
 __all__ = [
     "EVALUATION_PATHS",
     "EVALUATION_PATH_ENV",
     "FusedBackend",
-    "fused_restraint_force",
+    "default_grid_backend",
     "model_bytes",
     "native_restraint_force",
     "resolve_evaluation_path",
@@ -206,66 +206,22 @@ class FusedBackend(GridBiasBackend):
         return float(self.force.getLastEnergies(context)[0])
 
 
-def fused_restraint_force(
-    model: LatentModelFile | str | os.PathLike,
-    system: Any,
-    centers: Any,
-    force_constants: Any,
-    *,
-    dims: Sequence[int] | None = None,
-    lower_walls: Any | None = None,
-    upper_walls: Any | None = None,
-    wall_force_constant: Any = 1000.0,
-    prefix: str = "latent_",
-    force_group: int | None = 30,
-    add_to_system: bool = True,
-    evaluation_path: str | None = None,
-):
-    """Restraint-only ``LatentBiasForce`` with the parameters and energy of :class:`LatentRestraint`.
-
-    Energy (kJ/mol): ``Σ_i ½ k_i (z_i − z0_i)² + ½ kw_i [max(0, z_i − upper_i)² + max(0, lower_i − z_i)²]`` with the
-    deviation wrapped into half a period for periodic latent dimensions (model metadata). ``z0_i`` and ``k_i`` are
-    global parameters ``{prefix}z0_{i}`` and ``{prefix}k_{i}`` (i = position in ``dims``): ``Context.setParameter``
-    moves umbrella windows or steers without reinitialising.
-
-    Parameters
-    ----------
-    model : LatentModelFile or path
-    system : openmm.System
-    centers : array_like, shape=(d,)
-    force_constants : float or array_like, shape=(d,)
-        kJ/mol per (unit of z)², >= 0.
-    dims : sequence of int, optional
-        Restrained latent components (default: all).
-    lower_walls, upper_walls : float or array_like, optional
-        Flat-bottom wall positions (default: none).
-    wall_force_constant : float or array_like
-    prefix : str
-    force_group : int, optional
-    add_to_system : bool
-    evaluation_path : {"auto", "native", "torch"}, optional
-        See :class:`FusedBackend`.
-
-    Returns
-    -------
-    LatentBiasForce
-    """
-    from .restraint import LatentRestraint
-
-    return LatentRestraint(model, system, centers, force_constants, dims=dims, lower_walls=lower_walls,
-                           upper_walls=upper_walls, wall_force_constant=wall_force_constant, prefix=prefix,
-                           force_group=force_group, add_to_system=add_to_system, backend="native",
-                           evaluation_path=evaluation_path).force
-
-
 def native_restraint_force(restraint: Any, system: Any, force_group: int | None, evaluation_path: str | None = None):
     """The LatentBiasForce of a validated :class:`LatentRestraint` (its dims, centres, constants, walls, periods)."""
     force = _new_force(restraint.model, system, evaluation_path)
     for i, comp in enumerate(restraint.dims):
-        force.addRestraint(comp, restraint.center_name(i), float(restraint.centers[i]), restraint.force_constant_name(i),
+        force.addRestraint(comp, restraint.centerName(i), float(restraint.centers[i]), restraint.forceConstantName(i),
                            float(restraint.force_constants[i]), float(restraint.period[i]),
                            float(restraint.lower_walls[i]), float(restraint.upper_walls[i]),
                            float(restraint.wall_force_constant[i]))
     if force_group is not None:
         force.setForceGroup(int(force_group))
     return force
+
+
+def default_grid_backend() -> type[GridBiasBackend]:
+    """The native :class:`FusedBackend` when the plugin is built, else
+    :class:`~latentbias.bias.backends.CustomCVBackend` (openmm-torch)."""
+    from .. import native
+
+    return FusedBackend if native.is_available() else CustomCVBackend

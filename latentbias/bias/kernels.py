@@ -67,6 +67,16 @@ class KernelDensity:
         self.center_sum = np.zeros(0)  # own kernels first, then fixed
         self._updates = 0
 
+    @property
+    def updates_since_rebuild(self) -> int:
+        """Incremental updates since the sums were last recomputed from scratch (saved with an OPES state, so a
+        restarted run rebuilds at the same update as an uninterrupted one)."""
+        return self._updates
+
+    @updates_since_rebuild.setter
+    def updates_since_rebuild(self, n: int) -> None:
+        self._updates = int(n)
+
     # ----------------------------------------------------------------------------------------- geometry
 
     def wrap(self, points: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ the free energy; they do not enter c.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -41,9 +40,10 @@ from ..analysis.constants import kt_kjmol
 from ..analysis.reweight import well_tempered_ct
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import load_npz, save_npz, write_json
+from ..io import load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
-from .backends import GridBiasBackend, default_grid_backend
+from .backends import GridBiasBackend
+from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
 
@@ -411,7 +411,7 @@ class LatentMetadynamics:
         digest = hashlib.sha256(npz.read_bytes()).hexdigest()
         write_json(meta, {"format": "latentbias-metadynamics-state", "version": _STATE_VERSION,
                           "walkerId": self.walkerId, "otherWalkers": others, "numDeposits": self._nDeposits,
-                          "settings": self._settings(), "npz_sha256": digest})
+                          "settings": self._settings(), "npz_sha256": digest}, checksum=True)
         return npz, meta
 
     def loadState(self, prefix: str | os.PathLike) -> None:
@@ -423,11 +423,12 @@ class LatentMetadynamics:
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         if not meta.is_file() or not npz.is_file():
             raise FileNotFoundError(f"no metadynamics state at {prefix} (.npz and .json)")
-        info = json.loads(meta.read_text())
+        info = load_json(meta)
         if info.get("format") != "latentbias-metadynamics-state":
             raise ValueError(f"{meta} is not a latentbias metadynamics state")
         if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
-            raise ValueError(f"{npz} does not match {meta} (interrupted save?); use an older state")
+            raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
+                             "file); restore both files from one save")
         mine = self._settings()
         theirs = info["settings"]
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]

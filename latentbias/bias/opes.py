@@ -60,7 +60,6 @@ kernels of different walkers are not merged with each other. Each walker keeps i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -74,9 +73,10 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import load_npz, save_npz, write_json
+from ..io import load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
-from .backends import GridBiasBackend, default_grid_backend
+from .backends import GridBiasBackend
+from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
@@ -354,6 +354,15 @@ class LatentOPES:
             raise ValueError(f"scale must be >= 0, got {scale}")
         self.backend.set_scale(scale, context)
 
+    @property
+    def biasScale(self) -> float:
+        """Factor on the acting OPES bias (walls excepted) set by :meth:`setBiasScale`."""
+        return self.backend.scale
+
+    def getBiasEnergy(self, context: Any) -> float:
+        """Bias energy acting in ``context`` now (scale · V(z) + walls), kJ/mol."""
+        return self.backend.energy(context)
+
     def getCollectiveVariables(self, simulation: Any) -> np.ndarray:
         """Current values of the biased latent components in a Simulation, shape=(d,)."""
         return self.backend.latent_values(simulation.context)
@@ -569,13 +578,13 @@ class LatentOPES:
         arrays.update(avCV=self._avCV, avM2=self._avM2, sigma0=self._sigma0,
                       counters=np.array([self._adaptiveCounter, int(self._sigma0Set), self._nDeposits]),
                       kde_grid_sum=self.kde.grid_sum, kde_center_sum=self.kde.center_sum,
-                      kde_updates=np.array(self.kde._updates))
+                      kde_updates=np.array(self.kde.updates_since_rebuild))
         arrays.update({f"record_{k}": v for k, v in rec.items()})
         save_npz(npz, **arrays)
         digest = hashlib.sha256(npz.read_bytes()).hexdigest()
         write_json(meta, {"format": "latentbias-opes-state", "version": _STATE_VERSION, "walkerId": self.walkerId,
                           "otherWalkers": others, "numDeposits": self._nDeposits, "numKernels": self.numKernels,
-                          "settings": self._settings(), "npz_sha256": digest})
+                          "settings": self._settings(), "npz_sha256": digest}, checksum=True)
         return npz, meta
 
     def loadState(self, prefix: str | os.PathLike) -> None:
@@ -585,11 +594,12 @@ class LatentOPES:
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         if not meta.is_file() or not npz.is_file():
             raise FileNotFoundError(f"no OPES state at {prefix} (.npz and .json)")
-        info = json.loads(meta.read_text())
+        info = load_json(meta)
         if info.get("format") != "latentbias-opes-state":
             raise ValueError(f"{meta} is not a latentbias OPES state")
         if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
-            raise ValueError(f"{npz} does not match {meta} (interrupted save?); use an older state")
+            raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
+                             "file); restore both files from one save")
         mine, theirs = self._settings(), info["settings"]
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
         if diff:
@@ -612,7 +622,7 @@ class LatentOPES:
         self.kde.set_own(data["own_centers"], data["own_sigmas"], data["own_weights"], data["own_counts"])
         # the incrementally updated sums as they were (a rebuild differs in the last bits: exact continuation)
         self.kde.grid_sum, self.kde.center_sum = data["kde_grid_sum"].copy(), data["kde_center_sum"].copy()
-        self.kde._updates = int(data["kde_updates"])
+        self.kde.updates_since_rebuild = int(data["kde_updates"])
         self._avCV, self._avM2, self._sigma0 = data["avCV"].copy(), data["avM2"].copy(), data["sigma0"].copy()
         counters = data["counters"]
         self._adaptiveCounter, self._sigma0Set, self._nDeposits = int(counters[0]), bool(counters[1]), int(counters[2])

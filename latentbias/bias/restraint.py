@@ -23,10 +23,12 @@ from torch import Tensor
 
 from ..export import LatentModelFile, script_module
 from ..forces import as_model_file, make_torch_force
+from ..validation import deprecated_alias
+from .fused import native_restraint_force
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LatentRestraint", "SteeringResult", "steer", "restraint_energy", "MAX_RESTRAINED_DIMS"]
+__all__ = ["LatentRestraint", "SteeringResult", "steer", "restraint_energy", "fused_restraint_force", "MAX_RESTRAINED_DIMS"]
 
 #: TorchScript needs a fixed argument list: restraints cover up to this many latent dimensions.
 MAX_RESTRAINED_DIMS = 8
@@ -205,8 +207,6 @@ class LatentRestraint:
         self.period = np.array([0.0 if periods[i] is None else float(periods[i][1] - periods[i][0]) for i in self.dims])
         self.prefix = prefix
         if self.backend == "native":
-            from .fused import native_restraint_force
-
             self.force = native_restraint_force(self, system, force_group, evaluation_path)
         else:
             self.force = self._torch_force(system, force_group)
@@ -224,38 +224,44 @@ class LatentRestraint:
                                     and np.any(np.isfinite(np.r_[self.lower_walls, self.upper_walls]))))
         force = make_torch_force(script_module(module, "latent restraint"), system, force_group, periodic_box)
         for i in range(self.ndim):
-            force.addGlobalParameter(self.center_name(i), float(self.centers[i]))
+            force.addGlobalParameter(self.centerName(i), float(self.centers[i]))
         for i in range(self.ndim):
-            force.addGlobalParameter(self.force_constant_name(i), float(self.force_constants[i]))
+            force.addGlobalParameter(self.forceConstantName(i), float(self.force_constants[i]))
         return force
 
     @property
     def ndim(self) -> int:
         return len(self.dims)
 
-    def center_name(self, i: int) -> str:
+    def centerName(self, i: int) -> str:
         """Global parameter holding the centre of restrained dimension i."""
         return f"{self.prefix}z0_{i}"
 
-    def force_constant_name(self, i: int) -> str:
+    def forceConstantName(self, i: int) -> str:
         """Global parameter holding the force constant of restrained dimension i."""
         return f"{self.prefix}k_{i}"
 
-    def set_centers(self, context: Any, centers: Any) -> None:
+    def setCenters(self, context: Any, centers: Any) -> None:
         """Move the restraint centres in a live Context (no reinitialisation)."""
         values = _per_dim(centers, self.ndim, "centers", finite=True)
         for i, v in enumerate(values):
-            context.setParameter(self.center_name(i), float(v))
+            context.setParameter(self.centerName(i), float(v))
         self.centers = values
 
-    def set_force_constants(self, context: Any, force_constants: Any) -> None:
+    def setForceConstants(self, context: Any, force_constants: Any) -> None:
         """Change the force constants in a live Context (kJ/mol per z²)."""
         values = _per_dim(force_constants, self.ndim, "force_constants", finite=True)
         if np.any(values < 0):
             raise ValueError("force_constants must be >= 0")
         for i, v in enumerate(values):
-            context.setParameter(self.force_constant_name(i), float(v))
+            context.setParameter(self.forceConstantName(i), float(v))
         self.force_constants = values
+
+    # snake_case names of earlier releases (the class is OpenMM-facing: camelCase, like openmm.app.Metadynamics)
+    center_name = deprecated_alias("centerName", "center_name")
+    force_constant_name = deprecated_alias("forceConstantName", "force_constant_name")
+    set_centers = deprecated_alias("setCenters", "set_centers")
+    set_force_constants = deprecated_alias("setForceConstants", "set_force_constants")
 
     def energy(self, z: Any, centers: Any | None = None, force_constants: Any | None = None) -> np.ndarray:
         """Restraint energy (kJ/mol) of latent points without a Context.
@@ -418,7 +424,7 @@ def steer(
         simulation.step(chunk)
         done += chunk
         before = restraint_energy()
-        restraint.set_centers(context, start + (end - start) * k / n_updates)
+        restraint.setCenters(context, start + (end - start) * k / n_updates)
         work += restraint_energy() - before
         record(work)
     logger.info("steered %d steps to %s: work %.3f kJ/mol", steps, np.array2string(end, precision=3), work)
@@ -429,3 +435,53 @@ def steer(
         z=np.asarray(rows["z"]),
         work_kjmol=np.asarray(rows["work"]),
     )
+
+
+def fused_restraint_force(
+    model: LatentModelFile | str | os.PathLike,
+    system: Any,
+    centers: Any,
+    force_constants: Any,
+    *,
+    dims: Sequence[int] | None = None,
+    lower_walls: Any | None = None,
+    upper_walls: Any | None = None,
+    wall_force_constant: Any = 1000.0,
+    prefix: str = "latent_",
+    force_group: int | None = 30,
+    add_to_system: bool = True,
+    evaluation_path: str | None = None,
+):
+    """Restraint-only ``LatentBiasForce`` with the parameters and energy of :class:`LatentRestraint`.
+
+    Energy (kJ/mol): ``Σ_i ½ k_i (z_i − z0_i)² + ½ kw_i [max(0, z_i − upper_i)² + max(0, lower_i − z_i)²]`` with the
+    deviation wrapped into half a period for periodic latent dimensions (model metadata). ``z0_i`` and ``k_i`` are
+    global parameters ``{prefix}z0_{i}`` and ``{prefix}k_{i}`` (i = position in ``dims``): ``Context.setParameter``
+    moves umbrella windows or steers without reinitialising.
+
+    Parameters
+    ----------
+    model : LatentModelFile or path
+    system : openmm.System
+    centers : array_like, shape=(d,)
+    force_constants : float or array_like, shape=(d,)
+        kJ/mol per (unit of z)², >= 0.
+    dims : sequence of int, optional
+        Restrained latent components (default: all).
+    lower_walls, upper_walls : float or array_like, optional
+        Flat-bottom wall positions (default: none).
+    wall_force_constant : float or array_like
+    prefix : str
+    force_group : int, optional
+    add_to_system : bool
+    evaluation_path : {"auto", "native", "torch"}, optional
+        See :class:`FusedBackend`.
+
+    Returns
+    -------
+    LatentBiasForce
+    """
+    return LatentRestraint(model, system, centers, force_constants, dims=dims, lower_walls=lower_walls,
+                           upper_walls=upper_walls, wall_force_constant=wall_force_constant, prefix=prefix,
+                           force_group=force_group, add_to_system=add_to_system, backend="native",
+                           evaluation_path=evaluation_path).force

@@ -395,8 +395,8 @@ class LatentUmbrellaSampling:
             if path is not None and path.is_file():
                 logger.info("window %d already done (%s): skipped", k, path)
                 continue
-            self.restraint.set_centers(context, self.centers[k])
-            self.restraint.set_force_constants(context, self.force_constants[k])
+            self.restraint.setCenters(context, self.centers[k])
+            self.restraint.setForceConstants(context, self.force_constants[k])
             if equilibration_steps:
                 self.simulation.step(int(equilibration_steps))
             zs, steps = [], []

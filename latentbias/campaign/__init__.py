@@ -6,11 +6,15 @@ Modules: :mod:`~.config` (TOML configuration), :mod:`~.loop` (:class:`Campaign`,
 states, cross-round MBAR and converge-phase weights), :mod:`~.converge` (the converge phase's stopping rule),
 :mod:`~.estimate` (final basin ΔF with error bars),
 :mod:`~.records` (the frame-record schema), :mod:`~.rundir` (run-directory files, lock, integrity checks),
+:mod:`~.extend` (config changes a run directory accepts: growing and moving runs), :mod:`~.preflight` (dry build
+of a config before round 0),
 :mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`.
 """
 
 from .config import CampaignConfig, ConfigError, load_config
+from .extend import ConfigChangeError
 from .loop import Campaign
 from .rundir import RunDirError, RunDirLocked
 
-__all__ = ["Campaign", "CampaignConfig", "ConfigError", "RunDirError", "RunDirLocked", "load_config"]
+__all__ = ["Campaign", "CampaignConfig", "ConfigChangeError", "ConfigError", "RunDirError", "RunDirLocked",
+           "load_config"]

@@ -22,16 +22,16 @@ Example (every key shown; most have defaults)::
     kind = ["distances"]                       # distances | contacts | aligned | phipsi | chi1
     selection = "element != H"
 
-    [model]
+    [model]                                    # defaults: those of LatentModelEstimator and `latentbias train`
     latent_dim = 2
-    hidden = [32, 32]
+    hidden = [64, 64]
     activation = "tanh"
     objective = "autoencoder"                  # autoencoder | time-lagged
     lag = 1
     epochs = 200
-    learning_rate = 0.003
+    learning_rate = 0.001
     batch_size = 256
-    patience = 30
+    patience = 20
     warm_start = true
 
     [campaign]
@@ -91,6 +91,7 @@ resumed run is the run that would have happened.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -148,17 +149,27 @@ class FeatureConfig:
     contact_r0: float = 0.8
 
 
+def _estimator_default(name: str) -> Any:
+    """Default of a :class:`~latentbias.training.LatentModelEstimator` argument: the one source of the model
+    defaults of campaigns, ``latentbias train`` and the library."""
+    import inspect
+
+    from ..training import LatentModelEstimator
+
+    return inspect.signature(LatentModelEstimator.__init__).parameters[name].default
+
+
 @dataclass
 class ModelConfig:
-    latent_dim: int = 2
-    hidden: list[int] = field(default_factory=lambda: [32, 32])
-    activation: str = "tanh"
-    objective: str = "autoencoder"
-    lag: int = 1
-    epochs: int = 200
-    learning_rate: float = 3e-3
-    batch_size: int = 256
-    patience: int = 30
+    latent_dim: int = _estimator_default("latent_dim")
+    hidden: list[int] = field(default_factory=lambda: list(_estimator_default("hidden")))
+    activation: str = _estimator_default("activation")
+    objective: str = _estimator_default("objective")
+    lag: int = _estimator_default("lag")
+    epochs: int = _estimator_default("epochs")
+    learning_rate: float = _estimator_default("learning_rate")
+    batch_size: int = _estimator_default("batch_size")
+    patience: int = _estimator_default("patience")
     warm_start: bool = True
 
 
@@ -337,7 +348,22 @@ def from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> CampaignConfig
     return cfg
 
 
+#: numbers that may be infinite (``inf``: no cut-off)
+_MAY_BE_INFINITE = {("converge", "fes_cutoff")}
+
+
+def _finite_numbers(cfg: CampaignConfig) -> None:
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        for f in fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value) and not (
+                    math.isinf(value) and (name, f.name) in _MAY_BE_INFINITE):
+                raise ConfigError(f"[{name}] {f.name} must be a finite number, got {value!r}")
+
+
 def _validate(cfg: CampaignConfig) -> None:
+    _finite_numbers(cfg)
     s = cfg.system
     routes = {
         "testsystem": s.testsystem is not None,
@@ -388,6 +414,9 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError(f"[model] latent_dim must be 1, 2 or 3 (metadynamics grids), got {mo.latent_dim}")
     for key in ("epochs", "batch_size", "patience", "lag"):
         _positive(f"[model] {key}", getattr(mo, key))
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in mo.hidden):
+        raise ConfigError(f"[model] hidden must list the widths of the hidden layers as positive integers (e.g. "
+                          f"[32, 32]; [] for a linear encoder), got {mo.hidden!r}")
     _positive("[model] learning_rate", mo.learning_rate)
 
     c = cfg.campaign

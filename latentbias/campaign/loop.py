@@ -38,6 +38,7 @@ from ..features import build_featurizer
 from .config import CampaignConfig
 from .plan import n_segments, plan_round
 from .converge import convergence_check, convergence_history
+from .extend import assess_change, reconcile_config
 from .records import frame_boxes, load_frames
 from .rundir import RunDir
 from .seeds import MAX_SEED
@@ -72,7 +73,9 @@ class Campaign:
     config : CampaignConfig
         Without ``[md] seed`` the seed stored in ``rundir`` is used, or a new one is drawn (see ``cfg.md.seed``).
     rundir : str or path-like
-        Created if missing; an existing one is resumed (its stored config must match).
+        Created if missing; an existing one is resumed. A config that differs from the stored one extends or
+        moves the campaign when the completed work stays valid, and is refused (naming the keys) otherwise
+        (:mod:`latentbias.campaign.extend`).
     progress : bool
         tqdm progress bars (hidden when not a terminal anyway).
     """
@@ -80,8 +83,10 @@ class Campaign:
     def __init__(self, config: CampaignConfig, rundir: str | Path, progress: bool = True):
         self.run_dir = RunDir(rundir)
         self.cfg = _resolve_seed(config, self.run_dir)
-        self._seed_drawn = config.md.seed is None and self.run_dir.stored_config() is None
-        self.run_dir.check_config(self.cfg.to_dict())
+        stored = self.run_dir.stored_config()
+        self._seed_drawn = config.md.seed is None and stored is None
+        if stored is not None:  # refuse a change the completed work cannot follow before anything starts
+            assess_change(self.run_dir, stored, self.cfg.to_dict())
         self.progress = progress
         self._system_cache = None
         self._models: dict[int, RoundModel] = {}
@@ -111,8 +116,8 @@ class Campaign:
             root.setLevel(level)
 
     def _run_locked(self) -> dict[str, Any]:
-        self.run_dir.check_config(self.cfg.to_dict(), store=True)
         self.run_dir.remove_temporary_files()
+        reconcile_config(self)  # dry build of a new or changed config; a finished campaign may grow (extend.py)
         progress = self.run_dir.read_progress()
         if progress["finished"]:
             logger.info("campaign in %s already finished", self.run_dir.path)

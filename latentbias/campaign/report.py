@@ -68,6 +68,18 @@ class CVSpec:
         return md.compute_distances(traj, idx)[:, 0]
 
 
+#: a per-round estimate resting on fewer effective samples than this is flagged as sparse in the report
+SPARSE_ESS = 50
+
+
+def _colour_top(fes: Any) -> float | None:
+    """Top of a FES plot's colour (or y) scale from the data: the largest finite free energy (kJ/mol), so a surface
+    spanning 0-8 kJ/mol is not drawn on a fixed 0-30 scale; None when nothing is finite."""
+    free = np.asarray(fes.free_energy, dtype=float)
+    finite = free[np.isfinite(free)]
+    return float(max(finite.max(), 1e-3)) if finite.size else None
+
+
 def parse_cv_spec(spec: str) -> CVSpec:
     """``NAME:KIND:i,j[,k[,l]]`` (0-based atom indices), e.g. ``phi:dihedral:4,6,8,14``."""
     parts = spec.split(":")
@@ -92,6 +104,12 @@ def compute_cvs(campaign: Campaign, upto: int, cvs: list[CVSpec]) -> dict[str, n
 
     _, topology, _ = campaign.system()
     top = md.Topology.from_openmm(topology)
+    for cv in cvs:
+        bad = [i for i in cv.atoms if not 0 <= i < top.n_atoms]
+        if bad:
+            raise ValueError(f"--cv {cv.name}:{cv.kind}:{','.join(map(str, cv.atoms))}: atom index {bad[0]} is out "
+                             f"of range: the system has {top.n_atoms} atoms, so indices run from 0 to "
+                             f"{top.n_atoms - 1} (0-based; a PDB serial number is the index + 1)")
     xyz = campaign.all_frames(upto)["positions"]
     traj = md.Trajectory(xyz, top)
     return {cv.name: cv.evaluate(traj) for cv in cvs}
@@ -111,9 +129,10 @@ def _load_campaign(rundir: Path) -> tuple[Campaign, int]:
 
 
 def _line_plot(path: Path, series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str,
-               title: str, logy: bool = False) -> None:
+               title: str, logy: bool = False, integer_x: bool = False) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
@@ -125,6 +144,8 @@ def _line_plot(path: Path, series: dict[str, tuple[np.ndarray, np.ndarray]], xla
     ax.set_title(title)
     if logy:
         ax.set_yscale("log")
+    if integer_x:  # rounds, epochs: no fractional ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(series) > 1:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -139,8 +160,12 @@ def _scatter(path: Path, z: np.ndarray, rounds: np.ndarray, title: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     y = z[:, 1] if z.shape[1] > 1 else np.zeros(len(z))
+    from matplotlib.ticker import MaxNLocator
+
     sc = ax.scatter(z[:, 0], y, c=rounds, s=6, cmap="viridis")
-    fig.colorbar(sc, ax=ax, label="round")
+    bar = fig.colorbar(sc, ax=ax, label="round")
+    bar.locator = MaxNLocator(integer=True)  # rounds are integers: no fractional ticks
+    bar.update_ticks()
     ax.set_xlabel("z0")
     ax.set_ylabel("z1" if z.shape[1] > 1 else "")
     ax.set_title(title)
@@ -295,6 +320,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     grid_range = [[float(z[:, i].min()), float(z[:, i].max())] for i in range(min(2, z.shape[1]))]
     coverage_x, coverage_y = [], []
     cells = np.zeros((20,) * min(2, z.shape[1]), dtype=bool)
+    sparse: list[int] = []  # rounds whose estimate rests on few effective samples
     for r in range(last_model + 1):
         plan = campaign.run_dir.read_plan(r)
         info = campaign.model(r).info
@@ -316,17 +342,26 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         fes = free_energy_surface(zs, rw.logw, bins=30, range=grid_range, temperature=temperature,
                                   states=rw.states, reweight=rw.reweight, n_bootstrap=N_BOOTSTRAP)
         plot_fes(fes, out / f"latent_fes_round_{r:03d}.png", labels=["z0", "z1"],
-                 title=f"latent FES after round {r} (kJ/mol)", overwrite=overwrite, vmax=30.0)
+                 title=f"latent FES after round {r} (kJ/mol)", overwrite=overwrite, vmax=_colour_top(fes))
+        if winfo["ess"] < SPARSE_ESS:
+            sparse.append(r)
         zz = z[rounds == r, : cells.ndim]
         idx = np.clip(((zz - np.array(grid_range)[:, 0]) / (np.ptp(np.array(grid_range), axis=1) / 20 + 1e-12))
                       .astype(int), 0, 19)
         cells[tuple(idx.T)] = True
         coverage_x.append(r)
         coverage_y.append(cells.mean())
+    if sparse:
+        note = (f"**Sparse data**: the estimates after round(s) {', '.join(map(str, sparse))} rest on an effective "
+                f"sample size below {SPARSE_ESS} frames; their surfaces are noisy and their colour scales are set by "
+                "few frames. Run longer rounds or more rounds before reading free energies from them.")
+        logger.warning("report: %s", note.replace("**", ""))
+        lines += ["", note]
     lines += ["", "![coverage](coverage.png) ![coverage by round](coverage_by_round.png)", ""]
     _scatter(out / "coverage.png", z, rounds, "frames in the final latent space")
     _line_plot(out / "coverage_by_round.png", {"cumulative": (np.array(coverage_x), np.array(coverage_y))},
-               "round", "fraction of latent cells visited", "latent-space coverage (20 bins per dimension)")
+               "round", "fraction of latent cells visited", "latent-space coverage (20 bins per dimension)",
+               integer_x=True)
     lines += ["Latent FES after each round (MBAR over the equilibrium frames so far; unweighted histogram when "
               "there are none yet):", ""]
     lines += [f"![round {r}](latent_fes_round_{r:03d}.png)" for r in range(last_model + 1)] + [""]
@@ -358,9 +393,16 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     if len(ood) == 0:
         lines += ["No frame exceeded the reconstruction-error threshold.", ""]
     else:
-        lines += [f"{len(ood)} frame(s) exceeded {cfg.ood.threshold} × the training 99th percentile of the "
-                  f"reconstruction error (action: {cfg.ood.action}):", "", "| round | step | error |", "|---:|---:|---:|"]
-        lines += [f"| {rounds[i]} | {frames['step'][i]} | {frames['recon_error'][i]:.3g} |" for i in ood[:50]]
+        lines += [f"{len(ood)} frame(s) exceeded the cut-off, {cfg.ood.threshold} × the 99th percentile of the "
+                  "reconstruction error on the training frames of the model that biased them (round r − 1 for "
+                  f"frames of round r; action: {cfg.ood.action}):", "",
+                  "| round | step | error | cut-off | error / cut-off |", "|---:|---:|---:|---:|---:|"]
+        for i in ood[:50]:
+            cut = cfg.ood.threshold * campaign.model(int(rounds[i]) - 1).info["recon_error_q99"]
+            err = float(frames["recon_error"][i])
+            lines.append(f"| {rounds[i]} | {frames['step'][i]} | {err:.3g} | {cut:.3g} | {err / cut:.2f} |")
+        if len(ood) > 50:
+            lines.append(f"({len(ood) - 50} more not listed)")
         lines.append("")
 
     # extra CVs: weights of all rounds (as in weights.csv), re-solved per bootstrap resample for the errors
@@ -405,7 +447,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                                        n_bootstrap=N_BOOTSTRAP)
             name = f"cv_fes_{a.name}_{b.name}"
             plot_fes(fes2, out / f"{name}.png", labels=[f"{a.name} ({a.unit})", f"{b.name} ({b.unit})"],
-                     title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite, vmax=40.0)
+                     title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite,
+                     vmax=_colour_top(fes2))
             lines += [f"![{a.name}/{b.name}]({name}.png)", ""]
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
               "(kJ/mol), final log-weight (-inf: kept out of the estimate) and the reason code `excluded`; "

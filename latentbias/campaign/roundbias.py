@@ -251,12 +251,12 @@ class FrontierBias(RoundBias):
             sim.context.setPositions(xyz * unit.nanometer)
             sim.context.setVelocitiesToTemperature(self.cfg.md.temperature * unit.kelvin,
                                                    self.seeds.restart_velocities(k))
-        self.restraint.set_centers(sim.context, self.plan["targets"][target])
-        self.restraint.set_force_constants(sim.context, self.cfg.frontier.restraint_k if phase == "pull" else 0.0)
+        self.restraint.setCenters(sim.context, self.plan["targets"][target])
+        self.restraint.setForceConstants(sim.context, self.cfg.frontier.restraint_k if phase == "pull" else 0.0)
         self.target = target
 
     def cap(self, sim: Any) -> None:
-        self.restraint.set_force_constants(sim.context, 0.0)
+        self.restraint.setForceConstants(sim.context, 0.0)
 
     def acting(self, sim: Any) -> tuple[float, float]:
         from openmm import unit
@@ -303,15 +303,15 @@ class OPESBias(RoundBias):
             self.opes.setBiasScale(sim.context, 0.0)
 
     def acting(self, sim: Any) -> tuple[float, float]:
-        return self.opes.backend.energy(sim.context), self.opes.backend.scale
+        return self.opes.getBiasEnergy(sim.context), self.opes.biasScale
 
     def acting_record(self, sim: Any) -> dict[str, float]:
         rec = self.opes.records
-        scale = self.opes.backend.scale
+        scale = self.opes.biasScale
         if rec["step"] and int(rec["step"][-1]) == sim.currentStep:  # deposited here: the bias before the deposit
             bias = scale * float(rec["bias_kjmol"][-1]) + float(rec["wall_kjmol"][-1])
             return {"bias_kjmol": bias, "scale": scale, "ct_kjmol": scale * float(rec["ct_kjmol"][-1])}
-        return {"bias_kjmol": self.opes.backend.energy(sim.context), "scale": scale,
+        return {"bias_kjmol": self.opes.getBiasEnergy(sim.context), "scale": scale,
                 "ct_kjmol": scale * self.opes.ct()}
 
     def segment_extras(self) -> dict[str, np.ndarray]:

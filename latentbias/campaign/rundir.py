@@ -14,6 +14,8 @@ Layout::
         initial_bias.npz           bias carried over from the previous metadynamics round (when plan.json names it)
         seg_00000.npz ...          frames of each committed segment (:mod:`latentbias.campaign.records`)
         chk_00003.chk              OpenMM checkpoint after the last committed segment (older ones are removed)
+        chk_00003.xml              the same state, platform-independent (positions, velocities, step, parameters)
+        chk_00003.json             SHA-256 of both and the platform that wrote the checkpoint
         bias_00003.npz/.json       metadynamics state after the last committed segment
         end.json                   only when the round ended before its planned segments (OOD -> retrain,
                                    converged): the number of segments it holds and why
@@ -24,14 +26,20 @@ Layout::
 Phases of a round, in order (``progress.json`` ``phase``): ``plan`` -> ``simulate`` -> ``train`` -> ``weights``
 -> ``plan`` of the next round, or ``done`` (with ``finished``) after the last round.
 
-Commit protocol for a segment k: write ``seg_k.npz``, ``chk_k.chk`` and ``bias_k.*`` (each atomically), then
+Commit protocol for a segment k: write ``seg_k.npz``, ``chk_k.*`` and ``bias_k.*`` (each atomically), then
 ``progress.json`` (atomically) saying k is committed, then delete the files of k-1. On resume, files with an
 index above the committed one are leftovers of an interrupted commit and are removed, and so are the temporary
 files (``.*.tmp``, ``.*.partial``) of any interrupted atomic write, whatever the phase.
 
 Integrity: one process at a time holds ``run.lock`` (``fcntl.flock``; released by the kernel when the process
-dies); ``.npz`` records carry a SHA-256 of their arrays that is verified on load; JSON records are checked for
-the keys the campaign reads. Any damage raises :class:`RunDirError` naming the file and what to do.
+dies); ``.npz`` records carry a SHA-256 of their arrays and JSON records a SHA-256 of their content
+(:data:`latentbias.io.JSON_CHECKSUM_KEY`), both verified on load; JSON records are also checked for the keys the
+campaign reads; OpenMM checkpoints are verified against the SHA-256 in their ``chk_*.json``. Any damage raises
+:class:`RunDirError` naming the file and what to do.
+
+Moving a run: a checkpoint can only be loaded on the platform that wrote it, so a round resumed on another
+platform (``[md] platform`` changed, :mod:`latentbias.campaign.extend`) continues from the platform-independent
+``chk_*.xml`` state instead (same positions, velocities and step; the integrator's random stream restarts).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -50,7 +59,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..io import atomic_write_bytes, load_npz, save_npz, write_json
+from ..io import ChecksumError, atomic_write_bytes, load_json, load_npz, save_npz, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +68,7 @@ __all__ = ["RunDir", "RunDirError", "RunDirLocked", "PHASES"]
 #: phases of a round as stored in progress.json, in order ("done": the campaign has finished)
 PHASES = ("plan", "simulate", "train", "weights", "done")
 
-_SEG = re.compile(r"^(seg|chk|bias)_(\d{5})\.(npz|chk|json)$")
+_SEG = re.compile(r"^(seg|chk|bias)_(\d{5})\.(npz|chk|json|xml)$")
 _TEMPORARY = (".*.tmp", ".*.partial")
 #: keys the campaign reads from each JSON record
 _REQUIRED = {
@@ -105,6 +114,10 @@ class RunDir:
 
     def checkpoint_file(self, r: int, k: int) -> Path:
         return self.round_dir(r) / f"chk_{k:05d}.chk"
+
+    def _checkpoint_files(self, r: int, k: int) -> list[Path]:
+        chk = self.checkpoint_file(r, k)
+        return [chk, chk.with_suffix(".xml"), chk.with_suffix(".json")]
 
     def bias_prefix(self, r: int, k: int) -> Path:
         return self.round_dir(r) / f"bias_{k:05d}"
@@ -172,11 +185,13 @@ class RunDir:
         path = Path(path)
         required = _REQUIRED.get(path.name, ()) if required is None else required
         try:
-            data = json.loads(path.read_text())
+            data = load_json(path)
         except FileNotFoundError:
             raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunDirError(f"{path} is not valid JSON ({exc}): the file is corrupt; {_DAMAGED}") from None
+        except ChecksumError as exc:
+            raise RunDirError(f"{exc}; {_DAMAGED}") from None
+        except ValueError as exc:  # not JSON: load_json names the file
+            raise RunDirError(f"{exc}; {_DAMAGED}") from None
         if not isinstance(data, dict):
             raise RunDirError(f"{path} does not hold a JSON object: the file is corrupt; {_DAMAGED}")
         missing = [k for k in required if k not in data]
@@ -184,6 +199,10 @@ class RunDir:
             raise RunDirError(f"{path} lacks the key(s) {missing}: the file is corrupt or from another version; "
                               f"{_DAMAGED}")
         return data
+
+    def write_json(self, path: str | Path, data: dict[str, Any]) -> None:
+        """Write a JSON record atomically with a checksum that :meth:`read_json` verifies."""
+        write_json(path, data, checksum=True)
 
     def read_npz(self, path: str | Path) -> dict[str, np.ndarray]:
         """Read an ``.npz`` record, verifying its checksum; a missing or corrupt file raises
@@ -204,7 +223,7 @@ class RunDir:
         return self.read_json(self.plan_file(r))
 
     def write_plan(self, r: int, plan: dict[str, Any]) -> None:
-        write_json(self.plan_file(r), plan)
+        self.write_json(self.plan_file(r), plan)
 
     def end_file(self, r: int) -> Path:
         return self.round_dir(r) / "end.json"
@@ -213,7 +232,7 @@ class RunDir:
         """Record that round r ended after ``segments`` committed segments, before its plan's count (``reason``:
         "ood", "converged" ...). Written atomically before progress moves on, so every later reader
         (:meth:`round_segments`) sees the shortened round."""
-        write_json(self.end_file(r), {"round": r, "segments": int(segments), "reason": reason})
+        self.write_json(self.end_file(r), {"round": r, "segments": int(segments), "reason": reason})
 
     def round_end(self, r: int) -> dict[str, Any] | None:
         """The early-end record of round r (``round``, ``segments``, ``reason``), or None."""
@@ -265,7 +284,7 @@ class RunDir:
         return progress
 
     def write_progress(self, progress: dict[str, Any]) -> None:
-        write_json(self.progress_file, progress)
+        self.write_json(self.progress_file, progress)
 
     def stored_config(self) -> dict[str, Any] | None:
         """The configuration stored by the first run in this directory (None before that)."""
@@ -273,7 +292,9 @@ class RunDir:
 
     def check_config(self, config: dict[str, Any], store: bool = False) -> None:
         """Refuse to resume a folder created with different settings; with ``store``, write the config when the
-        folder has none yet."""
+        folder has none yet. The campaign itself uses :func:`latentbias.campaign.extend.assess_change`, which
+        accepts the changes that leave completed work valid; this strict check remains for callers that want
+        exact equality."""
         old = self.stored_config()
         if old is not None:
             old.pop("base_dir", None)
@@ -284,7 +305,7 @@ class RunDir:
                 raise ValueError(f"{self.path} holds a campaign with a different configuration (sections {diff}); "
                                  "use another --rundir or the original config")
         elif store:
-            write_json(self.config_file, config)
+            self.write_json(self.config_file, config)
 
     def remove_temporary_files(self) -> list[Path]:
         """Remove temporary files of interrupted atomic writes (``.*.tmp``, ``.*.partial``) in the run directory
@@ -303,16 +324,58 @@ class RunDir:
     # --------------------------------------------------------------------------------------------- segments
 
     def commit_segment(self, r: int, k: int, frames: dict[str, np.ndarray], checkpoint: bytes,
-                       write_bias: Any | None, progress: dict[str, Any]) -> None:
-        """Write segment k of round r and make it the committed one (see the module docstring)."""
+                       write_bias: Any | None, progress: dict[str, Any], state_xml: str | None = None,
+                       platform: str | None = None) -> None:
+        """Write segment k of round r and make it the committed one (see the module docstring).
+
+        ``checkpoint`` is ``Context.createCheckpoint()``; ``state_xml`` the serialized ``openmm.State`` (positions,
+        velocities, parameters) for resuming on another platform; ``platform`` the name of the platform that wrote
+        the checkpoint.
+        """
         self.save_npz(self.segment_file(r, k), **frames)
-        atomic_write_bytes(self.checkpoint_file(r, k), checkpoint)
+        self.write_checkpoint(r, k, checkpoint, state_xml, platform)
         if write_bias is not None:
             write_bias(self.bias_prefix(r, k))
         self.write_progress(progress)
-        for old in (self.checkpoint_file(r, k - 1), *self._bias_files(r, k - 1)):
+        for old in (*self._checkpoint_files(r, k - 1), *self._bias_files(r, k - 1)):
             if old.exists():
                 old.unlink()
+
+    def write_checkpoint(self, r: int, k: int, checkpoint: bytes, state_xml: str | None = None,
+                         platform: str | None = None) -> None:
+        """Write ``chk_k.chk`` (+ ``chk_k.xml``) and, last, ``chk_k.json`` with their SHA-256 and the platform."""
+        chk, xml, meta = self._checkpoint_files(r, k)
+        atomic_write_bytes(chk, checkpoint)
+        info: dict[str, Any] = {"platform": platform, "chk_sha256": hashlib.sha256(checkpoint).hexdigest()}
+        if state_xml is not None:
+            data = state_xml.encode()
+            atomic_write_bytes(xml, data)
+            info["xml_sha256"] = hashlib.sha256(data).hexdigest()
+        self.write_json(meta, info)
+
+    def read_checkpoint(self, r: int, k: int, platform: str | None = None) -> tuple[str, bytes]:
+        """The saved simulation state after segment k of round r, verified against its checksums.
+
+        Returns ``("checkpoint", bytes)`` for ``Context.loadCheckpoint`` when the checkpoint was written by
+        ``platform`` (or its platform is unknown: run directories of older versions), else ``("state", bytes)``:
+        the serialized ``openmm.State`` for ``Context.setState`` (a checkpoint cannot be loaded on another
+        platform). Raises :class:`RunDirError` naming a missing or damaged file.
+        """
+        chk, xml, meta = self._checkpoint_files(r, k)
+        info = self.read_json(meta, ("platform", "chk_sha256")) if meta.is_file() else None
+        use_state = info is not None and platform is not None and info["platform"] not in (None, platform)
+        path, key = (xml, "xml_sha256") if use_state else (chk, "chk_sha256")
+        if use_state and "xml_sha256" not in info:
+            raise RunDirError(f"{chk} was written by the {info['platform']} platform and cannot be loaded on "
+                              f"{platform}, and {meta} names no platform-independent state; resume round {r} on "
+                              f"{info['platform']} (set [md] platform back) and change the platform after the round")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
+        if info is not None and hashlib.sha256(data).hexdigest() != info[key]:
+            raise RunDirError(f"{path} does not match the SHA-256 stored in {meta} (the file is damaged); {_DAMAGED}")
+        return ("state" if use_state else "checkpoint"), data
 
     def _bias_files(self, r: int, k: int) -> list[Path]:
         prefix = self.bias_prefix(r, k)

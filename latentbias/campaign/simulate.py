@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["simulate_round", "import_trajectories", "assemble_round", "make_simulation"]
+__all__ = ["simulate_round", "import_trajectories", "assemble_round", "make_simulation", "restore_state"]
 
 
 def make_simulation(campaign: Campaign, system: Any, seed: int) -> Any:
@@ -97,8 +97,13 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     periodic = system.usesPeriodicBoundaryConditions()
     sim = make_simulation(campaign, system, seeds.integrator)
     if committed > 0:
-        sim.context.loadCheckpoint(run_dir.checkpoint_file(r, committed - 1).read_bytes())
-        bias.load(run_dir.bias_prefix(r, committed - 1))
+        restore_state(campaign, sim, r, committed - 1)
+        try:
+            bias.load(run_dir.bias_prefix(r, committed - 1))
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"round {r}: the bias state after segment {committed - 1} cannot be restored ({exc}); "
+                              "the earlier states are gone (only the last committed one is kept): restore the run "
+                              "directory from a backup, or start again in a new --rundir") from None
     else:
         sim.context.setPositions(_start_positions(campaign, r) * unit.nanometer)
         sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
@@ -121,7 +126,8 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         columns = recorder.columns(bias.kind_of_segment(k))
         columns.update(bias.segment_extras())
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,
-                               {"round": r, "phase": "simulate", "segments": k + 1, "finished": False})
+                               {"round": r, "phase": "simulate", "segments": k + 1, "finished": False},
+                               state_xml=_state_xml(sim), platform=sim.context.getPlatform().getName())
         if k + 1 < n_seg:
             reason = bias.end_reason(columns) or (end_check and end_check(k + 1))
             if reason:
@@ -132,6 +138,31 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     logger.info("round %d simulated: %d segments, %.1f ps in %.0f s", r, n_seg,
                 n_seg * c.checkpoint_interval * cfg.md.timestep / 1000.0, time.perf_counter() - t0)
     return n_seg
+
+
+def _state_xml(sim: Any) -> str:
+    import openmm
+
+    state = sim.context.getState(getPositions=True, getVelocities=True, getParameters=True,
+                                 getIntegratorParameters=True)
+    return openmm.XmlSerializer.serialize(state)
+
+
+def restore_state(campaign: Campaign, sim: Any, r: int, k: int) -> None:
+    """Put ``sim`` in the state saved after segment k of round r: the OpenMM checkpoint when this platform wrote it
+    (the continuation is then bit-identical to an uninterrupted run), else the platform-independent state (the run
+    moved to another platform: same positions, velocities and step; the integrator's random stream restarts)."""
+    import openmm
+
+    platform = sim.context.getPlatform().getName()
+    kind, data = campaign.run_dir.read_checkpoint(r, k, platform)
+    if kind == "checkpoint":
+        sim.context.loadCheckpoint(data)
+        return
+    sim.context.setState(openmm.XmlSerializer.deserialize(data.decode()))
+    logger.warning("round %d continues on the %s platform from the platform-independent state after segment %d "
+                   "(the checkpoint was written by another platform): positions, velocities and step are kept, the "
+                   "integrator's random stream restarts", r, platform, k)
 
 
 def _end_round(campaign: Campaign, r: int, n_seg: int, reason: str) -> int:

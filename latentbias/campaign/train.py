@@ -26,7 +26,6 @@ import torch
 
 from ..export import LatentModelFile, load_model, save_model
 from ..features import featurize
-from ..io import write_json
 from ..models import FeatureAutoencoder, LatentModel
 from ..training import LatentModelEstimator
 from .alignment import apply_alignment, fit_alignment
@@ -112,7 +111,7 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     info.update({"z_min": z.min(0).tolist(), "z_max": z.max(0).tolist(),
                  "recon_error_q99": float(np.quantile(err, 0.99)), "recon_error_n": int(len(err)),
                  "train_seconds": time.perf_counter() - t0})
-    write_json(run_dir.round_dir(r) / "model.json", info)
+    run_dir.write_json(run_dir.round_dir(r) / "model.json", info)
     h = result.history
     logger.info("round %d trained: %d frames total, val loss %.4g (epoch %d), z range %s, OOD frames %d", r,
                 len(feats), (h["val_loss"] or h["train_loss"])[result.best_epoch], result.best_epoch,

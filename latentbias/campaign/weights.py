@@ -62,7 +62,7 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..analysis.reweight import mbar_logweights
 from ..bias.grid import BiasGrid, LatentVariable
-from ..io import write_csv, write_json
+from ..io import write_csv
 from .config import CampaignConfig
 from .records import KIND_OPES, KIND_RESTRAINT, KIND_UNBIASED
 from .rundir import RunDir
@@ -388,7 +388,7 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
     if info["frames_used"] == 0:
         logger.warning("after round %d no frame is an equilibrium sample (%s): no estimate yet (all log-weights "
                        "-inf)", r, info["frames_excluded"])
-    write_json(run_dir.path / "weights.json", {"after_round": r, **info})
+    run_dir.write_json(run_dir.path / "weights.json", {"after_round": r, **info})
     d = z_latest.shape[1]
     legend = "; ".join(f"{c} = {name}" for c, name in EXCLUSIONS.items())
     header = (["round", "step", "time_ps"] + [f"z{i}" for i in range(d)]
