@@ -89,6 +89,10 @@ def test_final_estimate_uses_the_last_attempt_only_and_says_why(restarted_run):
     assert attempts[0]["ended"].startswith("retrain") and attempts[1]["model_round"] == 1
     assert info["frames_excluded"]["converge-restarted"] == int(first.sum())
     assert "round 2" in info["frames_used_why"]
+    if attempts[1]["max_segment_ood_fraction"] > 0.2:  # a stale final encoder is said so, never silently used
+        assert "out-of-distribution" in info["warning"]
+    else:
+        assert "warning" not in info
     # run-directory contract: every frame of every round in frames.csv (with its final log-weight) beside its DCD
     import mdtraj as md
 
@@ -116,3 +120,5 @@ def test_no_restart_when_disabled(tmp_path):
     end = campaign.run_dir.round_end(1)
     assert end is None or end["reason"] != "ood"
     assert json.loads((tmp_path / "run" / "round_001" / "plan.json").read_text())["restart_segments"] == 0
+    info = json.loads((tmp_path / "run" / "weights.json").read_text())  # the stale encoder is reported
+    assert info["converge_attempts"][0]["max_segment_ood_fraction"] > 0.2 and "may be biased" in info["warning"]

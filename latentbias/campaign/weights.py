@@ -415,6 +415,14 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
         end = run_dir.round_end(r)
         info["converge_end"] = end["reason"] if end is not None else "budget"
         info["converge_attempts"] = _attempts(run_dir, plans, frames, r)
+        worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
+        if worst > config.ood.retrain_fraction:
+            info["warning"] = (
+                f"the frozen encoder of the estimate (round {plans[r]['model_round']}) met out-of-distribution "
+                f"frames: up to {100 * worst:.0f} % of a converge segment (> [ood] retrain_fraction = "
+                f"{100 * config.ood.retrain_fraction:.0f} %) and no restart was left ([converge] restarts = "
+                f"{config.converge.restarts}, or the budget left was below min_steps); the estimate may be biased")
+            logger.warning("final estimate: %s", info["warning"])
         info["frames_used_why"] = (
             f"frames of the converge attempt in round {r} (encoder of round {plans[r]['model_round']}, frozen) "
             f"after its burn-in; exploration rounds, round 0 and earlier converge attempts that went back to "
