@@ -76,6 +76,12 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         print(f"{rundir}: {sum(steps) * dt_ns:.2f} ns simulated in {wall / 60:.1f} min; {first}; converge phase "
               f"{weights.get('converge_ps', 0) / 1000:.2f} ns ({weights.get('converge_end', '-')}), "
               f"{weights['frames_used']} frames in the estimate")
+        if "warning" in weights:
+            print(f"    WARNING: {weights['warning']}")
+        for a in weights.get("converge_attempts", [])[:-1]:  # attempts that went back to retraining
+            print(f"    converge attempt in round {a['round']} (encoder of round {a['model_round']}): ended after "
+                  f"{a['ps']:.0f} ps, {a['ended']} (OOD fraction up to {a['max_segment_ood_fraction']:.2f}); "
+                  f"its frames are not in the estimate")
         # the estimate against simulated time (converge frames after the burn-in, up to t)
         table = final_weights(rundir)
         used = np.flatnonzero(np.isfinite(table["logweight"]))

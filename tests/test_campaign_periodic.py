@@ -159,22 +159,26 @@ def test_same_config_and_seed_reproduce_frames_and_weights(periodic_run, tmp_pat
 def test_ood_guard_ends_the_round_for_retraining(tmp_path):
     # every frame is out of distribution (threshold far below the training errors): round 1 ends after its
     # first segment, the encoder retrains, round 2 runs; the shortened round is in all frames and weights; the
-    # converge phase (here: metadynamics) only counts the flags and runs its budget or converges
+    # converge phase (here: metadynamics) goes back to retraining once after its first segment ([converge]
+    # restarts = 1), then its second attempt (round 4) only counts the flags and runs its budget or converges
     config = make(tmp_path, strategy="metadynamics", rounds=3, converge=True, method="metadynamics",
                   ood="threshold = 1e-9\nmin_frames = 10\nretrain_fraction = 0.5")
     campaign = Campaign(load_config(config), tmp_path / "run", progress=False)
     campaign.run()
     end = load_json(campaign.run_dir.round_dir(1) / "end.json")  # verified; without its checksum key
     assert end == {"round": 1, "segments": 1, "reason": "ood"}
-    frames = campaign.all_frames(3)
+    assert campaign.converge_round == campaign.last_round == 4
+    assert json.loads((campaign.run_dir.round_dir(3) / "end.json").read_text())["reason"] == "ood"
+    frames = campaign.all_frames(4)
     assert np.count_nonzero(frames["round"] == 1) == 20 and np.all(frames["ood"][frames["round"] >= 1])
     table = np.loadtxt(campaign.run_dir.path / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
     assert len(table) == len(frames["step"])
     assert (campaign.run_dir.round_dir(2) / "model.pt").is_file()
-    conv = frames["round"] == 3
+    assert (campaign.run_dir.round_dir(3) / "model.pt").is_file()  # the restarted attempt was trained on
+    conv = frames["round"] == 4
     assert conv.sum() >= 40 and np.all(frames["ct_kjmol"][conv][10:] != 0)  # metadynamics c(t) recorded
     used = np.isfinite(table[:, 5])
-    assert used.any() and set(table[used, 0].astype(int)) == {3}
+    assert used.any() and set(table[used, 0].astype(int)) == {4}
 
 
 def test_ood_guard_cannot_judge_from_too_few_frames(tmp_path, caplog):

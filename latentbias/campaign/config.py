@@ -81,6 +81,10 @@ Example (every key shown; most have defaults)::
     tolerance = 0.5                            # kJ/mol: stop when the drift of the latent FES is below this
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
+    restarts = 1                               # times the frozen encoder may meet OOD frames (a segment with more
+                                               # than [ood] retrain_fraction flagged) and the campaign goes back to
+                                               # retraining before a new converge attempt; max_steps is shared
+    save_interval = 0                          # steps between saved frames in the converge phase (0: [campaign]'s)
 
 Seeds: ``[md] seed`` is the one source of randomness of a campaign (integrators, velocities, training; see
 :mod:`latentbias.campaign.seeds`) and must be an integer in [1, 2**31 - 1] — 0 is refused, because OpenMM reads
@@ -235,6 +239,8 @@ class ConvergeConfig:
     tolerance: float = 0.5
     fes_bins: int = 20
     fes_cutoff: float = 25.0
+    restarts: int = 1
+    save_interval: int = 0
 
 
 @dataclass
@@ -480,6 +486,16 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError(f"[converge] burn_in must be a fraction in [0, 1), got {cv.burn_in}")
     if not 0 < cv.window < 1:
         raise ConfigError(f"[converge] window must be a fraction in (0, 1), got {cv.window}")
+    if cv.restarts < 0:
+        raise ConfigError(f"[converge] restarts must be >= 0, got {cv.restarts}")
+    if cv.save_interval < 0 or (cv.save_interval and c.checkpoint_interval % cv.save_interval):
+        raise ConfigError(f"[converge] save_interval must be 0 (use [campaign] save_interval) or divide [campaign] "
+                          f"checkpoint_interval = {c.checkpoint_interval}, got {cv.save_interval}")
+    if cv.save_interval and cv.method == "opes" and cv.save_interval % op.pace and op.pace % cv.save_interval:
+        raise ConfigError("[opes] pace and [converge] save_interval must divide one another")
+    if cv.save_interval and cv.method == "metadynamics" and (cv.save_interval % md_.frequency
+                                                             and md_.frequency % cv.save_interval):
+        raise ConfigError("[metadynamics] frequency and [converge] save_interval must divide one another")
 
 
 def load_config(path: str | Path) -> CampaignConfig:

@@ -13,6 +13,17 @@ Below ``tolerance`` (kJ/mol) the run stops (``end.json`` reason ``converged``); 
 :func:`convergence_history` (the report plots it).
 
 The criterion measures stability, not correctness: a barrier never crossed in the converge run gives no drift.
+
+Going back to exploration. The frozen encoder is only trustworthy where it was trained. When a committed segment
+of the converge run has more than ``[ood] retrain_fraction`` of its frames flagged out of distribution by the OOD
+guard (reconstruction error above ``[ood] threshold`` × its training 99th percentile — what a basin the encoder
+never saw looks like, e.g. C7ax of alanine dipeptide reached for the first time in the converge run), the attempt
+ends (``end.json`` reason :data:`RESTART_REASON`), the encoder retrains on all frames so far, including the
+attempt's, and a new converge attempt starts in the next round with that encoder (:func:`converge_end_check`). The
+final estimate uses the last attempt's frames only; earlier attempts' frames are kept out (``excluded`` code
+``converge-restarted``) and listed in ``weights.json`` with the reason. ``[converge] restarts`` bounds the number of
+restarts and all attempts share the ``max_steps`` budget: an attempt may end for retraining only while the budget
+left after it still covers ``min_steps`` (:func:`latentbias.campaign.plan.converge_attempt_budget`).
 """
 
 from __future__ import annotations
@@ -31,7 +42,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["latent_fes_drift", "convergence_check", "convergence_history"]
+__all__ = ["RESTART_REASON", "latent_fes_drift", "convergence_check", "converge_end_check", "restarted",
+           "convergence_history"]
+
+#: ``end.json`` reason of a converge attempt that went back to retraining (the exploration rounds' OOD reason)
+RESTART_REASON = "ood"
 
 
 def _fes(z: np.ndarray, logw: np.ndarray, edges: list[np.ndarray], kt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +131,33 @@ def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committ
     logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)",
                 steps, n_used, drift, c.tolerance)
     return "converged" if np.isfinite(drift) and drift < c.tolerance else None
+
+
+def restarted(run_dir: RunDir, r: int) -> bool:
+    """Whether round r is a converge attempt that ended to retrain (:data:`RESTART_REASON`)."""
+    if not run_dir.plan_file(r).is_file() or not run_dir.read_plan(r).get("converge", False):
+        return False
+    end = run_dir.round_end(r)
+    return end is not None and end["reason"] == RESTART_REASON
+
+
+def converge_end_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int) -> str | None:
+    """Why the converge attempt in round r ends after ``n_committed`` segments, or None to go on:
+    :data:`RESTART_REASON` when the last segment's fraction of out-of-distribution frames exceeds ``[ood]
+    retrain_fraction`` and the plan still allows a restart (``restart_segments``), else
+    :func:`convergence_check`. Deterministic in the committed segments (safe to re-run on resume)."""
+    plan = run_dir.read_plan(r)
+    if 0 < n_committed <= int(plan.get("restart_segments", 0)):
+        ood = np.asarray(run_dir.read_segment(r, n_committed - 1)["ood"], dtype=bool)
+        frac = float(ood.mean()) if len(ood) else 0.0
+        if frac > config.ood.retrain_fraction:
+            logger.warning("converge attempt %d (round %d): %.0f %% of segment %d's frames are out of the frozen "
+                           "encoder's training distribution (> %.0f %%): back to retraining, then a new converge "
+                           "attempt; this attempt's frames are kept out of the final estimate",
+                           int(plan.get("attempt", 0)), r, 100 * frac, n_committed - 1,
+                           100 * config.ood.retrain_fraction)
+            return RESTART_REASON
+    return convergence_check(run_dir, config, r, n_committed)
 
 
 def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int) -> dict[str, np.ndarray]:

@@ -5,7 +5,9 @@ is biased in the latent space of the model trained after round r-1, with the rou
 before its planned length when the OOD guard calls for retraining (``end.json``). With ``[converge] enabled`` a
 last round R — the converge phase — runs with the encoder of round R-1 frozen (no train phase) until its
 estimate stops drifting or its budget is spent (:mod:`latentbias.campaign.converge`); its weights phase writes
-the final estimate (:mod:`latentbias.campaign.weights`). Each phase lives
+the final estimate (:mod:`latentbias.campaign.weights`). When the frozen encoder meets out-of-distribution frames
+the converge attempt ends, trains like an exploration round, and a new attempt runs in round R + 1 (up to
+``[converge] restarts`` times; the final estimate uses the last attempt only). Each phase lives
 in its own module; this one only orders them and holds what they share (configuration, run directory, system,
 featurizer, the models of finished rounds):
 
@@ -37,7 +39,7 @@ import numpy as np
 from ..features import build_featurizer
 from .config import CampaignConfig
 from .plan import n_segments, plan_round
-from .converge import convergence_check, convergence_history
+from .converge import converge_end_check, convergence_history, restarted
 from .extend import assess_change, reconcile_config
 from .records import frame_boxes, load_frames
 from .rundir import RunDir
@@ -154,13 +156,20 @@ class Campaign:
 
     @property
     def converge_round(self) -> int | None:
-        """Index of the converge phase's round (``[campaign] rounds``), or None without one."""
-        return self.cfg.campaign.rounds if self.cfg.converge.enabled else None
+        """Index of the converge phase's current (finally: last) attempt — ``[campaign] rounds``, plus one per
+        attempt that went back to retraining — or None without a converge phase."""
+        if not self.cfg.converge.enabled:
+            return None
+        r = self.cfg.campaign.rounds
+        while restarted(self.run_dir, r):
+            r += 1
+        return r
 
     @property
     def last_round(self) -> int:
-        """Index of the campaign's last round (the converge phase when there is one)."""
-        return self.cfg.campaign.rounds - 1 + int(self.cfg.converge.enabled)
+        """Index of the campaign's last round (the converge phase's last attempt when there is one)."""
+        r = self.converge_round
+        return self.cfg.campaign.rounds - 1 if r is None else r
 
     def encoder_round(self, r: int) -> int:
         """The round whose model encodes frames after round r (the frozen one for the converge phase)."""
@@ -206,8 +215,9 @@ class Campaign:
             n_seg = 1
         elif r == self.converge_round:
             n_seg = simulate_round(self, r, int(progress["segments"]),
-                                   lambda n: convergence_check(self.run_dir, self.cfg, r, n))
-            return {"round": r, "phase": "weights", "segments": n_seg, "finished": False}
+                                   lambda n: converge_end_check(self.run_dir, self.cfg, r, n))
+            if not restarted(self.run_dir, r):
+                return {"round": r, "phase": "weights", "segments": n_seg, "finished": False}
         else:
             n_seg = simulate_round(self, r, int(progress["segments"]))
         return {"round": r, "phase": "train", "segments": n_seg, "finished": False}
@@ -230,5 +240,6 @@ class Campaign:
         write_weights(self.run_dir, self.cfg, r, frames, encode)
         last = r >= self.last_round
         logger.info("%s done", "converge phase" if r == self.converge_round
+                    else f"converge attempt in round {r} (ended to retrain)" if restarted(self.run_dir, r)
                     else f"round {r} (rounds 0-{self.cfg.campaign.rounds - 1})")
         return {"round": r if last else r + 1, "phase": "done" if last else "plan", "segments": 0, "finished": last}

@@ -12,7 +12,9 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
 * the converge phase (round ``[campaign] rounds``, when ``[converge] enabled``): ``converge = true``,
   ``strategy`` = ``[converge] method``, ``model_round`` (the frozen encoder: the last exploration round's),
   ``variables``, and ``segments`` = the budget ``max_steps`` / ``checkpoint_interval`` (the run may stop earlier:
-  ``end.json``);
+  ``end.json``); ``attempt`` and ``restart_segments`` (:func:`converge_attempt_budget`): an attempt whose frozen
+  encoder meets out-of-distribution frames goes back to retraining, and the next attempt (round r + 1, encoder of
+  round r) gets what is left of the budget;
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
   space), ``start_frames`` (index, among all frames of the earlier rounds, of the frame nearest each target) and
   ``schedule`` (:func:`frontier_schedule`).
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["n_segments", "plan_round", "metadynamics_variables", "carried_bias", "frontier_schedule"]
+__all__ = ["n_segments", "plan_round", "converge_attempt_budget", "metadynamics_variables", "carried_bias",
+           "frontier_schedule"]
 
 INITIAL_BIAS = "initial_bias.npz"
 
@@ -49,6 +52,22 @@ def n_segments(config: CampaignConfig, r: int) -> int:
         return config.converge.max_steps // c.checkpoint_interval
     steps = c.round0_steps if r == 0 else c.steps_per_round
     return steps // c.checkpoint_interval
+
+
+def converge_attempt_budget(campaign: Campaign, r: int) -> dict[str, int]:
+    """Budget of the converge attempt in round r (rounds ``[campaign] rounds``, +1, ... when earlier attempts went
+    back to retraining, see :mod:`latentbias.campaign.converge`): ``attempt`` (0 for the first), ``segments`` (the
+    ``max_steps`` budget less what earlier attempts used, at least ``min_steps``) and ``restart_segments`` (after
+    how many committed segments at most the attempt may still end for retraining: only while restarts remain and
+    the budget left after it still holds ``min_steps`` for a new attempt; 0 = never)."""
+    cfg = campaign.cfg
+    c, ckpt = cfg.converge, cfg.campaign.checkpoint_interval
+    attempt = r - cfg.campaign.rounds
+    used = sum(campaign.run_dir.round_segments(q) for q in range(cfg.campaign.rounds, r)) * ckpt
+    segments = max(c.max_steps - used, c.min_steps, ckpt) // ckpt
+    may = attempt < c.restarts and cfg.ood.action == "retrain"
+    restart_segments = max(0, (c.max_steps - c.min_steps - used) // ckpt) if may else 0
+    return {"attempt": attempt, "segments": int(segments), "restart_segments": int(min(restart_segments, segments))}
 
 
 def metadynamics_variables(config: CampaignConfig, z_min: np.ndarray, z_max: np.ndarray,
@@ -99,7 +118,8 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
     if r == 0:
         plan["strategy"] = "given" if cfg.campaign.round0_trajectories else "unbiased"
     elif r >= cfg.campaign.rounds:  # the converge phase: the last encoder, frozen
-        plan.update(strategy=cfg.converge.method, converge=True, model_round=r - 1)
+        plan.update(strategy=cfg.converge.method, converge=True, model_round=r - 1,
+                    **converge_attempt_budget(campaign, r))
         info = campaign.model(r - 1).info
         section = "opes" if cfg.converge.method == "opes" else "metadynamics"
         plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"], section)

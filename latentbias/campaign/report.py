@@ -333,7 +333,9 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         h = info["history"]
         val = (h["val_loss"] or h["train_loss"])[info["best_epoch"]]
         n_r = int(np.count_nonzero(rounds == r))
-        sim_ps = n_r * cfg.campaign.save_interval * cfg.md.timestep / 1000.0
+        from .simulate import frame_interval
+
+        sim_ps = n_r * frame_interval(cfg, plan) * cfg.md.timestep / 1000.0
         align = info.get("alignment", {}).get("r2")
         lines.append(f"| {r} | {plan['strategy']} | {n_r} | {sim_ps:.1f} | {val:.4g} | "
                      f"{'—' if align is None else f'{align:.3f}'} | {int(frames['ood'][rounds == r].sum())} | "

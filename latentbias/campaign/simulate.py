@@ -26,6 +26,7 @@ from .rundir import RunDirError
 from .seeds import RoundSeeds
 
 if TYPE_CHECKING:
+    from .config import CampaignConfig
     from .loop import Campaign
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         sim.context.setPositions(_start_positions(campaign, r) * unit.nanometer)
         sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
     c = cfg.campaign
-    per_seg = c.checkpoint_interval // c.save_interval
+    save = frame_interval(cfg, plan)
+    per_seg = c.checkpoint_interval // save
     bar = tqdm(total=n_seg * c.checkpoint_interval, initial=committed * c.checkpoint_interval,
                desc=f"round {r} {plan['strategy']}", unit="step", disable=(not campaign.progress) or None, leave=False)
     t0 = time.perf_counter()
@@ -116,13 +118,13 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         bias.begin_segment(k, sim)
         recorder = SegmentRecorder()
         for _ in range(per_seg):
-            bias.step(sim, c.save_interval)
+            bias.step(sim, save)
             state = sim.context.getState(getPositions=True)
             xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
             box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
             recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
                             bias.observe(sim, xyz, None if box is None else np.asarray(box)), box)
-            bar.update(c.save_interval)
+            bar.update(save)
         columns = recorder.columns(bias.kind_of_segment(k))
         columns.update(bias.segment_extras())
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,
@@ -163,6 +165,14 @@ def restore_state(campaign: Campaign, sim: Any, r: int, k: int) -> None:
     logger.warning("round %d continues on the %s platform from the platform-independent state after segment %d "
                    "(the checkpoint was written by another platform): positions, velocities and step are kept, the "
                    "integrator's random stream restarts", r, platform, k)
+
+
+def frame_interval(config: CampaignConfig, plan: dict[str, Any]) -> int:
+    """Steps between saved frames of a round: ``[converge] save_interval`` in the converge phase when set (more
+    frames for the final estimate at no extra simulated time), else ``[campaign] save_interval``."""
+    if plan.get("converge", False) and config.converge.save_interval:
+        return int(config.converge.save_interval)
+    return int(config.campaign.save_interval)
 
 
 def _end_round(campaign: Campaign, r: int, n_seg: int, reason: str) -> int:

@@ -21,7 +21,11 @@ estimate (``logweight = −inf``) with the reason recorded per frame (the ``excl
 * ``exploration`` — once a converge phase has run, the exploration rounds (each with its own encoder and a bias
   still growing fast) are left out: the final estimate comes from the converge phase alone;
 * ``burn-in`` — the first ``[converge] burn_in`` fraction of the converge phase, while its bias is still far from
-  quasi-static.
+  quasi-static;
+* ``converge-restarted`` — a converge attempt whose frozen encoder met out-of-distribution frames (a new basin) and
+  that went back to retraining (:mod:`latentbias.campaign.converge`): its bias acted in an encoder that did not
+  describe the region reached, so only the last attempt, in the retrained encoder, enters the final estimate.
+  Until then (the weights written after such an attempt) its frames are treated like an exploration round's.
 
 Why not TRAM: TRAM (deeptime) could use releases and round 0 through their transition counts between latent
 microstates, but its answer depends on a latent discretisation and on local equilibrium within each microstate,
@@ -69,12 +73,12 @@ from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BiasState", "EXCLUSIONS", "frame_exclusions", "bias_states", "cross_round_logweights",
+__all__ = ["BiasState", "EXCLUSIONS", "frame_exclusions", "read_plans", "bias_states", "cross_round_logweights",
            "converge_logweights", "reduced_potential_matrix", "write_weights"]
 
 #: ``excluded`` column codes: 0 = in the estimate, else the reason the frame is kept out (module docstring)
 EXCLUSIONS = {0: "used", 1: "round0-unbiased", 2: "frontier-pull", 3: "frontier-release", 4: "bias-off",
-              5: "exploration", 6: "burn-in"}
+              5: "exploration", 6: "burn-in", 7: "converge-restarted"}
 _CODE = {v: k for k, v in EXCLUSIONS.items()}
 
 
@@ -108,6 +112,8 @@ def frame_exclusions(frames: dict[str, np.ndarray], plans: dict[int, dict[str, A
         elif strategy == "frontier":
             out[sel & (kind == KIND_RESTRAINT)] = _CODE["frontier-pull"]
             out[sel & (kind != KIND_RESTRAINT)] = _CODE["frontier-release"]
+        elif converge and plans[int(r)].get("converge_restarted", False):
+            out[sel] = _CODE["converge-restarted"]
         elif converge and r not in converge:
             out[sel] = _CODE["exploration"]
         else:
@@ -277,6 +283,40 @@ def _mbar_all(states: list[BiasState], state_of_frame: np.ndarray, encode: Calla
                   "ess": effective_sample_size(logw)}
 
 
+def read_plans(run_dir: RunDir, rounds: Any) -> dict[int, dict[str, Any]]:
+    """Plans of ``rounds``; a converge attempt that went back to retraining (:func:`~latentbias.campaign.converge.
+    restarted`) is marked ``converge_restarted`` and no longer ``converge``: from then on it counts as an
+    exploration round whose frames are kept out of the final estimate."""
+    from .converge import restarted
+
+    plans = {int(q): run_dir.read_plan(int(q)) for q in rounds}
+    for q, plan in plans.items():
+        if plan.get("converge", False) and restarted(run_dir, q):
+            plans[q] = {**plan, "converge": False, "converge_restarted": True}
+    return plans
+
+
+def _attempts(run_dir: RunDir, plans: dict[int, dict[str, Any]], frames: dict[str, np.ndarray],
+              final: int) -> list[dict[str, Any]]:
+    """One record per converge attempt up to round ``final``: round, encoder round, simulated ps, how it ended and
+    its largest per-segment OOD fraction."""
+    out = []
+    for q, plan in sorted(plans.items()):
+        if not (plan.get("converge", False) or plan.get("converge_restarted", False)):
+            continue
+        sel = frames["round"] == q
+        seg, ood = frames["segment"][sel], np.asarray(frames["ood"][sel], dtype=float)
+        worst = max((float(ood[seg == k].mean()) for k in np.unique(seg)), default=0.0)
+        end = run_dir.round_end(q)
+        t = frames["time_ps"][sel]
+        out.append({"round": q, "attempt": int(plan.get("attempt", 0)), "model_round": int(plan["model_round"]),
+                    "ps": float(t.max() - t.min()) if len(t) else 0.0,
+                    "ended": ("retrain (out-of-distribution frames)" if plan.get("converge_restarted", False)
+                              else (end["reason"] if end is not None else "budget")),
+                    "max_segment_ood_fraction": worst, "in_estimate": q == final})
+    return out
+
+
 def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
                 config: CampaignConfig) -> tuple[list[BiasState], np.ndarray]:
     """The bias state of every frame of a campaign.
@@ -300,7 +340,7 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
     states: list[BiasState] = [BiasState("unbiased")]
     index: dict[tuple, int] = {("unbiased",): 0}
     state_of = np.zeros(len(frames["step"]), dtype=int)
-    plans = {int(r): run_dir.read_plan(int(r)) for r in np.unique(frames["round"])}
+    plans = read_plans(run_dir, np.unique(frames["round"]))
     excluded = frame_exclusions(frames, plans)
     for n in range(len(state_of)):
         kind, r, k = int(frames["kind"][n]), int(frames["round"][n]), int(frames["segment"][n])
@@ -355,7 +395,7 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
     dict
         The content of ``weights.json``.
     """
-    plans = {q: run_dir.read_plan(q) for q in range(r + 1)}
+    plans = read_plans(run_dir, range(r + 1))
     final = bool(plans[r].get("converge", False))
     temperature = config.md.temperature
     if final:
@@ -374,6 +414,19 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
             "ess": effective_sample_size(logw[np.isfinite(logw)]) if np.isfinite(logw).any() else 0.0}
         end = run_dir.round_end(r)
         info["converge_end"] = end["reason"] if end is not None else "budget"
+        info["converge_attempts"] = _attempts(run_dir, plans, frames, r)
+        worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
+        if worst > config.ood.retrain_fraction:
+            info["warning"] = (
+                f"the frozen encoder of the estimate (round {plans[r]['model_round']}) met out-of-distribution "
+                f"frames: up to {100 * worst:.0f} % of a converge segment (> [ood] retrain_fraction = "
+                f"{100 * config.ood.retrain_fraction:.0f} %) and no restart was left ([converge] restarts = "
+                f"{config.converge.restarts}, or the budget left was below min_steps); the estimate may be biased")
+            logger.warning("final estimate: %s", info["warning"])
+        info["frames_used_why"] = (
+            f"frames of the converge attempt in round {r} (encoder of round {plans[r]['model_round']}, frozen) "
+            f"after its burn-in; exploration rounds, round 0 and earlier converge attempts that went back to "
+            f"retraining are kept out (see frames_excluded and converge_attempts)")
         z_latest = encode(int(plans[r]["model_round"]))
     else:
         states, state_of = bias_states(frames, run_dir, config)
