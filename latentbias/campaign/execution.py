@@ -158,9 +158,11 @@ class WalkerPool:
                 logger.info("connected to the Dask scheduler at %s", e.scheduler)
         return self._client
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any:
-        """Submit ``fn(*args)`` as one walker task (a ``distributed.Future``)."""
-        return self.client().submit(fn, *args, key=key, pure=False, resources=self._resources())
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, worker: str | None = None) -> Any:
+        """Submit ``fn(*args)`` as one walker task (a ``distributed.Future``), preferably on ``worker`` (the
+        address of the worker that ran the walker's previous segment; any other may take it)."""
+        where = {"workers": [worker], "allow_other_workers": True} if worker else {}
+        return self.client().submit(fn, *args, key=key, pure=False, resources=self._resources(), **where)
 
     def close(self) -> None:
         """Close the client and stop the cluster the campaign started (a ``dask`` scheduler keeps running)."""

@@ -180,6 +180,28 @@ class SegmentResult:
     host: str
     pid: int
     seconds: float
+    worker: str | None = None
+    continued: bool = False
+
+
+@dataclass
+class _Live:
+    """The simulation a worker process ran last, kept to continue it without a rebuild when the same walker's
+    next segment comes to the same process."""
+
+    key: tuple[str, str, int, int]
+    k: int
+    system: Any
+    bias: RoundBias
+    sim: Any
+    checkpoint: bytes
+    bias_state: dict[str, bytes]
+
+
+#: per worker process: its last simulation. Continuing it is identical to restoring the committed checkpoint and
+#: bias state, and used only when those are byte for byte what it produced and no other simulation ran since (the
+#: Reference platform's random number generator is per process; its state is part of the checkpoint).
+_LIVE: list[_Live | None] = [None]
 
 
 class _WorkerView:
@@ -279,14 +301,24 @@ def run_segment(task: SegmentTask) -> SegmentResult:
     e = cfg.execution
     torch.set_num_threads(e.threads_per_walker)
     view = _view(task.rundir, cfg)
-    plan = view.run_dir.read_plan(r)
-    system, bias = _build_bias(view, cfg, plan, r, w, lambda: view.earlier_positions(r))
+    key = (str(Path(task.rundir).resolve()), repr(cfg), r, w)
+    live, _LIVE[0] = _LIVE[0], None  # taken: if this segment fails, no half-run simulation is left to continue
+    continued = (live is not None and live.key == key and live.k == k - 1 and live.checkpoint == task.checkpoint
+                 and live.bias_state == task.bias_state)
     seeds = RoundSeeds(cfg.md.seed, r).for_walker(w)
-    properties = walker_platform_properties(e, cfg.md.platform, cfg.md.platform_properties, w)
-    sim = make_simulation(view, system, seeds.integrator, properties)
+    if continued:
+        system, bias, sim = live.system, live.bias, live.sim
+    else:
+        live = None
+        plan = view.run_dir.read_plan(r)
+        system, bias = _build_bias(view, cfg, plan, r, w, lambda: view.earlier_positions(r))
+        properties = walker_platform_properties(e, cfg.md.platform, cfg.md.platform_properties, w)
+        sim = make_simulation(view, system, seeds.integrator, properties)
     with tempfile.TemporaryDirectory(prefix="latentbias-walker-") as tmp:
         prefix = Path(tmp) / "state"
-        if task.checkpoint is not None:
+        if continued:  # the committed state is this process's live simulation: nothing to restore
+            logger.debug("walker %d segment %d continues the live simulation", w, k)
+        elif task.checkpoint is not None:
             sim.context.loadCheckpoint(task.checkpoint)
             if task.bias_state:
                 for suffix, data in task.bias_state.items():
@@ -312,10 +344,21 @@ def run_segment(task: SegmentTask) -> SegmentResult:
         bias.save(out_prefix)
         state = {suffix: out_prefix.with_name(out_prefix.name + suffix).read_bytes() for suffix in (".npz", ".json")
                  if out_prefix.with_name(out_prefix.name + suffix).is_file()}
-    return SegmentResult(walker=w, columns=columns, checkpoint=sim.context.createCheckpoint(), bias_state=state,
+    checkpoint = sim.context.createCheckpoint()
+    _LIVE[0] = _Live(key, k, system, bias, sim, checkpoint, state)
+    return SegmentResult(walker=w, columns=columns, checkpoint=checkpoint, bias_state=state,
                          share=shared.walkerContribution() if shared is not None else None,
                          grid_start=grid_start, grid_end=grid_end, host=socket.gethostname(), pid=os.getpid(),
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, worker=_worker_address(), continued=continued)
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -384,14 +427,15 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
             return _end_round(campaign, r, committed, reason)
     shares = _read_shares(run_dir, r, committed - 1) if committed > 0 else dict(carried)
     token = uuid.uuid4().hex[:8]
+    home: dict[int, str | None] = {}  # worker that ran each walker's last segment (and may continue it)
     t0 = time.perf_counter()
     for k in range(committed, n_seg):
         tasks = [SegmentTask(rundir=str(run_dir.path), config=cfg, r=r, k=k, walker=w,
                              checkpoint=walker_checkpoint_file(run_dir, r, k - 1, w).read_bytes() if k else None,
                              bias_state=_read_bias_state(run_dir, r, k - 1, w) if k else {}, shares=shares)
                  for w in range(n_walkers)]
-        futures = [pool.submit(run_segment, t, key=f"latentbias-r{r:03d}-k{k:05d}-w{t.walker:02d}-{token}")
-                   for t in tasks]
+        futures = [pool.submit(run_segment, t, key=f"latentbias-r{r:03d}-k{k:05d}-w{t.walker:02d}-{token}",
+                               worker=home.get(t.walker)) for t in tasks]
         results = sorted(_gather(pool, futures), key=lambda res: res.walker)
         columns = {name: np.concatenate([res.columns[name] for res in results]) for name in results[0].columns}
         new_shares = dict(carried)
@@ -404,8 +448,10 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
         _commit(run_dir, r, k, columns, results, new_shares,
                 {"round": r, "phase": "simulate", "segments": k + 1, "finished": False})
         shares = new_shares
+        home = {res.walker: res.worker for res in results}
         logger.info("round %d segment %d/%d: %d walkers committed (%s)", r, k + 1, n_seg, n_walkers,
-                    ", ".join(f"w{res.walker} {res.seconds:.1f} s on {res.host}:{res.pid}" for res in results))
+                    ", ".join(f"w{res.walker} {res.seconds:.1f} s on {res.host}:{res.pid}"
+                              f"{' (continued)' if res.continued else ''}" for res in results))
         if k + 1 < n_seg:
             reason = merged.end_reason(columns) or (end_check and end_check(k + 1))
             if reason:

@@ -1,0 +1,117 @@
+"""Throughput of parallel walkers: simulated ns per wall-clock hour, 1 walker (in process) vs N walkers on Dask.
+
+Runs the same small alanine-dipeptide campaign (vacuum, Reference platform, one unbiased round 0 and one
+metadynamics round 1 with the native LatentBiasForce) once with ``[execution] walkers = 1`` (the simulation runs
+in the campaign's process) and once with ``walkers = N`` (default 2) on an embedded LocalCluster of N worker
+processes, and prints the simulate phase of each round side by side: simulated time over all walkers, wall time,
+ns per wall hour and the ratio. The walker figures include everything the campaign pays for parallelism:
+cluster start-up (round 0), per-round system/model set-up on the workers, task transfer, the per-segment barrier
+and the driver's commits. Training and weighting (on the driver) are not counted: they are the same for both.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/walkers.py [--walkers 2] [--steps 20000] [--repeats 1]
+
+The machine's 1-minute load average is printed before and after each run: on a shared machine the ratio is only
+meaningful when the load stays below the number of cores minus the walkers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIG = """
+[system]
+testsystem = "alanine-dipeptide-vacuum"
+constraints = "HBonds"
+
+[md]
+platform = "Reference"
+temperature = 300.0
+timestep = 2.0
+seed = 11
+
+[features]
+kind = ["distances"]
+selection = "element != H"
+
+[model]
+latent_dim = 2
+hidden = [16, 16]
+epochs = 20
+patience = 10
+
+[campaign]
+rounds = 2
+round0_steps = {round0}
+steps_per_round = {steps}
+save_interval = 250
+checkpoint_interval = {checkpoint}
+strategy = "metadynamics"
+
+[execution]
+walkers = {walkers}
+"""
+
+
+def run(walkers: int, steps: int, checkpoint: int, folder: Path) -> list[dict[str, Any]]:
+    from latentbias.campaign.config import load_config
+    from latentbias.campaign.loop import Campaign
+
+    timings: list[dict[str, Any]] = []
+
+    class Timed(Campaign):
+        def _simulate(self, r: int, progress: dict[str, Any]) -> dict[str, Any]:
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            out = super()._simulate(r, progress)
+            n_steps = self.cfg.campaign.round0_steps if r == 0 else self.cfg.campaign.steps_per_round
+            timings.append({"round": r, "walkers": walkers, "wall_s": time.perf_counter() - t0,
+                            "sim_ns": walkers * n_steps * self.cfg.md.timestep * 1e-6, "load_before": load,
+                            "load_after": os.getloadavg()[0]})
+            return out
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.toml").write_text(CONFIG.format(round0=steps // 2, steps=steps, checkpoint=checkpoint,
+                                                      walkers=walkers))
+    Timed(load_config(folder / "config.toml"), folder / "run", progress=False).run()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--walkers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20000, help="MD steps of round 1 per walker (round 0: half)")
+    parser.add_argument("--checkpoint", type=int, default=5000, help="steps per checkpoint segment")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+
+    import openmm
+
+    import latentbias
+
+    print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}; {platform.node()}, {os.cpu_count()} cores; "
+          f"latentbias {latentbias.__version__}, OpenMM {openmm.__version__}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="latentbias-walkers-bench-") as tmp:
+        for rep in range(args.repeats):
+            for n in (1, args.walkers):
+                rows += run(n, args.steps, args.checkpoint, Path(tmp) / f"w{n}_{rep}")
+    print(f"{'round':>5} {'walkers':>7} {'sim ps':>8} {'wall s':>8} {'ns/hour':>8} {'vs 1':>6} {'load before/after':>18}")
+    for row in rows:
+        base = [b for b in rows if b["round"] == row["round"] and b["walkers"] == 1]
+        rate = row["sim_ns"] / row["wall_s"] * 3600
+        ref = sum(b["sim_ns"] / b["wall_s"] * 3600 for b in base) / len(base)
+        print(f"{row['round']:>5} {row['walkers']:>7} {row['sim_ns'] * 1000:>8.1f} {row['wall_s']:>8.1f} {rate:>8.2f} "
+              f"{rate / ref:>6.2f} {row['load_before']:>8.2f} / {row['load_after']:<8.2f}")
+
+
+if __name__ == "__main__":
+    main()
