@@ -6,9 +6,12 @@ Dask worker processes (a few seconds each on a loaded 2-core machine); every clu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -52,6 +55,20 @@ def no_dask_processes_left() -> bool:
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
             and "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's tracker lives until we exit
     return not left
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 worker processes owned by the tests (campaigns reach it with executor = "dask")."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +131,8 @@ def _kill_a_worker_mid_segment(client, pids: dict[str, int], pattern: re.Pattern
         time.sleep(0.01)
 
 
-def test_worker_killed_mid_segment_costs_only_that_segment(straight, tmp_path):
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(cluster)
+def test_worker_killed_mid_segment_costs_only_that_segment(straight, cluster, tmp_path):
+    client = cluster
     done, killed = threading.Event(), {}
     try:
         pids = client.run(os.getpid)
@@ -126,15 +140,13 @@ def test_worker_killed_mid_segment_costs_only_that_segment(straight, tmp_path):
         pattern = re.compile(r"latentbias-r001-k0000[12]-w0[01]-")
         killer = threading.Thread(target=_kill_a_worker_mid_segment, args=(client, pids, pattern, done, killed))
         killer.start()
-        rundir = run(tmp_path / "killed", f'executor = "dask"\nscheduler = "{cluster.scheduler_address}"\n')
+        rundir = run(tmp_path / "killed", f'executor = "dask"\nscheduler = "{client.scheduler.address}"\n')
         done.set()
         killer.join()
         assert killed, "the worker was not killed during a segment (the round finished first)"
         assert killed["pid"] not in client.run(os.getpid).values()  # it is gone (the nanny started a new one)
     finally:
         done.set()
-        client.close()
-        cluster.close()
     a, b = frames(straight), frames(rundir)
     assert a["positions"].tobytes() == b["positions"].tobytes()  # nothing lost, nothing repeated, same frames
     for key in ("bias_kjmol", "ct_kjmol", "walker", "step", "segment"):
@@ -144,7 +156,52 @@ def test_worker_killed_mid_segment_costs_only_that_segment(straight, tmp_path):
     log = (rundir / "campaign.log").read_text()
     line = re.search(rf"round 1 segment {k + 1}/\d+: 2 walkers committed \((.*)\)", log).group(1)
     assert f":{killed['pid']}" not in line.split(",")[w]
-    assert no_dask_processes_left()
+
+
+RUNNER = """
+import sys
+from latentbias.campaign.config import load_config
+from latentbias.campaign.loop import Campaign
+if __name__ == "__main__":
+    Campaign(load_config(sys.argv[1]), sys.argv[2], progress=False).run()
+"""
+
+
+def test_driver_killed_mid_round_resumes_to_the_same_frames(straight, cluster, tmp_path):
+    """SIGKILL the campaign process (the driver) in the middle of round 1, rerun the same command: the finished
+    run holds exactly the frames of the uninterrupted one and no file of the interrupted commit."""
+    config = make(tmp_path, f'executor = "dask"\nscheduler = "{cluster.scheduler.address}"\n')
+    (tmp_path / "runner.py").write_text(RUNNER)
+    rundir = tmp_path / "run"
+    cmd = [sys.executable, str(tmp_path / "runner.py"), str(config), str(rundir)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    progress_file, at = rundir / "progress.json", None
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            progress = json.loads(progress_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            progress = {}
+        if progress.get("round") == 1 and progress.get("phase") == "simulate" and progress.get("segments", 0) >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            at = progress["segments"]
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert at is not None and at < STEPS // CHECKPOINT, f"not killed mid-round: {proc.stderr.read().decode()[-2000:]}"
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    a, b = frames(straight), frames(rundir)
+    assert a["positions"].tobytes() == b["positions"].tobytes()
+    np.testing.assert_array_equal(a["segment"], b["segment"])
+    assert "resuming" in (rundir / "campaign.log").read_text()
+    names = sorted(p.name for p in (rundir / "round_001").iterdir())
+    last = STEPS // CHECKPOINT - 1  # only the last segment's walker files remain
+    assert [n for n in names if re.match(r"(chk|bias|share)_", n)] == sorted(
+        [f"bias_{last:05d}_w0{w}.{x}" for w in (0, 1) for x in ("json", "npz")]
+        + [f"chk_{last:05d}_w0{w}.chk" for w in (0, 1)] + [f"share_{last:05d}.npz"])
 
 
 def test_walker_seeds_are_distinct_and_leave_one_walker_streams_unchanged():
@@ -208,3 +265,22 @@ def test_missing_dask_jobqueue_is_a_clear_error(monkeypatch):
     cfg = from_dict({**BASE, "execution": {"walkers": 2, "executor": "jobqueue"}})
     with pytest.raises(ImportError, match="pip install dask-jobqueue"):
         WalkerPool(cfg.execution).client()
+
+
+def test_readme_slurm_example_config_builds_the_job_script():
+    """examples/ala2_campaign_slurm.toml (the README's SLURM config) loads and gives a job script with one GPU and
+    one walker slot per job (dask-jobqueue builds the script without a batch system; nothing is submitted)."""
+    pytest.importorskip("dask_jobqueue")
+    from latentbias.campaign.execution import _jobqueue_cluster
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "examples" / "ala2_campaign_slurm.toml")
+    assert cfg.md.platform == "CUDA" and cfg.execution.walkers == 8 and cfg.execution.executor == "jobqueue"
+    assert "[execution.cluster]" in (root / "README.md").read_text()
+    cluster = _jobqueue_cluster(cfg.execution)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH --gres=gpu:1" in script and "#SBATCH -p gpu" in script
+    assert "--resources walker=1" in script

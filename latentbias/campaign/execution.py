@@ -15,8 +15,8 @@ A campaign with ``[execution] walkers = N > 1`` runs every round as N walkers in
 ``executor = "jobqueue"``
     a batch-system cluster of ``dask-jobqueue`` (``cluster_class``: ``SLURMCluster``, ``PBSCluster``,
     ``LSFCluster``, ``SGECluster``, ``HTCondorCluster``, ``OARCluster``, ``MoabCluster``) built with the keyword
-    arguments of the ``[execution.cluster]`` table and scaled to ``jobs`` batch jobs (default: one per walker);
-    the campaign's process runs the scheduler, the jobs run the workers. ``dask-jobqueue`` is an optional
+    arguments of the ``[execution.cluster]`` table, kept at ``jobs`` batch jobs (default: one per walker; a job
+    that ends or fails is replaced); the campaign's process runs the scheduler, the jobs run the workers. ``dask-jobqueue`` is an optional
     dependency (``pip install latentbias[cluster]``).
 
 Resources per walker: ``threads_per_walker`` CPU threads (OpenMM's CPU platform ``Threads`` and torch's intra-op
@@ -149,7 +149,8 @@ class WalkerPool:
                 logger.info("started a local Dask cluster: %d worker processes for %d walkers", n, e.walkers)
             elif e.executor == "jobqueue":
                 self._cluster = _jobqueue_cluster(e)
-                self._cluster.scale(jobs=e.jobs or e.walkers)
+                n_jobs = e.jobs or e.walkers
+                self._cluster.adapt(minimum_jobs=n_jobs, maximum_jobs=n_jobs)  # a job that ends is replaced
                 logger.info("started a dask-jobqueue %s, %d jobs requested", e.cluster_class, e.jobs or e.walkers)
             if self._cluster is not None:
                 self._client = Client(self._cluster)

@@ -108,13 +108,15 @@ def share_file(run_dir: RunDir, r: int, k: int) -> Path:
 
 
 def discard_uncommitted_walker_files(run_dir: RunDir, r: int, committed: int) -> list[Path]:
-    """Remove walker checkpoint/bias/share files of round r with segment index >= committed."""
+    """Remove walker checkpoint/bias/share files of round r except those of the last committed segment
+    (``committed`` - 1): later ones are leftovers of an interrupted commit, earlier ones of a driver killed
+    between a commit and the removal of the previous segment's files."""
     removed = []
     for p in run_dir.round_dir(r).iterdir():
         m = _WALKER_FILE.match(p.name)
         if m is None or (m.group(3) is None and m.group(1) != "share"):  # one-walker files: RunDir's business
             continue
-        if int(m.group(2)) >= committed:
+        if int(m.group(2)) != committed - 1:
             p.unlink()
             removed.append(p)
     return removed
