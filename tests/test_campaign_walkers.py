@@ -30,16 +30,26 @@ from latentbias.campaign.seeds import RoundSeeds
 STEPS, ROUND0, CHECKPOINT = 4000, 2000, 1000
 
 
-def make(folder: Path, execution: str = "") -> Path:
+OPES = """
+[opes]
+barrier = 15.0
+pace = 100
+sigma = 0.05
+grid_points = 50
+"""
+
+
+def make(folder: Path, execution: str = "", strategy: str = "metadynamics") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_toy_system(folder)
-    text = toy_config_text(rounds=2, steps=STEPS, round0=ROUND0, checkpoint=CHECKPOINT)
+    text = toy_config_text(rounds=2, steps=STEPS, round0=ROUND0, checkpoint=CHECKPOINT, strategy=strategy,
+                           extra=OPES if strategy == "opes" else "")
     (folder / "config.toml").write_text(text + "\n[execution]\nwalkers = 2\n" + execution)
     return folder / "config.toml"
 
 
-def run(folder: Path, execution: str = "") -> Path:
-    Campaign(load_config(make(folder, execution)), folder / "run", progress=False).run()
+def run(folder: Path, execution: str = "", strategy: str = "metadynamics") -> Path:
+    Campaign(load_config(make(folder, execution, strategy)), folder / "run", progress=False).run()
     return folder / "run"
 
 
@@ -116,6 +126,25 @@ def test_walkers_share_one_bias_and_each_frame_keeps_its_own_state(straight):
 
     info = json.loads((straight / "weights.json").read_text())
     assert info["after_round"] == 1 and info["n_states"] == 2 * n_seg
+
+
+def test_opes_walkers_start_every_segment_from_the_merged_bias(cluster, tmp_path):
+    """OPES walkers: each segment starts from the bias of all kernels deposited before it (the driver's merged
+    estimate), not from their own kernels counted twice or the others' missing."""
+    rundir = run(tmp_path / "opes", f'executor = "dask"\nscheduler = "{cluster.scheduler.address}"\n', "opes")
+    rd = RunDir(rundir)
+    previous = None
+    for k in range(rd.round_segments(1)):
+        seg = rd.read_segment(1, k)
+        assert np.all(seg["kind"] == 3)  # KIND_OPES
+        if previous is not None:
+            for w in range(2):
+                np.testing.assert_allclose(seg["walker_grid_start"][w], previous, rtol=0, atol=1e-9)
+            # the walkers' own views at the end differ (each has only its own kernels of the segment)
+            assert np.abs(seg["walker_grid_end"][0] - seg["walker_grid_end"][1]).max() > 1e-3
+        previous = seg["grid_end"]
+    f = frames(rundir)
+    assert np.all(f["ct_kjmol"][f["round"] == 1] != 0.0)  # every frame carries the c(t) of its own bias
 
 
 def _kill_a_worker_mid_segment(client, pids: dict[str, int], pattern: re.Pattern, done: threading.Event,

@@ -74,7 +74,7 @@ import numpy as np
 from ..io import atomic_write_bytes
 from .config import CampaignConfig
 from .execution import WalkerPool, walker_platform_properties
-from .roundbias import ROUND_BIASES, RoundBias, RoundSetup, walker_name
+from .roundbias import ROUND_BIASES, RoundBias, RoundSetup
 from .rundir import RunDir, RunDirError
 from .seeds import RoundSeeds
 from .simulate import _end_round, assemble_round, make_simulation, record_segment
@@ -184,6 +184,7 @@ class SegmentResult:
     seconds: float
     worker: str | None = None
     continued: bool = False
+    share_id: str | None = None
 
 
 @dataclass
@@ -351,7 +352,8 @@ def run_segment(task: SegmentTask) -> SegmentResult:
     return SegmentResult(walker=w, columns=columns, checkpoint=checkpoint, bias_state=state,
                          share=shared.walkerContribution() if shared is not None else None,
                          grid_start=grid_start, grid_end=grid_end, host=socket.gethostname(), pid=os.getpid(),
-                         seconds=time.perf_counter() - t0, worker=_worker_address(), continued=continued)
+                         seconds=time.perf_counter() - t0, worker=_worker_address(), continued=continued,
+                         share_id=shared.walkerId if shared is not None else None)
 
 
 def _worker_address() -> str | None:
@@ -442,7 +444,7 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
         columns = {name: np.concatenate([res.columns[name] for res in results]) for name in results[0].columns}
         new_shares = dict(carried)
         if merged_shared is not None:
-            new_shares.update({walker_name(res.walker): res.share for res in results})
+            new_shares.update({res.share_id: res.share for res in results})  # keyed as each walker names itself
             merged_shared.setOtherWalkers(new_shares)
             columns["grid_end"] = merged_shared.getBias()
             columns["walker_grid_start"] = np.stack([res.grid_start for res in results])
