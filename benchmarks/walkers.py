@@ -1,7 +1,8 @@
 """Throughput of parallel walkers: simulated ns per wall-clock hour, 1 walker (in process) vs N walkers on Dask.
 
-Runs the same small alanine-dipeptide campaign (vacuum, Reference platform, one unbiased round 0 and one
-metadynamics round 1 with the native LatentBiasForce) once with ``[execution] walkers = 1`` (the simulation runs
+Runs the same small alanine-dipeptide campaign (vacuum, Reference platform, aligned heavy-atom features and
+checkpoint segments as in examples/ala2_campaign.toml; one unbiased round 0 and one metadynamics round 1 with the
+native LatentBiasForce) once with ``[execution] walkers = 1`` (the simulation runs
 in the campaign's process) and once with ``walkers = N`` (default 2) on an embedded LocalCluster of N worker
 processes, and prints the simulate phase of each round side by side: simulated time over all walkers, wall time,
 ns per wall hour and the ratio. The walker figures include everything the campaign pays for parallelism:
@@ -38,7 +39,7 @@ timestep = 2.0
 seed = 11
 
 [features]
-kind = ["distances"]
+kind = ["aligned"]
 selection = "element != H"
 
 [model]
@@ -87,9 +88,10 @@ def run(walkers: int, steps: int, checkpoint: int, folder: Path) -> list[dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--walkers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=20000, help="MD steps of round 1 per walker (round 0: half)")
-    parser.add_argument("--checkpoint", type=int, default=5000, help="steps per checkpoint segment")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=100000, help="MD steps of round 1 per walker (round 0: half)")
+    parser.add_argument("--checkpoint", type=int, default=25000,
+                        help="steps per checkpoint segment (examples/ala2_campaign.toml: 25000)")
+    parser.add_argument("--repeats", type=int, default=2, help="1-walker and N-walker runs alternate")
     args = parser.parse_args()
 
     import openmm

@@ -15,7 +15,8 @@ phase          module                                     writes
 ``plan``       :mod:`latentbias.campaign.plan`            ``plan.json`` (+ ``initial_bias.npz``)
 ``simulate``   :mod:`latentbias.campaign.simulate`,       ``seg_*.npz``, checkpoints, ``frames.dcd``,
                :mod:`latentbias.campaign.roundbias`,      ``end.json`` (ended early)
-               :mod:`latentbias.campaign.converge`
+               :mod:`latentbias.campaign.converge`,
+               :mod:`latentbias.campaign.walkers`         (``[execution] walkers`` > 1: parallel walkers on Dask)
 ``train``      :mod:`latentbias.campaign.train`           ``model.pt``, ``model_state.npz``, ``model.json``
 ``weights``    :mod:`latentbias.campaign.weights`         ``weights.json``, ``weights.csv``, ``frames.csv``
 =============  =========================================  =============================================

@@ -34,6 +34,9 @@ shared-directory protocol (``biasDir``), is deliberate:
 The price: a walker sees the others' deposits up to one checkpoint segment late (choose ``checkpoint_interval``
 accordingly), and each segment ends with a barrier (walkers of equal speed lose little).
 
+Budgets count per walker: a round's ``steps_per_round``, the converge phase's ``min_steps`` / ``max_steps`` and
+its drift check all refer to one walker's simulated time (the round samples N times as much).
+
 Frontier rounds: the plan's targets are dealt to the walkers (``walker_schedules``,
 :func:`latentbias.campaign.plan.walker_frontier_schedules`). Seeds: walker w draws its integrator and velocity
 seeds from its own ``numpy.random.SeedSequence`` child (:meth:`~latentbias.campaign.seeds.RoundSeeds.for_walker`).
