@@ -7,7 +7,8 @@ A campaign with ``[execution] walkers = N > 1`` runs every round as N walkers in
     a ``distributed.LocalCluster`` of worker *processes* (``processes=True``: OpenMM and torch hold the GIL),
     started when the first multi-walker round begins and stopped when the campaign returns; nothing to install
     or run besides the package. One worker per walker unless ``local_workers`` says otherwise; each worker runs
-    one segment at a time.
+    one segment at a time. The workers are started with ``multiprocessing``'s spawn method: a Python script that
+    runs such a campaign must do so under ``if __name__ == "__main__":`` (``latentbias run`` does).
 ``executor = "dask"``
     a running Dask scheduler at ``scheduler`` (``"tcp://host:8786"``), with workers started by the user
     (``dask scheduler`` + ``dask worker tcp://host:8786 --nthreads 1`` on each machine, one walker at a time per

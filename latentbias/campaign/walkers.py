@@ -253,6 +253,8 @@ _VIEWS: dict[tuple[str, str], _WorkerView] = {}
 def _view(rundir: str, config: CampaignConfig) -> _WorkerView:
     key = (str(Path(rundir).resolve()), repr(config))
     if key not in _VIEWS:
+        while len(_VIEWS) >= 4:  # a long-lived worker serving many campaigns keeps the latest few
+            _VIEWS.pop(next(iter(_VIEWS)))
         _VIEWS[key] = _WorkerView(rundir, config)
     return _VIEWS[key]
 
