@@ -61,6 +61,41 @@ walkers = {walkers}
 """
 
 
+def md_rate(steps: int) -> float:
+    """Plain OpenMM MD of alanine dipeptide (Reference, no bias, no campaign): simulated ns per wall hour."""
+    import openmm
+    from openmm import unit
+
+    from latentbias.testsystems import alanine_dipeptide_vacuum
+
+    system, _, positions = alanine_dipeptide_vacuum()
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    integrator.step(100)
+    t0 = time.perf_counter()
+    integrator.step(steps)
+    return steps * 0.002e-3 / (time.perf_counter() - t0) * 3600
+
+
+def control(walkers: int, steps: int) -> tuple[float, float]:
+    """What the machine gives right now: plain MD in this process vs ``walkers`` copies at once in the worker
+    processes of the campaign's own LocalCluster (ns per wall hour, all copies together)."""
+    from latentbias.campaign.config import from_dict
+    from latentbias.campaign.execution import WalkerPool
+
+    one = md_rate(steps)
+    pool = WalkerPool(from_dict({"system": {"testsystem": "alanine-dipeptide-vacuum"},
+                                 "execution": {"walkers": walkers}}).execution)
+    try:
+        pool.client().wait_for_workers(walkers)
+        futures = [pool.submit(md_rate, steps, key=f"control-{i}") for i in range(walkers)]
+        many = sum(pool.client().gather(futures))
+    finally:
+        pool.close()
+    return one, many
+
+
 def run(walkers: int, steps: int, checkpoint: int, folder: Path) -> list[dict[str, Any]]:
     from latentbias.campaign.config import load_config
     from latentbias.campaign.loop import Campaign
@@ -102,6 +137,7 @@ def main() -> None:
           f"latentbias {latentbias.__version__}, OpenMM {openmm.__version__}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     rows = []
+    controls = [control(args.walkers, args.steps) for _ in range(args.repeats)]
     with tempfile.TemporaryDirectory(prefix="latentbias-walkers-bench-") as tmp:
         for rep in range(args.repeats):
             for n in (1, args.walkers):
@@ -113,6 +149,8 @@ def main() -> None:
         ref = sum(b["sim_ns"] / b["wall_s"] * 3600 for b in base) / len(base)
         print(f"{row['round']:>5} {row['walkers']:>7} {row['sim_ns'] * 1000:>8.1f} {row['wall_s']:>8.1f} {rate:>8.2f} "
               f"{rate / ref:>6.2f} {row['load_before']:>8.2f} / {row['load_after']:<8.2f}")
+    print(f"control (plain MD, {args.steps} steps, no campaign): 1 process vs {args.walkers} worker processes at once, "
+          "ns/hour: " + "; ".join(f"{one:.1f} vs {many:.1f} ({many / one:.2f}x)" for one, many in controls))
 
 
 if __name__ == "__main__":
