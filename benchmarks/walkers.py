@@ -142,7 +142,8 @@ def main() -> None:
         for rep in range(args.repeats):
             for n in (1, args.walkers):
                 rows += run(n, args.steps, args.checkpoint, Path(tmp) / f"w{n}_{rep}")
-    print(f"{'round':>5} {'walkers':>7} {'sim ps':>8} {'wall s':>8} {'ns/hour':>8} {'vs 1':>6} {'load before/after':>18}")
+    print(f"{'round':>5} {'walkers':>7} {'sim ps':>8} {'wall s':>8} {'ns/hour':>8} {'vs 1':>6} "
+          f"{'load before/after':>18}")
     for row in rows:
         base = [b for b in rows if b["round"] == row["round"] and b["walkers"] == 1]
         rate = row["sim_ns"] / row["wall_s"] * 3600

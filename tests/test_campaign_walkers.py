@@ -96,7 +96,8 @@ def test_two_walker_runs_give_identical_frames(straight, tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
     # 2 walkers x frames per segment, walker 0 first in every segment
     per_seg = CHECKPOINT // 100
-    np.testing.assert_array_equal(a["walker"][a["round"] == 1], np.tile(np.repeat([0, 1], per_seg), STEPS // CHECKPOINT))
+    np.testing.assert_array_equal(a["walker"][a["round"] == 1],
+                                  np.tile(np.repeat([0, 1], per_seg), STEPS // CHECKPOINT))
     w = a["walker"]
     assert not np.array_equal(a["positions"][w == 0], a["positions"][w == 1])  # two distinct trajectories
 

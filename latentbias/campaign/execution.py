@@ -17,7 +17,8 @@ A campaign with ``[execution] walkers = N > 1`` runs every round as N walkers in
     a batch-system cluster of ``dask-jobqueue`` (``cluster_class``: ``SLURMCluster``, ``PBSCluster``,
     ``LSFCluster``, ``SGECluster``, ``HTCondorCluster``, ``OARCluster``, ``MoabCluster``) built with the keyword
     arguments of the ``[execution.cluster]`` table, kept at ``jobs`` batch jobs (default: one per walker; a job
-    that ends or fails is replaced); the campaign's process runs the scheduler, the jobs run the workers. ``dask-jobqueue`` is an optional
+    that ends or fails is replaced); the campaign's process runs the scheduler, the jobs run the workers.
+    ``dask-jobqueue`` is an optional
     dependency (``pip install latentbias[cluster]``).
 
 Resources per walker: ``threads_per_walker`` CPU threads (OpenMM's CPU platform ``Threads`` and torch's intra-op
@@ -148,7 +149,8 @@ class WalkerPool:
             import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:  # pragma: no cover - distributed is a dependency
-            raise ImportError("[execution] walkers > 1 needs the 'distributed' package (pip install distributed)") from exc
+            raise ImportError("[execution] walkers > 1 needs the 'distributed' package "
+                              "(pip install distributed)") from exc
         e = self.execution
         settings = {"distributed.scheduler.allowed-failures": e.allowed_failures,
                     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}  # module docstring

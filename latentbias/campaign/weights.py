@@ -31,9 +31,10 @@ double well, tests/test_campaign_weights.py).
 
 Estimators
 ----------
-*Exploration rounds* (the estimate written after each round): every metadynamics or OPES checkpoint segment (of
-each parallel walker: walker w's segment ran under the shared bias at the segment's start plus its own deposits,
-stored per walker as ``walker_grid_start`` / ``walker_grid_end``) is its own bias state, the average of its start and end grids (a piecewise-static approximation whose error shrinks with
+*Exploration rounds* (the estimate written after each round): every metadynamics or OPES checkpoint segment is its
+own bias state, the average of its start and end grids (with parallel walkers, one state per walker and segment:
+walker w ran under the shared bias at the segment's start plus its own deposits, stored per walker as
+``walker_grid_start`` / ``walker_grid_end``; a piecewise-static approximation whose error shrinks with
 the checkpoint interval and as the bias converges; OPES rounds are treated exactly like metadynamics rounds
 because their bias is also a grid in the encoder of the previous round, and states of different encoders can only
 be combined by MBAR). Edge walls and the OOD guard's bias scale are part of the state. MBAR (pymbar) treats all
