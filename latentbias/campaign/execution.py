@@ -18,8 +18,7 @@ A campaign with ``[execution] walkers = N > 1`` runs every round as N walkers in
     ``LSFCluster``, ``SGECluster``, ``HTCondorCluster``, ``OARCluster``, ``MoabCluster``) built with the keyword
     arguments of the ``[execution.cluster]`` table, kept at ``jobs`` batch jobs (default: one per walker; a job
     that ends or fails is replaced); the campaign's process runs the scheduler, the jobs run the workers.
-    ``dask-jobqueue`` is an optional
-    dependency (``pip install latentbias[cluster]``).
+    ``dask-jobqueue`` is an optional dependency (``pip install latentbias[cluster]``).
 
 Resources per walker: ``threads_per_walker`` CPU threads (OpenMM's CPU platform ``Threads`` and torch's intra-op
 threads in the worker) and, for GPU platforms, ``devices``: walker w gets ``devices[w % len(devices)]`` as the
