@@ -380,6 +380,31 @@ class LatentMetadynamics:
                 changed = True
         return changed
 
+    def walkerContribution(self) -> dict[str, np.ndarray]:
+        """This walker's own share of the bias, as written to its ``biasDir`` file: ``selfBias`` (kJ/mol, grid
+        shape), ``nDeposits`` and ``shape``. Give it to the other walkers' :meth:`setOtherWalkers` when the
+        walkers exchange deposits through a driver instead of a shared folder."""
+        return {"selfBias": self._selfBias.copy(), "nDeposits": np.asarray(self._nDeposits),
+                "shape": np.asarray(self.grid.shape)}
+
+    def setOtherWalkers(self, walkers: dict[str, dict[str, np.ndarray]]) -> None:
+        """Replace the other walkers' biases by the given :meth:`walkerContribution` of each (walker id ->
+        arrays; this walker's own id is ignored). The Context is updated at the next :meth:`step`.
+
+        Unlike the ``biasDir`` protocol, what each walker sees is then fixed by the caller, not by the timing
+        of file writes: walkers that exchange at agreed points give the same bias whatever their speed."""
+        others: dict[str, np.ndarray] = {}
+        for walker, data in sorted(walkers.items()):
+            if walker == self.walkerId:
+                continue
+            bias = np.asarray(data["selfBias"], dtype=float)
+            if bias.shape != self.grid.shape:
+                raise ValueError(f"walker {walker!r} holds a bias grid of shape {bias.shape}, this run uses "
+                                 f"{self.grid.shape}: walkers sharing a bias need identical LatentVariables")
+            others[walker] = bias.copy()
+        self._otherBias = others
+        self._contextStale = True
+
     # ---------------------------------------------------------------------------------------- save / restore
 
     def _settings(self) -> dict[str, Any]:

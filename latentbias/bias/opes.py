@@ -537,6 +537,36 @@ class LatentOPES:
             self._setFixedKernels()
         return changed
 
+    def walkerContribution(self) -> dict[str, np.ndarray]:
+        """This walker's own kernels and weight sums, as written to its ``biasDir`` file. Give it to the other
+        walkers' :meth:`setOtherWalkers` when the walkers exchange kernels through a driver instead of a shared
+        folder."""
+        return {k: np.array(v, copy=True) for k, v in self._ownArrays().items()}
+
+    def setOtherWalkers(self, walkers: dict[str, dict[str, np.ndarray]]) -> None:
+        """Replace the other walkers' kernels and weight sums by the given :meth:`walkerContribution` of each
+        (walker id -> arrays; this walker's own id is ignored) and recompute the bias; the Context is updated at
+        the next :meth:`step`. What each walker sees is then fixed by the caller, not by the timing of file
+        writes."""
+        mine = self._ownArrays()
+        others: dict[str, dict[str, Any]] = {}
+        for walker, data in sorted(walkers.items()):
+            if walker == self.walkerId:
+                continue
+            if (tuple(np.asarray(data["shape"])) != self.grid.shape
+                    or not np.allclose(data["settings"], mine["settings"])
+                    or np.asarray(data["centers"]).shape[1:] != (self.grid.ndim,)):
+                raise ValueError(f"walker {walker!r} comes from an OPES run with different settings (explore, "
+                                 "barrier, biasFactor, temperature or grid): walkers sharing a bias need identical ones")
+            sums = np.asarray(data["sums"], dtype=float)
+            others[walker] = {"centers": np.asarray(data["centers"], dtype=float),
+                              "sigmas": np.asarray(data["sigmas"], dtype=float),
+                              "weights": np.asarray(data["weights"], dtype=float), "sumW": float(sums[0]),
+                              "sumW2": float(sums[1]), "count": int(sums[2])}
+        self._others = others
+        self._setFixedKernels()
+        self._refreshBias()
+
     def _setFixedKernels(self) -> None:
         d = self.grid.ndim
         others = [self._others[k] for k in sorted(self._others)]

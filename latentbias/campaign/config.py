@@ -86,6 +86,15 @@ Example (every key shown; most have defaults)::
                                                # retraining before a new converge attempt; max_steps is shared
     save_interval = 0                          # steps between saved frames in the converge phase (0: [campaign]'s)
 
+    [execution]                                # parallel walkers (latentbias.campaign.execution, .walkers)
+    walkers = 1                                # walkers per round; 1 = one simulation in this process
+    executor = "local"                         # local (embedded Dask LocalCluster) | dask (scheduler) | jobqueue
+    scheduler = ""                             # executor = "dask": "tcp://host:8786"
+    threads_per_walker = 1                     # CPU threads of a walker (CPU platform, torch)
+    devices = []                               # GPU index per walker (walker w: devices[w % len]); [] = default
+    cluster_class = "SLURMCluster"             # executor = "jobqueue": a dask_jobqueue class, with
+    # [execution.cluster] its keyword arguments (queue, cores, processes = 1, memory, walltime, ...)
+
 Seeds: ``[md] seed`` is the one source of randomness of a campaign (integrators, velocities, training; see
 :mod:`latentbias.campaign.seeds`) and must be an integer in [1, 2**31 - 1] — 0 is refused, because OpenMM reads
 it as "random". Without it a seed is drawn when the run directory is created, logged, and stored in
@@ -115,6 +124,7 @@ OOD_ACTIONS = ("retrain", "cap", "off")
 TESTSYSTEMS = ("alanine-dipeptide-vacuum",)
 from ..features import FEATURE_KINDS  # noqa: E402
 from .seeds import MAX_SEED  # noqa: E402
+from .execution import ExecutionConfig, validate_execution  # noqa: E402
 PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL", "HIP")
 CONSTRAINTS = ("None", "HBonds", "AllBonds", "HAngles")
 
@@ -257,10 +267,18 @@ class CampaignConfig:
     opes: OPESConfig = field(default_factory=OPESConfig)
     ood: OODConfig = field(default_factory=OODConfig)
     converge: ConvergeConfig = field(default_factory=ConvergeConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     base_dir: str = "."
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings that determine a campaign's results (stored in, and compared with, RUNDIR/config.json).
+        ``[execution]`` enters only as its number of walkers, and only when > 1: where walkers run changes no
+        frame, and a one-walker campaign stores the same config as before walkers existed."""
+        d = asdict(self)
+        d.pop("execution")
+        if self.execution.walkers > 1:
+            d["execution"] = {"walkers": self.execution.walkers}
+        return d
 
     def strategy_for_round(self, round_index: int) -> str:
         """Bias strategy of a biased round (round_index >= 1); a list cycles its last entry."""
@@ -284,7 +302,11 @@ _SECTIONS = {
     "opes": OPESConfig,
     "ood": OODConfig,
     "converge": ConvergeConfig,
+    "execution": ExecutionConfig,
 }
+
+#: tables passed on as given (keyword arguments of another library), not coerced to strings
+_RAW_TABLES = {("execution", "cluster")}
 
 
 #: keys whose value is an integer but whose default is None (meaning "choose one")
@@ -314,6 +336,8 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         return value
     if isinstance(default, dict):
+        if (section, key) in _RAW_TABLES and isinstance(value, dict):
+            return dict(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table, got {value!r}")
         return {str(k): str(v) for k, v in value.items()}
@@ -496,6 +520,8 @@ def _validate(cfg: CampaignConfig) -> None:
     if cv.save_interval and cv.method == "metadynamics" and (cv.save_interval % md_.frequency
                                                              and md_.frequency % cv.save_interval):
         raise ConfigError("[metadynamics] frequency and [converge] save_interval must divide one another")
+
+    validate_execution(cfg.execution, m.platform)
 
 
 def load_config(path: str | Path) -> CampaignConfig:

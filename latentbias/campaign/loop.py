@@ -17,7 +17,8 @@ phase          module                                     writes
 ``plan``       :mod:`latentbias.campaign.plan`            ``plan.json`` (+ ``initial_bias.npz``)
 ``simulate``   :mod:`latentbias.campaign.simulate`,       ``seg_*.npz``, checkpoints, ``frames.dcd``,
                :mod:`latentbias.campaign.roundbias`,      ``end.json`` (ended early)
-               :mod:`latentbias.campaign.converge`
+               :mod:`latentbias.campaign.converge`,
+               :mod:`latentbias.campaign.walkers`         (``[execution] walkers`` > 1: parallel walkers on Dask)
 ``train``      :mod:`latentbias.campaign.train`           ``model.pt``, ``model_state.npz``, ``model.json``
 ``weights``    :mod:`latentbias.campaign.weights`         ``weights.json``, ``weights.csv``, ``frames.csv``
 =============  =========================================  =============================================
@@ -47,6 +48,7 @@ from .seeds import MAX_SEED
 from .simulate import import_trajectories, simulate_round
 from .systems import build_system
 from .train import RoundModel, load_round_model, train_round
+from .execution import WalkerPool
 from .weights import BiasState, bias_states, write_weights
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class Campaign:
         self._models: dict[int, RoundModel] = {}
         self._log_handler = logging.FileHandler(self.run_dir.log_file)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._pool: WalkerPool | None = None  # parallel walkers' Dask client ([execution] walkers > 1), started lazily
         self._phases: dict[str, Callable[[int, dict[str, Any]], dict[str, Any]]] = {
             "plan": self._plan, "simulate": self._simulate, "train": self._train, "weights": self._weights}
 
@@ -114,6 +117,9 @@ class Campaign:
             with self.run_dir.lock():
                 return self._run_locked()
         finally:
+            if self._pool is not None:  # stop the walkers' cluster, whatever happened
+                self._pool.close()
+                self._pool = None
             root.removeHandler(self._log_handler)
             root.setLevel(level)
 
@@ -214,13 +220,24 @@ class Campaign:
             import_trajectories(self, r)
             n_seg = 1
         elif r == self.converge_round:
-            n_seg = simulate_round(self, r, int(progress["segments"]),
-                                   lambda n: converge_end_check(self.run_dir, self.cfg, r, n))
+            n_seg = self._simulate_round(r, int(progress["segments"]),
+                                         lambda n: converge_end_check(self.run_dir, self.cfg, r, n))
             if not restarted(self.run_dir, r):
                 return {"round": r, "phase": "weights", "segments": n_seg, "finished": False}
         else:
-            n_seg = simulate_round(self, r, int(progress["segments"]))
+            n_seg = self._simulate_round(r, int(progress["segments"]))
         return {"round": r, "phase": "train", "segments": n_seg, "finished": False}
+
+    def _simulate_round(self, r: int, committed: int, end_check: Callable[[int], str | None] | None = None) -> int:
+        """One simulation in this process, or ``[execution] walkers`` in parallel on Dask
+        (:mod:`latentbias.campaign.walkers`)."""
+        if self.cfg.execution.walkers == 1:
+            return simulate_round(self, r, committed, end_check)
+        from .walkers import simulate_round_walkers
+
+        if self._pool is None:
+            self._pool = WalkerPool(self.cfg.execution)
+        return simulate_round_walkers(self, r, committed, self._pool, end_check)
 
     def _train(self, r: int, progress: dict[str, Any]) -> dict[str, Any]:
         self._models[r] = train_round(self, r, self.all_frames(r))

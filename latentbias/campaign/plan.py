@@ -17,7 +17,8 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   round r) gets what is left of the budget;
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
   space), ``start_frames`` (index, among all frames of the earlier rounds, of the frame nearest each target) and
-  ``schedule`` (:func:`frontier_schedule`).
+  ``schedule`` (:func:`frontier_schedule`); with parallel walkers (``[execution] walkers`` > 1) also
+  ``walker_schedules``, one schedule per walker over its share of the targets (:func:`walker_frontier_schedules`).
 
 Plans are written once and read by every later phase and by the reweighting, so a resumed run does exactly
 what the interrupted one planned.
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["n_segments", "plan_round", "converge_attempt_budget", "metadynamics_variables", "carried_bias",
-           "frontier_schedule"]
+           "frontier_schedule", "walker_frontier_schedules"]
 
 INITIAL_BIAS = "initial_bias.npz"
 
@@ -111,6 +112,20 @@ def frontier_schedule(n_segments: int, n_targets: int, pull_fraction: float) -> 
     return schedule
 
 
+def walker_frontier_schedules(n_segments: int, n_targets: int, n_walkers: int,
+                              pull_fraction: float) -> list[list[list[Any]]]:
+    """Per walker, per segment ``[target index, "pull" | "release"]``: the targets are dealt to the walkers in
+    turn (walker w gets targets w, w + N, ...; a walker left without one when N exceeds the targets repeats
+    target w mod n_targets, from its own velocities), and each walker shares its segments among its targets as
+    :func:`frontier_schedule` does."""
+    out = []
+    for w in range(n_walkers):
+        mine = list(range(w, n_targets, n_walkers)) or [w % n_targets]
+        local = frontier_schedule(n_segments, len(mine), pull_fraction)
+        out.append([[mine[t], phase] for t, phase in local])
+    return out
+
+
 def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
     """Decide what round r does, write its plan.json (and initial_bias.npz) and return the plan."""
     cfg, run_dir = campaign.cfg, campaign.run_dir
@@ -142,6 +157,10 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
             plan["targets"] = targets.tolist()
             plan["start_frames"] = nearest.tolist()
             plan["schedule"] = frontier_schedule(plan["segments"], len(targets), cfg.frontier.pull_fraction)
+            if cfg.execution.walkers > 1:
+                plan["walker_schedules"] = walker_frontier_schedules(plan["segments"], len(targets),
+                                                                     cfg.execution.walkers,
+                                                                     cfg.frontier.pull_fraction)
     run_dir.write_plan(r, plan)
     logger.info("round %d plan: %s", r, {k: v for k, v in plan.items() if k in ("strategy", "segments", "targets")})
     return plan

@@ -64,10 +64,12 @@ SEGMENT_COLUMNS: tuple[FrameColumn, ...] = (
     FrameColumn("box", np.float64, "(3, 3)", "nm, periodic box vectors (rows); all zero when the system is not "
                 "periodic"),
     FrameColumn("ct_kjmol", np.float64, "()", "kJ/mol, c(t) of the acting OPES bias (0 for other biases)"),
+    FrameColumn("walker", np.int64, "()", "parallel walker that sampled the frame (0; only segments of campaigns "
+                "with [execution] walkers > 1 store it)"),
 )
 
 #: columns a segment written by an older version may lack, with the value they take (per frame)
-_DEFAULTS = {"box": np.zeros((3, 3)), "ct_kjmol": 0.0}
+_DEFAULTS = {"box": np.zeros((3, 3)), "ct_kjmol": 0.0, "walker": 0}
 
 #: Columns of the concatenated frame table returned by :func:`load_frames` (``z`` is per segment only).
 FRAME_COLUMNS: tuple[FrameColumn, ...] = tuple(c for c in SEGMENT_COLUMNS if c.name != "z") + (
@@ -77,7 +79,7 @@ FRAME_COLUMNS: tuple[FrameColumn, ...] = tuple(c for c in SEGMENT_COLUMNS if c.n
 
 _DTYPES = {c.name: c.dtype for c in SEGMENT_COLUMNS + FRAME_COLUMNS}
 #: per-segment extras that are not per-frame columns (dropped by :func:`load_frames`)
-_SEGMENT_EXTRAS = ("grid_end",)
+_SEGMENT_EXTRAS = ("grid_end", "walker_grid_start", "walker_grid_end")
 
 
 def _typed(columns: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -90,7 +92,7 @@ class SegmentRecorder:
     _OBSERVED = ("z", "bias_kjmol", "ood", "recon_error", "scale", "target", "ct_kjmol")
 
     def __init__(self) -> None:
-        self._rows: dict[str, list] = {c.name: [] for c in SEGMENT_COLUMNS if c.name != "kind"}
+        self._rows: dict[str, list] = {c.name: [] for c in SEGMENT_COLUMNS if c.name not in ("kind", "walker")}
 
     def append(self, positions: np.ndarray, step: int, time_ps: float, observed: dict[str, Any],
                box: np.ndarray | None = None) -> None:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RoundSetup", "RoundBias", "MetadynamicsBias", "FrontierBias", "OPESBias", "ROUND_BIASES"]
+__all__ = ["RoundSetup", "walker_name", "RoundBias", "MetadynamicsBias", "FrontierBias", "OPESBias", "ROUND_BIASES"]
 
 
 @dataclass
@@ -68,6 +68,10 @@ class RoundSetup:
         Metadynamics bias the round starts from (kJ/mol, grid shape).
     earlier_positions : callable
         Returns the positions (nm, shape=(n, n_atoms, 3)) of all frames of the earlier rounds (called lazily).
+    walker : int or None
+        Parallel walker index (:mod:`latentbias.campaign.walkers`; its id in a shared bias is
+        :func:`walker_name`); None in a one-walker campaign. Parallel walkers do not add ``initial_bias`` to their
+        own bias: they receive it with the other walkers' shares (:mod:`latentbias.campaign.walkers`).
     """
 
     config: CampaignConfig
@@ -78,6 +82,15 @@ class RoundSetup:
     seeds: RoundSeeds
     initial_bias: np.ndarray | None
     earlier_positions: Callable[[], np.ndarray]
+    walker: int | None = None
+
+
+def walker_name(walker: int | None) -> str | None:
+    """Id of parallel walker ``walker`` in a shared metadynamics/OPES bias ("w00", ...; "merged" for a negative
+    index: the driver's view of all walkers together; None without walkers)."""
+    if walker is None:
+        return None
+    return "merged" if walker < 0 else f"w{walker:02d}"
 
 
 class RoundBias:
@@ -186,8 +199,9 @@ class MetadynamicsBias(RoundBias):
         m = self.cfg.metadynamics
         self.meta = LatentMetadynamics(setup.system, self.model.file,
                                        [LatentVariable(**v) for v in self.plan["variables"]], self.cfg.md.temperature,
-                                       m.bias_factor, m.height, m.frequency, wallForceConstant=m.wall_force_constant)
-        if setup.initial_bias is not None:
+                                       m.bias_factor, m.height, m.frequency, wallForceConstant=m.wall_force_constant,
+                                       walkerId=walker_name(setup.walker))
+        if setup.initial_bias is not None and setup.walker is None:
             self.meta.addBias(setup.initial_bias)
 
     def kind_of_segment(self, k: int) -> int:
@@ -284,7 +298,7 @@ class OPESBias(RoundBias):
         self.opes = LatentOPES(setup.system, self.model.file, [LatentVariable(**v) for v in self.plan["variables"]],
                                self.cfg.md.temperature, o.barrier, o.pace, explore=o.explore,
                                compressionThreshold=o.compression_threshold, wallForceConstant=o.wall_force_constant,
-                               walkerId=f"round{self.plan['round']:03d}")
+                               walkerId=f"round{self.plan['round']:03d}{walker_name(setup.walker) or ''}")
 
     def kind_of_segment(self, k: int) -> int:
         return KIND_OPES

@@ -11,6 +11,10 @@ resumed run derives exactly the seeds of an uninterrupted one. Streams:
 ``restart_velocities(k)``  velocities drawn when a frontier run restarts from a sampled frame in segment k of r
 =========================  ======================================================================================
 
+Parallel walkers (``[execution] walkers`` > 1, :mod:`latentbias.campaign.walkers`): walker w of round r draws its
+streams from ``spawn_key=(round, WALKERS, w, stream[, segment])`` (:meth:`RoundSeeds.for_walker`): independent
+of the other walkers and of the single-walker streams, which keep their keys (a one-walker campaign is unchanged).
+
 Seeds are integers in [1, 2**31 - 1]: OpenMM takes a 32-bit signed seed and treats 0 as "pick one at random".
 """
 
@@ -25,7 +29,7 @@ __all__ = ["RoundSeeds", "MAX_SEED"]
 #: largest seed OpenMM accepts (int32); campaign seeds are in [1, MAX_SEED]
 MAX_SEED = 2**31 - 1
 
-_INTEGRATOR, _VELOCITIES, _TRAINING, _RESTART = range(4)
+_INTEGRATOR, _VELOCITIES, _TRAINING, _RESTART, _WALKERS = range(5)
 
 
 def _seed(entropy: int, key: tuple[int, ...]) -> int:
@@ -39,22 +43,34 @@ class RoundSeeds:
 
     seed: int
     r: int
+    #: parallel walker index (None: the single-walker streams)
+    walker: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.seed) <= MAX_SEED or self.r < 0:
             raise ValueError(f"seed must be in [1, {MAX_SEED}] and round >= 0, got seed={self.seed}, round={self.r}")
+        if self.walker is not None and self.walker < 0:
+            raise ValueError(f"walker index must be >= 0, got {self.walker}")
+
+    def for_walker(self, walker: int) -> "RoundSeeds":
+        """The seeds of parallel walker ``walker`` of this round."""
+        return RoundSeeds(self.seed, self.r, int(walker))
+
+    def _key(self, *stream: int) -> tuple[int, ...]:
+        prefix = (self.r,) if self.walker is None else (self.r, _WALKERS, int(self.walker))
+        return prefix + tuple(int(x) for x in stream)
 
     @property
     def integrator(self) -> int:
-        return _seed(self.seed, (self.r, _INTEGRATOR))
+        return _seed(self.seed, self._key(_INTEGRATOR))
 
     @property
     def velocities(self) -> int:
-        return _seed(self.seed, (self.r, _VELOCITIES))
+        return _seed(self.seed, self._key(_VELOCITIES))
 
     @property
     def training(self) -> int:
-        return _seed(self.seed, (self.r, _TRAINING))
+        return _seed(self.seed, (self.r, _TRAINING))  # training happens once per round, on the driver
 
     def restart_velocities(self, k: int) -> int:
-        return _seed(self.seed, (self.r, _RESTART, int(k)))
+        return _seed(self.seed, self._key(_RESTART, k))

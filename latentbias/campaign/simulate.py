@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["simulate_round", "import_trajectories", "assemble_round", "make_simulation", "restore_state"]
+__all__ = ["simulate_round", "import_trajectories", "assemble_round", "make_simulation", "restore_state",
+           "record_segment"]
 
 
-def make_simulation(campaign: Campaign, system: Any, seed: int) -> Any:
-    """An ``openmm.app.Simulation`` of ``system`` with the campaign's integrator, seed and platform."""
+def make_simulation(campaign: Campaign, system: Any, seed: int, properties: dict[str, str] | None = None) -> Any:
+    """An ``openmm.app.Simulation`` of ``system`` with the campaign's integrator, seed and platform (platform
+    properties: ``[md] platform_properties`` unless ``properties`` are given)."""
     import openmm
     from openmm import app, unit
 
@@ -45,7 +47,28 @@ def make_simulation(campaign: Campaign, system: Any, seed: int) -> Any:
     integrator.setRandomNumberSeed(seed)
     platform = openmm.Platform.getPlatformByName(m.platform)
     check_platform(system, platform)  # refuse a route that would crash the process, before the Context exists
-    return app.Simulation(campaign.system()[1], system, integrator, platform, dict(m.platform_properties))
+    props = dict(m.platform_properties) if properties is None else dict(properties)
+    return app.Simulation(campaign.system()[1], system, integrator, platform, props)
+
+
+def record_segment(sim: Any, bias: Any, n_frames: int, save_interval: int, periodic: bool,
+                   on_frame: Callable[[], None] | None = None) -> SegmentRecorder:
+    """Advance ``sim`` under ``bias`` by ``n_frames`` × ``save_interval`` steps, recording a frame after each
+    ``save_interval`` (positions, step, time, box and the bias's observation); ``on_frame`` is called after
+    each."""
+    from openmm import unit
+
+    recorder = SegmentRecorder()
+    for _ in range(n_frames):
+        bias.step(sim, save_interval)
+        state = sim.context.getState(getPositions=True)
+        xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
+        recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
+                        bias.observe(sim, xyz, None if box is None else np.asarray(box)), box)
+        if on_frame is not None:
+            on_frame()
+    return recorder
 
 
 def _start_positions(campaign: Campaign, r: int) -> np.ndarray:
@@ -116,15 +139,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     t0 = time.perf_counter()
     for k in range(committed, n_seg):
         bias.begin_segment(k, sim)
-        recorder = SegmentRecorder()
-        for _ in range(per_seg):
-            bias.step(sim, save)
-            state = sim.context.getState(getPositions=True)
-            xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
-            recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
-                            bias.observe(sim, xyz, None if box is None else np.asarray(box)), box)
-            bar.update(save)
+        recorder = record_segment(sim, bias, per_seg, save, periodic, lambda: bar.update(save))
         columns = recorder.columns(bias.kind_of_segment(k))
         columns.update(bias.segment_extras())
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,

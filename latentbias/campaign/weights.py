@@ -36,7 +36,9 @@ double well, tests/test_campaign_weights.py).
 Estimators
 ----------
 *Exploration rounds* (the estimate written after each round): every metadynamics or OPES checkpoint segment is its
-own bias state, the average of its start and end grids (a piecewise-static approximation whose error shrinks with
+own bias state, the average of its start and end grids (with parallel walkers, one state per walker and segment:
+walker w ran under the shared bias at the segment's start plus its own deposits, stored per walker as
+``walker_grid_start`` / ``walker_grid_end``; a piecewise-static approximation whose error shrinks with
 the checkpoint interval and as the bias converges; OPES rounds are treated exactly like metadynamics rounds
 because their bias is also a grid in the encoder of the previous round, and states of different encoders can only
 be combined by MBAR). Edge walls and the OOD guard's bias scale are part of the state. MBAR (pymbar) treats all
@@ -358,14 +360,19 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
                 states.append(BiasState("restraint", r - 1, np.array(plan["targets"][key[2]]),
                                         config.frontier.restraint_k * scale))
         else:
-            key = ("metad", r, k, scale)
+            walker = int(frames["walker"][n]) if "walker" in frames else 0
+            key = ("metad", r, k, walker, scale)
             if key not in index:
-                end = run_dir.read_segment(r, k)["grid_end"]
-                if k > 0:
-                    start = run_dir.read_segment(r, k - 1)["grid_end"]
+                seg = run_dir.read_segment(r, k)
+                if "walker_grid_end" in seg:  # parallel walkers: the walker's own bias at segment start and end
+                    start, end = seg["walker_grid_start"][walker], seg["walker_grid_end"][walker]
                 else:
-                    initial = run_dir.read_initial_bias(r, plan)
-                    start = np.zeros_like(end) if initial is None else initial
+                    end = seg["grid_end"]
+                    if k > 0:
+                        start = run_dir.read_segment(r, k - 1)["grid_end"]
+                    else:
+                        initial = run_dir.read_initial_bias(r, plan)
+                        start = np.zeros_like(end) if initial is None else initial
                 wall_k = (config.opes.wall_force_constant if kind == KIND_OPES
                           else config.metadynamics.wall_force_constant)
                 index[key] = len(states)
