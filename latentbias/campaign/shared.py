@@ -80,6 +80,7 @@ class SharedAtoms:
             m[shared[0]] = shared[s]
             self.maps.append(m)
         self.n_shared = len(shared[0])
+        self._selections: dict[str, np.ndarray] = {}
 
     def _mapped(self, s: int, ref_atoms: np.ndarray) -> np.ndarray:
         out = self.maps[s][np.asarray(ref_atoms, dtype=np.int64)]
@@ -89,6 +90,8 @@ class SharedAtoms:
 
     def reference_selection(self, selection: str) -> np.ndarray:
         """Reference-system atoms of ``selection`` that every system shares (reference order)."""
+        if selection in self._selections:
+            return self._selections[selection]
         sel = select_atoms(self.topologies[0], selection)
         kept = sel[self.maps[1][sel] >= 0] if len(self.maps) > 1 else sel
         for m in self.maps[2:]:
@@ -101,6 +104,7 @@ class SharedAtoms:
         if len(kept) < 3:
             raise ValueError(f"selection {selection!r} leaves {len(kept)} atoms shared by all systems; at least 3 "
                              "are needed")
+        self._selections[selection] = kept
         return kept
 
     def _shared_dihedrals(self, quads: np.ndarray) -> np.ndarray:
