@@ -233,7 +233,12 @@ class MultiCampaign:
         for m in self.members:
             m.begin()
         while True:
-            states = {m.system_name: m.advance() for m in self.members}
+            states = {}
+            for m in self.members:
+                p = m.run_dir.read_progress()
+                if not p["finished"] and p["phase"] == "train" and has_shared_round(self.path, p["round"]):
+                    m.train_shared()  # the shared encoder exists (trained now, or before an interruption)
+                states[m.system_name] = m.advance()
             waiting = [m for m in self.members if not states[m.system_name]["finished"]]
             if not waiting:
                 break
@@ -242,11 +247,8 @@ class MultiCampaign:
                 raise RunDirError(f"{self.path}: the systems are out of step ({states}); the run directory is "
                                   "damaged")
             r = rounds.pop()
-            if not has_shared_round(self.path, r):
-                logger.info("round %d: training the shared encoder on %d systems", r, len(self.members))
-                train_shared_round(self.path, r, self.members, progress=self.progress)
-            for m in self.members:
-                m.train_shared()
+            logger.info("round %d: training the shared encoder on %d systems", r, len(self.members))
+            train_shared_round(self.path, r, self.members, progress=self.progress)
         self.write_pooled_weights()
         logger.info("multi-system campaign finished in %s (%s)", self.path, ", ".join(self.names))
         return {m.system_name: m.run_dir.read_progress() for m in self.members}
