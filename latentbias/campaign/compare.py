@@ -166,7 +166,8 @@ def _pooled_logweights(systems: Sequence[SystemFrames]) -> np.ndarray:
 
 
 def latent_basins(z: np.ndarray, logw: np.ndarray, n_basins: int, bins: int = 30,
-                  range_: Sequence[Sequence[float]] | None = None, smooth: float = 1.0) -> tuple[np.ndarray, list[np.ndarray]]:
+                  range_: Sequence[Sequence[float]] | None = None,
+                  smooth: float = 1.0) -> tuple[np.ndarray, list[np.ndarray]]:
     """Basins of a (pooled) latent FES: each populated bin descends to its lowest neighbour until a local minimum.
 
     Parameters
@@ -303,7 +304,8 @@ def compare(rundirs: Sequence[str | Path], cvs: Sequence[CVSpec | str] | None = 
     runs = [load_system_frames(r, cv_specs) for r in rundirs]
     first = runs[0]
     zrange = [(min(float(s.z[:, i].min()) for run in runs for s in run),
-               max(float(s.z[:, i].max()) for run in runs for s in run) + 1e-9) for i in range(min(2, first[0].z.shape[1]))]
+               max(float(s.z[:, i].max()) for run in runs for s in run) + 1e-9)
+              for i in range(min(2, first[0].z.shape[1]))]
     basin_edges = None
     if n_basins:
         zz = np.concatenate([s.z for s in first])

@@ -258,7 +258,7 @@ class MultiCampaign:
         lines, header = [], None
         for m in self.members:
             text = (m.run_dir.path / "weights.csv").read_text().splitlines()
-            comment, head, rows = text[0], text[1], text[2:]
+            head, rows = text[1], text[2:]
             header = header or head
             if head != header:
                 raise RunDirError(f"{m.run_dir.path / 'weights.csv'}: columns differ between systems")
