@@ -9,7 +9,10 @@ Quantities
   given as ``NAME:KIND:ATOMS`` with atom indices of the reference system, mapped onto each system through the
   shared atoms; a dihedral range with lo > hi wraps through ±180°), and basins of the *pooled* latent FES
   (every system's normalised weights averaged, so each system counts equally; bins assigned to a basin by
-  steepest descent on the histogram, the ``n`` most populated basins kept).
+  steepest descent on the smoothed histogram, the ``n`` most populated basins kept). Latent coordinates come
+  from each run's own encoder: latent regions and basins are defined per run (with several runs, ``z0 = [lo, hi]``
+  means a different region in each, so prefer CV states or basins there), and the latent figure shows the first
+  run; CV figures pool all runs.
 * **ΔG(state) = F(state) − F(rest)** = −kT ln[p/(1 − p)] in each system (kJ/mol), with p the reweighted
   population of the state. **ΔΔG = ΔG(system) − ΔG(reference)**.
 * **Errors** (1σ, :mod:`latentbias.analysis.uncertainty`): one run directory: the block bootstrap of each
@@ -274,7 +277,8 @@ def compare(rundirs: Sequence[str | Path], cvs: Sequence[CVSpec | str] | None = 
     states : dict, optional
         ``name -> {var: [lo, hi]}``; default: ``[compare] states``.
     basins : int, optional
-        Add the n most populated basins of the pooled latent FES (of the first run) as states ``basin0..``.
+        Add the n most populated basins of the pooled latent FES as states ``basin0..`` (found in each run's own
+        latent space; across runs basin k is the k-th most populated, which need not be the same region).
     bins : int, optional
         FES bins per dimension (default ``[compare] bins`` or 40).
     out : path, optional
@@ -303,23 +307,18 @@ def compare(rundirs: Sequence[str | Path], cvs: Sequence[CVSpec | str] | None = 
     periodic = {c.name: c.kind in ("dihedral",) for c in cv_specs}
     runs = [load_system_frames(r, cv_specs) for r in rundirs]
     first = runs[0]
-    zrange = [(min(float(s.z[:, i].min()) for run in runs for s in run),
-               max(float(s.z[:, i].max()) for run in runs for s in run) + 1e-9)
+    zrange = [(min(float(s.z[:, i].min()) for s in first), max(float(s.z[:, i].max()) for s in first) + 1e-9)
               for i in range(min(2, first[0].z.shape[1]))]
-    basin_edges = None
-    if n_basins:
-        zz = np.concatenate([s.z for s in first])
-        labels, basin_edges = latent_basins(zz, _pooled_logweights(first), n_basins, bins=min(bins, 30),
-                                            range_=zrange)
-        found = sorted(set(labels.tolist()) - {-1})
-        if len(found) < n_basins:
-            logger.warning("the pooled latent FES has %d basins, %d asked for", len(found), n_basins)
 
     def masks_for(run: list[SystemFrames]) -> list[dict[str, np.ndarray]]:
         out_masks = [state_masks(s, states, periodic) for s in run]
-        if n_basins:
+        if n_basins:  # basins of this run's own latent space (each run has its own encoder)
             zz = np.concatenate([s.z for s in run])
-            lab = _assign_basins(zz, labels, np.concatenate([s.z for s in first]), basin_edges)
+            rng_run = [(float(zz[:, i].min()), float(zz[:, i].max()) + 1e-9) for i in range(min(2, zz.shape[1]))]
+            lab, _ = latent_basins(zz, _pooled_logweights(run), n_basins, bins=min(bins, 30), range_=rng_run)
+            if len(set(lab.tolist()) - {-1}) < n_basins:
+                logger.warning("%s: the pooled latent FES has fewer than %d basins", run[0].rundir.parent.parent,
+                               n_basins)
             start = 0
             for s, m in zip(run, out_masks):
                 for k in range(n_basins):
@@ -367,8 +366,9 @@ def compare(rundirs: Sequence[str | Path], cvs: Sequence[CVSpec | str] | None = 
     figures = []
     if plots:
         kt = kt_kjmol(first[0].temperature)
-        figures.append(_fes_figure(out, "latent", [[s.z[:, :2] for s in run] for run in runs],
-                                   [[s.logw for s in run] for run in runs], names, reference, bins, zrange,
+        # latent coordinates of different runs come from different encoders: the latent figure shows the first run
+        figures.append(_fes_figure(out, "latent", [[s.z[:, :2] for s in first]],
+                                   [[s.logw for s in first]], names, reference, bins, zrange,
                                    ["z0", "z1"][: len(zrange)], kt, first[0].temperature))
         if cv_specs:
             chosen = cv_specs[:2]
@@ -383,21 +383,6 @@ def compare(rundirs: Sequence[str | Path], cvs: Sequence[CVSpec | str] | None = 
     _write_markdown(out / "compare.md", result, rundirs, states, n_basins, cv_specs, figures)
     logger.info("wrote the comparison of %s to %s", ", ".join(names), out)
     return result
-
-
-def _assign_basins(z: np.ndarray, labels_ref: np.ndarray, z_ref: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
-    """Basin label of frames z from the cell labels found on the reference frames (cells without a reference frame:
-    -1)."""
-    d = len(edges)
-
-    def cells(x):
-        return [tuple(int(np.clip(np.searchsorted(edges[i], row[i], side="right") - 1, 0, len(edges[i]) - 2))
-                      for i in range(d)) for row in x[:, :d]]
-
-    table = {}
-    for c, lab in zip(cells(z_ref), labels_ref):
-        table[c] = int(lab)
-    return np.array([table.get(c, -1) for c in cells(z)], dtype=np.int64)
 
 
 def _write_table(path: Path, result: Comparison) -> None:
