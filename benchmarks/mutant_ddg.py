@@ -29,13 +29,13 @@ def reference() -> dict[str, float]:
     return {"ala": ala[key], "gly": gly[key], "ddg": gly[key] - ala[key]}
 
 
-def run_seed(seed: int, outdir: Path) -> tuple[Path, float]:
+def run_seed(seed: int, outdir: Path, config: Path = CONFIG) -> tuple[Path, float]:
     from latentbias.campaign.multi import MultiCampaign
     from latentbias.campaign.multiconfig import multi_from_dict
 
-    raw = tomllib.loads(CONFIG.read_text())
+    raw = tomllib.loads(config.read_text())
     raw["md"]["seed"] = seed
-    cfg = multi_from_dict(raw, base_dir=CONFIG.parent)
+    cfg = multi_from_dict(raw, base_dir=config.resolve().parent)
     rundir = outdir / f"seed{seed}"
     t0 = time.perf_counter()
     MultiCampaign(cfg, rundir, progress=False).run()
@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--outdir", default="runs/mutant_ddg")
+    parser.add_argument("--config", default=str(CONFIG), help="multi-system config (default: the example)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from latentbias.campaign.compare import compare
@@ -54,7 +55,7 @@ def main() -> None:
     ref = reference()
     rows, rundirs = [], []
     for seed in args.seeds:
-        rundir, wall = run_seed(seed, outdir)
+        rundir, wall = run_seed(seed, outdir, Path(args.config))
         rundirs.append(rundir)
         c = compare([rundir], n_bootstrap=200)
         dg, ddg = c.dg["C7ax"], c.ddg["C7ax"].get("gly")
