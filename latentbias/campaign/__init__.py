@@ -6,7 +6,9 @@ Modules: :mod:`~.config` (TOML configuration), :mod:`~.loop` (:class:`Campaign`,
 states, cross-round MBAR and converge-phase weights), :mod:`~.converge` (the converge phase's stopping rule),
 :mod:`~.estimate` (final basin ΔF with error bars),
 :mod:`~.records` (the frame-record schema), :mod:`~.rundir` (run-directory files, lock, integrity checks),
-:mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`.
+:mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`;
+wild type and mutants in one shared latent space: :mod:`~.multiconfig` (``[systems]``), :mod:`~.multi`
+(:class:`~.multi.MultiCampaign`), :mod:`~.shared` (shared atoms and encoder), :mod:`~.compare` (ΔG, ΔΔG).
 """
 
 from .config import CampaignConfig, ConfigError, load_config
