@@ -137,7 +137,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .campaign import Campaign, ConfigError, RunDirError, load_config
+    from .campaign.multiconfig import is_multi_config
 
+    if is_multi_config(args.config):  # [systems]: wild type and mutants in one shared latent space
+        return _run_multi(args)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -148,6 +151,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (RunDirError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
     logger.info("campaign finished in %s (%s)", rundir, progress)
+    return 0
+
+
+def _run_multi(args: argparse.Namespace) -> int:
+    from .campaign import ConfigError, RunDirError
+    from .campaign.multi import MultiCampaign
+    from .campaign.multiconfig import load_multi_config
+
+    try:
+        cfg = load_multi_config(args.config)
+        rundir = Path(args.rundir) if args.rundir else Path(args.config).with_suffix("")
+        progress = MultiCampaign(cfg, rundir, progress=not args.quiet).run()
+    except (ConfigError, RunDirError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    logger.info("multi-system campaign finished in %s (%s)", rundir, progress)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .campaign.compare import compare, parse_state_spec
+
+    try:
+        states = dict(parse_state_spec(s) for s in args.state) if args.state else None
+        result = compare(args.rundirs, cvs=args.cv, states=states, basins=args.basins, bins=args.bins,
+                         out=args.out)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    logger.info("wrote %s", result.out / "compare.md")
     return 0
 
 
@@ -283,6 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra CV to reweight, e.g. phi:dihedral:4,6,8,14 or d:distance:1,18 "
                              "(0-based atom indices); repeat for several")
     report.set_defaults(func=_cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="compare the systems of multi-system campaigns: per-system FES, dG of "
+                                          "states, ddG(mutant - wild type) with error bars (compare.md + PNGs)",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cmp_.add_argument("rundirs", nargs="+", metavar="RUNDIR",
+                      help="finished multi-system run directories (several: independent seeds of one config)")
+    cmp_.add_argument("--cv", action="append", metavar="NAME:KIND:ATOMS",
+                      help="CV (atom indices of the first system), e.g. phi:dihedral:4,6,8,14; default: the "
+                           "config's [compare] cvs")
+    cmp_.add_argument("--state", action="append", metavar="NAME:VAR=lo,hi",
+                      help="state as CV or latent ranges, e.g. C7ax:phi=0,120 or A:z0=-1,0:z1=0,1; default: the "
+                           "config's [compare] states")
+    cmp_.add_argument("--basins", type=int, help="add the N most populated basins of the pooled latent FES")
+    cmp_.add_argument("--bins", type=int, help="FES bins per dimension (default: [compare] bins or 40)")
+    cmp_.add_argument("--out", help="output folder (default: RUNDIR/compare of the first run directory)")
+    cmp_.set_defaults(func=_cmd_compare)
 
     remap = sub.add_parser("remap", help="apply a model trained on one topology (e.g. protein only) to another "
                                          "(e.g. the solvated system) by matching atoms",

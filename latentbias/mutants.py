@@ -67,7 +67,8 @@ def parse_mutation(text: str) -> tuple[str, int, str]:
 
 
 def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None = None,
-           out: str | os.PathLike | None = None, overwrite: bool = False) -> tuple[Any, np.ndarray]:
+           out: str | os.PathLike | None = None, overwrite: bool = False,
+           platform: str = "Reference") -> tuple[Any, np.ndarray]:
     """Build a mutant of a structure with PDBFixer: residues replaced, missing side-chain atoms added.
 
     Parameters
@@ -80,6 +81,8 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
         Chain id; default: the first chain.
     out : path, optional
         Where to write the mutant PDB (never overwritten unless ``overwrite``).
+    platform : str
+        OpenMM platform of PDBFixer's minimisation of the rebuilt atoms.
 
     Returns
     -------
@@ -97,7 +100,11 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
     path = Path(pdb)
     if not path.is_file():
         raise FileNotFoundError(f"structure {path} not found")
-    fixer = PDBFixer(filename=str(path))
+    import openmm
+
+    # PDBFixer minimises rebuilt atoms in a Context; name the platform (with pocl installed, OpenMM's default is
+    # OpenCL, where this minimisation crashes the process on this stack)
+    fixer = PDBFixer(filename=str(path), platform=openmm.Platform.getPlatformByName(platform))
     chains = list(fixer.topology.chains())
     chain_id = chain if chain is not None else chains[0].id
     target = [c for c in chains if c.id == chain_id]

@@ -8,7 +8,9 @@ states, cross-round MBAR and converge-phase weights), :mod:`~.converge` (the con
 :mod:`~.records` (the frame-record schema), :mod:`~.rundir` (run-directory files, lock, integrity checks),
 :mod:`~.extend` (config changes a run directory accepts: growing and moving runs), :mod:`~.preflight` (dry build
 of a config before round 0),
-:mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`.
+:mod:`~.seeds` (random seeds), :mod:`~.frontier`, :mod:`~.alignment`, :mod:`~.systems`, :mod:`~.report`;
+wild type and mutants in one shared latent space: :mod:`~.multiconfig` (``[systems]``), :mod:`~.multi`
+(:class:`~.multi.MultiCampaign`), :mod:`~.shared` (shared atoms and encoder), :mod:`~.compare` (ΔG, ΔΔG).
 """
 
 from .config import CampaignConfig, ConfigError, load_config
