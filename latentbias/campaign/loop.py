@@ -37,6 +37,7 @@ import numpy as np
 from ..features import build_featurizer
 from .config import CampaignConfig
 from .plan import n_segments, plan_round
+from .pocket import frames_openness, pocket_enabled
 from .converge import convergence_check, convergence_history
 from .records import frame_boxes, load_frames
 from .rundir import RunDir
@@ -222,7 +223,10 @@ class Campaign:
 
         if r == self.converge_round:
             convergence_history(self.run_dir, self.cfg, r)
-        write_weights(self.run_dir, self.cfg, r, frames, encode)
+        extra = None
+        if pocket_enabled(self.cfg):  # openness per frame in frames.csv (latentbias.campaign.pocket)
+            extra = {f"openness_{self.cfg.pocket.unit.replace('^', '')}": frames_openness(self, frames)}
+        write_weights(self.run_dir, self.cfg, r, frames, encode, extra)
         last = r >= self.last_round
         logger.info("%s done", "converge phase" if r == self.converge_round
                     else f"round {r} (rounds 0-{self.cfg.campaign.rounds - 1})")
