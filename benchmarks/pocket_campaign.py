@@ -1,0 +1,118 @@
+"""A pocket campaign against an unbiased run of equal simulated time: openness distributions side by side.
+
+    OMP_NUM_THREADS=1 python benchmarks/pocket_campaign.py examples/t4l_pocket_ci.toml RUNDIR [--markdown]
+
+Runs (or resumes) the campaign of the config, then an unbiased Langevin run from the same starting structure,
+with the same platform, integrator settings, seed and save interval, for as many MD steps as the campaign
+simulated in all its rounds (round 0 included). Both sets of frames go through the campaign's openness measure
+(:class:`latentbias.campaign.pocket.PocketMeasure`). Prints the openness distribution of each (raw frames: the
+biased ones are *not* reweighted here — this is what each run visited) and the measured MD speed (ns/day) of the
+unbiased run and of the campaign's rounds (from campaign.log, training excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def unbiased_run(campaign, n_steps: int, save_interval: int) -> tuple[np.ndarray, float]:
+    """Positions (nm) every save_interval steps of an unbiased run from the campaign's start; wall seconds of MD."""
+    import openmm
+    from openmm import unit
+
+    from latentbias.campaign.simulate import make_simulation
+
+    system, _, xyz = campaign.system()
+    sim = make_simulation(campaign, openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system)),
+                          campaign.cfg.md.seed)
+    sim.context.setPositions(xyz * unit.nanometer)
+    sim.context.setVelocitiesToTemperature(campaign.cfg.md.temperature * unit.kelvin, campaign.cfg.md.seed)
+    frames = []
+    t0 = time.perf_counter()
+    for _ in range(n_steps // save_interval):
+        sim.step(save_interval)
+        frames.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    return np.asarray(frames), time.perf_counter() - t0
+
+
+def campaign_speed(rundir: Path) -> list[tuple[int, float, float]]:
+    """(round, simulated ps, wall s) of every round from campaign.log."""
+    out = []
+    for line in (rundir / "campaign.log").read_text().splitlines():
+        m = re.search(r"round (\d+) simulated: \d+ segments, ([\d.]+) ps in (\d+) s", line)
+        if m:
+            out.append((int(m.group(1)), float(m.group(2)), float(m.group(3))))
+    return out
+
+
+def describe(values: np.ndarray) -> dict[str, float]:
+    q = np.quantile(values, [0.05, 0.5, 0.95])
+    return {"frames": len(values), "min": values.min(), "q05": q[0], "median": q[1], "mean": values.mean(),
+            "q95": q[2], "max": values.max()}
+
+
+def main() -> None:
+    import openmm
+
+    import latentbias
+    from latentbias.campaign import Campaign, load_config
+    from latentbias.campaign.pocket import pocket_measure
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config")
+    ap.add_argument("rundir")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    rundir = Path(args.rundir)
+    t0 = time.perf_counter()
+    campaign = Campaign(cfg, rundir, progress=False)
+    campaign.run()
+    t_campaign = time.perf_counter() - t0
+    frames = campaign.all_frames(campaign.last_round)
+    n_steps = len(frames["step"]) * cfg.campaign.save_interval
+    from latentbias.campaign.pocket import frames_openness
+
+    biased = frames_openness(campaign, frames)
+    cache = rundir / "unbiased_openness.json"
+    if cache.is_file():
+        ref = json.loads(cache.read_text())
+        unbiased, wall = np.asarray(ref["openness"]), ref["wall_s"]
+    else:
+        xyz, wall = unbiased_run(campaign, n_steps, cfg.campaign.save_interval)
+        unbiased = pocket_measure(campaign)(xyz)
+        cache.write_text(json.dumps({"openness": unbiased.tolist(), "wall_s": wall, "steps": n_steps}))
+    unit = cfg.pocket.unit
+    ps = n_steps * cfg.md.timestep / 1000.0
+    rows = [("unbiased", describe(unbiased)), ("pocket campaign (all rounds)", describe(biased)),
+            ("pocket rounds only", describe(biased[frames["round"] > 0]))]
+    print(f"{time.strftime('%Y-%m-%d')} · {platform.node()} · {platform.processor() or platform.machine()} · "
+          f"latentbias {latentbias.__version__} · OpenMM {openmm.__version__} · platform {cfg.md.platform} "
+          f"{cfg.md.platform_properties} · seed {cfg.md.seed} · {n_steps} steps = {ps:.1f} ps each")
+    print()
+    head = ["run"] + [f"{k} ({unit})" if k != "frames" else k for k in rows[0][1]]
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|---|" + "---:|" * (len(head) - 1))
+    else:
+        print("  ".join(f"{h:>14s}" for h in head))
+    for name, d in rows:
+        vals = [f"{d['frames']:d}"] + [f"{d[k]:.4f}" for k in list(d)[1:]]
+        print(("| " + " | ".join([name] + vals) + " |") if args.markdown else "  ".join(f"{v:>14s}" for v in [name] + vals))
+    print()
+    speed = campaign_speed(rundir)
+    print(f"unbiased MD: {ps:.1f} ps in {wall:.0f} s wall = {ps / 1000 / wall * 86400:.3f} ns/day")
+    for r, sim_ps, sec in speed:
+        print(f"campaign round {r}: {sim_ps:.1f} ps in {sec:.0f} s wall = {sim_ps / 1000 / max(sec, 1) * 86400:.3f} ns/day")
+    print(f"campaign wall time (this call, incl. training, openness, weights): {t_campaign:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
