@@ -69,9 +69,33 @@ def main() -> None:
     ap.add_argument("config")
     ap.add_argument("rundir")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--unbiased-only", type=int, metavar="STEPS", default=0,
+                    help="only the unbiased run, of STEPS steps (the campaign's planned total), into "
+                         "RUNDIR/unbiased_openness.json; lets it run beside the campaign on another core")
     args = ap.parse_args()
     cfg = load_config(args.config)
     rundir = Path(args.rundir)
+    if args.unbiased_only:
+        from latentbias.campaign.systems import build_system
+
+        class _Shim:  # what make_simulation and the measure need, without touching the run directory
+            def __init__(self):
+                self.cfg, self._s = cfg, build_system(cfg)
+
+            def system(self):
+                return self._s
+
+        shim = _Shim()
+        xyz, wall = unbiased_run(shim, args.unbiased_only, cfg.campaign.save_interval)
+        from latentbias.campaign.pocket import PocketMeasure
+
+        rundir.mkdir(parents=True, exist_ok=True)
+        np.save(rundir / "unbiased_positions.npy", xyz.astype(np.float32))
+        unbiased = PocketMeasure(cfg.pocket, shim.system()[1], reference=shim.system()[2])(xyz)
+        (rundir / "unbiased_openness.json").write_text(json.dumps({"openness": unbiased.tolist(), "wall_s": wall,
+                                                                   "steps": args.unbiased_only}))
+        print(f"unbiased: {args.unbiased_only} steps in {wall:.0f} s; openness {describe(unbiased)}")
+        return
     t0 = time.perf_counter()
     campaign = Campaign(cfg, rundir, progress=False)
     campaign.run()
@@ -85,6 +109,8 @@ def main() -> None:
     if cache.is_file():
         ref = json.loads(cache.read_text())
         unbiased, wall = np.asarray(ref["openness"]), ref["wall_s"]
+        if ref["steps"] != n_steps:
+            raise SystemExit(f"{cache} holds an unbiased run of {ref['steps']} steps, the campaign simulated {n_steps}")
     else:
         xyz, wall = unbiased_run(campaign, n_steps, cfg.campaign.save_interval)
         unbiased = pocket_measure(campaign)(xyz)

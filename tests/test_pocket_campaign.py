@@ -260,7 +260,18 @@ def test_t4l_example_config_measures_the_crystal_cavity():
     campaign.cfg, campaign._system_cache = cfg, None
     _, top, xyz = campaign.system()
     assert top.getNumAtoms() == 2603
-    assert pocket_measure(campaign)(xyz[None])[0] * 1000 == pytest.approx(144.94, abs=0.05)
+    measure = pocket_measure(campaign)
+    assert measure(xyz[None])[0] * 1000 == pytest.approx(144.94, abs=0.05)
+    # a tumbling protein: the frame rotated and shifted measures the same after superposition on the start
+    from scipy.spatial.transform import Rotation
+
+    rotated = Rotation.from_euler("xyz", [40, -25, 70], degrees=True).apply(xyz - xyz.mean(0)) + [1.0, -2.0, 0.5]
+    v_rot = measure(rotated[None])[0]
+    assert v_rot * 1000 == pytest.approx(144.94, rel=0.02)
+    from latentbias.campaign.pocket import PocketMeasure
+
+    unaligned = PocketMeasure(cfg.pocket, top)(rotated[None])[0]  # no reference: the axis-aligned box turns with it
+    assert abs(unaligned - v_rot) > 0.005
 
 
 @pytest.mark.slow

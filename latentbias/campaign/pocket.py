@@ -169,18 +169,27 @@ def validate_pocket(config: CampaignConfig) -> None:
 class PocketMeasure:
     """The campaign's openness measure for its topology: ``measure(positions) -> (n,)`` in :attr:`unit`.
 
+    The cavity volume's grid is axis-aligned, so for a tumbling protein (implicit solvent, vacuum) each frame is
+    first superposed (rigid-body least squares) on ``reference`` over the fit atoms: the region's atoms (residue
+    box), the ``center_residues`` atoms, or every Cα for a fixed ``center`` (given in the reference's coordinates).
+    The distance measure needs no superposition.
+
     Parameters
     ----------
     config : PocketConfig
     topology : openmm.app.Topology or mdtraj.Topology
+    reference : numpy.ndarray, shape=(n_atoms, 3), nm, optional
+        Orientation the frames are superposed on (the campaign's starting structure); None: no superposition.
     """
 
-    def __init__(self, config: PocketConfig, topology: Any):
+    def __init__(self, config: PocketConfig, topology: Any, reference: np.ndarray | None = None):
         from ..analysis.pockets import CavityVolume, PocketRegion, _as_topology, _residue_atoms, atom_radii
 
         self.config = config
         self.topology = _as_topology(topology)
         self.unit = config.unit
+        self.reference = None if reference is None else np.asarray(reference, dtype=np.float64)
+        self.fit_atoms: np.ndarray | None = None
         if config.measure == "distance":
             self.groups = (_residue_atoms(self.topology, config.group_a), _residue_atoms(self.topology, config.group_b))
             self.volume = None
@@ -188,14 +197,30 @@ class PocketMeasure:
             return
         if config.residues:
             self.region = PocketRegion.from_residues(self.topology, config.residues, padding=config.padding)
+            self.fit_atoms = self.region.atoms
         elif config.center:
             self.region = PocketRegion.from_center(config.radius, center=np.asarray(config.center, dtype=float))
+            self.fit_atoms = self.topology.select("name CA")
         else:
-            self.region = PocketRegion.from_center(config.radius, center_atoms=_residue_atoms(self.topology,
-                                                                                            config.center_residues))
+            atoms = _residue_atoms(self.topology, config.center_residues)
+            self.region = PocketRegion.from_center(config.radius, center_atoms=atoms)
+            self.fit_atoms = atoms
         self.volume = CavityVolume(self.region, atom_radii(self.topology), step=config.step,
                                    probe_in=config.probe_in, probe_out=config.probe_out,
                                    removal_distance=config.removal_distance, volume_cutoff=config.volume_cutoff)
+
+    def superpose(self, positions: np.ndarray) -> np.ndarray:
+        """Frames (nm, shape=(n, n_atoms, 3)) superposed on the reference over the fit atoms (unchanged without a
+        reference or for the distance measure)."""
+        import mdtraj as md
+
+        xyz = np.asarray(positions, dtype=np.float64).reshape(-1, self.topology.n_atoms, 3)
+        if self.reference is None or self.volume is None or self.fit_atoms is None or len(self.fit_atoms) < 3:
+            return xyz
+        traj = md.Trajectory(xyz.astype(np.float32), self.topology)
+        ref = md.Trajectory(self.reference[None].astype(np.float32), self.topology)
+        traj.superpose(ref, 0, atom_indices=self.fit_atoms)
+        return traj.xyz.astype(np.float64)
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         """Openness of frames (nm, shape=(n, n_atoms, 3)); shape=(n,), in :attr:`unit`."""
@@ -205,13 +230,14 @@ class PocketMeasure:
         if self.volume is None:
             masses = np.array([a.element.mass if a.element is not None else 1.0 for a in self.topology.atoms])
             return group_distance(xyz, self.groups[0], self.groups[1], masses=masses)
-        return self.volume(xyz)
+        return self.volume(self.superpose(xyz))
 
     def cavity_points(self, xyz: np.ndarray) -> np.ndarray:
-        """Cavity grid points of one frame (nm, shape=(m, 3)); empty for the distance measure."""
+        """Cavity grid points of one frame *as superposed* (:meth:`superpose`) (nm, shape=(m, 3)); empty for the
+        distance measure."""
         if self.volume is None:
             return np.zeros((0, 3))
-        return self.volume.cavity_points(np.asarray(xyz, dtype=np.float64))
+        return self.volume.cavity_points(self.superpose(xyz)[0])
 
 
 def round_openness(campaign: Campaign, q: int, positions: np.ndarray) -> np.ndarray:
@@ -232,7 +258,8 @@ def pocket_measure(campaign: Campaign) -> PocketMeasure:
     """The campaign's :class:`PocketMeasure` (built once per campaign object)."""
     measure = getattr(campaign, "_pocket_measure", None)
     if measure is None:
-        measure = PocketMeasure(campaign.cfg.pocket, campaign.system()[1])
+        _, topology, xyz = campaign.system()
+        measure = PocketMeasure(campaign.cfg.pocket, topology, reference=xyz)
         campaign._pocket_measure = measure
     return measure
 

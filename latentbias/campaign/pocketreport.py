@@ -139,7 +139,7 @@ def pocket_section(campaign: Campaign, frames: dict[str, np.ndarray], z: np.ndar
                   "`resname CAV`):", "", f"| file | round | step | openness ({unit}) | cavity points |",
                   "|---|---:|---:|---:|---:|"]
         for j, i in enumerate(top):
-            xyz = frames["positions"][i].astype(float)
+            xyz = measure.superpose(frames["positions"][i].astype(float))[0]  # the orientation the cavity is measured in
             points = measure.cavity_points(xyz)
             name = f"pocket_open_{j:02d}.pdb"
             write_pocket_pdb(out / name, measure.topology, xyz, points, overwrite=overwrite)
