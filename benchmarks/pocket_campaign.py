@@ -58,6 +58,49 @@ def describe(values: np.ndarray) -> dict[str, float]:
             "q95": q[2], "max": values.max()}
 
 
+def figure(path: Path, campaign, frames, biased: np.ndarray, unbiased: np.ndarray) -> None:
+    """Two panels: openness against MD step (campaign rounds and the unbiased run); the most open campaign frame's
+    Cα trace with its cavity grid points (projected on the x-y plane after superposition on the start)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from latentbias.campaign.pocket import pocket_measure
+
+    cfg = campaign.cfg
+    scale = 1000.0 if cfg.pocket.measure == "volume" else 1.0
+    unit = "Å³" if cfg.pocket.measure == "volume" else "nm"
+    fig = Figure(figsize=(8.0, 3.3))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 2, 1)
+    dt = cfg.campaign.save_interval * cfg.md.timestep / 1000.0
+    t = np.arange(1, len(biased) + 1) * dt
+    ax.plot(np.arange(1, len(unbiased) + 1) * dt, unbiased * scale, color="0.5", lw=1, label="unbiased")
+    for r in np.unique(frames["round"]):
+        sel = frames["round"] == r
+        ax.plot(t[sel], biased[sel] * scale, lw=1, label=f"round {r}" + (" (unbiased)" if r == 0 else " (pocket)"))
+    ax.set_xlabel("simulated time (ps)")
+    ax.set_ylabel(f"cavity volume ({unit})")
+    ax.legend(fontsize=6)
+    ax.set_title("L99A cavity: campaign vs unbiased", fontsize=9)
+    measure = pocket_measure(campaign)
+    i = int(np.argmax(biased))
+    xyz = measure.superpose(frames["positions"][i].astype(float))[0]
+    pts = measure.cavity_points(xyz)
+    ca = measure.topology.select("name CA")
+    ax2 = fig.add_subplot(1, 2, 2)
+    ax2.plot(xyz[ca, 0], xyz[ca, 1], color="0.6", lw=0.7)
+    lining = np.intersect1d(ca, measure.fit_atoms) if measure.fit_atoms is not None else ca[:0]
+    ax2.scatter(xyz[lining, 0], xyz[lining, 1], s=10, color="tab:blue", label="lining Cα")
+    ax2.scatter(pts[:, 0], pts[:, 1], s=2, color="tab:red", label=f"cavity points ({len(pts)})")
+    ax2.set_aspect("equal")
+    ax2.set_xlabel("x (nm)")
+    ax2.set_ylabel("y (nm)")
+    ax2.legend(fontsize=6, loc="lower left")
+    ax2.set_title(f"most open frame: {biased[i] * scale:.0f} {unit}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     import openmm
 
@@ -69,6 +112,7 @@ def main() -> None:
     ap.add_argument("config")
     ap.add_argument("rundir")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--figure", help="write a two-panel PNG (openness vs time; most open frame with its cavity)")
     ap.add_argument("--unbiased-only", type=int, metavar="STEPS", default=0,
                     help="only the unbiased run, of STEPS steps (the campaign's planned total), into "
                          "RUNDIR/unbiased_openness.json; lets it run beside the campaign on another core")
@@ -138,6 +182,8 @@ def main() -> None:
     for r, sim_ps, sec in speed:
         print(f"campaign round {r}: {sim_ps:.1f} ps in {sec:.0f} s wall = {sim_ps / 1000 / max(sec, 1) * 86400:.3f} ns/day")
     print(f"campaign wall time (this call, incl. training, openness, weights): {t_campaign:.0f} s")
+    if args.figure:
+        figure(Path(args.figure), campaign, frames, biased, unbiased)
 
 
 if __name__ == "__main__":

@@ -274,6 +274,15 @@ def test_t4l_example_config_measures_the_crystal_cavity():
     assert abs(unaligned - v_rot) > 0.005
 
 
+def test_t4l_gpu_config_budget():
+    """The GPU-sized example loads (CUDA named) and its MD budget is the 42.5 ns its header's run-time estimate uses."""
+    cfg = load_config(EXAMPLES / "t4l_pocket_gpu.toml")
+    assert cfg.md.platform == "CUDA" and cfg.converge.enabled
+    c = cfg.campaign
+    steps = c.round0_steps + (c.rounds - 1) * c.steps_per_round + cfg.converge.max_steps
+    assert steps * cfg.md.timestep / 1e6 == pytest.approx(42.5)
+
+
 @pytest.mark.slow
 def test_t4l_pocket_campaign_ci_config(tmp_path):
     """The CI-sized T4L L99A example end to end (CPU platform; ~1500 MD steps, tens of minutes on a loaded 2-core
