@@ -71,9 +71,11 @@ def toy_pocket(tmp_path_factory):
 
 
 def _raw(**pocket):
+    opes = {"pace": pocket.pop("pace")} if "pace" in pocket else {}
     return {"system": {"testsystem": "alanine-dipeptide-vacuum"},
-            "campaign": {"strategy": "pocket", "rounds": 2, "steps_per_round": 10000, "round0_steps": 5000},
-            "pocket": pocket}
+            "campaign": {"strategy": "pocket", "rounds": 2, "steps_per_round": 10000, "round0_steps": 5000,
+                         "save_interval": 25, "checkpoint_interval": 5000},
+            "pocket": pocket, "opes": opes}
 
 
 @pytest.mark.parametrize("pocket, match", [
@@ -89,6 +91,7 @@ def _raw(**pocket):
     ({"residues": [1, 2], "restart_segments": 5}, "restart_segments"),
     ({"residues": [1, 2], "probe_out": 0.1}, "probe_out"),
     ({"residues": [1, 2], "shape": "round"}, "unknown key"),
+    ({"residues": [1, 2], "pace": 25}, "sigma-sampling"),
 ])
 def test_pocket_config_errors_name_the_key(pocket, match):
     with pytest.raises(ConfigError, match=match):

@@ -161,6 +161,9 @@ def validate_pocket(config: CampaignConfig) -> None:
         c, op = config.campaign, config.opes
         if c.save_interval % op.pace and op.pace % c.save_interval:
             raise ConfigError("[opes] pace and [campaign] save_interval must divide one another")
+        if op.pace % max(1, op.pace // 10):  # LatentOPES samples the kernel width every pace // 10 steps
+            raise ConfigError(f"[opes] pace = {op.pace}: LatentOPES's sigma-sampling interval pace // 10 = "
+                              f"{op.pace // 10} must divide it; use a multiple of 10 or a pace below 10")
 
 
 # ----------------------------------------------------------------------------------------------------- the measure
