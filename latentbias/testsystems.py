@@ -10,7 +10,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "alanine_dipeptide_vacuum", "t4_lysozyme_l99a_files"]
+__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "alanine_dipeptide_vacuum", "t4_lysozyme_l99a_files",
+           "t4_lysozyme_l99a_implicit"]
 
 
 def _package_dir(name: str) -> Path:
@@ -65,6 +66,28 @@ def alanine_dipeptide_vacuum(constraints: str | None = "HBonds"):
     crd = app.AmberInpcrdFile(str(files["crd"]))
     cons = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}[constraints]
     system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=cons)
+    return system, prmtop.topology, crd.positions
+
+
+def t4_lysozyme_l99a_implicit(constraints: str | None = "HBonds"):
+    """T4 lysozyme L99A without its ligand in OBC2 implicit solvent (NoCutoff), from openmmtools' Amber prmtop.
+
+    The receptor files hold no ligand: the L99A cavity is empty (2603 atoms). GB parameters come from the prmtop
+    (``implicitSolvent=OBC2``, solute dielectric 1, solvent dielectric 78.5).
+
+    Returns
+    -------
+    system : openmm.System
+    topology : openmm.app.Topology
+    positions : openmm.unit.Quantity, shape=(2603, 3), nm
+    """
+    from openmm import app
+
+    files = t4_lysozyme_l99a_files()
+    prmtop = app.AmberPrmtopFile(str(files["prmtop"]))
+    crd = app.AmberInpcrdFile(str(files["crd"]))
+    cons = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}[constraints]
+    system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=cons, implicitSolvent=app.OBC2)
     return system, prmtop.topology, crd.positions
 
 

@@ -3,7 +3,7 @@
 Example (every key shown; most have defaults)::
 
     [system]
-    testsystem = "alanine-dipeptide-vacuum"   # or: prmtop + coordinates | system_xml + pdb | pdb + forcefield
+    testsystem = "alanine-dipeptide-vacuum"   # | "t4-lysozyme-l99a-implicit"; or: prmtop + coordinates | system_xml + pdb | pdb + forcefield
     # prmtop = "ala2.prmtop"; coordinates = "ala2.crd"
     # system_xml = "system.xml"; pdb = "start.pdb"
     # pdb = "protein.pdb"; forcefield = ["amber14-all.xml"]; implicit_solvent = "implicit/obc2.xml"
@@ -40,7 +40,7 @@ Example (every key shown; most have defaults)::
     save_interval = 250                        # steps between saved frames
     checkpoint_interval = 5000                 # steps between checkpoints (multiple of save_interval)
     round0_steps = 25000                       # unbiased round 0 (or give round0_trajectories)
-    strategy = "metadynamics"                  # metadynamics | frontier | opes (or a list, one per biased round)
+    strategy = "metadynamics"                  # metadynamics | frontier | opes | pocket (or a list, one per round)
 
     [metadynamics]
     bias_factor = 8.0
@@ -95,6 +95,11 @@ Example (every key shown; most have defaults)::
     cluster_class = "SLURMCluster"             # executor = "jobqueue": a dask_jobqueue class, with
     # [execution.cluster] its keyword arguments (queue, cores, processes = 1, memory, walltime, ...)
 
+    [pocket]                                   # a pocket to open: see latentbias.campaign.pocket for every key
+    residues = [78, 84, 87, 88, 91, 99, 102, 103, 111, 118, 121, 133, 153]
+    anchor_dim = 0                             # latent dimension trained to equal the openness
+    bias = "opes"                              # opes | metadynamics on that dimension (strategy "pocket")
+
 Seeds: ``[md] seed`` is the one source of randomness of a campaign (integrators, velocities, training; see
 :mod:`latentbias.campaign.seeds`) and must be an integer in [1, 2**31 - 1] — 0 is refused, because OpenMM reads
 it as "random". Without it a seed is drawn when the run directory is created, logged, and stored in
@@ -118,13 +123,14 @@ __all__ = [
     "TESTSYSTEMS",
 ]
 
-STRATEGIES = ("metadynamics", "frontier", "opes")
+STRATEGIES = ("metadynamics", "frontier", "opes", "pocket")
 CONVERGE_METHODS = ("opes", "metadynamics")
 OOD_ACTIONS = ("retrain", "cap", "off")
-TESTSYSTEMS = ("alanine-dipeptide-vacuum",)
+TESTSYSTEMS = ("alanine-dipeptide-vacuum", "t4-lysozyme-l99a-implicit")
 from ..features import FEATURE_KINDS  # noqa: E402
 from .seeds import MAX_SEED  # noqa: E402
 from .execution import ExecutionConfig, validate_execution  # noqa: E402
+from .pocket import PocketConfig, validate_pocket  # noqa: E402
 PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL", "HIP")
 CONSTRAINTS = ("None", "HBonds", "AllBonds", "HAngles")
 
@@ -268,6 +274,7 @@ class CampaignConfig:
     ood: OODConfig = field(default_factory=OODConfig)
     converge: ConvergeConfig = field(default_factory=ConvergeConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    pocket: PocketConfig = field(default_factory=PocketConfig)  # see latentbias.campaign.pocket
     base_dir: str = "."
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +310,7 @@ _SECTIONS = {
     "ood": OODConfig,
     "converge": ConvergeConfig,
     "execution": ExecutionConfig,
+    "pocket": PocketConfig,
 }
 
 #: tables passed on as given (keyword arguments of another library), not coerced to strings
@@ -522,6 +530,7 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError("[metadynamics] frequency and [converge] save_interval must divide one another")
 
     validate_execution(cfg.execution, m.platform)
+    validate_pocket(cfg)
 
 
 def load_config(path: str | Path) -> CampaignConfig:

@@ -42,6 +42,7 @@ from .config import CampaignConfig
 from .plan import n_segments, plan_round
 from .converge import converge_end_check, convergence_history, restarted
 from .extend import assess_change, reconcile_config
+from .pocket import frames_openness, pocket_enabled
 from .records import frame_boxes, load_frames
 from .rundir import RunDir
 from .seeds import MAX_SEED
@@ -254,7 +255,10 @@ class Campaign:
 
         if r == self.converge_round:
             convergence_history(self.run_dir, self.cfg, r)
-        write_weights(self.run_dir, self.cfg, r, frames, encode)
+        extra = None
+        if pocket_enabled(self.cfg):  # openness per frame in frames.csv (latentbias.campaign.pocket)
+            extra = {f"openness_{self.cfg.pocket.unit.replace('^', '')}": frames_openness(self, frames)}
+        write_weights(self.run_dir, self.cfg, r, frames, encode, extra)
         last = r >= self.last_round
         logger.info("%s done", "converge phase" if r == self.converge_round
                     else f"converge attempt in round {r} (ended to retrain)" if restarted(self.run_dir, r)

@@ -15,6 +15,8 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   ``end.json``); ``attempt`` and ``restart_segments`` (:func:`converge_attempt_budget`): an attempt whose frozen
   encoder meets out-of-distribution frames goes back to retraining, and the next attempt (round r + 1, encoder of
   round r) gets what is left of the budget;
+* ``pocket``: ``bias``, ``variables`` (the openness-anchored dimension only), ranked frontier ``targets``, the
+  restart ``start_frame`` and ``restart_segments`` (:func:`~latentbias.campaign.pocket.pocket_plan`);
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
   space), ``start_frames`` (index, among all frames of the earlier rounds, of the frame nearest each target) and
   ``schedule`` (:func:`frontier_schedule`); with parallel walkers (``[execution] walkers`` > 1) also
@@ -141,7 +143,11 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
     else:
         plan["strategy"] = cfg.strategy_for_round(r)
         info = campaign.model(r - 1).info
-        if plan["strategy"] == "opes":
+        if plan["strategy"] == "pocket":  # the openness-anchored dimension (latentbias.campaign.pocket)
+            from .pocket import pocket_plan
+
+            plan.update(pocket_plan(campaign, r, plan["segments"]))
+        elif plan["strategy"] == "opes":
             plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"], "opes")
         elif plan["strategy"] == "metadynamics":
             plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"])

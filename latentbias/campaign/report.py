@@ -3,7 +3,8 @@
 Contents: a per-round table (strategy, frames, simulated time, validation loss, latent alignment R², OOD
 events, effective sample size), the latent FES after each round (MBAR over all frames so far, in the latest
 aligned latent space), latent-space coverage per round, training losses, OOD events, and reweighted FES of extra
-CVs the user names (e.g. φ/ψ), computed from the frames of all rounds with the cross-round MBAR weights.
+CVs the user names (e.g. φ/ψ), computed from the frames of all rounds with the cross-round MBAR weights, and — for a
+campaign with a ``[pocket]`` — the pocket section (:mod:`latentbias.campaign.pocketreport`).
 
 Error bars (the ``error_kjmol`` column of ``cv_fes_*.csv`` and the bands in the 1-D plots) come from the
 stratified block bootstrap of :mod:`latentbias.analysis.uncertainty`: frames are grouped by the bias state they
@@ -27,6 +28,7 @@ from ..analysis.fes import free_energy_surface
 from ..analysis.plots import plot_fes
 from .config import from_dict
 from .loop import Campaign
+from .pocket import pocket_enabled
 from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -452,6 +454,12 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                      title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite,
                      vmax=_colour_top(fes2))
             lines += [f"![{a.name}/{b.name}]({name}.png)", ""]
+    if pocket_enabled(cfg):  # openness per round, F(openness), most open structures (campaign.pocketreport)
+        from .pocketreport import pocket_section
+
+        rw = _reweighting(campaign, frames, temperature)
+        lines += pocket_section(campaign, frames, z, last, out, _weights_csv_logweights(rundir, rw), rw,
+                                N_BOOTSTRAP, overwrite)
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
               "(kJ/mol), final log-weight (-inf: kept out of the estimate) and the reason code `excluded`; "
               "`report/cv_fes_*.csv`: reweighted FES with 1σ errors (stratified block bootstrap over bias states, "

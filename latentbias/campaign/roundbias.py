@@ -345,3 +345,8 @@ ROUND_BIASES: dict[str, type[RoundBias]] = {
     "frontier": FrontierBias,
     "opes": OPESBias,
 }
+
+# ``pocket`` rounds (OPES/metadynamics on the openness-anchored dimension) live in their own module
+from .pocketbias import PocketBias  # noqa: E402
+
+ROUND_BIASES["pocket"] = PocketBias

@@ -29,6 +29,10 @@ def build_system(cfg: CampaignConfig) -> tuple[Any, Any, np.ndarray]:
         from ..testsystems import alanine_dipeptide_vacuum
 
         system, topology, positions = alanine_dipeptide_vacuum(None if s.constraints == "None" else s.constraints)
+    elif s.testsystem == "t4-lysozyme-l99a-implicit":
+        from ..testsystems import t4_lysozyme_l99a_implicit
+
+        system, topology, positions = t4_lysozyme_l99a_implicit(None if s.constraints == "None" else s.constraints)
     elif s.prmtop is not None:
         prmtop = app.AmberPrmtopFile(str(cfg.resolve(s.prmtop)))
         coords = app.AmberInpcrdFile(str(cfg.resolve(s.coordinates)))

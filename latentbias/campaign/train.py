@@ -28,7 +28,9 @@ from ..export import LatentModelFile, load_model, save_model
 from ..features import featurize
 from ..models import FeatureAutoencoder, LatentModel
 from ..training import LatentModelEstimator
+from ..analysis.pockets import anchor_agreement
 from .alignment import apply_alignment, fit_alignment
+from .pocket import anchored_alignment, pocket_anchor
 from .records import frame_boxes
 from .rundir import RunDir
 from .seeds import RoundSeeds
@@ -83,12 +85,14 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     feats = featurize(featurizer, positions, boxes)
     lengths = [int(np.count_nonzero(frames["round"] == q)) for q in range(r + 1)]
     mc = cfg.model
+    anchor = pocket_anchor(campaign, r, frames)  # [pocket]: one latent dimension trained to equal the openness
     est = LatentModelEstimator(latent_dim=mc.latent_dim, hidden=mc.hidden, activation=mc.activation,
                                objective=mc.objective, lag=mc.lag, epochs=mc.epochs, batch_size=mc.batch_size,
                                learning_rate=mc.learning_rate, patience=mc.patience,
-                               seed=RoundSeeds(cfg.md.seed, r).training, progress=campaign.progress)
+                               seed=RoundSeeds(cfg.md.seed, r).training, progress=campaign.progress,
+                               **({"cv_dims": anchor["cv_dims"], "cv_weight": anchor["cv_weight"]} if anchor else {}))
     init = campaign.model(r - 1).autoencoder if (r > 0 and mc.warm_start) else None
-    result = est.fit(feats, lengths=lengths, init=init)
+    result = est.fit(feats, lengths=lengths, init=init, cvs=anchor["cvs"] if anchor else None)
     ae = result.model
     info: dict[str, Any] = {"round": r, "history": result.history, "best_epoch": result.best_epoch,
                             "architecture": ae.config(), "n_frames": int(len(feats))}
@@ -97,7 +101,7 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
         with torch.no_grad():
             z_new = ae.encode(torch.as_tensor(feats[:n_prev], dtype=torch.float32)).double().numpy()
         z_old = campaign.model(r - 1).file.encode(positions[:n_prev], None if boxes is None else boxes[:n_prev])
-        align = fit_alignment(z_new, z_old)
+        align = anchored_alignment(z_new, z_old, anchor["cv_dims"]) if anchor else fit_alignment(z_new, z_old)
         apply_alignment(ae, align)
         info["alignment"] = {"r2": align.r2, "rmsd": align.rmsd, "scale": align.scale}
         logger.info("round %d: latent space aligned to round %d: R^2 = %.3f, rmsd = %.3g", r, r - 1, align.r2,
@@ -111,6 +115,11 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     info.update({"z_min": z.min(0).tolist(), "z_max": z.max(0).tolist(),
                  "recon_error_q99": float(np.quantile(err, 0.99)), "recon_error_n": int(len(err)),
                  "train_seconds": time.perf_counter() - t0})
+    if anchor:
+        k = anchor["cv_dims"][0]
+        info["pocket_anchor"] = {"dim": k, **anchor_agreement(z[:, k], anchor["cvs"][:, 0]),
+                                 "val_pearson": (result.history.get("val_cv_correlation") or [None])[-1]}
+        logger.info("round %d: z%d vs pocket openness: %s", r, k, info["pocket_anchor"])
     run_dir.write_json(run_dir.round_dir(r) / "model.json", info)
     h = result.history
     logger.info("round %d trained: %d frames total, val loss %.4g (epoch %d), z range %s, OOD frames %d", r,

@@ -26,6 +26,9 @@ estimate (``logweight = −inf``) with the reason recorded per frame (the ``excl
   that went back to retraining (:mod:`latentbias.campaign.converge`): its bias acted in an encoder that did not
   describe the region reached, so only the last attempt, in the retrained encoder, enters the final estimate.
   Until then (the weights written after such an attempt) its frames are treated like an exploration round's.
+* ``pocket-restart`` — the first ``[pocket] restart_segments`` checkpoint segments of a pocket round that started
+  from a chosen (most open) earlier frame: like a release, a transient that remembers its start
+  (:mod:`latentbias.campaign.pocket`).
 
 Why not TRAM: TRAM (deeptime) could use releases and round 0 through their transition counts between latent
 microstates, but its answer depends on a latent discretisation and on local equilibrium within each microstate,
@@ -80,7 +83,7 @@ __all__ = ["BiasState", "EXCLUSIONS", "frame_exclusions", "read_plans", "bias_st
 
 #: ``excluded`` column codes: 0 = in the estimate, else the reason the frame is kept out (module docstring)
 EXCLUSIONS = {0: "used", 1: "round0-unbiased", 2: "frontier-pull", 3: "frontier-release", 4: "bias-off",
-              5: "exploration", 6: "burn-in", 7: "converge-restarted"}
+              5: "exploration", 6: "burn-in", 7: "converge-restarted", 8: "pocket-restart"}
 _CODE = {v: k for k, v in EXCLUSIONS.items()}
 
 
@@ -120,6 +123,10 @@ def frame_exclusions(frames: dict[str, np.ndarray], plans: dict[int, dict[str, A
             out[sel] = _CODE["exploration"]
         else:
             out[sel & (scale == 0.0)] = _CODE["bias-off"]
+            if strategy == "pocket":  # the transient after a restart from a chosen frame (campaign.pocket)
+                from .pocket import restart_exclusion
+
+                out[sel & restart_exclusion(plans[int(r)], frames["segment"])] = _CODE["pocket-restart"]
             if r in converge and burn_in > 0:
                 t = np.asarray(frames["time_ps"], dtype=float)[sel]
                 cut = t.min() + burn_in * (t.max() - t.min())
@@ -383,7 +390,8 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
 
 
 def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[str, np.ndarray],
-                  encode: Callable[[int], np.ndarray]) -> dict[str, Any]:
+                  encode: Callable[[int], np.ndarray],
+                  extra_columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The ``weights`` phase after round r: log-weights of all frames so far, written to ``weights.json``
     (estimator, frames used and why the others are not), ``weights.csv`` (all frames) and each round's
     ``frames.csv``. After the converge phase (round r's plan says ``converge``) the weights are the converge
@@ -396,6 +404,8 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
     encode : callable
         ``encode(q)`` -> latent coordinates of all frames under round q's model (with the frames' boxes),
         shape=(n, d).
+    extra_columns : dict of str -> numpy.ndarray, optional
+        Per-frame columns (shape=(n,)) appended to ``weights.csv`` and ``frames.csv`` (e.g. ``openness_nm3``).
 
     Returns
     -------
@@ -453,8 +463,13 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
     legend = "; ".join(f"{c} = {name}" for c, name in EXCLUSIONS.items())
     header = (["round", "step", "time_ps"] + [f"z{i}" for i in range(d)]
               + ["bias_kjmol", "logweight", "ood", "excluded"])
+    extra = dict(extra_columns or {})
+    extra_names = list(extra)
+    extra_values = np.column_stack([np.asarray(v, dtype=float) for v in extra.values()]) if extra else \
+        np.zeros((len(logw), 0))
+    header += extra_names
     rows = np.column_stack([frames["round"], frames["step"], frames["time_ps"], z_latest, frames["bias_kjmol"],
-                            logw, frames["ood"], excluded])
+                            logw, frames["ood"], excluded, extra_values])
     write_csv(run_dir.path / "weights.csv", header, rows, overwrite=True,
               comment=f"all frames after round {r}; z in the latest (aligned) latent space; bias in kJ/mol; "
                       f"logweight = log-weight in the unbiased ensemble (normalised, -inf = not in the estimate); "
@@ -462,10 +477,10 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
     for q in range(r + 1):
         sel = frames["round"] == q
         write_csv(run_dir.round_dir(q) / "frames.csv", ["step", "time_ps"] + [f"z{i}" for i in range(d)]
-                  + ["bias_kjmol", "logweight", "round", "ood", "excluded"],
+                  + ["bias_kjmol", "logweight", "round", "ood", "excluded"] + extra_names,
                   np.column_stack([frames["step"][sel], frames["time_ps"][sel], z_latest[sel],
                                    frames["bias_kjmol"][sel], logw[sel], frames["round"][sel], frames["ood"][sel],
-                                   excluded[sel]]),
+                                   excluded[sel], extra_values[sel]]),
                   overwrite=True,
                   comment=f"round {q}; time in ps; z in the latest (round {r}) aligned latent space; bias acting "
                           f"on the frame in kJ/mol; logweight = final log-weight (-inf = kept out of the "
