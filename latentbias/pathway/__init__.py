@@ -9,7 +9,7 @@ whole pipeline on a run directory or on given samples; ``latentbias path``).
 
 from .checks import StructureCheck, bond_deviations, check_structure, clashes
 from .profile import PathProfile, path_barrier, reweighted_profile, umbrella_profile, write_profiles
-from .rebuild import kabsch_fit, nearest_frames, rebuild_structure
+from .rebuild import kabsch_fit, nearest_frames, rebuild_structure, reconstruction_rmsd
 from .relax import PathWindows, default_force_constant, relax_path
 from .workflow import (LatentSamples, TransitionPath, latent_fes, resolve_endpoint, samples_from_rundir,
                        transition_path, transition_path_from_rundir, write_path_outputs)
@@ -17,7 +17,7 @@ from .workflow import (LatentSamples, TransitionPath, latent_fes, resolve_endpoi
 __all__ = [
     "LatentSamples", "PathProfile", "PathWindows", "StructureCheck", "TransitionPath", "bond_deviations",
     "check_structure", "clashes", "default_force_constant", "kabsch_fit", "latent_fes", "nearest_frames",
-    "path_barrier", "rebuild_structure", "relax_path", "resolve_endpoint", "reweighted_profile",
+    "path_barrier", "rebuild_structure", "reconstruction_rmsd", "relax_path", "resolve_endpoint", "reweighted_profile",
     "samples_from_rundir", "transition_path", "transition_path_from_rundir", "umbrella_profile", "write_path_outputs",
     "write_profiles",
 ]

@@ -3,9 +3,9 @@
 * Bonds: every ``HarmonicBondForce`` term and every constraint of the ``openmm.System`` gives a bonded pair and its
   equilibrium length; :func:`bond_deviations` returns |r − r0|.
 * Clashes: two atoms more than three bonds apart (bonds from the System) whose distance is below the sum of their
-  van der Waals radii (Bondi, via ``mdtraj.element``) minus ``overlap`` (0.04 nm = 0.4 Å, MolProbity's "serious
-  clash"). Pairs involving a hydrogen are left out when the partner is N or O (hydrogen bonds sit closer than the
-  radii sum).
+  van der Waals radii minus ``overlap`` (0.04 nm = 0.4 Å, MolProbity's "serious clash"). Radii: Bondi (via
+  ``mdtraj.element``), except polar hydrogens (bonded to N or O), 0.105 nm as in MolProbity's Probe. Pairs of a
+  polar hydrogen and an N or O are left out (hydrogen bonds sit closer than the radii sum).
 
 Units: nm.
 """
@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StructureCheck", "bond_deviations", "bonded_pairs", "check_structure", "clashes"]
+__all__ = ["StructureCheck", "bond_deviations", "bonded_pairs", "check_structure", "clashes", "POLAR_H_RADIUS"]
+
+#: van der Waals radius of a hydrogen bonded to N or O, nm (MolProbity/Probe)
+POLAR_H_RADIUS = 0.105
 
 
 def bonded_pairs(system: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -84,9 +87,14 @@ def clashes(system: Any, topology: Any, positions: Any, overlap: float = 0.04) -
     radii = np.array([md.element.get_by_symbol(s).radius for s in symbols])
     pairs, _ = bonded_pairs(system)
     far = _separated(pairs, n)
-    hydrogen = np.array([s == "H" for s in symbols])
     polar = np.array([s in ("N", "O") for s in symbols])
-    hbond = (hydrogen[:, None] & polar[None, :]) | (polar[:, None] & hydrogen[None, :])
+    hydrogen = np.array([s == "H" for s in symbols])
+    polar_h = np.zeros(n, dtype=bool)
+    for i, j in pairs:
+        polar_h[i] |= hydrogen[i] and polar[j]
+        polar_h[j] |= hydrogen[j] and polar[i]
+    radii[polar_h] = POLAR_H_RADIUS
+    hbond = (polar_h[:, None] & polar[None, :]) | (polar[:, None] & polar_h[None, :])
     d = np.linalg.norm(x[:, None] - x[None, :], axis=-1)
     over = radii[:, None] + radii[None, :] - overlap - d
     bad = far & ~hbond & (over > 0) & np.triu(np.ones((n, n), dtype=bool), 1)

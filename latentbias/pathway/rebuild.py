@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["kabsch_fit", "nearest_frames", "rebuild_structure"]
+__all__ = ["kabsch_fit", "nearest_frames", "rebuild_structure", "reconstruction_rmsd"]
 
 
 def kabsch_fit(mobile: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -104,4 +104,32 @@ def rebuild_structure(decoded: Any, decoded_atoms: Any, template: Any) -> np.nda
     rotation, shift = kabsch_fit(t[idx], x)
     out = t @ rotation.T + shift
     out[idx] = x
+    return out
+
+
+def reconstruction_rmsd(model: Any, positions: Any, box: Any | None = None) -> np.ndarray:
+    """RMSD (Å) between each frame's decoded atoms, ``decode(encode(x))``, and the frame's own atoms after optimal
+    superposition (Kabsch), per frame.
+
+    Parameters
+    ----------
+    model : latentbias.export.LatentModelFile
+        With a coordinate decoder.
+    positions : array_like, shape=(n_frames, n_atoms, 3), nm
+    box : array_like, shape=(n_frames, 3, 3), nm, optional
+
+    Returns
+    -------
+    numpy.ndarray, shape=(n_frames,), Å
+    """
+    x = np.asarray(positions, dtype=float)
+    if x.ndim != 3:
+        raise ValueError(f"positions must have shape (n_frames, n_atoms, 3), got {x.shape}")
+    decoded = model.decode(model.encode(x, box))
+    atoms = np.asarray(model.metadata["decoder"]["atom_indices"], dtype=np.int64)
+    out = np.empty(len(x))
+    for k in range(len(x)):
+        rot, shift = kabsch_fit(x[k, atoms], decoded[k])
+        fitted = x[k, atoms] @ rot.T + shift
+        out[k] = 10.0 * np.sqrt(np.mean(np.sum((fitted - decoded[k]) ** 2, axis=1)))
     return out

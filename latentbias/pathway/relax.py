@@ -8,7 +8,8 @@ For every node z_k of a path in latent space, starting from a full structure (e.
 2. the energy is minimised with the restraint on (removes the strain left by rebuilding: bonds, clashes);
 3. Langevin MD at the temperature: ``equilibration_steps`` discarded, then ``production_steps`` whose latent
    coordinates are recorded every ``sample_interval`` steps — the umbrella window's samples;
-4. the production sample nearest to z_k is quenched (minimised, restraint on): the node's relaxed structure.
+4. the production sample nearest to z_k is quenched (minimised with the restraint stiffened ``quench_factor``
+   times, so that the structure stays at its node instead of sliding downhill): the node's relaxed structure.
 
 The windows' samples form a :class:`~latentbias.bias.umbrella.UmbrellaResult`, analysed by MBAR
 (:func:`latentbias.pathway.profile.umbrella_profile`). With ``output_dir`` every finished window is written
@@ -99,6 +100,7 @@ def relax_path(
     sample_interval: int = 50,
     minimize_tolerance: float = 10.0,
     minimize_iterations: int = 2000,
+    quench_factor: float = 10.0,
     seed: int = 0,
     backend: str = "auto",
     output_dir: str | os.PathLike | None = None,
@@ -132,6 +134,8 @@ def relax_path(
     minimize_tolerance : float
         kJ/mol/nm, for the minimisations.
     minimize_iterations : int
+    quench_factor : float
+        Restraint stiffening for the final quench of each node's structure.
     seed : int
         Velocities of window k use ``seed + k``; the integrator uses ``seed``.
     backend : {"auto", "native", "torchforce"}
@@ -192,6 +196,7 @@ def relax_path(
     settings = {"temperature": float(temperature), "force_constant": k, "platform": platform, "timestep": timestep,
                 "friction": friction, "equilibration_steps": int(equilibration_steps),
                 "production_steps": int(production_steps), "sample_interval": int(sample_interval), "seed": int(seed),
+                "quench_factor": float(quench_factor),
                 "dims": restraint.dims, "backend": restraint.backend}
 
     def encode(state: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -232,6 +237,7 @@ def relax_path(
             if d < best_d:
                 best, best_d = pos, d
         context.setPositions(best * unit.nanometer)
+        restraint.set_force_constants(context, np.full(restraint.ndim, k * float(quench_factor)))
         _quench(context, minimize_tolerance, minimize_iterations)
         state = context.getState(getPositions=True, getEnergy=True, groups=others)
         pos, z = encode(state)

@@ -36,7 +36,7 @@ from ..analysis.fes import FreeEnergySurface, free_energy_surface
 from ..analysis.paths import Basins, FreeEnergyPath, find_basins, minimum_free_energy_path, path_sensitivity
 from .checks import StructureCheck, check_structure
 from .profile import PathProfile, reweighted_profile, umbrella_profile, write_profiles
-from .rebuild import nearest_frames, rebuild_structure
+from .rebuild import nearest_frames, rebuild_structure, reconstruction_rmsd
 from .relax import PathWindows, relax_path
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class LatentSamples:
     temperature : float
         K.
     source : str
+    heldout : numpy.ndarray of bool, shape=(n_frames,), optional
+        Frames the model was not trained on (for the decoder's held-out reconstruction RMSD).
     """
 
     model: Any
@@ -72,6 +74,7 @@ class LatentSamples:
     logweights: np.ndarray
     temperature: float
     source: str = ""
+    heldout: np.ndarray | None = None
 
 
 def samples_from_rundir(rundir: str | os.PathLike) -> LatentSamples:
@@ -94,7 +97,7 @@ def samples_from_rundir(rundir: str | os.PathLike) -> LatentSamples:
                          "rerun the campaign's last round to refresh it")
     system, topology, _ = campaign.system()
     return LatentSamples(model, system, topology, frames["positions"].astype(float), z, logw,
-                         float(campaign.cfg.md.temperature), str(rundir))
+                         float(campaign.cfg.md.temperature), str(rundir), heldout=frames["round"] > q)
 
 
 def latent_fes(samples: LatentSamples, bins: int = 40, n_bootstrap: int = 50, seed: int = 0) -> FreeEnergySurface:
@@ -210,6 +213,7 @@ class TransitionPath:
             "umbrella_barrier_kjmol": [float(self.umbrella.barrier.value), float(self.umbrella.barrier.error)],
             "reweighted_barrier_kjmol": [float(self.reweighted.barrier.value), float(self.reweighted.barrier.error)],
             "decoder_validation_rmsd_angstrom": dec.get("validation_rmsd_angstrom"),
+            "decoder_heldout_rmsd_angstrom": self.info.get("heldout_rmsd_angstrom"),
             "max_bond_deviation_angstrom": float(max(c.max_bond_deviation for c in self.checks) * 10.0),
             "clashes": int(sum(c.n_clashes for c in self.checks)),
             "all_physical": bool(all(c.physical for c in self.checks)),
@@ -288,9 +292,16 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     rew = reweighted_profile(samples.z[:, :2], samples.logweights, nodes, samples.temperature, bins=nb,
                              max_distance=tube, n_bootstrap=n_bootstrap, seed=seed, label="reweighted samples")
     checks = [check_structure(samples.system, samples.topology, x) for x in windows.structures]
-    info = {"rebuilt_max_bond_deviation_angstrom": float(max(
+    info: dict[str, Any] = {}
+    if samples.heldout is not None and np.any(samples.heldout):
+        held = np.flatnonzero(samples.heldout)
+        held = held[np.linspace(0, len(held) - 1, min(len(held), 2000)).astype(int)]
+        rmsd = reconstruction_rmsd(model, samples.positions[held])
+        info.update({"heldout_rmsd_angstrom": float(np.mean(rmsd)), "heldout_rmsd_frames": int(len(held))})
+        logger.info("decoder reconstruction RMSD on %d held-out frames: %.2f A (mean)", len(held), np.mean(rmsd))
+    info.update({"rebuilt_max_bond_deviation_angstrom": float(max(
         check_structure(samples.system, samples.topology, x).max_bond_deviation for x in rebuilt) * 10.0),
-        "tube_radius": float(tube)}
+        "tube_radius": float(tube)})
     tp = TransitionPath(samples, fes, basins, a, b, string, sens, decoded, rebuilt, templates, windows, umb, rew,
                         checks, info)
     logger.info("path barrier: umbrella %.2f +- %.2f, reweighted samples %.2f +- %.2f, latent FES string %.2f kJ/mol;"
