@@ -11,7 +11,7 @@ import pytest
 
 from latentbias.analysis.constants import kt_kjmol
 from latentbias.bias.umbrella import UmbrellaResult
-from latentbias.pathway import (bond_deviations, check_structure, kabsch_fit, nearest_frames, path_barrier,
+from latentbias.pathway import (bond_deviations, check_structure, clashes, kabsch_fit, nearest_frames, path_barrier,
                                 rebuild_structure, umbrella_profile)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -60,6 +60,9 @@ def test_checks_flag_stretched_bonds_and_clashes(ala2):
     clash[18] = clash[1] + [0.05, 0.0, 0.0]  # N of NME onto the ACE methyl carbon
     res = check_structure(system, omm_top, clash)
     assert res.n_clashes >= 1 and not res.physical
+    h_on_h = x.copy()
+    h_on_h[17] = h_on_h[0] + [0.05, 0.0, 0.0]  # amide H of NME onto a methyl H of ACE: the force field's sigma
+    assert any({i, j} == {0, 17} for i, j, _ in clashes(system, omm_top, h_on_h))
 
 
 def test_umbrella_profile_recovers_an_analytic_barrier():
@@ -196,3 +199,48 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
         main(args)
     with pytest.raises(SystemExit, match="frame:N|frames"):
         main(args[:3] + ["frame:999999"] + args[4:] + ["--overwrite"])
+
+
+@pytest.mark.slow
+def test_ala2_c7eq_to_c7ax_path_against_the_reference_fes(tmp_path):
+    """The demo campaign, then the C7eq -> C7ax path: phi of the relaxed structures goes from < 0 to > 0 without
+    stepping back more than 20 deg, the relaxed structures are physical, and the umbrella barrier along the path is
+    within 3 kJ/mol of the minimax barrier of the reference phi/psi FES (~10 min on 2 cores)."""
+    import dataclasses
+
+    import mdtraj as md
+
+    from latentbias.analysis.barriers import minimax_barrier, nearest_cell
+    from latentbias.campaign import Campaign, load_config
+    from latentbias.pathway import samples_from_rundir, transition_path
+
+    cfg = load_config(EXAMPLES / "ala2_campaign.toml")
+    cfg = dataclasses.replace(cfg, md=dataclasses.replace(cfg.md, seed=2024))
+    Campaign(cfg, tmp_path / "run", progress=False).run()
+    samples = samples_from_rundir(tmp_path / "run")
+    top = md.Topology.from_openmm(samples.topology)
+
+    def phipsi(xyz):
+        ang = np.degrees(md.compute_dihedrals(md.Trajectory(xyz, top), [[4, 6, 8, 14], [6, 8, 14, 16]]))
+        return ang[:, 0], ang[:, 1]
+
+    phi, psi = phipsi(samples.positions)
+    used = np.isfinite(samples.logweights)
+
+    def nearest(p0, q0):
+        d = np.hypot((phi - p0 + 180) % 360 - 180, (psi - q0 + 180) % 360 - 180)
+        return int(np.argmin(np.where(used, d, np.inf)))
+
+    tp = transition_path(samples, f"frame:{nearest(-80, 70)}", f"frame:{nearest(70, -70)}", n_nodes=20,
+                         platform="Reference", production_steps=50000, equilibration_steps=5000)
+    p_phi, _ = phipsi(tp.windows.structures)
+    steps = (np.diff(p_phi) + 180) % 360 - 180
+    assert p_phi[0] < 0 < p_phi[-1]
+    assert steps.sum() > 0 and steps.min() > -20.0, p_phi
+    assert all(c.physical for c in tp.checks)
+    ref = np.load(EXAMPLES / "reference" / "ala2_ff96_phipsi_fes.npz")
+    axes = [ref["phi_deg"], ref["psi_deg"]]
+    barrier = minimax_barrier(ref["fes_kjmol"], nearest_cell(axes, (-80, 70), (True, True)),
+                              nearest_cell(axes, (70, -70), (True, True)), periodic=True).forward
+    assert abs(tp.umbrella.barrier.value - barrier) < 3.0, (tp.umbrella.barrier, barrier)
+    assert tp.info["heldout_rmsd_angstrom"] < 1.0

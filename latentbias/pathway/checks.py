@@ -2,10 +2,14 @@
 
 * Bonds: every ``HarmonicBondForce`` term and every constraint of the ``openmm.System`` gives a bonded pair and its
   equilibrium length; :func:`bond_deviations` returns |r − r0|.
-* Clashes: two atoms more than three bonds apart (bonds from the System) whose distance is below the sum of their
-  van der Waals radii minus ``overlap`` (0.04 nm = 0.4 Å, MolProbity's "serious clash"). Radii: Bondi (via
-  ``mdtraj.element``), except polar hydrogens (bonded to N or O), 0.105 nm as in MolProbity's Probe. Pairs of a
-  polar hydrogen and an N or O are left out (hydrogen bonds sit closer than the radii sum).
+* Clashes (:func:`clashes`), for atoms more than three bonds apart (bonds from the System), two criteria:
+
+  - steric, heavy atoms: distance below the sum of their van der Waals radii (Bondi, via ``mdtraj.element``)
+    minus ``overlap`` (0.04 nm = 0.4 Å, MolProbity's "serious clash"); N/O pairs are left out (hydrogen bonds);
+  - the force field's own: distance below ``sigma_fraction`` (0.8) × σ_ij of the ``NonbondedForce`` (Lorentz-
+    Berthelot σ_ij = (σ_i + σ_j)/2, pairs with ε_i ε_j > 0), where the Lennard-Jones pair energy is ≥ 44 ε_ij:
+    this covers hydrogens with the force field's radii (Amber's polar H has σ ≈ 0.1 nm, so an N–H···O=C contact
+    that Bondi radii would call a clash is no clash for the force field that relaxed it).
 
 Units: nm.
 """
@@ -17,10 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StructureCheck", "bond_deviations", "bonded_pairs", "check_structure", "clashes", "POLAR_H_RADIUS"]
-
-#: van der Waals radius of a hydrogen bonded to N or O, nm (MolProbity/Probe)
-POLAR_H_RADIUS = 0.105
+__all__ = ["StructureCheck", "bond_deviations", "bonded_pairs", "check_structure", "clashes"]
 
 
 def bonded_pairs(system: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -64,18 +65,42 @@ def _separated(pairs: np.ndarray, n_atoms: int, max_bonds: int = 3) -> np.ndarra
     return ~reach
 
 
-def clashes(system: Any, topology: Any, positions: Any, overlap: float = 0.04) -> list[tuple[int, int, float]]:
-    """Serious steric clashes: ``(i, j, overlap_nm)`` for every clashing pair (empty list: none).
+def _lennard_jones(system: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sigma, epsilon) per particle from the System's NonbondedForce (nm, kJ/mol), or None without one."""
+    import openmm
+    from openmm import unit
+
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            sig, eps = np.zeros(force.getNumParticles()), np.zeros(force.getNumParticles())
+            for i in range(force.getNumParticles()):
+                _, s, e = force.getParticleParameters(i)
+                sig[i] = s.value_in_unit(unit.nanometer) if unit.is_quantity(s) else float(s)
+                eps[i] = e.value_in_unit(unit.kilojoule_per_mole) if unit.is_quantity(e) else float(e)
+            return sig, eps
+    return None
+
+
+def clashes(system: Any, topology: Any, positions: Any, overlap: float = 0.04,
+            sigma_fraction: float = 0.8) -> list[tuple[int, int, float]]:
+    """Clashing pairs ``(i, j, depth_nm)`` by the two criteria of the module docstring (empty list: none).
 
     Parameters
     ----------
     system : openmm.System
-        Source of the bonds.
+        Source of the bonds and of the Lennard-Jones parameters.
     topology : openmm.app.Topology
         Source of the elements.
     positions : array_like, shape=(n_atoms, 3), nm
     overlap : float
-        Allowed overlap of the van der Waals spheres, nm.
+        Allowed overlap of heavy atoms' van der Waals spheres, nm.
+    sigma_fraction : float
+        Force-field criterion: d < sigma_fraction × σ_ij.
+
+    Returns
+    -------
+    list of (int, int, float)
+        The depth is how far the pair is inside the worse of the two limits, nm.
     """
     import mdtraj as md
 
@@ -84,27 +109,29 @@ def clashes(system: Any, topology: Any, positions: Any, overlap: float = 0.04) -
     symbols = [a.element.symbol if a.element is not None else "C" for a in topology.atoms()]
     if len(symbols) != n:
         raise ValueError(f"topology has {len(symbols)} atoms but positions have {n}")
-    radii = np.array([md.element.get_by_symbol(s).radius for s in symbols])
     pairs, _ = bonded_pairs(system)
-    far = _separated(pairs, n)
-    polar = np.array([s in ("N", "O") for s in symbols])
-    hydrogen = np.array([s == "H" for s in symbols])
-    polar_h = np.zeros(n, dtype=bool)
-    for i, j in pairs:
-        polar_h[i] |= hydrogen[i] and polar[j]
-        polar_h[j] |= hydrogen[j] and polar[i]
-    radii[polar_h] = POLAR_H_RADIUS
-    hbond = (polar_h[:, None] & polar[None, :]) | (polar[:, None] & polar_h[None, :])
+    far = _separated(pairs, n) & np.triu(np.ones((n, n), dtype=bool), 1)
     d = np.linalg.norm(x[:, None] - x[None, :], axis=-1)
-    over = radii[:, None] + radii[None, :] - overlap - d
-    bad = far & ~hbond & (over > 0) & np.triu(np.ones((n, n), dtype=bool), 1)
-    return [(int(i), int(j), float(over[i, j])) for i, j in np.argwhere(bad)]
+    heavy = np.array([s != "H" for s in symbols])
+    polar = np.array([s in ("N", "O") for s in symbols])
+    radii = np.array([md.element.get_by_symbol(s).radius for s in symbols])
+    steric = radii[:, None] + radii[None, :] - overlap - d
+    steric[~(heavy[:, None] & heavy[None, :]) | (polar[:, None] & polar[None, :])] = -np.inf
+    depth = steric
+    lj = _lennard_jones(system)
+    if lj is not None:
+        sig, eps = lj
+        limit = sigma_fraction * 0.5 * (sig[:, None] + sig[None, :]) - d
+        limit[~((eps[:, None] * eps[None, :]) > 0)] = -np.inf
+        depth = np.maximum(depth, limit)
+    bad = far & (depth > 0)
+    return [(int(i), int(j), float(depth[i, j])) for i, j in np.argwhere(bad)]
 
 
 @dataclass
 class StructureCheck:
-    """Physical checks of one structure: largest |r − r0| over the bonds (nm), number of clashes, the worst
-    overlap beyond the allowance (nm, 0 without clashes)."""
+    """Physical checks of one structure: largest |r − r0| over the bonds (nm), number of clashes, the deepest
+    clash (nm, 0 without clashes)."""
 
     max_bond_deviation: float
     n_clashes: int
