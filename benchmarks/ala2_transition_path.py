@@ -54,6 +54,19 @@ def reference_barrier() -> dict:
             "saddle_phi_psi": [float(axes[0][mean.saddle_index[0]]), float(axes[1][mean.saddle_index[1]])]}
 
 
+def reference_along(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """Reference phi/psi FES at the given angles (periodic bilinear interpolation), kJ/mol."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    ref = np.load(REFERENCE)
+    ax, f = ref["phi_deg"], ref["fes_kjmol"]
+    ext = np.r_[ax, ax[0] + 360.0]
+    fe = np.pad(f, ((0, 1), (0, 1)), mode="wrap")
+    interp = RegularGridInterpolator((ext, ext), fe)
+    wrap = lambda a: (np.asarray(a) - ax[0]) % 360.0 + ax[0]
+    return interp(np.column_stack([wrap(phi), wrap(psi)]))
+
+
 def phi_monotonic(phi: np.ndarray) -> tuple[float, float]:
     """(net change, largest backward step) of phi along the path, deg, steps taken through the shorter arc."""
     steps = (np.diff(phi) + 180.0) % 360.0 - 180.0
@@ -100,6 +113,7 @@ def main() -> None:
         write_path_outputs(tp, Path(args.out) / Path(rd).name, overwrite=True)
         p_phi, p_psi = dihedrals(tp.windows.structures, samples.topology)
         net, back = phi_monotonic(p_phi)
+        along = reference_along(p_phi, p_psi)
         s = tp.summary()
         row = {"rundir": rd, "start_frame": a, "end_frame": b, "start_phi_psi": [float(phi[a]), float(psi[a])],
                "end_phi_psi": [float(phi[b]), float(psi[b])], "path_phi": p_phi.round(1).tolist(),
@@ -109,6 +123,9 @@ def main() -> None:
                "latent_string_barrier": s["string"]["barrier_kjmol"],
                "string_barrier_spread": s["string"]["barrier_spread_kjmol"],
                "reference_minimax_barrier": ref["forward"],
+               "reference_fes_along_path": along.round(2).tolist(),
+               "reference_barrier_along_path": float(along.max() - along[: int(np.argmax(along)) + 1].min()),
+               "phi_max_forward_step": float(np.max(np.abs((np.diff(p_phi) + 180.0) % 360.0 - 180.0))),
                "umbrella_minus_reference": s["umbrella_barrier_kjmol"][0] - ref["forward"],
                "decoder_rmsd_angstrom": s["decoder_heldout_rmsd_angstrom"],
                "decoder_heldout_frames": s.get("heldout_rmsd_frames"),
@@ -118,14 +135,17 @@ def main() -> None:
         rows.append(row)
         (Path(args.out) / "summary.json").write_text(json.dumps(rows, indent=1))
     print()
-    print("| run | phi start -> end (deg) | max backward step (deg) | umbrella barrier | reweighted-frames barrier | "
-          "latent-FES string | reference minimax | umbrella - ref | decoder RMSD (A) | max bond dev (A) | clashes |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | phi start -> end (deg) | max backward / largest step (deg) | umbrella barrier | reweighted-frames "
+          "barrier | latent-FES string | reference FES along the relaxed path | reference minimax | umbrella - ref | "
+          "decoder RMSD (A) | max bond dev (A) | clashes |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {Path(r['rundir']).name} | {r['path_phi'][0]:.0f} -> {r['path_phi'][-1]:.0f} | "
-              f"{r['phi_max_backward_step']:.1f} | {r['umbrella_barrier'][0]:.2f} ± {r['umbrella_barrier'][1]:.2f} | "
+              f"{r['phi_max_backward_step']:.1f} / {r['phi_max_forward_step']:.0f} | "
+              f"{r['umbrella_barrier'][0]:.2f} ± {r['umbrella_barrier'][1]:.2f} | "
               f"{r['reweighted_barrier'][0]:.2f} ± {r['reweighted_barrier'][1]:.2f} | "
-              f"{r['latent_string_barrier']:.2f} | {r['reference_minimax_barrier']:.2f} | "
+              f"{r['latent_string_barrier']:.2f} | {r['reference_barrier_along_path']:.2f} | "
+              f"{r['reference_minimax_barrier']:.2f} | "
               f"{r['umbrella_minus_reference']:+.2f} | {r['decoder_rmsd_angstrom'] or float('nan'):.2f} | "
               f"{r['max_bond_deviation_angstrom']:.3f} | {r['clashes']} |")
     for r in rows:

@@ -8,6 +8,11 @@ Two estimates of F(s), s the arc length along a polyline path in latent space (:
 * :func:`reweighted_profile`: from any reweighted sample (e.g. a campaign's frames with their final log-weights)
   projected onto the path.
 
+Only samples inside a tube around the path count (distance to the polyline at most ``max_distance``; the
+workflow uses twice the umbrella windows' thermal width sqrt(kT/k)): a window at the side of a deep basin that lies
+off the path leaks samples into it, and with their large MBAR weights they would otherwise dominate bins of the
+path they merely project onto. F(s) is then the free energy of the tube's cross-section at s.
+
 F = −kT ln(p / bin width), shifted to min 0, kJ/mol. The barrier of a profile (:func:`path_barrier`) is its
 highest value minus the lowest value before it (the climb from the start basin). Error bars of the profile and of
 the barrier come from the stratified block bootstrap of :func:`latentbias.analysis.uncertainty
@@ -30,7 +35,18 @@ from ..analysis.uncertainty import Estimate, estimate_uncertainty
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PathProfile", "path_barrier", "reweighted_profile", "umbrella_profile", "write_profiles"]
+__all__ = ["PathProfile", "distance_to_path", "path_barrier", "reweighted_profile", "umbrella_profile", "write_profiles"]
+
+
+def distance_to_path(z: Any, path: Any, s: Any) -> np.ndarray:
+    """Distance (units of z) of points to the polyline ``path`` at their arc-length positions ``s`` (clipped to the
+    path's ends), shape=(n,). Non-periodic dimensions."""
+    zz = np.atleast_2d(np.asarray(z, dtype=float))
+    p = np.asarray(path, dtype=float)
+    cum = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))]
+    t = np.clip(np.asarray(s, dtype=float), 0.0, cum[-1])
+    foot = np.column_stack([np.interp(t, cum, p[:, k]) for k in range(p.shape[1])])
+    return np.linalg.norm(zz - foot, axis=1)
 
 
 def path_barrier(free_energy: Any) -> float:
@@ -93,7 +109,7 @@ def _estimate(estimator: Callable[[np.ndarray], np.ndarray], n: int, states: np.
 
 
 def umbrella_profile(result: Any, path: Any | None = None, bins: int | None = None, n_bootstrap: int = 100,
-                     seed: int | None = 0) -> PathProfile:
+                     seed: int | None = 0, max_distance: float | None = None) -> PathProfile:
     """MBAR free-energy profile along ``path`` from umbrella windows, with bootstrap errors and the barrier.
 
     Parameters
@@ -106,12 +122,20 @@ def umbrella_profile(result: Any, path: Any | None = None, bins: int | None = No
     n_bootstrap : int
         Bootstrap resamples (each re-solves MBAR).
     seed : int, optional
+    max_distance : float, optional
+        Tube radius around the path (units of z); default: no tube. MBAR uses all samples either way.
 
     Returns
     -------
     PathProfile
     """
     s_all, length = result.path_coordinate(path)
+    nodes = result.centers if path is None else np.asarray(path, dtype=float)
+    inside = np.ones(len(s_all), dtype=bool)
+    if max_distance is not None:
+        if np.any(result.period > 0):
+            raise ValueError("a tube around the path needs non-periodic latent dimensions")
+        inside = distance_to_path(result.all_z[:, result.restraint["dims"]], nodes, s_all) <= max_distance
     nbins = int(bins) if bins is not None else 2 * len(result.centers)
     edges = np.linspace(0.0, length, nbins + 1)
     kt = kt_kjmol(result.temperature)
@@ -121,11 +145,12 @@ def umbrella_profile(result: Any, path: Any | None = None, bins: int | None = No
     def estimator(idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         logw = logw_full if len(idx) == len(s_all) and np.array_equal(idx, np.arange(len(s_all))) else reweight(idx)
-        f = _profile(s_all[idx], logw, edges, kt)
+        f = _profile(s_all[idx], np.where(inside[idx], logw, -np.inf), edges, kt)
         return np.r_[f, path_barrier(f)]
 
     prof = _estimate(estimator, len(s_all), states, s_all, n_bootstrap, seed, edges, length, "umbrella (MBAR)",
-                     {"n_windows": int(len(result.centers)), "n_samples": int(len(s_all))})
+                     {"n_windows": int(len(result.centers)), "n_samples": int(len(s_all)),
+                      "outside_tube": int((~inside).sum()), "tube_radius": max_distance})
     logger.info("umbrella profile along the path: barrier %.2f +- %.2f kJ/mol (%d windows, %d samples)",
                 prof.barrier.value, prof.barrier.error, len(result.centers), len(s_all))
     return prof
@@ -148,8 +173,7 @@ def reweighted_profile(z: Any, logweights: Any, path: Any, temperature: float, b
     bins : int
     period : array_like, shape=(d,), optional
     max_distance : float, optional
-        Frames farther than this from the path (units of z) are left out (a tube around the path); default: all
-        frames project onto their nearest segment.
+        Tube radius: frames farther than this from the path (units of z) are left out; default: all frames.
     n_bootstrap, seed
         Block bootstrap over the frames in time order (one state: weights held fixed).
     """
@@ -163,11 +187,7 @@ def reweighted_profile(z: Any, logweights: Any, path: Any, temperature: float, b
     s = path_coordinate(zz, p, period)
     length = float(path_coordinate(p[-1:], p, period)[0])
     if max_distance is not None:
-        # distance to the path: to the point at arc length s on the polyline
-        seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
-        cum = np.r_[0.0, np.cumsum(seg)]
-        foot = np.column_stack([np.interp(np.clip(s, 0, length), cum, p[:, k]) for k in range(p.shape[1])])
-        logw[np.linalg.norm(zz - foot, axis=1) > max_distance] = -np.inf
+        logw[distance_to_path(zz, p, s) > max_distance] = -np.inf
     used = np.flatnonzero(np.isfinite(logw))
     if used.size < 2:
         raise ValueError("fewer than 2 frames with finite log-weight near the path")

@@ -224,7 +224,8 @@ class TransitionPath:
 
 def transition_path(samples: LatentSamples, start: str = "auto", end: str = "auto", n_nodes: int = 16, *,
                     bins: int = 40, smooth: float = 1.0, fixed_ends: bool = False, sensitivity_samples: int = 10,
-                    n_bootstrap: int = 100, seed: int = 0, output_dir: str | os.PathLike | None = None,
+                    n_bootstrap: int = 100, seed: int = 0, tube_widths: float = 2.0,
+                    output_dir: str | os.PathLike | None = None,
                     **relax_kwargs: Any) -> TransitionPath:
     """MFEP, structures and umbrella profile between two states of ``samples`` (module docstring).
 
@@ -246,6 +247,9 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     n_bootstrap : int
         Bootstrap resamples of the profiles and the latent FES.
     seed : int
+    tube_widths : float
+        Radius of the tube around the path the profiles are measured in, in units of the windows' thermal width
+        sqrt(kT/k) (:mod:`latentbias.pathway.profile`).
     output_dir : path, optional
         Folder for the per-window files (resume).
     **relax_kwargs
@@ -286,9 +290,9 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     relax_kwargs.setdefault("seed", seed)
     windows = relax_path(model, samples.system, nodes, rebuilt, output_dir=output_dir, **relax_kwargs)
     nb = 2 * len(nodes)
-    umb = umbrella_profile(windows.umbrella, nodes, bins=nb, n_bootstrap=n_bootstrap, seed=seed)
-    # the samples' own profile along the same path, in a tube of the umbrella windows' width around it
-    tube = 3.0 * np.sqrt(kt_kjmol(samples.temperature) / windows.settings["force_constant"])
+    # both profiles in the same tube around the path: twice the windows' thermal width sqrt(kT/k)
+    tube = tube_widths * np.sqrt(kt_kjmol(samples.temperature) / windows.settings["force_constant"])
+    umb = umbrella_profile(windows.umbrella, nodes, bins=nb, n_bootstrap=n_bootstrap, seed=seed, max_distance=tube)
     rew = reweighted_profile(samples.z[:, :2], samples.logweights, nodes, samples.temperature, bins=nb,
                              max_distance=tube, n_bootstrap=n_bootstrap, seed=seed, label="reweighted samples")
     checks = [check_structure(samples.system, samples.topology, x) for x in windows.structures]
