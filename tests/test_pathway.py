@@ -43,7 +43,7 @@ def test_kabsch_fit_and_rebuild_recover_a_rigid_motion(ala2):
 
 def test_checks_flag_stretched_bonds_and_clashes(ala2):
     import openmm
-    from openmm import app, unit
+    from openmm import unit
 
     system, top, xyz = ala2
     omm_top = top.to_openmm()

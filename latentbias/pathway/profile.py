@@ -35,7 +35,8 @@ from ..analysis.uncertainty import Estimate, estimate_uncertainty
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PathProfile", "distance_to_path", "path_barrier", "reweighted_profile", "umbrella_profile", "write_profiles"]
+__all__ = ["PathProfile", "distance_to_path", "path_barrier", "reweighted_profile", "umbrella_profile",
+           "write_profiles"]
 
 
 def distance_to_path(z: Any, path: Any, s: Any) -> np.ndarray:

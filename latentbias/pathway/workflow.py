@@ -22,7 +22,6 @@ order of the run directory's ``weights.csv``), ``"basin:K"`` (K-th basin of the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -138,7 +137,8 @@ def resolve_endpoint(spec: str, samples: LatentSamples, basins: Basins, fes: Fre
         except ValueError:
             raise ValueError(f"endpoint {spec!r}: expected basin:K with an integer K") from None
         if not 0 <= k < len(basins.minima):
-            raise ValueError(f"endpoint {spec!r}: the latent FES has {len(basins.minima)} basins (0..{len(basins.minima) - 1})")
+            n = len(basins.minima)
+            raise ValueError(f"endpoint {spec!r}: the latent FES has {n} basins (0..{n - 1})")
         return basins.minima[k].copy()
     if text.startswith("frame:"):
         try:
