@@ -1,4 +1,4 @@
-"""Command-line interface: ``latentbias train``, ``run``, ``report``, ``pocket`` and ``info`` (``latentbias CMD --help``).
+"""Command-line interface: ``latentbias train``, ``run``, ``report``, ``path``, ``pocket`` and ``info`` (``latentbias CMD --help``).
 
 Examples
 --------
@@ -367,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     pocket.add_argument("--output", "-o", default="pocket.csv",
                         help="CSV to write; PDBs go next to it as <stem>_open<rank>_frame<i>.pdb")
     pocket.set_defaults(func=_cmd_pocket)
+
+    from .pathway.cli import add_path_parser
+
+    add_path_parser(sub)
 
     info = sub.add_parser("info", help="print a model file's metadata")
     info.add_argument("model")

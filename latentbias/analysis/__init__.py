@@ -6,6 +6,7 @@ pymbar (for :func:`mbar_logweights`) and matplotlib (for :func:`plot_fes`) are i
 
 from __future__ import annotations
 
+from .barriers import MinimaxBarrier, minimax_barrier
 from .constants import GAS_CONSTANT_KJ_PER_MOL_K, kt_kjmol, temperature_kelvin
 from .fes import (
     FreeEnergySurface,
@@ -46,6 +47,7 @@ __all__ = [
     "Estimate",
     "FreeEnergySurface",
     "GAS_CONSTANT_KJ_PER_MOL_K",
+    "MinimaxBarrier",
     "PocketRegion",
     "anchor_agreement",
     "atom_radii",
@@ -59,6 +61,7 @@ __all__ = [
     "lining_sasa",
     "kt_kjmol",
     "mbar_logweights",
+    "minimax_barrier",
     "mbar_reweighter",
     "metad_ct_logweights",
     "metad_final_bias_logweights",

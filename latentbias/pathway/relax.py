@@ -1,0 +1,257 @@
+"""Relax structures along a latent path by restrained MD; the same runs are umbrella windows along the path.
+
+For every node z_k of a path in latent space, starting from a full structure (e.g. decoded and rebuilt,
+:mod:`latentbias.pathway.rebuild`):
+
+1. a :class:`~latentbias.bias.restraint.LatentRestraint` holds the latent coordinates at z_k
+   (V = ½ k |z − z_k|², one force for all windows: the centre is a Context global parameter);
+2. the energy is minimised with the restraint on (removes the strain left by rebuilding: bonds, clashes);
+3. Langevin MD at the temperature: ``equilibration_steps`` discarded, then ``production_steps`` whose latent
+   coordinates are recorded every ``sample_interval`` steps — the umbrella window's samples;
+4. the production sample nearest to z_k is quenched (minimised with the restraint stiffened ``quench_factor``
+   times, so that the structure stays at its node instead of sliding downhill): the node's relaxed structure.
+
+The windows' samples form a :class:`~latentbias.bias.umbrella.UmbrellaResult`, analysed by MBAR
+(:func:`latentbias.pathway.profile.umbrella_profile`). With ``output_dir`` every finished window is written
+atomically (``window_<k>.npz``) and a rerun skips it (resume).
+
+Units: nm, ps, kJ/mol, K; force constants in kJ/mol per (unit of z)².
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..analysis.constants import kt_kjmol
+from ..io import load_npz, save_npz
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PathWindows", "default_force_constant", "relax_path"]
+
+
+def default_force_constant(nodes: Any, temperature: float, overlap: float = 2.0) -> float:
+    """k such that a window's thermal width sqrt(kT/k) is the node spacing / ``overlap`` (kJ/mol per z²)."""
+    p = np.asarray(nodes, dtype=float)
+    spacing = float(np.mean(np.linalg.norm(np.diff(p, axis=0), axis=1)))
+    if not spacing > 0:
+        raise ValueError("the path's nodes coincide: cannot size the restraint from their spacing")
+    return kt_kjmol(temperature) * (overlap / spacing) ** 2
+
+
+@dataclass
+class PathWindows:
+    """Relaxed structures and umbrella samples along a path.
+
+    Attributes
+    ----------
+    nodes : numpy.ndarray, shape=(K, d)
+        Window centres (restrained latent dimensions).
+    structures : numpy.ndarray, shape=(K, n_atoms, 3)
+        Relaxed (restrained MD, then quenched) structure of each node, nm.
+    structure_z : numpy.ndarray, shape=(K, latent_dim)
+        Latent coordinates of the relaxed structures.
+    potential_energy : numpy.ndarray, shape=(K,)
+        Potential energy of each relaxed structure without the restraint, kJ/mol.
+    umbrella : latentbias.bias.umbrella.UmbrellaResult
+        Samples of all windows (z every ``sample_interval`` steps).
+    settings : dict
+    """
+
+    nodes: np.ndarray
+    structures: np.ndarray
+    structure_z: np.ndarray
+    potential_energy: np.ndarray
+    umbrella: Any
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _quench(context: Any, tolerance: float, max_iterations: int) -> None:
+    import openmm
+    from openmm import unit
+
+    openmm.LocalEnergyMinimizer.minimize(context, tolerance * unit.kilojoule_per_mole / unit.nanometer,
+                                         int(max_iterations))
+
+
+def relax_path(
+    model: Any,
+    system: Any,
+    nodes: Any,
+    initial_positions: Any,
+    *,
+    temperature: float = 300.0,
+    force_constant: float | None = None,
+    dims: Sequence[int] | None = None,
+    platform: str = "Reference",
+    platform_properties: dict[str, str] | None = None,
+    timestep: float = 0.002,
+    friction: float = 1.0,
+    equilibration_steps: int = 2500,
+    production_steps: int = 25000,
+    sample_interval: int = 50,
+    minimize_tolerance: float = 10.0,
+    minimize_iterations: int = 2000,
+    quench_factor: float = 10.0,
+    seed: int = 0,
+    backend: str = "auto",
+    output_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> PathWindows:
+    """Restrained relaxation at every node of a latent path; the runs are umbrella windows (module docstring).
+
+    Parameters
+    ----------
+    model : path or LatentModelFile
+        Exported latent model (the one whose latent space the path lives in).
+    system : openmm.System
+        The system (not modified: the restraint goes into a copy). Non-periodic or periodic.
+    nodes : array_like, shape=(K, d)
+        Path nodes in the restrained latent dimensions.
+    initial_positions : array_like, shape=(K, n_atoms, 3), nm
+        Starting structure of each window.
+    temperature : float
+        K.
+    force_constant : float, optional
+        kJ/mol per (unit of z)²; default :func:`default_force_constant` (thermal width = half the node spacing).
+    dims : sequence of int, optional
+        Restrained latent dimensions (default: all).
+    platform : str
+        OpenMM platform name (named explicitly: never OpenMM's default). ``"Reference"`` suits small systems.
+    platform_properties : dict, optional
+    timestep, friction : float
+        ps and 1/ps (LangevinMiddleIntegrator).
+    equilibration_steps, production_steps, sample_interval : int
+        Per window.
+    minimize_tolerance : float
+        kJ/mol/nm, for the minimisations.
+    minimize_iterations : int
+    quench_factor : float
+        Restraint stiffening for the final quench of each node's structure.
+    seed : int
+        Velocities of window k use ``seed + k``; the integrator uses ``seed``.
+    backend : {"auto", "native", "torchforce"}
+        Of the :class:`~latentbias.bias.restraint.LatentRestraint`.
+    output_dir : path, optional
+        Per-window results (``window_<k>.npz``) for resume.
+    progress : bool
+
+    Returns
+    -------
+    PathWindows
+    """
+    import openmm
+    from openmm import unit
+
+    from ..bias.restraint import LatentRestraint
+    from ..bias.umbrella import UmbrellaResult
+    from ..forces import as_model_file
+    from ..platforms import check_platform
+
+    mf = as_model_file(model)
+    p = np.atleast_2d(np.asarray(nodes, dtype=float))
+    x0 = np.asarray(initial_positions, dtype=float)
+    n_atoms = system.getNumParticles()
+    if x0.shape != (len(p), n_atoms, 3):
+        raise ValueError(f"initial_positions must have shape ({len(p)}, {n_atoms}, 3) (one structure per node), "
+                         f"got {x0.shape}")
+    if not np.all(np.isfinite(p)) or not np.all(np.isfinite(x0)):
+        raise ValueError("nodes and initial_positions must be finite")
+    if len(p) < 2:
+        raise ValueError("a path needs at least 2 nodes")
+    for name, v in (("production_steps", production_steps), ("sample_interval", sample_interval)):
+        if int(v) <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    n_samples = int(production_steps) // int(sample_interval)
+    if n_samples < 2:
+        raise ValueError("production_steps must hold at least 2 sample intervals")
+    k = default_force_constant(p, temperature) if force_constant is None else float(force_constant)
+    if not k > 0:
+        raise ValueError(f"force_constant must be positive, got {force_constant!r}")
+    sys_copy = copy.deepcopy(system)
+    restraint = LatentRestraint(mf, sys_copy, p[0], k, dims=dims, backend=backend)
+    if p.shape[1] != restraint.ndim:
+        raise ValueError(f"nodes have {p.shape[1]} coordinates but {restraint.ndim} latent dimensions are restrained")
+    group = restraint.force.getForceGroup()
+    others = {g for g in range(32) if g != group}
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
+                                                 timestep * unit.picosecond)
+    integrator.setRandomNumberSeed(int(seed))
+    plat = openmm.Platform.getPlatformByName(platform)
+    check_platform(sys_copy, plat)
+    context = openmm.Context(sys_copy, integrator, plat, dict(platform_properties or {}))
+    periodic = sys_copy.usesPeriodicBoundaryConditions()
+    box0 = sys_copy.getDefaultPeriodicBoxVectors()
+    folder = None if output_dir is None else Path(output_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    settings = {"temperature": float(temperature), "force_constant": k, "platform": platform, "timestep": timestep,
+                "friction": friction, "equilibration_steps": int(equilibration_steps),
+                "production_steps": int(production_steps), "sample_interval": int(sample_interval), "seed": int(seed),
+                "quench_factor": float(quench_factor),
+                "dims": restraint.dims, "backend": restraint.backend}
+
+    def encode(state: Any) -> tuple[np.ndarray, np.ndarray]:
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
+        return np.asarray(pos), mf.encode(pos, box)
+
+    out: dict[str, list[np.ndarray]] = {"z": [], "step": [], "structure": [], "structure_z": [], "energy": []}
+    for w in tqdm(range(len(p)), desc="path windows", unit="window", disable=(not progress) or None):
+        path = None if folder is None else folder / f"window_{w:03d}.npz"
+        if path is not None and path.is_file():
+            data = load_npz(path)
+            if data["center"].shape == p[w].shape and np.allclose(data["center"], p[w]) \
+                    and float(data["force_constant"]) == k and data["z"].shape[0] == n_samples:
+                for key in out:
+                    out[key].append(data[key])
+                logger.info("window %d: read from %s", w, path)
+                continue
+            raise ValueError(f"{path} belongs to another path or settings; use another output folder")
+        restraint.set_centers(context, p[w])
+        restraint.set_force_constants(context, np.full(restraint.ndim, k))
+        if periodic:
+            context.setPeriodicBoxVectors(*box0)
+        context.setPositions(x0[w] * unit.nanometer)
+        context.setTime(0.0)
+        _quench(context, minimize_tolerance, minimize_iterations)
+        context.setVelocitiesToTemperature(temperature * unit.kelvin, int(seed) + w)
+        if equilibration_steps:
+            integrator.step(int(equilibration_steps))
+        zs, steps = [], []
+        best, best_d = None, np.inf
+        for i in range(n_samples):
+            integrator.step(int(sample_interval))
+            pos, z = encode(context.getState(getPositions=True))
+            zs.append(z)
+            steps.append((i + 1) * int(sample_interval))
+            d = float(np.linalg.norm(z[restraint.dims] - p[w]))
+            if d < best_d:
+                best, best_d = pos, d
+        context.setPositions(best * unit.nanometer)
+        restraint.set_force_constants(context, np.full(restraint.ndim, k * float(quench_factor)))
+        _quench(context, minimize_tolerance, minimize_iterations)
+        state = context.getState(getPositions=True, getEnergy=True, groups=others)
+        pos, z = encode(state)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        rec = {"z": np.asarray(zs), "step": np.asarray(steps), "structure": pos, "structure_z": z,
+               "energy": np.asarray(energy)}
+        for key in out:
+            out[key].append(rec[key])
+        if path is not None:
+            save_npz(path, center=p[w], force_constant=np.asarray(k), **rec)
+        logger.info("window %d/%d at %s: %d samples, relaxed structure at z=%s, E=%.1f kJ/mol", w + 1, len(p),
+                    np.array2string(p[w], precision=3), n_samples, np.array2string(z, precision=3), energy)
+    del context
+    umbrella = UmbrellaResult(p.copy(), np.full(p.shape, k), [np.asarray(z) for z in out["z"]], float(temperature),
+                              restraint.parameters(), [np.asarray(s) for s in out["step"]])
+    return PathWindows(p.copy(), np.stack(out["structure"]), np.stack(out["structure_z"]),
+                       np.array([float(e) for e in out["energy"]]), umbrella, settings)
