@@ -24,6 +24,7 @@ $(NATIVE): $(STAMP) CMakeLists.txt $(shell find plugin -type f 2>/dev/null)
 	cmake --build build -j2
 	cmake --install build
 	$(PY) -c "import latentbias.native as n; assert n.is_available(), n.unavailable_reason(); print('LatentBiasForce plugin loads')"
+	$(PY) -c "import openmm, latentbias.native as n; n.load(); names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]; print('LatentBiasForce kernels on:', [p for p in names if openmm.Platform.getPlatformByName(p).supportsKernels([n.KERNEL_NAME])])"
 
 native: $(NATIVE)
 
