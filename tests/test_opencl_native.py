@@ -98,7 +98,9 @@ def test_opencl_equals_reference_torchscript_per_featurizer(tmp_path, ala2, fram
     data = path.read_bytes()
     z_ref = lb.load_model(path).encode(positions, BOX if periodic else None)
     ref = evaluate(data, top.n_atoms, positions, periodic, z_ref, "Reference", path="torch")
-    for precision in ("single", "mixed"):
+    # "mixed" and "single" run the model in the same float32 arithmetic (they differ in integration only): both on
+    # the concatenation of all featurizers, "mixed" on each one alone
+    for precision in ("single", "mixed") if kind == "concatenate" else ("mixed",):
         assert_close(evaluate(data, top.n_atoms, positions, periodic, z_ref, "OpenCL", precision), ref,
                      Z_TOL, F_TOL, E_TOL)
 
@@ -221,14 +223,78 @@ def test_torchscript_routes_are_refused_on_opencl_before_a_context(tmp_path, ala
 
 
 def test_opencl_non_finite_forces_raise(tmp_path, ala2, frames):
-    """Two coincident atoms of a distance pair (d|r|/dr = 0/0): the device flags the gradient and the next
-    evaluation raises; never a silent zero or NaN force."""
+    """Two coincident atoms of a distance pair (d|r|/dr = 0/0): the device flags the gradient; an evaluation with the
+    energy raises at once, force-only evaluations (dynamics) within CHECK_INTERVAL = 64 steps, and so does a query
+    of z. Never a silent zero or NaN force."""
     _, top, xyz = ala2
     path = export(tmp_path / "d.pt", lb.Distances([[0, 4], [4, 8], [8, 14]]), top.n_atoms, frames)
-    system, _ = restrained_system(path.read_bytes(), top.n_atoms, "native", False, [0.0, 0.0, 0.0])
+    system, force = restrained_system(path.read_bytes(), top.n_atoms, "native", False, [0.0, 0.0, 0.0])
     pos = xyz.copy()
     pos[8] = pos[4]
     ctx, _ = opencl_context(system, pos, "single")
     with pytest.raises(openmm.OpenMMException, match="non-finite force"):
-        ctx.getState(getForces=True)
-        ctx.getState(getForces=True)
+        ctx.getState(getEnergy=True, getForces=True)
+    with pytest.raises(openmm.OpenMMException, match="non-finite force"):
+        for _ in range(65):
+            ctx.getState(getForces=True)
+    ctx.getState(getForces=True)
+    with pytest.raises(openmm.OpenMMException, match="non-finite force"):
+        force.getLastLatentValues(ctx)
+    ctx.setPositions(xyz)  # a sound structure evaluates again
+    assert np.isfinite(energy_and_forces(ctx)[0])
+
+
+def test_opencl_bias_updates_follow_the_reference(tmp_path, ala2, frames):
+    """The bias is evaluated on the device: a 3-D grid with mixed periodicity (Hermite patches of the per-axis
+    construction), walls (z beyond a non-periodic edge) and restraints with Context parameters. Energies, the
+    grid/restraint split, z and forces equal the Reference native path (double precision: 1e-8) initially, after
+    Context.setParameter and after setGridValues + updateParametersInContext."""
+    _, top, xyz = ala2
+    path = export(tmp_path / "cat.pt", featurizer("concatenate", top, xyz), top.n_atoms, frames)
+    z = lb.load_model(path).encode(xyz)
+    rng = np.random.default_rng(5)
+    sizes = (9, 8, 7)
+    values = rng.uniform(0.0, 5.0, sizes[::-1])
+    values[:, 0, :] = values[:, -1, :] = 0.5 * (values[:, 0, :] + values[:, -1, :])  # periodic planes equal
+    contexts = {}
+    for platform in ("Reference", "OpenCL"):
+        system = bare_system(top.n_atoms)
+        force = native.load().LatentBiasForce.fromModelData(path.read_bytes())
+        force.setEvaluationPath("native")
+        force.addGridDimension(0, z[0] - 1.0, z[0] + 1.0, sizes[0], False)
+        force.addGridDimension(1, -np.pi, np.pi, sizes[1], True)
+        force.addGridDimension(2, z[2] + 0.2, z[2] + 1.5, sizes[2], False)  # z[2] below the grid: a wall acts
+        force.setGridValues(values.ravel().tolist())
+        force.setWallForceConstant(300.0)
+        force.setGridScaleParameter("scale", 0.7)
+        force.addRestraint(1, "c1", float(z[1]) + 0.4, "k1", 50.0, 2 * np.pi, -np.inf, np.inf, 0.0)
+        force.addRestraint(0, "c0", float(z[0]), "k0", 20.0, 0.0, float(z[0]) + 0.1, np.inf, 200.0)
+        system.addForce(force)
+        ctx, integ = (opencl_context(system, xyz, "double") if platform == "OpenCL" else make_context(system, xyz, platform))
+        contexts[platform] = (ctx, integ, force, values)
+
+    def compare():
+        out = {}
+        for platform, (ctx, _, force, _) in contexts.items():
+            e, f = energy_and_forces(ctx)
+            out[platform] = (e, f, np.array(force.getLastEnergies(ctx)), np.array(force.getLastLatentValues(ctx)))
+        (e0, f0, s0, z0), (e1, f1, s1, z1) = out["Reference"], out["OpenCL"]
+        assert np.abs(f0).max() > 1.0 and abs(s0[0]) > 0.1 and abs(s0[1]) > 0.1
+        np.testing.assert_allclose(z1, z0, rtol=0, atol=DOUBLE_TOL * np.abs(z0).max())
+        np.testing.assert_allclose(s1, s0, rtol=DOUBLE_TOL, atol=DOUBLE_TOL)
+        assert abs(e1 - e0) <= DOUBLE_TOL * abs(e0)
+        np.testing.assert_allclose(f1, f0, rtol=0, atol=DOUBLE_TOL * np.abs(f0).max())
+        return e0
+
+    e_start = compare()
+    for ctx, _, _, _ in contexts.values():
+        ctx.setParameter("c1", float(z[1]) - 2.9)  # across the period
+        ctx.setParameter("scale", 1.3)
+    e_params = compare()
+    new_values = rng.uniform(0.0, 8.0, sizes[::-1])
+    new_values[:, 0, :] = new_values[:, -1, :]
+    for ctx, _, force, _ in contexts.values():
+        force.setGridValues(new_values.ravel().tolist())
+        force.updateParametersInContext(ctx)
+    e_grid = compare()
+    assert len({round(e_start, 6), round(e_params, 6), round(e_grid, 6)}) == 3  # every update changed the energy

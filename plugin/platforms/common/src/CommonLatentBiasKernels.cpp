@@ -73,6 +73,7 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     latentDim = model.getLatentDim();
     evaluator.checkLatentSize(latentDim);
     modelAtoms = model.getAtoms();
+    platformName = getPlatform().getName();
     const int numLocal = modelAtoms.size();
     ContextSelector selector(cc);
 
@@ -163,10 +164,27 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     allocateReals(cc, activations, activationSize, "latentBiasActivations");
     allocateReals(cc, gradA, maxWidth, "latentBiasGradA");
     allocateReals(cc, gradB, maxWidth, "latentBiasGradB");
-    allocateReals(cc, zBuffer, latentDim + 1, "latentBiasZ");
+    allocateReals(cc, zBuffer, latentDim + 4, "latentBiasZ");
     allocateReals(cc, dVdzArray, latentDim, "latentBiasdVdz");
-    zHost.assign(latentDim + 1, 0.0);
+    zHost.assign(latentDim + 4, 0.0);
     zBuffer.upload(zHost, true);
+
+    // The bias: static layout now, values by uploadBias() (again after updateParametersInContext).
+    LatentBiasEvaluator::DeviceBias bias;
+    evaluator.getDeviceBias(bias);
+    const int gridDims = bias.dimInts.size() / 4;
+    long long gridTotal = gridDims > 0 ? (long long) bias.nodeDerivatives.size() / (1 << gridDims) : 0;
+    checkedSize(bias.nodeDerivatives.size(), "bias grid");
+    uploadInts(cc, dimInts, bias.dimInts, "latentBiasGridDimensions");
+    uploadInts(cc, restraintComponents, bias.restraintComponents, "latentBiasRestraintComponents");
+    allocateReals(cc, dimRange, bias.dimRange.size(), "latentBiasGridRange");
+    allocateReals(cc, points, bias.points.size(), "latentBiasGridPoints");
+    allocateReals(cc, nodeDerivs, bias.nodeDerivatives.size(), "latentBiasGridNodeDerivatives");
+    allocateReals(cc, biasReals, 1, "latentBiasWallConstant");
+    allocateReals(cc, restraintReals, bias.restraintReals.size(), "latentBiasRestraints");
+    allocateReals(cc, restraintParams, 2LL * evaluator.getNumRestraints() + 1, "latentBiasRestraintParameters");
+    uploadBias();
+    uploadedParams.clear();
 
     map<string, string> defines;
     defines["LB_NUM_ATOMS"] = cc.intToString(cc.getNumAtoms());
@@ -178,6 +196,9 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     defines["LB_EPS"] = cc.getUseDoublePrecision() ? "1e-17" : "1e-7f";
     if (usePeriodic)
         defines["LB_PERIODIC"] = "1";
+    defines["LB_GRID_DIMS"] = cc.intToString(gridDims);
+    defines["LB_GRID_TOTAL"] = cc.intToString(checkedSize(gridTotal, "bias grid"));
+    defines["LB_NUM_RESTRAINTS"] = cc.intToString(evaluator.getNumRestraints());
     ComputeProgram program = cc.compileProgram(LatentBiasKernelSources::latentBiasNative, defines);
     gatherKernel = program->createKernel("gatherPositions");
     gatherKernel->addArg(cc.getPosq());
@@ -190,6 +211,10 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
         forwardKernel->addArg(*a);
     for (int i = 0; i < 3; i++)
         forwardKernel->addArg();  // box vectors, set before each evaluation
+    for (ComputeArray* a : {&dimInts, &dimRange, &points, &nodeDerivs, &biasReals, &restraintComponents,
+                            &restraintReals, &restraintParams, &dVdzArray})
+        forwardKernel->addArg(*a);
+    forwardKernel->addArg(cc.getEnergyBuffer());
     backwardKernel = program->createKernel("backwardModel");
     for (ComputeArray* a : {&blocks, &blockR0, &indices, &reference, &scale, &layers, &parameters, &scratch,
                             &activations, &gradA, &gradB, &dVdzArray, &slots, &zBuffer})
@@ -228,34 +253,88 @@ void CommonCalcLatentBiasForceKernel::setBoxArgs() {
     }
 }
 
+void CommonCalcLatentBiasForceKernel::uploadBias() {
+    LatentBiasEvaluator::DeviceBias bias;
+    evaluator.getDeviceBias(bias);
+    if (!bias.dimRange.empty()) {
+        dimRange.upload(bias.dimRange, true);
+        points.upload(bias.points, true);
+        nodeDerivs.upload(bias.nodeDerivatives, true);
+    }
+    biasReals.upload(vector<double>{bias.wallForceConstant}, true);
+    if (!bias.restraintReals.empty())
+        restraintReals.upload(bias.restraintReals, true);
+}
+
+void CommonCalcLatentBiasForceKernel::copyParametersToContext(ContextImpl& context, const LatentBiasForce& force) {
+    evaluator.updateParameters(force);
+    if (nativeInitialized) {
+        ContextSelector selector(cc);
+        uploadBias();
+    }
+}
+
+void CommonCalcLatentBiasForceKernel::downloadAndCheck() const {
+    ContextSelector selector(cc);
+    zBuffer.download(zHost, true);
+    bool forces = zHost[latentDim] != 0.0, values = zHost[latentDim + 3] != 0.0;
+    if (!forces && !values)
+        return;
+    vector<double> cleared = zHost;
+    cleared[latentDim] = cleared[latentDim + 3] = 0.0;
+    const_cast<ComputeArray&>(zBuffer).upload(cleared, true);
+    const string& platform = platformName;
+    if (values) {
+        stringstream msg;
+        msg << "LatentBiasForce: the model returned a non-finite latent value or bias energy on the " << platform
+            << " platform (z =";
+        for (int i = 0; i < latentDim; i++)
+            msg << " " << zHost[i];
+        msg << "); are the positions finite and inside the model's domain? (The Reference platform names the atoms.)";
+        throw OpenMMException(msg.str());
+    }
+    throw OpenMMException("LatentBiasForce: a non-finite force (NaN or inf) was computed on the " + platform +
+                          " platform, e.g. two atoms of a distance feature at the same position or a degenerate "
+                          "dihedral; check the structure (the Reference platform names the atoms)");
+}
+
+vector<double> CommonCalcLatentBiasForceKernel::getLastLatentValues() const {
+    if (!nativeInitialized)  // CUDA's libtorch path keeps z on the host
+        return CalcLatentBiasForceKernel::getLastLatentValues();
+    if (!hasEvaluated)
+        return vector<double>();
+    downloadAndCheck();
+    return vector<double>(zHost.begin(), zHost.begin() + latentDim);
+}
+
+vector<double> CommonCalcLatentBiasForceKernel::getLastEnergies() const {
+    if (!nativeInitialized)
+        return CalcLatentBiasForceKernel::getLastEnergies();
+    if (!hasEvaluated)
+        return vector<double>();
+    downloadAndCheck();
+    return {zHost[latentDim + 1], zHost[latentDim + 2]};
+}
+
 double CommonCalcLatentBiasForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
     if (!nativeInitialized)
         throw OpenMMException("LatentBiasForce: the device kernel was not initialised");
     evaluator.readParameters(context, params);
+    evaluator.checkParameters(params);
     ContextSelector selector(cc);
+    if (params != uploadedParams) {
+        restraintParams.upload(params, true);
+        uploadedParams = params;
+    }
     setBoxArgs();
     gatherKernel->execute(forceThreads);
     forwardKernel->execute(blockSize, blockSize);
-    zBuffer.download(zHost, true);  // z and the flag of the previous backward pass (blocks until z is ready)
-    if (zHost[latentDim] != 0.0) {
-        zHost[latentDim] = 0.0;
-        zBuffer.upload(zHost, true);
-        throw OpenMMException("LatentBiasForce: the previous evaluation produced a non-finite force (NaN or inf) on "
-                              "the " + getPlatform().getName() + " platform, e.g. two atoms of a distance feature at "
-                              "the same position or a degenerate dihedral; check the structure (the Reference "
-                              "platform names the atoms)");
-    }
-    lastZ.assign(zHost.begin(), zHost.begin() + latentDim);
-    double gridEnergy, restraintEnergy;
-    evaluator.evaluate(lastZ.data(), latentDim, params, gridEnergy, restraintEnergy, dVdz);
-    LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
     if (includeForces) {
-        dVdzArray.upload(dVdz, true);
         backwardKernel->execute(blockSize, blockSize);
         applyKernel->execute(forceThreads);
     }
     hasEvaluated = true;
-    lastGridEnergy = gridEnergy;
-    lastRestraintEnergy = restraintEnergy;
-    return gridEnergy + restraintEnergy;
+    if (includeEnergy || ++evaluations % CHECK_INTERVAL == 0)
+        downloadAndCheck();
+    return 0.0;  // the energy is in OpenMM's energy buffer
 }

@@ -4,14 +4,20 @@
  * (plugin/openmmapi/src/LatentBiasNativeModel.cpp), with the same flat data layout:
  *
  *   gatherPositions    all atoms (global)       posq (device order) -> positions of the model's atoms (local order)
- *   forwardModel       one work group           features, standardisation, dense layers -> z (zBuffer[0..d))
- *   (host)                                      V(z), dV/dz from the d numbers of z (LatentBiasEvaluator, float64)
+ *   forwardModel       one work group           features, standardisation, dense layers -> z; then one work item
+ *                                               evaluates the bias V(z) (grid Hermite patches + walls + restraints,
+ *                                               as LatentBiasEvaluator), adds it to OpenMM's energy buffer and
+ *                                               writes dV/dz, z and the energies (zBuffer)
  *   backwardModel      one work group           dense layers backward, features backward -> per-slot gradient vectors
  *   applyForces        all atoms (global)       per local atom: sum of its slots (CSR list), -dV/dx added to the
- *                                               fixed-point force buffer; non-finite gradients set zBuffer[d]
+ *                                               fixed-point force buffer
+ *
+ * Nothing comes back to the host per step. zBuffer: z[0..d), [d] non-finite force flag, [d+1] grid + wall energy,
+ * [d+2] restraint energy, [d+3] non-finite z/energy flag (flags stay set until the host reports and clears them).
  *
  * Defines set by the host: LB_NUM_ATOMS, LB_PADDED_NUM_ATOMS, LB_NUM_BLOCKS, LB_NUM_LAYERS, LB_NUM_FEATURES,
- * LB_LATENT_DIM, LB_EPS (Jacobi tolerance for the precision), LB_PERIODIC (only with periodic boundary conditions).
+ * LB_LATENT_DIM, LB_EPS (Jacobi tolerance for the precision), LB_PERIODIC (only with periodic boundary conditions),
+ * LB_GRID_DIMS (0-3), LB_GRID_TOTAL (grid points), LB_NUM_RESTRAINTS.
  * Block records (LB_BLOCK_INTS ints each): kind, offset, count, indexStart, numAtoms, treeStart, referenceStart,
  * scratchStart, exponent, slotStart. Layer records (LB_LAYER_INTS ints each): numInputs, numOutputs, weightStart,
  * biasStart, activation, inputStart (offset of the layer's input in `activations`).
@@ -160,7 +166,11 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
         GLOBAL const int* RESTRICT treeParent, GLOBAL const real* RESTRICT reference, GLOBAL const real* RESTRICT mean,
         GLOBAL const real* RESTRICT scale, GLOBAL const int* RESTRICT layers, GLOBAL const real* RESTRICT parameters,
         GLOBAL real* RESTRICT scratch, GLOBAL real* RESTRICT features, GLOBAL real* RESTRICT activations,
-        GLOBAL real* RESTRICT zBuffer, real4 boxA, real4 boxB, real4 boxC) {
+        GLOBAL real* RESTRICT zBuffer, real4 boxA, real4 boxB, real4 boxC, GLOBAL const int* RESTRICT dimInts,
+        GLOBAL const real* RESTRICT dimRange, GLOBAL const real* RESTRICT points, GLOBAL const real* RESTRICT nodeDerivs,
+        GLOBAL const real* RESTRICT biasReals, GLOBAL const int* RESTRICT restraintComponents,
+        GLOBAL const real* RESTRICT restraintReals, GLOBAL const real* RESTRICT restraintParams,
+        GLOBAL real* RESTRICT dVdz, GLOBAL mixed* RESTRICT energyBuffer) {
     // ---------------------------------------------------------------------------------------------- features
     int alignedCount = 0;
     for (int b = 0; b < LB_NUM_BLOCKS; b++) {
@@ -290,9 +300,117 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
             post[o] = lbActivate(activation, sum);
         }
         SYNC_THREADS;
-        if (l == LB_NUM_LAYERS-1)
-            for (int o = LOCAL_ID; o < nOut; o += LOCAL_SIZE)
-                zBuffer[o] = post[o];
+    }
+    // ------------------------------------------------------------------------------------------- bias V(z)
+    if (LOCAL_ID == 0) {
+        GLOBAL const int* last = layers+LB_LAYER_INTS*(LB_NUM_LAYERS-1);
+        GLOBAL const real* z = activations+last[5]+last[0]+last[1];
+        real dV[LB_LATENT_DIM];
+        bool finite = true;
+        for (int i = 0; i < LB_LATENT_DIM; i++) {
+            dV[i] = 0;
+            finite = finite && isfinite(z[i]);
+        }
+        real gridEnergy = 0, restraintEnergy = 0;
+#if LB_GRID_DIMS > 0
+        // scale*table(clamped z) + 0.5*kw*(max(0, z-max)^2 + max(0, min-z)^2) on non-periodic dimensions
+        real scale = restraintParams[2*LB_NUM_RESTRAINTS], wallK = biasReals[0], walls = 0;
+        bool inside[LB_GRID_DIMS];
+        bool outside = false;
+        int lower[LB_GRID_DIMS];
+        real basis[LB_GRID_DIMS][2][2], dbasis[LB_GRID_DIMS][2][2];
+        for (int k = 0; k < LB_GRID_DIMS; k++) {
+            int component = dimInts[4*k], n = dimInts[4*k+2];
+            GLOBAL const real* xs = points+dimInts[4*k+3];
+            real lo = dimRange[2*k], hi = dimRange[2*k+1];
+            real v = z[component], t;
+            inside[k] = true;
+            if (dimInts[4*k+1]) {
+                real s = (v-lo)/(hi-lo);
+                t = lo+(hi-lo)*(s-floor(s));
+            }
+            else {
+                real above = (v > hi ? v-hi : (real) 0), below = (v < lo ? lo-v : (real) 0);
+                walls += above*above+below*below;
+                dV[component] += wallK*(above-below);
+                t = (v < lo ? lo : (v > hi ? hi : v));
+                inside[k] = (v >= lo && v <= hi);
+            }
+            if (!(t >= lo && t <= hi))
+                outside = true;
+            t = (t < xs[0] ? xs[0] : (t > xs[n-1] ? xs[n-1] : t));
+            int a = 0, b = n-1;
+            while (b-a > 1) {
+                int middle = (a+b)/2;
+                if (xs[middle] > t)
+                    b = middle;
+                else
+                    a = middle;
+            }
+            lower[k] = a;
+            real h = xs[b]-xs[a];
+            real s = (t-xs[a])/h, s2 = s*s, s3 = s2*s;
+            basis[k][0][0] = 1-3*s2+2*s3;
+            basis[k][1][0] = 3*s2-2*s3;
+            basis[k][0][1] = h*(s-2*s2+s3);
+            basis[k][1][1] = h*(s3-s2);
+            dbasis[k][0][0] = (6*s2-6*s)/h;
+            dbasis[k][1][0] = (6*s-6*s2)/h;
+            dbasis[k][0][1] = 1-4*s+3*s2;
+            dbasis[k][1][1] = 3*s2-2*s;
+        }
+        real value = 0, g[LB_GRID_DIMS];
+        for (int k = 0; k < LB_GRID_DIMS; k++)
+            g[k] = 0;
+        if (!outside) {
+            int stride[3] = {1, dimInts[2], (LB_GRID_DIMS > 1 ? dimInts[2]*dimInts[6] : 0)};
+            for (int corner = 0; corner < (1 << LB_GRID_DIMS); corner++) {
+                int node = 0;
+                for (int k = 0; k < LB_GRID_DIMS; k++)
+                    node += (lower[k]+((corner >> k) & 1))*stride[k];
+                for (int mask = 0; mask < (1 << LB_GRID_DIMS); mask++) {
+                    real f = nodeDerivs[mask*LB_GRID_TOTAL+node];
+                    real prod = f;
+                    for (int k = 0; k < LB_GRID_DIMS; k++)
+                        prod *= basis[k][(corner >> k) & 1][(mask >> k) & 1];
+                    value += prod;
+                    for (int j = 0; j < LB_GRID_DIMS; j++) {
+                        real p = f*dbasis[j][(corner >> j) & 1][(mask >> j) & 1];
+                        for (int k = 0; k < LB_GRID_DIMS; k++)
+                            if (k != j)
+                                p *= basis[k][(corner >> k) & 1][(mask >> k) & 1];
+                        g[j] += p;
+                    }
+                }
+            }
+        }
+        gridEnergy = scale*value+((real) 0.5)*wallK*walls;
+        for (int k = 0; k < LB_GRID_DIMS; k++)
+            if (inside[k])
+                dV[dimInts[4*k]] += scale*g[k];
+#endif
+        for (int i = 0; i < LB_NUM_RESTRAINTS; i++) {
+            int component = restraintComponents[i];
+            real v = z[component];
+            real center = restraintParams[2*i], k = restraintParams[2*i+1];
+            real period = restraintReals[4*i], lowerWall = restraintReals[4*i+1], upperWall = restraintReals[4*i+2];
+            real wallK = restraintReals[4*i+3];
+            real dev = v-center;
+            if (period > 0)
+                dev -= period*rint(dev/period);
+            real above = (v > upperWall ? v-upperWall : (real) 0), below = (v < lowerWall ? lowerWall-v : (real) 0);
+            restraintEnergy += ((real) 0.5)*k*dev*dev+((real) 0.5)*wallK*(above*above+below*below);
+            dV[component] += k*dev+wallK*(above-below);
+        }
+        for (int i = 0; i < LB_LATENT_DIM; i++) {
+            zBuffer[i] = z[i];
+            dVdz[i] = dV[i];
+        }
+        zBuffer[LB_LATENT_DIM+1] = gridEnergy;
+        zBuffer[LB_LATENT_DIM+2] = restraintEnergy;
+        if (!finite || !isfinite(gridEnergy+restraintEnergy))
+            zBuffer[LB_LATENT_DIM+3] = 1;
+        energyBuffer[0] += gridEnergy+restraintEnergy;
     }
 }
 
@@ -301,8 +419,6 @@ KERNEL void backwardModel(GLOBAL const int* RESTRICT blocks, GLOBAL const real* 
         GLOBAL const int* RESTRICT layers, GLOBAL const real* RESTRICT parameters, GLOBAL const real* RESTRICT scratch,
         GLOBAL const real* RESTRICT activations, GLOBAL real* RESTRICT gradA, GLOBAL real* RESTRICT gradB,
         GLOBAL const real* RESTRICT dVdz, GLOBAL real* RESTRICT slots, GLOBAL real* RESTRICT zBuffer) {
-    if (LOCAL_ID == 0)
-        zBuffer[LB_LATENT_DIM] = 0;  // the non-finite flag, set again by applyForces
     GLOBAL real* g = gradA;
     GLOBAL real* gNext = gradB;
     for (int i = LOCAL_ID; i < LB_LATENT_DIM; i += LOCAL_SIZE)
