@@ -1,6 +1,6 @@
 """Per-step cost of LatentBiasForce's device kernels on OpenMM's OpenCL platform, alanine dipeptide in vacuum.
 
-Rows (µs/step, best of --repeats timings of --steps steps, wall clock): unbiased ala2 (Amber ff96, NoCutoff, HBonds,
+Rows (µs/step, best of --repeats timings of --steps steps, all cases interleaved in each repetition, wall clock): unbiased ala2 (Amber ff96, NoCutoff, HBonds,
 LangevinMiddle 2 fs); LatentBiasForce grid bias d = 1, 2, 3 (``FusedBackend``, native path: the common-compute
 kernels of plugin/platforms/common); the fused restraint on 3 dimensions. Columns: one per OpenCL precision, with
 "overhead" = µs/step − unbiased µs/step of the same precision. The same rows on Reference/CPU come from
@@ -14,7 +14,8 @@ launches and one blocking download of z (d numbers, for V(z) on the host), i.e. 
 step; the row "unbiased + 1 sync/step" (a getState(getEnergy=True) after every step, no bias) measures that cost
 alone.
 
-Run:  python benchmarks/opencl_overhead.py [--steps 1000] [--precisions single mixed] [--markdown]
+Run:  python benchmarks/opencl_overhead.py [--steps 200] [--repeats 15] [--precisions single mixed] [--markdown]
+      (on a busy machine POCL_MAX_PTHREAD_COUNT=1 keeps pocl's worker threads from waiting for cores)
 """
 
 from __future__ import annotations
@@ -73,20 +74,30 @@ def make(precision: str, setup):
     return sim
 
 
-def time_per_step(sim, steps: int, repeats: int, sync_every_step: bool = False) -> float:
-    sim.step(200)  # warm up
-    best = np.inf
+def time_steps(sim, steps: int, sync_every_step: bool = False) -> float:
+    """One timing of `steps` steps, µs/step (the queue drained before and after)."""
+    sim.context.getState(getPositions=True)
+    t0 = time.perf_counter()
+    if sync_every_step:
+        for _ in range(steps):
+            sim.step(1)
+            sim.context.getState(getEnergy=True)
+    else:
+        sim.step(steps)
+    sim.context.getState(getPositions=True)  # waits for the queue to finish
+    return (time.perf_counter() - t0) / steps * 1e6
+
+
+def measure(sims: dict, steps: int, repeats: int) -> dict:
+    """Best of `repeats` timings per case, the cases interleaved in every repetition (so that all of them see the
+    same background load on a shared machine)."""
+    for name, (sim, _) in sims.items():
+        sim.step(200)  # warm up
+    best = {name: np.inf for name in sims}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        if sync_every_step:
-            for _ in range(steps):
-                sim.step(1)
-                sim.context.getState(getEnergy=True)
-        else:
-            sim.step(steps)
-        sim.context.getState(getPositions=True)  # waits for the queue to finish
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best * 1e6
+        for name, (sim, sync) in sims.items():
+            best[name] = min(best[name], time_steps(sim, steps, sync))
+    return best
 
 
 def opencl_device() -> str:
@@ -99,8 +110,8 @@ def opencl_device() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=200, help="steps per timing")
+    parser.add_argument("--repeats", type=int, default=15, help="timings per case, interleaved (best kept)")
     parser.add_argument("--precisions", nargs="+", default=["single", "mixed"])
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
@@ -116,10 +127,15 @@ def main() -> None:
         model = build_model(Path(tmp))
         _, _, positions = alanine_dipeptide_vacuum()
         z = lb.load_model(model).encode(positions)
-        rows = [[name] + [time_per_step(make(p, setup), args.steps, args.repeats) for p in args.precisions]
-                for name, setup in cases(model, z)]
-        rows.insert(1, ["unbiased + 1 sync/step"] + [time_per_step(make(p, lambda system: None), args.steps,
-                                                                   args.repeats, True) for p in args.precisions])
+        case_list = list(cases(model, z))
+        names = [case_list[0][0], "unbiased + 1 sync/step"] + [name for name, _ in case_list[1:]]
+        columns = []
+        for p in args.precisions:
+            sims = {name: (make(p, setup), False) for name, setup in case_list}
+            sims["unbiased + 1 sync/step"] = (make(p, lambda system: None), True)
+            columns.append(measure(sims, args.steps, args.repeats))
+            del sims
+        rows = [[name] + [col[name] for col in columns] for name in names]
     unbiased = rows[0][1:]
     header = ["case (OpenCL)"]
     for p in args.precisions:
@@ -127,7 +143,8 @@ def main() -> None:
     lines = [[r[0]] + [c for j, us in enumerate(r[1:]) for c in (f"{us:.1f}", f"{us - unbiased[j]:.1f}")] for r in rows]
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · python "
           f"{pyplatform.python_version()} · openmm {openmm.version.version} · latentbias {lb.__version__} · "
-          f"OpenCL device: {opencl_device()} · {args.steps} steps ×{args.repeats} (best), wall clock · load average "
+          f"OpenCL device: {opencl_device()} · POCL_MAX_PTHREAD_COUNT={os.environ.get('POCL_MAX_PTHREAD_COUNT', 'unset')}"
+          f" · {args.steps} steps ×{args.repeats} interleaved (best), wall clock · load average "
           f"{os.getloadavg()[0]:.1f}")
     if args.markdown:
         print("\n| " + " | ".join(header) + " |")
