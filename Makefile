@@ -24,6 +24,7 @@ $(NATIVE): $(STAMP) CMakeLists.txt $(shell find plugin -type f 2>/dev/null)
 	cmake --build build -j2
 	cmake --install build
 	$(PY) -c "import latentbias.native as n; assert n.is_available(), n.unavailable_reason(); print('LatentBiasForce plugin loads')"
+	$(PY) -c "import openmm, latentbias.native as n; n.load(); names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]; print('LatentBiasForce kernels on:', [p for p in names if openmm.Platform.getPlatformByName(p).supportsKernels([n.KERNEL_NAME])])"
 
 native: $(NATIVE)
 
@@ -45,6 +46,7 @@ quickstart: install
 benchmark: install
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/native_overhead.py
+	-POCL_MAX_PTHREAD_COUNT=1 $(PY) benchmarks/opencl_overhead.py   # exits with the reason where OpenCL is absent
 	OMP_NUM_THREADS=1 $(PY) benchmarks/pocket_measure.py
 
 # mutation testing of the physics modules with cosmic-ray (slow; not part of CI). Mutates sources IN PLACE, one

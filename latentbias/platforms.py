@@ -19,10 +19,13 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NATIVE_PATH_PLATFORMS", "TORCHFORCE_BROKEN_PLATFORMS", "check_platform"]
+__all__ = ["NATIVE_ONLY_PLATFORMS", "NATIVE_PATH_PLATFORMS", "TORCHFORCE_BROKEN_PLATFORMS", "check_platform"]
 
-#: Platforms on which LatentBiasForce evaluates models from their native description (no libtorch).
-NATIVE_PATH_PLATFORMS = ("Reference", "CPU")
+#: Platforms on which LatentBiasForce evaluates models from their native description (no libtorch): C++ kernels on
+#: Reference/CPU, OpenMM common-compute kernels on OpenCL and CUDA (CUDA: built with LATENTBIAS_BUILD_CUDA, untested).
+NATIVE_PATH_PLATFORMS = ("Reference", "CPU", "OpenCL", "CUDA")
+#: Platforms whose LatentBiasForce kernel has only the native path (no libtorch/TorchScript evaluation).
+NATIVE_ONLY_PLATFORMS = ("OpenCL",)
 #: Platforms on which an openmm-torch TorchForce must never be used (the process dies; see the module docstring).
 TORCHFORCE_BROKEN_PLATFORMS = ("OpenCL",)
 
@@ -89,9 +92,17 @@ def _check_force(force: Any, platform: Any, where: str) -> None:
 
         if not platform.supportsKernels([KERNEL_NAME]):
             raise ValueError(
-                f"{where} is a LatentBiasForce but the {name} platform has no LatentBiasForce kernel (built: "
-                f"{', '.join(NATIVE_PATH_PLATFORMS)}, and CUDA when the plugin was built with it); use the CPU or "
-                "Reference platform"
+                f"{where} is a LatentBiasForce but the {name} platform has no LatentBiasForce kernel (kernels: "
+                "Reference, CPU; OpenCL when the plugin was built with an OpenCL library; CUDA when built with "
+                "LATENTBIAS_BUILD_CUDA); use the CPU or Reference platform"
+            )
+        if name in NATIVE_ONLY_PLATFORMS and lbf.getResolvedEvaluationPath() != "native":
+            reason = ("forced onto the TorchScript path (evaluation_path='torch')" if lbf.hasNativeDescription()
+                      else "a TorchScript-only model (no native description)")
+            raise ValueError(
+                f"{where} is a LatentBiasForce with {reason}, but the {name} platform evaluates only native model "
+                "descriptions (no libtorch there); use evaluation_path='auto' or 'native' with a model saved by "
+                "latentbias.save_model, or the CPU/Reference platform for TorchScript models"
             )
         if lbf.getEvaluationPath() == "native" and name not in NATIVE_PATH_PLATFORMS:
             raise ValueError(

@@ -410,8 +410,8 @@ def test_check_platform_refuses_routes_that_cannot_run(tmp_path, ala2, frames, c
     with pytest.raises(ValueError, match="LatentBiasForce but the OpenCL platform has no LatentBiasForce kernel"):
         check_platform(lbf_system, FakePlatform("OpenCL", kernels=False))
     force.setEvaluationPath("native")
-    with pytest.raises(ValueError, match="native evaluation path, which the CUDA platform does not have"):
-        check_platform(lbf_system, FakePlatform("CUDA"))
+    with pytest.raises(ValueError, match="native evaluation path, which the HIP platform does not have"):
+        check_platform(lbf_system, FakePlatform("HIP"))
     with pytest.raises(ValueError, match="unknown OpenMM platform 'Vulkan'"):
         check_platform(lbf_system, "Vulkan")
 

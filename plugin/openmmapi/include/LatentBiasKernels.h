@@ -61,11 +61,11 @@ public:
         return false;
     }
     /** z (all model outputs, float64) of the last evaluation; empty before the first one. */
-    const std::vector<double>& getLastLatentValues() const {
+    virtual std::vector<double> getLastLatentValues() const {
         return lastZ;
     }
     /** {grid + walls, restraints} energies of the last evaluation; empty before the first one. */
-    std::vector<double> getLastEnergies() const {
+    virtual std::vector<double> getLastEnergies() const {
         if (!hasEvaluated)
             return std::vector<double>();
         return {lastGridEnergy, lastRestraintEnergy};

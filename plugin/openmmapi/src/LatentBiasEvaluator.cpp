@@ -228,3 +228,25 @@ void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<doubl
         dVdz[r.component] += k * dev + r.wallForceConstant * (above - below);
     }
 }
+
+void LatentBiasEvaluator::getDeviceBias(DeviceBias& bias) const {
+    bias = DeviceBias();
+    bias.wallForceConstant = wallForceConstant;
+    if (hasGrid) {
+        LatentBiasGrid hermite;
+        hermite.initialize(grid.getAxes(), grid.getValues(), true);
+        for (size_t k = 0; k < dims.size(); k++) {
+            bias.dimInts.insert(bias.dimInts.end(), {dims[k].component, dims[k].periodic ? 1 : 0, dims[k].size,
+                                                     (int) bias.points.size()});
+            bias.dimRange.insert(bias.dimRange.end(), {dims[k].minValue, dims[k].maxValue});
+            const vector<double>& x = hermite.getPoints(k);
+            bias.points.insert(bias.points.end(), x.begin(), x.end());
+        }
+        for (const vector<double>& block : hermite.getNodeDerivatives())
+            bias.nodeDerivatives.insert(bias.nodeDerivatives.end(), block.begin(), block.end());
+    }
+    for (const auto& r : restraints) {
+        bias.restraintComponents.push_back(r.component);
+        bias.restraintReals.insert(bias.restraintReals.end(), {r.period, r.lowerWall, r.upperWall, r.wallForceConstant});
+    }
+}

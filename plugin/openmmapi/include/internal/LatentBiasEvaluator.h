@@ -50,6 +50,26 @@ public:
      * finite: a NaN/inf force must never reach the integrator silently.
      */
     static void checkFinite(const double* dVdx, int numParticles, double energy);
+    /**
+     * The bias in the flat form a device kernel evaluates (common-compute platforms): grid dimensions, the grid as
+     * the node derivatives of its per-axis Hermite construction (LatentBiasGrid::getNodeDerivatives; equal to
+     * OpenMM's spline patches), walls and restraints. Restraint centres/force constants and the grid scale stay
+     * Context parameters (readParameters).
+     */
+    struct DeviceBias {
+        std::vector<int> dimInts;          // per grid dimension: component, periodic, size, first point in `points`
+        std::vector<double> dimRange;      // per grid dimension: min, max
+        std::vector<double> points;        // grid points, axis after axis
+        std::vector<double> nodeDerivatives;  // 2^d blocks of (number of grid points) values, block = mask
+        double wallForceConstant = 0.0;
+        std::vector<int> restraintComponents;
+        std::vector<double> restraintReals;  // per restraint: period, lowerWall, upperWall, wallForceConstant
+    };
+    /** Fill `bias` from the current grid values, walls and restraints. */
+    void getDeviceBias(DeviceBias& bias) const;
+    int getNumRestraints() const {
+        return (int) restraints.size();
+    }
     /** Incremented by every updateParameters(). */
     long long getVersion() const {
         return version;

@@ -43,6 +43,22 @@ public:
     bool usesOpenMMSplineFitter() const {
         return !generic;
     }
+    /** The table (first axis fastest). */
+    const std::vector<double>& getValues() const {
+        return values;
+    }
+    /** Grid points along `axis`. */
+    const std::vector<double>& getPoints(int axis) const {
+        return x[axis];
+    }
+    /**
+     * Per-axis construction only (initialize(..., forceGeneric = true) or mixed periodicity): the node derivatives,
+     * nodeDerivatives[mask][node], mask bit k = d/d axis k; each cell is the tensor-product cubic Hermite patch
+     * through them (the form the device kernels evaluate). Empty for the SplineFitter construction.
+     */
+    const std::vector<std::vector<double> >& getNodeDerivatives() const {
+        return nodeDerivs;
+    }
     /**
      * Value of the interpolant at point t (one coordinate per axis), and its gradient in grad.
      * Coordinates along periodic axes are wrapped into [min, max] (as OpenMM does); points outside a non-periodic

@@ -54,7 +54,7 @@ static string firstLine(const std::exception& e) {
 }
 
 CudaCalcLatentBiasForceKernel::CudaCalcLatentBiasForceKernel(string name, const Platform& platform, CudaContext& cu)
-    : CalcLatentBiasForceKernel(name, platform), cu(cu), hasInitializedKernels(false), usePeriodic(false) {
+    : CommonCalcLatentBiasForceKernel(name, platform, cu), cu(cu), hasInitializedKernels(false), usePeriodic(false) {
     // PyTorch always uses the device's primary context.
     CHECK_RESULT(cuDevicePrimaryCtxRetain(&primaryContext, cu.getDevice()), "Failed to retain the primary context");
 }
@@ -119,6 +119,8 @@ void CudaCalcLatentBiasForceKernel::addForces(torch::Tensor& gradient) {
 }
 
 double CudaCalcLatentBiasForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
+    if (nativeInitialized)
+        return CommonCalcLatentBiasForceKernel::execute(context, includeForces, includeEnergy);
     evaluator.readParameters(context, params);
     CHECK_RESULT(cuCtxPushCurrent(primaryContext), "Failed to push the CUDA context");
     double gridEnergy = 0.0, restraintEnergy = 0.0;

@@ -1,7 +1,7 @@
 #ifndef CUDA_LATENTBIAS_KERNELS_H_
 #define CUDA_LATENTBIAS_KERNELS_H_
 
-#include "LatentBiasKernels.h"
+#include "CommonLatentBiasKernels.h"
 #include "openmm/cuda/CudaContext.h"
 #include <cuda.h>
 
@@ -13,8 +13,11 @@ namespace LatentBiasPlugin {
  * call), positions are copied from posq by a small kernel, and -dV/dx is added to OpenMM's fixed-point force
  * buffer by another. z (d numbers) is copied to the host, where V(z) and dV/dz are computed in double precision
  * (LatentBiasEvaluator), and dV/dz goes back to the device for the single backward pass.
+ *
+ * Models with a native description take the common-compute path instead (CommonCalcLatentBiasForceKernel: the
+ * model's features and MLP in OpenMM's device kernels, no libtorch).
  */
-class CudaCalcLatentBiasForceKernel : public CalcLatentBiasForceKernel {
+class CudaCalcLatentBiasForceKernel : public CommonCalcLatentBiasForceKernel {
 public:
     CudaCalcLatentBiasForceKernel(std::string name, const OpenMM::Platform& platform, OpenMM::CudaContext& cu);
     ~CudaCalcLatentBiasForceKernel();
