@@ -78,7 +78,9 @@ def dry_build(campaign: Campaign) -> None:
 
 
 def _strategies(cfg: Any) -> list[str]:
-    used = list(dict.fromkeys(cfg.strategy_for_round(r) for r in range(1, max(cfg.campaign.rounds, 1))))
+    # a pocket round's bias is OPES or metadynamics ([pocket] bias): that is what can fail on a platform
+    used = list(dict.fromkeys(cfg.pocket.bias if s == "pocket" else s
+                              for s in (cfg.strategy_for_round(r) for r in range(1, max(cfg.campaign.rounds, 1)))))
     if cfg.converge.enabled and cfg.converge.method not in used:
         used.append(cfg.converge.method)
     return used
