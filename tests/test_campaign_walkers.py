@@ -70,9 +70,12 @@ def no_dask_processes_left() -> bool:
 @pytest.fixture(scope="module")
 def cluster():
     """A LocalCluster of 2 worker processes owned by the tests (campaigns reach it with executor = "dask")."""
+    import dask
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    # Dask's nannies would also export MALLOC_TRIM_THRESHOLD_ into this process (slowing later subprocesses)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
     try:
         yield client
