@@ -58,18 +58,23 @@ def main() -> None:
         rundir, wall = run_seed(seed, outdir, Path(args.config))
         rundirs.append(rundir)
         c = compare([rundir], n_bootstrap=200)
-        dg, ddg = c.dg["C7ax"], c.ddg["C7ax"].get("gly")
-        rows.append((seed, dg["ala"], dg["gly"], ddg, wall))
+        dg, ddg = c.dg["C7ax"], c.ddg["C7ax"].get("gly")  # a state a system never sampled has no estimate
+        rows.append((seed, dg.get("ala"), dg.get("gly"), ddg, wall))
         print(f"seed {seed}: done in {wall:.0f} s", flush=True)
     print(f"\n| seed | dF ala (ref {ref['ala']:.2f}) | dF gly (ref {ref['gly']:.2f}) | ddF gly-ala (ref "
           f"{ref['ddg']:.2f}) | wall s |")
     print("|---:|---:|---:|---:|---:|")
+    def fmt(e):
+        return "not sampled" if e is None else f"{e.value:.2f} ± {e.error:.2f}"
+
     for seed, a, g, d, wall in rows:
-        print(f"| {seed} | {a.value:.2f} ± {a.error:.2f} | {g.value:.2f} ± {g.error:.2f} | "
-              f"{d.value:.2f} ± {d.error:.2f} | {wall:.0f} |")
+        print(f"| {seed} | {fmt(a)} | {fmt(g)} | {fmt(d)} | {wall:.0f} |")
     if len(rundirs) > 1:
         c = compare(rundirs, out=outdir / "compare", n_bootstrap=200)
-        a, g, d = c.dg["C7ax"]["ala"], c.dg["C7ax"]["gly"], c.ddg["C7ax"]["gly"]
+        a, g, d = (c.dg["C7ax"].get("ala"), c.dg["C7ax"].get("gly"), c.ddg["C7ax"].get("gly"))
+        if a is None or g is None or d is None:
+            print(f"| all ({len(rundirs)} seeds) | {fmt(a)} | {fmt(g)} | {fmt(d)} | |")
+            return
         print(f"| all ({len(rundirs)} seeds, Student t) | {a.value:.2f} ± {a.error:.2f} | {g.value:.2f} ± "
               f"{g.error:.2f} | {d.value:.2f} ± {d.error:.2f} | |")
         print(f"\ndeviation from the references: ala {a.value - ref['ala']:+.2f}, gly {g.value - ref['gly']:+.2f}, "

@@ -303,6 +303,7 @@ def test_dipeptide_ddf_matches_the_metadynamics_references(tmp_path):
     cfg = multi_from_dict(raw, base_dir=ROOT / "examples")
     MultiCampaign(cfg, tmp_path / "run", progress=False).run()
     c = compare([tmp_path / "run"], plots=False)
+    assert {"ala", "gly"} <= set(c.dg["C7ax"]), f"a system never sampled C7ax: {sorted(c.dg['C7ax'])}"
     key = "dF_c7ax_minus_rest_fes_mean_kjmol"
     ref_a = json.loads((REF / "ala_amber14_phipsi_dF.json").read_text())[key]
     ref_g = json.loads((REF / "gly_amber14_phipsi_dF.json").read_text())[key]
