@@ -91,13 +91,16 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
     ValueError
         A mutation names a residue that is not in the chain, or whose residue name differs from the file's.
     """
+    import openmm
     from openmm import app, unit
     from pdbfixer import PDBFixer
 
     path = Path(pdb)
     if not path.is_file():
         raise FileNotFoundError(f"structure {path} not found")
-    fixer = PDBFixer(filename=str(path))
+    # PDBFixer minimises the added atoms on the default platform, which is OpenCL wherever an OpenCL runtime exists;
+    # with pocl (OpenCL on the CPU) that minimisation segfaults (openmm 8.5.2 + pocl 3.1): use the CPU platform.
+    fixer = PDBFixer(filename=str(path), platform=openmm.Platform.getPlatformByName("CPU"))
     chains = list(fixer.topology.chains())
     chain_id = chain if chain is not None else chains[0].id
     target = [c for c in chains if c.id == chain_id]
