@@ -219,8 +219,12 @@ void LatentBiasEvaluator::getDeviceBias(DeviceBias& bias) const {
     bias = DeviceBias();
     bias.wallForceConstant = wallForceConstant;
     if (hasGrid) {
-        LatentBiasGrid hermite;
-        hermite.initialize(grid.getAxes(), grid.getValues(), true);
+        // The grid's own node derivatives when it is already in Hermite form (mixed periodicity, local deposits);
+        // otherwise the per-axis construction of the same spline from its values.
+        LatentBiasGrid converted;
+        if (grid.getNodeDerivatives().empty())
+            converted.initialize(grid.getAxes(), grid.getValues(), true);
+        const LatentBiasGrid& hermite = grid.getNodeDerivatives().empty() ? converted : grid;
         for (size_t k = 0; k < dims.size(); k++) {
             bias.dimInts.insert(bias.dimInts.end(), {dims[k].component, dims[k].periodic ? 1 : 0, dims[k].size,
                                                      (int) bias.points.size()});
