@@ -94,6 +94,7 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
     ValueError
         A mutation names a residue that is not in the chain, or whose residue name differs from the file's.
     """
+    import openmm
     from openmm import app, unit
     from pdbfixer import PDBFixer
 

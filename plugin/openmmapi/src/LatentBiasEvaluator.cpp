@@ -233,12 +233,12 @@ void LatentBiasEvaluator::getDeviceBias(DeviceBias& bias) const {
     bias = DeviceBias();
     bias.wallForceConstant = wallForceConstant;
     if (hasGrid) {
-        // the grid's own node derivatives when it holds them (after local deposits), else the Hermite form built
-        // from its values (the same spline)
-        LatentBiasGrid built;
-        if (grid.usesOpenMMSplineFitter())
-            built.initialize(grid.getAxes(), grid.getValues(), true);
-        const LatentBiasGrid& hermite = grid.usesOpenMMSplineFitter() ? built : grid;
+        // The grid's own node derivatives when it is already in Hermite form (mixed periodicity, local deposits);
+        // otherwise the per-axis construction of the same spline from its values.
+        LatentBiasGrid converted;
+        if (grid.getNodeDerivatives().empty())
+            converted.initialize(grid.getAxes(), grid.getValues(), true);
+        const LatentBiasGrid& hermite = grid.getNodeDerivatives().empty() ? converted : grid;
         for (size_t k = 0; k < dims.size(); k++) {
             bias.dimInts.insert(bias.dimInts.end(), {dims[k].component, dims[k].periodic ? 1 : 0, dims[k].size,
                                                      (int) bias.points.size()});
