@@ -101,8 +101,6 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
     path = Path(pdb)
     if not path.is_file():
         raise FileNotFoundError(f"structure {path} not found")
-    import openmm
-
     # PDBFixer minimises rebuilt atoms in a Context; name the platform (with pocl installed, OpenMM's default is
     # OpenCL, where this minimisation crashes the process on this stack)
     fixer = PDBFixer(filename=str(path), platform=openmm.Platform.getPlatformByName(platform))

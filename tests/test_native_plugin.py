@@ -508,3 +508,25 @@ def test_metadynamics_context_equals_its_grid_after_local_deposits(ala2, ala2_mo
     assert local > 1.0
     meta.updateContext(sim.context)
     assert meta.getBiasEnergy(sim.context) == pytest.approx(local, rel=1e-10, abs=1e-10)
+
+
+def test_add_restraint_in_five_arguments_plus_setters(ala2, ala2_model):
+    """addRestraint(component, centre name, centre, k name, k) + setRestraintPeriod/setRestraintWalls give the
+    restraint of the one-call form; bad values are refused by the setters with the restraint unchanged."""
+    system, _, _ = ala2
+    mf = lb.load_model(ala2_model)
+    from latentbias.bias.fused import _new_force
+
+    one_call = _new_force(mf, copy_system(system))
+    one_call.addRestraint(1, "c", 0.25, "k", 40.0, 3.0, -0.5, 0.75, 200.0)
+    split = _new_force(mf, copy_system(system))
+    index = split.addRestraint(1, "c", 0.25, "k", 40.0)
+    assert split.getRestraintParameters(index)[6:] != one_call.getRestraintParameters(0)[6:]
+    split.setRestraintPeriod(index, 3.0)
+    split.setRestraintWalls(index, -0.5, 0.75, 200.0)
+    assert split.getRestraintParameters(index) == one_call.getRestraintParameters(0)
+    for call, args in ((split.setRestraintPeriod, (index, -1.0)), (split.setRestraintWalls, (index, 1.0, 0.5, 10.0)),
+                       (split.setRestraintWalls, (index, -1.0, 1.0, float("nan"))), (split.setRestraintPeriod, (5, 1.0))):
+        with pytest.raises(Exception):
+            call(*args)
+    assert split.getRestraintParameters(index) == one_call.getRestraintParameters(0)

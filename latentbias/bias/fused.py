@@ -210,10 +210,13 @@ def native_restraint_force(restraint: Any, system: Any, force_group: int | None,
     """The LatentBiasForce of a validated :class:`LatentRestraint` (its dims, centres, constants, walls, periods)."""
     force = _new_force(restraint.model, system, evaluation_path)
     for i, comp in enumerate(restraint.dims):
-        force.addRestraint(comp, restraint.centerName(i), float(restraint.centers[i]), restraint.forceConstantName(i),
-                           float(restraint.force_constants[i]), float(restraint.period[i]),
-                           float(restraint.lower_walls[i]), float(restraint.upper_walls[i]),
-                           float(restraint.wall_force_constant[i]))
+        index = force.addRestraint(comp, restraint.centerName(i), float(restraint.centers[i]),
+                                   restraint.forceConstantName(i), float(restraint.force_constants[i]))
+        if restraint.period[i] > 0:
+            force.setRestraintPeriod(index, float(restraint.period[i]))
+        if np.isfinite(restraint.lower_walls[i]) or np.isfinite(restraint.upper_walls[i]):
+            force.setRestraintWalls(index, float(restraint.lower_walls[i]), float(restraint.upper_walls[i]),
+                                    float(restraint.wall_force_constant[i]))
     if force_group is not None:
         force.setForceGroup(int(force_group))
     return force

@@ -118,6 +118,8 @@ public:
                      double lowerWall=-std::numeric_limits<double>::infinity(),
                      double upperWall=std::numeric_limits<double>::infinity(), double wallForceConstant=0.0);
     int getNumRestraints() const;
+    void setRestraintPeriod(int index, double period);
+    void setRestraintWalls(int index, double lowerWall, double upperWall, double wallForceConstant);
     void setRestraintParameters(int index, int component, const std::string& centerParameter, double defaultCenter,
                                 const std::string& forceConstantParameter, double defaultForceConstant,
                                 double period=0.0, double lowerWall=-std::numeric_limits<double>::infinity(),

@@ -186,7 +186,8 @@ public:
      * 0.5*k*(z-z0)^2 + 0.5*kWall*(max(0, z-upperWall)^2 + max(0, lowerWall-z)^2), where z0 and k are the global
      * parameters `centerParameter` and `forceConstantParameter` (created with the given defaults; empty names
      * mean "latent_z0_<i>" and "latent_k_<i>", i = index of the restraint). When period > 0 the deviation z-z0 is
-     * wrapped into [-period/2, period/2].
+     * wrapped into [-period/2, period/2]. The common form takes five arguments; setRestraintPeriod() and
+     * setRestraintWalls() set the rest (the trailing arguments here do the same in one call).
      *
      * @return the index of the new restraint
      */
@@ -206,6 +207,13 @@ public:
                                 double period = 0.0, double lowerWall = -std::numeric_limits<double>::infinity(),
                                 double upperWall = std::numeric_limits<double>::infinity(),
                                 double wallForceConstant = 0.0);
+    /** Make restraint `index` periodic in z with this period (0: not periodic). */
+    void setRestraintPeriod(int index, double period);
+    /**
+     * Flat-bottomed walls of restraint `index`: 0.5*wallForceConstant*(max(0, z-upperWall)^2 + max(0, lowerWall-z)^2)
+     * (use -inf/inf for no wall on a side).
+     */
+    void setRestraintWalls(int index, double lowerWall, double upperWall, double wallForceConstant);
     /** Global parameters this force defines (grid scale, then centres and force constants of the restraints). */
     int getNumGlobalParameters() const;
     const std::string& getGlobalParameterName(int index) const;

@@ -365,6 +365,20 @@ void LatentBiasForce::setRestraintParameters(int index, int component, const str
     restraints[index] = r;
 }
 
+void LatentBiasForce::setRestraintPeriod(int index, double period) {
+    ASSERT_VALID_INDEX(index, restraints);
+    Restraint r = restraints[index];
+    setRestraintParameters(index, r.component, r.centerParameter, r.defaultCenter, r.forceConstantParameter,
+                           r.defaultForceConstant, period, r.lowerWall, r.upperWall, r.wallForceConstant);
+}
+
+void LatentBiasForce::setRestraintWalls(int index, double lowerWall, double upperWall, double wallForceConstant) {
+    ASSERT_VALID_INDEX(index, restraints);
+    Restraint r = restraints[index];
+    setRestraintParameters(index, r.component, r.centerParameter, r.defaultCenter, r.forceConstantParameter,
+                           r.defaultForceConstant, r.period, lowerWall, upperWall, wallForceConstant);
+}
+
 vector<pair<string, double> > LatentBiasForce::getGlobalParameters() const {
     vector<pair<string, double> > params;
     auto add = [&](const string& name, double value) {
