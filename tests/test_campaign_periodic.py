@@ -47,7 +47,7 @@ def write_periodic_system(folder: Path) -> None:
         app.PDBFile.writeFile(top, xyz * 10 * unit.angstrom, fh)
 
 
-def config_text(strategy="opes", rounds=2, converge=True, ood="", method="opes") -> str:
+def config_text(strategy="opes", rounds=2, converge=True, ood="", method="opes", restarts=0) -> str:
     return f"""
 [system]
 system_xml = "system.xml"
@@ -91,6 +91,7 @@ enabled = {str(converge).lower()}
 method = "{method}"
 max_steps = 3000
 min_steps = 2000
+restarts = {restarts}
 
 [ood]
 {ood}
@@ -161,7 +162,7 @@ def test_ood_guard_ends_the_round_for_retraining(tmp_path):
     # first segment, the encoder retrains, round 2 runs; the shortened round is in all frames and weights; the
     # converge phase (here: metadynamics) goes back to retraining once after its first segment ([converge]
     # restarts = 1), then its second attempt (round 4) only counts the flags and runs its budget or converges
-    config = make(tmp_path, strategy="metadynamics", rounds=3, converge=True, method="metadynamics",
+    config = make(tmp_path, strategy="metadynamics", rounds=3, converge=True, method="metadynamics", restarts=1,
                   ood="threshold = 1e-9\nmin_frames = 10\nretrain_fraction = 0.5")
     campaign = Campaign(load_config(config), tmp_path / "run", progress=False)
     campaign.run()

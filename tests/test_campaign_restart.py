@@ -37,7 +37,7 @@ def restarted_run(tmp_path_factory):
     text = toy_config_text(rounds=1, converge_steps=CONVERGE_STEPS, checkpoint=CHECKPOINT,
                            extra="\n[ood]\nmin_frames = 50\n")
     # converge frames every 50 steps (exploration: every 100)
-    (folder / "toy.toml").write_text(text.replace("tolerance = 0.3", "tolerance = 0.3\nsave_interval = 50"))
+    (folder / "toy.toml").write_text(text.replace("tolerance = 0.3", "tolerance = 0.3\nsave_interval = 50\nrestarts = 1"))
     campaign = Campaign(load_config(folder / "toy.toml"), folder / "run", progress=False)
     campaign.run()
     return campaign, folder / "run"

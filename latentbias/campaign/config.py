@@ -81,7 +81,7 @@ Example (every key shown; most have defaults)::
     tolerance = 0.5                            # kJ/mol: stop when the drift of the latent FES is below this
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
-    restarts = 1                               # times the frozen encoder may meet OOD frames (a segment with more
+    restarts = 0                               # times the frozen encoder may meet OOD frames (a segment with more
                                                # than [ood] retrain_fraction flagged) and the campaign goes back to
                                                # retraining before a new converge attempt; max_steps is shared
     save_interval = 0                          # steps between saved frames in the converge phase (0: [campaign]'s)
@@ -255,7 +255,7 @@ class ConvergeConfig:
     tolerance: float = 0.5
     fes_bins: int = 20
     fes_cutoff: float = 25.0
-    restarts: int = 1
+    restarts: int = 0
     save_interval: int = 0
 
 
