@@ -533,13 +533,17 @@ def _validate(cfg: CampaignConfig) -> None:
     validate_pocket(cfg)
 
 
-def load_config(path: str | Path) -> CampaignConfig:
-    """Read and validate a campaign TOML file."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML config file; ConfigError naming the file when it is missing or not TOML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return from_dict(raw, base_dir=path.parent.resolve())
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign TOML file."""
+    return from_dict(read_toml(path), base_dir=Path(path).parent.resolve())

@@ -95,8 +95,8 @@ class Campaign:
         self.progress = progress
         self._system_cache = None
         self._models: dict[int, RoundModel] = {}
-        self._log_handler = logging.FileHandler(self.run_dir.log_file)
-        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.log_handler = logging.FileHandler(self.run_dir.log_file)
+        self.log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self._pool: WalkerPool | None = None  # parallel walkers' Dask client ([execution] walkers > 1), started lazily
         self._phases: dict[str, Callable[[int, dict[str, Any]], dict[str, Any]]] = {
             "plan": self._plan, "simulate": self._simulate, "train": self._train, "weights": self._weights}
@@ -110,7 +110,7 @@ class Campaign:
         and :class:`~latentbias.campaign.rundir.RunDirError` when the directory is damaged.
         """
         root = logging.getLogger("latentbias")
-        root.addHandler(self._log_handler)
+        root.addHandler(self.log_handler)
         level = root.level
         if root.getEffectiveLevel() > logging.INFO:  # campaign.log records INFO whatever the caller configured
             root.setLevel(logging.INFO)
@@ -121,7 +121,7 @@ class Campaign:
             if self._pool is not None:  # stop the walkers' cluster, whatever happened
                 self._pool.close()
                 self._pool = None
-            root.removeHandler(self._log_handler)
+            root.removeHandler(self.log_handler)
             root.setLevel(level)
 
     def _run_locked(self) -> dict[str, Any]:

@@ -222,8 +222,8 @@ class MultiCampaign:
             with contextlib.ExitStack() as stack:
                 for m in self.members:
                     stack.enter_context(m.run_dir.lock())
-                    stack.callback(root.removeHandler, m._log_handler)
-                    root.addHandler(m._log_handler)
+                    stack.callback(root.removeHandler, m.log_handler)
+                    root.addHandler(m.log_handler)
                 return self._run_locked()
         finally:
             root.removeHandler(handler)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CampaignConfig, ConfigError, from_dict
+from .config import CampaignConfig, ConfigError, from_dict, read_toml
 from .seeds import MAX_SEED
 
 __all__ = ["SystemSpec", "MultiCampaignConfig", "load_multi_config", "multi_from_dict", "is_multi_config"]
@@ -208,11 +208,4 @@ def multi_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> MultiCam
 
 def load_multi_config(path: str | Path) -> MultiCampaignConfig:
     """Read and validate a multi-system campaign TOML file (one with a ``[systems]`` table)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return multi_from_dict(raw, base_dir=path.parent.resolve())
+    return multi_from_dict(read_toml(path), base_dir=Path(path).parent.resolve())

@@ -51,6 +51,7 @@ its start until it decorrelates.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -259,12 +260,16 @@ def round_openness(campaign: Campaign, q: int, positions: np.ndarray) -> np.ndar
 
 def pocket_measure(campaign: Campaign) -> PocketMeasure:
     """The campaign's :class:`PocketMeasure` (built once per campaign object)."""
-    measure = getattr(campaign, "_pocket_measure", None)
+    measure = _MEASURES.get(campaign)
     if measure is None:
         _, topology, xyz = campaign.system()
         measure = PocketMeasure(campaign.cfg.pocket, topology, reference=xyz)
-        campaign._pocket_measure = measure
+        _MEASURES[campaign] = measure
     return measure
+
+
+#: one PocketMeasure per live Campaign object
+_MEASURES: "weakref.WeakKeyDictionary[Any, PocketMeasure]" = weakref.WeakKeyDictionary()
 
 
 def frames_openness(campaign: Campaign, frames: dict[str, np.ndarray]) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("latentbias.cli")
 
@@ -39,7 +40,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_path_parser(sub: argparse._SubParsersAction) -> None:
+def add_path_parser(sub: Any) -> None:
     """Register the ``path`` subcommand."""
     p = sub.add_parser(
         "path", help="minimum free-energy path between two states, relaxed structures and an umbrella profile",
