@@ -324,9 +324,9 @@ def run_segment(task: SegmentTask) -> SegmentResult:
         sim = make_simulation(view, system, seeds.integrator, properties)
     with tempfile.TemporaryDirectory(prefix="latentbias-walker-") as tmp:
         prefix = Path(tmp) / "state"
-        if continued:  # the committed state is this process's live simulation: nothing to restore
+        if continued:  # the live objects are reused (no rebuild), but the committed state is loaded all the same
             logger.debug("walker %d segment %d continues the live simulation", w, k)
-        elif task.checkpoint is not None:
+        if task.checkpoint is not None:  # so a continued segment and a restored one start from identical states
             sim.context.loadCheckpoint(task.checkpoint)
             if task.bias_state:
                 for suffix, data in task.bias_state.items():
