@@ -29,11 +29,12 @@ lock, so running the same command again resumes from the last committed step wit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -69,6 +70,25 @@ def _resolve_seed(config: CampaignConfig, run_dir: RunDir) -> CampaignConfig:
         logger.info("no [md] seed given: drew seed = %d (stored in %s)", seed, run_dir.config_file)
     return dataclasses.replace(config, md=dataclasses.replace(config.md, seed=int(seed)))
 
+
+
+@contextlib.contextmanager
+def deterministic_torch_threads() -> Iterator[None]:
+    """Run the campaign's own torch work (training, encoding) on one thread, then restore the caller's setting.
+
+    Floating-point reductions in torch depend on the number of intra-op threads, and the number a process has
+    depends on what ran in it before (OMP_NUM_THREADS, an earlier ``torch.set_num_threads``). Fixing it makes the
+    same config and seed give the same models, z ranges and hence the same frames in any process (a resumed run
+    in a fresh process equals an uninterrupted one). OpenMM's own threads are not affected.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 class Campaign:
     """An adaptive sampling campaign in one run directory.
@@ -115,7 +135,7 @@ class Campaign:
         if root.getEffectiveLevel() > logging.INFO:  # campaign.log records INFO whatever the caller configured
             root.setLevel(logging.INFO)
         try:
-            with self.run_dir.lock():
+            with self.run_dir.lock(), deterministic_torch_threads():
                 return self._run_locked()
         finally:
             if self._pool is not None:  # stop the walkers' cluster, whatever happened

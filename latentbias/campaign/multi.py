@@ -40,7 +40,7 @@ import numpy as np
 
 from ..io import atomic_write_bytes, write_json
 from .config import ConfigError, from_dict
-from .loop import Campaign
+from .loop import Campaign, deterministic_torch_threads
 from .multiconfig import MultiCampaignConfig, member_seed
 from .rundir import RunDirError
 from .seeds import MAX_SEED
@@ -220,6 +220,7 @@ class MultiCampaign:
             root.setLevel(logging.INFO)
         try:
             with contextlib.ExitStack() as stack:
+                stack.enter_context(deterministic_torch_threads())  # as Campaign.run: models independent of threads
                 for m in self.members:
                     stack.enter_context(m.run_dir.lock())
                     stack.callback(root.removeHandler, m.log_handler)
