@@ -74,10 +74,12 @@ def make(precision: str, setup):
     return sim
 
 
-def time_steps(sim, steps: int, sync_every_step: bool = False) -> float:
-    """One timing of `steps` steps, µs/step (the queue drained before and after)."""
+def time_steps(sim, steps: int, sync_every_step: bool = False, clock=time.perf_counter) -> float:
+    """One timing of `steps` steps, µs/step (the queue drained before and after). ``clock``: wall clock by default;
+    ``time.process_time`` gives the CPU time of all this process's threads (OpenMM's, libtorch's, pocl's), which
+    other processes on a shared machine perturb much less than the wall clock."""
     sim.context.getState(getPositions=True)
-    t0 = time.perf_counter()
+    t0 = clock()
     if sync_every_step:
         for _ in range(steps):
             sim.step(1)
@@ -85,19 +87,22 @@ def time_steps(sim, steps: int, sync_every_step: bool = False) -> float:
     else:
         sim.step(steps)
     sim.context.getState(getPositions=True)  # waits for the queue to finish
-    return (time.perf_counter() - t0) / steps * 1e6
+    return (clock() - t0) / steps * 1e6
 
 
-def measure(sims: dict, steps: int, repeats: int) -> dict:
-    """Best of `repeats` timings per case, the cases interleaved in every repetition (so that all of them see the
-    same background load on a shared machine)."""
+def measure(sims: dict, steps: int, repeats: int, warmup: int = 200, keep_all: bool = False,
+            clock=time.perf_counter) -> dict:
+    """Best of `repeats` timings per case (µs/step), the cases interleaved in every repetition (so that all of them
+    see the same background load on a shared machine). ``sims`` maps a case to ``(simulation, sync_every_step)``;
+    with ``keep_all`` every repetition's timing is returned (a list per case, in repetition order) instead of the
+    best."""
     for name, (sim, _) in sims.items():
-        sim.step(200)  # warm up
-    best = {name: np.inf for name in sims}
+        sim.step(warmup)  # warm up
+    times = {name: [] for name in sims}
     for _ in range(repeats):
         for name, (sim, sync) in sims.items():
-            best[name] = min(best[name], time_steps(sim, steps, sync))
-    return best
+            times[name].append(time_steps(sim, steps, sync, clock))
+    return times if keep_all else {name: min(values) for name, values in times.items()}
 
 
 def opencl_device() -> str:
