@@ -13,7 +13,16 @@ benchmarks/overhead.py (200, 100x100, 32x32x32 points), native evaluation path. 
 "cost" = (deposit row − static) / static: issue 10's target is < 2 % at d = 3 for the local row.
 Each deposit also evaluates c(t) over the whole grid in Python (for the log-weights); that part is included.
 
-Run:  python benchmarks/deposit_cost.py [--steps 10000] [--repeats 3] [--markdown]
+``--method opes``: the same rows for ``LatentOPES`` (OPES-METAD, barrier 30 kJ/mol, pace 500, fixed σ0 = the
+variables' biasWidth), which has no local path yet: every deposit recomputes V = (α/β) log(P/Z + ε) on the whole
+grid and pushes it with ``setGridValues`` (full refit). Rows: static (depositions off) and deposits (as shipped),
+then a breakdown of one deposit (thread CPU time, median of ``--calls`` calls on the state the run left): z and
+V(z) read back from the Context (for the kernel's position and weight), c(t),
+the kernel added to the estimate (``KernelDensity.add``: Gaussian on the grid + sums at the kernel centres),
+V recomputed on the grid (``_refreshBias``), and the table pushed into the Context (``updateContext``: copy +
+full spline refit).
+
+Run:  python benchmarks/deposit_cost.py [--method metad|opes] [--steps 10000] [--repeats 3] [--calls 20]
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import numpy as np
 import latentbias as lb
 import openmm
 from openmm import app, unit
-from latentbias.bias import LatentMetadynamics
+from latentbias.bias import LatentMetadynamics, LatentOPES
 from latentbias.bias.fused import FusedBackend
 from latentbias.testsystems import alanine_dipeptide_vacuum
 
@@ -62,16 +71,93 @@ def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int) -> f
     return (time.thread_time() - t0) / steps * 1e6
 
 
+def make_opes(model: Path, d: int):
+    system, topology, positions = alanine_dipeptide_vacuum()
+    z = lb.load_model(model).encode(positions)
+    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+    integrator.setRandomNumberSeed(1)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    opes.step(sim, 2500)  # five kernels, so the estimate is not flat
+    return opes, sim
+
+
+def time_opes(model: Path, d: int, deposit: bool, steps: int) -> float:
+    opes, sim = make_opes(model, d)
+    opes.depositionEnabled = deposit
+    t0 = time.thread_time()
+    opes.step(sim, steps)
+    return (time.thread_time() - t0) / steps * 1e6
+
+
+def opes_breakdown(model: Path, d: int, steps: int, calls: int) -> dict[str, float]:
+    """Thread CPU time (µs, median of ``calls``) of the parts of one OPES deposit, after ``steps`` steps."""
+    opes, sim = make_opes(model, d)
+    opes.step(sim, steps)
+    z = opes.backend.latent_values(sim.context)
+    parts = {
+        "z and V(z) read from the Context": lambda: (opes.backend.latent_values(sim.context),
+                                                      opes.backend.energy(sim.context)),
+        "c(t) on the grid": opes.ct,
+        "KernelDensity.add": lambda: opes.kde.add(z, opes.getSigma(), 1.0),
+        "V on the grid (_refreshBias)": opes._refreshBias,
+        "push to Context (setGridValues, full refit)": lambda: opes.updateContext(sim.context),
+    }
+    out = {}
+    for name, call in parts.items():
+        times = []
+        for _ in range(calls):
+            t0 = time.thread_time()
+            call()
+            times.append(time.thread_time() - t0)
+        out[name] = float(np.median(times)) * 1e6
+    out["kernels"] = opes.numKernels
+    return out
+
+
+def main_opes(args) -> None:
+    print("| d | grid | static µs/step | deposits µs/step | deposit cost | µs per deposit | z, V(z) from Context "
+          "| c(t) | KernelDensity.add | V on grid | push (full refit) | kernels |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in (1, 2, 3):
+        best = {name: min(time_opes(model_path(args), d, deposit, args.steps) for _ in range(args.repeats))
+                for name, deposit in (("static", False), ("deposits", True))}
+        parts = opes_breakdown(model_path(args), d, args.steps, args.calls)
+        shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
+        extra = best["deposits"] - best["static"]
+        print(f"| {d} | {shape} | {best['static']:.1f} | {best['deposits']:.1f} | "
+              f"{100 * extra / best['static']:+.1f} % | {extra * 500:.0f} | "
+              + " | ".join(f"{v:.0f}" for k, v in parts.items() if k != "kernels") + f" | {parts['kernels']} |")
+    print("µs per deposit = (deposits − static) µs/step × 500; the breakdown columns are µs per call (thread CPU "
+          "time, median).")
+
+
+_MODEL: list[Path] = []
+
+
+def model_path(args) -> Path:
+    if not _MODEL:
+        _MODEL.append(build_model(Path(tempfile.mkdtemp())))
+    return _MODEL[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
+    parser.add_argument("--method", choices=["metad", "opes"], default="metad")
+    parser.add_argument("--calls", type=int, default=20, help="--method opes: calls per part of the breakdown")
     args = parser.parse_args()
-    model = build_model(Path(tempfile.mkdtemp()))
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps x "
-          f"{args.repeats} (best), deposit every 500 steps, thread CPU time")
+          f"{args.repeats} (best), deposit every 500 steps, thread CPU time, {args.method}")
+    if args.method == "opes":
+        main_opes(args)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        return
+    model = model_path(args)
     print("| d | grid | static µs/step | local µs/step | local cost | refit µs/step | refit cost | refit/local |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for d in (1, 2, 3):
