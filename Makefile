@@ -47,6 +47,7 @@ benchmark: install
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/native_overhead.py
 	-POCL_MAX_PTHREAD_COUNT=1 $(PY) benchmarks/opencl_overhead.py   # exits with the reason where OpenCL is absent
+	$(PY) benchmarks/protein_overhead.py   # CPU, and OpenCL where present
 	OMP_NUM_THREADS=1 $(PY) benchmarks/pocket_measure.py
 
 # mutation testing of the physics modules with cosmic-ray (slow; not part of CI). Mutates sources IN PLACE, one

@@ -42,7 +42,8 @@ through caches only, not through waits for a core).
 
 On a machine without a GPU the OpenCL platform is pocl on the CPU: these are not GPU numbers.
 
-Run:  python benchmarks/protein_overhead.py [--steps 200] [--repeats 7] [--platforms CPU OpenCL]
+Run:  python benchmarks/protein_overhead.py [--steps 200] [--repeats 7] [--platforms CPU OpenCL (default: both
+      where OpenCL exists)]
       [--cpu-threads N] [--opencl-precision single] [--systems villin ala2_water] [--clock wall|process]
       [--markdown]
 """
@@ -210,6 +211,8 @@ def run_system(key: str, platforms: list[str], props: dict, steps: int, repeats:
                 sims[(name, p)] = (make(builder, topology, xyz, box, p, props[p], setup), False)
             except ValueError as error:  # check_platform: this route cannot run on this platform
                 out[name][p] = "refused: " + short_reason(error)
+            except ImportError as error:  # e.g. openmm-torch not installed
+                out[name][p] = "unavailable: " + short_reason(error)
     samples = measure(sims, steps, repeats, warmup=warmup, keep_all=True, clock=CLOCKS[clock])
     for (name, p), values in samples.items():
         out[name][p] = values
@@ -252,7 +255,7 @@ def table(title: str, n_atoms: int, out: dict, alone: dict, platforms: list[str]
             if isinstance(values, str):
                 if values not in notes:
                     notes.append(values)
-                cells += [f"refused ({notes.index(values) + 1})", "", "", "", "", ""]
+                cells += [f"{values.split(':')[0]} ({notes.index(values) + 1})", "", "", "", "", ""]
                 continue
             base = unbiased[p]
             cells += [f"{min(values):.1f}", f"{np.median(values):.1f}"]
@@ -301,7 +304,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps per timing")
     parser.add_argument("--repeats", type=int, default=7, help="timings per case, interleaved")
     parser.add_argument("--warmup", type=int, default=100, help="untimed steps per case before the first timing")
-    parser.add_argument("--platforms", nargs="+", default=["CPU", "OpenCL"])
+    parser.add_argument("--platforms", nargs="+", default=None,
+                        help="default: CPU, and OpenCL where OpenMM has an OpenCL platform")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1, help="CPU platform Threads")
     parser.add_argument("--opencl-precision", default="single", choices=["single", "mixed", "double"])
@@ -312,6 +316,11 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     available = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    if args.platforms is None:
+        args.platforms = ["CPU"] + (["OpenCL"] if "OpenCL" in available else [])
+        if "OpenCL" not in available:
+            print(f"no OpenCL platform here (platforms: {available}): CPU only; for OpenCL on a CPU install an "
+                  "OpenCL runtime, e.g. pocl-opencl-icd")
     missing = [p for p in args.platforms if p not in available]
     if missing:
         raise SystemExit(f"platform(s) {missing} not available here (platforms: {available}); for OpenCL on a CPU "
