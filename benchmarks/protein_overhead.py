@@ -330,15 +330,15 @@ def main() -> None:
     torch.set_num_threads(1)
     props = {"CPU": {"Threads": str(args.cpu_threads)}, "OpenCL": {"Precision": args.opencl_precision},
              "Reference": {}, "CUDA": {"Precision": "mixed"}}
-    load_before = os.getloadavg()
+    load_before, started = os.getloadavg(), datetime.datetime.now(datetime.timezone.utc)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.systems:
             results.append(run_system(key, args.platforms, props, args.steps, args.repeats, args.warmup, Path(tmp),
                                       args.clock, args.calls))
     load_after = os.getloadavg()
-    info = [f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC · {pyplatform.node()} · {cpu_model()}, "
-            f"{os.cpu_count()} cores · {versions()}",
+    info = [f"{started:%Y-%m-%d %H:%M} UTC (start) · {pyplatform.node()} · {cpu_model()}, {os.cpu_count()} cores · "
+            f"{versions()}",
             f"CPU platform Threads={args.cpu_threads}, torch threads 1"
             + (f" · OpenCL {args.opencl_precision} precision on {opencl_device()} · POCL_MAX_PTHREAD_COUNT="
                f"{os.environ.get('POCL_MAX_PTHREAD_COUNT', 'unset')}" if "OpenCL" in args.platforms else "")
