@@ -61,7 +61,8 @@ def grid_for(z: np.ndarray, d: int) -> tuple[BiasGrid, np.ndarray]:
 
 
 def cases(model: Path, z: np.ndarray):
-    from latentbias.bias.fused import FusedBackend, fused_restraint_force
+    from latentbias.bias.fused import FusedBackend
+    from latentbias.bias.restraint import fused_restraint_force
 
     def backend(cls, d, **kw):
         def setup(system):

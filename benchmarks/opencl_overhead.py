@@ -45,7 +45,8 @@ from overhead import build_model  # noqa: E402
 
 
 def cases(model: Path, z: np.ndarray):
-    from latentbias.bias.fused import FusedBackend, fused_restraint_force
+    from latentbias.bias.fused import FusedBackend
+    from latentbias.bias.restraint import fused_restraint_force
 
     def backend(d):
         def setup(system):
