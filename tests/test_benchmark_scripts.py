@@ -1,0 +1,91 @@
+"""The benchmark scripts still build every case they time (no timings here: benchmarks/RESULTS.md holds those).
+
+The scripts in benchmarks/ are not imported by the package, so an API change can break them silently (as the move
+of ``fused_restraint_force`` to ``bias.restraint`` did); these tests build each case's System (no MD, no timing).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from openmm import unit
+
+import latentbias as lb
+from latentbias import native
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytestmark = [
+    pytest.mark.skipif(not native.is_available(), reason="the native LatentBiasForce plugin is not built"),
+]
+
+
+def load(name: str):
+    """Import benchmarks/<name>.py as a module (its folder on sys.path, as when run as a script)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_cases(cases, new_system) -> list[str]:
+    """Apply every case's setup to a fresh System; each biased case must add at least one force."""
+    names = []
+    for name, setup in cases:
+        system = new_system()
+        n = system.getNumForces()
+        setup(system)
+        assert (system.getNumForces() > n) == (name != "unbiased"), name
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def ala2_model(tmp_path_factory):
+    pytest.importorskip("openmmtorch")
+    overhead = load("overhead")
+    model = overhead.build_model(tmp_path_factory.mktemp("bench"))
+    _, _, positions = lb.testsystems.alanine_dipeptide_vacuum()
+    return model, lb.load_model(model).encode(positions)
+
+
+def test_native_and_opencl_overhead_cases_build(ala2_model):
+    model, z = ala2_model
+    new_system = lambda: lb.testsystems.alanine_dipeptide_vacuum()[0]  # noqa: E731
+    names = check_cases(load("native_overhead").cases(model, z), new_system)
+    assert "fused_restraint_force d=3 native" in names and "CustomCVForce route d=3" in names
+    names = check_cases(load("opencl_overhead").cases(model, z), new_system)
+    assert names[0] == "unbiased" and len(names) == 5
+
+
+@pytest.mark.parametrize("key", ["villin", "ala2_water"])
+def test_protein_overhead_cases_build(key, tmp_path):
+    pytest.importorskip("openmmtorch")
+    bench = load("protein_overhead")
+    builder = bench.SYSTEMS[key][1]
+    system, topology, positions, atoms = builder()
+    assert len(atoms) == bench.N_FEATURE_ATOMS
+    xyz = np.asarray(positions.value_in_unit(unit.nanometer))
+    box = None
+    if system.usesPeriodicBoundaryConditions():
+        box = np.array([[v.x, v.y, v.z] for v in system.getDefaultPeriodicBoxVectors()])  # nm (OpenMM's units)
+    model = bench.export_encoder(tmp_path / "enc.pt", topology.getNumAtoms(), atoms, xyz, box)
+    loaded = lb.load_model(model)
+    assert loaded.latent_dim == bench.LATENT_DIM
+    z = loaded.encode(xyz, box)
+    names = check_cases(bench.cases(model, z), lambda: copy.deepcopy(system))
+    assert len(names) == 5
+
+
+def test_deposit_cost_opes_breakdown_runs(ala2_model):
+    model, _ = ala2_model
+    parts = load("deposit_cost").opes_breakdown(model, 1, 0, 1)
+    assert parts["kernels"] >= 1
+    assert all(np.isfinite(v) and v >= 0 for v in parts.values())
