@@ -105,7 +105,8 @@ def test_round_artifacts_and_report(toy_run):
         ended = json.loads((d / "end.json").read_text())["segments"] if (d / "end.json").is_file() else planned
         assert len(traj) == len(rows) == 20 * ended
         header = (d / "frames.csv").read_text().splitlines()[1]
-        assert header == "step,time_ps,z0,z1,bias_kjmol,logweight,round,ood,excluded"
+        assert header == "step,time_ps,z0,z1,bias_kjmol,logweight,round,ood,excluded,walker"
+        assert np.all(rows[:, -1] == 0)  # one walker
         if r == campaign.converge_round:
             assert not (d / "model.pt").exists()
             continue

@@ -105,6 +105,21 @@ def test_two_walker_runs_give_identical_frames(straight, tmp_path):
     assert not np.array_equal(a["positions"][w == 0], a["positions"][w == 1])  # two distinct trajectories
 
 
+def test_frames_csv_names_the_walker_of_every_frame(straight):
+    """Run-directory contract: each round's frames.csv carries the walker of every frame as its last column, in
+    the order of the segment files (round 0 too: it also runs with 2 walkers)."""
+    f = frames(straight)
+    for r in (0, 1):
+        path = straight / f"round_{r:03d}" / "frames.csv"
+        header = path.read_text().splitlines()[1].split(",")
+        assert header[-1] == "walker" and header[:2] == ["step", "time_ps"]
+        rows = np.loadtxt(path, delimiter=",", skiprows=2, ndmin=2)
+        sel = f["round"] == r
+        np.testing.assert_array_equal(rows[:, -1].astype(int), f["walker"][sel])
+        np.testing.assert_array_equal(rows[:, 0].astype(int), f["step"][sel])
+        assert set(rows[:, -1].astype(int)) == {0, 1}
+
+
 def test_walkers_share_one_bias_and_each_frame_keeps_its_own_state(straight):
     rd = RunDir(straight)
     n_seg = rd.round_segments(1)
@@ -344,3 +359,47 @@ def test_readme_slurm_example_config_builds_the_job_script():
         cluster.close()
     assert "#SBATCH --gres=gpu:1" in script and "#SBATCH -p gpu" in script
     assert "--resources walker=1" in script
+
+
+def test_converge_drift_orders_walker_frames_by_simulated_time(tmp_path):
+    """The converge phase's drift compares the estimate with and without the last part of the run *in time*.
+    Two walkers, each stationary (walker 0 in a basin at z = -1.5, walker 1 at z = +1.5, independent samples, no
+    bias): the run has no drift at all, only noise. In the segment files' order (walker 0's frames of a segment,
+    then walker 1's) the last 1/8 of the frames is walker 1's second half of the last segment; leaving it out
+    changes the basins' balance from 1:1 to 4:3 and gives a spurious drift of ~0.36 kJ/mol (kT ln(8/7) and
+    kT ln(6/7) in the two basins at 300 K, offset removed)."""
+    from latentbias.campaign.converge import convergence_history, latent_fes_drift
+    from latentbias.campaign.weights import converge_logweights
+
+    cfg = from_dict({**BASE, "md": {"platform": "Reference"},
+                     "converge": {"enabled": True, "burn_in": 0.0, "window": 0.125, "fes_bins": 30,
+                                  "fes_cutoff": 25.0}})
+    rd = RunDir(tmp_path / "run")
+    variables = [{"index": 0, "minValue": -3.0, "maxValue": 3.0}]
+    rd.write_plan(0, {"round": 0, "strategy": "opes", "converge": True, "segments": 2, "variables": variables})
+    rng = np.random.default_rng(11)
+    n, save = 2000, 2  # frames per walker and segment, MD steps between frames
+    for k in range(2):
+        steps = k * n * save + save * np.arange(1, n + 1)
+        cols = {c: np.concatenate([v, v]) for c, v in {"step": steps, "time_ps": 0.002 * steps}.items()}
+        z = np.concatenate([rng.normal(-1.5, 0.4, n), rng.normal(1.5, 0.4, n)])[:, None]  # walker 0, walker 1
+        rd.save_npz(rd.segment_file(0, k), z=z,
+                    bias_kjmol=np.zeros(2 * n), ct_kjmol=np.zeros(2 * n), scale=np.ones(2 * n),
+                    walker=np.repeat([0, 1], n), ood=np.zeros(2 * n, bool), **cols)
+    drift = convergence_history(rd, cfg, 0)["drift_kjmol"][-1]
+
+    segs = [rd.read_segment(0, k) for k in range(2)]
+    z = np.concatenate([s["z"] for s in segs])
+    walker = np.concatenate([s["walker"] for s in segs])
+    step = np.concatenate([s["step"] for s in segs])
+    logw = converge_logweights({"bias_kjmol": np.zeros(len(z)), "ct_kjmol": np.zeros(len(z))}, 300.0)
+
+    def drift_of(order):
+        return latent_fes_drift(z[order], logw[order], 0.125, 30, 25.0, [(-3.0, 3.0)], 300.0)
+
+    in_time = np.array([i for s in np.unique(step) for i in np.flatnonzero(step == s)])  # walkers interleaved
+    assert drift == pytest.approx(drift_of(in_time), rel=1e-12)
+    assert drift < 0.15  # noise of 2 x 4000 independent samples; the run is stationary
+    in_files = np.arange(len(z))
+    assert drift_of(in_files) > 0.3  # what file order measured: the spurious walker-imbalance drift
+    assert set(walker[in_time][-500:]) == {0, 1}

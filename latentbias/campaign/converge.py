@@ -5,9 +5,11 @@ default, or well-tempered metadynamics) continues in checkpoint segments. After 
 ``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
 from the frames after the burn-in, each reweighted with the bias that generated it, ``β (V_t + W − c(t))``
 (:func:`latentbias.campaign.weights.converge_logweights`) — and the same estimate without the last ``window``
-fraction of those frames. The *drift* is the root-mean-square difference of the two surfaces over the bins below
-``fes_cutoff`` in both, weighted by the bins' probability and after removing the weighted mean difference (a free
-energy is defined up to a constant; unweighted, the histogram noise of rarely visited bins would dominate).
+fraction of those frames in simulated time (with parallel walkers, all walkers' frames ordered by MD step, so
+the window holds every walker's latest frames). The *drift* is the root-mean-square difference of the two
+surfaces over the bins below ``fes_cutoff`` in both, weighted by the bins' probability and after removing the
+weighted mean difference (a free energy is defined up to a constant; unweighted, the histogram noise of rarely
+visited bins would dominate).
 Below ``tolerance`` (kJ/mol) the run stops (``end.json`` reason ``converged``); otherwise it runs until the budget
 ``max_steps`` is spent. The history of the criterion is written to ``round_RRR/convergence.csv`` by
 :func:`convergence_history` (the report plots it).
@@ -35,6 +37,7 @@ import numpy as np
 
 from ..analysis.constants import kt_kjmol
 from .config import CampaignConfig
+from .records import frame_column
 from .weights import converge_logweights
 
 if TYPE_CHECKING:
@@ -103,9 +106,16 @@ def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, 
 
 
 def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.ndarray]:
-    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale")
+    """The first ``n_segments`` segments' frames of the converge round r in simulated-time order: by MD step, the
+    parallel walkers' frames of one step next to each other (walker 0 first). A segment file holds walker 0's
+    frames, then walker 1's...; in file order "the last ``window`` of the run" would be the last walkers' share
+    of the last segment, not the last part in time."""
+    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale", "step")
     parts = [run_dir.read_segment(r, k) for k in range(n_segments)]
-    return {key: np.concatenate([p[key] for p in parts]) for key in keys}
+    out = {key: np.concatenate([p[key] for p in parts]) for key in keys}
+    walker = np.concatenate([frame_column(p, "walker") for p in parts])
+    order = np.lexsort((walker, out["step"]))  # stable: one walker's frames keep their file (= time) order
+    return {key: v[order] for key, v in out.items()}
 
 
 def _evaluate(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np.ndarray]) -> tuple[float, int]:

@@ -17,7 +17,8 @@ A campaign with ``[execution] walkers = N > 1`` runs every round as N walkers in
     a batch-system cluster of ``dask-jobqueue`` (``cluster_class``: ``SLURMCluster``, ``PBSCluster``,
     ``LSFCluster``, ``SGECluster``, ``HTCondorCluster``, ``OARCluster``, ``MoabCluster``) built with the keyword
     arguments of the ``[execution.cluster]`` table, kept at ``jobs`` batch jobs (default: one per walker; a job
-    that ends or fails is replaced); the campaign's process runs the scheduler, the jobs run the workers.
+    whose worker connected and was lost is resubmitted by ``adapt`` after ``distributed.deploy.lost-worker-timeout``,
+    a job that never starts is not detected); the campaign's process runs the scheduler, the jobs run the workers.
     ``dask-jobqueue`` is an optional dependency (``pip install latentbias[cluster]``).
 
 Resources per walker: ``threads_per_walker`` CPU threads (OpenMM's CPU platform ``Threads`` and torch's intra-op

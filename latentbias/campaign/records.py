@@ -33,6 +33,7 @@ __all__ = [
     "SegmentRecorder",
     "unbiased_frames",
     "load_frames",
+    "frame_column",
 ]
 
 #: ``kind`` column values: which bias acted on a frame
@@ -143,6 +144,17 @@ def frame_boxes(frames: dict[str, np.ndarray]) -> np.ndarray | None:
         raise ValueError(f"{int((~has).sum())} of {len(has)} frames have no periodic box while the others do; "
                          "frames of one campaign must all be periodic or all not")
     return box
+
+
+def frame_column(frames: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Column ``name`` of a frame table (:data:`FRAME_COLUMNS`), typed; a column that segments of older versions
+    may lack (``box``, ``ct_kjmol``, ``walker``) takes its default value when the table has none."""
+    if name in frames:
+        return np.asarray(frames[name], dtype=_DTYPES[name])
+    if name not in _DEFAULTS:
+        raise KeyError(f"frame table has no column {name!r} (columns: {', '.join(sorted(frames))})")
+    n = len(frames["step"])
+    return np.repeat(np.asarray(_DEFAULTS[name], dtype=_DTYPES[name])[None], n, axis=0)
 
 
 def load_frames(segments: Iterable[tuple[int, int, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:

@@ -73,7 +73,7 @@ from ..analysis.reweight import mbar_logweights
 from ..bias.grid import BiasGrid, LatentVariable
 from ..io import write_csv
 from .config import CampaignConfig
-from .records import KIND_OPES, KIND_RESTRAINT, KIND_UNBIASED
+from .records import KIND_OPES, KIND_RESTRAINT, KIND_UNBIASED, frame_column
 from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -474,17 +474,19 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
               comment=f"all frames after round {r}; z in the latest (aligned) latent space; bias in kJ/mol; "
                       f"logweight = log-weight in the unbiased ensemble (normalised, -inf = not in the estimate); "
                       f"excluded: {legend}")
+    walker = frame_column(frames, "walker")  # last column: readers by name or by the earlier positions unchanged
     for q in range(r + 1):
         sel = frames["round"] == q
         write_csv(run_dir.round_dir(q) / "frames.csv", ["step", "time_ps"] + [f"z{i}" for i in range(d)]
-                  + ["bias_kjmol", "logweight", "round", "ood", "excluded"] + extra_names,
+                  + ["bias_kjmol", "logweight", "round", "ood", "excluded"] + extra_names + ["walker"],
                   np.column_stack([frames["step"][sel], frames["time_ps"][sel], z_latest[sel],
                                    frames["bias_kjmol"][sel], logw[sel], frames["round"][sel], frames["ood"][sel],
-                                   excluded[sel], extra_values[sel]]),
+                                   excluded[sel], extra_values[sel], walker[sel]]),
                   overwrite=True,
                   comment=f"round {q}; time in ps; z in the latest (round {r}) aligned latent space; bias acting "
                           f"on the frame in kJ/mol; logweight = final log-weight (-inf = kept out of the "
-                          f"estimate); excluded: {legend}")
+                          f"estimate); excluded: {legend}; walker = parallel walker that sampled the frame "
+                          f"(0 with one walker)")
     logger.info("weights after round %d: %s; %d of %d frames used (excluded: %s), effective sample size %.0f", r,
                 info["estimator"], info["frames_used"], len(logw), info["frames_excluded"], info["ess"])
     return info
