@@ -230,6 +230,7 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "md": {"temperature": "hot"}}, r"\[md\] temperature must be a number"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "random"}}, "strategy = 'random'.*metadynamics, frontier, opes"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"checkpoint_interval": 300}}, "multiple of save_interval"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"round0_steps": 1000, "save_interval": 500, "checkpoint_interval": 500}}, r"saves 2 frames in round 0.*at least 10: raise round0_steps"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "model": {"latent_dim": 5}}, "latent_dim must be 1, 2 or 3"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "metadynamics": {"bias_factor": 1.0}}, "bias_factor must be > 1"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "features": {"kind": ["pca"]}}, r"\[features\] kind = 'pca'"),

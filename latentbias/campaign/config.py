@@ -133,6 +133,7 @@ from .execution import ExecutionConfig, validate_execution  # noqa: E402
 from .pocket import PocketConfig, validate_pocket  # noqa: E402
 PLATFORMS = ("Reference", "CPU", "CUDA", "OpenCL", "HIP")
 CONSTRAINTS = ("None", "HBonds", "AllBonds", "HAngles")
+MIN_ROUND0_FRAMES = 10  # the first encoder trains (and validates) on round 0 alone
 
 
 class ConfigError(ValueError):
@@ -469,6 +470,12 @@ def _validate(cfg: CampaignConfig) -> None:
         _positive("[campaign] round0_steps", c.round0_steps)
         if c.round0_steps % c.checkpoint_interval:
             raise ConfigError("[campaign] round0_steps must be a multiple of checkpoint_interval")
+        n0 = c.round0_steps // c.save_interval
+        if n0 < max(MIN_ROUND0_FRAMES, cfg.model.latent_dim + 2):
+            raise ConfigError(
+                f"[campaign] round0_steps = {c.round0_steps} with save_interval = {c.save_interval} saves {n0} "
+                f"frames in round 0; the first encoder (latent_dim = {cfg.model.latent_dim}) needs at least "
+                f"{max(MIN_ROUND0_FRAMES, cfg.model.latent_dim + 2)}: raise round0_steps or lower save_interval")
     if not c.strategy:
         raise ConfigError(f"[campaign] strategy must be one of {', '.join(STRATEGIES)} (or a list of them)")
     for st in c.strategy:
