@@ -141,7 +141,7 @@ def test_logweights_include_edge_walls_exactly_as_the_force(tmp_path):
             if abs(z[0]) > 0.3:
                 beyond += 1
                 assert wall > 0
-                state = BiasState("metad", variables=[variable.to_dict()], grid=meta.getBias(), wall_k=200.0,
+                state = BiasState("metad", variables=[variable.toDict()], grid=meta.getBias(), wall_k=200.0,
                                   scale=scale)
                 assert state.energy(z[None])[0] == pytest.approx(acting, rel=1e-9, abs=1e-9)
     assert beyond >= 20  # most frames sit beyond the edge, where the walls act

@@ -124,13 +124,15 @@ class LatentVariable:
     # snake_case names of earlier releases (OpenMM-facing, like openmm.app.BiasVariable: camelCase)
     from_samples = deprecated_alias("fromSamples", "from_samples", kind="classmethod")
     from_model = deprecated_alias("fromModel", "from_model", kind="classmethod")
+    to_dict = deprecated_alias("toDict", "to_dict")
 
     @property
     def axis(self) -> np.ndarray:
         """Grid points, shape=(gridWidth,)."""
         return np.linspace(self.minValue, self.maxValue, self.gridWidth)
 
-    def to_dict(self) -> dict[str, Any]:
+    def toDict(self) -> dict[str, Any]:
+        """The variable as a JSON-serialisable dict (the constructor's keywords)."""
         return {
             "index": self.index,
             "minValue": self.minValue,

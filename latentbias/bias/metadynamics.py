@@ -409,7 +409,7 @@ class LatentMetadynamics:
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "variables": [v.to_dict() for v in self.variables],
+            "variables": [v.toDict() for v in self.variables],
             "temperature": self.temperature,
             "biasFactor": self.biasFactor,
             "height": self.height,

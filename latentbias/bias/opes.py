@@ -578,7 +578,7 @@ class LatentOPES:
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "variables": [v.to_dict() for v in self.variables],
+            "variables": [v.toDict() for v in self.variables],
             "temperature": self.temperature,
             "barrier": self.barrier,
             "biasFactor": self.biasFactor,

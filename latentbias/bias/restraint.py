@@ -127,6 +127,12 @@ def _per_dim(value: Any, n: int, name: str, default: float | None = None, finite
     return arr
 
 
+#: keywords of LatentRestraint and fused_restraint_force renamed to OpenMM's camelCase (the old ones warn)
+_RENAMED = dict(force_constants="forceConstants", lower_walls="lowerWalls", upper_walls="upperWalls",
+                wall_force_constant="wallForceConstant", force_group="forceGroup", add_to_system="addToSystem",
+                evaluation_path="evaluationPath")
+
+
 class LatentRestraint:
     """Harmonic restraint (+ flat-bottom walls) on latent coordinates, as ONE TorchForce.
 
@@ -167,10 +173,6 @@ class LatentRestraint:
     ``wall_force_constant=``, ``force_group=``, ``add_to_system=``, ``evaluation_path=``) still work and warn
     (DeprecationWarning).
     """
-
-    _RENAMED = dict(force_constants="forceConstants", lower_walls="lowerWalls", upper_walls="upperWalls",
-                    wall_force_constant="wallForceConstant", force_group="forceGroup", add_to_system="addToSystem",
-                    evaluation_path="evaluationPath")
 
     @renamed_keywords(**_RENAMED)
     def __init__(
@@ -458,7 +460,7 @@ def steer(
     )
 
 
-@renamed_keywords(**LatentRestraint._RENAMED)
+@renamed_keywords(**_RENAMED)
 def fused_restraint_force(
     model: LatentModelFile | str | os.PathLike,
     system: Any,
