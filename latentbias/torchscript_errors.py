@@ -21,6 +21,8 @@ __all__ = ["cause_first", "torchscript_cause"]
 _INTERPRETER = "The following operation failed in the TorchScript interpreter."
 _TRACEBACK = "Traceback of TorchScript"
 _CPP_BACKTRACE = "Exception raised from "
+#: the line between the cause and the traceback in a reordered message
+_MARKER = "TorchScript traceback:"
 #: an exception line at column 0: ``RuntimeError: ...``, ``torch.jit.Error: ...``, ``c10::Error: ...``
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.:]*(Error|Exception):\s")
 
@@ -30,6 +32,9 @@ def _split(message: str) -> tuple[str, str]:
     lines = message.strip().splitlines()
     if not lines:
         return "", ""
+    if _MARKER in lines:  # already reordered (by this module or the plugin's describeException)
+        i = lines.index(_MARKER)
+        return "\n".join(lines[:i]).strip(), "\n".join(lines[i + 1:]).strip()
     if any(line.startswith(_TRACEBACK) or line.startswith(_INTERPRETER) for line in lines):
         starts = [i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
         if starts:
@@ -61,4 +66,4 @@ def cause_first(message: str) -> str:
     cause, rest = _split(str(message))
     if not rest:
         return cause
-    return f"{cause}\nTorchScript traceback:\n{rest}"
+    return f"{cause}\n{_MARKER}\n{rest}"

@@ -56,6 +56,9 @@ def test_cause_first_moves_the_interpreter_cause_to_the_front():
     # nothing is lost: the traceback (with the failing line) follows
     assert "TorchScript traceback:" in rest and any("svdvals" in line for line in rest)
     assert set(message.strip().splitlines()) <= set(reordered.splitlines())
+    assert cause_first(reordered) == reordered  # idempotent: a message reordered by the plugin stays as it is
+    wrapped = "LatentBiasForce: the model's forward pass failed: " + message  # the plugin's prefix on torch's text
+    assert cause_first(wrapped).splitlines()[0] == first
     # plain messages (cause already first, nothing after it) are unchanged; C++ backtraces go behind the cause
     assert cause_first("  some error: value 3 \n") == "some error: value 3"
     cpp = "shape mismatch: (3,) vs (4,)\nException raised from check at x.cpp:12 (most recent call first):\nframe #0: f"
@@ -117,3 +120,32 @@ def test_latentbiasforce_torch_path_error_starts_with_the_cause(svd_model):
     first = str(info.value).splitlines()[0]
     assert first.startswith("LatentBiasForce: the model's forward pass failed: RuntimeError: " + SVD_CAUSE)
     assert "svdvals" in str(info.value)
+
+
+@pytest.mark.skipif(not native.is_available(), reason="native plugin not built")
+def test_campaign_segment_error_starts_with_the_cause(svd_model):
+    """A campaign segment whose biasing force's model fails raises with torch's cause on the first line, whatever
+    order the force's own message has (openmm-torch's TorchForce puts it last)."""
+    from openmm import app, unit
+
+    from latentbias.bias import LatentRestraint
+    from latentbias.campaign.simulate import record_segment
+
+    class Bias:  # the part of a RoundBias that record_segment uses
+        def step(self, sim, n):
+            sim.step(n)
+
+    system = openmm.System()
+    topology = app.Topology()
+    residue = topology.addResidue("X", topology.addChain())
+    for i in range(4):
+        system.addParticle(1.0)
+        topology.addAtom(f"C{i}", app.element.carbon, residue)
+    LatentRestraint(svd_model, system, centers=[0.0], forceConstants=1.0, backend="native", evaluationPath="torch")
+    sim = app.Simulation(topology, system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(_bad_frame() * unit.nanometer)
+    with pytest.raises(ModelEvaluationError) as info:
+        record_segment(sim, Bias(), 1, 5, periodic=False)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("the biasing force's model failed after step 0: ") and SVD_CAUSE in first
