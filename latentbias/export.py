@@ -41,6 +41,7 @@ __all__ = [
     "METADATA_NAME",
     "FORMAT_VERSION",
     "ExportError",
+    "ModelEvaluationError",
     "LatentModelFile",
     "archive_bytes",
     "check_model_output",
