@@ -6,7 +6,7 @@ Rows (each on the Reference and the CPU platform; µs/step, best of 3 repetition
 * one TorchForce evaluating latent component 0 (``lb.latent_component_force``): the floor of any TorchScript bias;
 * LatentBiasForce grid bias, d = 1, 2, 3 (``FusedBackend``: one forward + one backward pass whatever d), on the
   native path (the plugin's C++ evaluator of the model's native description, no libtorch per step) and on the
-  libtorch path (``evaluation_path="torch"``: the TorchScript code);
+  libtorch path (``evaluationPath="torch"``: the TorchScript code);
 * CustomCVForce route, d = 1, 2, 3 (``CustomCVBackend``: one TorchForce per dimension);
 * latent restraint on all 3 dimensions: ``LatentRestraint`` (one TorchForce) vs ``fused_restraint_force`` (native
   and libtorch paths).
@@ -74,17 +74,17 @@ def cases(model: Path, z: np.ndarray):
     yield "unbiased", lambda system: None
     yield "one TorchForce (z0)", lambda system: system.addForce(lb.latent_component_force(model, system, 0))
     for d in (1, 2, 3):
-        yield f"LatentBiasForce grid d={d} native", backend(FusedBackend, d, evaluation_path="native")
+        yield f"LatentBiasForce grid d={d} native", backend(FusedBackend, d, evaluationPath="native")
     for d in (1, 2, 3):
-        yield f"LatentBiasForce grid d={d} libtorch", backend(FusedBackend, d, evaluation_path="torch")
+        yield f"LatentBiasForce grid d={d} libtorch", backend(FusedBackend, d, evaluationPath="torch")
     for d in (1, 2, 3):
         yield f"CustomCVForce route d={d}", backend(CustomCVBackend, d)
     yield "LatentRestraint d=3 (1 TorchForce)", lambda system: LatentRestraint(
-        model, system, centers=z, force_constants=[100.0] * 3, backend="torchforce")
+        model, system, centers=z, forceConstants=[100.0] * 3, backend="torchforce")
     yield "fused_restraint_force d=3 native", lambda system: fused_restraint_force(
-        model, system, centers=z, force_constants=[100.0] * 3, evaluation_path="native")
+        model, system, centers=z, forceConstants=[100.0] * 3, evaluationPath="native")
     yield "fused_restraint_force d=3 libtorch", lambda system: fused_restraint_force(
-        model, system, centers=z, force_constants=[100.0] * 3, evaluation_path="torch")
+        model, system, centers=z, forceConstants=[100.0] * 3, evaluationPath="torch")
 
 
 def make(platform: str, setup):

@@ -51,7 +51,7 @@ def cases(model: Path, z: np.ndarray):
     def backend(d):
         def setup(system):
             grid, values = grid_for(z, d)
-            b = FusedBackend(lb.load_model(model), system, grid, 1000.0, evaluation_path="native")
+            b = FusedBackend(lb.load_model(model), system, grid, 1000.0, evaluationPath="native")
             b.set_grid(values, None)
         return setup
 
@@ -59,7 +59,7 @@ def cases(model: Path, z: np.ndarray):
     for d in (1, 2, 3):
         yield f"LatentBiasForce grid d={d} native", backend(d)
     yield "fused_restraint_force d=3 native", lambda system: fused_restraint_force(
-        model, system, centers=z, force_constants=[100.0] * 3, evaluation_path="native")
+        model, system, centers=z, forceConstants=[100.0] * 3, evaluationPath="native")
 
 
 def make(precision: str, setup):

@@ -100,7 +100,7 @@ def cases(model: Path, z: np.ndarray):
         return setup
 
     def restraint(system):
-        LatentRestraint(model, system, centers=z, force_constants=[100.0, 100.0, 100.0])
+        LatentRestraint(model, system, centers=z, forceConstants=[100.0, 100.0, 100.0])
         return None
 
     def static_grid(d):

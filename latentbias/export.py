@@ -32,6 +32,7 @@ import torch
 from .io import atomic_write_bytes
 from .models import LatentModel
 from .native_description import NATIVE_NAME, describe_model, is_native_entry, validate_description
+from .torchscript_errors import cause_first
 from .validation import ensure_box, ensure_positions
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ __all__ = [
     "METADATA_NAME",
     "FORMAT_VERSION",
     "ExportError",
+    "ModelEvaluationError",
     "LatentModelFile",
     "archive_bytes",
     "check_model_output",
@@ -63,6 +65,11 @@ class ExportError(ValueError):
     """The model cannot be compiled to TorchScript or written."""
 
 
+class ModelEvaluationError(RuntimeError):
+    """A model's TorchScript code failed while evaluating it; the message names the file and starts with the cause
+    (e.g. ``RuntimeError: linalg.svd: ... non-finite values``), the TorchScript traceback follows."""
+
+
 def script_module(module: torch.nn.Module, what: str = "model") -> torch.jit.ScriptModule:
     """``torch.jit.script`` with an error message that says what to fix.
 
@@ -74,12 +81,11 @@ def script_module(module: torch.nn.Module, what: str = "model") -> torch.jit.Scr
     try:
         return torch.jit.script(module)
     except Exception as exc:  # TorchScript raises several exception types (NotSupportedError, RuntimeError, ...)
-        detail = str(exc).strip().splitlines()
-        summary = "\n".join(detail[:12])
+        detail = cause_first(str(exc)).splitlines() or [type(exc).__name__]
         raise ExportError(
-            f"TorchScript cannot compile the {what}: every layer (featurizer, encoder, custom modules) must be "
-            "TorchScript-compatible — annotate argument types, avoid Python-only calls (numpy, arbitrary "
-            "objects), and use torch operations in forward().\nTorchScript said:\n" + summary
+            f"TorchScript cannot compile the {what}: {detail[0]}\nEvery layer (featurizer, encoder, custom modules) "
+            "must be TorchScript-compatible — annotate argument types, avoid Python-only calls (numpy, arbitrary "
+            "objects), and use torch operations in forward().\nTorchScript said:\n" + "\n".join(detail[:12])
         ) from exc
 
 
@@ -443,7 +449,17 @@ class LatentModelFile:
         x = torch.as_tensor(xyz)
         b = None if boxes is None else torch.as_tensor(boxes)
         with torch.no_grad():
-            return self.module(x, b).double().cpu().numpy()
+            try:
+                z = self.module(x, b)
+            except RuntimeError as exc:  # torch.jit.Error: the cause is on the traceback's last line
+                frames = f"{len(xyz)} frames" if xyz.ndim == 3 else "one frame"
+                raise ModelEvaluationError(
+                    f"{self._where()}: the model's forward failed on {frames}: {cause_first(str(exc))}"
+                ) from exc
+            return z.double().cpu().numpy()
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "the model"
 
     @property
     def has_decoder(self) -> bool:
@@ -471,7 +487,11 @@ class LatentModelFile:
             raise ValueError(f"z must be finite with shape ({self.latent_dim},) or (n, {self.latent_dim}), got "
                              f"{zz.shape}")
         with torch.no_grad():
-            return self.module.decode(torch.as_tensor(zz)).double().cpu().numpy()
+            try:
+                return self.module.decode(torch.as_tensor(zz)).double().cpu().numpy()
+            except RuntimeError as exc:
+                raise ModelEvaluationError(f"{self._where()}: the model's decode failed: {cause_first(str(exc))}"
+                                           ) from exc
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentModelFile:
@@ -499,7 +519,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentMode
         module = torch.jit.load(io.BytesIO(data), map_location=map_location)
     except Exception as exc:
         raise ValueError(
-            f"{path} is not a loadable TorchScript file ({type(exc).__name__}: {str(exc).strip()}); export models "
+            f"{path} is not a loadable TorchScript file ({type(exc).__name__}: {cause_first(str(exc))}); export models "
             "with latentbias.save_model or `latentbias train`"
         ) from exc
     if native is not None:
@@ -558,7 +578,7 @@ def _evaluate_probe(model: LatentModelFile, where: str, seed: int) -> tuple[torc
     except Exception as exc:
         raise ValueError(
             f"{where}: the model's forward(positions, box=None) failed on a test configuration of {model.n_atoms} "
-            f"atoms; TorchScript said:\n{str(exc).strip()}"
+            f"atoms: {cause_first(str(exc))}"
         ) from exc
     if not isinstance(z, torch.Tensor) or tuple(z.shape) != (model.latent_dim,):
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__

@@ -97,17 +97,17 @@ def _check_force(force: Any, platform: Any, where: str) -> None:
                 "LATENTBIAS_BUILD_CUDA); use the CPU or Reference platform"
             )
         if name in NATIVE_ONLY_PLATFORMS and lbf.getResolvedEvaluationPath() != "native":
-            reason = ("forced onto the TorchScript path (evaluation_path='torch')" if lbf.hasNativeDescription()
+            reason = ("forced onto the TorchScript path (evaluationPath='torch')" if lbf.hasNativeDescription()
                       else "a TorchScript-only model (no native description)")
             raise ValueError(
                 f"{where} is a LatentBiasForce with {reason}, but the {name} platform evaluates only native model "
-                "descriptions (no libtorch there); use evaluation_path='auto' or 'native' with a model saved by "
+                "descriptions (no libtorch there); use evaluationPath='auto' or 'native' with a model saved by "
                 "latentbias.save_model, or the CPU/Reference platform for TorchScript models"
             )
         if lbf.getEvaluationPath() == "native" and name not in NATIVE_PATH_PLATFORMS:
             raise ValueError(
                 f"{where} is a LatentBiasForce forced onto the native evaluation path, which the {name} platform does "
-                f"not have yet (native path: {', '.join(NATIVE_PATH_PLATFORMS)}); use evaluation_path='auto' or "
+                f"not have yet (native path: {', '.join(NATIVE_PATH_PLATFORMS)}); use evaluationPath='auto' or "
                 "'torch' there, or the CPU/Reference platform"
             )
         return

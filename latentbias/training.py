@@ -63,7 +63,7 @@ class TrainingResult:
     latent_range : dict, optional
         ``{"min", "max", "q01", "q99"}``: per latent dimension, the extremes and 1st/99th (unweighted)
         percentiles of z over all training frames (units of z). Stored in exported models as ``z_range`` so that
-        bias grids can default to the sampled range (:meth:`latentbias.bias.LatentVariable.from_model`).
+        bias grids can default to the sampled range (:meth:`latentbias.bias.LatentVariable.fromModel`).
     """
 
     model: FeatureAutoencoder

@@ -169,16 +169,81 @@ def ensure_mdtraj_topology(topology: Any, name: str = "topology"):
     raise TypeError(f"{name} must be an mdtraj/OpenMM Topology or a topology file, got {type(topology).__name__}")
 
 
-def deprecated_alias(new: str, old: str):
-    """A method ``old`` that warns (DeprecationWarning) and calls the method ``new`` of the same object: keeps
-    code written against an earlier name working while the public API moves to one casing."""
+def deprecated_alias(new: str, old: str, kind: str = "method"):
+    """A method ``old`` that warns (DeprecationWarning) and calls the method ``new`` of the same object (or class,
+    ``kind="classmethod"``): keeps code written against an earlier name working while the public API moves to one
+    casing."""
     import warnings
 
     def alias(self, *args, **kwargs):
-        warnings.warn(f"{type(self).__name__}.{old} is deprecated; use {type(self).__name__}.{new}",
-                      DeprecationWarning, stacklevel=2)
+        owner = self.__name__ if kind == "classmethod" else type(self).__name__
+        warnings.warn(f"{owner}.{old} is deprecated; use {owner}.{new} {DEPRECATION_TAG}", DeprecationWarning,
+                      stacklevel=2)
         return getattr(self, new)(*args, **kwargs)
 
     alias.__name__ = old
     alias.__doc__ = f"Deprecated alias of :meth:`{new}` (warns)."
-    return alias
+    return classmethod(alias) if kind == "classmethod" else alias
+
+
+#: Ends every DeprecationWarning of a renamed name; the test suite turns these warnings into errors
+#: (pyproject.toml ``filterwarnings``), so no caller inside the project can keep using an old name.
+DEPRECATION_TAG = "(latentbias API casing)"
+
+
+def deprecated_attribute(new: str, old: str) -> property:
+    """A property ``old`` that warns (DeprecationWarning) and reads/writes the attribute ``new``."""
+    import warnings
+
+    def _warn(self) -> None:
+        warnings.warn(f"{type(self).__name__}.{old} is deprecated; use {type(self).__name__}.{new}"
+                      f" {DEPRECATION_TAG}", DeprecationWarning, stacklevel=3)
+
+    def fget(self):
+        _warn(self)
+        return getattr(self, new)
+
+    def fset(self, value) -> None:
+        _warn(self)
+        setattr(self, new, value)
+
+    return property(fget, fset, doc=f"Deprecated alias of :attr:`{new}` (warns).")
+
+
+def renamed_keywords(**renames: str):
+    """Decorator: keyword arguments renamed ``old=new`` keep working under their old name with a DeprecationWarning.
+
+    Passing both names is a TypeError. The decorated function keeps its signature (``inspect.signature``).
+
+    Examples
+    --------
+    >>> class Restraint:
+    ...     @renamed_keywords(force_group="forceGroup")
+    ...     def __init__(self, forceGroup=None): ...
+    """
+    import functools
+    import warnings
+
+    def decorate(func):
+        where = func.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            used = [old for old in renames if old in kwargs]
+            for old in used:
+                new = renames[old]
+                if new in kwargs:
+                    raise TypeError(f"{where}() got both {old}= and {new}=; pass only {new}= ({old} is its "
+                                    "deprecated name)")
+                kwargs[new] = kwargs.pop(old)
+            if used:  # one warning per call, naming every old keyword it used
+                olds = ", ".join(f"{old}=..." for old in used)
+                news = ", ".join(f"{renames[old]}=..." for old in used)
+                warnings.warn(f"{where}({olds}) is deprecated; use {where}({news}) {DEPRECATION_TAG}",
+                              DeprecationWarning, stacklevel=2)
+            return func(*args, **kwargs)
+
+        wrapper.renamed_keywords = dict(renames)
+        return wrapper
+
+    return decorate

@@ -52,6 +52,19 @@ def toy_run(request, tmp_path_factory):
     return request.param, campaign, folder / "run"
 
 
+def test_round_numbering_in_the_log_is_zero_based_and_consistent(toy_run):
+    """Issue 9 item 6 ("round 1/3 done" was printed after round 0): every round's line names the round by its
+    0-based index and the range of rounds, once per round, in order."""
+    import re
+
+    kind, campaign, rundir = toy_run
+    text = (rundir / "campaign.log").read_text()
+    rounds = campaign.cfg.campaign.rounds
+    done = [int(m) for m in re.findall(rf"round (\d+) \(rounds 0-{rounds - 1}\) done", text)]
+    assert done == list(range(rounds)), done
+    assert not re.search(r"round \d+/\d+", text)
+
+
 def test_loop_discovers_wells_never_visited_in_round_0(toy_run):
     strategy, campaign, rundir = toy_run
     frames = campaign.all_frames(campaign.last_round)

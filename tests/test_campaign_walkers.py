@@ -276,7 +276,50 @@ def test_driver_killed_mid_round_resumes_to_the_same_frames(straight, cluster, t
     last = STEPS // CHECKPOINT - 1  # only the last segment's walker files remain
     assert [n for n in names if re.match(r"(chk|bias|share)_", n)] == sorted(
         [f"bias_{last:05d}_w0{w}.{x}" for w in (0, 1) for x in ("json", "npz")]
-        + [f"chk_{last:05d}_w0{w}.chk" for w in (0, 1)] + [f"share_{last:05d}.npz"])
+        + [f"chk_{last:05d}_w0{w}.{x}" for w in (0, 1) for x in ("chk", "json")] + [f"share_{last:05d}.npz"])
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_walker_checkpoints_and_bias_states_are_verified_on_load(straight, tmp_path):
+    """Each walker's checkpoint carries the run directory's checkpoint scheme (``chk_KKKKK_wWW.json``: SHA-256 and
+    platform, RunDir.write_checkpoint) and its bias state the SHA-256 of its npz; the driver verifies both before a
+    segment runs (read_walker_state), and one flipped byte is an error naming the file and what to do."""
+    import shutil
+
+    from latentbias.campaign.rundir import RunDirError
+    from latentbias.campaign.walkers import read_walker_state
+
+    platform = load_config(straight.parent / "config.toml").md.platform
+    last = STEPS // CHECKPOINT - 1
+    for w in (0, 1):
+        info = json.loads((straight / "round_001" / f"chk_{last:05d}_w0{w}.json").read_text())
+        assert info["platform"] == platform
+    copy = tmp_path / "run"
+    shutil.copytree(straight, copy)
+    rd = RunDir(copy)
+    chk = copy / "round_001" / f"chk_{last:05d}_w01.chk"
+    checkpoint, bias = read_walker_state(rd, 1, last, 1, platform)
+    assert checkpoint == chk.read_bytes() and set(bias) == {".npz", ".json"}
+
+    _flip_byte(chk, len(chk.read_bytes()) // 2)
+    with pytest.raises(RunDirError, match=rf"{re.escape(str(chk))} does not match the SHA-256 stored in "
+                                          rf".*chk_{last:05d}_w01\.json.*new --rundir"):
+        read_walker_state(rd, 1, last, 1, platform)
+    read_walker_state(rd, 1, last, 0, platform)  # the other walker's files are intact
+
+    npz = copy / "round_001" / f"bias_{last:05d}_w00.npz"
+    _flip_byte(npz, 100)
+    with pytest.raises(RunDirError, match=rf"{re.escape(str(npz))} does not match the SHA-256 stored in .*"
+                                          rf"bias_{last:05d}_w00\.json"):
+        read_walker_state(rd, 1, last, 0, platform)
+    other = "CPU" if platform != "CPU" else "Reference"
+    with pytest.raises(RunDirError, match=rf"written by the {platform} platform and cannot be loaded on {other}"):
+        read_walker_state(rd, 1, last, 0, other)
 
 
 def test_walker_seeds_are_distinct_and_leave_one_walker_streams_unchanged():

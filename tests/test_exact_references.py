@@ -296,7 +296,7 @@ def test_bias_state_energy_beyond_grid_edges_equals_context_energy(tmp_path, bac
     bk.set_scale(scale, ctx)
     points = np.array([[0.95, 0.1], [-0.8, -0.1], [0.2, 0.65], [0.1, -0.9], [1.1, 0.7], [-0.7, -0.6], [0.9, -0.55],
                        [0.13, 0.05], [-0.31, 0.27]])
-    state = BiasState("metad", 0, variables=[v.to_dict() for v in variables], grid=values, wall_k=wall_k, scale=scale)
+    state = BiasState("metad", 0, variables=[v.toDict() for v in variables], grid=values, wall_k=wall_k, scale=scale)
     ours = state.energy(points)
     for p, e in zip(points, ours):
         ctx.setPositions(np.array([[p[0], p[1], 0.0]]) * unit.nanometer)

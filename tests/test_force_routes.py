@@ -74,7 +74,7 @@ def _reference(model_file, xyz: np.ndarray, energy_of_z) -> tuple[float, np.ndar
 
 def _restraint_force(route: str, mf, system, centers):
     if route in ("native", "torchforce"):
-        return LatentRestraint(mf, system, centers=centers, force_constants=K, force_group=3, backend=route).force
+        return LatentRestraint(mf, system, centers=centers, forceConstants=K, forceGroup=3, backend=route).force
     terms = [f"0.5*{float(k)!r}*(z{i}-({float(c)!r}))^2" for i, (k, c) in enumerate(zip(K, centers))]
     force = openmm.CustomCVForce(" + ".join(terms))
     for i, f in enumerate(lb.latent_cv_forces(mf, system)):

@@ -159,15 +159,15 @@ def test_native_force_validates_parameters_set_in_the_context(tmp_path, platform
 def test_restraint_setters_validate(tmp_path, bad):
     model = lb.load_model(_save(Distance(), tmp_path / "d.pt"))
     system = bare_system(4)
-    restraint = LatentRestraint(model, system, centers=[0.3], force_constants=0.0, backend="torchforce")
+    restraint = LatentRestraint(model, system, centers=[0.3], forceConstants=0.0, backend="torchforce")
     ctx, _ = make_context(system, _positions(), "Reference")
-    with pytest.raises(ValueError, match="force_constants"):
+    with pytest.raises(ValueError, match="forceConstants"):
         restraint.setForceConstants(ctx, [bad])
     if bad != -1.0:
         with pytest.raises(ValueError, match="centers"):
             restraint.setCenters(ctx, [bad])
     with pytest.raises(ValueError, match="centers"):
-        LatentRestraint(model, bare_system(4), centers=[float("nan")], force_constants=1.0, backend="torchforce")
+        LatentRestraint(model, bare_system(4), centers=[float("nan")], forceConstants=1.0, backend="torchforce")
 
 
 @needs_native

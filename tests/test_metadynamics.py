@@ -141,7 +141,7 @@ def test_logweights_include_edge_walls_exactly_as_the_force(tmp_path):
             if abs(z[0]) > 0.3:
                 beyond += 1
                 assert wall > 0
-                state = BiasState("metad", variables=[variable.to_dict()], grid=meta.getBias(), wall_k=200.0,
+                state = BiasState("metad", variables=[variable.toDict()], grid=meta.getBias(), wall_k=200.0,
                                   scale=scale)
                 assert state.energy(z[None])[0] == pytest.approx(acting, rel=1e-9, abs=1e-9)
     assert beyond >= 20  # most frames sit beyond the edge, where the walls act
@@ -288,3 +288,32 @@ def test_bad_metadynamics_input(tmp_path):
         LatentVariable(0, 1, -1, 0.1)
     with pytest.raises(ValueError, match="built for 1 atoms"):
         LatentMetadynamics(bare_system(2), model, v, 300, 5.0, 1.0, 10)
+
+
+def test_damaged_walker_file_is_never_used_and_named(tmp_path, caplog):
+    """biasDir walker files carry a checksum of their arrays (issue 9 item 3): a file whose bias values changed on
+    disk is left out, with a warning naming it, instead of silently biasing every other walker."""
+    import logging
+
+    identity_model(tmp_path / "x.pt", 1, 1)
+    variables = [LatentVariable(0, -1.0, 1.0, 0.05, gridWidth=101)]
+
+    def walker(name):
+        system = particle_system(DOUBLE_WELL_1D)
+        meta = LatentMetadynamics(system, tmp_path / "x.pt", variables, 300.0, 6.0, 0.5, 50, saveFrequency=100,
+                                  biasDir=tmp_path / "bias", walkerId=name)
+        return meta, particle_simulation(system, [-0.5], seed=3)
+
+    a, sim = walker("A")
+    a.step(sim, 400)
+    path = tmp_path / "bias" / "bias_A.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    assert "__sha256__" in arrays  # latentbias.io.NPZ_CHECKSUM_KEY
+    np.testing.assert_allclose(walker("B")[0].getBias(), a.getBias(), atol=1e-12)  # intact: used as it is
+    arrays["selfBias"] = arrays["selfBias"] * 2.0  # a valid npz, the old checksum
+    np.savez(path, **arrays)
+    with caplog.at_level(logging.WARNING, logger="latentbias.bias.metadynamics"):
+        c, _ = walker("C")
+    assert np.all(c.getBias() == 0.0)
+    assert any(str(path) in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)

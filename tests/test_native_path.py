@@ -167,7 +167,7 @@ def test_native_finite_differences_across_the_boundary(tmp_path, ala2, frames, p
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in BOX])
     system.addForce(openmm.CustomExternalForce("0"))  # keeps the System periodic-free except for our force
     grid = BiasGrid([LatentVariable(i, z[i] - 1.0, z[i] + 0.6, 0.2, gridWidth=30) for i in range(2)])
-    backend = FusedBackend(model, system, grid, 500.0, force_group=2, evaluation_path="native")
+    backend = FusedBackend(model, system, grid, 500.0, forceGroup=2, evaluationPath="native")
     backend.force.setUsesPeriodicBoundaryConditions(True)
     values = 5.0 * grid.gaussian(z[:2] + 0.2) + 3.0 * grid.gaussian(z[:2] - 0.3)
     backend.set_grid(values, None)
@@ -207,7 +207,7 @@ def test_path_selection_and_log_line(tmp_path, ala2, frames, caplog, monkeypatch
         system = bare_system(top.n_atoms)
         with caplog.at_level(logging.INFO, logger="latentbias.bias.fused"):
             caplog.clear()
-            backend = FusedBackend(lb.load_model(model), system, grid, evaluation_path=requested)
+            backend = FusedBackend(lb.load_model(model), system, grid, evaluationPath=requested)
         assert backend.force.getResolvedEvaluationPath() == expected
         lines = [r.getMessage() for r in caplog.records if "evaluation path" in r.getMessage()]
         assert len(lines) == 1 and f"{expected} evaluation path" in lines[0]
@@ -215,14 +215,14 @@ def test_path_selection_and_log_line(tmp_path, ala2, frames, caplog, monkeypatch
         energy_and_forces(ctx)
         assert backend.force.getEvaluationPathInContext(ctx) == expected
     with pytest.raises(ValueError, match="has no native description"):
-        FusedBackend(lb.load_model(other), bare_system(top.n_atoms), grid, evaluation_path="native")
+        FusedBackend(lb.load_model(other), bare_system(top.n_atoms), grid, evaluationPath="native")
     with pytest.raises(openmm.OpenMMException, match="no native description"):
         native.load().LatentBiasForce.fromModelData(other.read_bytes()).setEvaluationPath("native")
-    with pytest.raises(ValueError, match="evaluation_path must be one of"):
-        FusedBackend(mf, bare_system(top.n_atoms), grid, evaluation_path="gpu")
+    with pytest.raises(ValueError, match="evaluationPath must be one of"):
+        FusedBackend(mf, bare_system(top.n_atoms), grid, evaluationPath="gpu")
     monkeypatch.setenv("LATENTBIAS_EVALUATION_PATH", "torch")
-    force = fused_restraint_force(mf, bare_system(top.n_atoms), centers=[0.0, 0.0, 0.0], force_constants=1.0,
-                                  add_to_system=False)
+    force = fused_restraint_force(mf, bare_system(top.n_atoms), centers=[0.0, 0.0, 0.0], forceConstants=1.0,
+                                  addToSystem=False)
     assert force.getEvaluationPath() == "torch"
 
 

@@ -77,14 +77,14 @@ def bumpy_values(grid, z, seed=0):
 
 def fused_system(model_path, system, grid, values, kw=500.0):
     sys_ = copy_system(system)
-    backend = FusedBackend(lb.load_model(model_path), sys_, grid, kw, force_group=GROUP)
+    backend = FusedBackend(lb.load_model(model_path), sys_, grid, kw, forceGroup=GROUP)
     backend.set_grid(values, None)
     return sys_, backend
 
 
 def customcv_system(model_path, system, grid, values, kw=500.0):
     sys_ = copy_system(system)
-    backend = CustomCVBackend(lb.load_model(model_path), sys_, grid, kw, force_group=GROUP)
+    backend = CustomCVBackend(lb.load_model(model_path), sys_, grid, kw, forceGroup=GROUP)
     backend.set_grid(values, None)
     return sys_, backend
 
@@ -112,10 +112,10 @@ def test_forces_match_finite_differences(ala2, ala2_model, platform, kind):
     sys_ = copy_system(system)
     if kind in ("grid", "both"):
         grid = make_grid(z, [0, 1])
-        backend = FusedBackend(mf, sys_, grid, 500.0, force_group=GROUP)
+        backend = FusedBackend(mf, sys_, grid, 500.0, forceGroup=GROUP)
         backend.set_grid(bumpy_values(grid, z), None)
     if kind in ("restraint", "both"):
-        fused_restraint_force(mf, sys_, centers=z + [0.2, -0.1], force_constants=[300.0, 150.0], force_group=GROUP)
+        fused_restraint_force(mf, sys_, centers=z + [0.2, -0.1], forceConstants=[300.0, 150.0], forceGroup=GROUP)
     ctx, _ = make_context(sys_, xyz, platform)
     e, _ = energy_and_forces(ctx, 1 << GROUP)
     assert e > 0.0
@@ -176,8 +176,8 @@ def test_grid_equals_custom_cv_route(ala2, ala2_model_d3, indices, periodic):
 def test_restraint_equals_latent_restraint(ala2, ala2_model, platform):
     system, _, xyz = ala2
     z = lb.load_model(ala2_model).encode(xyz)
-    kwargs = dict(centers=z + [0.3, -0.2], force_constants=[200.0, 80.0], lower_walls=[z[0] + 0.1, -np.inf],
-                  upper_walls=[np.inf, z[1] - 0.05], wall_force_constant=[500.0, 700.0], force_group=GROUP)
+    kwargs = dict(centers=z + [0.3, -0.2], forceConstants=[200.0, 80.0], lowerWalls=[z[0] + 0.1, -np.inf],
+                  upperWalls=[np.inf, z[1] - 0.05], wallForceConstant=[500.0, 700.0], forceGroup=GROUP)
     sys_a, sys_b = copy_system(system), copy_system(system)
     fused_restraint_force(ala2_model, sys_a, **kwargs)
     restraint = LatentRestraint(ala2_model, sys_b, **kwargs)
@@ -246,7 +246,7 @@ def test_set_parameter_moves_restraint_centre(ala2, ala2_model):
     system, _, xyz = ala2
     z = lb.load_model(ala2_model).encode(xyz)
     sys_ = copy_system(system)
-    force = fused_restraint_force(ala2_model, sys_, centers=z, force_constants=[100.0, 50.0], force_group=GROUP)
+    force = fused_restraint_force(ala2_model, sys_, centers=z, forceConstants=[100.0, 50.0], forceGroup=GROUP)
     assert [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())] == [
         "latent_z0_0", "latent_k_0", "latent_z0_1", "latent_k_1"]
     ctx, _ = make_context(sys_, xyz, "Reference")
@@ -267,8 +267,8 @@ def test_xml_round_trip_of_system_with_force(ala2, ala2_model):
     grid = BiasGrid([LatentVariable(0, z[0] - 0.5, z[0] + 0.5, 0.1, gridWidth=11),
                      LatentVariable(1, z[1] - 0.5, z[1] + 0.5, 0.1, periodic=True, gridWidth=9)])
     sys_, backend = fused_system(ala2_model, system, grid, bumpy_values(grid, z, 2))
-    fused_restraint_force(ala2_model, sys_, centers=z + 0.1, force_constants=40.0, upper_walls=[np.inf, z[1]],
-                          force_group=GROUP)
+    fused_restraint_force(ala2_model, sys_, centers=z + 0.1, forceConstants=40.0, upperWalls=[np.inf, z[1]],
+                          forceGroup=GROUP)
     xml = openmm.XmlSerializer.serialize(sys_)
     assert "LatentBiasForce" in xml
     restored = openmm.XmlSerializer.deserialize(xml)
@@ -313,7 +313,7 @@ def test_bad_inputs_raise(ala2, ala2_model, tmp_path):
     with pytest.raises(ValueError, match="built for 22 atoms but the System has 5"):
         FusedBackend(lb.load_model(ala2_model), bare_system(5), grid)
     with pytest.raises(ValueError, match="built for 22 atoms"):
-        fused_restraint_force(ala2_model, bare_system(5), centers=[0, 0], force_constants=1.0)
+        fused_restraint_force(ala2_model, bare_system(5), centers=[0, 0], forceConstants=1.0)
     small = bare_system(5)
     force = LatentBiasForce(str(ala2_model))
     force.addRestraint(0, "", 0.0, "", 1.0)
@@ -377,7 +377,7 @@ def test_last_latent_values_equal_encode(ala2, ala2_model, platform):
     z = mf.encode(xyz)
     grid = make_grid(z, [1])
     sys_ = copy_system(system)
-    backend = FusedBackend(mf, sys_, grid, force_group=GROUP)
+    backend = FusedBackend(mf, sys_, grid, forceGroup=GROUP)
     backend.set_grid(bumpy_values(grid, z), None)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
     integrator.setRandomNumberSeed(3)
@@ -422,9 +422,9 @@ def test_one_model_evaluation_per_force_evaluation(ala2, tmp_path):
     sys_ = copy_system(system)
     grid = BiasGrid([LatentVariable(0, -2.0, exact_max(-2.0, 2.0, 21), 0.2, gridWidth=21),
                      LatentVariable(1, 0.0, exact_max(0.0, 50.0, 21), 2.0, gridWidth=21)])
-    backend = FusedBackend(lb.load_model(path), sys_, grid, force_group=GROUP)
+    backend = FusedBackend(lb.load_model(path), sys_, grid, forceGroup=GROUP)
     backend.set_grid(np.fromfunction(lambda i, j: np.sin(i) + np.cos(j), grid.shape), None)
-    fused_restraint_force(path, sys_, centers=[0.0, 0.0], force_constants=[1.0, 0.0], force_group=GROUP)
+    fused_restraint_force(path, sys_, centers=[0.0, 0.0], forceConstants=[1.0, 0.0], forceGroup=GROUP)
     integrator = openmm.VerletIntegrator(0.0005)
     ctx = openmm.Context(sys_, integrator, openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(xyz)

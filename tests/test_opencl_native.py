@@ -143,7 +143,7 @@ def test_opencl_finite_differences_across_the_boundary(tmp_path, ala2, frames):
     system = bare_system(top.n_atoms)
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in BOX])
     grid = BiasGrid([LatentVariable(i, z[i] - 1.0, z[i] + 0.6, 0.2, gridWidth=30) for i in range(2)])
-    backend = FusedBackend(model, system, grid, 500.0, force_group=2, evaluation_path="native")
+    backend = FusedBackend(model, system, grid, 500.0, forceGroup=2, evaluationPath="native")
     backend.force.setUsesPeriodicBoundaryConditions(True)
     backend.set_grid(5.0 * grid.gaussian(z[:2] + 0.2) + 3.0 * grid.gaussian(z[:2] - 0.3), None)
     ctx, _ = opencl_context(system, positions, "double")

@@ -80,7 +80,7 @@ def test_umbrella_snippet_runs(ala2, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     lb.save_model(model, "latent.pt")
     snippet = next(b for b in python_blocks() if "LatentUmbrellaSampling(" in b)
-    snippet = snippet.replace("50_000", "400").replace("sample_interval=100", "sample_interval=40")
+    snippet = snippet.replace("50_000", "400").replace("sampleInterval=100", "sampleInterval=40")
     ns = ala2_namespace(ala2)
     exec(compile(snippet, "README.md", "exec"), ns)
     assert np.isfinite(ns["fes"].free_energy).any()

@@ -90,7 +90,7 @@ def test_remapped_model_gives_the_same_z_and_solute_forces(ala2, solvated, solut
             s.addParticle(1.0)
         if periodic_box is not None:
             s.setDefaultPeriodicBoxVectors(*periodic_box)
-        r = LatentRestraint(model, s, centers=z_solute + 0.3, force_constants=50.0, backend=route)
+        r = LatentRestraint(model, s, centers=z_solute + 0.3, forceConstants=50.0, backend=route)
         ctx = openmm.Context(s, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
         if periodic_box is not None:
             ctx.setPeriodicBoxVectors(*periodic_box)

@@ -55,3 +55,34 @@ def test_no_private_reach_ins_across_objects():
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: .{node.attr}")
     assert offenders == []
+
+
+def test_openmm_facing_classes_use_one_casing():
+    """OpenMM's camelCase on the classes that take an OpenMM System/Simulation (issue 9 item 7): constructor
+    keywords and public methods/properties have no underscore, except the deprecated snake_case aliases of earlier
+    releases (which warn). The grid backends' methods are the snake_case GridBiasBackend plug-in interface; their
+    constructors follow the bias classes that pass keywords through them."""
+    import inspect
+
+    from latentbias import LatentReporter
+    from latentbias.bias import (CustomCVBackend, LatentMetadynamics, LatentOPES, LatentRestraint,
+                                 LatentUmbrellaSampling, LatentVariable)
+    from latentbias.bias.fused import FusedBackend
+
+    offenders = []
+    for cls in (LatentRestraint, LatentUmbrellaSampling, LatentMetadynamics, LatentOPES, LatentReporter,
+                LatentVariable, FusedBackend, CustomCVBackend):
+        offenders += [f"{cls.__name__}({p}=)" for p in inspect.signature(cls).parameters if "_" in p]
+        if cls in (FusedBackend, CustomCVBackend):
+            continue
+        for name, member in vars(cls).items():
+            if name.startswith("_") or "_" not in name:
+                continue
+            doc = (member.__doc__ if isinstance(member, property) else inspect.getdoc(member)) or ""
+            if not doc.startswith("Deprecated alias"):
+                offenders.append(f"{cls.__name__}.{name}")
+        for name, method in inspect.getmembers(cls, inspect.isfunction):
+            if not name.startswith("_"):
+                offenders += [f"{cls.__name__}.{name}({p}=)" for p in inspect.signature(method).parameters
+                              if "_" in p and not p.startswith("_")]
+    assert not offenders, f"snake_case names on OpenMM-facing classes: {offenders}"

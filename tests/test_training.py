@@ -173,7 +173,7 @@ def test_fit_trajectories_gives_exportable_model(ala2, tmp_path):
 
 def test_exported_model_stores_the_training_range_of_z(ala2, tmp_path):
     """z_range in the metadata is the range of the exported model's z over the training frames, and
-    LatentVariable.from_model builds the grid from it (margin 30 %, sigma 5 % of the range)."""
+    LatentVariable.fromModel builds the grid from it (margin 30 %, sigma 5 % of the range)."""
     from latentbias.bias import LatentVariable
 
     _, top, xyz = ala2
@@ -187,7 +187,7 @@ def test_exported_model_stores_the_training_range_of_z(ala2, tmp_path):
     zr = mf.metadata["z_range"]
     np.testing.assert_allclose(zr["min"], z.min(0), atol=1e-5)
     np.testing.assert_allclose(zr["max"], z.max(0), atol=1e-5)
-    var = LatentVariable.from_model(1, path)
+    var = LatentVariable.fromModel(1, path)
     span = zr["max"][1] - zr["min"][1]
     assert var.minValue == pytest.approx(zr["min"][1] - 0.3 * span)
     assert var.maxValue == pytest.approx(zr["max"][1] + 0.3 * span)

@@ -28,11 +28,11 @@ def run_1d_umbrella(tmp_path, windows=None, output_dir=None, seed=3):
     if not model.exists():
         identity_model(model, 1, 1)
     system = particle_system(DOUBLE_WELL_1D)
-    restraint = LatentRestraint(model, system, centers=[-0.8], force_constants=[0.0])
+    restraint = LatentRestraint(model, system, centers=[-0.8], forceConstants=[0.0])
     sim = particle_simulation(system, [-0.8], seed=seed)
     centers = straight_path([-0.8], [0.8], 17)
-    us = LatentUmbrellaSampling(sim, restraint, centers, 500.0, 300.0, output_dir=output_dir)
-    return us.run(steps_per_window=6000, sample_interval=20, equilibration_steps=500, windows=windows, progress=False)
+    us = LatentUmbrellaSampling(sim, restraint, centers, 500.0, 300.0, outputDir=output_dir)
+    return us.run(stepsPerWindow=6000, sampleInterval=20, equilibrationSteps=500, windows=windows, progress=False)
 
 
 def test_1d_umbrella_mbar_matches_analytic(tmp_path):
@@ -63,9 +63,9 @@ def test_umbrella_resume_and_split_across_processes(tmp_path):
     np.testing.assert_array_equal(loaded.all_z, result.all_z)
     with pytest.raises(ValueError, match="different windows"):
         system = particle_system(DOUBLE_WELL_1D)
-        r = LatentRestraint(tmp_path / "x.pt", system, centers=[0.0], force_constants=[0.0])
+        r = LatentRestraint(tmp_path / "x.pt", system, centers=[0.0], forceConstants=[0.0])
         LatentUmbrellaSampling(particle_simulation(system, [0.0]), r, straight_path([-1], [1], 5), 100.0, 300.0,
-                               output_dir=out)
+                               outputDir=out)
 
 
 def test_2d_umbrella_grid_mbar_matches_analytic(tmp_path):
@@ -73,12 +73,12 @@ def test_2d_umbrella_grid_mbar_matches_analytic(tmp_path):
     where F < 15 kJ/mol (against the exact bin-averaged FES)."""
     model = identity_model(tmp_path / "xy.pt", 1, 2)
     system = particle_system(MULTI_WELL_2D)
-    restraint = LatentRestraint(model, system, centers=[0.0, 0.0], force_constants=[0.0, 0.0])
+    restraint = LatentRestraint(model, system, centers=[0.0, 0.0], forceConstants=[0.0, 0.0])
     sim = particle_simulation(system, [0.0, 0.0], seed=11)
     g = np.linspace(-1.0, 1.0, 9)
     centers = np.array([[x, y] for i, x in enumerate(g) for y in (g if i % 2 == 0 else g[::-1])])  # serpentine
     us = LatentUmbrellaSampling(sim, restraint, centers, 300.0, 300.0)
-    result = us.run(steps_per_window=6000, sample_interval=40, equilibration_steps=300, progress=False)
+    result = us.run(stepsPerWindow=6000, sampleInterval=40, equilibrationSteps=300, progress=False)
     fes = result.free_energy_2d(bins=14, range=[[-1.1, 1.1], [-1.1, 1.1]], n_bootstrap=20)  # errors not checked here
     ref = bin_averaged_fes_2d(multi_well_2d, *fes.edges)
     ok = np.isfinite(fes.free_energy)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..export import LatentModelFile
 from ..forces import latent_component_force
+from ..validation import renamed_keywords
 from .grid import BiasGrid
 
 __all__ = ["GridBiasBackend", "CustomCVBackend", "free_force_group"]
@@ -110,24 +111,28 @@ class CustomCVBackend(GridBiasBackend):
     system : openmm.System
         The force is added to it.
     grid : BiasGrid
-    wall_force_constant : float
+    wallForceConstant : float
         kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
-    force_group : int, optional
+    forceGroup : int, optional
         Default: the highest free force group.
+
+    The constructor's keywords are camelCase like :class:`~latentbias.bias.fused.FusedBackend`'s (the snake_case
+    names of earlier releases warn).
     """
 
+    @renamed_keywords(wall_force_constant="wallForceConstant", force_group="forceGroup")
     def __init__(
         self,
         model: LatentModelFile,
         system: Any,
         grid: BiasGrid,
-        wall_force_constant: float = 1000.0,
-        force_group: int | None = None,
+        wallForceConstant: float = 1000.0,
+        forceGroup: int | None = None,
     ):
         import openmm
 
         self.grid = grid
-        self.wall_force_constant = float(wall_force_constant)
+        self.wall_force_constant = float(wallForceConstant)
         grid.periodic  # raises for mixed periodicity
         names = [f"z{v.index}" for v in grid.variables]
         args, walls = [], []
@@ -140,7 +145,7 @@ class CustomCVBackend(GridBiasBackend):
                 last = v.minValue + (v.gridWidth - 1) * ((v.maxValue - v.minValue) / (v.gridWidth - 1))
                 args.append(f"min(max({name}, {v.minValue!r}), {min(last, v.maxValue)!r})")
                 walls.append(f"max(0, {name} - ({v.maxValue!r}))^2 + max(0, ({v.minValue!r}) - {name})^2")
-        self.force_group = free_force_group(system) if force_group is None else int(force_group)
+        self.force_group = free_force_group(system) if forceGroup is None else int(forceGroup)
         self.scale_parameter = f"latent_bias_scale_{self.force_group}"
         expression = f"{self.scale_parameter}*table({', '.join(args)})"
         if walls:

@@ -27,6 +27,7 @@ import numpy as np
 from ..export import LatentModelFile, archive_bytes
 from ..forces import as_model_file
 from .backends import CustomCVBackend, GridBiasBackend, free_force_group
+from ..validation import renamed_keywords
 from .grid import BiasGrid
 
 __all__ = [
@@ -54,7 +55,7 @@ def resolve_evaluation_path(evaluation_path: str | None) -> str:
     """The requested path: ``evaluation_path``, else ``$LATENTBIAS_EVALUATION_PATH``, else ``"auto"`` (validated)."""
     path = evaluation_path if evaluation_path is not None else os.environ.get(EVALUATION_PATH_ENV, "auto")
     if path not in EVALUATION_PATHS:
-        source = "evaluation_path" if evaluation_path is not None else f"${EVALUATION_PATH_ENV}"
+        source = "evaluationPath" if evaluation_path is not None else f"${EVALUATION_PATH_ENV}"
         raise ValueError(f"{source} must be one of {EVALUATION_PATHS}, got {path!r}")
     return path
 
@@ -76,7 +77,7 @@ def _new_force(model: LatentModelFile, system: Any, evaluation_path: str | None 
     where = str(model.path) if model.path is not None else "the model"
     if path == "native" and not force.hasNativeDescription():
         raise ValueError(
-            f"evaluation_path='native' but {where} has no native description (only models exported by "
+            f"evaluationPath='native' but {where} has no native description (only models exported by "
             "latentbias.save_model with latentbias featurizers, Standardizer and an MLP carry one); use 'auto' or "
             "'torch'"
         )
@@ -111,13 +112,17 @@ class FusedBackend(GridBiasBackend):
         The force is added to it.
     grid : BiasGrid
         Periodicity may differ between variables.
-    wall_force_constant : float
+    wallForceConstant : float
         kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
-    force_group : int, optional
+    forceGroup : int, optional
         Default: the highest free force group.
-    evaluation_path : {"auto", "native", "torch"}, optional
+    evaluationPath : {"auto", "native", "torch"}, optional
         How the force evaluates the model (see :data:`EVALUATION_PATHS`); default ``$LATENTBIAS_EVALUATION_PATH``
         or ``"auto"``. ``force.getEvaluationPathInContext(context)`` tells which one a Context uses.
+
+    The constructor's keywords are OpenMM's camelCase, as those of :class:`LatentMetadynamics` that pass through
+    it (``wall_force_constant=``, ``force_group=``, ``evaluation_path=`` still work and warn). The methods and
+    attributes are the snake_case :class:`GridBiasBackend` interface that the bias classes call.
 
     Raises
     ------
@@ -127,14 +132,16 @@ class FusedBackend(GridBiasBackend):
         Atom-count mismatch or a variable index beyond the model's latent dimension.
     """
 
+    @renamed_keywords(wall_force_constant="wallForceConstant", force_group="forceGroup",
+                      evaluation_path="evaluationPath")
     def __init__(
         self,
         model: LatentModelFile | str | os.PathLike,
         system: Any,
         grid: BiasGrid,
-        wall_force_constant: float = 1000.0,
-        force_group: int | None = None,
-        evaluation_path: str | None = None,
+        wallForceConstant: float = 1000.0,
+        forceGroup: int | None = None,
+        evaluationPath: str | None = None,
     ):
         mf = as_model_file(model)
         mf.check_system(system)
@@ -144,14 +151,14 @@ class FusedBackend(GridBiasBackend):
                                  f"latent_dim={mf.latent_dim}")
         self.model = mf
         self.grid = grid
-        self.wall_force_constant = float(wall_force_constant)
-        self.force = _new_force(mf, system, evaluation_path)
+        self.wall_force_constant = float(wallForceConstant)
+        self.force = _new_force(mf, system, evaluationPath)
         for v in grid.variables:
             self.force.addGridDimension(int(v.index), float(v.minValue), float(v.maxValue), int(v.gridWidth),
                                         bool(v.periodic))
         self.force.setGridValues(np.zeros(int(np.prod(grid.shape))))
         self.force.setWallForceConstant(self.wall_force_constant)
-        self.force_group = free_force_group(system) if force_group is None else int(force_group)
+        self.force_group = free_force_group(system) if forceGroup is None else int(forceGroup)
         self.force.setForceGroup(self.force_group)
         # same global parameter as CustomCVBackend: acting bias = scale * table + walls
         self.scale = 1.0
@@ -211,12 +218,12 @@ def native_restraint_force(restraint: Any, system: Any, force_group: int | None,
     force = _new_force(restraint.model, system, evaluation_path)
     for i, comp in enumerate(restraint.dims):
         index = force.addRestraint(comp, restraint.centerName(i), float(restraint.centers[i]),
-                                   restraint.forceConstantName(i), float(restraint.force_constants[i]))
+                                   restraint.forceConstantName(i), float(restraint.forceConstants[i]))
         if restraint.period[i] > 0:
             force.setRestraintPeriod(index, float(restraint.period[i]))
-        if np.isfinite(restraint.lower_walls[i]) or np.isfinite(restraint.upper_walls[i]):
-            force.setRestraintWalls(index, float(restraint.lower_walls[i]), float(restraint.upper_walls[i]),
-                                    float(restraint.wall_force_constant[i]))
+        if np.isfinite(restraint.lowerWalls[i]) or np.isfinite(restraint.upperWalls[i]):
+            force.setRestraintWalls(index, float(restraint.lowerWalls[i]), float(restraint.upperWalls[i]),
+                                    float(restraint.wallForceConstant[i]))
     if force_group is not None:
         force.setForceGroup(int(force_group))
     return force

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..validation import strip_unit
+from ..validation import deprecated_alias, renamed_keywords, strip_unit
 
 __all__ = ["LatentVariable", "BiasGrid", "check_variables"]
 
@@ -67,8 +67,9 @@ class LatentVariable:
         self.gridWidth = int(self.gridWidth)
 
     @classmethod
-    def from_samples(
-        cls, index: int, values: Any, margin: float = 0.3, width_fraction: float = 0.05, **kwargs: Any
+    @renamed_keywords(width_fraction="widthFraction")
+    def fromSamples(
+        cls, index: int, values: Any, margin: float = 0.3, widthFraction: float = 0.05, **kwargs: Any
     ) -> "LatentVariable":
         """Variable whose grid covers the sampled range of ``values`` extended by ``margin`` × range each side.
 
@@ -78,19 +79,21 @@ class LatentVariable:
             Observed values of latent component ``index`` (e.g. z of the training frames).
         margin : float
             Fraction of the observed range added on each side.
-        width_fraction : float
+        widthFraction : float
             Gaussian width as a fraction of the observed range.
         """
         v = np.asarray(values, dtype=float)
         if v.size < 2 or not np.all(np.isfinite(v)):
-            raise ValueError("from_samples needs at least two finite values")
+            raise ValueError(f"LatentVariable.fromSamples needs at least two finite values, got {v.size} value(s)"
+                             f" ({np.count_nonzero(~np.isfinite(v))} non-finite)")
         lo, hi = float(v.min()), float(v.max())
         span = max(hi - lo, 1e-6)
-        return cls(index, lo - margin * span, hi + margin * span, width_fraction * span, **kwargs)
+        return cls(index, lo - margin * span, hi + margin * span, widthFraction * span, **kwargs)
 
     @classmethod
-    def from_model(
-        cls, index: int, model: Any, margin: float = 0.3, width_fraction: float = 0.05, **kwargs: Any
+    @renamed_keywords(width_fraction="widthFraction")
+    def fromModel(
+        cls, index: int, model: Any, margin: float = 0.3, widthFraction: float = 0.05, **kwargs: Any
     ) -> "LatentVariable":
         """Variable whose grid covers the model's training range of z (metadata ``z_range``) plus ``margin``.
 
@@ -103,8 +106,8 @@ class LatentVariable:
         model : str, path-like or LatentModelFile
             A model exported with training information (``latentbias train``, :func:`~latentbias.save_model` with
             ``training=`` or ``z_range=``, campaign models).
-        margin, width_fraction : float
-            As in :meth:`from_samples`.
+        margin, widthFraction : float
+            As in :meth:`fromSamples`.
         """
         from ..forces import as_model_file
 
@@ -113,17 +116,23 @@ class LatentVariable:
         if not zr:
             where = mf.path or "this model"
             raise ValueError(f"{where} stores no training range of z (z_range); give minValue/maxValue explicitly "
-                             "or use LatentVariable.from_samples(index, z_of_your_frames)")
+                             "or use LatentVariable.fromSamples(index, z_of_your_frames)")
         if not 0 <= int(index) < mf.latent_dim:
             raise ValueError(f"index must be in [0, {mf.latent_dim}), got {index}")
-        return cls.from_samples(index, [zr["min"][index], zr["max"][index]], margin, width_fraction, **kwargs)
+        return cls.fromSamples(index, [zr["min"][index], zr["max"][index]], margin, widthFraction, **kwargs)
+
+    # snake_case names of earlier releases (OpenMM-facing, like openmm.app.BiasVariable: camelCase)
+    from_samples = deprecated_alias("fromSamples", "from_samples", kind="classmethod")
+    from_model = deprecated_alias("fromModel", "from_model", kind="classmethod")
+    to_dict = deprecated_alias("toDict", "to_dict")
 
     @property
     def axis(self) -> np.ndarray:
         """Grid points, shape=(gridWidth,)."""
         return np.linspace(self.minValue, self.maxValue, self.gridWidth)
 
-    def to_dict(self) -> dict[str, Any]:
+    def toDict(self) -> dict[str, Any]:
+        """The variable as a JSON-serialisable dict (the constructor's keywords)."""
         return {
             "index": self.index,
             "minValue": self.minValue,

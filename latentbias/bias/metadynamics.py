@@ -40,7 +40,7 @@ from ..analysis.constants import kt_kjmol
 from ..analysis.reweight import well_tempered_ct
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import load_json, load_npz, save_npz, write_json
+from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .fused import default_grid_backend
@@ -358,8 +358,8 @@ class LatentMetadynamics:
         if self.biasDir is None:
             return False
         if write:
-            save_npz(self._walkerFile(self.walkerId), selfBias=self._selfBias, nDeposits=self._nDeposits,
-                     shape=np.asarray(self.grid.shape))
+            save_npz(self._walkerFile(self.walkerId), checksum=True, selfBias=self._selfBias,
+                     nDeposits=self._nDeposits, shape=np.asarray(self.grid.shape))
         changed = False
         for path in sorted(self.biasDir.iterdir()):
             match = _WALKER_FILE.match(path.name)
@@ -367,7 +367,11 @@ class LatentMetadynamics:
                 continue
             try:
                 data = load_npz(path)
-            except (OSError, ValueError) as exc:  # a file being replaced right now: next sync gets it
+            except ChecksumError as exc:  # written atomically, so damaged on disk: never used, and said loudly
+                logger.warning("%s; this walker's bias is left out until its walker rewrites the file (delete or "
+                               "restore a damaged file of a walker that no longer runs)", exc)
+                continue
+            except (OSError, ValueError) as exc:  # a file being replaced right now: the next sync gets it
                 logger.debug("skipping walker file %s: %s", path, exc)
                 continue
             bias = data["selfBias"]
@@ -409,7 +413,7 @@ class LatentMetadynamics:
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "variables": [v.to_dict() for v in self.variables],
+            "variables": [v.toDict() for v in self.variables],
             "temperature": self.temperature,
             "biasFactor": self.biasFactor,
             "height": self.height,

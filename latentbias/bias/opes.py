@@ -73,7 +73,7 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import load_json, load_npz, save_npz, write_json
+from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .fused import default_grid_backend
@@ -511,7 +511,7 @@ class LatentOPES:
         if self.biasDir is None:
             return False
         if write:
-            save_npz(self._walkerFile(self.walkerId), **self._ownArrays())
+            save_npz(self._walkerFile(self.walkerId), checksum=True, **self._ownArrays())
         changed = False
         for path in sorted(self.biasDir.iterdir()):
             match = _WALKER_FILE.match(path.name)
@@ -519,6 +519,10 @@ class LatentOPES:
                 continue
             try:
                 data = load_npz(path)
+            except ChecksumError as exc:  # written atomically, so damaged on disk: never used, and said loudly
+                logger.warning("%s; this walker's bias is left out until its walker rewrites the file (delete or "
+                               "restore a damaged file of a walker that no longer runs)", exc)
+                continue
             except (OSError, ValueError) as exc:  # a file being replaced right now: the next sync gets it
                 logger.debug("skipping walker file %s: %s", path, exc)
                 continue
@@ -578,7 +582,7 @@ class LatentOPES:
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "variables": [v.to_dict() for v in self.variables],
+            "variables": [v.toDict() for v in self.variables],
             "temperature": self.temperature,
             "barrier": self.barrier,
             "biasFactor": self.biasFactor,

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..export import LatentModelFile, script_module
 from ..forces import as_model_file, make_torch_force
-from ..validation import deprecated_alias
+from ..validation import deprecated_alias, deprecated_attribute, renamed_keywords
 from .fused import native_restraint_force
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,12 @@ def _per_dim(value: Any, n: int, name: str, default: float | None = None, finite
     return arr
 
 
+#: keywords of LatentRestraint and fused_restraint_force renamed to OpenMM's camelCase (the old ones warn)
+_RENAMED = dict(force_constants="forceConstants", lower_walls="lowerWalls", upper_walls="upperWalls",
+                wall_force_constant="wallForceConstant", force_group="forceGroup", add_to_system="addToSystem",
+                evaluation_path="evaluationPath")
+
+
 class LatentRestraint:
     """Harmonic restraint (+ flat-bottom walls) on latent coordinates, as ONE TorchForce.
 
@@ -138,45 +144,53 @@ class LatentRestraint:
         Used for the atom-count check and periodicity. The force is added to it when ``add_to_system`` is True.
     centers : array_like, shape=(d,)
         Initial restraint centres z0 (units of z).
-    force_constants : float or array_like, shape=(d,)
+    forceConstants : float or array_like, shape=(d,)
         k_i in kJ/mol per (unit of z)²; 0 switches a dimension's restraint off.
     dims : sequence of int, optional
         Restrained latent components (default: all, in order).
-    lower_walls, upper_walls : float or array_like, optional
+    lowerWalls, upperWalls : float or array_like, optional
         Flat-bottom wall positions per dimension (default: none, i.e. -inf / +inf).
-    wall_force_constant : float or array_like
+    wallForceConstant : float or array_like
         kJ/mol per (unit of z)² beyond the walls.
     prefix : str
         Global-parameter name prefix (use different prefixes for several restraints in one System).
-    force_group : int, optional
+    forceGroup : int, optional
         Force group of the TorchForce (default 30); the work of steering is measured on it.
-    add_to_system : bool
+    addToSystem : bool
         Add the force to ``system`` now.
     backend : {"auto", "native", "torchforce"}
         ``"native"``: the fused ``LatentBiasForce`` plugin; ``"torchforce"``: an openmm-torch TorchForce;
         ``"auto"`` (default): native when the plugin is built. Both evaluate the encoder once per step and give
         the same energies, forces and global parameters.
-    evaluation_path : {"auto", "native", "torch"}, optional
+    evaluationPath : {"auto", "native", "torch"}, optional
         With the native backend: how the LatentBiasForce evaluates the model
         (:data:`latentbias.bias.fused.EVALUATION_PATHS`).
+
+    Notes
+    -----
+    The class is OpenMM-facing and uses OpenMM's camelCase, like ``openmm.app.Metadynamics``. The snake_case
+    keywords and attributes of earlier releases (``force_constants=``, ``lower_walls=``, ``upper_walls=``,
+    ``wall_force_constant=``, ``force_group=``, ``add_to_system=``, ``evaluation_path=``) still work and warn
+    (DeprecationWarning).
     """
 
+    @renamed_keywords(**_RENAMED)
     def __init__(
         self,
         model: str | os.PathLike | LatentModelFile,
         system: Any,
         centers: Any,
-        force_constants: Any,
+        forceConstants: Any,
         *,
         dims: Sequence[int] | None = None,
-        lower_walls: Any | None = None,
-        upper_walls: Any | None = None,
-        wall_force_constant: Any = 1000.0,
+        lowerWalls: Any | None = None,
+        upperWalls: Any | None = None,
+        wallForceConstant: Any = 1000.0,
         prefix: str = "latent_",
-        force_group: int | None = 30,
-        add_to_system: bool = True,
+        forceGroup: int | None = 30,
+        addToSystem: bool = True,
         backend: str = "auto",
-        evaluation_path: str | None = None,
+        evaluationPath: str | None = None,
     ):
         from .. import native
 
@@ -195,38 +209,38 @@ class LatentRestraint:
         if n > MAX_RESTRAINED_DIMS:
             raise ValueError(f"at most {MAX_RESTRAINED_DIMS} latent dimensions can be restrained, got {n}")
         self.centers = _per_dim(centers, n, "centers", finite=True)
-        self.force_constants = _per_dim(force_constants, n, "force_constants", finite=True)
-        if np.any(self.force_constants < 0):
-            raise ValueError("force_constants must be >= 0")
-        self.lower_walls = _per_dim(lower_walls, n, "lower_walls", default=-np.inf)
-        self.upper_walls = _per_dim(upper_walls, n, "upper_walls", default=np.inf)
-        self.wall_force_constant = _per_dim(wall_force_constant, n, "wall_force_constant")
-        if np.any(self.lower_walls >= self.upper_walls):
+        self.forceConstants = _per_dim(forceConstants, n, "forceConstants", finite=True)
+        if np.any(self.forceConstants < 0):
+            raise ValueError(f"forceConstants must be >= 0, got {self.forceConstants.tolist()}")
+        self.lowerWalls = _per_dim(lowerWalls, n, "lowerWalls", default=-np.inf)
+        self.upperWalls = _per_dim(upperWalls, n, "upperWalls", default=np.inf)
+        self.wallForceConstant = _per_dim(wallForceConstant, n, "wallForceConstant")
+        if np.any(self.lowerWalls >= self.upperWalls):
             raise ValueError("each lower wall must lie below its upper wall")
         periods = self.model.periodic
         self.period = np.array([0.0 if periods[i] is None else float(periods[i][1] - periods[i][0]) for i in self.dims])
         self.prefix = prefix
         if self.backend == "native":
-            self.force = native_restraint_force(self, system, force_group, evaluation_path)
+            self.force = native_restraint_force(self, system, forceGroup, evaluationPath)
         else:
-            self.force = self._torch_force(system, force_group)
-        if add_to_system:
+            self.force = self._torch_force(system, forceGroup)
+        if addToSystem:
             system.addForce(self.force)
 
-    def _torch_force(self, system: Any, force_group: int | None):
+    def _torch_force(self, system: Any, forceGroup: int | None):
         periodic_box = bool(system.usesPeriodicBoundaryConditions())
         cls = _PeriodicRestraint if periodic_box else _Restraint
         # infinite walls never act; store a huge finite number so TorchScript arithmetic stays finite
         big = np.finfo(np.float64).max ** 0.25
-        module = cls(self.model.module, self.dims, np.maximum(self.lower_walls, -big),
-                     np.minimum(self.upper_walls, big), self.wall_force_constant, self.period,
-                     has_walls=bool(np.any(self.wall_force_constant > 0)
-                                    and np.any(np.isfinite(np.r_[self.lower_walls, self.upper_walls]))))
-        force = make_torch_force(script_module(module, "latent restraint"), system, force_group, periodic_box)
+        module = cls(self.model.module, self.dims, np.maximum(self.lowerWalls, -big),
+                     np.minimum(self.upperWalls, big), self.wallForceConstant, self.period,
+                     has_walls=bool(np.any(self.wallForceConstant > 0)
+                                    and np.any(np.isfinite(np.r_[self.lowerWalls, self.upperWalls]))))
+        force = make_torch_force(script_module(module, "latent restraint"), system, forceGroup, periodic_box)
         for i in range(self.ndim):
             force.addGlobalParameter(self.centerName(i), float(self.centers[i]))
         for i in range(self.ndim):
-            force.addGlobalParameter(self.forceConstantName(i), float(self.force_constants[i]))
+            force.addGlobalParameter(self.forceConstantName(i), float(self.forceConstants[i]))
         return force
 
     @property
@@ -248,29 +262,35 @@ class LatentRestraint:
             context.setParameter(self.centerName(i), float(v))
         self.centers = values
 
-    def setForceConstants(self, context: Any, force_constants: Any) -> None:
+    @renamed_keywords(force_constants="forceConstants")
+    def setForceConstants(self, context: Any, forceConstants: Any) -> None:
         """Change the force constants in a live Context (kJ/mol per z²)."""
-        values = _per_dim(force_constants, self.ndim, "force_constants", finite=True)
+        values = _per_dim(forceConstants, self.ndim, "forceConstants", finite=True)
         if np.any(values < 0):
-            raise ValueError("force_constants must be >= 0")
+            raise ValueError(f"forceConstants must be >= 0, got {values.tolist()}")
         for i, v in enumerate(values):
             context.setParameter(self.forceConstantName(i), float(v))
-        self.force_constants = values
+        self.forceConstants = values
 
     # snake_case names of earlier releases (the class is OpenMM-facing: camelCase, like openmm.app.Metadynamics)
     center_name = deprecated_alias("centerName", "center_name")
     force_constant_name = deprecated_alias("forceConstantName", "force_constant_name")
     set_centers = deprecated_alias("setCenters", "set_centers")
     set_force_constants = deprecated_alias("setForceConstants", "set_force_constants")
+    force_constants = deprecated_attribute("forceConstants", "force_constants")
+    lower_walls = deprecated_attribute("lowerWalls", "lower_walls")
+    upper_walls = deprecated_attribute("upperWalls", "upper_walls")
+    wall_force_constant = deprecated_attribute("wallForceConstant", "wall_force_constant")
 
-    def energy(self, z: Any, centers: Any | None = None, force_constants: Any | None = None) -> np.ndarray:
+    @renamed_keywords(force_constants="forceConstants")
+    def energy(self, z: Any, centers: Any | None = None, forceConstants: Any | None = None) -> np.ndarray:
         """Restraint energy (kJ/mol) of latent points without a Context.
 
         Parameters
         ----------
         z : array_like, shape=(n, latent_dim) or (latent_dim,)
             Full latent vectors (all model dimensions).
-        centers, force_constants : array_like, shape=(d,), optional
+        centers, forceConstants : array_like, shape=(d,), optional
             Override the current values (e.g. another umbrella window).
 
         Returns
@@ -279,19 +299,21 @@ class LatentRestraint:
         """
         zz = np.atleast_2d(np.asarray(z, dtype=float))[:, self.dims]
         c = self.centers if centers is None else _per_dim(centers, self.ndim, "centers")
-        k = self.force_constants if force_constants is None else _per_dim(force_constants, self.ndim, "force_constants")
-        e = restraint_energy(zz, c, k, self.lower_walls, self.upper_walls, self.wall_force_constant, self.period)
+        k = self.forceConstants if forceConstants is None else _per_dim(forceConstants, self.ndim, "forceConstants")
+        e = restraint_energy(zz, c, k, self.lowerWalls, self.upperWalls, self.wallForceConstant, self.period)
         return e if np.ndim(z) > 1 else float(e[0])
 
     def parameters(self) -> dict[str, Any]:
-        """JSON-serialisable description (dims, centres, constants, walls, periods)."""
+        """JSON-serialisable description (dims, centres, constants, walls, periods).
+
+        The keys are a file format (``umbrella.json``) and stay snake_case like every run-directory record."""
         return {
             "dims": self.dims,
             "centers": self.centers.tolist(),
-            "force_constants": self.force_constants.tolist(),
-            "lower_walls": self.lower_walls.tolist(),
-            "upper_walls": self.upper_walls.tolist(),
-            "wall_force_constant": self.wall_force_constant.tolist(),
+            "force_constants": self.forceConstants.tolist(),
+            "lower_walls": self.lowerWalls.tolist(),
+            "upper_walls": self.upperWalls.tolist(),
+            "wall_force_constant": self.wallForceConstant.tolist(),
             "period": self.period.tolist(),
         }
 
@@ -312,7 +334,8 @@ def restraint_energy(
     z : numpy.ndarray, shape=(n, d)
         Restrained latent components.
     centers, force_constants, lower, upper, wall_k, period : numpy.ndarray, shape=(d,)
-        As in :class:`LatentRestraint` (period 0 = not periodic; walls may be ±inf).
+        As ``centers``, ``forceConstants``, ``lowerWalls``, ``upperWalls``, ``wallForceConstant`` and ``period`` of
+        :class:`LatentRestraint` (period 0 = not periodic; walls may be ±inf).
 
     Returns
     -------
@@ -437,20 +460,21 @@ def steer(
     )
 
 
+@renamed_keywords(**_RENAMED)
 def fused_restraint_force(
     model: LatentModelFile | str | os.PathLike,
     system: Any,
     centers: Any,
-    force_constants: Any,
+    forceConstants: Any,
     *,
     dims: Sequence[int] | None = None,
-    lower_walls: Any | None = None,
-    upper_walls: Any | None = None,
-    wall_force_constant: Any = 1000.0,
+    lowerWalls: Any | None = None,
+    upperWalls: Any | None = None,
+    wallForceConstant: Any = 1000.0,
     prefix: str = "latent_",
-    force_group: int | None = 30,
-    add_to_system: bool = True,
-    evaluation_path: str | None = None,
+    forceGroup: int | None = 30,
+    addToSystem: bool = True,
+    evaluationPath: str | None = None,
 ):
     """Restraint-only ``LatentBiasForce`` with the parameters and energy of :class:`LatentRestraint`.
 
@@ -464,24 +488,25 @@ def fused_restraint_force(
     model : LatentModelFile or path
     system : openmm.System
     centers : array_like, shape=(d,)
-    force_constants : float or array_like, shape=(d,)
+    forceConstants : float or array_like, shape=(d,)
         kJ/mol per (unit of z)², >= 0.
     dims : sequence of int, optional
         Restrained latent components (default: all).
-    lower_walls, upper_walls : float or array_like, optional
+    lowerWalls, upperWalls : float or array_like, optional
         Flat-bottom wall positions (default: none).
-    wall_force_constant : float or array_like
+    wallForceConstant : float or array_like
     prefix : str
-    force_group : int, optional
-    add_to_system : bool
-    evaluation_path : {"auto", "native", "torch"}, optional
-        See :class:`FusedBackend`.
+    forceGroup : int, optional
+    addToSystem : bool
+    evaluationPath : {"auto", "native", "torch"}, optional
+        See :class:`FusedBackend`. The keywords are those of :class:`LatentRestraint` (camelCase; the snake_case
+        names of earlier releases warn).
 
     Returns
     -------
     LatentBiasForce
     """
-    return LatentRestraint(model, system, centers, force_constants, dims=dims, lower_walls=lower_walls,
-                           upper_walls=upper_walls, wall_force_constant=wall_force_constant, prefix=prefix,
-                           force_group=force_group, add_to_system=add_to_system, backend="native",
-                           evaluation_path=evaluation_path).force
+    return LatentRestraint(model, system, centers, forceConstants, dims=dims, lowerWalls=lowerWalls,
+                           upperWalls=upperWalls, wallForceConstant=wallForceConstant, prefix=prefix,
+                           forceGroup=forceGroup, addToSystem=addToSystem, backend="native",
+                           evaluationPath=evaluationPath).force

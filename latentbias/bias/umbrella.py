@@ -1,7 +1,7 @@
 """Umbrella sampling along latent paths with one restraint force, analysed with MBAR.
 
 The windows are simulated one after another in the same Context: moving a window is ``Context.setParameter`` on
-the :class:`~latentbias.bias.restraint.LatentRestraint` globals, not a rebuild. With ``output_dir`` every finished
+the :class:`~latentbias.bias.restraint.LatentRestraint` globals, not a rebuild. With ``outputDir`` every finished
 window is written atomically to ``window_<k>.npz``: a rerun skips finished windows (resume after a crash), and
 several processes can split the windows (``run(windows=...)``) and share the folder;
 :meth:`UmbrellaResult.load` gathers them.
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.constants import kt_kjmol
 from ..io import load_npz, save_npz, write_json
+from ..validation import deprecated_attribute, renamed_keywords
 from .restraint import LatentRestraint, restraint_energy
 
 logger = logging.getLogger(__name__)
@@ -304,21 +305,28 @@ class LatentUmbrellaSampling:
     restraint : LatentRestraint
     centers : array_like, shape=(K, d)
         Window centres (e.g. :func:`straight_path`).
-    force_constants : float or array_like, shape=(d,) or (K, d)
+    forceConstants : float or array_like, shape=(d,) or (K, d)
         kJ/mol per (unit of z)².
     temperature : float (K) or Quantity
-    output_dir : str or path-like, optional
+    outputDir : str or path-like, optional
         Folder for ``umbrella.json`` and per-window ``window_<k>.npz`` (enables resume and multi-process runs).
+
+    Notes
+    -----
+    OpenMM-facing, so camelCase like :class:`LatentRestraint`; the snake_case keywords and attributes of earlier
+    releases (``force_constants``, ``output_dir``; ``run(steps_per_window=, sample_interval=,
+    equilibration_steps=)``) still work and warn (DeprecationWarning).
     """
 
+    @renamed_keywords(force_constants="forceConstants", output_dir="outputDir")
     def __init__(
         self,
         simulation: Any,
         restraint: LatentRestraint,
         centers: Any,
-        force_constants: Any,
+        forceConstants: Any,
         temperature: Any,
-        output_dir: str | os.PathLike | None = None,
+        outputDir: str | os.PathLike | None = None,
     ):
         from openmm import unit
 
@@ -329,17 +337,17 @@ class LatentUmbrellaSampling:
         self.centers = np.atleast_2d(np.asarray(centers, dtype=float))
         if self.centers.shape[1] != restraint.ndim:
             raise ValueError(f"centers must have shape (K, {restraint.ndim}), got {self.centers.shape}")
-        k = np.asarray(force_constants, dtype=float)
-        self.force_constants = np.broadcast_to(k, self.centers.shape).copy()
-        if np.any(self.force_constants <= 0):
-            raise ValueError("umbrella force constants must be positive")
+        k = np.asarray(forceConstants, dtype=float)
+        self.forceConstants = np.broadcast_to(k, self.centers.shape).copy()
+        if np.any(self.forceConstants <= 0):
+            raise ValueError(f"umbrella forceConstants must be positive, got {k.tolist()}")
         self.temperature = float(strip_unit(temperature, unit.kelvin))
-        self.output_dir = None if output_dir is None else Path(output_dir)
-        if self.output_dir is not None:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            info = {"centers": self.centers.tolist(), "force_constants": self.force_constants.tolist(),
+        self.outputDir = None if outputDir is None else Path(outputDir)
+        if self.outputDir is not None:
+            self.outputDir.mkdir(parents=True, exist_ok=True)
+            info = {"centers": self.centers.tolist(), "force_constants": self.forceConstants.tolist(),
                     "temperature": self.temperature, "restraint": restraint.parameters()}
-            info_path = self.output_dir / "umbrella.json"
+            info_path = self.outputDir / "umbrella.json"
             if info_path.exists():
                 import json
 
@@ -347,18 +355,23 @@ class LatentUmbrellaSampling:
                 keep = ("centers", "force_constants", "temperature")
                 if any(np.shape(old[key]) != np.shape(info[key]) or not np.allclose(old[key], info[key])
                        for key in keep):
-                    raise ValueError(f"{info_path} describes different windows; use another output_dir")
+                    raise ValueError(f"{info_path} describes different windows; use another outputDir")
             else:
                 write_json(info_path, info)
 
-    def _window_path(self, k: int) -> Path | None:
-        return None if self.output_dir is None else self.output_dir / f"window_{k:03d}.npz"
+    force_constants = deprecated_attribute("forceConstants", "force_constants")
+    output_dir = deprecated_attribute("outputDir", "output_dir")
 
+    def _window_path(self, k: int) -> Path | None:
+        return None if self.outputDir is None else self.outputDir / f"window_{k:03d}.npz"
+
+    @renamed_keywords(steps_per_window="stepsPerWindow", sample_interval="sampleInterval",
+                      equilibration_steps="equilibrationSteps")
     def run(
         self,
-        steps_per_window: int,
-        sample_interval: int,
-        equilibration_steps: int = 0,
+        stepsPerWindow: int,
+        sampleInterval: int,
+        equilibrationSteps: int = 0,
         windows: Sequence[int] | None = None,
         progress: bool = True,
     ) -> UmbrellaResult | None:
@@ -366,28 +379,29 @@ class LatentUmbrellaSampling:
 
         Parameters
         ----------
-        steps_per_window : int
+        stepsPerWindow : int
             Production steps per window.
-        sample_interval : int
+        sampleInterval : int
             Steps between recorded samples.
-        equilibration_steps : int
+        equilibrationSteps : int
             Steps discarded after moving to a window.
         windows : sequence of int, optional
-            Subset of windows for this process (others may run elsewhere with the same ``output_dir``).
+            Subset of windows for this process (others may run elsewhere with the same ``outputDir``).
         progress : bool
 
         Returns
         -------
         UmbrellaResult or None
-            The result when all windows are available (run here or found in ``output_dir``), else None.
+            The result when all windows are available (run here or found in ``outputDir``), else None.
         """
         from openmm import unit
 
         context = self.simulation.context
         todo = list(range(len(self.centers))) if windows is None else [int(k) for k in windows]
-        n_samples = int(steps_per_window) // int(sample_interval)
+        n_samples = int(stepsPerWindow) // int(sampleInterval)
         if n_samples <= 0:
-            raise ValueError("steps_per_window must be at least sample_interval")
+            raise ValueError(f"stepsPerWindow must be at least sampleInterval, got {stepsPerWindow} and "
+                             f"{sampleInterval}")
         results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         periodic = self.simulation.system.usesPeriodicBoundaryConditions()
         for k in tqdm(todo, desc="umbrella windows", unit="window", disable=(not progress) or None):
@@ -396,12 +410,12 @@ class LatentUmbrellaSampling:
                 logger.info("window %d already done (%s): skipped", k, path)
                 continue
             self.restraint.setCenters(context, self.centers[k])
-            self.restraint.setForceConstants(context, self.force_constants[k])
-            if equilibration_steps:
-                self.simulation.step(int(equilibration_steps))
+            self.restraint.setForceConstants(context, self.forceConstants[k])
+            if equilibrationSteps:
+                self.simulation.step(int(equilibrationSteps))
             zs, steps = [], []
             for _ in range(n_samples):
-                self.simulation.step(int(sample_interval))
+                self.simulation.step(int(sampleInterval))
                 st = context.getState(getPositions=True)
                 box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
                 zs.append(self.restraint.model.encode(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box))
@@ -409,16 +423,16 @@ class LatentUmbrellaSampling:
             results[k] = (np.asarray(zs), np.asarray(steps))
             if path is not None:
                 save_npz(path, z=results[k][0], step=results[k][1], center=self.centers[k],
-                         force_constant=self.force_constants[k])
+                         force_constant=self.forceConstants[k])
             logger.info("window %d/%d at %s: %d samples", k + 1, len(self.centers),
                         np.array2string(self.centers[k], precision=3), n_samples)
-        if self.output_dir is not None:
+        if self.outputDir is not None:
             try:
-                return UmbrellaResult.load(self.output_dir)
+                return UmbrellaResult.load(self.outputDir)
             except FileNotFoundError:
                 return None
         if len(results) != len(self.centers):
             return None
         order = sorted(results)
-        return UmbrellaResult(self.centers, self.force_constants, [results[k][0] for k in order], self.temperature,
+        return UmbrellaResult(self.centers, self.forceConstants, [results[k][0] for k in order], self.temperature,
                               self.restraint.parameters(), [results[k][1] for k in order])

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from ..torchscript_errors import cause_first
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def _stage(what: str, keys: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - every failure of a dry build is a configuration error
         raise ConfigError(f"{keys}: the configuration passes validation but {what} cannot be built or run, so the "
                           f"campaign would fail later; fix these values and run again (nothing was run). Cause: "
-                          f"{type(exc).__name__}: {exc}") from exc
+                          f"{type(exc).__name__}: {cause_first(str(exc))}") from exc
 
 
 def _finite(name: str, value: Any) -> None:

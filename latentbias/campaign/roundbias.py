@@ -248,7 +248,7 @@ class FrontierBias(RoundBias):
         self._earlier_positions = setup.earlier_positions
         self._positions: np.ndarray | None = None
         d = self.model.file.latent_dim
-        self.restraint = LatentRestraint(self.model.file, setup.system, centers=np.zeros(d), force_constants=0.0)
+        self.restraint = LatentRestraint(self.model.file, setup.system, centers=np.zeros(d), forceConstants=0.0)
 
     def kind_of_segment(self, k: int) -> int:
         return KIND_RESTRAINT if self.plan["schedule"][k][1] == "pull" else KIND_UNBIASED
@@ -275,7 +275,7 @@ class FrontierBias(RoundBias):
     def acting(self, sim: Any) -> tuple[float, float]:
         from openmm import unit
 
-        if not self.restraint.force_constants.max() > 0:
+        if not self.restraint.forceConstants.max() > 0:
             return 0.0, 0.0
         state = sim.context.getState(getEnergy=True, groups={self.restraint.force.getForceGroup()})
         return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), 1.0

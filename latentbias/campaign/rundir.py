@@ -112,11 +112,14 @@ class RunDir:
     def segment_file(self, r: int, k: int) -> Path:
         return self.round_dir(r) / f"seg_{k:05d}.npz"
 
-    def checkpoint_file(self, r: int, k: int) -> Path:
-        return self.round_dir(r) / f"chk_{k:05d}.chk"
+    def checkpoint_file(self, r: int, k: int, walker: int | None = None) -> Path:
+        """``chk_KKKKK.chk``, or walker w's ``chk_KKKKK_wWW.chk`` (:mod:`latentbias.campaign.walkers`)."""
+        tag = "" if walker is None else f"_w{int(walker):02d}"
+        return self.round_dir(r) / f"chk_{k:05d}{tag}.chk"
 
-    def _checkpoint_files(self, r: int, k: int) -> list[Path]:
-        chk = self.checkpoint_file(r, k)
+    def checkpoint_files(self, r: int, k: int, walker: int | None = None) -> list[Path]:
+        """The checkpoint, its platform-independent ``.xml`` state (when written) and its ``.json`` checksums."""
+        chk = self.checkpoint_file(r, k, walker)
         return [chk, chk.with_suffix(".xml"), chk.with_suffix(".json")]
 
     def bias_prefix(self, r: int, k: int) -> Path:
@@ -337,14 +340,15 @@ class RunDir:
         if write_bias is not None:
             write_bias(self.bias_prefix(r, k))
         self.write_progress(progress)
-        for old in (*self._checkpoint_files(r, k - 1), *self._bias_files(r, k - 1)):
+        for old in (*self.checkpoint_files(r, k - 1), *self._bias_files(r, k - 1)):
             if old.exists():
                 old.unlink()
 
     def write_checkpoint(self, r: int, k: int, checkpoint: bytes, state_xml: str | None = None,
-                         platform: str | None = None) -> None:
-        """Write ``chk_k.chk`` (+ ``chk_k.xml``) and, last, ``chk_k.json`` with their SHA-256 and the platform."""
-        chk, xml, meta = self._checkpoint_files(r, k)
+                         platform: str | None = None, walker: int | None = None) -> None:
+        """Write ``chk_k.chk`` (+ ``chk_k.xml``) and, last, ``chk_k.json`` with their SHA-256 and the platform
+        (walker w's files ``chk_k_wWW.*`` when ``walker`` is given)."""
+        chk, xml, meta = self.checkpoint_files(r, k, walker)
         atomic_write_bytes(chk, checkpoint)
         info: dict[str, Any] = {"platform": platform, "chk_sha256": hashlib.sha256(checkpoint).hexdigest()}
         if state_xml is not None:
@@ -353,15 +357,16 @@ class RunDir:
             info["xml_sha256"] = hashlib.sha256(data).hexdigest()
         self.write_json(meta, info)
 
-    def read_checkpoint(self, r: int, k: int, platform: str | None = None) -> tuple[str, bytes]:
+    def read_checkpoint(self, r: int, k: int, platform: str | None = None,
+                        walker: int | None = None) -> tuple[str, bytes]:
         """The saved simulation state after segment k of round r, verified against its checksums.
 
         Returns ``("checkpoint", bytes)`` for ``Context.loadCheckpoint`` when the checkpoint was written by
         ``platform`` (or its platform is unknown: run directories of older versions), else ``("state", bytes)``:
         the serialized ``openmm.State`` for ``Context.setState`` (a checkpoint cannot be loaded on another
-        platform). Raises :class:`RunDirError` naming a missing or damaged file.
+        platform). ``walker``: walker w's checkpoint. Raises :class:`RunDirError` naming a missing or damaged file.
         """
-        chk, xml, meta = self._checkpoint_files(r, k)
+        chk, xml, meta = self.checkpoint_files(r, k, walker)
         info = self.read_json(meta, ("platform", "chk_sha256")) if meta.is_file() else None
         use_state = info is not None and platform is not None and info["platform"] not in (None, platform)
         path, key = (xml, "xml_sha256") if use_state else (chk, "chk_sha256")
@@ -369,13 +374,21 @@ class RunDir:
             raise RunDirError(f"{chk} was written by the {info['platform']} platform and cannot be loaded on "
                               f"{platform}, and {meta} names no platform-independent state; resume round {r} on "
                               f"{info['platform']} (set [md] platform back) and change the platform after the round")
+        data = self.read_verified(path, meta, None if info is None else info[key])
+        return ("state" if use_state else "checkpoint"), data
+
+    def read_verified(self, path: str | Path, record: str | Path, sha256: str | None) -> bytes:
+        """The bytes of ``path``, checked against the SHA-256 ``sha256`` that the JSON record ``record`` stores
+        for it (None: a record of an older version without one). A missing or damaged file raises
+        :class:`RunDirError` naming it and what to do."""
+        path = Path(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
-        if info is not None and hashlib.sha256(data).hexdigest() != info[key]:
-            raise RunDirError(f"{path} does not match the SHA-256 stored in {meta} (the file is damaged); {_DAMAGED}")
-        return ("state" if use_state else "checkpoint"), data
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise RunDirError(f"{path} does not match the SHA-256 stored in {record} (the file is damaged); {_DAMAGED}")
+        return data
 
     def _bias_files(self, r: int, k: int) -> list[Path]:
         prefix = self.bias_prefix(r, k)

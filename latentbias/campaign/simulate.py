@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..export import ModelEvaluationError
 from ..platforms import check_platform
+from ..torchscript_errors import cause_first
 from .records import SegmentRecorder, unbiased_frames
 from .roundbias import ROUND_BIASES, RoundSetup
 from .rundir import RunDirError
@@ -60,7 +62,14 @@ def record_segment(sim: Any, bias: Any, n_frames: int, save_interval: int, perio
 
     recorder = SegmentRecorder()
     for _ in range(n_frames):
-        bias.step(sim, save_interval)
+        try:
+            bias.step(sim, save_interval)
+        except Exception as exc:  # openmm.OpenMMException from a TorchForce: torch's cause is on its last line
+            text, reordered = str(exc).strip(), cause_first(str(exc))
+            if reordered.splitlines()[:1] == text.splitlines()[:1]:
+                raise
+            raise ModelEvaluationError(f"the biasing force's model failed after step {sim.currentStep}: "
+                                       f"{reordered}") from exc
         state = sim.context.getState(getPositions=True)
         xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None

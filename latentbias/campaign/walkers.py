@@ -47,7 +47,8 @@ Run directory (``round_RRR/``, besides ``plan.json``)::
     seg_KKKKK.npz              frames of segment K of all walkers, walker 0 first (column ``walker``), with
                                grid_end (the shared bias after the exchange: all deposits of segments 0..K),
                                walker_grid_start / walker_grid_end (shape (N, grid)): each walker's acting bias
-    chk_KKKKK_wWW.chk          walker WW's OpenMM checkpoint after segment K
+    chk_KKKKK_wWW.chk/.json    walker WW's OpenMM checkpoint after segment K, and its SHA-256 and platform
+                               (:meth:`RunDir.write_checkpoint`, verified when the next segment reads it)
     bias_KKKKK_wWW.npz/.json   walker WW's bias state after segment K (own deposits, records)
     share_KKKKK.npz            every walker's share of the bias after segment K (what segment K + 1 imports)
 
@@ -88,7 +89,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["SegmentTask", "SegmentResult", "run_segment", "simulate_round_walkers", "walker_plan",
-           "discard_uncommitted_walker_files"]
+           "discard_uncommitted_walker_files", "read_walker_state"]
 
 _WALKER_FILE = re.compile(r"^(chk|bias|share)_(\d{5})(_w\d{2})?\.(npz|chk|json)$")
 #: id of the carried metadynamics bias among the walkers' shares
@@ -99,7 +100,7 @@ _SEP = "__"
 # ------------------------------------------------------------------------------------------------- files
 
 def walker_checkpoint_file(run_dir: RunDir, r: int, k: int, w: int) -> Path:
-    return run_dir.round_dir(r) / f"chk_{k:05d}_w{w:02d}.chk"
+    return run_dir.checkpoint_file(r, k, walker=w)
 
 
 def walker_bias_prefix(run_dir: RunDir, r: int, k: int, w: int) -> Path:
@@ -134,10 +135,26 @@ def _read_shares(run_dir: RunDir, r: int, k: int) -> dict[str, dict[str, np.ndar
     return out
 
 
-def _read_bias_state(run_dir: RunDir, r: int, k: int, w: int) -> dict[str, bytes]:
+def read_walker_state(run_dir: RunDir, r: int, k: int, w: int, platform: str | None) -> tuple[bytes, dict[str, bytes]]:
+    """Walker w's committed OpenMM checkpoint and bias state files after segment k, verified in the driver.
+
+    The checkpoint against the SHA-256 in its ``chk_KKKKK_wWW.json`` (and the platform that wrote it:
+    a checkpoint cannot be loaded on another platform), the bias state's ``.json`` against its own checksum and
+    its ``.npz`` against the SHA-256 in that ``.json``. Damage raises :class:`RunDirError` naming the file and what
+    to do, before any walker runs.
+    """
+    kind, checkpoint = run_dir.read_checkpoint(r, k, platform, walker=w)
+    if kind != "checkpoint":  # walkers write no platform-independent state
+        raise RunDirError(f"{walker_checkpoint_file(run_dir, r, k, w)} was written on another platform than "
+                          f"{platform}; resume round {r} on the platform that wrote it ([md] platform) and change "
+                          "the platform after the round")
     prefix = walker_bias_prefix(run_dir, r, k, w)
-    return {suffix: prefix.with_name(prefix.name + suffix).read_bytes() for suffix in (".npz", ".json")
-            if prefix.with_name(prefix.name + suffix).is_file()}
+    npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
+    if not npz.is_file() and not meta.is_file():
+        return checkpoint, {}  # a bias without a state (restraint, unbiased)
+    info = run_dir.read_json(meta, ("npz_sha256",))  # verifies the record's own checksum
+    data = run_dir.read_verified(npz, meta, info["npz_sha256"])
+    return checkpoint, {".npz": data, ".json": meta.read_bytes()}
 
 
 # ------------------------------------------------------------------------------------------------- tasks
@@ -373,11 +390,11 @@ def _worker_address() -> str | None:
 # ------------------------------------------------------------------------------------------------ driver
 
 def _commit(run_dir: RunDir, r: int, k: int, columns: dict[str, np.ndarray], results: list[SegmentResult],
-            shares: dict[str, dict[str, np.ndarray]], progress: dict[str, Any]) -> None:
+            shares: dict[str, dict[str, np.ndarray]], progress: dict[str, Any], platform: str | None) -> None:
     """Commit segment k of all walkers (module docstring)."""
     run_dir.save_npz(run_dir.segment_file(r, k), **columns)
     for res in results:
-        atomic_write_bytes(walker_checkpoint_file(run_dir, r, k, res.walker), res.checkpoint)
+        run_dir.write_checkpoint(r, k, res.checkpoint, platform=platform, walker=res.walker)
         prefix = walker_bias_prefix(run_dir, r, k, res.walker)
         for suffix in (".npz", ".json"):  # the .json (with the npz's checksum) last, as saveState does
             if suffix in res.bias_state:
@@ -388,7 +405,7 @@ def _commit(run_dir: RunDir, r: int, k: int, columns: dict[str, np.ndarray], res
     discard = [share_file(run_dir, r, k - 1)]
     for res in results:
         prefix = walker_bias_prefix(run_dir, r, k - 1, res.walker)
-        discard += [walker_checkpoint_file(run_dir, r, k - 1, res.walker), prefix.with_name(prefix.name + ".npz"),
+        discard += [*run_dir.checkpoint_files(r, k - 1, walker=res.walker), prefix.with_name(prefix.name + ".npz"),
                     prefix.with_name(prefix.name + ".json")]
     for old in discard:
         if k > 0 and old.exists():
@@ -439,9 +456,10 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
     home: dict[int, str | None] = {}  # worker that ran each walker's last segment (and may continue it)
     t0 = time.perf_counter()
     for k in range(committed, n_seg):
+        states = [read_walker_state(run_dir, r, k - 1, w, cfg.md.platform) if k else (None, {})
+                  for w in range(n_walkers)]
         tasks = [SegmentTask(rundir=str(run_dir.path), config=cfg, r=r, k=k, walker=w,
-                             checkpoint=walker_checkpoint_file(run_dir, r, k - 1, w).read_bytes() if k else None,
-                             bias_state=_read_bias_state(run_dir, r, k - 1, w) if k else {}, shares=shares)
+                             checkpoint=states[w][0], bias_state=states[w][1], shares=shares)
                  for w in range(n_walkers)]
         futures = [pool.submit(run_segment, t, key=f"latentbias-r{r:03d}-k{k:05d}-w{t.walker:02d}-{token}",
                                worker=home.get(t.walker)) for t in tasks]
@@ -455,7 +473,7 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
             columns["walker_grid_start"] = np.stack([res.grid_start for res in results])
             columns["walker_grid_end"] = np.stack([res.grid_end for res in results])
         _commit(run_dir, r, k, columns, results, new_shares,
-                {"round": r, "phase": "simulate", "segments": k + 1, "finished": False})
+                {"round": r, "phase": "simulate", "segments": k + 1, "finished": False}, cfg.md.platform)
         shares = new_shares
         home = {res.walker: res.worker for res in results}
         logger.info("round %d segment %d/%d: %d walkers committed (%s)", r, k + 1, n_seg, n_walkers,

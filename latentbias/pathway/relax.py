@@ -216,8 +216,8 @@ def relax_path(
                 logger.info("window %d: read from %s", w, path)
                 continue
             raise ValueError(f"{path} belongs to another path or settings; use another output folder")
-        restraint.set_centers(context, p[w])
-        restraint.set_force_constants(context, np.full(restraint.ndim, k))
+        restraint.setCenters(context, p[w])
+        restraint.setForceConstants(context, np.full(restraint.ndim, k))
         if periodic:
             context.setPeriodicBoxVectors(*box0)
         context.setPositions(x0[w] * unit.nanometer)
@@ -237,7 +237,7 @@ def relax_path(
             if d < best_d:
                 best, best_d = pos, d
         context.setPositions(best * unit.nanometer)
-        restraint.set_force_constants(context, np.full(restraint.ndim, k * float(quench_factor)))
+        restraint.setForceConstants(context, np.full(restraint.ndim, k * float(quench_factor)))
         _quench(context, minimize_tolerance, minimize_iterations)
         state = context.getState(getPositions=True, getEnergy=True, groups=others)
         pos, z = encode(state)

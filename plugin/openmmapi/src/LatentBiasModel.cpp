@@ -2,6 +2,8 @@
 #include "openmm/OpenMMException.h"
 #include <memory>
 #include <sstream>
+#include <vector>
+#include <cctype>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -69,11 +71,74 @@ bool loadNativeModel(const string& data, LatentBiasNativeModel& model) {
     return true;
 }
 
+namespace {
+
+bool startsWith(const string& line, const string& prefix) {
+    return line.compare(0, prefix.size(), prefix) == 0;
+}
+
+/** "RuntimeError: ...", "torch.jit.Error: ...", "c10::Error: ..." at column 0. */
+bool isExceptionLine(const string& line) {
+    if (line.empty() || !(isalpha(static_cast<unsigned char>(line[0])) || line[0] == '_'))
+        return false;
+    size_t colon = line.find(": ");
+    if (colon == string::npos)
+        return false;
+    string name = line.substr(0, colon);
+    if (name.find_first_of(" \t") != string::npos)
+        return false;
+    auto endsWith = [&](const string& suffix) {
+        return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    return endsWith("Error") || endsWith("Exception");
+}
+
+string join(const vector<string>& lines, size_t begin, size_t end) {
+    string out;
+    for (size_t i = begin; i < end; i++)
+        out += (i > begin ? "\n" : "") + lines[i];
+    return out;
+}
+
+} // namespace
+
 string describeException(const std::exception& e) {
-    string what = e.what();
-    while (!what.empty() && (what.back() == '\n' || what.back() == ' '))
-        what.pop_back();
-    return what;
+    // the same rule as latentbias/torchscript_errors.py: the cause first, the TorchScript/C++ traceback after it
+    vector<string> lines;
+    stringstream in(e.what());
+    for (string line; getline(in, line);)
+        lines.push_back(line);
+    while (!lines.empty() && lines.back().find_first_not_of(" \t\r") == string::npos)
+        lines.pop_back();
+    size_t causeBegin = 0, causeEnd = lines.size();
+    bool interpreter = false;
+    for (const string& line : lines)
+        interpreter = interpreter || startsWith(line, "Traceback of TorchScript") ||
+                      startsWith(line, "The following operation failed in the TorchScript interpreter.");
+    if (interpreter) {
+        size_t last = lines.size();
+        for (size_t i = 0; i < lines.size(); i++)
+            if (isExceptionLine(lines[i]))
+                last = i;
+        if (last == lines.size())  // no exception line: the last non-indented line
+            for (size_t i = 0; i < lines.size(); i++)
+                if (!lines[i].empty() && !isspace(static_cast<unsigned char>(lines[i][0])))
+                    last = i;
+        causeBegin = (last == lines.size() ? 0 : last);
+    }
+    for (size_t i = causeBegin; i < causeEnd; i++)
+        if (startsWith(lines[i], "Exception raised from ")) {
+            causeEnd = i;
+            break;
+        }
+    string cause = join(lines, causeBegin, causeEnd);
+    string rest = join(lines, 0, causeBegin);
+    string tail = join(lines, causeEnd, lines.size());
+    if (!tail.empty())
+        rest += (rest.empty() ? "" : "\n") + tail;
+    if (rest.empty())
+        return cause;
+    return cause + "\nTorchScript traceback:\n" + rest;
 }
 
 void checkDifferentiable(const torch::Tensor& z, const torch::Tensor& positions, const vector<int>& components) {

@@ -34,7 +34,8 @@ OPENMM_EXPORT_LATENTBIAS void checkDifferentiable(const torch::Tensor& z, const 
  */
 OPENMM_EXPORT_LATENTBIAS bool loadNativeModel(const std::string& data, LatentBiasNativeModel& model);
 
-/** The whole text of an exception, TorchScript's traceback included (the cause is often on the last lines). */
+/** The whole text of an exception with its cause first: a TorchScript interpreter error ends with the cause
+ *  ("RuntimeError: linalg.svd: ... non-finite values."), which is moved in front of the traceback. */
 OPENMM_EXPORT_LATENTBIAS std::string describeException(const std::exception& e);
 
 } // namespace LatentBiasPlugin
