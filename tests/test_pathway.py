@@ -201,6 +201,48 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
         main(args[:3] + ["frame:999999"] + args[4:] + ["--overwrite"])
 
 
+def test_workflow_in_a_3d_latent_space(tiny_rundir, tmp_path):
+    """latent_dim = 3: a decoder model trained on the tiny campaign's frames; the FES is gridded in 3-D, the string,
+    the restraint (3 restrained dimensions), the profiles and the outputs use all three coordinates; d > 3 and
+    endpoints of the wrong dimension are refused with clear errors."""
+    import dataclasses
+
+    import mdtraj as md
+
+    import latentbias as lb
+    from latentbias.pathway import latent_fes, samples_from_rundir, transition_path, write_path_outputs
+
+    base = samples_from_rundir(tiny_rundir)
+    top = md.Topology.from_openmm(base.topology)
+    feat = lb.AlignedCoordinates.from_selection(top, "element != H", base.positions[0])
+    est = lb.LatentModelEstimator(latent_dim=3, hidden=(16, 16), activation="tanh", epochs=30, seed=5,
+                                  progress=False)
+    model, result = est.fit_trajectories(feat, md.Trajectory(base.positions, top))
+    mf = lb.load_model(lb.save_model(model, tmp_path / "m3.pt", training=result))
+    assert mf.latent_dim == 3 and mf.has_decoder and mf.metadata["decoder"]["validation_rmsd_angstrom"] > 0
+    samples = dataclasses.replace(base, model=mf, z=mf.encode(base.positions), source="3-D model")
+    used = np.flatnonzero(np.isfinite(samples.logweights))
+    a, b = used[np.argmin(samples.z[used, 0])], used[np.argmax(samples.z[used, 0])]
+    tp = transition_path(samples, f"frame:{a}", f"frame:{b}", n_nodes=4, bins=8, fixed_ends=True,
+                         sensitivity_samples=2, n_bootstrap=4, platform="Reference", equilibration_steps=20,
+                         production_steps=200, sample_interval=20)
+    assert tp.fes.free_energy.ndim == 3 and tp.string.nodes.shape == (4, 3)
+    width = np.array([e[1] - e[0] for e in tp.fes.edges])  # fixed ends, clipped to the grid's bin centres
+    assert np.all(np.abs(tp.string.nodes[[0, -1]] - samples.z[[a, b]]) <= width)
+    assert tp.windows.settings["dims"] == [0, 1, 2] and tp.windows.structure_z.shape == (4, 3)
+    assert all(c.physical for c in tp.checks), tp.checks
+    assert np.isfinite(tp.umbrella.barrier.value) and np.isfinite(tp.reweighted.barrier.value)
+    files = write_path_outputs(tp, tmp_path / "out")
+    header = [ln for ln in files["csv"].read_text().splitlines() if not ln.startswith("#")][0].split(",")
+    assert header[2:5] == ["z0", "z1", "z2"] and "relaxed_z2" in header
+    assert files["png"].stat().st_size > 0 and md.load(str(files["pdb"])).n_frames == 4
+    with pytest.raises(ValueError, match="needs 3 finite numbers 'z0,z1,z2'"):
+        transition_path(samples, "0.1,0.2", "auto", n_nodes=4, bins=8)
+    four = dataclasses.replace(samples, z=np.column_stack([samples.z, samples.z[:, 0]]))
+    with pytest.raises(ValueError, match="2 or 3 dimensions"):
+        latent_fes(four)
+
+
 @pytest.mark.slow
 def test_ala2_c7eq_to_c7ax_path_against_the_reference_fes(tmp_path):
     """The demo campaign, then the C7eq -> C7ax path: phi of the relaxed structures goes from < 0 to > 0 without
