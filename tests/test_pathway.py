@@ -41,6 +41,31 @@ def test_kabsch_fit_and_rebuild_recover_a_rigid_motion(ala2):
     assert list(nearest_frames([[-3.0], [3.0]], [[3.1]], period=[6.3])) == [1]  # minimum image
 
 
+def test_rebuild_per_residue_follows_a_moved_residue(ala2):
+    """Decoded heavy atoms in which the ACE residue turned by 25 deg about its carbonyl C (a floppy terminus): with
+    groups = residues the ACE methyl hydrogens follow their residue exactly (C-H lengths and angles of the template);
+    one global fit leaves them behind. Groups with < 3 decoded atoms (NME: N, CH3) keep the global fit."""
+    _, top, xyz = ala2
+    heavy = np.array([1, 4, 5, 6, 8, 10, 14, 15, 16, 18])
+    residues = np.array([a.residue.index for a in top.atoms])
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = np.radians(25.0)
+    rot = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+    decoded = xyz[heavy].copy()
+    ace = [0, 1, 2]  # rows of CH3, C, O in ``heavy``
+    decoded[ace] = (decoded[ace] - xyz[4]) @ rot.T + xyz[4]
+    local = rebuild_structure(decoded, heavy, xyz, groups=residues)
+    glob = rebuild_structure(decoded, heavy, xyz)
+    moved_ace = (xyz[:6] - xyz[4]) @ rot.T + xyz[4]
+    np.testing.assert_allclose(local[[0, 2, 3]], moved_ace[[0, 2, 3]], atol=1e-10)  # exact rigid follow
+    assert np.linalg.norm(glob[[0, 2, 3]] - moved_ace[[0, 2, 3]], axis=1).max() > 0.02
+    np.testing.assert_allclose(local[heavy], decoded)
+    np.testing.assert_allclose(local[[17, 19, 20, 21]], glob[[17, 19, 20, 21]])  # NME: 2 decoded atoms -> global
+    with pytest.raises(ValueError, match="one group per atom"):
+        rebuild_structure(decoded, heavy, xyz, groups=residues[:5])
+
+
 def test_checks_flag_stretched_bonds_and_clashes(ala2):
     import openmm
     from openmm import unit

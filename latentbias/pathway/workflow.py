@@ -7,7 +7,7 @@ Steps of :func:`transition_path` (:func:`transition_path_from_rundir` reads a ca
    errors), its basins and the minimum free-energy path between two states (zero-temperature string,
    :mod:`latentbias.analysis.paths`) with its sensitivity to the FES's errors;
 2. each node is decoded (the model's coordinate decoder) and completed with the other atoms of the nearest sampled
-   frame (:mod:`latentbias.pathway.rebuild`);
+   frame, superposed residue by residue onto the decoded atoms (:mod:`latentbias.pathway.rebuild`);
 3. restrained MD at every node relaxes the structures and samples umbrella windows (:mod:`latentbias.pathway.relax`);
 4. profiles along the path: MBAR over the windows, and the campaign's own reweighted frames projected on the path
    (:mod:`latentbias.pathway.profile`); physical checks of the relaxed structures (:mod:`latentbias.pathway.checks`).
@@ -294,7 +294,8 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     decoded = model.decode(nodes)
     atoms = np.asarray(model.metadata["decoder"]["atom_indices"], dtype=np.int64)
     templates = nearest_frames(samples.z, nodes)
-    rebuilt = np.stack([rebuild_structure(decoded[k], atoms, samples.positions[templates[k]])
+    residues = np.array([a.residue.index for a in samples.topology.atoms()])  # local fits per residue
+    rebuilt = np.stack([rebuild_structure(decoded[k], atoms, samples.positions[templates[k]], groups=residues)
                         for k in range(len(nodes))])
     relax_kwargs.setdefault("temperature", samples.temperature)
     relax_kwargs.setdefault("seed", seed)
