@@ -111,7 +111,7 @@ def villin_run(tmp_path_factory):
 
 
 def test_villin_campaign_path_api_and_cli(villin_run):
-    """Tiny budget (1 ps + 1 ps of metadynamics, 3 nodes of 80 fs): decode, rebuild, check, relax with the
+    """Tiny budget (1 ps + 1 ps of metadynamics, 3 nodes of 0.2 ps): decode, rebuild, check, relax with the
     LatentRestraint at each node, umbrella/MBAR profile with errors; then ``latentbias path`` on the same run
     (resumes the windows) writes path.pdb with one 582-atom MODEL per node and a finite profile.csv."""
     import mdtraj as md
@@ -120,7 +120,7 @@ def test_villin_campaign_path_api_and_cli(villin_run):
 
     rundir = villin_run
     relax = dict(bins=12, sensitivity_samples=2, n_bootstrap=10, platform="CPU", platform_properties={"Threads": "1"},
-                 equilibration_steps=0, production_steps=40, sample_interval=10, minimize_iterations=100,
+                 equilibration_steps=0, production_steps=100, sample_interval=10, minimize_iterations=100,
                  minimize_tolerance=50.0)
     samples, tp = run_villin_path(rundir, 3, "basin:0", "basin:1", **relax)
     assert_physical_villin_path(samples, tp, 3, rundir / "api" / "path.pdb")
@@ -128,15 +128,16 @@ def test_villin_campaign_path_api_and_cli(villin_run):
 
     out = rundir / "path"
     args = ["path", str(rundir), "--from", "basin:0", "--to", "basin:1", "--nodes", "3", "--platform", "CPU",
-            "--equilibration-steps", "0", "--production-steps", "40", "--sample-interval", "10", "--bins", "12",
+            "--equilibration-steps", "0", "--production-steps", "100", "--sample-interval", "10", "--bins", "12",
             "--bootstrap", "10", "--sensitivity-samples", "2", "--quiet"]
     assert main(args) == 0
     pdb = md.load(str(out / "path.pdb"))
     assert pdb.n_frames == 3 and pdb.n_atoms == 582
     np.testing.assert_allclose(pdb.xyz, tp.windows.structures, atol=1e-4)  # the resumed windows
     prof = np.loadtxt(out / "profile.csv", delimiter=",", skiprows=2)
-    f, err = prof[:, 1], prof[:, 2]
+    f, err = prof[:, 1], prof[:, 2]  # umbrella profile (NaN: empty bin)
     assert np.isfinite(f).sum() >= 3 and np.all(np.isfinite(err[np.isfinite(f)])) and np.nanmax(err) > 0
+    assert np.array_equal(np.isfinite(f), np.isfinite(err))
     summary = json.loads((out / "path.json").read_text())
     assert summary["all_physical"] and summary["clashes"] == 0 and summary["max_bond_deviation_angstrom"] < 0.1
     assert summary["umbrella_barrier_kjmol"] == pytest.approx([tp.umbrella.barrier.value, tp.umbrella.barrier.error])
