@@ -70,7 +70,8 @@ class PathProfile:
     s : numpy.ndarray, shape=(n_bins,)
         Bin centres, arc length (units of z).
     free_energy, error : numpy.ndarray, shape=(n_bins,)
-        kJ/mol (min 0; NaN in empty bins) and its bootstrap error.
+        kJ/mol (min 0; NaN in empty bins) and its bootstrap error (NaN in empty bins, and where bootstrap
+        resamples leave the bin empty: too few samples there for an error bar).
     barrier : latentbias.analysis.uncertainty.Estimate
         :func:`path_barrier` of the profile with its bootstrap error (kJ/mol).
     length : float
