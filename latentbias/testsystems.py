@@ -10,8 +10,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "alanine_dipeptide_vacuum", "t4_lysozyme_l99a_files",
-           "t4_lysozyme_l99a_implicit"]
+__all__ = ["alanine_dipeptide_files", "villin_water_pdb", "villin_implicit_pdb", "alanine_dipeptide_vacuum",
+           "t4_lysozyme_l99a_files", "t4_lysozyme_l99a_implicit"]
 
 
 def _package_dir(name: str) -> Path:
@@ -99,3 +99,22 @@ def villin_water_pdb() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found in the openmm installation")
     return path
+
+
+def villin_implicit_pdb(path: str | os.PathLike) -> Path:
+    """Write villin HP35 without its water and ions (582 atoms, hydrogens kept; for implicit solvent, e.g.
+    ``amber99sbildn.xml`` + ``amber99_obc.xml``) from :func:`villin_water_pdb` to ``path``; returns the path."""
+    from openmm import app
+
+    from .io import atomic_write_bytes
+
+    pdb = app.PDBFile(str(villin_water_pdb()))
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.deleteWater()
+    modeller.delete([r for r in modeller.topology.residues() if len(list(r.atoms())) == 1])  # the ions
+    import io
+
+    buf = io.StringIO()
+    app.PDBFile.writeFile(modeller.topology, modeller.positions, buf, keepIds=True)
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+    return Path(path)

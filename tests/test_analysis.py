@@ -355,9 +355,9 @@ def test_bad_inputs_raise_clear_errors():
         free_energy_surface(bad)
     with pytest.raises(ValueError, match="non-finite"):
         free_energy_surface(x, logweights=np.where(x > 0.5, np.nan, 0.0))
-    with pytest.raises(ValueError, match=r"\(n_frames,\) or \(n_frames, 2\)"):
-        free_energy_surface(np.zeros((100, 3)))
-    with pytest.raises(ValueError, match=r"\(n_frames,\) or \(n_frames, 2\)"):
+    with pytest.raises(ValueError, match=r"\(n_frames, d\) with d <= 3"):
+        free_energy_surface(np.zeros((100, 4)))
+    with pytest.raises(ValueError, match=r"\(n_frames, d\) with d <= 3"):
         free_energy_surface(np.zeros((10, 10, 2)))
     with pytest.raises(ValueError, match="n_blocks must be a positive integer"):
         free_energy_surface(x, n_blocks=-1)

@@ -41,6 +41,31 @@ def test_kabsch_fit_and_rebuild_recover_a_rigid_motion(ala2):
     assert list(nearest_frames([[-3.0], [3.0]], [[3.1]], period=[6.3])) == [1]  # minimum image
 
 
+def test_rebuild_per_residue_follows_a_moved_residue(ala2):
+    """Decoded heavy atoms in which the ACE residue turned by 25 deg about its carbonyl C (a floppy terminus): with
+    groups = residues the ACE methyl hydrogens follow their residue exactly (C-H lengths and angles of the template);
+    one global fit leaves them behind. Groups with < 3 decoded atoms (NME: N, CH3) keep the global fit."""
+    _, top, xyz = ala2
+    heavy = np.array([1, 4, 5, 6, 8, 10, 14, 15, 16, 18])
+    residues = np.array([a.residue.index for a in top.atoms])
+    axis = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = np.radians(25.0)
+    rot = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+    decoded = xyz[heavy].copy()
+    ace = [0, 1, 2]  # rows of CH3, C, O in ``heavy``
+    decoded[ace] = (decoded[ace] - xyz[4]) @ rot.T + xyz[4]
+    local = rebuild_structure(decoded, heavy, xyz, groups=residues)
+    glob = rebuild_structure(decoded, heavy, xyz)
+    moved_ace = (xyz[:6] - xyz[4]) @ rot.T + xyz[4]
+    np.testing.assert_allclose(local[[0, 2, 3]], moved_ace[[0, 2, 3]], atol=1e-10)  # exact rigid follow
+    assert np.linalg.norm(glob[[0, 2, 3]] - moved_ace[[0, 2, 3]], axis=1).max() > 0.02
+    np.testing.assert_allclose(local[heavy], decoded)
+    np.testing.assert_allclose(local[[17, 19, 20, 21]], glob[[17, 19, 20, 21]])  # NME: 2 decoded atoms -> global
+    with pytest.raises(ValueError, match="one group per atom"):
+        rebuild_structure(decoded, heavy, xyz, groups=residues[:5])
+
+
 def test_checks_flag_stretched_bonds_and_clashes(ala2):
     import openmm
     from openmm import unit
@@ -199,6 +224,48 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
         main(args)
     with pytest.raises(SystemExit, match="frame:N|frames"):
         main(args[:3] + ["frame:999999"] + args[4:] + ["--overwrite"])
+
+
+def test_workflow_in_a_3d_latent_space(tiny_rundir, tmp_path):
+    """latent_dim = 3: a decoder model trained on the tiny campaign's frames; the FES is gridded in 3-D, the string,
+    the restraint (3 restrained dimensions), the profiles and the outputs use all three coordinates; d > 3 and
+    endpoints of the wrong dimension are refused with clear errors."""
+    import dataclasses
+
+    import mdtraj as md
+
+    import latentbias as lb
+    from latentbias.pathway import latent_fes, samples_from_rundir, transition_path, write_path_outputs
+
+    base = samples_from_rundir(tiny_rundir)
+    top = md.Topology.from_openmm(base.topology)
+    feat = lb.AlignedCoordinates.from_selection(top, "element != H", base.positions[0])
+    est = lb.LatentModelEstimator(latent_dim=3, hidden=(16, 16), activation="tanh", epochs=30, seed=5,
+                                  progress=False)
+    model, result = est.fit_trajectories(feat, md.Trajectory(base.positions, top))
+    mf = lb.load_model(lb.save_model(model, tmp_path / "m3.pt", training=result))
+    assert mf.latent_dim == 3 and mf.has_decoder and mf.metadata["decoder"]["validation_rmsd_angstrom"] > 0
+    samples = dataclasses.replace(base, model=mf, z=mf.encode(base.positions), source="3-D model")
+    used = np.flatnonzero(np.isfinite(samples.logweights))
+    a, b = used[np.argmin(samples.z[used, 0])], used[np.argmax(samples.z[used, 0])]
+    tp = transition_path(samples, f"frame:{a}", f"frame:{b}", n_nodes=4, bins=8, fixed_ends=True,
+                         sensitivity_samples=2, n_bootstrap=4, platform="Reference", equilibration_steps=20,
+                         production_steps=200, sample_interval=20)
+    assert tp.fes.free_energy.ndim == 3 and tp.string.nodes.shape == (4, 3)
+    width = np.array([e[1] - e[0] for e in tp.fes.edges])  # fixed ends, clipped to the grid's bin centres
+    assert np.all(np.abs(tp.string.nodes[[0, -1]] - samples.z[[a, b]]) <= width)
+    assert tp.windows.settings["dims"] == [0, 1, 2] and tp.windows.structure_z.shape == (4, 3)
+    assert all(c.physical for c in tp.checks), tp.checks
+    assert np.isfinite(tp.umbrella.barrier.value) and np.isfinite(tp.reweighted.barrier.value)
+    files = write_path_outputs(tp, tmp_path / "out")
+    header = [ln for ln in files["csv"].read_text().splitlines() if not ln.startswith("#")][0].split(",")
+    assert header[2:5] == ["z0", "z1", "z2"] and "relaxed_z2" in header
+    assert files["png"].stat().st_size > 0 and md.load(str(files["pdb"])).n_frames == 4
+    with pytest.raises(ValueError, match="needs 3 finite numbers 'z0,z1,z2'"):
+        transition_path(samples, "0.1,0.2", "auto", n_nodes=4, bins=8)
+    four = dataclasses.replace(samples, z=np.column_stack([samples.z, samples.z[:, 0]]))
+    with pytest.raises(ValueError, match="2 or 3 dimensions"):
+        latent_fes(four)
 
 
 @pytest.mark.slow

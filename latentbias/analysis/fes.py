@@ -65,7 +65,7 @@ class FreeEnergySurface:
         Bin edges per CV dimension, each shape=(nbins_i + 1,), in CV units.
     centers : list of numpy.ndarray
         Bin centers per CV dimension, each shape=(nbins_i,).
-    free_energy : numpy.ndarray, shape=(nbins,) or (nbins_x, nbins_y)
+    free_energy : numpy.ndarray, shape=(nbins,), (nbins_x, nbins_y) or (nbins_x, nbins_y, nbins_z)
         F = −kT ln(p / bin volume), **kJ/mol**, shifted so that the minimum is 0. ``ij`` indexing: the first index
         runs over ``cv[:, 0]``. NaN in bins without samples (or with fewer than ``min_count``).
     error : numpy.ndarray, same shape as ``free_energy``
@@ -300,18 +300,18 @@ def free_energy_surface(
     seed: int | None = 0,
     observable: Any | None = None,
 ) -> FreeEnergySurface:
-    """Free-energy surface F(s) = −kT ln p(s) of a 1-D or 2-D CV from (weighted) frames.
+    """Free-energy surface F(s) = −kT ln p(s) of a 1-D, 2-D or 3-D CV from (weighted) frames.
 
     Parameters
     ----------
-    cv : array_like, shape=(n_frames,) or (n_frames, 2)
+    cv : array_like, shape=(n_frames,) or (n_frames, d), d <= 3
         CV value of every frame (CV units).
     logweights : array_like, shape=(n_frames,), optional
         Log-weights of the frames in the target ensemble (see :mod:`latentbias.analysis.reweight`); -inf means
         zero weight. Default: unweighted (unbiased sampling).
     bins : int, sequence of int or sequence of edge arrays
         Histogram bins, as for ``numpy.histogramdd``.
-    range : (lo, hi) or ((lo0, hi0), (lo1, hi1)), optional
+    range : (lo, hi) or ((lo0, hi0), (lo1, hi1)[, (lo2, hi2)]), optional
         Histogram range in CV units; default: the CV's min and max. Frames outside are dropped from the histogram
         (but count in the normalisation of ``probability``).
     temperature : float or openmm.unit.Quantity
@@ -347,7 +347,7 @@ def free_energy_surface(
         block's F_b = −kT ln(p_b / bin volume) (p_b normalised within the block), using only blocks with weight in
         the bin, weights held fixed.
     """
-    x = ensure_cv(cv)
+    x = ensure_cv(cv, max_dim=3)
     n_frames, ndim = x.shape
     logw = ensure_logweights(logweights, n_frames)
     n_blocks = ensure_n_blocks(n_blocks, n_frames)

@@ -1,4 +1,5 @@
-"""Minimum free-energy paths on a gridded 2-D free-energy surface: basins and the zero-temperature string method.
+"""Minimum free-energy paths on a gridded 2-D or 3-D free-energy surface: basins and the zero-temperature string
+method.
 
 :func:`find_basins` locates the minima of a (smoothed) FES and assigns every grid cell to the basin its steepest
 descent ends in. :func:`minimum_free_energy_path` runs the simplified zero-temperature string method (E, Ren &
@@ -9,7 +10,9 @@ between two states, along which the FES gradient is tangent to the path. Its fre
 The FES comes from reweighting and is noisy where sampling is thin and undefined (NaN) where nothing was sampled:
 it is smoothed with a Gaussian filter of ``smooth`` grid spacings, unsampled cells are raised above the highest
 sampled value by ``unsampled_penalty`` so that the string avoids them, and the gradient is evaluated with bicubic
-splines of the smoothed grid. :func:`path_sensitivity` reruns the string on FES samples drawn from the per-cell
+splines of the smoothed grid (2-D), or, in 3-D, as the tricubic-spline interpolant of the grid's central-difference
+gradient (second order in the grid spacing). Grids of more than three dimensions are refused: a histogram FES needs
+bins^d cells and samples in all of them. :func:`path_sensitivity` reruns the string on FES samples drawn from the per-cell
 standard errors to show how much the path and its barrier depend on the uncertainty of the FES.
 
 Units: the FES in kJ/mol; path coordinates in the units of the grid axes (latent units, or a CV's).
@@ -25,12 +28,17 @@ import numpy as np
 __all__ = ["Basins", "FreeEnergyPath", "find_basins", "minimum_free_energy_path", "path_sensitivity"]
 
 
+MAX_DIM = 3
+
+
 def _prepared(fes: np.ndarray, smooth: float, unsampled_penalty: float) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     f = np.array(fes, dtype=float)
-    if f.ndim != 2:
-        raise ValueError(f"the FES must be a 2-D grid, got shape {f.shape}")
+    if f.ndim not in (2, 3):
+        raise ValueError(f"the FES must be a 2-D or 3-D grid, got shape {f.shape}"
+                         + (" (a gridded FES in more than 3 dimensions needs bins^d cells: project it on at most 3 "
+                            "coordinates)" if f.ndim > MAX_DIM else ""))
     finite = np.isfinite(f)
     if finite.sum() < 4:
         raise ValueError("the FES has fewer than 4 finite cells: nothing to find a path on")
@@ -40,13 +48,30 @@ def _prepared(fes: np.ndarray, smooth: float, unsampled_penalty: float) -> np.nd
     return f - f.min()
 
 
+def _check_axes(f: np.ndarray, axes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    ax = [np.asarray(a, dtype=float) for a in axes]
+    if len(ax) != f.ndim or tuple(len(a) for a in ax) != f.shape:
+        raise ValueError(f"fes shape {f.shape} does not match the axes {tuple(len(a) for a in ax)}: give one array of "
+                         "grid-point coordinates per dimension")
+    if any(len(a) < 4 for a in ax):
+        raise ValueError(f"the FES grid needs at least 4 points per dimension, got shape {f.shape}")
+    return ax
+
+
+def _pair_slices(shift: Sequence[int], shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices selecting every cell x (first) and its neighbour x + shift (second) inside the grid."""
+    first = tuple(slice(max(0, -a), n - max(0, a)) for a, n in zip(shift, shape))
+    second = tuple(slice(max(0, a), n + min(0, a)) for a, n in zip(shift, shape))
+    return first, second
+
+
 @dataclass
 class Basins:
     """Minima of a gridded FES and the basin (index into ``minima``) of every cell (-1: above ``max_free_energy``).
 
     Attributes
     ----------
-    minima : numpy.ndarray, shape=(n_basins, 2)
+    minima : numpy.ndarray, shape=(n_basins, d)
         Coordinates of the minima (grid axes' units), ordered by free energy (lowest first).
     free_energies : numpy.ndarray, shape=(n_basins,)
         Smoothed FES at the minima, kJ/mol, relative to the lowest.
@@ -60,12 +85,13 @@ class Basins:
 
 def find_basins(fes: np.ndarray, axes: Sequence[np.ndarray], smooth: float = 1.0, min_depth: float = 2.0,
                 max_free_energy: float | None = None, unsampled_penalty: float = 10.0) -> Basins:
-    """Basins of a 2-D FES by steepest descent on the smoothed grid (8-neighbour), shallow minima merged.
+    """Basins of a 2-D or 3-D FES by steepest descent on the smoothed grid (8 or 26 neighbours), shallow minima
+    merged.
 
     Parameters
     ----------
-    fes : numpy.ndarray, shape=(n0, n1), kJ/mol (NaN = unsampled)
-    axes : two arrays of grid-point coordinates, shapes (n0,) and (n1,)
+    fes : numpy.ndarray, shape=(n0, n1) or (n0, n1, n2), kJ/mol (NaN = unsampled)
+    axes : one array of grid-point coordinates per dimension, shapes (n0,), (n1,) [, (n2,)]
     smooth : float
         Gaussian smoothing, in grid spacings.
     min_depth : float
@@ -74,34 +100,36 @@ def find_basins(fes: np.ndarray, axes: Sequence[np.ndarray], smooth: float = 1.0
     max_free_energy : float, optional
         Cells above it get label -1.
     """
+    import itertools
+
     f = _prepared(fes, smooth, unsampled_penalty)
-    n0, n1 = f.shape
+    axes = _check_axes(f, axes)
+    shape, ndim = f.shape, f.ndim
     padded = np.pad(f, 1, constant_values=np.inf)
-    shifts = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]
-    neigh = np.stack([padded[1 + a:n0 + 1 + a, 1 + b:n1 + 1 + b] for a, b in shifts])
+    shifts = [s for s in itertools.product((-1, 0, 1), repeat=ndim) if any(s)]
+    neigh = np.stack([padded[tuple(slice(1 + a, n + 1 + a) for a, n in zip(s, shape))] for s in shifts])
     best = neigh.argmin(0)
     lower = neigh.min(0) < f
-    ii, jj = np.meshgrid(np.arange(n0), np.arange(n1), indexing="ij")
-    target = np.where(lower, (ii + np.array([s[0] for s in shifts])[best]) * n1
-                      + jj + np.array([s[1] for s in shifts])[best], ii * n1 + jj).ravel()
-    for _ in range(n0 + n1):  # pointer jumping to the sink
+    index = np.indices(shape)
+    step = np.array(shifts)[best]  # (cells..., ndim) the steepest-descent neighbour's offset
+    dest = [np.where(lower, index[k] + step[..., k], index[k]) for k in range(ndim)]
+    target = np.ravel_multi_index(dest, shape).ravel()
+    for _ in range(sum(shape)):  # pointer jumping to the sink
         nxt = target[target]
         if np.array_equal(nxt, target):
             break
         target = nxt
     sinks, labels = np.unique(target, return_inverse=True)
-    labels = labels.reshape(f.shape)
+    labels = labels.reshape(shape)
     values = f.ravel()[sinks]
     # Persistence merging: walk the saddles between adjacent basins from the lowest up; a basin whose depth below
     # the saddle is under min_depth joins the deeper one (union-find keeps each root's minimum).
     saddles: dict[tuple[int, int], float] = {}
-    for a, c in shifts:
-        if (a, c) <= (0, 0):
+    for s in shifts:
+        if s <= tuple([0] * ndim):
             continue  # each neighbour pair once
-        l1 = labels[max(0, -a):n0 - max(0, a), max(0, -c):n1 - max(0, c)]
-        l2 = labels[max(0, a):n0 + min(0, a) or None, max(0, c):n1 + min(0, c) or None]
-        f1 = f[max(0, -a):n0 - max(0, a), max(0, -c):n1 - max(0, c)]
-        f2 = f[max(0, a):n0 + min(0, a) or None, max(0, c):n1 + min(0, c) or None]
+        first, second = _pair_slices(s, shape)
+        l1, l2, f1, f2 = labels[first], labels[second], f[first], f[second]
         differ = l1 != l2
         for p, q, h in zip(l1[differ], l2[differ], np.maximum(f1, f2)[differ]):
             key = (min(p, q), max(p, q))
@@ -133,8 +161,8 @@ def find_basins(fes: np.ndarray, axes: Sequence[np.ndarray], smooth: float = 1.0
     labels = remap[labels]
     if max_free_energy is not None:
         labels = np.where(f <= max_free_energy, labels, -1)
-    i0, i1 = np.unravel_index(sinks[order], f.shape)
-    minima = np.column_stack([np.asarray(axes[0])[i0], np.asarray(axes[1])[i1]])
+    cells = np.unravel_index(sinks[order], f.shape)
+    minima = np.column_stack([axes[k][cells[k]] for k in range(ndim)])
     return Basins(minima, values[order] - values[order][0], labels)
 
 
@@ -144,7 +172,7 @@ class FreeEnergyPath:
 
     Attributes
     ----------
-    nodes : numpy.ndarray, shape=(n_nodes, 2)
+    nodes : numpy.ndarray, shape=(n_nodes, d)
         Node coordinates (grid axes' units), from the start state to the end state.
     arc_length : numpy.ndarray, shape=(n_nodes,)
         Cumulative arc length (axes' units; anisotropic axes are not rescaled).
@@ -174,17 +202,53 @@ def _reparametrize(nodes: np.ndarray) -> np.ndarray:
     return np.column_stack([np.interp(target, s, nodes[:, k]) for k in range(nodes.shape[1])])
 
 
+class _GridFunction:
+    """Smooth interpolant of a gridded F and of its gradient: bicubic splines in 2-D; in 3-D the tricubic B-spline
+    interpolants (``scipy.ndimage``) of F and of its central-difference gradient. Points in axis units."""
+
+    def __init__(self, f: np.ndarray, axes: list[np.ndarray]) -> None:
+        self.ndim = f.ndim
+        self.origin = np.array([a[0] for a in axes])
+        self.h = np.array([a[1] - a[0] for a in axes])
+        if self.ndim == 2:
+            from scipy.interpolate import RectBivariateSpline
+
+            self._spline = RectBivariateSpline(axes[0], axes[1], f, kx=3, ky=3)
+        else:
+            from scipy.ndimage import spline_filter
+
+            grads = np.gradient(f, *self.h)
+            self._coef = [spline_filter(g, order=3, mode="nearest") for g in [f, *grads]]
+
+    def _map(self, coef: np.ndarray, points: np.ndarray) -> np.ndarray:
+        from scipy.ndimage import map_coordinates
+
+        idx = ((points - self.origin) / self.h).T
+        return map_coordinates(coef, idx, order=3, mode="nearest", prefilter=False)
+
+    def value(self, points: np.ndarray) -> np.ndarray:
+        if self.ndim == 2:
+            return self._spline.ev(points[:, 0], points[:, 1])
+        return self._map(self._coef[0], points)
+
+    def gradient(self, points: np.ndarray) -> np.ndarray:
+        if self.ndim == 2:
+            return np.column_stack([self._spline.ev(points[:, 0], points[:, 1], dx=1),
+                                    self._spline.ev(points[:, 0], points[:, 1], dy=1)])
+        return np.column_stack([self._map(c, points) for c in self._coef[1:]])
+
+
 def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start: Any, end: Any, n_nodes: int = 40,
                              smooth: float = 1.0, step: float | None = None, max_iterations: int = 20000,
                              tolerance: float = 1e-6, fixed_ends: bool = False, unsampled_penalty: float = 10.0,
                              initial: np.ndarray | None = None) -> FreeEnergyPath:
-    """Zero-temperature string between two points of a 2-D FES.
+    """Zero-temperature string between two points of a 2-D or 3-D FES.
 
     Parameters
     ----------
-    fes : numpy.ndarray, shape=(n0, n1), kJ/mol (NaN = unsampled)
-    axes : two arrays, shapes (n0,) and (n1,), uniform spacing
-    start, end : array_like, shape=(2,)
+    fes : numpy.ndarray, shape=(n0, n1) or (n0, n1, n2), kJ/mol (NaN = unsampled)
+    axes : one array of grid-point coordinates per dimension, shapes (n_i,), uniform spacing
+    start, end : array_like, shape=(d,)
         States (e.g. :attr:`Basins.minima` entries, or the latent coordinates of frames). With ``fixed_ends=False``
         the end nodes relax to the nearest minimum.
     n_nodes : int
@@ -194,30 +258,28 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
         Gradient step (axes' units² per kJ/mol); default 0.2 × spacing² / (max |∇²F| estimate).
     tolerance : float
         Stop when the largest node displacement per iteration, in grid spacings, is below it.
-    initial : numpy.ndarray, shape=(n_nodes, 2), optional
+    initial : numpy.ndarray, shape=(n_nodes, d), optional
         Initial string (default: the straight line from start to end).
     """
-    from scipy.interpolate import RectBivariateSpline
-
-    x, y = (np.asarray(a, dtype=float) for a in axes)
     f = _prepared(fes, smooth, unsampled_penalty)
-    if f.shape != (len(x), len(y)):
-        raise ValueError(f"fes shape {f.shape} does not match the axes ({len(x)}, {len(y)})")
-    spline = RectBivariateSpline(x, y, f, kx=3, ky=3)
-    h = np.array([x[1] - x[0], y[1] - y[0]])
-    lo, hi = np.array([x[0], y[0]]), np.array([x[-1], y[-1]])
+    ax = _check_axes(f, axes)
+    d = f.ndim
+    grid = _GridFunction(f, ax)
+    h = grid.h
+    lo, hi = np.array([a[0] for a in ax]), np.array([a[-1] for a in ax])
     if step is None:
-        curv = max(np.abs(np.diff(f, 2, axis=0)).max() / h[0] ** 2, np.abs(np.diff(f, 2, axis=1)).max() / h[1] ** 2)
+        curv = max(np.abs(np.diff(f, 2, axis=k)).max() / h[k] ** 2 for k in range(d))
         step = 0.2 / max(curv, 1e-12)
     a, b = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    if a.shape != (d,) or b.shape != (d,):
+        raise ValueError(f"start and end must be points of the {d}-D FES (shape ({d},)), got {a.shape} and {b.shape}")
     nodes = np.linspace(a, b, n_nodes) if initial is None else np.array(initial, dtype=float)
-    if nodes.shape != (n_nodes, 2):
-        raise ValueError(f"initial string must have shape ({n_nodes}, 2)")
+    if nodes.shape != (n_nodes, d):
+        raise ValueError(f"initial string must have shape ({n_nodes}, {d})")
     converged = False
     it = 0
     for it in range(1, max_iterations + 1):
-        grad = np.column_stack([spline.ev(nodes[:, 0], nodes[:, 1], dx=1), spline.ev(nodes[:, 0], nodes[:, 1], dy=1)])
-        moved = nodes - step * grad
+        moved = nodes - step * grid.gradient(nodes)
         if fixed_ends:
             moved[0], moved[-1] = a, b
         moved = np.clip(_reparametrize(np.clip(moved, lo, hi)), lo, hi)
@@ -227,7 +289,7 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
             converged = True
             break
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(nodes, axis=0), axis=1))])
-    prof = spline.ev(nodes[:, 0], nodes[:, 1])
+    prof = grid.value(nodes)
     prof = prof - prof[0]
     return FreeEnergyPath(nodes, s, prof, float(prof.max()), it, converged, {"step": step, "smooth": smooth})
 
@@ -244,6 +306,7 @@ def path_sensitivity(fes: np.ndarray, error: np.ndarray, axes: Sequence[np.ndarr
     """
     rng = np.random.default_rng(seed)
     ref = minimum_free_energy_path(fes, axes, start, end, **kwargs)
+    kwargs.pop("initial", None)  # the resampled strings start from the reference path
     err = np.nan_to_num(np.asarray(error, dtype=float), nan=0.0)
     sampled, barriers = [], []
     for _ in range(n_samples):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..export import LatentModelFile, load_model, save_model
-from ..features import featurize
+from ..features import AlignedCoordinates, featurize
 from ..models import FeatureAutoencoder, LatentModel
 from ..training import LatentModelEstimator
 from ..analysis.pockets import anchor_agreement
@@ -92,7 +92,9 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
                                seed=RoundSeeds(cfg.md.seed, r).training, progress=campaign.progress,
                                **({"cv_dims": anchor["cv_dims"], "cv_weight": anchor["cv_weight"]} if anchor else {}))
     init = campaign.model(r - 1).autoencoder if (r > 0 and mc.warm_start) else None
-    result = est.fit(feats, lengths=lengths, init=init, cvs=anchor["cvs"] if anchor else None)
+    # aligned coordinates alone: the decoder's validation RMSD (Å) goes into the model's metadata
+    result = est.fit(feats, lengths=lengths, init=init, cvs=anchor["cvs"] if anchor else None,
+                     coordinates=isinstance(featurizer, AlignedCoordinates))
     ae = result.model
     info: dict[str, Any] = {"round": r, "history": result.history, "best_epoch": result.best_epoch,
                             "architecture": ae.config(), "n_frames": int(len(feats))}

@@ -54,15 +54,20 @@ def bond_deviations(system: Any, positions: Any) -> np.ndarray:
     return np.abs(r - r0)
 
 
-def _separated(pairs: np.ndarray, n_atoms: int, max_bonds: int = 3) -> np.ndarray:
-    """Boolean matrix: atoms more than ``max_bonds`` bonds apart."""
-    adj = np.zeros((n_atoms, n_atoms), dtype=bool)
-    adj[pairs[:, 0], pairs[:, 1]] = adj[pairs[:, 1], pairs[:, 0]] = True
-    near = np.eye(n_atoms, dtype=bool)
-    reach = near.copy()
+def _within_bonds(pairs: np.ndarray, n_atoms: int, max_bonds: int = 3) -> Any:
+    """Sparse boolean matrix (scipy CSR): atoms at most ``max_bonds`` bonds apart (the diagonal included).
+
+    Sparse products keep this linear in the number of atoms (a protein atom has a few dozen neighbours within
+    three bonds), so the check scales to whole proteins."""
+    from scipy import sparse
+
+    ones = np.ones(len(pairs), dtype=np.int32)
+    adj = sparse.coo_matrix((ones, (pairs[:, 0], pairs[:, 1])), shape=(n_atoms, n_atoms)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.int32)
+    reach = sparse.identity(n_atoms, dtype=np.int32, format="csr")
     for _ in range(max_bonds):
-        reach = reach | ((reach.astype(np.int32) @ adj.astype(np.int32)) > 0)
-    return ~reach
+        reach = ((reach + reach @ adj) > 0).astype(np.int32)
+    return reach.tocsr()
 
 
 def _lennard_jones(system: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -110,22 +115,34 @@ def clashes(system: Any, topology: Any, positions: Any, overlap: float = 0.04,
     if len(symbols) != n:
         raise ValueError(f"topology has {len(symbols)} atoms but positions have {n}")
     pairs, _ = bonded_pairs(system)
-    far = _separated(pairs, n) & np.triu(np.ones((n, n), dtype=bool), 1)
-    d = np.linalg.norm(x[:, None] - x[None, :], axis=-1)
     heavy = np.array([s != "H" for s in symbols])
     polar = np.array([s in ("N", "O") for s in symbols])
     radii = np.array([md.element.get_by_symbol(s).radius for s in symbols])
-    steric = radii[:, None] + radii[None, :] - overlap - d
-    steric[~(heavy[:, None] & heavy[None, :]) | (polar[:, None] & polar[None, :])] = -np.inf
-    depth = steric
     lj = _lennard_jones(system)
+    if lj is not None and len(lj[0]) != n:
+        raise ValueError(f"the System's NonbondedForce has {len(lj[0])} particles but positions have {n}")
+    # candidate pairs: closer than the largest limit either criterion can give (KD-tree: no n x n matrices)
+    cutoff = 2.0 * radii.max() - overlap
+    if lj is not None and np.any(lj[1] > 0):
+        cutoff = max(cutoff, sigma_fraction * float(lj[0][lj[1] > 0].max()))
+    from scipy.spatial import cKDTree
+
+    cand = cKDTree(x).query_pairs(max(cutoff, 0.0), output_type="ndarray")
+    if len(cand) == 0:
+        return []
+    near = _within_bonds(pairs, n)
+    keep = np.asarray(near[cand[:, 0], cand[:, 1]]).ravel() == 0
+    i, j = cand[keep, 0], cand[keep, 1]
+    d = np.linalg.norm(x[i] - x[j], axis=1)
+    steric = np.where(heavy[i] & heavy[j] & ~(polar[i] & polar[j]), radii[i] + radii[j] - overlap - d, -np.inf)
+    depth = steric
     if lj is not None:
         sig, eps = lj
-        limit = sigma_fraction * 0.5 * (sig[:, None] + sig[None, :]) - d
-        limit[~((eps[:, None] * eps[None, :]) > 0)] = -np.inf
+        limit = np.where(eps[i] * eps[j] > 0, sigma_fraction * 0.5 * (sig[i] + sig[j]) - d, -np.inf)
         depth = np.maximum(depth, limit)
-    bad = far & (depth > 0)
-    return [(int(i), int(j), float(depth[i, j])) for i, j in np.argwhere(bad)]
+    bad = np.flatnonzero(depth > 0)
+    order = np.lexsort((j[bad], i[bad]))
+    return [(int(i[b]), int(j[b]), float(depth[b])) for b in bad[order]]
 
 
 @dataclass

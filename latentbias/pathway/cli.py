@@ -11,7 +11,7 @@ logger = logging.getLogger("latentbias.cli")
 
 __all__ = ["add_path_parser"]
 
-_ENDPOINTS = "'z0,z1' (latent point), 'frame:N' (frame N, order of weights.csv), 'basin:K' (K-th basin of the " \
+_ENDPOINTS = "'z0,z1' or 'z0,z1,z2' (latent point), 'frame:N' (frame N, order of weights.csv), 'basin:K' (K-th basin of the " \
              "latent FES, lowest first) or 'auto'"
 
 

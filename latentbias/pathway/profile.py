@@ -70,7 +70,8 @@ class PathProfile:
     s : numpy.ndarray, shape=(n_bins,)
         Bin centres, arc length (units of z).
     free_energy, error : numpy.ndarray, shape=(n_bins,)
-        kJ/mol (min 0; NaN in empty bins) and its bootstrap error.
+        kJ/mol (min 0; NaN in empty bins) and its bootstrap error (NaN in empty bins, and where bootstrap
+        resamples leave the bin empty: too few samples there for an error bar).
     barrier : latentbias.analysis.uncertainty.Estimate
         :func:`path_barrier` of the profile with its bootstrap error (kJ/mol).
     length : float
@@ -102,11 +103,12 @@ def _estimate(estimator: Callable[[np.ndarray], np.ndarray], n: int, states: np.
                                seed=seed)
     value = np.asarray(est.value)
     error = np.asarray(est.error)
-    f = value[:-1]
-    f = f - np.nanmin(np.where(np.isfinite(f), f, np.nan))
+    f = np.where(np.isfinite(value[:-1]), value[:-1], np.nan)  # empty bins (p = 0): NaN, as documented
+    f = f - np.nanmin(f)
     barrier = Estimate(value=float(value[-1]), error=float(error[-1]), method=est.method,
                        n_independent=est.n_independent, samples=est.samples[:, -1])
-    return PathProfile(0.5 * (edges[1:] + edges[:-1]), f, error[:-1], barrier, length, label, info)
+    err = np.where(np.isfinite(f), error[:-1], np.nan)
+    return PathProfile(0.5 * (edges[1:] + edges[:-1]), f, err, barrier, length, label, info)
 
 
 def umbrella_profile(result: Any, path: Any | None = None, bins: int | None = None, n_bootstrap: int = 100,

@@ -8,6 +8,13 @@ fit (:func:`kabsch_fit`) on those atoms. The decoded atoms replace the template'
 template's internal geometry, so bonds between decoded and template atoms may be strained by the decoder's error
 (typically a few tenths of an Å): the restrained relaxation (:mod:`latentbias.pathway.relax`) removes that.
 
+For a protein whose decoder returns e.g. the backbone only, one global fit leaves the side chains and hydrogens of
+a residue whose decoded backbone moved relative to the template (a floppy terminus) several Å from their bonded
+partners. With ``groups`` (e.g. the residue of every atom; the workflow passes residues) the atoms of each group
+that has at least three decoded atoms are instead placed by a local Kabsch fit of the template's decoded atoms of
+that group onto their decoded positions (villin HP35, backbone decoder: largest bond deviation of the rebuilt
+structures 4.8 Å with the global fit, 0.44 Å per residue); groups with fewer decoded atoms keep the global fit.
+
 Units: nm.
 """
 
@@ -72,7 +79,7 @@ def nearest_frames(z_frames: Any, points: Any, period: Any | None = None) -> np.
     return np.argmin((delta**2).sum(-1), axis=1)
 
 
-def rebuild_structure(decoded: Any, decoded_atoms: Any, template: Any) -> np.ndarray:
+def rebuild_structure(decoded: Any, decoded_atoms: Any, template: Any, groups: Any | None = None) -> np.ndarray:
     """Complete decoded atoms with the other atoms of a template frame superposed onto them.
 
     Parameters
@@ -83,12 +90,15 @@ def rebuild_structure(decoded: Any, decoded_atoms: Any, template: Any) -> np.nda
         Their indices in the full system.
     template : array_like, shape=(n_atoms, 3), nm
         A full-system frame (e.g. the sampled frame nearest in latent space).
+    groups : array_like of int, shape=(n_atoms,), optional
+        Group (e.g. residue index) of every atom: atoms of a group with >= 3 decoded atoms follow a local fit on
+        that group's decoded atoms (module docstring). Default: one global fit.
 
     Returns
     -------
     numpy.ndarray, shape=(n_atoms, 3), nm
-        The template Kabsch-fitted onto ``decoded`` (on the decoded atoms), with the decoded atoms replaced by
-        ``decoded``; the result is in the decoded frame.
+        The template Kabsch-fitted onto ``decoded`` (on the decoded atoms; per group with ``groups``), with the
+        decoded atoms replaced by ``decoded``; the result is in the decoded frame.
     """
     x = np.asarray(decoded, dtype=float)
     t = np.asarray(template, dtype=float)
@@ -103,6 +113,20 @@ def rebuild_structure(decoded: Any, decoded_atoms: Any, template: Any) -> np.nda
         raise ValueError("decoded and template coordinates must be finite")
     rotation, shift = kabsch_fit(t[idx], x)
     out = t @ rotation.T + shift
+    if groups is not None:
+        g = np.asarray(groups).reshape(-1)
+        if g.shape != (len(t),):
+            raise ValueError(f"groups must give one group per atom, shape ({len(t)},), got {np.shape(groups)}")
+        where = np.full(len(t), -1, dtype=np.int64)
+        where[idx] = np.arange(len(idx))
+        for label in np.unique(g):
+            members = np.flatnonzero(g == label)
+            dec = members[where[members] >= 0]
+            rest = members[where[members] < 0]
+            if len(dec) < 3 or len(rest) == 0:
+                continue
+            r, sh = kabsch_fit(t[dec], x[where[dec]])
+            out[rest] = t[rest] @ r.T + sh
     out[idx] = x
     return out
 

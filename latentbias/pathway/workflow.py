@@ -7,7 +7,7 @@ Steps of :func:`transition_path` (:func:`transition_path_from_rundir` reads a ca
    errors), its basins and the minimum free-energy path between two states (zero-temperature string,
    :mod:`latentbias.analysis.paths`) with its sensitivity to the FES's errors;
 2. each node is decoded (the model's coordinate decoder) and completed with the other atoms of the nearest sampled
-   frame (:mod:`latentbias.pathway.rebuild`);
+   frame, superposed residue by residue onto the decoded atoms (:mod:`latentbias.pathway.rebuild`);
 3. restrained MD at every node relaxes the structures and samples umbrella windows (:mod:`latentbias.pathway.relax`);
 4. profiles along the path: MBAR over the windows, and the campaign's own reweighted frames projected on the path
    (:mod:`latentbias.pathway.profile`); physical checks of the relaxed structures (:mod:`latentbias.pathway.checks`).
@@ -15,7 +15,10 @@ Steps of :func:`transition_path` (:func:`transition_path_from_rundir` reads a ca
 :func:`write_path_outputs` writes ``path.pdb`` (one MODEL per node), ``path.dcd``, ``path.csv`` (per node),
 ``profile.csv``, ``profile.png`` and ``path.json``.
 
-Endpoints (:func:`resolve_endpoint`): ``"z0,z1"`` (a latent point), ``"frame:N"`` (frame N of the samples, in the
+Latent spaces of 2 or 3 dimensions (the FES is gridded in the full latent space: a model with more dimensions is
+refused with a ValueError — a histogram in d > 3 needs bins^d cells).
+
+Endpoints (:func:`resolve_endpoint`): ``"z0,z1"`` or ``"z0,z1,z2"`` (a latent point), ``"frame:N"`` (frame N of the samples, in the
 order of the run directory's ``weights.csv``), ``"basin:K"`` (K-th basin of the latent FES, lowest first) or
 ``"auto"`` (start: the lowest basin; end: the lowest basin other than the start's).
 """
@@ -33,7 +36,7 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..analysis.fes import FreeEnergySurface, free_energy_surface
 from ..analysis.paths import Basins, FreeEnergyPath, find_basins, minimum_free_energy_path, path_sensitivity
-from .checks import StructureCheck, check_structure
+from .checks import StructureCheck, bond_deviations, check_structure
 from .profile import PathProfile, reweighted_profile, umbrella_profile, write_profiles
 from .rebuild import nearest_frames, rebuild_structure, reconstruction_rmsd
 from .relax import PathWindows, relax_path
@@ -100,26 +103,29 @@ def samples_from_rundir(rundir: str | os.PathLike) -> LatentSamples:
 
 
 def latent_fes(samples: LatentSamples, bins: int = 40, n_bootstrap: int = 50, seed: int = 0) -> FreeEnergySurface:
-    """2-D latent FES (first two latent dimensions) of the frames in the estimate, block-bootstrap errors
-    (frames in time order, weights held fixed); the grid spans all frames."""
-    if samples.z.shape[1] < 2:
-        raise ValueError("transition paths need a latent space of at least 2 dimensions")
+    """Latent FES (2-D or 3-D: all latent dimensions) of the frames in the estimate, block-bootstrap errors
+    (frames in time order, weights held fixed); the grid (``bins`` per dimension) spans all frames."""
+    d = samples.z.shape[1]
+    if d not in (2, 3):
+        raise ValueError(f"transition paths need a latent space of 2 or 3 dimensions, got {d} ({samples.source}): a "
+                         "gridded latent FES in more dimensions needs bins^d cells; train the model with latent_dim "
+                         "2 or 3")
     used = np.isfinite(samples.logweights)
     if used.sum() < 10:
         raise ValueError(f"only {int(used.sum())} frames have a finite log-weight ({samples.source}): too few for a "
                          "free-energy surface")
-    z2 = samples.z[:, :2]
-    lo, hi = z2.min(0), z2.max(0)
+    z = samples.z
+    lo, hi = z.min(0), z.max(0)
     pad = 0.02 * (hi - lo)
-    rng = [(float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i in range(2)]
-    return free_energy_surface(z2[used], samples.logweights[used], bins=bins, range=rng,
-                               temperature=samples.temperature, error_method="bootstrap", observable=z2[used],
+    rng = [(float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i in range(d)]
+    return free_energy_surface(z[used], samples.logweights[used], bins=bins, range=rng,
+                               temperature=samples.temperature, error_method="bootstrap", observable=z[used],
                                n_bootstrap=n_bootstrap, seed=seed)
 
 
 def resolve_endpoint(spec: str, samples: LatentSamples, basins: Basins, fes: FreeEnergySurface,
                      other: np.ndarray | None = None) -> np.ndarray:
-    """Latent point (first two dimensions) of an endpoint spec (module docstring); ``other``: the already resolved
+    """Latent point (all latent dimensions) of an endpoint spec (module docstring); ``other``: the already resolved
     start, for ``"auto"`` as the end."""
     text = str(spec).strip()
     if text == "auto":
@@ -147,13 +153,15 @@ def resolve_endpoint(spec: str, samples: LatentSamples, basins: Basins, fes: Fre
             raise ValueError(f"endpoint {spec!r}: expected frame:N with an integer N") from None
         if not 0 <= n < len(samples.z):
             raise ValueError(f"endpoint {spec!r}: there are {len(samples.z)} frames (0..{len(samples.z) - 1})")
-        return samples.z[n, :2].copy()
+        return samples.z[n].copy()
     try:
         values = np.array([float(v) for v in text.split(",")])
     except ValueError:
-        raise ValueError(f"endpoint {spec!r}: give 'z0,z1', 'frame:N', 'basin:K' or 'auto'") from None
-    if values.shape != (2,) or not np.all(np.isfinite(values)):
-        raise ValueError(f"endpoint {spec!r}: a latent point needs 2 finite numbers 'z0,z1'")
+        raise ValueError(f"endpoint {spec!r}: give 'z0,z1[,z2]', 'frame:N', 'basin:K' or 'auto'") from None
+    d = samples.z.shape[1]
+    if values.shape != (d,) or not np.all(np.isfinite(values)):
+        names = ",".join(f"z{i}" for i in range(d))
+        raise ValueError(f"endpoint {spec!r}: a point of this {d}-D latent space needs {d} finite numbers '{names}'")
     return values
 
 
@@ -164,7 +172,7 @@ class TransitionPath:
     Attributes
     ----------
     string : latentbias.analysis.paths.FreeEnergyPath
-        Nodes on the latent FES (first two latent dimensions) and the smoothed latent F along them.
+        Nodes on the latent FES (all latent dimensions, 2 or 3) and the smoothed latent F along them.
     sensitivity : dict
         :func:`~latentbias.analysis.paths.path_sensitivity` output (node spread, barrier spread).
     decoded : numpy.ndarray, shape=(K, m, 3)
@@ -262,8 +270,10 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
                          "aligned coordinates (features 'aligned') with the autoencoder objective")
     if int(n_nodes) < 3:
         raise ValueError(f"n_nodes must be at least 3, got {n_nodes!r}")
-    if model.latent_dim != 2:
-        raise ValueError(f"transition paths are found on 2-D latent spaces; this model has {model.latent_dim}")
+    if model.latent_dim not in (2, 3) or samples.z.shape[1] != model.latent_dim:
+        raise ValueError(f"transition paths are found on 2-D or 3-D latent spaces; the model of "
+                         f"{samples.source or 'these samples'} has latent_dim {model.latent_dim} (samples: "
+                         f"{samples.z.shape[1]}): a gridded latent FES in more dimensions needs bins^d cells")
     fes = latent_fes(samples, bins=bins, n_bootstrap=max(2, min(n_bootstrap, 50)), seed=seed)
     basins = find_basins(fes.free_energy, fes.centers, smooth=smooth)
     a = resolve_endpoint(start, samples, basins, fes)
@@ -283,8 +293,9 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
                 np.round(b, 3), len(nodes), string.barrier)
     decoded = model.decode(nodes)
     atoms = np.asarray(model.metadata["decoder"]["atom_indices"], dtype=np.int64)
-    templates = nearest_frames(samples.z[:, :2], nodes)
-    rebuilt = np.stack([rebuild_structure(decoded[k], atoms, samples.positions[templates[k]])
+    templates = nearest_frames(samples.z, nodes)
+    residues = np.array([a.residue.index for a in samples.topology.atoms()])  # local fits per residue
+    rebuilt = np.stack([rebuild_structure(decoded[k], atoms, samples.positions[templates[k]], groups=residues)
                         for k in range(len(nodes))])
     relax_kwargs.setdefault("temperature", samples.temperature)
     relax_kwargs.setdefault("seed", seed)
@@ -293,7 +304,7 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     # both profiles in the same tube around the path: twice the windows' thermal width sqrt(kT/k)
     tube = tube_widths * np.sqrt(kt_kjmol(samples.temperature) / windows.settings["force_constant"])
     umb = umbrella_profile(windows.umbrella, nodes, bins=nb, n_bootstrap=n_bootstrap, seed=seed, max_distance=tube)
-    rew = reweighted_profile(samples.z[:, :2], samples.logweights, nodes, samples.temperature, bins=nb,
+    rew = reweighted_profile(samples.z, samples.logweights, nodes, samples.temperature, bins=nb,
                              max_distance=tube, n_bootstrap=n_bootstrap, seed=seed, label="reweighted samples")
     checks = [check_structure(samples.system, samples.topology, x) for x in windows.structures]
     info: dict[str, Any] = {}
@@ -304,8 +315,7 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
         info.update({"heldout_rmsd_angstrom": float(np.mean(rmsd)), "heldout_rmsd_frames": int(len(held))})
         logger.info("decoder reconstruction RMSD on %d held-out frames: %.2f A (mean)", len(held), np.mean(rmsd))
     info.update({"rebuilt_max_bond_deviation_angstrom": float(max(
-        check_structure(samples.system, samples.topology, x).max_bond_deviation for x in rebuilt) * 10.0),
-        "tube_radius": float(tube)})
+        np.max(bond_deviations(samples.system, x), initial=0.0) for x in rebuilt) * 10.0), "tube_radius": float(tube)})
     tp = TransitionPath(samples, fes, basins, a, b, string, sens, decoded, rebuilt, templates, windows, umb, rew,
                         checks, info)
     logger.info("path barrier: umbrella %.2f +- %.2f, reweighted samples %.2f +- %.2f, latent FES string %.2f kJ/mol;"
@@ -332,6 +342,13 @@ def _plot(tp: TransitionPath, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     f = tp.fes.free_energy
+    three = f.ndim == 3
+    if three:  # the marginal F(z0, z1) of the 3-D latent FES: -kT ln of the probability summed over z2
+        kt = kt_kjmol(tp.samples.temperature)
+        p = np.nansum(np.exp(-np.where(np.isfinite(f), f, np.inf) / kt), axis=2)
+        with np.errstate(divide="ignore"):
+            f = np.where(p > 0, -kt * np.log(p), np.nan)
+        f = f - np.nanmin(f)
     ext = [tp.fes.edges[0][0], tp.fes.edges[0][-1], tp.fes.edges[1][0], tp.fes.edges[1][-1]]
     im = ax1.imshow(np.ma.masked_invalid(f).T, origin="lower", extent=ext, aspect="auto", cmap="viridis",
                     vmax=min(np.nanmax(f), 40.0))
@@ -341,7 +358,7 @@ def _plot(tp: TransitionPath, path: Path) -> None:
     ax1.set_xlabel("z0")
     ax1.set_ylabel("z1")
     ax1.legend(fontsize=7, loc="upper right")
-    ax1.set_title("latent FES and path")
+    ax1.set_title("latent FES (marginal over z2) and path (projected)" if three else "latent FES and path")
     for prof, style in ((tp.umbrella, "C0"), (tp.reweighted, "C1")):
         ok = np.isfinite(prof.free_energy)
         ax2.plot(prof.s[ok], prof.free_energy[ok], color=style,
@@ -350,7 +367,7 @@ def _plot(tp: TransitionPath, path: Path) -> None:
         ax2.fill_between(prof.s[ok], prof.free_energy[ok] - err, prof.free_energy[ok] + err, color=style, alpha=0.3)
     s = tp.string.arc_length
     ax2.plot(s, tp.string.free_energy - tp.string.free_energy.min(), "k--",
-             label=f"smoothed 2-D latent FES at nodes: barrier {tp.string.barrier:.1f}")
+             label=f"smoothed {tp.fes.free_energy.ndim}-D latent FES at nodes: barrier {tp.string.barrier:.1f}")
     ax2.set_xlabel("arc length along the path (latent units)")
     ax2.set_ylabel("F (kJ/mol)")
     ax2.legend(fontsize=7)
@@ -395,10 +412,12 @@ def write_path_outputs(tp: TransitionPath, outdir: str | os.PathLike, overwrite:
     traj.save_dcd(str(tmp))
     os.replace(tmp, names["dcd"])
     nodes = tp.string.nodes
+    d = nodes.shape[1]
     rows = np.column_stack([np.arange(len(nodes)), tp.string.arc_length, nodes, tp.string.free_energy,
-                            tp.windows.structure_z[:, :2], tp.windows.potential_energy, tp.templates,
+                            tp.windows.structure_z[:, :d], tp.windows.potential_energy, tp.templates,
                             [c.max_bond_deviation * 10.0 for c in tp.checks], [c.n_clashes for c in tp.checks]])
-    write_csv(names["csv"], ["node", "s", "z0", "z1", "latent_fes_kjmol", "relaxed_z0", "relaxed_z1",
+    write_csv(names["csv"], ["node", "s", *(f"z{i}" for i in range(d)), "latent_fes_kjmol",
+                             *(f"relaxed_z{i}" for i in range(d)),
                              "potential_energy_kjmol", "template_frame", "max_bond_deviation_angstrom", "clashes"],
               rows, comment="nodes of the latent MFEP (string on the smoothed latent FES, kJ/mol relative to node "
                             "0); relaxed structures = MODELs of path.pdb / frames of path.dcd", overwrite=True)
