@@ -226,6 +226,47 @@ def test_pocket_metadynamics_bias_runs(tmp_path):
     assert np.isfinite(w["logweight"]).sum() > 0
 
 
+POCKET_CONVERGE = """
+[converge]
+enabled = true
+method = "opes"
+max_steps = 4000
+min_steps = 2000
+burn_in = 0.2
+tolerance = 0.3
+"""
+
+
+def test_pocket_converge_phase_biases_only_the_anchored_dimension(tmp_path):
+    """The converge phase of a pocket campaign runs OPES on the openness-anchored dimension only, on the pocket
+    rounds' variable (grid up to [pocket] target), and its frames make the estimate; a campaign with a [pocket]
+    region but no pocket rounds keeps the all-dimension converge phase."""
+    from latentbias.campaign.plan import metadynamics_variables
+    from latentbias.campaign.pocket import pocket_converge_variables, pocket_variable
+
+    write_toy_system(tmp_path)
+    extra = POCKET_TOY.format(bias="opes").replace("n_structures = 3", "n_structures = 3\ntarget = 3.0")
+    (tmp_path / "toy.toml").write_text(toy_config_text(rounds=2, steps=6000, round0=6000, strategy="pocket",
+                                                       extra=extra + POCKET_CONVERGE))
+    cfg = load_config(tmp_path / "toy.toml")
+    campaign = Campaign(cfg, tmp_path / "run", progress=False)
+    campaign.run()
+    plan = campaign.run_dir.read_plan(2)
+    assert plan["converge"] and plan["strategy"] == "opes"
+    info = campaign.model(1).info
+    assert plan["variables"] == [pocket_variable(cfg, info["z_min"][0], info["z_max"][0], "opes")]
+    assert plan["variables"][0]["maxValue"] > 3.0 > info["z_max"][0]  # the grid reaches the target
+    w = read_csv(tmp_path / "run" / "weights.csv")
+    frames = campaign.all_frames(campaign.last_round)
+    used = np.isfinite(w["logweight"])
+    assert used.any() and np.all(frames["round"][used] == 2)  # the converge phase alone makes the estimate
+    assert (tmp_path / "run" / "round_002" / "convergence.csv").is_file()
+    # the same config without pocket rounds: the default converge variables (every latent dimension)
+    other = from_dict({**_raw(residues=[1, 2, 3]), "campaign": {"strategy": "opes"}})
+    assert pocket_converge_variables(other, [0.0, 0.0], [1.0, 1.0]) is None
+    assert len(metadynamics_variables(other, [0.0, 0.0], [1.0, 1.0], "opes")) == 2
+
+
 @pytest.mark.slow
 def test_pocket_campaign_recovers_the_analytic_free_energy_of_the_openness(tmp_path):
     """5 rounds of 160 ps: F(d) from the cross-round MBAR weights against the exact Boltzmann F(d) (3-D quadrature
@@ -287,10 +328,6 @@ def test_t4l_gpu_config_budget():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="on the merged build of 2026-11-30 this test's independent recomputation (mdtraj superpose "
-                          "onto the start, then CavityVolume) differs from the campaign's PocketMeasure by up to "
-                          "0.02 nm^3 per frame in round 2, while PocketMeasure agrees with itself on the DCD, the "
-                          "records and frames.csv; the superposition of the two must be reconciled", strict=False)
 def test_t4l_pocket_campaign_ci_config(tmp_path):
     """The CI-sized T4L L99A example end to end (CPU platform; ~1500 MD steps, tens of minutes on a loaded 2-core
     machine): openness per frame in frames.csv equals the cavity volume of the stored frames, the anchored
@@ -306,12 +343,18 @@ def test_t4l_pocket_campaign_ci_config(tmp_path):
     campaign.run()
     rundir = tmp_path / "run"
     traj = md.load(str(rundir / "round_002" / "frames.dcd"), top=str(rundir / "round_002" / "topology.pdb"))
-    region = PocketRegion.from_residues(traj.topology, campaign.cfg.pocket.residues)
+    p = campaign.cfg.pocket  # every setting from the config: a default here must not stand in for it
+    region = PocketRegion.from_residues(traj.topology, p.residues, padding=p.padding)
     start = md.Trajectory(campaign.system()[2][None].astype(np.float32), traj.topology)
     traj.superpose(start, 0, atom_indices=region.atoms)  # the campaign measures in the start's orientation
-    measure = CavityVolume(region, atom_radii(traj.topology))
+    measure = CavityVolume(region, atom_radii(traj.topology), step=p.step, probe_in=p.probe_in,
+                           probe_out=p.probe_out, removal_distance=p.removal_distance, volume_cutoff=p.volume_cutoff)
     table = read_csv(rundir / "round_002" / "frames.csv")
-    np.testing.assert_allclose(table["openness_nm3"], measure(traj), atol=2 * 0.06**3)  # float32 DCD: +-1 point
+    # Tolerance 2 grid points (2 x 0.216 Å^3): the DCD holds float32 Å. Measured: float32 rounding of the stored
+    # frames changed no volume in 900 frame-trials, a rigid motion of the frames none in 120; a 1° difference in the
+    # superposition's orientation changes volumes by up to 0.018 nm^3 (tests/test_pockets.py::
+    # test_pocket_measure_is_invariant_under_rigid_motion), so this comparison does see a mis-superposition.
+    np.testing.assert_allclose(table["openness_nm3"], measure(traj), atol=2 * p.step**3)
     assert "pocket_anchor" in campaign.model(2).info
     write_report(rundir)
     pdb = (rundir / "report" / "pocket_open_00.pdb").read_text()

@@ -11,7 +11,8 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   (no carried bias: an OPES state is its kernels, not a grid);
 * the converge phase (round ``[campaign] rounds``, when ``[converge] enabled``): ``converge = true``,
   ``strategy`` = ``[converge] method``, ``model_round`` (the frozen encoder: the last exploration round's),
-  ``variables``, and ``segments`` = the budget ``max_steps`` / ``checkpoint_interval`` (the run may stop earlier:
+  ``variables`` (every latent dimension; in a campaign with ``pocket`` rounds the openness-anchored dimension only,
+  :func:`~latentbias.campaign.pocket.pocket_converge_variables`), and ``segments`` = the budget ``max_steps`` / ``checkpoint_interval`` (the run may stop earlier:
   ``end.json``); ``attempt`` and ``restart_segments`` (:func:`converge_attempt_budget`): an attempt whose frozen
   encoder meets out-of-distribution frames goes back to retraining, and the next attempt (round r + 1, encoder of
   round r) gets what is left of the budget;
@@ -139,7 +140,10 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
                     **converge_attempt_budget(campaign, r))
         info = campaign.model(r - 1).info
         section = "opes" if cfg.converge.method == "opes" else "metadynamics"
-        plan["variables"] = metadynamics_variables(cfg, info["z_min"], info["z_max"], section)
+        from .pocket import pocket_converge_variables  # pocket campaigns: the anchored dimension only
+
+        plan["variables"] = (pocket_converge_variables(cfg, info["z_min"], info["z_max"])
+                             or metadynamics_variables(cfg, info["z_min"], info["z_max"], section))
     else:
         plan["strategy"] = cfg.strategy_for_round(r)
         info = campaign.model(r - 1).info

@@ -42,6 +42,10 @@ coordinate), and — with ``restart`` — the earlier frame nearest the most ope
 the closed basin's free energy along the openness drives the system toward opening; the upper grid edge carries
 the usual restoring wall.
 
+*Converge phase* (``[converge] enabled``): in a campaign with pocket rounds the frozen encoder's production run
+biases the anchored dimension only, with ``[converge] method`` on the same variable as a pocket round (its grid
+reaching ``target``; :func:`pocket_converge_variables`); its drift criterion then watches F(openness).
+
 *Estimator*: pocket rounds are OPES/metadynamics rounds, reweighted like them
 (:mod:`latentbias.campaign.weights`); the first ``restart_segments`` checkpoint segments after a restart are
 kept out (code ``pocket-restart``): like a frontier release, a run started from a hand-picked frame remembers
@@ -65,7 +69,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["PocketConfig", "validate_pocket", "pocket_enabled", "PocketMeasure", "round_openness",
-           "frames_openness", "anchored_alignment", "pocket_plan", "pocket_variable", "OPENNESS_FILE"]
+           "frames_openness", "anchored_alignment", "pocket_plan", "pocket_variable", "pocket_converge_variables",
+           "OPENNESS_FILE"]
 
 POCKET_BIASES = ("opes", "metadynamics")
 POCKET_MEASURES = ("volume", "distance")
@@ -325,16 +330,41 @@ def pocket_anchor(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> 
 # -------------------------------------------------------------------------------------------------------- plan
 
 
-def pocket_variable(config: CampaignConfig, z_min: float, z_max: float) -> dict[str, Any]:
+def pocket_variable(config: CampaignConfig, z_min: float, z_max: float,
+                    method: str | None = None) -> dict[str, Any]:
     """The bias variable of a pocket round (a :class:`~latentbias.bias.grid.LatentVariable` keyword dict): the
     anchored dimension over [z_min, max(z_max, target)] extended by ``margin`` of that range on each side, Gaussian
-    width ``sigma`` of it (from ``[opes]`` or ``[metadynamics]`` after ``[pocket] bias``)."""
+    width ``sigma`` of it (from ``[opes]`` or ``[metadynamics]`` after ``method``: ``[pocket] bias`` by default,
+    ``[converge] method`` for the converge phase)."""
     p = config.pocket
-    m = config.opes if p.bias == "opes" else config.metadynamics
+    method = p.bias if method is None else method
+    if method not in POCKET_BIASES:
+        raise ValueError(f"method must be one of {POCKET_BIASES}, got {method!r}")
+    m = config.opes if method == "opes" else config.metadynamics
     lo, hi = float(z_min), max(float(z_max), float(p.target))
     span = max(hi - lo, 1e-6)
     return {"index": int(p.anchor_dim), "minValue": lo - m.margin * span, "maxValue": hi + m.margin * span,
             "biasWidth": float(m.sigma * span), "periodic": False, "gridWidth": int(m.grid_points)}
+
+
+def pocket_converge_variables(config: CampaignConfig, z_min: Any, z_max: Any) -> list[dict[str, Any]] | None:
+    """Bias variables of the converge phase of a pocket campaign, or None for other campaigns.
+
+    A campaign whose strategy uses ``"pocket"`` rounds wants F(openness), and opening: its converge phase biases
+    the anchored dimension only (``[converge] method`` on :func:`pocket_variable`, whose grid reaches ``[pocket]
+    target``), as its pocket rounds do, instead of every latent dimension over the range seen so far. A campaign
+    that only measures a pocket (``[pocket]`` region, other strategies) keeps the default converge phase.
+
+    Parameters
+    ----------
+    config : CampaignConfig
+    z_min, z_max : array_like, shape=(latent_dim,)
+        Latent range of the frozen model (its ``info``).
+    """
+    if not (pocket_enabled(config) and "pocket" in config.campaign.strategy):
+        return None
+    k = config.pocket.anchor_dim
+    return [pocket_variable(config, z_min[k], z_max[k], config.converge.method)]
 
 
 def pocket_plan(campaign: Campaign, r: int, n_segments: int) -> dict[str, Any]:
