@@ -90,9 +90,19 @@ def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, 
     n_old = int(round((1.0 - window) * len(z)))
     if n_old < 2:
         return float("nan")
+    return fes_drift(z, logw, z[:n_old], logw[:n_old], bins, cutoff, ranges, temperature)
+
+
+def fes_drift(z_new: np.ndarray, logw_new: np.ndarray, z_old: np.ndarray, logw_old: np.ndarray, bins: int,
+              cutoff: float, ranges: list[tuple[float, float]], temperature: float) -> float:
+    """Offset-free, probability-weighted RMS difference (kJ/mol) between the latent FES of two weighted samples
+    (the estimate now and an older one; :func:`latent_fes_drift`). z: shape=(n, d); NaN when fewer than 2 bins
+    are comparable."""
+    if not (np.isfinite(logw_new).any() and np.isfinite(logw_old).any()):
+        return float("nan")
     kt = kt_kjmol(temperature)
     edges = [np.linspace(lo, hi, bins + 1) for lo, hi in ranges]
-    (new, p_new), (old, p_old) = _fes(z, logw, edges, kt), _fes(z[:n_old], logw[:n_old], edges, kt)
+    (new, p_new), (old, p_old) = _fes(z_new, logw_new, edges, kt), _fes(z_old, logw_old, edges, kt)
     ok = np.isfinite(new) & np.isfinite(old) & (new < cutoff) & (old < cutoff)
     if ok.sum() < 2:
         return float("nan")
@@ -103,7 +113,7 @@ def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, 
 
 
 def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.ndarray]:
-    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale")
+    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale", "target")
     parts = [run_dir.read_segment(r, k) for k in range(n_segments)]
     return {key: np.concatenate([p[key] for p in parts]) for key in keys}
 
@@ -112,9 +122,20 @@ def _evaluate(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np
     c = config.converge
     t = frames["time_ps"]
     use = (t >= t.min() + c.burn_in * (t.max() - t.min())) & (frames["scale"] > 0)
-    logw = converge_logweights(frames, config.md.temperature, use)[use]
     ranges = [(v["minValue"], v["maxValue"]) for v in plan["variables"]]
-    z = frames["z"][use][:, [v["index"] for v in plan["variables"]]]
+    dims = [v["index"] for v in plan["variables"]]
+    if plan["strategy"] == "umbrella":  # MBAR over the windows, each window's last `window` fraction dropped
+        from .umbrellaconv import umbrella_logweights, umbrella_used_frames
+
+        T, zf, win = config.md.temperature, frames["z"], frames["target"]
+        old = umbrella_used_frames(t, win, use, c.window)
+        if old.sum() < 2 or not np.any(use & ~old):
+            return float("nan"), int(use.sum())
+        new_w, old_w = umbrella_logweights(zf, win, use, plan, T), umbrella_logweights(zf, win, old, plan, T)
+        return fes_drift(zf[use][:, dims], new_w[use], zf[old][:, dims], old_w[old], c.fes_bins, c.fes_cutoff,
+                         ranges, T), int(use.sum())
+    logw = converge_logweights(frames, config.md.temperature, use)[use]
+    z = frames["z"][use][:, dims]
     return latent_fes_drift(z, logw, c.window, c.fes_bins, c.fes_cutoff, ranges, config.md.temperature), int(use.sum())
 
 
@@ -127,6 +148,8 @@ def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committ
     if steps < c.min_steps:
         return None
     plan = run_dir.read_plan(r)
+    if n_committed % int(plan.get("sweep_segments", 1)):  # umbrella windows: judged after complete sweeps only
+        return None
     drift, n_used = _evaluate(config, plan, _converge_frames(run_dir, r, n_committed))
     logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)",
                 steps, n_used, drift, c.tolerance)
