@@ -16,7 +16,10 @@
    to window (a Context parameter). ``umbrella_force_constant`` is k in kJ/mol per (latent range)², i.e.
    k_i = value / (z_max,i − z_min,i)² over the encoder's training range; 0 (default) sizes it from the window
    spacing Δ so that the windows' thermal width sqrt(kT/k) is Δ/2 (neighbouring windows overlap,
-   :func:`latentbias.pathway.relax.default_force_constant`);
+   :func:`latentbias.pathway.relax.default_force_constant`). A window on a barrier top samples the top only
+   when F + V is convex there, k > −F''(s); when the largest negative curvature of the smoothed latent FES along
+   the path exceeds k, a warning asks for more windows (a stiffer restraint at the same spacing was tried on the
+   toy: windows Δ/3 wide overlapped so little that MBAR's window free energies were 2–3× less certain);
 3. **runs** (:class:`UmbrellaBias`): the converge round's checkpoint segments are dealt to the windows in turn
    (``schedule``: segment k runs window k mod N — one *sweep* is N segments). Every window is a continuous
    trajectory of its own: its first segment starts from the earlier frame nearest its centre (fresh velocities),
@@ -55,8 +58,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["umbrella_path", "window_centers", "umbrella_force_constants", "umbrella_schedules", "umbrella_plan",
-           "UmbrellaBias", "umbrella_logweights", "umbrella_used_frames"]
+__all__ = ["umbrella_path", "window_centers", "path_curvature", "umbrella_force_constants", "umbrella_schedules",
+           "umbrella_plan", "UmbrellaBias", "umbrella_states", "umbrella_logweights", "umbrella_used_frames"]
 
 #: grid of the latent FES the path is found on (bins per dimension) and its smoothing (grid spacings)
 _BINS, _SMOOTH = 40, 1.0
@@ -100,7 +103,8 @@ def umbrella_path(z: np.ndarray, logw: np.ndarray, temperature: float, fes_cutof
     -------
     dict
         ``dims`` (restrained latent dimensions), ``nodes`` (polyline, shape=(m, len(dims))), ``basins`` (minima
-        on the chain, in path order), ``how`` (a sentence).
+        on the chain, in path order), ``how`` (a sentence) and, for a string through basins, ``free_energy``
+        (smoothed latent FES at the nodes, kJ/mol).
     """
     from ..analysis.fes import free_energy_surface
     from ..analysis.paths import find_basins, minimum_free_energy_path
@@ -140,16 +144,21 @@ def umbrella_path(z: np.ndarray, logw: np.ndarray, temperature: float, fes_cutof
         nxt = min(left, key=lambda k: float(np.linalg.norm(minima[k] - last)))
         order.append(nxt)
         left.remove(nxt)
-    legs = []
+    legs: list[np.ndarray] = []
+    profile = np.zeros(0)
     for a, b in zip(order[:-1], order[1:]):
         leg = minimum_free_energy_path(fes.free_energy, fes.centers, minima[a], minima[b], n_nodes=_LEG_NODES,
                                        smooth=_SMOOTH, fixed_ends=True)
         if not leg.converged:
             logger.warning("umbrella path: the string between basins %d and %d did not converge in %d iterations",
                            a, b, leg.iterations)
-        legs.append(leg.nodes if not legs else leg.nodes[1:])
+        f = leg.free_energy + (profile[-1] if len(profile) else 0.0)  # each leg's profile starts at 0
+        first = 1 if legs else 0  # a leg's first node is the previous leg's last
+        legs.append(leg.nodes[first:])
+        profile = np.r_[profile, f[first:]]
     nodes = np.concatenate(legs)
     return {"dims": [0, 1], "nodes": nodes.tolist(), "basins": minima[order].tolist(),
+            "free_energy": profile.tolist(),
             "how": f"minimum free-energy path (zero-temperature string) through {len(order)} basins of the "
                    f"reweighted latent FES, lowest first, then always the nearest one"}
 
@@ -160,6 +169,20 @@ def window_centers(nodes: Any, n_windows: int) -> np.ndarray:
     if len(p) < 2 or not np.linalg.norm(np.diff(p, axis=0), axis=1).sum() > 0:
         raise ValueError("the umbrella path has no length: the frames of the campaign span no latent range")
     return _resample(p, int(n_windows))
+
+
+def path_curvature(nodes: Any, free_energy: Any) -> float:
+    """Largest negative curvature −d²F/ds² (kJ/mol per z²) of a free-energy profile along a polyline (0 when F is
+    convex everywhere); s the arc length."""
+    p = np.asarray(nodes, dtype=float)
+    f = np.asarray(free_energy, dtype=float)
+    s = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))]
+    keep = np.r_[True, np.diff(s) > 1e-12 * max(s[-1], 1e-300)]
+    s, f = s[keep], f[keep]
+    if len(s) < 3:
+        return 0.0
+    d2 = np.gradient(np.gradient(f, s), s)
+    return float(max(0.0, -d2.min()))
 
 
 def umbrella_force_constants(centers: np.ndarray, span: np.ndarray, temperature: float,
@@ -201,11 +224,24 @@ def umbrella_plan(campaign: Campaign, r: int, segments: int) -> dict[str, Any]:
     centers = window_centers(path["nodes"], c.umbrella_windows)
     info = campaign.model(r - 1).info
     span = (np.asarray(info["z_max"], dtype=float) - np.asarray(info["z_min"], dtype=float))[dims]
+    curvature = path_curvature(path["nodes"], path["free_energy"]) if "free_energy" in path else 0.0
     k = umbrella_force_constants(centers, span, cfg.md.temperature, c.umbrella_force_constant)
+    spacing = float(np.mean(np.linalg.norm(np.diff(centers, axis=0), axis=1)))
+    width = np.sqrt(kt_kjmol(cfg.md.temperature) / k)
+    if curvature > k.min():
+        logger.warning("umbrella converge phase: the path's largest barrier curvature (%.3g kJ/mol per z^2) exceeds "
+                       "the restraint k = %.3g: windows on the barrier may fall to its sides and sample its top "
+                       "little; more windows ([converge] umbrella_windows; k follows the spacing) fix it",
+                       curvature, float(k.min()))
+    if np.any(width < spacing / 3.0 * (1 - 1e-9)):
+        logger.warning("umbrella converge phase: the windows' thermal width %s is below a third of their spacing "
+                       "%.3g: neighbouring windows overlap little; lower [converge] umbrella_force_constant or "
+                       "raise umbrella_windows", np.round(width, 4).tolist(), spacing)
     walkers = cfg.execution.walkers
     schedules = umbrella_schedules(segments, len(centers), walkers)
     out: dict[str, Any] = {
         "dims": dims, "path": path["nodes"], "basins": path["basins"], "path_how": path["how"],
+        "path_free_energy": path.get("free_energy"), "path_curvature": curvature,
         "centers": centers.tolist(), "force_constants": k.tolist(),
         "start_frames": nearest_frames(z[:, dims], centers).tolist(), "schedule": schedules[0],
         "sweep_segments": int(np.ceil(len(centers) / walkers))}

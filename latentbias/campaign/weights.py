@@ -53,6 +53,9 @@ gets the reweighting of the bias that generated it, ``log w_n = β (V_t(z_n) + W
 bias (OPES: JPCL 2020/JCTC 2022; metadynamics: Tiwary & Parrinello 2015), stored per frame (``bias_kjmol``,
 ``ct_kjmol``). It needs no piecewise-static approximation and no re-solve when frames are resampled, so the
 error bar can be a block bootstrap over the whole time series (:func:`latentbias.analysis.uncertainty`).
+An *umbrella* converge phase (:mod:`latentbias.campaign.umbrellaconv`) is the exception: its frames come from
+restraint windows, one static state each (``BiasState("restraint", dims=...)`` from the plan), and MBAR over the
+windows gives their weights (:func:`cross_round_logweights`).
 
 This module holds the states (:class:`BiasState`), the exclusion rules (:func:`frame_exclusions`), their
 construction from a campaign's frames and plans (:func:`bias_states`), the estimators
