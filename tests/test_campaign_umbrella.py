@@ -55,7 +55,8 @@ def umbrella_run(tmp_path_factory):
 
 def test_umbrella_converge_gives_the_exact_free_energy_difference(umbrella_run):
     """ΔF(C − A) from the windows' MBAR weights is within 2σ (its stated, stratified bootstrap error with MBAR
-    re-solved per resample) of the exact value, and the error is small enough to mean something (< 2 kJ/mol; the wells are 9–10 kJ/mol deep)."""
+    re-solved per resample) of the exact value, and the error is small enough to mean something (< 2 kJ/mol;
+    the barriers between the wells are 9–10 kJ/mol)."""
     campaign, rundir = umbrella_run
     truth = exact_df_c_minus_a()
     est = campaign_basin_estimate([rundir], well_code, lambda c: c == 0, lambda c: c == 2, 300.0,

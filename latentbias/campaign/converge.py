@@ -1,9 +1,9 @@
 """The converge phase's stopping rule: the drift of the latent free-energy estimate over the last part of the run.
 
 After the exploration rounds the last encoder is frozen and a production run (``[converge] method``: OPES by
-default, well-tempered metadynamics, or umbrella windows along a latent path — :mod:`latentbias.campaign.umbrellaconv`,
-whose estimate is MBAR over the windows and whose drift drops the last ``window`` fraction of each window's frames,
-judged after complete sweeps) continues in checkpoint segments. After each committed segment, once
+default, well-tempered metadynamics, or umbrella windows along a latent path —
+:mod:`latentbias.campaign.umbrellaconv`, whose estimate is MBAR over the windows and whose drift drops the last
+``window`` fraction of each window's frames, judged after complete sweeps) continues in checkpoint segments. After each committed segment, once
 ``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
 from the frames after the burn-in, each reweighted with the bias that generated it, ``β (V_t + W − c(t))``
 (:func:`latentbias.campaign.weights.converge_logweights`) — and the same estimate without the last ``window``
