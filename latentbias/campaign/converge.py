@@ -3,8 +3,8 @@
 After the exploration rounds the last encoder is frozen and a production run (``[converge] method``: OPES by
 default, well-tempered metadynamics, or umbrella windows along a latent path —
 :mod:`latentbias.campaign.umbrellaconv`, whose estimate is MBAR over the windows and whose drift drops the last
-``window`` fraction of each window's frames, judged after complete sweeps) continues in checkpoint segments. After each committed segment, once
-``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
+``window`` fraction of each window's frames, judged after complete sweeps) continues in checkpoint segments.
+After each committed segment, once ``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
 from the frames after the burn-in, each reweighted with the bias that generated it, ``β (V_t + W − c(t))``
 (:func:`latentbias.campaign.weights.converge_logweights`) — and the same estimate without the last ``window``
 fraction of those frames. The *drift* is the root-mean-square difference of the two surfaces over the bins below
