@@ -87,7 +87,7 @@ Example (every key shown; most have defaults)::
     save_interval = 0                          # steps between saved frames in the converge phase (0: [campaign]'s)
     umbrella_windows = 16                      # method "umbrella": restraint windows along the latent MFEP
     umbrella_force_constant = 0.0              # kJ/mol per (latent range)^2; 0: from the window spacing (width/2)
-    umbrella_basins = 4                        # the path visits at most this many basins (lowest first)
+    umbrella_basins = 8                        # the path visits at most this many basins (lowest first)
 
     [execution]                                # parallel walkers (latentbias.campaign.execution, .walkers)
     walkers = 1                                # walkers per round; 1 = one simulation in this process
@@ -262,7 +262,7 @@ class ConvergeConfig:
     save_interval: int = 0
     umbrella_windows: int = 16
     umbrella_force_constant: float = 0.0
-    umbrella_basins: int = 4
+    umbrella_basins: int = 8
 
 
 @dataclass

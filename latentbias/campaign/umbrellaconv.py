@@ -82,7 +82,7 @@ def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
 
 
 def umbrella_path(z: np.ndarray, logw: np.ndarray, temperature: float, fes_cutoff: float = 25.0,
-                  max_basins: int = 4) -> dict[str, Any]:
+                  max_basins: int = 8) -> dict[str, Any]:
     """The path the windows are placed on (module docstring, step 1).
 
     Parameters
