@@ -73,7 +73,7 @@ Example (every key shown; most have defaults)::
 
     [converge]                                 # production run with the last encoder frozen (after the rounds)
     enabled = false
-    method = "opes"                            # opes | metadynamics
+    method = "opes"                            # opes | metadynamics | umbrella (windows along a latent path)
     max_steps = 2500000                        # budget
     min_steps = 250000                         # never stop before this
     burn_in = 0.2                              # fraction of the converge run left out of the estimate (its start)
@@ -85,6 +85,9 @@ Example (every key shown; most have defaults)::
                                                # than [ood] retrain_fraction flagged) and the campaign goes back to
                                                # retraining before a new converge attempt; max_steps is shared
     save_interval = 0                          # steps between saved frames in the converge phase (0: [campaign]'s)
+    umbrella_windows = 16                      # method "umbrella": restraint windows along the latent MFEP
+    umbrella_force_constant = 0.0              # kJ/mol per (latent range)^2; 0: from the window spacing (width/2)
+    umbrella_basins = 8                        # the path visits at most this many basins (lowest first)
 
     [execution]                                # parallel walkers (latentbias.campaign.execution, .walkers)
     walkers = 1                                # walkers per round; 1 = one simulation in this process
@@ -124,7 +127,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("metadynamics", "frontier", "opes", "pocket")
-CONVERGE_METHODS = ("opes", "metadynamics")
+CONVERGE_METHODS = ("opes", "metadynamics", "umbrella")
 OOD_ACTIONS = ("retrain", "cap", "off")
 TESTSYSTEMS = ("alanine-dipeptide-vacuum", "t4-lysozyme-l99a-implicit")
 from ..features import FEATURE_KINDS  # noqa: E402
@@ -258,6 +261,9 @@ class ConvergeConfig:
     fes_cutoff: float = 25.0
     restarts: int = 0
     save_interval: int = 0
+    umbrella_windows: int = 16
+    umbrella_force_constant: float = 0.0
+    umbrella_basins: int = 8
 
 
 @dataclass
@@ -530,6 +536,18 @@ def _validate(cfg: CampaignConfig) -> None:
     if cv.save_interval < 0 or (cv.save_interval and c.checkpoint_interval % cv.save_interval):
         raise ConfigError(f"[converge] save_interval must be 0 (use [campaign] save_interval) or divide [campaign] "
                           f"checkpoint_interval = {c.checkpoint_interval}, got {cv.save_interval}")
+    if cv.umbrella_windows < 2:
+        raise ConfigError(f"[converge] umbrella_windows must be an integer >= 2, got {cv.umbrella_windows}")
+    if cv.umbrella_force_constant < 0:
+        raise ConfigError(f"[converge] umbrella_force_constant must be >= 0 (kJ/mol per latent range squared; 0 = "
+                          f"from the window spacing), got {cv.umbrella_force_constant}")
+    if cv.umbrella_basins < 2:
+        raise ConfigError(f"[converge] umbrella_basins must be an integer >= 2, got {cv.umbrella_basins}")
+    if cv.enabled and cv.method == "umbrella" and cv.max_steps < cv.umbrella_windows * c.checkpoint_interval:
+        raise ConfigError(f"[converge] max_steps = {cv.max_steps} cannot run every one of the umbrella_windows = "
+                          f"{cv.umbrella_windows} windows for one checkpoint_interval = {c.checkpoint_interval} "
+                          f"steps; raise max_steps to at least {cv.umbrella_windows * c.checkpoint_interval} or use "
+                          f"fewer windows")
     if cv.save_interval and cv.method == "opes" and cv.save_interval % op.pace and op.pace % cv.save_interval:
         raise ConfigError("[opes] pace and [converge] save_interval must divide one another")
     if cv.save_interval and cv.method == "metadynamics" and (cv.save_interval % md_.frequency

@@ -1,8 +1,10 @@
 """The converge phase's stopping rule: the drift of the latent free-energy estimate over the last part of the run.
 
 After the exploration rounds the last encoder is frozen and a production run (``[converge] method``: OPES by
-default, or well-tempered metadynamics) continues in checkpoint segments. After each committed segment, once
-``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
+default, well-tempered metadynamics, or umbrella windows along a latent path —
+:mod:`latentbias.campaign.umbrellaconv`, whose estimate is MBAR over the windows and whose drift drops the last
+``window`` fraction of each window's frames, judged after complete sweeps) continues in checkpoint segments.
+After each committed segment, once ``min_steps`` have run, :func:`convergence_check` computes the estimate the run would give now — the latent FES
 from the frames after the burn-in, each reweighted with the bias that generated it, ``β (V_t + W − c(t))``
 (:func:`latentbias.campaign.weights.converge_logweights`) — and the same estimate without the last ``window``
 fraction of those frames in simulated time (with parallel walkers, all walkers' frames ordered by MD step, so
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESTART_REASON", "latent_fes_drift", "convergence_check", "converge_end_check", "restarted",
+__all__ = ["RESTART_REASON", "latent_fes_drift", "fes_drift", "convergence_check", "converge_end_check", "restarted",
            "convergence_history"]
 
 #: ``end.json`` reason of a converge attempt that went back to retraining (the exploration rounds' OOD reason)
@@ -93,9 +95,19 @@ def latent_fes_drift(z: np.ndarray, logw: np.ndarray, window: float, bins: int, 
     n_old = int(round((1.0 - window) * len(z)))
     if n_old < 2:
         return float("nan")
+    return fes_drift(z, logw, z[:n_old], logw[:n_old], bins, cutoff, ranges, temperature)
+
+
+def fes_drift(z_new: np.ndarray, logw_new: np.ndarray, z_old: np.ndarray, logw_old: np.ndarray, bins: int,
+              cutoff: float, ranges: list[tuple[float, float]], temperature: float) -> float:
+    """Offset-free, probability-weighted RMS difference (kJ/mol) between the latent FES of two weighted samples
+    (the estimate now and an older one; :func:`latent_fes_drift`). z: shape=(n, d); NaN when fewer than 2 bins
+    are comparable."""
+    if not (np.isfinite(logw_new).any() and np.isfinite(logw_old).any()):
+        return float("nan")
     kt = kt_kjmol(temperature)
     edges = [np.linspace(lo, hi, bins + 1) for lo, hi in ranges]
-    (new, p_new), (old, p_old) = _fes(z, logw, edges, kt), _fes(z[:n_old], logw[:n_old], edges, kt)
+    (new, p_new), (old, p_old) = _fes(z_new, logw_new, edges, kt), _fes(z_old, logw_old, edges, kt)
     ok = np.isfinite(new) & np.isfinite(old) & (new < cutoff) & (old < cutoff)
     if ok.sum() < 2:
         return float("nan")
@@ -110,7 +122,7 @@ def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.n
     parallel walkers' frames of one step next to each other (walker 0 first). A segment file holds walker 0's
     frames, then walker 1's...; in file order "the last ``window`` of the run" would be the last walkers' share
     of the last segment, not the last part in time."""
-    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale", "step")
+    keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale", "target", "step")
     parts = [run_dir.read_segment(r, k) for k in range(n_segments)]
     out = {key: np.concatenate([p[key] for p in parts]) for key in keys}
     walker = np.concatenate([frame_column(p, "walker") for p in parts])
@@ -122,9 +134,20 @@ def _evaluate(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np
     c = config.converge
     t = frames["time_ps"]
     use = (t >= t.min() + c.burn_in * (t.max() - t.min())) & (frames["scale"] > 0)
-    logw = converge_logweights(frames, config.md.temperature, use)[use]
     ranges = [(v["minValue"], v["maxValue"]) for v in plan["variables"]]
-    z = frames["z"][use][:, [v["index"] for v in plan["variables"]]]
+    dims = [v["index"] for v in plan["variables"]]
+    if plan["strategy"] == "umbrella":  # MBAR over the windows, each window's last `window` fraction dropped
+        from .umbrellaconv import umbrella_logweights, umbrella_used_frames
+
+        T, zf, win = config.md.temperature, frames["z"], frames["target"]
+        old = umbrella_used_frames(t, win, use, c.window)
+        if old.sum() < 2 or not np.any(use & ~old):
+            return float("nan"), int(use.sum())
+        new_w, old_w = umbrella_logweights(zf, win, use, plan, T), umbrella_logweights(zf, win, old, plan, T)
+        return fes_drift(zf[use][:, dims], new_w[use], zf[old][:, dims], old_w[old], c.fes_bins, c.fes_cutoff,
+                         ranges, T), int(use.sum())
+    logw = converge_logweights(frames, config.md.temperature, use)[use]
+    z = frames["z"][use][:, dims]
     return latent_fes_drift(z, logw, c.window, c.fes_bins, c.fes_cutoff, ranges, config.md.temperature), int(use.sum())
 
 
@@ -137,6 +160,8 @@ def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committ
     if steps < c.min_steps:
         return None
     plan = run_dir.read_plan(r)
+    if n_committed % int(plan.get("sweep_segments", 1)):  # umbrella windows: judged after complete sweeps only
+        return None
     drift, n_used = _evaluate(config, plan, _converge_frames(run_dir, r, n_committed))
     logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)",
                 steps, n_used, drift, c.tolerance)

@@ -7,7 +7,10 @@ sees it). Errors come from :mod:`latentbias.analysis.uncertainty`:
 
 * each run alone: the block bootstrap over the frames in its estimate, in time order (one continuous converge
   run: a single state, blocks of 3× the statistical inefficiency of the basin indicator and of the latent
-  coordinates), valid because the converge weights are fixed per frame (no re-solve needed);
+  coordinates), valid because the converge weights are fixed per frame (no re-solve needed); an umbrella
+  converge phase (MBAR over its windows, :mod:`latentbias.campaign.umbrellaconv`) is resampled per window
+  (stratified block bootstrap) with MBAR re-solved on every resample, so the error includes that of the window
+  free energies;
 * several runs (independent campaigns, e.g. seeds): the pooled value is the mean of the per-run values and the
   error the Student-t spread of the runs (:func:`~latentbias.analysis.uncertainty.replica_estimate`) — it
   includes what the bootstrap cannot see: a different encoder, a basin missed in one run.
@@ -49,6 +52,24 @@ def final_weights(rundir: str | Path) -> dict[str, np.ndarray]:
     return {h: data[:, i] for i, h in enumerate(header)}
 
 
+def _umbrella_reweighting(rundir: str | Path) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+    """For a run whose final estimate is an umbrella converge phase: the bias-state stratum of every frame and the
+    MBAR re-solving reweighter (the report's); else None."""
+    import json
+
+    info_file = Path(rundir) / "weights.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    if not str(info.get("estimator", "")).startswith("converge phase (umbrella)"):
+        return None
+    from .report import _load_campaign, _reweighting, _weights_csv_logweights
+
+    campaign, last = _load_campaign(Path(rundir))
+    frames = campaign.all_frames(last)
+    rw = _reweighting(campaign, frames, campaign.cfg.md.temperature)
+    _weights_csv_logweights(Path(rundir), rw)  # frames kept out of weights.csv stay out of every resample
+    return rw.states, rw.reweight
+
+
 def campaign_basin_estimate(
     rundirs: Sequence[str | Path],
     observable: Callable[[str | Path], np.ndarray],
@@ -87,9 +108,15 @@ def campaign_basin_estimate(
         if x.shape != used.shape:
             raise ValueError(f"observable of {rundir} has shape {x.shape}, weights.csv has {used.shape[0]} frames")
         z = np.column_stack([table[k] for k in table if k.startswith("z")])
-        est = basin_free_energy_estimate(x[used], table["logweight"][used], in_a, in_b, temperature,
-                                         error_method="bootstrap", n_bootstrap=n_bootstrap, seed=seed,
-                                         observable=z[used])
+        resolve = _umbrella_reweighting(rundir)
+        if resolve is not None:  # window strata, MBAR re-solved per resample
+            states, reweight = resolve
+            est = basin_free_energy_estimate(x, table["logweight"], in_a, in_b, temperature, states=states,
+                                             reweight=reweight, n_bootstrap=n_bootstrap, seed=seed, observable=z)
+        else:
+            est = basin_free_energy_estimate(x[used], table["logweight"][used], in_a, in_b, temperature,
+                                             error_method="bootstrap", n_bootstrap=n_bootstrap, seed=seed,
+                                             observable=z[used])
         runs.append({"rundir": str(rundir), "value": float(est.value), "error": float(est.error),
                      "frames_used": int(used.sum()), "blocks": int(est.n_independent)})
         logger.info("%s: dF = %.2f +- %.2f kJ/mol (%d frames, %d bootstrap blocks)", rundir, est.value, est.error,

@@ -298,6 +298,9 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("frontier", "*"): _planning,
     ("ood", "*"): _running(None),
     ("converge", "method"): _converge_method,
+    ("converge", "umbrella_windows"): _converge_method,  # the windows are planned when the phase starts
+    ("converge", "umbrella_force_constant"): _converge_method,
+    ("converge", "umbrella_basins"): _converge_method,
     ("converge", "*"): _converge_analysis,
 }
 #: keys handled together by :func:`_reshape`

@@ -15,7 +15,9 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   :func:`~latentbias.campaign.pocket.pocket_converge_variables`), and ``segments`` = the budget ``max_steps`` / ``checkpoint_interval`` (the run may stop earlier:
   ``end.json``); ``attempt`` and ``restart_segments`` (:func:`converge_attempt_budget`): an attempt whose frozen
   encoder meets out-of-distribution frames goes back to retraining, and the next attempt (round r + 1, encoder of
-  round r) gets what is left of the budget;
+  round r) gets what is left of the budget; ``[converge] method = "umbrella"`` adds the windows along a latent
+  path (``dims``, ``path``, ``centers``, ``force_constants``, ``start_frames``, ``schedule``, ``sweep_segments``,
+  :func:`latentbias.campaign.umbrellaconv.umbrella_plan`; its ``variables`` only set the drift's FES range);
 * ``pocket``: ``bias``, ``variables`` (the openness-anchored dimension only), ranked frontier ``targets``, the
   restart ``start_frame`` and ``restart_segments`` (:func:`~latentbias.campaign.pocket.pocket_plan`);
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
@@ -139,11 +141,15 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
         plan.update(strategy=cfg.converge.method, converge=True, model_round=r - 1,
                     **converge_attempt_budget(campaign, r))
         info = campaign.model(r - 1).info
-        section = "opes" if cfg.converge.method == "opes" else "metadynamics"
+        section = "metadynamics" if cfg.converge.method == "metadynamics" else "opes"
         from .pocket import pocket_converge_variables  # pocket campaigns: the anchored dimension only
 
         plan["variables"] = (pocket_converge_variables(cfg, info["z_min"], info["z_max"])
                              or metadynamics_variables(cfg, info["z_min"], info["z_max"], section))
+        if cfg.converge.method == "umbrella":  # windows along a latent path (latentbias.campaign.umbrellaconv)
+            from .umbrellaconv import umbrella_plan
+
+            plan.update(umbrella_plan(campaign, r, plan["segments"]))
     else:
         plan["strategy"] = cfg.strategy_for_round(r)
         info = campaign.model(r - 1).info

@@ -149,11 +149,21 @@ def _dry_round(campaign: Campaign, strategy: str, dry: Any, featurizer: Any, xyz
     from .simulate import make_simulation
 
     cfg = campaign.cfg
-    section = {"metadynamics": "[metadynamics]", "opes": "[opes]", "frontier": "[frontier]"}[strategy]
+    section = {"metadynamics": "[metadynamics]", "opes": "[opes]", "frontier": "[frontier]",
+               "umbrella": "[converge] umbrella_windows / umbrella_force_constant"}[strategy]
     with _stage(f"a {strategy} round", f"{section} (with [md] platform = {cfg.md.platform!r} and [model])"):
         plan: dict[str, Any] = {"round": 1, "strategy": strategy, "segments": 1}
         if strategy in ("metadynamics", "opes"):
             plan["variables"] = metadynamics_variables(cfg, dry.info["z_min"], dry.info["z_max"], strategy)
+        elif strategy == "umbrella":  # windows between the dry frames' latent extremes (campaign.umbrellaconv)
+            from .umbrellaconv import umbrella_force_constants, window_centers
+
+            dims = [0] if z.shape[1] == 1 else [0, 1]
+            centers = window_centers([z.min(0)[dims], z.max(0)[dims]], cfg.converge.umbrella_windows)
+            span = (z.max(0) - z.min(0))[dims]
+            plan.update(dims=dims, centers=centers.tolist(), start_frames=[0] * len(centers), schedule=[0],
+                        model_round=0, force_constants=umbrella_force_constants(
+                            centers, span, cfg.md.temperature, cfg.converge.umbrella_force_constant).tolist())
         else:
             plan.update(targets=[z[0].tolist()], start_frames=[0],
                         schedule=frontier_schedule(1, 1, cfg.frontier.pull_fraction))

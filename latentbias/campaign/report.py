@@ -416,12 +416,16 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         values = compute_cvs(campaign, last, cvs)
         if converged:  # the estimate against simulated time: FES of each CV from the converge frames up to t
             conv = np.flatnonzero((rounds == last) & np.isfinite(logw))
+            # umbrella windows: MBAR re-solved on the frames up to t (fixed final weights would not be the
+            # estimate at t); OPES / metadynamics: the per-frame weights are the estimate's at any t
+            umbrella = campaign.run_dir.read_plan(last)["strategy"] == "umbrella"
             for cv in cvs:
                 rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
                 series = {}
                 for frac in (0.25, 0.5, 0.75, 1.0):
                     sel = conv[: max(2, int(frac * len(conv)))]
-                    f = free_energy_surface(values[cv.name][sel], logw[sel], bins=36, range=rng,
+                    f = free_energy_surface(values[cv.name][sel], rw.reweight(sel) if umbrella else logw[sel],
+                                            bins=36, range=rng,
                                             temperature=temperature, n_blocks=4)
                     t_ps = float(frames["time_ps"][sel[-1]])
                     series[f"t = {t_ps:.0f} ps"] = (f.centers[0], f.free_energy)

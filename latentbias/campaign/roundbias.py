@@ -350,3 +350,8 @@ ROUND_BIASES: dict[str, type[RoundBias]] = {
 from .pocketbias import PocketBias  # noqa: E402
 
 ROUND_BIASES["pocket"] = PocketBias
+
+# the umbrella converge phase (restraint windows along a latent path) lives in its own module, too
+from .umbrellaconv import UmbrellaBias  # noqa: E402
+
+ROUND_BIASES["umbrella"] = UmbrellaBias

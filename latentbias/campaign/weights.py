@@ -53,6 +53,9 @@ gets the reweighting of the bias that generated it, ``log w_n = β (V_t(z_n) + W
 bias (OPES: JPCL 2020/JCTC 2022; metadynamics: Tiwary & Parrinello 2015), stored per frame (``bias_kjmol``,
 ``ct_kjmol``). It needs no piecewise-static approximation and no re-solve when frames are resampled, so the
 error bar can be a block bootstrap over the whole time series (:func:`latentbias.analysis.uncertainty`).
+An *umbrella* converge phase (:mod:`latentbias.campaign.umbrellaconv`) is the exception: its frames come from
+restraint windows, one static state each (``BiasState("restraint", dims=...)`` from the plan), and MBAR over the
+windows gives their weights (:func:`cross_round_logweights`).
 
 This module holds the states (:class:`BiasState`), the exclusion rules (:func:`frame_exclusions`), their
 construction from a campaign's frames and plans (:func:`bias_states`), the estimators
@@ -165,8 +168,8 @@ def converge_logweights(frames: dict[str, np.ndarray], temperature: float,
 class BiasState:
     """One thermodynamic state of the campaign: a bias V(z) in the latent space of ``model_round``'s model.
 
-    kind: "unbiased" | "restraint" (center, k) | "metad" (a grid bias — metadynamics or OPES: variables, grid,
-    wall_k, scale).
+    kind: "unbiased" | "restraint" (center, k: a float or one per restrained dimension, dims: the restrained
+    latent dimensions, None = all) | "metad" (a grid bias — metadynamics or OPES: variables, grid, wall_k, scale).
     """
 
     kind: str
@@ -177,13 +180,15 @@ class BiasState:
     grid: np.ndarray | None = None
     wall_k: float = 0.0
     scale: float = 1.0
+    dims: list[int] | None = None
 
     def energy(self, z: np.ndarray) -> np.ndarray:
         """Bias (kJ/mol) of frames with latent coordinates z (shape=(n, d)) in this state's latent space."""
         if self.kind == "unbiased":
             return np.zeros(len(z))
         if self.kind == "restraint":
-            return 0.5 * self.k * ((z - self.center) ** 2).sum(1)
+            zz = z if self.dims is None else z[:, self.dims]
+            return 0.5 * (np.asarray(self.k) * (zz - self.center) ** 2).sum(1)
         variables = [LatentVariable(**v) for v in self.variables]
         grid = BiasGrid(variables)
         zz = z[:, [v.index for v in variables]]
@@ -350,7 +355,7 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
     index: dict[tuple, int] = {("unbiased",): 0}
     state_of = np.zeros(len(frames["step"]), dtype=int)
     plans = read_plans(run_dir, np.unique(frames["round"]))
-    excluded = frame_exclusions(frames, plans)
+    excluded = frame_exclusions(frames, plans, burn_in=config.converge.burn_in)
     for n in range(len(state_of)):
         kind, r, k = int(frames["kind"][n]), int(frames["round"][n]), int(frames["segment"][n])
         scale = float(frames["scale"][n])
@@ -360,7 +365,14 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
         if kind == KIND_UNBIASED or (kind == KIND_RESTRAINT and scale == 0.0):
             continue
         plan = plans[r]
-        if kind == KIND_RESTRAINT:
+        if kind == KIND_RESTRAINT and plan["strategy"] == "umbrella":  # converge-phase windows (umbrellaconv)
+            key = ("umbrella", r, int(frames["target"][n]))
+            if key not in index:
+                from .umbrellaconv import umbrella_states
+
+                index[key] = len(states)
+                states.append(umbrella_states(plan)[key[2]])
+        elif kind == KIND_RESTRAINT:
             key = ("restraint", r, int(frames["target"][n]), scale)
             if key not in index:
                 index[key] = len(states)
@@ -417,14 +429,28 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
     temperature = config.md.temperature
     if final:
         excluded = frame_exclusions(frames, plans, burn_in=config.converge.burn_in)
-        logw = converge_logweights(frames, temperature, excluded == 0)
         from ..analysis.reweight import effective_sample_size
 
+        umbrella: dict[str, Any] = {}
+        if plans[r]["strategy"] == "umbrella":  # MBAR over the windows (latentbias.campaign.umbrellaconv)
+            states, state_of = bias_states(frames, run_dir, config)
+            logw, mbar_info = cross_round_logweights(states, state_of, encode, temperature)
+            p = plans[r]
+            umbrella = {"umbrella": {
+                "windows": len(p["centers"]), "dims": p["dims"], "centers": p["centers"],
+                "force_constants_kjmol_per_z2": p["force_constants"], "path": p["path_how"], "basins": p["basins"],
+                "frames_per_window": np.bincount(frames["target"][excluded == 0].astype(int),
+                                                 minlength=len(p["centers"])).tolist(),
+                "f_k": mbar_info["f_k"], "df_k": mbar_info["df_k"]}}
+            how = ("MBAR over the umbrella windows along the latent path (restraint energies of every frame under "
+                   "every window, in the frozen encoder's latent space)")
+        else:
+            logw = converge_logweights(frames, temperature, excluded == 0)
+            how = "log w = (bias + walls - c(t))/kT of the bias that generated each frame"
         conv = frames["round"] == r
         t = frames["time_ps"][conv]
         info: dict[str, Any] = {
-            "estimator": f"converge phase ({plans[r]['strategy']}): log w = (bias + walls - c(t))/kT of the bias "
-                         "that generated each frame",
+            "estimator": f"converge phase ({plans[r]['strategy']}): {how}",
             "converge_round": r, "model_round": int(plans[r]["model_round"]),
             "converge_ps": float(t.max() - t.min()) if len(t) else 0.0,
             "burn_in_ps": float(config.converge.burn_in * (t.max() - t.min())) if len(t) else 0.0,
@@ -444,6 +470,7 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
             f"frames of the converge attempt in round {r} (encoder of round {plans[r]['model_round']}, frozen) "
             f"after its burn-in; exploration rounds, round 0 and earlier converge attempts that went back to "
             f"retraining are kept out (see frames_excluded and converge_attempts)")
+        info.update(umbrella)
         z_latest = encode(int(plans[r]["model_round"]))
     else:
         states, state_of = bias_states(frames, run_dir, config)
