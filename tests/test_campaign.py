@@ -250,6 +250,7 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"action": "panic"}}, r"\[ood\] action = 'panic'.*retrain, cap, off"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "ood": {"retrain_fraction": 1.5}}, r"\[ood\] retrain_fraction must be in \(0, 1\]"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"method": "replica-exchange"}}, r"\[converge\] method = 'replica-exchange'.*opes, metadynamics, umbrella"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": ["metadynamics", "pocket"]}, "converge": {"enabled": True, "method": "umbrella"}}, r'method = "umbrella" is not available with \[campaign\] strategy "pocket"'),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"burn_in": 1.0}}, r"\[converge\] burn_in must be a fraction"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"max_steps": 1000, "min_steps": 0}}, r"\[converge\] max_steps must be a multiple"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"min_steps": 10**9}}, r"\[converge\] min_steps must be in"),

@@ -521,6 +521,10 @@ def _validate(cfg: CampaignConfig) -> None:
 
     cv = cfg.converge
     _choice("[converge] method", cv.method, CONVERGE_METHODS)
+    if cv.enabled and cv.method == "umbrella" and "pocket" in c.strategy:
+        raise ConfigError('[converge] method = "umbrella" is not available with [campaign] strategy "pocket" (its '
+                          'converge phase biases the openness dimension toward [pocket] target): use "opes" or '
+                          '"metadynamics"')
     for key in ("max_steps", "tolerance", "fes_bins", "fes_cutoff"):
         _positive(f"[converge] {key}", getattr(cv, key))
     if cv.min_steps < 0 or cv.min_steps > cv.max_steps:
