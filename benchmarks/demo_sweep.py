@@ -1,8 +1,8 @@
 """Run the ala2 demo config for several seeds (two at a time, one core each) and tabulate, per seed, what issue 8
 item 6 asks of it: ΔF(C7ax − rest) ± its block-bootstrap 1σ, when C7ax (0° < φ < 120°) was first reached, how
-many converge-phase frames in the estimate lie in C7ax, the reweighted φ/ψ FES RMSE against the reference
-(15° bins, region below 25 kJ/mol, best offset removed: as ``COARSE=3 benchmarks/demo_fes_rmse.py``), simulated
-time and wall time.
+many converge-phase frames in the estimate lie in C7ax and how many independent C7ax visits they make, the reweighted φ/ψ FES RMSE against the reference
+(15° bins, region below 25 kJ/mol, best offset removed: as ``COARSE=3 benchmarks/demo_fes_rmse.py``), how well
+the final encoder's latent space separates C7ax (k-nearest-neighbour purity), simulated time and wall time.
 
 Usage::
 
@@ -80,6 +80,29 @@ def fes_rmse(phi: np.ndarray, psi: np.ndarray, lw: np.ndarray, coarse: int = 3) 
     return float(np.sqrt((d ** 2).mean())), float(mask.sum() / region.sum())
 
 
+def c7ax_entries(phi: np.ndarray) -> int:
+    """Independent C7ax visits in a time-ordered series of φ (degrees): entries into the core 20° < φ < 100°
+    after the last stay in the core φ < −40° (core sets, so recrossings of the barrier do not count)."""
+    state, entries = None, 0
+    for x in phi:
+        if 20 < x < 100:
+            entries += state == "rest"
+            state = "ax"
+        elif x < -40:
+            state = "rest"
+    return int(entries)
+
+
+def latent_purity(z: np.ndarray, in_b: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of the k nearest latent neighbours (standardized z, all frames) of a C7ax frame that are C7ax
+    too: ~1 when the final encoder maps C7ax to its own latent region, ~ the C7ax fraction when it aliases it."""
+    from scipy.spatial import cKDTree
+
+    zs = (z - z.mean(0)) / z.std(0)
+    _, idx = cKDTree(zs).query(zs[in_b], k + 1)
+    return float(in_b[idx[:, 1:]].mean())
+
+
 def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
     sys.path.insert(0, str(DEMO.parent))
     from ala2_campaign import in_c7ax, phi_of  # noqa: E402
@@ -118,13 +141,15 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
         # phi/psi of compute_cvs are in radians or degrees? normalise to degrees
         ph, ps = (np.degrees(phi), np.degrees(psi)) if np.abs(phi).max() <= np.pi + 1e-6 else (phi, psi)
         row["rmse"], row["cover"] = fes_rmse(ph, ps, lw)
+        row["entries"] = c7ax_entries(ph[used])
+        row["purity"] = latent_purity(np.column_stack([table[k] for k in table if k.startswith("z")]), in_c7ax(phi))
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| seed | ΔF ± 1σ (kJ/mol) | C7ax first reached | C7ax frames used / used | FES RMSE (cover) | simulated | wall |")
-    print("|---|---|---|---|---|---|---|")
+    print("| seed | ΔF ± 1σ (kJ/mol) | C7ax first reached | C7ax frames used / used | C7ax entries | FES RMSE (cover) | latent C7ax purity | simulated | wall |")
+    print("|---|---|---|---|---|---|---|---|---|")
     vals = []
     for r in rows:
         if r.get("missing"):
@@ -134,8 +159,8 @@ def print_table(rows: list[dict]) -> None:
         df = f"{r['dF']:.2f} ± {r['err']:.2f}" if "dF" in r else "none"
         if r.get("warning"):
             df += " (warning)"
-        print(f"| {r['seed']} | {df} | {first} | {r['c7ax_used']} / {r['used']} | {r['rmse']:.2f} ({100 * r['cover']:.0f} %) "
-              f"| {r['simulated_ns']:.2f} ns | {r['wall_min']:.1f} min |")
+        print(f"| {r['seed']} | {df} | {first} | {r['c7ax_used']} / {r['used']} | {r['entries']} | {r['rmse']:.2f} ({100 * r['cover']:.0f} %) "
+              f"| {r['purity']:.2f} | {r['simulated_ns']:.2f} ns | {r['wall_min']:.1f} min |")
         if "dF" in r:
             vals.append(r["dF"])
     if vals:
