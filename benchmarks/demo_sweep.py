@@ -105,7 +105,7 @@ def latent_purity(z: np.ndarray, in_b: np.ndarray, k: int = 10) -> float:
 
 def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
     sys.path.insert(0, str(DEMO.parent))
-    from ala2_campaign import in_c7ax, phi_of  # noqa: E402
+    from ala2_campaign import in_c7ax  # noqa: E402
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
     from latentbias.campaign.report import _load_campaign, compute_cvs, parse_cv_spec
 
