@@ -80,19 +80,6 @@ def fes_rmse(phi: np.ndarray, psi: np.ndarray, lw: np.ndarray, coarse: int = 3) 
     return float(np.sqrt((d ** 2).mean())), float(mask.sum() / region.sum())
 
 
-def c7ax_entries(phi: np.ndarray) -> int:
-    """Independent C7ax visits in a time-ordered series of φ (degrees): entries into the core 20° < φ < 100°
-    after the last stay in the core φ < −40° (core sets, so recrossings of the barrier do not count)."""
-    state, entries = None, 0
-    for x in phi:
-        if 20 < x < 100:
-            entries += state == "rest"
-            state = "ax"
-        elif x < -40:
-            state = "rest"
-    return int(entries)
-
-
 def latent_purity(z: np.ndarray, in_b: np.ndarray, k: int = 10) -> float:
     """Mean fraction of the k nearest latent neighbours (standardized z, all frames) of a C7ax frame that are C7ax
     too: ~1 when the final encoder maps C7ax to its own latent region, ~ the C7ax fraction when it aliases it."""
@@ -105,7 +92,7 @@ def latent_purity(z: np.ndarray, in_b: np.ndarray, k: int = 10) -> float:
 
 def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
     sys.path.insert(0, str(DEMO.parent))
-    from ala2_campaign import in_c7ax  # noqa: E402
+    from ala2_campaign import c7ax_entries, in_c7ax  # noqa: E402
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
     from latentbias.campaign.report import _load_campaign, compute_cvs, parse_cv_spec
 
