@@ -34,6 +34,21 @@ def in_c7ax(phi: np.ndarray) -> np.ndarray:
     return (phi > 0) & (phi < 120)
 
 
+def c7ax_entries(phi: np.ndarray) -> int:
+    """Independent C7ax visits in a time-ordered series of φ (degrees): entries into the core 20° < φ < 100° after
+    the last stay in the core φ < −40° (core sets, so recrossings of the barrier do not count). ΔF is only as good
+    as this number: a run with 3 visits holds ~3 independent samples of the C7ax population, whatever its frame
+    count, and its block-bootstrap error does not know it (benchmarks/RESULTS.md, 2026-11-30 demoacc)."""
+    state, entries = None, 0
+    for x in phi:
+        if 20 < x < 100:
+            entries += state == "rest"
+            state = "ax"
+        elif x < -40:
+            state = "rest"
+    return int(entries)
+
+
 def run_one(config: str, rundir: str, seed: int, quiet: bool) -> None:
     from latentbias.campaign import Campaign, load_config
 
@@ -94,6 +109,8 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
             df = -kt * np.log(w[b].sum() / w[~b].sum()) if w[b].sum() > 0 else float("nan")
             row.append(f"{table['time_ps'][sel[-1]] / 1000:.2f} ns: {df:.1f}")
         print("    dF(C7ax - rest) against converge-phase time: " + ", ".join(row))
+        print(f"    independent C7ax visits in the estimate (core-set entries, phi for evaluation only): "
+              f"{c7ax_entries(phi[used])}")
         write_report(rundir, cvs=[parse_cv_spec(PHI), parse_cv_spec(PSI)])
     usable = []
     for rundir in rundirs:  # a campaign whose converge phase never visited C7ax has no estimate of its own

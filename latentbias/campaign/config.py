@@ -28,6 +28,7 @@ Example (every key shown; most have defaults)::
     activation = "tanh"
     objective = "autoencoder"                  # autoencoder | time-lagged
     lag = 1
+    balance_clusters = 0                       # > 0: cluster-balanced training weights (k-means, latentbias.sampleweights)
     epochs = 200
     learning_rate = 0.001
     batch_size = 256
@@ -195,6 +196,7 @@ class ModelConfig:
     batch_size: int = _estimator_default("batch_size")
     patience: int = _estimator_default("patience")
     warm_start: bool = True
+    balance_clusters: int = 0       # 0: every frame weighs the same; K > 0: latentbias.sampleweights on K clusters
 
 
 @dataclass
@@ -463,6 +465,9 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError(f"[model] hidden must list the widths of the hidden layers as positive integers (e.g. "
                           f"[32, 32]; [] for a linear encoder), got {mo.hidden!r}")
     _positive("[model] learning_rate", mo.learning_rate)
+    if isinstance(mo.balance_clusters, bool) or not isinstance(mo.balance_clusters, int) or mo.balance_clusters < 0:
+        raise ConfigError(f"[model] balance_clusters must be 0 (uniform training weights) or a number of k-means "
+                          f"clusters >= 1, got {mo.balance_clusters!r}")
 
     c = cfg.campaign
     _positive("[campaign] rounds", c.rounds)

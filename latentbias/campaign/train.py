@@ -27,6 +27,7 @@ import torch
 from ..export import LatentModelFile, load_model, save_model
 from ..features import AlignedCoordinates, featurize
 from ..models import FeatureAutoencoder, LatentModel
+from ..sampleweights import cluster_balanced_weights
 from ..training import LatentModelEstimator
 from ..analysis.pockets import anchor_agreement
 from .alignment import apply_alignment, fit_alignment
@@ -92,8 +93,12 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
                                seed=RoundSeeds(cfg.md.seed, r).training, progress=campaign.progress,
                                **({"cv_dims": anchor["cv_dims"], "cv_weight": anchor["cv_weight"]} if anchor else {}))
     init = campaign.model(r - 1).autoencoder if (r > 0 and mc.warm_start) else None
+    weights = None
+    if mc.balance_clusters:  # rare regions count as much as the start basin (latentbias.sampleweights)
+        weights = cluster_balanced_weights(feats, min(mc.balance_clusters, len(feats)),
+                                           seed=RoundSeeds(cfg.md.seed, r).training)
     # aligned coordinates alone: the decoder's validation RMSD (Å) goes into the model's metadata
-    result = est.fit(feats, lengths=lengths, init=init, cvs=anchor["cvs"] if anchor else None,
+    result = est.fit(feats, lengths=lengths, init=init, cvs=anchor["cvs"] if anchor else None, weights=weights,
                      coordinates=isinstance(featurizer, AlignedCoordinates))
     ae = result.model
     info: dict[str, Any] = {"round": r, "history": result.history, "best_epoch": result.best_epoch,
