@@ -25,6 +25,7 @@ for name in "${names[@]}"; do
   if [ ! -f "$db" ]; then
     cosmic-ray init "$cfg" "$db"
     cr-filter-operators "$db" "$cfg"
+    python mutation/filter_definitions.py "$db" "$cfg"
   fi
   echo "== $name: $(date -u +%H:%M:%S) start"
   cosmic-ray exec "$cfg" "$db"
