@@ -7,6 +7,7 @@ are not integers, and the uncertainties that come with MBAR's free energies.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -456,11 +457,13 @@ def test_interpolate_is_exact_for_multilinear_functions_clamps_outside_and_wraps
     np.testing.assert_allclose(grid.interpolate(out, values), f(clamped[:, 0], clamped[:, 1]), rtol=1e-12)
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         grid.interpolate(pts[:, :1], values)
-    # periodic: one period further is the same point
-    p = LatentVariable(0, -2.0, 2.0, 0.3, periodic=True, gridWidth=17)
+    # periodic (a range not centred on 0, period 4): the nodes give the node values, and one period further is
+    # the same point
+    p = LatentVariable(0, -1.0, 3.0, 0.3, periodic=True, gridWidth=17)
     pgrid = BiasGrid([p])
     pv = np.cos(np.pi * p.axis / 2.0)
-    x = rng.uniform(-2, 2, 20)
+    np.testing.assert_allclose(pgrid.interpolate(p.axis[:-1, None], pv), pv[:-1], rtol=1e-12, atol=1e-12)
+    x = rng.uniform(-1, 3, 20)
     np.testing.assert_allclose(pgrid.interpolate((x + 4.0)[:, None], pv), pgrid.interpolate(x[:, None], pv),
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(pgrid.interpolate((x - 8.0)[:, None], pv), pgrid.interpolate(x[:, None], pv),
@@ -477,12 +480,15 @@ def test_latent_variable_default_grid_width_and_validation():
     assert LatentVariable(0, 0.0, 1.0, 0.3).gridWidth == 17  # ceil(16.67)
     assert LatentVariable(0, 0.0, 1.0, 0.3, gridWidth=4).gridWidth == 4  # the smallest allowed
     assert LatentVariable(np.int64(2), 0, 1, 0.1).index == 2
-    for bad in (dict(index=-1), dict(index=True), dict(index=1.5), dict(minValue=1.0), dict(minValue=2.0),
+    for bad in (dict(index=-1), dict(index=True), dict(index=1.5), dict(minValue=1.0, gridWidth=10),
+                dict(minValue=2.0),
                 dict(maxValue=np.inf), dict(minValue=np.nan), dict(biasWidth=0.0), dict(biasWidth=-0.1),
                 dict(biasWidth=np.nan), dict(periodic="yes"), dict(gridWidth=3)):
         kw = dict(index=0, minValue=0.0, maxValue=1.0, biasWidth=0.1) | bad
         with pytest.raises(ValueError, match="LatentVariable"):
             LatentVariable(**kw)
+    with pytest.raises(ValueError, match="need minValue < maxValue"):  # an empty range, whatever the grid width
+        LatentVariable(0, 1.0, 1.0, 0.1, gridWidth=10)
 
 
 def test_latent_variable_from_samples_covers_the_range_with_margin():
@@ -497,6 +503,32 @@ def test_latent_variable_from_samples_covers_the_range_with_margin():
     for bad in ([1.0], [], [0.0, np.nan], [0.0, np.inf]):
         with pytest.raises(ValueError, match="at least two finite"):
             LatentVariable.from_samples(0, bad)
+
+
+def test_latent_variable_from_model_uses_the_stored_training_range_of_z(ala2, tmp_path):
+    """from_model takes the grid from the model file's z_range (default margin 30 %, width 5 % of the range); an
+    index outside the model's latent dimensions or a file without z_range is refused, naming the file."""
+    import latentbias as lb
+    from latentbias.bias.grid import LatentVariable
+
+    from conftest import perturbed_frames, random_latent_model
+    from toy import identity_model
+
+    _, top, xyz = ala2
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), top.n_atoms,
+                                perturbed_frames(xyz, 20))
+    path = lb.save_model(model, tmp_path / "zr.pt", dtype="float64", z_range={"min": [-1.0, 0.5], "max": [2.0, 0.9]})
+    v = LatentVariable.from_model(1, path, gridWidth=12)
+    assert (v.index, v.gridWidth) == (1, 12)
+    assert (v.minValue, v.maxValue, v.biasWidth) == (pytest.approx(0.38), pytest.approx(1.02), pytest.approx(0.02))
+    w = LatentVariable.from_model(0, path, margin=0.1, width_fraction=0.2)
+    assert (w.minValue, w.maxValue, w.biasWidth) == (pytest.approx(-1.3), pytest.approx(2.3), pytest.approx(0.6))
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match=r"index must be in \[0, 2\)"):
+            LatentVariable.from_model(bad, path)
+    plain = identity_model(tmp_path / "plain.pt", 1, 2)
+    with pytest.raises(ValueError, match=re.escape(str(plain)) + ".*stores no training range"):
+        LatentVariable.from_model(0, plain)
 
 
 def test_bias_grid_needs_one_to_three_distinct_components_and_one_periodicity():
@@ -538,6 +570,10 @@ def test_check_variables_against_the_model():
     for wrong in (LatentVariable(1, -np.pi, np.pi, 0.2), LatentVariable(1, -3.0, 3.0, 0.2, periodic=True)):
         with pytest.raises(ValueError, match="periodic on"):
             check_variables(model, [wrong])
+    # the message gives the declaration to use
+    fix = re.escape(f"LatentVariable(periodic=True, minValue={-np.pi}, maxValue={np.pi})")
+    with pytest.raises(ValueError, match=fix):
+        check_variables(model, [LatentVariable(1, -np.pi, np.pi, 0.2)])
 
 
 # ------------------------------------------------------------- analysis/constants.py, analysis/_validation.py
