@@ -651,8 +651,8 @@ def test_ensure_cv_shapes_dimensions_and_non_finite_frames():
     with pytest.raises(ValueError, match="has no frames"):
         ensure_cv(np.zeros((0, 2)))
     cv = np.zeros((5, 2))
-    cv[1, 0], cv[3, 1], cv[3, 0] = np.nan, np.inf, -np.inf
-    with pytest.raises(ValueError, match="in 2 frames"):
+    cv[1, 0], cv[3, 0], cv[4, 0], cv[4, 1] = np.nan, np.inf, -np.inf, np.nan  # 3 frames (rows), 2 columns
+    with pytest.raises(ValueError, match="in 3 frames"):
         ensure_cv(cv)
 
 
