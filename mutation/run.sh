@@ -9,7 +9,10 @@
 # the environment you run it from is used (`make mutation` puts the project venv first on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OPENMM_DEFAULT_PLATFORM=Reference
+# PYTHONPATH puts this tree first (a git worktree's sources win over the venv's editable install);
+# no bytecode is written, so a mutant's .pyc can never be picked up by a later run
+export OMP_NUM_THREADS=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OPENMM_DEFAULT_PLATFORM=Reference \
+  PYTHONDONTWRITEBYTECODE=1
 mkdir -p build/mutation
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
@@ -22,6 +25,7 @@ for name in "${names[@]}"; do
   if [ ! -f "$db" ]; then
     cosmic-ray init "$cfg" "$db"
     cr-filter-operators "$db" "$cfg"
+    python mutation/filter_definitions.py "$db" "$cfg"
   fi
   echo "== $name: $(date -u +%H:%M:%S) start"
   cosmic-ray exec "$cfg" "$db"
