@@ -143,8 +143,8 @@ def cases(model: Path, z: np.ndarray):
         return setup
 
     yield "unbiased", lambda system: None
-    yield "LatentBiasForce d=2, native path", grid_backend(FusedBackend, evaluation_path="native")
-    yield "LatentBiasForce d=2, libtorch path", grid_backend(FusedBackend, evaluation_path="torch")
+    yield "LatentBiasForce d=2, native path", grid_backend(FusedBackend, evaluationPath="native")
+    yield "LatentBiasForce d=2, libtorch path", grid_backend(FusedBackend, evaluationPath="torch")
     yield "one TorchForce (z0, no grid)", lambda system: system.addForce(lb.latent_component_force(model, system, 0))
     yield "CustomCVForce route d=2 (2 TorchForces)", grid_backend(CustomCVBackend)
 
