@@ -34,6 +34,14 @@ def in_c7ax(phi: np.ndarray) -> np.ndarray:
     return (phi > 0) & (phi < 120)
 
 
+def c7ax_core(phi: np.ndarray) -> np.ndarray:
+    return (phi > 20) & (phi < 100)
+
+
+def rest_core(phi: np.ndarray) -> np.ndarray:
+    return phi < -40
+
+
 def c7ax_entries(phi: np.ndarray) -> int:
     """Independent C7ax visits in a time-ordered series of φ (degrees): entries into the core 20° < φ < 100° after
     the last stay in the core φ < −40° (core sets, so recrossings of the barrier do not count). ΔF is only as good
@@ -122,10 +130,14 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
     if not usable:
         print("\nno campaign sampled C7ax in its converge phase: no dF; increase rounds or [converge] max_steps")
         return
-    result = campaign_basin_estimate(usable, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature)
+    result = campaign_basin_estimate(usable, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature,
+                                     core_a=rest_core, core_b=c7ax_core)
     for r in result.runs:
-        print(f"  {r['rundir']}: dF = {r['value']:.2f} +- {r['error']:.2f} kJ/mol (block bootstrap, {r['blocks']} "
-              f"blocks of {r['frames_used']} frames)")
+        how = (f"two-state bound 2kT/sqrt(K) with K = {r['transitions']} transitions: too few visits for the "
+               f"block bootstrap" if r["transitions"] is not None and r["error"] == r["two_state_error"]
+               else f"block bootstrap, {r['blocks']} blocks of {r['frames_used']} frames"
+               + (f", {r['transitions']} transitions" if r["transitions"] is not None else ""))
+        print(f"  {r['rundir']}: dF = {r['value']:.2f} +- {r['error']:.2f} kJ/mol ({how})")
     est = result.estimate
     how = (f"spread of {est.n_independent} independent campaigns (Student t, {est.dof:.0f} dof)"
            if est.method == "replicas" else f"block bootstrap, {est.n_independent} blocks")

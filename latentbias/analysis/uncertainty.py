@@ -58,8 +58,11 @@ __all__ = [
     "block_variance_ratio",
     "estimate_uncertainty",
     "mbar_reweighter",
+    "regenerative_error",
     "replica_estimate",
     "statistical_inefficiency",
+    "transition_count",
+    "two_state_error",
 ]
 
 #: Default number of bootstrap resamples.
@@ -300,6 +303,130 @@ def block_bootstrap_indices(
                     break
         out.append(np.concatenate(picked)[:n_k])
     return np.concatenate(out)
+
+
+def transition_count(core_a: Any, core_b: Any, breaks: Any | None = None) -> int:
+    """Number of committed transitions between two cores along a time series (A → B and B → A counted).
+
+    A frame in neither core keeps the last core visited (hysteresis), so recrossings of a dividing surface are not
+    counted: a transition is a first frame in one core after the last core visited was the other.
+
+    Parameters
+    ----------
+    core_a, core_b : array_like of bool, shape=(n_frames,)
+        Whether each frame, in time order, is in core A / core B (they must not overlap).
+    breaks : array_like, shape=(n_frames,), optional
+        Label of the independent time series each frame belongs to (e.g. walker or run): the series are counted
+        separately, and a jump from one to the next is never a transition.
+
+    Returns
+    -------
+    int
+    """
+    a = np.asarray(core_a, dtype=bool)
+    b = np.asarray(core_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"core_a and core_b must be 1-D masks of one shape, got {a.shape} and {b.shape}")
+    if np.any(a & b):
+        raise ValueError(f"{int(np.count_nonzero(a & b))} frames are in both cores; cores must not overlap")
+    labels = np.zeros(a.shape, dtype=np.int64) if breaks is None else np.asarray(breaks)
+    if labels.shape != a.shape:
+        raise ValueError(f"breaks must have shape {a.shape}, got {labels.shape}")
+    count = 0
+    for lab in np.unique(labels):
+        sel = labels == lab
+        state = np.where(a[sel], 0, np.where(b[sel], 1, -1))
+        visited = state[state >= 0]
+        count += int(np.count_nonzero(np.diff(visited)))
+    return count
+
+
+def regenerative_error(
+    estimator: Callable[[np.ndarray], float],
+    core_a: Any,
+    core_b: Any,
+    breaks: Any | None = None,
+    n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+    seed: int | None = 0,
+) -> tuple[float, int]:
+    """1σ error of ``estimator`` from a bootstrap over round trips A → B → A (regenerative bootstrap).
+
+    A Markov process that returns to core A starts afresh each time: the stretches between successive returns to A
+    from B (each holding one stay in A and one visit to B) are independent and identically distributed (Athreya &
+    Fuh 1992), whatever the frames' correlation inside a stretch. Resampling whole round trips therefore gives an
+    error that counts visits, not frames: a run with three visits to B has three samples of B's population, and a
+    visit made while an adaptive bias was still far from converged weighs in the spread as it should.
+
+    Parameters
+    ----------
+    estimator : callable
+        ``estimator(indices) -> float`` (repeats allowed); NaN/inf when a selection misses a basin.
+    core_a, core_b : array_like of bool, shape=(n_frames,)
+        Cores of the two basins, frames in time order.
+    breaks : array_like, shape=(n_frames,), optional
+        Independent time series (a new series starts a new round trip).
+    n_bootstrap, seed :
+        Resamples and their seed.
+
+    Returns
+    -------
+    error : float
+        Bootstrap standard deviation × √(n/(n − 1)); inf with fewer than 2 round trips or when more than 20 % of the
+        resamples miss a basin.
+    n_cycles : int
+        Number of stretches resampled (completed round trips, plus the partial stretches at the ends).
+    """
+    a = np.asarray(core_a, dtype=bool)
+    b = np.asarray(core_b, dtype=bool)
+    n = a.shape[0]
+    labels = np.zeros(n, dtype=np.int64) if breaks is None else np.asarray(breaks)
+    if b.shape != a.shape or labels.shape != a.shape:
+        raise ValueError(f"core_a, core_b and breaks must have one shape, got {a.shape}, {b.shape}, {labels.shape}")
+    cycle = np.empty(n, dtype=np.int64)
+    current, last, prev_label = 0, -1, None
+    for i in range(n):
+        if labels[i] != prev_label:  # a new independent series starts a new stretch
+            if prev_label is not None:
+                current += 1
+            last, prev_label = -1, labels[i]
+        if a[i]:
+            if last == 1:  # a return to A after a visit to B
+                current += 1
+            last = 0
+        elif b[i]:
+            last = 1
+        cycle[i] = current
+    ids = np.unique(cycle)
+    members = [np.flatnonzero(cycle == c) for c in ids]
+    if len(members) < 3:  # at most one complete round trip between partial ends
+        return math.inf, len(members)
+    rng = np.random.default_rng(seed)
+    samples = np.array([estimator(np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))]))
+                        for _ in range(int(n_bootstrap))], dtype=np.float64)
+    finite = np.isfinite(samples)
+    if finite.mean() < 0.8:
+        return math.inf, len(members)
+    k = len(members)
+    return float(np.std(samples[finite], ddof=1) * math.sqrt(k / (k - 1))), k
+
+
+def two_state_error(transitions: int, temperature: Any) -> float:
+    """Smallest 1σ error (kJ/mol) of a basin free-energy difference estimated from a run with ``transitions``
+    committed transitions between the two basins: 2 kT / √K.
+
+    For a two-state Markov process with rates k_AB, k_BA observed for a time T, the population p of B has variance
+    2 p (1 − p) τ / T with τ = 1/(k_AB + k_BA), and the expected number of transitions is K = 2 p (1 − p) T / τ,
+    so Var(p̂) = 4 p² (1 − p)² / K and σ(ΔF) = kT σ(p̂) / (p (1 − p)) = 2 kT / √K, whatever p. Reweighting biased
+    frames can only add variance (the weights fluctuate within a basin), so no run with K transitions determines
+    ΔF better. It is what the block bootstrap cannot see when a run visits a basin once or twice: blocks then
+    are shorter than the time between visits. K = 0 gives inf.
+    """
+    from .constants import kt_kjmol
+
+    k = int(transitions)
+    if k < 0:
+        raise ValueError(f"transitions must be >= 0, got {transitions!r}")
+    return math.inf if k == 0 else 2.0 * kt_kjmol(temperature) / math.sqrt(k)
 
 
 def replica_estimate(per_replica: Any, pooled: Any | None = None) -> Estimate:

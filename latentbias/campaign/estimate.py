@@ -7,7 +7,9 @@ sees it). Errors come from :mod:`latentbias.analysis.uncertainty`:
 
 * each run alone: the block bootstrap over the frames in its estimate, in time order (one continuous converge
   run: a single state, blocks of 3× the statistical inefficiency of the basin indicator and of the latent
-  coordinates), valid because the converge weights are fixed per frame (no re-solve needed); an umbrella
+  coordinates), valid because the converge weights are fixed per frame (no re-solve needed), and never below a
+  bootstrap over the run's round trips between the basins nor the two-state bound 2 kT/√K of K transitions (a
+  basin visited a few times: the blocks are shorter than the time between visits and cannot see it); an umbrella
   converge phase (MBAR over its windows, :mod:`latentbias.campaign.umbrellaconv`) is resampled per window
   (stratified block bootstrap) with MBAR re-solved on every resample, so the error includes that of the window
   free energies;
@@ -18,6 +20,7 @@ sees it). Errors come from :mod:`latentbias.analysis.uncertainty`:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..analysis.constants import kt_kjmol
 from ..analysis.fes import basin_free_energy_estimate
-from ..analysis.uncertainty import Estimate, replica_estimate
+from ..analysis.uncertainty import (Estimate, regenerative_error, replica_estimate, transition_count,
+                                    two_state_error)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,8 @@ __all__ = ["RunEstimate", "final_weights", "campaign_basin_estimate"]
 @dataclass
 class RunEstimate:
     """The estimate of one or more runs: ``estimate`` (value, 1σ error, method, n_independent) and per run
-    ``(rundir, value, error, frames used, blocks)``."""
+    ``(rundir, value, error, frames used, blocks, transitions, two_state_error, round_trips, round_trip_error)``
+    (the last four None for umbrella runs)."""
 
     estimate: Estimate
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -78,6 +84,8 @@ def campaign_basin_estimate(
     temperature: float,
     n_bootstrap: int = 200,
     seed: int = 0,
+    core_a: Callable[[np.ndarray], np.ndarray] | None = None,
+    core_b: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> RunEstimate:
     """ΔF = F_B − F_A (kJ/mol) from the final weights of finished campaigns.
 
@@ -93,6 +101,17 @@ def campaign_basin_estimate(
         K.
     n_bootstrap, seed
         Block bootstrap of each run.
+    core_a, core_b : callable, optional
+        Cores of the basins (default: the basins) for counting transitions between them: a run whose estimate
+        rests on reweighted frames of one continuous biased run (OPES or metadynamics converge phase) gets the
+        error max(block bootstrap, round-trip bootstrap, 2 kT / √K) with K its committed transitions between the
+        cores (:func:`~latentbias.analysis.uncertainty.regenerative_error`,
+        :func:`~latentbias.analysis.uncertainty.two_state_error`): a run that visited a basin a few times has a few
+        samples of its population, and the block bootstrap's blocks, shorter than the time between visits, do not
+        show it. Give cores that leave out the barrier region, so that recrossings of
+        the dividing surface are not counted (e.g. φ < −40° and 20° < φ < 100° for alanine dipeptide). The
+        frames of parallel walkers are counted in file order (each segment's walkers one after another), which
+        can add one transition per walker boundary.
 
     Returns
     -------
@@ -109,16 +128,40 @@ def campaign_basin_estimate(
             raise ValueError(f"observable of {rundir} has shape {x.shape}, weights.csv has {used.shape[0]} frames")
         z = np.column_stack([table[k] for k in table if k.startswith("z")])
         resolve = _umbrella_reweighting(rundir)
-        if resolve is not None:  # window strata, MBAR re-solved per resample
+        if resolve is not None:  # window strata, MBAR re-solved per resample (no transitions needed)
             states, reweight = resolve
             est = basin_free_energy_estimate(x, table["logweight"], in_a, in_b, temperature, states=states,
                                              reweight=reweight, n_bootstrap=n_bootstrap, seed=seed, observable=z)
+            transitions = floor = regen = cycles = None
         else:
             est = basin_free_energy_estimate(x[used], table["logweight"][used], in_a, in_b, temperature,
                                              error_method="bootstrap", n_bootstrap=n_bootstrap, seed=seed,
                                              observable=z[used])
+            xu, lw = x[used], table["logweight"][used]
+            ca, cb = np.asarray((core_a or in_a)(xu), bool), np.asarray((core_b or in_b)(xu), bool)
+            transitions = transition_count(ca, cb, breaks=table["round"][used])
+            floor = two_state_error(transitions, temperature)
+            ma, mb = np.asarray(in_a(xu), bool), np.asarray(in_b(xu), bool)
+            kt = kt_kjmol(temperature)
+
+            def basin_df(sel: np.ndarray) -> float:
+                w = np.exp(lw[sel] - lw[sel].max())
+                pa, pb = w[ma[sel]].sum(), w[mb[sel]].sum()
+                return float(-kt * np.log(pb / pa)) if pa > 0 and pb > 0 else float("nan")
+
+            regen, cycles = regenerative_error(basin_df, ca, cb, breaks=table["round"][used],
+                                               n_bootstrap=n_bootstrap, seed=seed)
+            bound = max(floor, regen)
+            if not bound <= est.error:
+                logger.warning("%s: %d transitions (%d round-trip stretches) between the basins in the frames of the "
+                               "estimate: its error is %.3g kJ/mol (round-trip bootstrap %.3g, two-state bound "
+                               "2 kT/sqrt(K) %.3g), not the block bootstrap's %.3g: too few visits to know the "
+                               "populations better", rundir, transitions, cycles, bound, regen, floor, est.error)
+                est = dataclasses.replace(est, error=bound)
         runs.append({"rundir": str(rundir), "value": float(est.value), "error": float(est.error),
-                     "frames_used": int(used.sum()), "blocks": int(est.n_independent)})
+                     "frames_used": int(used.sum()), "blocks": int(est.n_independent),
+                     "transitions": transitions, "two_state_error": floor, "round_trips": cycles,
+                     "round_trip_error": regen})
         logger.info("%s: dF = %.2f +- %.2f kJ/mol (%d frames, %d bootstrap blocks)", rundir, est.value, est.error,
                     used.sum(), est.n_independent)
     if len(runs) == 1:

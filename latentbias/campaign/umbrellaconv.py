@@ -268,7 +268,7 @@ class UmbrellaBias(RoundBias):
         self._earlier_positions = setup.earlier_positions
         self.centers = np.asarray(self.plan["centers"], dtype=float)
         self.restraint = LatentRestraint(self.model.file, setup.system, centers=self.centers[0],
-                                         force_constants=self.plan["force_constants"], dims=self.plan["dims"],
+                                         forceConstants=self.plan["force_constants"], dims=self.plan["dims"],
                                          prefix="umbrella_")
         self._states: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._current = -1
