@@ -428,7 +428,7 @@ def test_converge_drift_orders_walker_frames_by_simulated_time(tmp_path):
         z = np.concatenate([rng.normal(-1.5, 0.4, n), rng.normal(1.5, 0.4, n)])[:, None]  # walker 0, walker 1
         rd.save_npz(rd.segment_file(0, k), z=z,
                     bias_kjmol=np.zeros(2 * n), ct_kjmol=np.zeros(2 * n), scale=np.ones(2 * n),
-                    walker=np.repeat([0, 1], n), ood=np.zeros(2 * n, bool), **cols)
+                    walker=np.repeat([0, 1], n), ood=np.zeros(2 * n, bool), target=np.full(2 * n, -1), **cols)
     drift = convergence_history(rd, cfg, 0)["drift_kjmol"][-1]
 
     segs = [rd.read_segment(0, k) for k in range(2)]

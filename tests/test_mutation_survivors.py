@@ -234,15 +234,15 @@ def test_metad_bias_state_defaults_to_the_unscaled_grid_and_periodic_axes_have_n
 
     v = LatentVariable(0, -1.0, 1.0, 0.2, gridWidth=9)
     values = np.random.default_rng(1).uniform(0.0, 10.0, 9)
-    state = BiasState("metad", 0, variables=[v.to_dict()], grid=values, wall_k=500.0)
+    state = BiasState("metad", 0, variables=[v.toDict()], grid=values, wall_k=500.0)
     np.testing.assert_allclose(state.energy(v.axis[:, None]), values, rtol=1e-13)
     assert state.energy(np.array([[1.2]]))[0] == pytest.approx(values[-1] + 0.5 * 500.0 * 0.2**2, rel=1e-12)
     assert state.energy(np.array([[-1.5]]))[0] == pytest.approx(values[0] + 0.5 * 500.0 * 0.5**2, rel=1e-12)
-    nowall = BiasState("metad", 0, variables=[v.to_dict()], grid=values)  # no wall unless one is given
+    nowall = BiasState("metad", 0, variables=[v.toDict()], grid=values)  # no wall unless one is given
     np.testing.assert_allclose(nowall.energy(np.array([[1.7], [-3.0]])), values[[-1, 0]], rtol=1e-13)
     p = LatentVariable(0, -np.pi, np.pi, 0.3, periodic=True, gridWidth=25)
     pv = 5.0 * BiasGrid([p]).gaussian([2.9])
-    pstate = BiasState("metad", 0, variables=[p.to_dict()], grid=pv, wall_k=500.0, scale=0.5)
+    pstate = BiasState("metad", 0, variables=[p.toDict()], grid=pv, wall_k=500.0, scale=0.5)
     z = np.random.default_rng(2).uniform(-np.pi, np.pi, (40, 1))
     e = pstate.energy(z)
     np.testing.assert_allclose(pstate.energy(z + 2 * np.pi), e, rtol=1e-10, atol=1e-12)
@@ -281,7 +281,7 @@ def test_cross_round_mbar_with_an_unbiased_state_and_unequal_counts_equals_pymba
     grid_values = 4.0 * np.cos(np.pi * v.axis / 0.8) + 4.0
     states = [BiasState("unbiased"), BiasState("restraint", 0, np.array([0.25]), 400.0),
               BiasState("restraint", 1, np.array([-0.3]), 100.0),
-              BiasState("metad", 1, variables=[v.to_dict()], grid=grid_values, wall_k=300.0, scale=0.7)]
+              BiasState("metad", 1, variables=[v.toDict()], grid=grid_values, wall_k=300.0, scale=0.7)]
     x = []
     for s, n in enumerate(n_k):
         # restraint states are Gaussian in x; the metadynamics state's frames are drawn from the unbiased one
@@ -322,7 +322,7 @@ def test_a_single_bias_state_is_reweighted_by_exp_beta_v():
 
     T = 300.0
     v = LatentVariable(1, -1.0, 1.0, 0.1, gridWidth=11)
-    st = BiasState("metad", 2, variables=[v.to_dict()], grid=np.linspace(0.0, 6.0, 11), wall_k=100.0)
+    st = BiasState("metad", 2, variables=[v.toDict()], grid=np.linspace(0.0, 6.0, 11), wall_k=100.0)
     z = np.random.default_rng(4).uniform(-1.2, 1.2, (30, 2))
     state_of = np.ones(30, dtype=int)
     state_of[:3] = -1
@@ -494,15 +494,15 @@ def test_latent_variable_default_grid_width_and_validation():
 def test_latent_variable_from_samples_covers_the_range_with_margin():
     from latentbias.bias.grid import LatentVariable
 
-    v = LatentVariable.from_samples(3, [0.5, -1.5, 0.0, 2.5], margin=0.25, width_fraction=0.1, periodic=False)
+    v = LatentVariable.fromSamples(3, [0.5, -1.5, 0.0, 2.5], margin=0.25, widthFraction=0.1, periodic=False)
     assert (v.index, v.minValue, v.maxValue, v.biasWidth) == (3, -2.5, 3.5, pytest.approx(0.4))
-    d = LatentVariable.from_samples(0, [1.0, 3.0])  # defaults: margin 0.3, width 0.05 of the range
+    d = LatentVariable.fromSamples(0, [1.0, 3.0])  # defaults: margin 0.3, width 0.05 of the range
     assert (d.minValue, d.maxValue, d.biasWidth) == (pytest.approx(0.4), pytest.approx(3.6), pytest.approx(0.1))
-    c = LatentVariable.from_samples(0, [2.0, 2.0], gridWidth=8)  # constant samples: a 1e-6 span, not an error
+    c = LatentVariable.fromSamples(0, [2.0, 2.0], gridWidth=8)  # constant samples: a 1e-6 span, not an error
     assert c.maxValue - c.minValue == pytest.approx(0.6e-6, rel=1e-6) and c.gridWidth == 8
     for bad in ([1.0], [], [0.0, np.nan], [0.0, np.inf]):
         with pytest.raises(ValueError, match="at least two finite"):
-            LatentVariable.from_samples(0, bad)
+            LatentVariable.fromSamples(0, bad)
 
 
 def test_latent_variable_from_model_uses_the_stored_training_range_of_z(ala2, tmp_path):
@@ -518,17 +518,17 @@ def test_latent_variable_from_model_uses_the_stored_training_range_of_z(ala2, tm
     model = random_latent_model(lb.Distances.from_selection(top, "element != H"), top.n_atoms,
                                 perturbed_frames(xyz, 20))
     path = lb.save_model(model, tmp_path / "zr.pt", dtype="float64", z_range={"min": [-1.0, 0.5], "max": [2.0, 0.9]})
-    v = LatentVariable.from_model(1, path, gridWidth=12)
+    v = LatentVariable.fromModel(1, path, gridWidth=12)
     assert (v.index, v.gridWidth) == (1, 12)
     assert (v.minValue, v.maxValue, v.biasWidth) == (pytest.approx(0.38), pytest.approx(1.02), pytest.approx(0.02))
-    w = LatentVariable.from_model(0, path, margin=0.1, width_fraction=0.2)
+    w = LatentVariable.fromModel(0, path, margin=0.1, widthFraction=0.2)
     assert (w.minValue, w.maxValue, w.biasWidth) == (pytest.approx(-1.3), pytest.approx(2.3), pytest.approx(0.6))
     for bad in (-1, 2):
         with pytest.raises(ValueError, match=r"index must be in \[0, 2\)"):
-            LatentVariable.from_model(bad, path)
+            LatentVariable.fromModel(bad, path)
     plain = identity_model(tmp_path / "plain.pt", 1, 2)
     with pytest.raises(ValueError, match=re.escape(str(plain)) + ".*stores no training range"):
-        LatentVariable.from_model(0, plain)
+        LatentVariable.fromModel(0, plain)
 
 
 def test_bias_grid_needs_one_to_three_distinct_components_and_one_periodicity():
