@@ -133,10 +133,10 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
     result = campaign_basin_estimate(usable, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature,
                                      core_a=rest_core, core_b=c7ax_core)
     for r in result.runs:
-        how = (f"two-state bound 2kT/sqrt(K) with K = {r['transitions']} transitions: too few visits for the "
-               f"block bootstrap" if r["transitions"] is not None and r["error"] == r["two_state_error"]
-               else f"block bootstrap, {r['blocks']} blocks of {r['frames_used']} frames"
-               + (f", {r['transitions']} transitions" if r["transitions"] is not None else ""))
+        how = f"block bootstrap {r['bootstrap_error']:.2f} over {r['blocks']} blocks of {r['frames_used']} frames"
+        if r["transitions"] is not None:  # OPES/metadynamics converge phase: visits count too (the larger error)
+            how += (f"; {r['transitions']} transitions: round-trip bootstrap {r['round_trip_error']:.2f} over "
+                    f"{r['round_trips']} stretches, two-state bound 2kT/sqrt(K) {r['two_state_error']:.2f}")
         print(f"  {r['rundir']}: dF = {r['value']:.2f} +- {r['error']:.2f} kJ/mol ({how})")
     est = result.estimate
     how = (f"spread of {est.n_independent} independent campaigns (Student t, {est.dof:.0f} dof)"

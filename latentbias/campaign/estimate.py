@@ -41,8 +41,8 @@ __all__ = ["RunEstimate", "final_weights", "campaign_basin_estimate"]
 @dataclass
 class RunEstimate:
     """The estimate of one or more runs: ``estimate`` (value, 1σ error, method, n_independent) and per run
-    ``(rundir, value, error, frames used, blocks, transitions, two_state_error, round_trips, round_trip_error)``
-    (the last four None for umbrella runs)."""
+    ``(rundir, value, error, frames_used, blocks, bootstrap_error, transitions, two_state_error, round_trips,
+    round_trip_error)`` (the last four None for umbrella runs; ``error`` is the largest of the three errors)."""
 
     estimate: Estimate
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -133,6 +133,7 @@ def campaign_basin_estimate(
             est = basin_free_energy_estimate(x, table["logweight"], in_a, in_b, temperature, states=states,
                                              reweight=reweight, n_bootstrap=n_bootstrap, seed=seed, observable=z)
             transitions = floor = regen = cycles = None
+            bootstrap = float(est.error)
         else:
             est = basin_free_energy_estimate(x[used], table["logweight"][used], in_a, in_b, temperature,
                                              error_method="bootstrap", n_bootstrap=n_bootstrap, seed=seed,
@@ -151,7 +152,7 @@ def campaign_basin_estimate(
 
             regen, cycles = regenerative_error(basin_df, ca, cb, breaks=table["round"][used],
                                                n_bootstrap=n_bootstrap, seed=seed)
-            bound = max(floor, regen)
+            bootstrap, bound = float(est.error), max(floor, regen)
             if not bound <= est.error:
                 logger.warning("%s: %d transitions (%d round-trip stretches) between the basins in the frames of the "
                                "estimate: its error is %.3g kJ/mol (round-trip bootstrap %.3g, two-state bound "
@@ -159,7 +160,7 @@ def campaign_basin_estimate(
                                "populations better", rundir, transitions, cycles, bound, regen, floor, est.error)
                 est = dataclasses.replace(est, error=bound)
         runs.append({"rundir": str(rundir), "value": float(est.value), "error": float(est.error),
-                     "frames_used": int(used.sum()), "blocks": int(est.n_independent),
+                     "frames_used": int(used.sum()), "blocks": int(est.n_independent), "bootstrap_error": bootstrap,
                      "transitions": transitions, "two_state_error": floor, "round_trips": cycles,
                      "round_trip_error": regen})
         logger.info("%s: dF = %.2f +- %.2f kJ/mol (%d frames, %d bootstrap blocks)", rundir, est.value, est.error,
