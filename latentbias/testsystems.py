@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["alanine_dipeptide_files", "villin_water_pdb", "villin_implicit_pdb", "alanine_dipeptide_vacuum",
            "t4_lysozyme_l99a_files", "t4_lysozyme_l99a_implicit"]
@@ -59,14 +60,7 @@ def alanine_dipeptide_vacuum(constraints: str | None = "HBonds"):
     topology : openmm.app.Topology
     positions : openmm.unit.Quantity, shape=(22, 3), nm
     """
-    from openmm import app
-
-    files = alanine_dipeptide_files()
-    prmtop = app.AmberPrmtopFile(str(files["prmtop"]))
-    crd = app.AmberInpcrdFile(str(files["crd"]))
-    cons = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}[constraints]
-    system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=cons)
-    return system, prmtop.topology, crd.positions
+    return _amber_system(alanine_dipeptide_files(), constraints)
 
 
 def t4_lysozyme_l99a_implicit(constraints: str | None = "HBonds"):
@@ -83,11 +77,17 @@ def t4_lysozyme_l99a_implicit(constraints: str | None = "HBonds"):
     """
     from openmm import app
 
-    files = t4_lysozyme_l99a_files()
+    return _amber_system(t4_lysozyme_l99a_files(), constraints, implicitSolvent=app.OBC2)
+
+
+def _amber_system(files: dict[str, Path], constraints: str | None, **options: Any):
+    """(system, topology, positions) of an Amber prmtop/crd pair, NoCutoff; ``options`` go to createSystem."""
+    from openmm import app
+
     prmtop = app.AmberPrmtopFile(str(files["prmtop"]))
     crd = app.AmberInpcrdFile(str(files["crd"]))
     cons = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}[constraints]
-    system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=cons, implicitSolvent=app.OBC2)
+    system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=cons, **options)
     return system, prmtop.topology, crd.positions
 
 
