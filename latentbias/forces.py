@@ -7,10 +7,19 @@
   use the whole vector at once.
 
 Every builder refuses a model whose atom count differs from the System's before any Context is made.
+
+Every module handed to a ``TorchForce`` is frozen here first (:func:`frozen_for_torchforce`): openmm-torch's
+kernels call ``torch::jit::freeze`` on it, which inlines method calls and then deletes the inlined methods while the
+inlined call stacks keep raw pointers to them; when the model then fails inside the inlined code (e.g.
+``linalg.svd`` of NaN) the TorchScript interpreter reads the deleted functions while formatting the error — a
+use-after-free that segfaulted the process. A module frozen and reloaded here has no method calls left, so the
+error is raised instead.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from typing import Any, Optional
 
@@ -20,7 +29,10 @@ from torch import Tensor
 from ._environment import import_openmmtorch
 from .export import LatentModelFile, load_model, script_module
 
-__all__ = ["as_model_file", "latent_component_force", "latent_cv_forces", "latent_vector_module", "make_torch_force"]
+__all__ = ["as_model_file", "frozen_for_torchforce", "latent_component_force", "latent_cv_forces",
+           "latent_vector_module", "make_torch_force"]
+
+logger = logging.getLogger(__name__)
 
 
 def as_model_file(model: str | os.PathLike | LatentModelFile) -> LatentModelFile:
@@ -44,15 +56,58 @@ class _Component(torch.nn.Module):
         return self.model(positions, box)[self.index]
 
 
+def _reloaded(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer)
+
+
+def frozen_for_torchforce(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """A frozen, reloaded copy of ``module`` whose ``forward`` calls no methods (everything inlined).
+
+    openmm-torch (1.5, all platforms) runs ``torch::jit::freeze`` on a TorchForce's module. Freezing inlines every
+    method call of ``forward`` (a helper method, a submodule's ``forward``) and then removes the inlined methods
+    from their compilation unit, freeing them, while each inlined node's call stack still points at them. When an
+    operation inside inlined code throws (``linalg.svd`` of non-finite input, a shape error), the interpreter
+    formats the TorchScript traceback (``InterpreterStateImpl::callstack``) by calling ``name()`` on those freed
+    functions: a use-after-free that crashes the process (SIGSEGV) or not, depending on the heap. Freezing here and
+    reloading from bytes drops those call stacks (they are not serialized), and the module openmm-torch then freezes
+    has no calls left to inline, so such failures surface as exceptions.
+
+    Freezing folds attributes and buffers into constants and removes methods other than ``forward``: the module
+    openmm-torch evaluates is the same computation (it freezes it anyway). Numerical passes are off
+    (``optimize_numerics=False``). The argument is not modified (a serialized copy is frozen). A module that cannot
+    be frozen is returned unchanged (with a warning): openmm-torch would then fail to freeze it as well.
+
+    Parameters
+    ----------
+    module : torch.jit.ScriptModule
+
+    Returns
+    -------
+    torch.jit.ScriptModule
+    """
+    copy = _reloaded(module)
+    try:
+        frozen = torch.jit.freeze(copy.eval(), optimize_numerics=False)
+    except Exception as exc:  # noqa: BLE001 - TorchScript raises several types; fall back to the module as it is
+        logger.warning("could not freeze the TorchForce module (%s: %s); openmm-torch will freeze it itself",
+                       type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        return module
+    return _reloaded(frozen)
+
+
 def make_torch_force(
     module: torch.jit.ScriptModule, system: Any, force_group: int | None = None, periodic: bool | None = None
 ):
     """Wrap a scripted module in a TorchForce.
 
     The module's ``forward(positions, box=None)`` receives the box vectors when the force is periodic: by
-    default when the System already uses periodic boundary conditions (``periodic=None``).
+    default when the System already uses periodic boundary conditions (``periodic=None``). The TorchForce holds
+    :func:`frozen_for_torchforce` of the module (a model failing inside it raises instead of crashing).
     """
-    force = import_openmmtorch().TorchForce(module)
+    force = import_openmmtorch().TorchForce(frozen_for_torchforce(module))
     if periodic is None:
         periodic = bool(system.usesPeriodicBoundaryConditions())
     force.setUsesPeriodicBoundaryConditions(bool(periodic))

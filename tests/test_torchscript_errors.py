@@ -184,10 +184,6 @@ except Exception as exc:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="known crash, not yet fixed: openmm-torch 1.5 segfaults (SIGSEGV in "
-                   "Context.getState) when the restraint's TorchScript module fails inside the model (linalg.svd of "
-                   "NaN); the same model in a plain TorchForce, the same restraint with a model that raises "
-                   "RuntimeError itself, and the native LatentBiasForce all raise. Remove the xfail when it passes")
 def test_torchforce_restraint_with_a_failing_model_raises_instead_of_crashing(svd_model, tmp_path):
     import subprocess
     import sys
