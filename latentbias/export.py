@@ -31,6 +31,7 @@ import torch
 
 from .io import atomic_write_bytes
 from .models import LatentModel
+from .model_probes import probe_configurations, probe_metadata
 from .native_description import NATIVE_NAME, describe_model, is_native_entry, validate_description
 from .torchscript_errors import cause_first
 from .validation import ensure_box, ensure_positions
@@ -96,7 +97,8 @@ def build_metadata(model: LatentModel, dtype: str, training: Any | None, extra: 
     ``latent_dim``, ``atom_indices``, ``n_features``, ``feature_spec``, ``feature_names``, ``architecture``,
     ``dtype``, ``units``, ``z_range`` (z over the training frames: ``min``/``max``/``q01``/``q99`` per dimension, or
     None), ``training_data_hash``, ``training`` (settings and final losses), ``decoder`` (what ``decode(z)``
-    returns and its held-out reconstruction RMSD in Å, or None), ``extra``.
+    returns and its held-out reconstruction RMSD in Å, or None), ``extra``; :func:`save_model` adds
+    ``native_description`` and ``probe_positions`` (see :mod:`latentbias.model_probes`, or None).
     """
     from . import __version__
 
@@ -160,6 +162,7 @@ def save_model(
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
     z_range: dict[str, list[float]] | None = None,
+    probe_positions: Any | None = None,
 ) -> Path:
     """Export a latent model to one TorchScript file with metadata inside (atomic write).
 
@@ -179,6 +182,10 @@ def save_model(
     z_range : dict, optional
         Range of z on the training frames (see :func:`latentbias.training.latent_range`); default: the one in
         ``training``. Pass it when the model was changed after training (e.g. a latent alignment).
+    probe_positions : array_like, shape=(n_frames, n_atoms, 3), nm, optional
+        Training frames (full system); the coordinates of the atoms the model reads in up to three of them are
+        stored (``metadata["probe_positions"]``) and probed when the file is loaded (:func:`check_model_output`).
+        Default: ``training.probe_positions`` if present.
 
     Returns
     -------
@@ -204,6 +211,10 @@ def save_model(
     metadata = build_metadata(model, dtype, training, extra)
     if z_range is not None:
         metadata["z_range"] = {k: [float(x) for x in v] for k, v in z_range.items()}
+    if probe_positions is None:
+        probe_positions = getattr(training, "probe_positions", None)
+    metadata["probe_positions"] = None if probe_positions is None else probe_metadata(
+        probe_positions, metadata["atom_indices"], model.n_atoms)
     native = describe_model(encoder, model.n_atoms, model.latent_dim)
     metadata["native_description"] = NATIVE_NAME if native is not None else None
     write_scripted_model(encoder, path, metadata, native)
@@ -494,8 +505,16 @@ class LatentModelFile:
                                            ) from exc
 
 
-def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentModelFile:
+def load_model(path: str | os.PathLike, map_location: str = "cpu", *, probe_positions: Any | None = None
+               ) -> LatentModelFile:
     """Load a latentbias model file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    map_location : str
+    probe_positions : array_like, shape=(n_atoms, 3) or (n, n_atoms, 3), nm, optional
+        Configurations the model is meant for, probed first by :func:`check_model_output`.
 
     Raises
     ------
@@ -528,24 +547,26 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> LatentMode
             raise ValueError(f"{path}: its native description does not match its metadata (n_atoms/latent_dim); "
                              "re-export the model with latentbias.save_model")
     model = LatentModelFile(module=module, metadata=metadata, path=path, native_files=native)
-    check_model_output(model)
+    check_model_output(model, probe_positions)
     return model
 
 
-def _probe_positions(n_atoms: int, seed: int) -> torch.Tensor:
-    """A reproducible random configuration at protein-like density (~100 atoms/nm³), shape=(n_atoms, 3), nm."""
-    side = max(1.0, (n_atoms / 100.0) ** (1.0 / 3.0))
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand((n_atoms, 3), generator=gen, dtype=torch.float64) * side
-
-
-def check_model_output(model: LatentModelFile) -> None:
+def check_model_output(model: LatentModelFile, probe_positions: Any | None = None) -> None:
     """Refuse a model whose output has the wrong shape or does not depend differentiably on the positions.
 
-    The model is evaluated at up to three reproducible random configurations at protein-like density (float64, no
-    box): ``z`` must be a floating-point tensor of shape ``(latent_dim,)`` attached to the autograd graph, and every
-    component must have a non-zero gradient with respect to the positions at one of them at least. A detached, integer/boolean or constant output would make every biasing route apply exactly
-    zero force while the bias energy is recorded — silently wrong physics.
+    The model is evaluated (float64 positions, no box) at the probe configurations of
+    :func:`latentbias.model_probes.probe_configurations`: the given ``probe_positions``, training frames stored in
+    the file, the aligned features' reference structure, then reproducible random configurations. ``z`` must be a
+    floating-point tensor of shape ``(latent_dim,)`` attached to the autograd graph, and every component must have a
+    non-zero gradient with respect to the positions at one probe at least. A detached, integer/boolean or constant
+    output would make every biasing route apply exactly zero force while the bias energy is recorded — silently
+    wrong physics. Physical probes come first because random configurations saturate healthy tanh models.
+
+    Parameters
+    ----------
+    model : LatentModelFile
+    probe_positions : array_like, shape=(n_atoms, 3) or (n, n_atoms, 3), nm, optional
+        Configurations the model is meant for (e.g. the system's starting structure), probed first.
 
     Raises
     ------
@@ -554,8 +575,10 @@ def check_model_output(model: LatentModelFile) -> None:
     """
     where = str(model.path) if model.path is not None else "the model"
     moves = np.zeros(model.latent_dim, dtype=bool)  # component i has a non-zero gradient at some probe
-    for probe in range(3):
-        z, x = _evaluate_probe(model, where, seed=20261129 + probe)
+    tried: list[str] = []
+    for label, x in probe_configurations(model.n_atoms, model.metadata, probe_positions):
+        tried.append(label)
+        z, x = _evaluate_probe(model, where, x)
         for i in np.flatnonzero(~moves):
             (grad,) = torch.autograd.grad(z[int(i)], x, retain_graph=True, allow_unused=True)
             moves[i] = grad is not None and bool(torch.any(grad != 0))
@@ -564,15 +587,17 @@ def check_model_output(model: LatentModelFile) -> None:
     i = int(np.flatnonzero(~moves)[0])
     raise ValueError(
         f"{where}: latent component z[{i}] does not depend differentiably on the positions (its gradient is "
-        "exactly zero at three random configurations); every biasing route would apply exactly zero force along it "
-        "while recording the bias energy. Make the output a differentiable function of the positions (no .detach(), "
-        "integer/boolean counts, constants or torch.no_grad() in forward; use a smooth switching function for counts)"
+        f"exactly zero at {len(tried)} probe configurations: {', '.join(tried)}); every biasing route would apply "
+        "exactly zero force along it while recording the bias energy. Make the output a differentiable function of "
+        "the positions (no .detach(), integer/boolean counts, constants or torch.no_grad() in forward; use a smooth "
+        "switching function for counts). If the model is differentiable but saturates (e.g. tanh) away from its "
+        "training structures, pass a structure of the system as load_model(..., probe_positions=...)"
     )
 
 
-def _evaluate_probe(model: LatentModelFile, where: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _evaluate_probe(model: LatentModelFile, where: str, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """z (checked: shape (latent_dim,), floating point, attached to the graph) and the probe positions."""
-    x = _probe_positions(model.n_atoms, seed=seed).requires_grad_(True)
+    x = positions.detach().clone().requires_grad_(True)
     try:
         z = model.module(x, None)
     except Exception as exc:

@@ -64,6 +64,9 @@ class TrainingResult:
         ``{"min", "max", "q01", "q99"}``: per latent dimension, the extremes and 1st/99th (unweighted)
         percentiles of z over all training frames (units of z). Stored in exported models as ``z_range`` so that
         bias grids can default to the sampled range (:meth:`latentbias.bias.LatentVariable.fromModel`).
+    probe_positions : numpy.ndarray, shape=(n_frames, n_atoms, 3), optional
+        Full-system training frames, nm (set by :meth:`LatentModelEstimator.fit_trajectories`); up to three of them
+        are stored in exported models as load-time probes (:mod:`latentbias.model_probes`).
     """
 
     model: FeatureAutoencoder
@@ -73,6 +76,7 @@ class TrainingResult:
     data_hash: str
     settings: dict[str, Any] = field(default_factory=dict)
     latent_range: dict[str, list[float]] | None = None
+    probe_positions: np.ndarray | None = field(default=None, repr=False)
 
 
 def latent_range(z: np.ndarray) -> dict[str, list[float]]:
@@ -491,7 +495,17 @@ class LatentModelEstimator:
             lengths=lengths,
             coordinates=isinstance(featurizer, AlignedCoordinates),
         )
+        result.probe_positions = _probe_frames(trajectories)
         return LatentModel(featurizer, result.model, n_atoms), result
+
+
+def _probe_frames(trajectories: Any) -> np.ndarray | None:
+    """First, middle and last frame of the first trajectory (nm), the load-time probes of an exported model."""
+    first = trajectories[0] if isinstance(trajectories, (list, tuple)) else trajectories
+    xyz = np.asarray(first.xyz if hasattr(first, "xyz") else first, dtype=float)
+    if xyz.ndim == 2:
+        xyz = xyz[None]
+    return xyz[sorted({0, len(xyz) // 2, len(xyz) - 1})] if xyz.ndim == 3 and len(xyz) else None
 
 
 def featurize_trajectories(featurizer: Featurizer, trajectories: Any) -> tuple[np.ndarray, list[int], int]:

@@ -115,7 +115,8 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
                     align.rmsd)
     model = LatentModel(featurizer, ae, campaign.system()[0].getNumParticles())
     run_dir.save_npz(_state_file(run_dir, r), **{k: v.detach().cpu().numpy() for k, v in ae.state_dict().items()})
-    save_model(model, run_dir.model_file(r), training=result, overwrite=True, extra={"campaign_round": r})
+    save_model(model, run_dir.model_file(r), training=result, overwrite=True, extra={"campaign_round": r},
+               probe_positions=positions)
     exported = load_model(run_dir.model_file(r))
     z = exported.encode(positions, boxes)
     err = RoundModel(exported, ae, info).reconstruction_error(feats)
