@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ._environment import import_openmmtorch
 from .export import LatentModelFile, load_model, script_module
+from .nonfinite import check_finite_evaluation
 
 __all__ = ["as_model_file", "frozen_for_torchforce", "latent_component_force", "latent_cv_forces",
            "latent_vector_module", "make_torch_force"]
@@ -51,9 +52,13 @@ class _Component(torch.nn.Module):
         super().__init__()
         self.model = model
         self.index = index
+        self.register_buffer("component", torch.tensor([index], dtype=torch.long))
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        return self.model(positions, box)[self.index]
+        z = self.model(positions, box)
+        # names the atoms / the component instead of passing NaN on (latentbias.nonfinite)
+        check_finite_evaluation(positions, z.narrow(0, self.index, 1), self.component)
+        return z[self.index]
 
 
 def _reloaded(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:

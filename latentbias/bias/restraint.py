@@ -24,6 +24,7 @@ from torch import Tensor
 from ..export import LatentModelFile, script_module
 from ..forces import as_model_file, make_torch_force
 from ..validation import deprecated_alias, deprecated_attribute, renamed_keywords
+from ..nonfinite import check_finite_evaluation
 from .fused import native_restraint_force
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class _RestraintEnergy(torch.nn.Module):
     def energy(self, positions: Tensor, box: Optional[Tensor], params: List[Tensor]) -> Tensor:
         # few tensor ops: each costs microseconds in the TorchScript interpreter, forward and backward
         z = self.model(positions, box).index_select(0, self.dims).to(torch.float64)
+        check_finite_evaluation(positions, z, self.dims)  # names the atoms / the component instead of NaN forces
         centre = torch.stack(params[: self.n]).to(torch.float64).reshape(-1)
         k = torch.stack(params[self.n : 2 * self.n]).to(torch.float64).reshape(-1)
         dev = z - centre

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..export import ModelEvaluationError
+from ..nonfinite import nonfinite_frame_error
 from ..platforms import check_platform
 from ..torchscript_errors import cause_first
 from .records import SegmentRecorder, unbiased_frames
@@ -57,15 +58,19 @@ def record_segment(sim: Any, bias: Any, n_frames: int, save_interval: int, perio
                    on_frame: Callable[[], None] | None = None) -> SegmentRecorder:
     """Advance ``sim`` under ``bias`` by ``n_frames`` × ``save_interval`` steps, recording a frame after each
     ``save_interval`` (positions, step, time, box and the bias's observation); ``on_frame`` is called after
-    each."""
+    each. Positions that became NaN/inf raise :class:`~latentbias.nonfinite.NonFiniteBiasError` naming the atoms
+    and what the bias's model gives at the last finite frame (:func:`~latentbias.nonfinite.nonfinite_frame_error`)."""
     from openmm import unit
 
     recorder = SegmentRecorder()
+    last = _frame(sim, periodic)  # the last finite configuration, for the diagnosis of a non-finite one
     for _ in range(n_frames):
         try:
             bias.step(sim, save_interval)
         except Exception as exc:  # openmm.OpenMMException from a TorchForce: torch's cause is on its last line
             text, reordered = str(exc).strip(), cause_first(str(exc))
+            if "NaN" in text and "latentbias:" not in text:  # e.g. "Particle coordinate is NaN" from OpenMM
+                raise nonfinite_frame_error(sim, bias, last, _frame(sim, periodic)[0], text) from exc
             if reordered.splitlines()[:1] == text.splitlines()[:1]:
                 raise
             raise ModelEvaluationError(f"the biasing force's model failed after step {sim.currentStep}: "
@@ -73,11 +78,24 @@ def record_segment(sim: Any, bias: Any, n_frames: int, save_interval: int, perio
         state = sim.context.getState(getPositions=True)
         xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
+        if not np.all(np.isfinite(xyz)):
+            raise nonfinite_frame_error(sim, bias, last, np.asarray(xyz))
         recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
                         bias.observe(sim, xyz, None if box is None else np.asarray(box)), box)
+        last = (np.asarray(xyz), None if box is None else np.asarray(box), sim.currentStep)
         if on_frame is not None:
             on_frame()
     return recorder
+
+
+def _frame(sim: Any, periodic: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(positions nm, box nm or None, step) of the simulation now."""
+    from openmm import unit
+
+    state = sim.context.getState(getPositions=True)
+    box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
+    return (np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)),
+            None if box is None else np.asarray(box), sim.currentStep)
 
 
 def _start_positions(campaign: Campaign, r: int) -> np.ndarray:

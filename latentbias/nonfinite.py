@@ -1,0 +1,143 @@
+"""Non-finite latent values, forces and positions are errors that name the atoms or the latent component (issue 9).
+
+The native ``LatentBiasForce`` checks its own forces in C++. The openmm-torch routes (the ``TorchForce`` of a
+:class:`~latentbias.bias.restraint.LatentRestraint`, the per-component ``TorchForce`` collective variables of the
+``CustomCVForce`` backend) evaluate the modules latentbias builds around the model; those call
+:func:`check_finite_evaluation` in TorchScript on every evaluation:
+
+* positions that are not finite (the previous step applied non-finite forces to those atoms, e.g. the model's
+  gradient is 0/0 for coincident atoms, or the simulation exploded) raise naming the atoms;
+* a latent component that is not finite raises naming the component and the atoms on which its gradient is not
+  finite (computed only then: no cost while everything is finite).
+
+The campaign's segment runner (:func:`latentbias.campaign.simulate.record_segment`) checks every recorded frame
+and, when positions went non-finite (whichever force noticed first, or none), raises :class:`NonFiniteBiasError`
+naming the atoms and the model's diagnosis at the last finite frame (:func:`describe_nonfinite`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["NonFiniteBiasError", "atom_list", "check_finite_evaluation", "describe_nonfinite", "nonfinite_frame_error"]
+
+#: atoms listed in a message (the count is always given)
+MAX_LISTED = 20
+
+
+class NonFiniteBiasError(FloatingPointError):
+    """Positions, latent values or forces became NaN/inf; the message names the atoms or the latent component."""
+
+
+def _atoms_text(mask: Tensor) -> str:
+    idx: List[int] = torch.nonzero(mask).flatten().tolist()
+    text = ", ".join([str(i) for i in idx[:20]])  # MAX_LISTED (TorchScript reads no module globals)
+    if len(idx) > 20:
+        text += ", ..."
+    return str(len(idx)) + " atom(s) (indices " + text + ")"
+
+
+def check_finite_evaluation(positions: Tensor, z: Tensor, components: Tensor) -> None:
+    """TorchScript check of one force evaluation: raise RuntimeError naming atoms with non-finite positions, or the
+    non-finite latent components (model indices ``components``, shape=(len(z),)) and the atoms on which their
+    gradient is not finite."""
+    bad_atoms = ~torch.isfinite(positions).all(-1)
+    if bool(bad_atoms.any()):
+        raise RuntimeError(
+            "latentbias: positions are not finite on " + _atoms_text(bad_atoms) + ": the forces of the previous "
+            "step were not finite on them (e.g. the model's gradient is 0/0 for coincident atoms) or the simulation "
+            "exploded"
+        )
+    finite = torch.isfinite(z)
+    if not bool(finite.all()):
+        names: List[int] = components.index_select(0, torch.nonzero(~finite).flatten()).tolist()
+        message = "latentbias: latent component(s) z" + str(names) + " not finite at these positions"
+        if positions.requires_grad and z.requires_grad:
+            grads = torch.autograd.grad([torch.where(finite, torch.zeros_like(z), z).sum()], [positions],
+                                        retain_graph=True, allow_unused=True)
+            g = grads[0]
+            if g is not None:
+                bad_grad = ~torch.isfinite(g).all(-1)
+                if bool(bad_grad.any()):
+                    message += "; their gradient is not finite on " + _atoms_text(bad_grad)
+        raise RuntimeError(message + ": the model's output is NaN/inf for this configuration")
+
+
+def atom_list(indices: Any) -> str:
+    """``"2 atom(s) (indices 0, 1)"`` (at most :data:`MAX_LISTED` listed)."""
+    idx = [int(i) for i in np.asarray(indices).ravel()]
+    text = ", ".join(str(i) for i in idx[:MAX_LISTED]) + (", ..." if len(idx) > MAX_LISTED else "")
+    return f"{len(idx)} atom(s) (indices {text})"
+
+
+def describe_nonfinite(model: Any, positions: Any, box: Optional[Any] = None) -> str | None:
+    """What is not finite in the model's z and dz/dx at ``positions`` (PyTorch, float64), or None.
+
+    Parameters
+    ----------
+    model : LatentModelFile
+    positions : array_like, shape=(n_atoms, 3), nm
+    box : array_like, shape=(3, 3), nm, optional
+
+    Returns
+    -------
+    str or None
+        E.g. ``"dz[0]/dx is not finite on 2 atom(s) (indices 0, 1)"``; None when z and its gradient are finite.
+    """
+    x = torch.tensor(np.asarray(positions, dtype=float), dtype=torch.float64, requires_grad=True)
+    b = None if box is None else torch.as_tensor(np.asarray(box, dtype=float))
+    try:
+        z = model.module(x, b)
+    except RuntimeError as exc:
+        from .torchscript_errors import cause_first
+
+        return "the model's forward fails: " + cause_first(str(exc)).splitlines()[0]
+    parts = []
+    for i in range(int(z.shape[0])):
+        if not bool(torch.isfinite(z[i])):
+            parts.append(f"z[{i}] = {float(z[i])}")
+            continue
+        if not z.requires_grad:
+            continue
+        (g,) = torch.autograd.grad(z[i], x, retain_graph=True, allow_unused=True)
+        if g is not None and not bool(torch.isfinite(g).all()):
+            parts.append(f"dz[{i}]/dx is not finite on {atom_list(np.flatnonzero(~torch.isfinite(g).all(-1).numpy()))}")
+    return "; ".join(parts) or None
+
+
+def nonfinite_frame_error(sim: Any, bias: Any, last: tuple, positions: Any, cause: str | None = None
+                          ) -> NonFiniteBiasError:
+    """The error of a simulation whose positions became NaN/inf (the campaign's segment runner).
+
+    Parameters
+    ----------
+    sim : openmm.app.Simulation
+    bias : object
+        The round's bias; when it has ``model.file`` (a LatentModelFile), the model's z and dz/dx at the last
+        finite frame are described (:func:`describe_nonfinite`).
+    last : tuple
+        (positions nm, box nm or None, step) of the last finite frame.
+    positions : array_like, shape=(n_atoms, 3), nm
+        Positions now.
+    cause : str, optional
+        OpenMM's message, when OpenMM raised.
+    """
+    xyz = np.asarray(positions, dtype=float)
+    bad = np.flatnonzero(~np.all(np.isfinite(xyz), axis=-1)) if xyz.ndim == 2 else np.array([], dtype=int)
+    message = f"the simulation became non-finite between step {last[2]} and step {sim.currentStep}"
+    if len(bad):
+        message += f": positions are NaN/inf on {atom_list(bad)}"
+    if cause:
+        message += f" (OpenMM: {cause.splitlines()[0]})"
+    model = getattr(getattr(bias, "model", None), "file", None)
+    if model is not None:
+        found = describe_nonfinite(model, last[0], last[1])
+        message += (f"; the bias's model at step {last[2]}: {found}" if found else
+                    f"; the bias's model and its gradient are finite at step {last[2]} (the non-finite force arose "
+                    "later in the segment or in another force)")
+    return NonFiniteBiasError(message + ". Fix the model (NaN/inf output or gradient at these atoms) or the system, "
+                              "then resume the run")
