@@ -37,13 +37,14 @@ extern "C" __global__ void copyInputs(real* __restrict__ posTensor, real* __rest
     }
 }
 
-extern "C" __global__ void addForces(const real* __restrict__ grads, long long* __restrict__ forceBuffers,
+// Atomic adds: with PME, OpenMM adds its reciprocal-space forces to the same buffer from its PME stream.
+extern "C" __global__ void addForces(const real* __restrict__ grads, unsigned long long* __restrict__ forceBuffers,
         const int* __restrict__ atomIndex, int numAtoms, int paddedNumAtoms) {
     for (int atom = blockIdx.x*blockDim.x+threadIdx.x; atom < numAtoms; atom += blockDim.x*gridDim.x) {
         int index = atomIndex[atom];
-        forceBuffers[atom] += (long long) (-grads[3*index]*0x100000000);
-        forceBuffers[atom+paddedNumAtoms] += (long long) (-grads[3*index+1]*0x100000000);
-        forceBuffers[atom+2*paddedNumAtoms] += (long long) (-grads[3*index+2]*0x100000000);
+        atomicAdd(&forceBuffers[atom], (unsigned long long) ((long long) (-grads[3*index]*0x100000000)));
+        atomicAdd(&forceBuffers[atom+paddedNumAtoms], (unsigned long long) ((long long) (-grads[3*index+1]*0x100000000)));
+        atomicAdd(&forceBuffers[atom+2*paddedNumAtoms], (unsigned long long) ((long long) (-grads[3*index+2]*0x100000000)));
     }
 }
 )CUDA";
