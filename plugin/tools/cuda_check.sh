@@ -78,8 +78,9 @@ if [ "$HOST" = 1 ]; then
             echo "symbols: all resolved by the linked libraries; CUDA driver API (from libcuda.so.1): $driver"
         fi
         step "4. TestCudaLatentBiasForce (runs on a GPU; SKIP without one)"
-        test=$(find "$BUILD" -name TestCudaLatentBiasForce -type f | head -1)
-        (cd "$BUILD" && ctest -R "make_test_models|TestCudaLatentBiasForce" --output-on-failure) || status=1
+        (cd "$BUILD" && ctest -R "make_test_models|TestCudaLatentBiasForce" -V > "$BUILD/ctest_cuda.log" 2>&1) || status=1
+        grep -E ": (SKIP|FAIL|CUDA device)|Test +#|tests passed|tests failed|^[0-9]+: (PASS|FAIL|ok)" "$BUILD/ctest_cuda.log" \
+            | sed 's/^[0-9]*: //' | head -40
     fi
 fi
 
