@@ -207,7 +207,8 @@ def finite_difference_checks(inp: Path, manifest: dict, swig=None):
     rng = np.random.default_rng(3)
     ala_xyz = np.array(app.AmberInpcrdFile(str(inp / "ala2.crd")).positions.value_in_unit(unit.nanometer))
     crd = app.AmberInpcrdFile(str(inp / "JAC.inpcrd"))
-    jac = (np.array(crd.positions.value_in_unit(unit.nanometer)), np.array(crd.boxVectors.value_in_unit(unit.nanometer)))
+    jac = (np.array(crd.positions.value_in_unit(unit.nanometer)),
+           np.array(crd.boxVectors.value_in_unit(unit.nanometer)))
     for (tag, xyz, box), path in [(c, p) for c in (("ala2_d2_f64", ala_xyz, None), ("dhfr_d2_f64",) + jac)
                                   for p in PATHS]:
         name = f"{tag},{path}"
@@ -281,8 +282,10 @@ def benchmark(inp: Path, manifest: dict, quick: bool, swig=None):
                 system = prm_.createSystem(**kw)
                 if force_xml is not None:
                     system.addForce(openmm.XmlSerializer.deserialize(force_xml))
-                integ = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
-                props = {"Precision": precision} if plat in ("CUDA", "OpenCL") else ({"Threads": "1"} if plat == "CPU" else {})
+                integ = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
+                                                        0.002 * unit.picoseconds)
+                props = ({"Precision": precision} if plat in ("CUDA", "OpenCL")
+                         else ({"Threads": "1"} if plat == "CPU" else {}))
                 sim = app.Simulation(prm_.topology, system, integ, openmm.Platform.getPlatformByName(plat), props)
                 sim.context.setPositions(pos)
                 if box is not None:

@@ -80,7 +80,7 @@ def log(*args) -> None:
 
 # ------------------------------------------------------------------------------------------------- OpenMM's preamble
 def find_openmm_cuda_library(explicit: str | None) -> Path | None:
-    """libOpenMMCUDA.so: --openmm-cuda-lib, $LATENTBIAS_OPENMM_CUDA_LIB, or the plugins folder of the installed openmm."""
+    """libOpenMMCUDA.so: --openmm-cuda-lib, $LATENTBIAS_OPENMM_CUDA_LIB, or the installed openmm's plugins folder."""
     for candidate in (explicit, os.environ.get("LATENTBIAS_OPENMM_CUDA_LIB")):
         if candidate:
             p = Path(candidate)
@@ -350,7 +350,8 @@ def main(argv=None) -> int:
                 ok, messages, ptx = compiler.compile(text, arch)
                 problems = check_signatures(ptx, signature, precision) if ok else []
                 status = "ok" if ok and not problems else "FAIL"
-                log(f"{status:4s} {compiler.name:5s} sm_{arch} {precision:6s} {job}  ({time.perf_counter() - t0:.1f} s)")
+                seconds = time.perf_counter() - t0
+                log(f"{status:4s} {compiler.name:5s} sm_{arch} {precision:6s} {job}  ({seconds:.1f} s)")
                 if messages:
                     log("     " + messages.replace("\n", "\n     "))
                 for p in problems:

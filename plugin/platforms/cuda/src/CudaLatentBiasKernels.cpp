@@ -55,13 +55,13 @@ static string firstLine(const std::exception& e) {
 }
 
 CudaCalcLatentBiasForceKernel::CudaCalcLatentBiasForceKernel(string name, const Platform& platform, CudaContext& cu)
-    : CommonCalcLatentBiasForceKernel(name, platform, cu), cu(cu), hasInitializedKernels(false), usePeriodic(false) {
-    // PyTorch always uses the device's primary context.
-    CHECK_RESULT(cuDevicePrimaryCtxRetain(&primaryContext, cu.getDevice()), "Failed to retain the primary context");
+    : CommonCalcLatentBiasForceKernel(name, platform, cu), cu(cu), primaryContext(nullptr), hasInitializedKernels(false),
+      usePeriodic(false) {
 }
 
 CudaCalcLatentBiasForceKernel::~CudaCalcLatentBiasForceKernel() {
-    cuDevicePrimaryCtxRelease(cu.getDevice());
+    if (primaryContext != nullptr)
+        cuDevicePrimaryCtxRelease(cu.getDevice());
 }
 
 void CudaCalcLatentBiasForceKernel::initialize(const System& system, const LatentBiasForce& force,
@@ -69,6 +69,11 @@ void CudaCalcLatentBiasForceKernel::initialize(const System& system, const Laten
     evaluator.initialize(force);
     usePeriodic = force.usesPeriodicBoundaryConditions();
     int numParticles = system.getNumParticles();
+    // PyTorch always uses the device's primary context (OpenMM's is its own). Retained only here, for the libtorch
+    // path: the native path (initializeNative) runs in OpenMM's context and needs no second context on the device.
+    if (primaryContext == nullptr) {
+        CHECK_RESULT(cuDevicePrimaryCtxRetain(&primaryContext, cu.getDevice()), "Failed to retain the primary context");
+    }
     CHECK_RESULT(cuCtxPushCurrent(primaryContext), "Failed to push the CUDA context");
     try {
         const torch::Device device(torch::kCUDA, cu.getDeviceIndex());
