@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.latentbias-installed
 
-.PHONY: install native test test-slow demo quickstart benchmark mutation clean
+.PHONY: install native test test-slow demo quickstart benchmark mutation clean cuda-check
 NATIVE := latentbias/_native/plugins/libLatentBiasReference.so
 
 $(PY):
@@ -50,6 +50,14 @@ benchmark: install
 	$(PY) benchmarks/protein_overhead.py   # CPU, and OpenCL where present
 	OMP_NUM_THREADS=1 $(PY) benchmarks/pocket_measure.py
 
+# CUDA without a GPU (plugin/tools/cuda_check.sh): fetch OpenMM's CUDA platform with `pip download` (the
+# openmm-cuda-13 wheel, unzipped into build-cuda/, not installed), compile the device kernels offline as OpenMM's
+# CudaContext does (NVRTC and nvcc; single/mixed/double), build the CUDA plugin against it and check its symbols; on
+# a machine with a GPU TestCudaLatentBiasForce then runs. Each part prints SKIP and the reason where nvcc/nvrtc or
+# the wheel are missing. CUDA_CHECK_HOST=0: kernels only (~20 s); OPENMM_CUDA_WHEEL=openmm-cuda-12 for CUDA 12.
+cuda-check: $(STAMP)
+	PY=$(abspath $(PY)) bash plugin/tools/cuda_check.sh
+
 # mutation testing of the physics modules with cosmic-ray (slow; not part of CI). Mutates sources IN PLACE, one
 # mutant at a time: run on a clean tree and leave it alone meanwhile. MUTATION_MODULES picks sessions from
 # mutation/*.toml (default: all); sessions resume from build/mutation/*.sqlite. Results: TESTING.md.
@@ -59,4 +67,4 @@ mutation: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" mutation/run.sh $(MUTATION_MODULES)
 
 clean:
-	rm -rf $(VENV) build *.egg-info latentbias/_native
+	rm -rf $(VENV) build build-cuda *.egg-info latentbias/_native

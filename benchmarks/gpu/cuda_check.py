@@ -9,16 +9,22 @@ Usage: python cuda_check.py INPUTS PLUGIN_PREFIX OUTDIR [--quick]
 PLUGIN_PREFIX is the cmake install prefix (plugins/ holds libLatentBiasReference.so and libLatentBiasCUDA.so; the
 SWIG module latentbiasplugin.py, if built, sits at its top and is used to read z).
 
+Both evaluation paths of LatentBiasForce are checked on CUDA: "native" (the common-compute kernels of
+plugin/platforms/common, the default for models saved by latentbias.save_model) and "torch" (libtorch on OpenMM's
+CUDA context), each forced through the force's evaluationPath; the path each Context really used is recorded.
+
 Checks (each passes or fails on its own; the script always writes OUTDIR/gpu_check.json and gpu_check.md):
-1. Equality, LatentBiasForce alone in a System, CUDA vs Reference (float64): energy, z, forces.
+1. Equality, LatentBiasForce alone in a System, CUDA vs Reference's libtorch path (float64 autograd, independent of
+   the native kernels): energy, z, forces.
    double precision + float64 model: relative 1e-8 on energy and z, 1e-7 on forces (‖ΔF‖/‖F‖);
    mixed / single precision + float32 model: relative 1e-4 on energy and z, 1e-3 on forces (issue 10's OpenCL bound).
    DHFR: a periodic model (minimum-image distances) with atoms shifted by whole box vectors so that molecules cross
    the boundary; energies must not change (invariance) and CUDA must equal Reference.
-2. Finite differences on CUDA (double precision): central differences of the energy along random directions
-   (h = 2e-5 nm) against −F·d, relative 1e-5; and along single coordinates of three atoms.
+2. Finite differences on CUDA (double precision, both paths): central differences of the energy along random
+   directions (h = 2e-5 nm) against −F·d, relative 1e-5; and along single coordinates of three atoms.
 3. Benchmark (µs/step, median of 3 repeats after warm-up): ala2 vacuum (CUDA mixed, Reference 1 thread) unbiased vs
-   + LatentBiasForce (45 distances, d = 2); DHFR/JAC PME (CUDA mixed) unbiased vs + LatentBiasForce (105 distances).
+   + LatentBiasForce (45 distances, d = 2); DHFR/JAC PME (CUDA mixed) unbiased vs + LatentBiasForce (105 distances);
+   one row per evaluation path.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import platform as pyplatform
+import re
 import sys
 import time
 import traceback
@@ -40,6 +47,7 @@ GROUP = 3
 # LB_CHECK_PLATFORM=CPU runs the same code paths on a machine without a GPU (used to test this script).
 GPU = os.environ.get("LB_CHECK_PLATFORM", "CUDA")
 RESULTS: dict = {"checks": [], "benchmarks": [], "errors": []}
+PATHS = ("native", "torch")  # LatentBiasForce evaluation paths checked on the GPU
 
 
 def log(*a):
@@ -65,6 +73,25 @@ def load_plugins(prefix: Path):
     else:
         RESULTS["swig_module"] = "ok"
     return swig
+
+
+def with_path(force_xml: str, path: str) -> str:
+    """The serialized LatentBiasForce with its evaluationPath set to `path` ("auto", "native" or "torch")."""
+    if 'evaluationPath="' in force_xml:
+        return re.sub(r'evaluationPath="[^"]*"', f'evaluationPath="{path}"', force_xml, count=1)
+    return force_xml.replace("<Force ", f'<Force evaluationPath="{path}" ', 1)
+
+
+def path_in_context(ctx, swig) -> str | None:
+    """Which path the Context's LatentBiasForce runs ("native"/"torch"), where the SWIG module is here."""
+    if swig is None:
+        return None
+    system = ctx.getSystem()
+    for i in range(system.getNumForces()):
+        force = system.getForce(i)
+        if swig.LatentBiasForce.isinstance(force):
+            return swig.LatentBiasForce.cast(force).getEvaluationPathInContext(ctx)
+    return None
 
 
 def bias_system(n_atoms: int, force_xml: str, box=None) -> openmm.System:
@@ -125,20 +152,20 @@ def equality_checks(inp: Path, manifest: dict, swig, quick: bool):
     cases = [("ala2_d2_f64", "double", 1e-8, 1e-7), ("ala2_d2_f32", "mixed", 1e-4, 1e-3),
              ("ala2_d2_f32", "single", 1e-4, 1e-3), ("dhfr_d2_f64", "double", 1e-8, 1e-7),
              ("dhfr_d2_f32", "mixed", 1e-4, 1e-3)]
-    for tag, precision, tol_e, tol_f in cases:
+    for (tag, precision, tol_e, tol_f), path in [(c, p) for c in cases for p in PATHS]:
+        name = f"{tag},{precision},{path}"
         try:
             m = manifest[tag]
             xml = (inp / m["force_xml"]).read_text()
             periodic = m["periodic"]
             xyz, box = (jac_xyz, jac_box) if periodic else (ala_xyz, None)
-            system = bias_system(len(xyz), xml, box)
-            ref, _ = make_context(system, "Reference")
-            cu, _ = make_context(system, GPU, precision)
+            ref, _ = make_context(bias_system(len(xyz), with_path(xml, "torch"), box), "Reference")
+            cu, _ = make_context(bias_system(len(xyz), with_path(xml, path), box), GPU, precision)
             worst = {"dE_rel": 0.0, "dF_rel": 0.0, "dz_rel": 0.0}
             n_conf = 2 if quick else 4
             for c in range(n_conf):
                 pos = xyz + (0.0 if c == 0 else 0.01 * rng.standard_normal(xyz.shape))
-                if periodic and c > 0:
+                if periodic and c > 0 and path == PATHS[0]:
                     # whole-box shifts of a random 30 % of the atoms: minimum-image features must not change
                     shift = rng.integers(-1, 2, size=(len(pos), 3)) * (rng.random((len(pos), 1)) < 0.3)
                     shifted = pos + shift @ box
@@ -146,9 +173,13 @@ def equality_checks(inp: Path, manifest: dict, swig, quick: bool):
                     e1, f1, _ = evaluate(ref, swig, shifted, box)
                     # float64 model: round-off only; float32 model: ~1e-6 relative from coordinates of ~6 nm
                     tol_inv = 1e-9 if tag.endswith("f64") else 1e-4
-                    record(f"pbc_invariance_reference[{tag},conf{c}]", abs(e1 - e0) <= tol_inv * max(1, abs(e0)),
+                    record(f"pbc_invariance_reference[{tag},{precision},conf{c}]",
+                           abs(e1 - e0) <= tol_inv * max(1, abs(e0)),
                            E=e0, dE=e1 - e0, n_shifted=int((np.abs(shift).sum(1) > 0).sum()))
                     pos = shifted
+                elif periodic and c > 0:
+                    shift = rng.integers(-1, 2, size=(len(pos), 3)) * (rng.random((len(pos), 1)) < 0.3)
+                    pos = pos + shift @ box
                 er, fr, zr = evaluate(ref, swig, pos, box)
                 ec, fc, zc = evaluate(cu, swig, pos, box)
                 worst["dE_rel"] = max(worst["dE_rel"], abs(ec - er) / max(abs(er), 1e-12))
@@ -160,26 +191,30 @@ def equality_checks(inp: Path, manifest: dict, swig, quick: bool):
                     worst["F_norm_ref"] = float(np.linalg.norm(fr))
                     worst["z_ref"] = None if zr is None else zr.tolist()
                     worst["z_cuda"] = None if zc is None else zc.tolist()
+            used = path_in_context(cu, swig)
             ok = worst["dE_rel"] <= tol_e and worst["dF_rel"] <= tol_f and worst["dz_rel"] <= tol_e
-            record(f"cuda_vs_reference[{tag},{precision}]", ok, n_configurations=n_conf, tol_E_z=tol_e, tol_F=tol_f,
-                   **worst)
+            ok = ok and used in (None, path)
+            record(f"cuda_vs_reference[{name}]", ok, path_used=used, n_configurations=n_conf, tol_E_z=tol_e,
+                   tol_F=tol_f, **worst)
             del ref, cu
         except Exception as exc:
-            RESULTS["errors"].append(f"equality {tag} {precision}: {exc}")
-            record(f"cuda_vs_reference[{tag},{precision}]", False, error=str(exc).splitlines()[0][:300])
+            RESULTS["errors"].append(f"equality {name}: {exc}")
+            record(f"cuda_vs_reference[{name}]", False, error=str(exc).splitlines()[0][:300])
             traceback.print_exc()
 
 
-def finite_difference_checks(inp: Path, manifest: dict):
+def finite_difference_checks(inp: Path, manifest: dict, swig=None):
     rng = np.random.default_rng(3)
     ala_xyz = np.array(app.AmberInpcrdFile(str(inp / "ala2.crd")).positions.value_in_unit(unit.nanometer))
     crd = app.AmberInpcrdFile(str(inp / "JAC.inpcrd"))
-    for tag, xyz, box in (("ala2_d2_f64", ala_xyz, None),
-                          ("dhfr_d2_f64", np.array(crd.positions.value_in_unit(unit.nanometer)),
-                           np.array(crd.boxVectors.value_in_unit(unit.nanometer)))):
+    jac = (np.array(crd.positions.value_in_unit(unit.nanometer)),
+           np.array(crd.boxVectors.value_in_unit(unit.nanometer)))
+    for (tag, xyz, box), path in [(c, p) for c in (("ala2_d2_f64", ala_xyz, None), ("dhfr_d2_f64",) + jac)
+                                  for p in PATHS]:
+        name = f"{tag},{path}"
         try:
             m = manifest[tag]
-            system = bias_system(len(xyz), (inp / m["force_xml"]).read_text(), box)
+            system = bias_system(len(xyz), with_path((inp / m["force_xml"]).read_text(), path), box)
             ctx, _ = make_context(system, GPU, "double")
             pos = xyz + 0.005 * rng.standard_normal(xyz.shape)
             e0, f0, _ = evaluate(ctx, None, pos, box)
@@ -207,11 +242,12 @@ def finite_difference_checks(inp: Path, manifest: dict):
                     fd = (ep - em) / (2 * h)
                     an = -float(f0[atom, k])
                     worst = max(worst, abs(fd - an) / max(abs(an), 1e-3 * np.abs(f0).max()))
-            record(f"finite_differences_cuda_double[{tag}]", worst <= 1e-5, h_nm=h, worst_rel=worst,
-                   directions=details, n_moving_atoms=int(len(moving)))
+            used = path_in_context(ctx, swig)
+            record(f"finite_differences_cuda_double[{name}]", worst <= 1e-5 and used in (None, path), path_used=used,
+                   h_nm=h, worst_rel=worst, directions=details, n_moving_atoms=int(len(moving)))
         except Exception as exc:
-            RESULTS["errors"].append(f"fd {tag}: {exc}")
-            record(f"finite_differences_cuda_double[{tag}]", False, error=str(exc).splitlines()[0][:300])
+            RESULTS["errors"].append(f"fd {name}: {exc}")
+            record(f"finite_differences_cuda_double[{name}]", False, error=str(exc).splitlines()[0][:300])
             traceback.print_exc()
 
 
@@ -227,7 +263,7 @@ def time_steps(sim, steps, repeats):
     return float(np.median(out)), out
 
 
-def benchmark(inp: Path, manifest: dict, quick: bool):
+def benchmark(inp: Path, manifest: dict, quick: bool, swig=None):
     cases = []
     prm = app.AmberPrmtopFile(str(inp / "ala2.prmtop"))
     ala_pos = app.AmberInpcrdFile(str(inp / "ala2.crd")).positions
@@ -241,39 +277,51 @@ def benchmark(inp: Path, manifest: dict, quick: bool):
                   "dhfr_d2_f32", [(GPU, "mixed", 2000 if not quick else 5)]))
     for label, prm_, pos, box, kw, tag, runs in cases:
         for plat, precision, steps in runs:
-            row = {"system": label, "platform": plat, "precision": precision, "steps": steps,
-                   "n_atoms": prm_.topology.getNumAtoms(), "model": tag,
-                   "n_features": manifest[tag].get("n_features")}
-            for biased in (False, True):
-                key = "biased" if biased else "unbiased"
+
+            def timed(force_xml):
+                system = prm_.createSystem(**kw)
+                if force_xml is not None:
+                    system.addForce(openmm.XmlSerializer.deserialize(force_xml))
+                integ = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
+                                                        0.002 * unit.picoseconds)
+                props = ({"Precision": precision} if plat in ("CUDA", "OpenCL")
+                         else ({"Threads": "1"} if plat == "CPU" else {}))
+                sim = app.Simulation(prm_.topology, system, integ, openmm.Platform.getPlatformByName(plat), props)
+                sim.context.setPositions(pos)
+                if box is not None:
+                    sim.context.setPeriodicBoxVectors(*box)
+                sim.minimizeEnergy(maxIterations=100)
+                sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+                result = time_steps(sim, steps, 3)
+                used = path_in_context(sim.context, swig) if force_xml is not None else None
+                del sim
+                return result, used
+
+            base = {"system": label, "platform": plat, "precision": precision, "steps": steps,
+                    "n_atoms": prm_.topology.getNumAtoms(), "model": tag, "n_features": manifest[tag].get("n_features")}
+            try:
+                (med, reps), _ = timed(None)
+                base.update(unbiased_us_per_step=med, unbiased_repeats=reps)
+            except Exception as exc:
+                base["unbiased_error"] = str(exc).splitlines()[0][:300]
+                RESULTS["errors"].append(f"bench {label} {plat} unbiased: {exc}")
+                traceback.print_exc()
+            for path in PATHS:
+                row = dict(base, path=path)
                 try:
-                    system = prm_.createSystem(**kw)
-                    if biased:
-                        system.addForce(openmm.XmlSerializer.deserialize((inp / manifest[tag]["force_xml"]).read_text()))
-                    integ = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
-                                                            0.002 * unit.picoseconds)
-                    props = {"Precision": precision} if plat in ("CUDA", "OpenCL") else ({"Threads": "1"} if plat == "CPU" else {})
-                    sim = app.Simulation(prm_.topology, system, integ, openmm.Platform.getPlatformByName(plat), props)
-                    sim.context.setPositions(pos)
-                    if box is not None:
-                        sim.context.setPeriodicBoxVectors(*box)
-                    sim.minimizeEnergy(maxIterations=100)
-                    sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-                    med, reps = time_steps(sim, steps, 3)
-                    row[f"{key}_us_per_step"] = med
-                    row[f"{key}_repeats"] = reps
-                    del sim
+                    (med, reps), used = timed(with_path((inp / manifest[tag]["force_xml"]).read_text(), path))
+                    row.update(biased_us_per_step=med, biased_repeats=reps, path_used=used)
                 except Exception as exc:
-                    row[f"{key}_error"] = str(exc).splitlines()[0][:300]
-                    RESULTS["errors"].append(f"bench {label} {plat} {key}: {exc}")
+                    row["biased_error"] = str(exc).splitlines()[0][:300]
+                    RESULTS["errors"].append(f"bench {label} {plat} {path}: {exc}")
                     traceback.print_exc()
-            if "biased_us_per_step" in row and "unbiased_us_per_step" in row:
-                row["overhead_us"] = row["biased_us_per_step"] - row["unbiased_us_per_step"]
-                row["overhead_pct"] = 100 * row["overhead_us"] / row["unbiased_us_per_step"]
-                row["ns_per_day_unbiased"] = 0.002 * 86400e6 / row["unbiased_us_per_step"] / 1000
-                row["ns_per_day_biased"] = 0.002 * 86400e6 / row["biased_us_per_step"] / 1000
-            RESULTS["benchmarks"].append(row)
-            log("BENCH", json.dumps(row, default=float))
+                if "biased_us_per_step" in row and "unbiased_us_per_step" in row:
+                    row["overhead_us"] = row["biased_us_per_step"] - row["unbiased_us_per_step"]
+                    row["overhead_pct"] = 100 * row["overhead_us"] / row["unbiased_us_per_step"]
+                    row["ns_per_day_unbiased"] = 0.002 * 86400e6 / row["unbiased_us_per_step"] / 1000
+                    row["ns_per_day_biased"] = 0.002 * 86400e6 / row["biased_us_per_step"] / 1000
+                RESULTS["benchmarks"].append(row)
+                log("BENCH", json.dumps(row, default=float))
 
 
 def write_outputs(out: Path):
@@ -289,11 +337,12 @@ def write_outputs(out: Path):
                      + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in det.items())
                      + " |")
     lines += ["", "## Benchmark (µs/step, median of 3 repeats; LangevinMiddle 2 fs, HBonds)", "",
-              "| system | atoms | platform | precision | features | unbiased | + LatentBiasForce | overhead | ns/day unbiased | ns/day biased |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| system | atoms | platform | precision | features | path (used) | unbiased | + LatentBiasForce | overhead | ns/day unbiased | ns/day biased |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in RESULTS["benchmarks"]:
         f = lambda k: f"{b[k]:.1f}" if k in b else b.get(k.replace("us_per_step", "error"), "—")  # noqa: E731
         lines.append(f"| {b['system']} | {b['n_atoms']} | {b['platform']} | {b['precision']} | {b['n_features']} | "
+                     f"{b.get('path')} ({b.get('path_used')}) | "
                      f"{f('unbiased_us_per_step')} | {f('biased_us_per_step')} | "
                      f"{b.get('overhead_us', float('nan')):.1f} µs ({b.get('overhead_pct', float('nan')):.1f} %) | "
                      f"{b.get('ns_per_day_unbiased', float('nan')):.0f} | {b.get('ns_per_day_biased', float('nan')):.0f} |")
@@ -320,8 +369,9 @@ def main():
             raise RuntimeError(f"OpenMM has no {GPU} platform: " + "; ".join(RESULTS["plugin_load_failures"]))
         RESULTS["cuda_platform_version"] = openmm.Platform.getPlatformByName(GPU).getOpenMMVersion()
         RESULTS["checked_platform"] = GPU
-        for part in (lambda: equality_checks(inp, manifest, swig, quick), lambda: finite_difference_checks(inp, manifest),
-                     lambda: benchmark(inp, manifest, quick)):
+        for part in (lambda: equality_checks(inp, manifest, swig, quick),
+                     lambda: finite_difference_checks(inp, manifest, swig),
+                     lambda: benchmark(inp, manifest, quick, swig)):
             try:
                 part()
             except Exception as exc:

@@ -2,9 +2,13 @@
 # One call on a lent GPU machine (no network, no OpenMM; python3 with torch + CUDA, nvcc, cmake, ninja; 16 cores).
 # Prepared by benchmarks/gpu/stage.sh into .gpu/ (plugin sources, scripts, inputs) and .whl/ (openmm, openmm-cuda-13,
 # swig wheels). Runs concurrently:
-#   A. build the plugin with CUDA against the machine's torch, ctest, CUDA-vs-Reference check + benchmark
-#   B. well-tempered metadynamics φ/ψ references: 3 systems x META_SEEDS (4) seeds on the CPU cores (Reference platform)
-# and writes at most 8 files to $OUT: run_log.txt build_log.txt gpu_check.json gpu_check.md reference_runs.tar.gz
+#   A. compile the device kernels offline (plugin/tools/check_cuda_kernels.py: NVRTC/nvcc, single/mixed/double), build
+#      the plugin with CUDA against the machine's torch, ctest (TestCudaLatentBiasForce: the libtorch path), then
+#      cuda_check.py: CUDA vs Reference, finite differences and the benchmark for BOTH evaluation paths ("native":
+#      the common-compute kernels, "torch": libtorch on OpenMM's context)
+#   B. (RUN_META=1, the default) well-tempered metadynamics φ/ψ references: 3 systems x META_SEEDS (4) seeds on the CPU
+#      cores (Reference platform); RUN_META=0 leaves the cores to A
+# and writes to $OUT: run_log.txt build_log.txt kernel_check.txt gpu_check.json gpu_check.md reference_runs.tar.gz
 # reference_summary.tar.gz. Every part keeps going when another fails. Ends within ~7.2 min (timeout_s 540).
 set -u
 T0=$(date +%s)
@@ -18,6 +22,7 @@ PY=${PY:-python3}
 META_NS=${META_NS:-20}
 META_WALL=${META_WALL:-360}
 META_SEEDS=${META_SEEDS:-"1 2 3 4"}
+RUN_META=${RUN_META:-1}
 A_DEADLINE=${A_DEADLINE:-420}
 BUILD_JOBS=${BUILD_JOBS:-6}
 export PYTHONUNBUFFERED=1
@@ -38,10 +43,10 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 $PY -c "import torch, openmm as o; print('openmm', o.__version__, [o.Platform.getPlatform(i).getName() for i in range(o.Platform.getNumPlatforms())], o.Platform.getPluginLoadFailures())"
 
 # ---------------------------------------------------------------------------------------------------------- B
-el "B: starting metadynamics ($META_SEEDS) x 3 systems, ${META_NS} ns or ${META_WALL} s each"
 mkdir -p /tmp/meta
 META_PIDS=""
-for sys in ala2_ff96 ala_amber14 gly_amber14; do
+[ "$RUN_META" = 1 ] && el "B: starting metadynamics ($META_SEEDS) x 3 systems, ${META_NS} ns or ${META_WALL} s each"
+[ "$RUN_META" = 1 ] && for sys in ala2_ff96 ala_amber14 gly_amber14; do
     for seed in $META_SEEDS; do
         OMP_NUM_THREADS=1 $PY "$G/phipsi_metadynamics.py" run --system $sys --seed $seed --ns "$META_NS" \
             --max-wall "$META_WALL" --platform Reference --data-dir "$G/data" --outdir /tmp/meta \
@@ -53,6 +58,9 @@ done
 # ---------------------------------------------------------------------------------------------------------- A
 job_a() {
     local B=$OUT/build_log.txt
+    el "A: device kernels compiled offline (as CudaContext would; before the build so that errors show even if it fails)"
+    $PY "$G/plugin/tools/check_cuda_kernels.py" --openmm-cuda-lib /tmp/site --arch "${KERNEL_ARCH:-90}" 2>&1 \
+        | tee "$OUT/kernel_check.txt" | grep -E "^(FAIL|PASSED|FAILED|SKIP|compiler)|error" | head -40
     el "A: configure (CUDA on)" | tee -a "$B"
     rm -rf /tmp/lbbuild
     local common=(-S "$G/plugin" -B /tmp/lbbuild -G Ninja -DPython3_EXECUTABLE="$(command -v $PY)"
@@ -90,6 +98,9 @@ while kill -0 $A_PID 2>/dev/null; do
     sleep 2
 done
 
+if [ "$RUN_META" != 1 ]; then
+    ls -la "$OUT"; el "all done (B skipped)"; sleep 1; exit 0
+fi
 el "B: waiting for metadynamics"
 for p in $META_PIDS; do wait $p; done
 el "B: runs ended"

@@ -147,7 +147,13 @@ int main(int argc, char* argv[]) {
     bool require = getenv("LATENTBIAS_REQUIRE_CUDA") != nullptr && string(getenv("LATENTBIAS_REQUIRE_CUDA")) == "1";
     string reason;
     try {
-        // OpenMM's CUDA platform (loaded by initPlatforms from OpenMM's plugin folder), then our CUDA kernels
+        // OpenMM's CUDA platform (loaded by initPlatforms from OpenMM's plugin folder; where the build was pointed at
+        // a libOpenMMCUDA elsewhere, e.g. an unzipped openmm-cuda wheel, that one), then our CUDA kernels
+        bool haveCuda = false;
+        for (int i = 0; i < Platform::getNumPlatforms(); i++)
+            haveCuda = haveCuda || Platform::getPlatform(i).getName() == "CUDA";
+        if (!haveCuda)
+            Platform::loadPluginLibrary(OPENMM_CUDA_PLUGIN);
         Platform::loadPluginLibrary(LATENTBIAS_CUDA_PLUGIN);
         Platform& cuda = Platform::getPlatformByName("CUDA");
         System s;

@@ -37,13 +37,14 @@ extern "C" __global__ void copyInputs(real* __restrict__ posTensor, real* __rest
     }
 }
 
-extern "C" __global__ void addForces(const real* __restrict__ grads, long long* __restrict__ forceBuffers,
+// Atomic adds: with PME, OpenMM adds its reciprocal-space forces to the same buffer from its PME stream.
+extern "C" __global__ void addForces(const real* __restrict__ grads, unsigned long long* __restrict__ forceBuffers,
         const int* __restrict__ atomIndex, int numAtoms, int paddedNumAtoms) {
     for (int atom = blockIdx.x*blockDim.x+threadIdx.x; atom < numAtoms; atom += blockDim.x*gridDim.x) {
         int index = atomIndex[atom];
-        forceBuffers[atom] += (long long) (-grads[3*index]*0x100000000);
-        forceBuffers[atom+paddedNumAtoms] += (long long) (-grads[3*index+1]*0x100000000);
-        forceBuffers[atom+2*paddedNumAtoms] += (long long) (-grads[3*index+2]*0x100000000);
+        atomicAdd(&forceBuffers[atom], (unsigned long long) ((long long) (-grads[3*index]*0x100000000)));
+        atomicAdd(&forceBuffers[atom+paddedNumAtoms], (unsigned long long) ((long long) (-grads[3*index+1]*0x100000000)));
+        atomicAdd(&forceBuffers[atom+2*paddedNumAtoms], (unsigned long long) ((long long) (-grads[3*index+2]*0x100000000)));
     }
 }
 )CUDA";
@@ -54,13 +55,13 @@ static string firstLine(const std::exception& e) {
 }
 
 CudaCalcLatentBiasForceKernel::CudaCalcLatentBiasForceKernel(string name, const Platform& platform, CudaContext& cu)
-    : CommonCalcLatentBiasForceKernel(name, platform, cu), cu(cu), hasInitializedKernels(false), usePeriodic(false) {
-    // PyTorch always uses the device's primary context.
-    CHECK_RESULT(cuDevicePrimaryCtxRetain(&primaryContext, cu.getDevice()), "Failed to retain the primary context");
+    : CommonCalcLatentBiasForceKernel(name, platform, cu), cu(cu), primaryContext(nullptr), hasInitializedKernels(false),
+      usePeriodic(false) {
 }
 
 CudaCalcLatentBiasForceKernel::~CudaCalcLatentBiasForceKernel() {
-    cuDevicePrimaryCtxRelease(cu.getDevice());
+    if (primaryContext != nullptr)
+        cuDevicePrimaryCtxRelease(cu.getDevice());
 }
 
 void CudaCalcLatentBiasForceKernel::initialize(const System& system, const LatentBiasForce& force,
@@ -68,6 +69,11 @@ void CudaCalcLatentBiasForceKernel::initialize(const System& system, const Laten
     evaluator.initialize(force);
     usePeriodic = force.usesPeriodicBoundaryConditions();
     int numParticles = system.getNumParticles();
+    // PyTorch always uses the device's primary context (OpenMM's is its own). Retained only here, for the libtorch
+    // path: the native path (initializeNative) runs in OpenMM's context and needs no second context on the device.
+    if (primaryContext == nullptr) {
+        CHECK_RESULT(cuDevicePrimaryCtxRetain(&primaryContext, cu.getDevice()), "Failed to retain the primary context");
+    }
     CHECK_RESULT(cuCtxPushCurrent(primaryContext), "Failed to push the CUDA context");
     try {
         const torch::Device device(torch::kCUDA, cu.getDeviceIndex());

@@ -9,8 +9,8 @@
  *                                               as LatentBiasEvaluator), adds it to OpenMM's energy buffer and
  *                                               writes dV/dz, z and the energies (zBuffer)
  *   backwardModel      one work group           dense layers backward, features backward -> per-slot gradient vectors
- *   applyForces        all atoms (global)       per local atom: sum of its slots (CSR list), -dV/dx added to the
- *                                               fixed-point force buffer
+ *   applyForces        all atoms (global)       per local atom: sum of its slots (CSR list), -dV/dx added
+ *                                               atomically to the fixed-point force buffer
  *
  * Nothing comes back to the host per step. zBuffer: z[0..d), [d] non-finite force flag, [d+1] grid + wall energy,
  * [d+2] restraint energy, [d+3] non-finite z/energy flag (flags stay set until the host reports and clears them).
@@ -227,8 +227,6 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
             if (alignedCount++%LOCAL_SIZE != LOCAL_ID)
                 continue;
             int n = info[4];
-            GLOBAL const int* child = treeChild+info[5];
-            GLOBAL const int* parent = treeParent+info[5];
             GLOBAL const real* ref = reference+info[6];
             GLOBAL real* c = s;
             GLOBAL real* rot = s+3*n;
@@ -237,6 +235,8 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
             for (int k = 0; k < n; k++)
                 lbStore3(c, k, lbLoad3(x, idx[k]));
 #ifdef LB_PERIODIC
+            GLOBAL const int* child = treeChild+info[5];
+            GLOBAL const int* parent = treeParent+info[5];
             for (int e = 0; e < n-1; e++) {
                 int ch = child[e], pa = parent[e];
                 real3 bond = lbMinimumImage(lbSub(lbLoad3(x, idx[ch]), lbLoad3(x, idx[pa])), boxA, boxB, boxC);
@@ -564,7 +564,7 @@ KERNEL void backwardModel(GLOBAL const int* RESTRICT blocks, GLOBAL const real* 
  */
 KERNEL void applyForces(GLOBAL const int* RESTRICT atomIndex, GLOBAL const int* RESTRICT localOf,
         GLOBAL const int* RESTRICT atomStart, GLOBAL const int* RESTRICT slotEntries, GLOBAL const real* RESTRICT slots,
-        GLOBAL mm_long* RESTRICT forceBuffers, GLOBAL real* RESTRICT zBuffer) {
+        GLOBAL mm_ulong* RESTRICT forceBuffers, GLOBAL real* RESTRICT zBuffer) {
     for (int i = GLOBAL_ID; i < LB_NUM_ATOMS; i += GLOBAL_SIZE) {
         int l = localOf[atomIndex[i]];
         if (l < 0)
@@ -577,8 +577,10 @@ KERNEL void applyForces(GLOBAL const int* RESTRICT atomIndex, GLOBAL const int* 
         }
         if (!(isfinite(grad.x) && isfinite(grad.y) && isfinite(grad.z)))
             zBuffer[LB_LATENT_DIM] = 1;
-        forceBuffers[i] += realToFixedPoint(-grad.x);
-        forceBuffers[i+LB_PADDED_NUM_ATOMS] += realToFixedPoint(-grad.y);
-        forceBuffers[i+2*LB_PADDED_NUM_ATOMS] += realToFixedPoint(-grad.z);
+        // Atomic: with PME, OpenMM's reciprocal-space forces are added to the same buffer from another stream
+        // (CUDA) or queue (OpenCL) while this kernel runs (its own kernels use ATOMIC_ADD for this reason).
+        ATOMIC_ADD(&forceBuffers[i], (mm_ulong) realToFixedPoint(-grad.x));
+        ATOMIC_ADD(&forceBuffers[i+LB_PADDED_NUM_ATOMS], (mm_ulong) realToFixedPoint(-grad.y));
+        ATOMIC_ADD(&forceBuffers[i+2*LB_PADDED_NUM_ATOMS], (mm_ulong) realToFixedPoint(-grad.z));
     }
 }
