@@ -54,8 +54,8 @@ def test_running_ct_equals_full_logsumexp(shape, periodic, scale):
         assert got == pytest.approx(expected, rel=1e-13, abs=1e-12), k
         height = 400.0 if k in (50, 51, 52) else rng.uniform(0.1, 2.0)  # tall: exponents beyond the margin
         centre = rng.uniform(-1.3, 1.3, size=len(shape))
-        factors = grid.add_gaussian(bias, centre, height, scratch)
-        running.update(bias, gaussian_window(factors))
+        grid.add_gaussian(bias, centre, height, scratch)
+        running.update(bias, running.window(grid, centre, height), height)
     bias += 5.0  # a change the cache was not told about ...
     running.invalidate()  # ... is followed by invalidate()
     assert running.value(bias, scale) == pytest.approx(well_tempered_ct(bias, temperature, gamma, scale=scale),
@@ -78,18 +78,22 @@ def test_add_gaussian_is_bitwise_the_full_grid_update():
 
 
 def test_gaussian_window_covers_the_support():
-    """Outside the window every node's factor is below 1e-17 of the peak (and the window is not the whole grid
-    for a narrow Gaussian)."""
-    grid = BiasGrid([LatentVariable(0, 0.0, 10.0, 0.2, gridWidth=200), LatentVariable(1, 0.0, 1.0, 0.05,
-                                                                                          periodic=True, gridWidth=41)])
-    factors = grid.gaussian_factors([5.0, 0.01])
-    window = gaussian_window(factors)
-    for g, w in zip(factors, window):
-        outside = np.ones(len(g), bool)
-        outside[w] = False
-        assert np.all(g[outside] <= 1e-17 * g.max())
-    assert window[0].stop - window[0].start < 200
-    assert window[1] == slice(0, 41)  # wraps the periodic axis
+    """Outside gaussian_window(cut) every node's axis factor is below cut (centres inside, beyond an edge and
+    across a periodic boundary), and the window of a narrow Gaussian is not the whole axis."""
+    grid = BiasGrid([LatentVariable(0, 0.0, 10.0, 0.2, gridWidth=200),
+                     LatentVariable(1, 0.0, 1.0, 0.05, periodic=True, gridWidth=41)])
+    for centre in ([5.0, 0.5], [0.3, 0.01], [10.4, 0.99], [-0.5, 1.37], [13.0, -0.2]):
+        for cut in (1e-17, 1e-12, 1e-3):
+            factors = grid.gaussian_factors(centre)
+            window = gaussian_window(grid, centre, cut)
+            for g, w in zip(factors, window):
+                outside = np.ones(len(g), bool)
+                outside[w] = False
+                assert np.all(g[outside] < cut), (centre, cut)
+    assert gaussian_window(grid, [5.0, 0.5], 1e-17)[0].stop - gaussian_window(grid, [5.0, 0.5], 1e-17)[0].start < 80
+    assert gaussian_window(grid, [5.0, 0.01], 1e-17)[1] == slice(0, 41)  # wraps the periodic axis
+    with pytest.raises(ValueError, match="cut"):
+        gaussian_window(grid, [5.0, 0.5], 1.0)
 
 
 @pytest.mark.skipif(not native.is_available(), reason="native plugin not built")

@@ -4,16 +4,17 @@ r"""c(t) of a well-tempered metadynamics bias, kept up to date on the window eac
 
 .. math:: c_s(t) = kT \ln \frac{\sum_g e^{a\beta V_g}}{\sum_g e^{(a - s)\beta V_g}}, \qquad a = \frac{\gamma}{\gamma - 1},
 
-over the whole grid: two log-sum-exps, ~2 × (grid size) exponentials. A deposit changes V only where its
-Gaussian is non-negligible, so :class:`RunningCt` stores the terms :math:`e^{a\beta V_g - M_a}` and
-:math:`e^{(a-s)\beta V_g - M_b}` per grid node and recomputes them only on that window (the same per-axis cut as
-``LatentBiasForce.addGridGaussian``: nodes where every axis factor is below 1e-17 of its peak change by less than
-the rounding of V and are left as they are), then sums the two arrays. The offsets M are the maxima at the last
-full evaluation; V only grows between full evaluations (heights are positive), and a full evaluation is redone
-when an exponent exceeds its offset by more than :data:`RESCALE_MARGIN`, every :data:`FULL_INTERVAL` updates
-(to drop the neglected sub-rounding changes), and whenever the caller cannot name the window (other walkers'
-bias, a restored state, a changed scale). The result equals the full log-sum-exp to rounding (~1e-15 relative;
-tested).
+over the whole grid: two log-sum-exps, ~2 × (grid size) exponentials per deposit. A deposit of height h changes V
+only where its Gaussian is non-negligible, so :class:`RunningCt` stores the terms :math:`e^{a\beta V_g - M_a}` and
+:math:`e^{(a-s)\beta V_g - M_b}` per grid node and their two sums, and after a deposit recomputes the terms only
+on the deposit's window (:meth:`RunningCt.window`): the nodes where every axis factor of the Gaussian is at least
+τ = 1e-14 / (aβh). A node left out changes by less than aβh·τ = 1e-14 in relative terms, so the sums — and
+ln Σ, i.e. c/kT — are off by less than 1e-14 per deposit; a full evaluation every :data:`FULL_INTERVAL`
+deposits bounds the drift by 1e-12 kT. The offsets M are the maxima at the last full evaluation; V only grows
+between full evaluations (heights are positive) and a full evaluation is redone when an upper bound of the
+exponents passes its offset by :data:`RESCALE_MARGIN`, and whenever the caller cannot name the window (other
+walkers' bias, a restored state, a changed scale: :meth:`RunningCt.invalidate`). Tested against the full
+log-sum-exp (``tests/test_deposit_records.py``).
 """
 
 from __future__ import annotations
@@ -25,33 +26,52 @@ import numpy as np
 
 from ..analysis.constants import kt_kjmol
 
-__all__ = ["RunningCt", "gaussian_window", "FULL_INTERVAL", "RESCALE_MARGIN"]
+__all__ = ["RunningCt", "gaussian_window", "FULL_INTERVAL", "RESCALE_MARGIN", "WINDOW_ERROR"]
 
 #: Updates between full evaluations of the two sums.
 FULL_INTERVAL = 100
 #: Largest exponent above the stored offset before the sums are re-evaluated (e^200 is far from overflow).
 RESCALE_MARGIN = 200.0
+#: Bound on the relative change of the sums that one deposit's window leaves out.
+WINDOW_ERROR = 1e-14
 
 
-def gaussian_window(factors: Sequence[np.ndarray], cut: float = 1e-17) -> tuple[slice, ...]:
-    """Per-axis slices [lo, hi] covering every node where a Gaussian's axis factor exceeds ``cut`` × its peak.
+def gaussian_window(grid, center: Sequence[float], cut: float) -> tuple[slice, ...]:
+    """Per-axis slices of the grid nodes where a Gaussian's axis factor ``exp(-0.5 (Δz/biasWidth)^2)`` can reach
+    ``cut`` (a superset: the nodes within biasWidth·sqrt(2 ln(1/cut)) of the centre plus one node of margin on
+    each side; the whole axis when that interval wraps a periodic axis).
 
     Parameters
     ----------
-    factors : sequence of numpy.ndarray, each shape=(n_k,)
-        The per-axis factors of a separable Gaussian on the grid (:meth:`BiasGrid.gaussian_factors`).
+    grid : BiasGrid
+    center : sequence of float, shape=(d,)
+        Gaussian centre (z units).
     cut : float
-        Relative threshold (1e-17: below double rounding of the Gaussian's height).
+        0 < cut < 1.
 
     Returns
     -------
     tuple of slice
-        One slice per axis; an empty slice where a factor is zero everywhere.
+        One slice per axis (possibly empty, for a centre far beyond a non-periodic edge).
     """
+    if not 0.0 < cut < 1.0:
+        raise ValueError(f"cut must lie in (0, 1), got {cut}")
+    reach = math.sqrt(2.0 * math.log(1.0 / cut))
     window = []
-    for g in factors:
-        idx = np.flatnonzero(g > cut * g.max())
-        window.append(slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0))
+    for c, v in zip(center, grid.variables):
+        n = v.gridWidth
+        spacing = (v.maxValue - v.minValue) / (n - 1)
+        lo_z, hi_z = float(c) - reach * v.biasWidth, float(c) + reach * v.biasWidth
+        if v.periodic:
+            period = v.maxValue - v.minValue
+            shift = period * math.floor((float(c) - v.minValue) / period)
+            lo_z, hi_z = lo_z - shift, hi_z - shift  # centre brought into [min, max)
+            if lo_z <= v.minValue or hi_z >= v.maxValue:
+                window.append(slice(0, n))
+                continue
+        lo = max(0, math.floor((lo_z - v.minValue) / spacing) - 1)
+        hi = min(n, math.ceil((hi_z - v.minValue) / spacing) + 2)
+        window.append(slice(lo, max(lo, hi)))
     return tuple(window)
 
 
@@ -79,39 +99,57 @@ class RunningCt:
         """Forget the stored terms (the bias changed in a way the caller does not describe by a window)."""
         self._ea = self._eb = None
 
+    def window(self, grid, center: Sequence[float], height: float) -> tuple[slice, ...]:
+        """The nodes a deposit of ``height`` (kJ/mol) at ``center`` must update (:func:`gaussian_window` with
+        cut τ = WINDOW_ERROR / (aβ·height))."""
+        kappa = self._a * abs(float(height)) / self._kt
+        cut = min(0.5, WINDOW_ERROR / kappa) if kappa > 0 else 0.5
+        return gaussian_window(grid, center, cut)
+
     def _full(self, bias: np.ndarray, scale: float) -> None:
         bv = bias / self._kt
         xa, xb = bv * self._a, bv * (self._a - scale)
         self._ma, self._mb = float(xa.max()), float(xb.max())
         self._ea, self._eb = np.exp(xa - self._ma), np.exp(xb - self._mb)
+        self._sa, self._sb = float(self._ea.sum()), float(self._eb.sum())
+        self._vmax = float(bias.max())
         self._scale = scale
         self._updates = 0
 
-    def update(self, bias: np.ndarray, window: tuple[slice, ...]) -> None:
-        """The bias changed (grew) only on ``window`` (slices per axis): recompute the terms there.
+    def update(self, bias: np.ndarray, window: tuple[slice, ...], height: float) -> None:
+        """The bias grew by at most ``height`` and only on ``window`` (beyond it by less than the window's cut):
+        recompute the terms there.
 
         Parameters
         ----------
         bias : numpy.ndarray, shape=grid shape
             The total bias V after the change, kJ/mol.
         window : tuple of slice
-            Region outside which V did not change by more than its rounding.
+            :meth:`window` of the deposit.
+        height : float
+            The deposit's height (kJ/mol, > 0), bounding the growth of max V.
         """
         if self._ea is None:
             return
         self._updates += 1
-        if self._updates >= FULL_INTERVAL:
+        self._vmax += abs(float(height))
+        ca, cb = self._a / self._kt, (self._a - self._scale) / self._kt
+        if (self._updates >= FULL_INTERVAL or ca * self._vmax - self._ma > RESCALE_MARGIN
+                or cb * self._vmax - self._mb > RESCALE_MARGIN):
             self._ea = self._eb = None
             return
-        bv = bias[window] / self._kt
-        xa, xb = bv * self._a, bv * (self._a - self._scale)
-        if xa.size and (float(xa.max()) - self._ma > RESCALE_MARGIN or float(xb.max()) - self._mb > RESCALE_MARGIN):
-            self._ea = self._eb = None
-            return
-        xa -= self._ma
-        xb -= self._mb
-        self._ea[window] = np.exp(xa, out=xa)
-        self._eb[window] = np.exp(xb, out=xb)
+        part = bias[window]
+        for name, c, m in (("a", ca, self._ma), ("b", cb, self._mb)):
+            terms = self._ea if name == "a" else self._eb
+            x = np.multiply(part, c)
+            x -= m
+            np.exp(x, out=x)
+            change = float(x.sum()) - float(terms[window].sum())
+            terms[window] = x
+            if name == "a":
+                self._sa += change
+            else:
+                self._sb += change
 
     def value(self, bias: np.ndarray, scale: float = 1.0) -> float:
         """c_s(t) (kJ/mol) of ``bias`` (the same array the updates described) for the acting scale s.
@@ -125,5 +163,5 @@ class RunningCt:
         """
         if self._ea is None or scale != self._scale:
             self._full(bias, float(scale))
-        log_ratio = (math.log(float(self._ea.sum())) + self._ma) - (math.log(float(self._eb.sum())) + self._mb)
+        log_ratio = (math.log(self._sa) + self._ma) - (math.log(self._sb) + self._mb)
         return float(self._kt * log_ratio)

@@ -43,7 +43,7 @@ from ..forces import as_model_file
 from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
-from .ctcache import RunningCt, gaussian_window
+from .ctcache import RunningCt
 from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
@@ -293,9 +293,10 @@ class LatentMetadynamics:
             return
         height = self.height * np.exp(-bias / self._ktDeltaT)
         # self._selfBias += height * self.grid.gaussian(z), bit for bit, without grid-sized temporaries
-        factors = self.grid.add_gaussian(self._selfBias, z, height, self._scratch)
+        self.grid.add_gaussian(self._selfBias, z, height, self._scratch)
         self._nDeposits += 1
-        self._runningCt.update(self._totalBias if self._otherBias else self._selfBias, gaussian_window(factors))
+        self._runningCt.update(self._totalBias if self._otherBias else self._selfBias,
+                               self._runningCt.window(self.grid, z, height), height)
         self.backend.add_gaussian(z, height, lambda: self._totalBias, context)
 
     def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, wall: float, ct: float,
