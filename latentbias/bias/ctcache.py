@@ -10,7 +10,9 @@ only where its Gaussian is non-negligible, so :class:`RunningCt` stores the term
 on the deposit's window (:meth:`RunningCt.window`): the nodes where every axis factor of the Gaussian is at least
 τ = 1e-14 / (aβh). A node left out changes by less than aβh·τ = 1e-14 in relative terms, so the sums — and
 ln Σ, i.e. c/kT — are off by less than 1e-14 per deposit; a full evaluation every :data:`FULL_INTERVAL`
-deposits bounds the drift by 1e-12 kT. The offsets M are the maxima at the last full evaluation; V only grows
+deposits bounds the drift by 1e-12 kT. When the window is most of the grid (a Gaussian wide compared with the
+grid, e.g. σ = 1.5 spacings on a 32³ grid, where the 1e-14 cut spans ~29 of 32 nodes per axis) the terms are
+recomputed on the whole grid instead, with the same offsets (contiguous passes are cheaper than strided ones). The offsets M are the maxima at the last full evaluation; V only grows
 between full evaluations (heights are positive) and a full evaluation is redone when an upper bound of the
 exponents passes its offset by :data:`RESCALE_MARGIN`, and whenever the caller cannot name the window (other
 walkers' bias, a restored state, a changed scale: :meth:`RunningCt.invalidate`). Tested against the full
@@ -34,6 +36,8 @@ FULL_INTERVAL = 100
 RESCALE_MARGIN = 200.0
 #: Bound on the relative change of the sums that one deposit's window leaves out.
 WINDOW_ERROR = 1e-14
+#: Above this fraction of the grid, a window is updated as the whole grid (contiguous passes).
+WINDOW_FRACTION = 0.4
 
 
 def gaussian_window(grid, center: Sequence[float], cut: float) -> tuple[slice, ...]:
@@ -137,6 +141,15 @@ class RunningCt:
         if (self._updates >= FULL_INTERVAL or ca * self._vmax - self._ma > RESCALE_MARGIN
                 or cb * self._vmax - self._mb > RESCALE_MARGIN):
             self._ea = self._eb = None
+            return
+        if np.prod([len(range(*w.indices(n))) for w, n in zip(window, bias.shape)]) > WINDOW_FRACTION * bias.size:
+            # the window is most of the grid (a wide Gaussian on a small grid): contiguous whole-grid passes with
+            # the same offsets are cheaper than strided ones, and exact
+            for terms, c, m in ((self._ea, ca, self._ma), (self._eb, cb, self._mb)):
+                np.multiply(bias, c, out=terms)
+                terms -= m
+                np.exp(terms, out=terms)
+            self._sa, self._sb = float(self._ea.sum()), float(self._eb.sum())
             return
         part = bias[window]
         for name, c, m in (("a", ca, self._ma), ("b", cb, self._mb)):
