@@ -142,8 +142,6 @@ def main_opes(args) -> None:
 def metad_breakdown(model: Path, d: int, calls: int) -> dict[str, float]:
     """Thread CPU time (µs, median of ``calls``) of the parts of one metadynamics deposit (native path)."""
     from latentbias.analysis.reweight import well_tempered_ct
-    from latentbias.bias.ctcache import gaussian_window
-
     system, topology, positions = alanine_dipeptide_vacuum()
     z0 = lb.load_model(model).encode(positions)
     meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend)
@@ -158,8 +156,8 @@ def metad_breakdown(model: Path, d: int, calls: int) -> dict[str, float]:
     scratch = np.empty(meta.grid.shape)
 
     def gaussian_and_ct():
-        factors = meta.grid.add_gaussian(meta._selfBias, z, 1e-6, scratch)
-        meta._runningCt.update(meta._selfBias, gaussian_window(factors))
+        meta.grid.add_gaussian(meta._selfBias, z, 1e-6, scratch)
+        meta._runningCt.update(meta._selfBias, meta._runningCt.window(meta.grid, z, 1e-6), 1e-6)
         return meta._runningCt.value(meta._selfBias)
 
     def deposit():

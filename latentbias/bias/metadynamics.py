@@ -284,8 +284,8 @@ class LatentMetadynamics:
         # the previous deposit updated on its window only (the total is this walker's grid when alone: no copy)
         total = self._totalBias if self._otherBias else self._selfBias
         ct = self._runningCt.value(total, scale)
-        state = context.getState(getPositions=self._trajectory is not None)
-        time_ps = state.getTime().value_in_unit(unit.picosecond)
+        state = context.getState(getPositions=True) if self._trajectory is not None else None
+        time_ps = (context.getTime() if state is None else state.getTime()).value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
         if self._trajectory is not None:
             self._trajectory.write(simulation, state, self.frequency)
