@@ -39,7 +39,7 @@ def ala2_model_d3(ala2, tmp_path_factory):
     ((60,), False, 0.15), ((25, 20), True, 0.15), ((12, 10, 9), False, 0.15), ((11, 10, 12), True, 0.15),  # whole grid
     ((400,), False, 0.02), ((90, 80), True, 0.03), ((40, 36, 30), False, 0.04),  # windows (strided updates)
 ])
-@pytest.mark.parametrize("scale", [1.0, 0.4, 0.0])
+@pytest.mark.parametrize("scale", [1.0, 0.4, 0.0, 2.0])
 def test_running_ct_equals_full_logsumexp(shape, periodic, width, scale):
     """c(t) from window updates == well_tempered_ct of the same grid after every deposit (rel 1e-13), for
     many deposits (past FULL_INTERVAL), tall ones (past the rescale margin) and centres beyond the edges; both

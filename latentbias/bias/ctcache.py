@@ -13,8 +13,8 @@ ln Σ, i.e. c/kT — are off by less than 1e-14 per deposit; a full evaluation e
 deposits bounds the drift by 1e-12 kT. When the window is most of the grid (a Gaussian wide compared with the
 grid, e.g. σ = 1.5 spacings on a 32³ grid, where the 1e-14 cut spans ~29 of 32 nodes per axis) the terms are
 recomputed on the whole grid instead, with the same offsets (contiguous passes are cheaper than strided ones). The offsets M are the maxima at the last full evaluation; V only grows
-between full evaluations (heights are positive) and a full evaluation is redone when an upper bound of the
-exponents passes its offset by :data:`RESCALE_MARGIN`, and whenever the caller cannot name the window (other
+between full evaluations (heights are positive) and a full evaluation is redone when the summed heights since the
+last one could have moved an exponent by :data:`RESCALE_MARGIN`, and whenever the caller cannot name the window (other
 walkers' bias, a restored state, a changed scale: :meth:`RunningCt.invalidate`). Tested against the full
 log-sum-exp (``tests/test_deposit_records.py``).
 """
@@ -116,7 +116,7 @@ class RunningCt:
         self._ma, self._mb = float(xa.max()), float(xb.max())
         self._ea, self._eb = np.exp(xa - self._ma), np.exp(xb - self._mb)
         self._sa, self._sb = float(self._ea.sum()), float(self._eb.sum())
-        self._vmax = float(bias.max())
+        self._growth = 0.0
         self._scale = scale
         self._updates = 0
 
@@ -136,10 +136,11 @@ class RunningCt:
         if self._ea is None:
             return
         self._updates += 1
-        self._vmax += abs(float(height))
+        self._growth += abs(float(height))
         ca, cb = self._a / self._kt, (self._a - self._scale) / self._kt
-        if (self._updates >= FULL_INTERVAL or ca * self._vmax - self._ma > RESCALE_MARGIN
-                or cb * self._vmax - self._mb > RESCALE_MARGIN):
+        # V grew by at most _growth since the offsets were set: every exponent moved by at most |c|·_growth
+        # (up: overflow; down, for a scale s > a: underflow of the whole sum)
+        if self._updates >= FULL_INTERVAL or max(abs(ca), abs(cb)) * self._growth > RESCALE_MARGIN:
             self._ea = self._eb = None
             return
         if np.prod([len(range(*w.indices(n))) for w, n in zip(window, bias.shape)]) > WINDOW_FRACTION * bias.size:
