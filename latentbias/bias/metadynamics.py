@@ -443,6 +443,9 @@ class LatentMetadynamics:
         that a run restored from this state continues exactly as this one does.
         """
         self._contextStale = True
+        # like the Context's refit: the running c(t) is evaluated afresh at the next deposit, in this run and in a
+        # run restored from this state alike, so both record the same c(t) bit for bit
+        self._runningCt.invalidate()
         prefix = Path(prefix)
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         rec = self.getRecords()
