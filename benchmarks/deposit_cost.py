@@ -22,6 +22,12 @@ the kernel added to the estimate (``KernelDensity.add``: Gaussian on the grid + 
 V recomputed on the grid (``_refreshBias``), and the table pushed into the Context (``updateContext``: copy +
 full spline refit).
 
+``--method metad`` also prints a breakdown of one d = 3 deposit (thread CPU time, median of ``--calls`` calls on the
+state a 2500-step run left): the energy-only evaluation for z and V(z), c(t) as the deposit computes it (window
+update + sums, :class:`latentbias.bias.ctcache.RunningCt`) next to the full-grid ``well_tempered_ct`` it replaces,
+the Gaussian added to the Python grid, ``addGridGaussian`` + ``updateParametersInContext`` (the local update of
+the Context), and the whole deposit.
+
 Run:  python benchmarks/deposit_cost.py [--method metad|opes] [--steps 10000] [--repeats 3] [--calls 20]
 """
 
@@ -133,6 +139,54 @@ def main_opes(args) -> None:
           "time, median).")
 
 
+def metad_breakdown(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Thread CPU time (µs, median of ``calls``) of the parts of one metadynamics deposit (native path)."""
+    from latentbias.analysis.reweight import well_tempered_ct
+    system, topology, positions = alanine_dipeptide_vacuum()
+    z0 = lb.load_model(model).encode(positions)
+    meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+    integrator.setRandomNumberSeed(1)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    meta.step(sim, 2500)
+    ctx, backend = sim.context, meta.backend
+    z = backend.latent_values(ctx)
+    widths = [v.biasWidth for v in meta.variables]
+    scratch = np.empty(meta.grid.shape)
+
+    def gaussian_and_ct():
+        meta.grid.add_gaussian(meta._selfBias, z, 1e-6, scratch)
+        meta._runningCt.update(meta._selfBias, meta._runningCt.window(meta.grid, z, 1e-6), 1e-6)
+        return meta._runningCt.value(meta._selfBias)
+
+    def deposit():
+        sim.step(1)  # not timed separately: subtract the "one step" row
+        sim.currentStep = (sim.currentStep // 500 + 1) * 500
+        meta._deposit(sim)
+
+    parts = {
+        "one step": lambda: sim.step(1),
+        "one step + z, V(z) (energy-only evaluation)": lambda: (sim.step(1), backend.latent_values(ctx),
+                                                                backend.energy(ctx)),
+        "c(t) full grid (well_tempered_ct, before)": lambda: well_tempered_ct(meta._selfBias, meta.temperature,
+                                                                               meta.biasFactor),
+        "Gaussian on the Python grid + running c(t)": gaussian_and_ct,
+        "addGridGaussian + updateParametersInContext": lambda: (backend.force.addGridGaussian(
+            [float(x) for x in z], widths, 1e-6), backend.force.updateParametersInContext(ctx)),
+        "one step + whole deposit": deposit,
+    }
+    out = {}
+    for name, call in parts.items():
+        times = []
+        for _ in range(calls):
+            t0 = time.thread_time()
+            call()
+            times.append(time.thread_time() - t0)
+        out[name] = float(np.median(times)) * 1e6
+    return out
+
+
 _MODEL: list[Path] = []
 
 
@@ -148,7 +202,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
     parser.add_argument("--method", choices=["metad", "opes"], default="metad")
-    parser.add_argument("--calls", type=int, default=20, help="--method opes: calls per part of the breakdown")
+    parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps x "
@@ -171,6 +225,12 @@ def main() -> None:
         ratio = f"{extra_refit / extra_local:.0f}x" if extra_local > 0 and extra_refit > 0 else "— (within noise)"
         print(f"| {d} | {shape} | {best['static']:.1f} | {best['local']:.1f} | {cost['local']:+.1f} % | "
               f"{best['refit']:.1f} | {cost['refit']:+.1f} % | {ratio} |")
+    parts = metad_breakdown(model, 3, args.calls)
+    print("\nOne d = 3 deposit, thread CPU time (µs, median of", args.calls, "calls):\n")
+    print("| part | µs |\n|---|---:|")
+    for name, value in parts.items():
+        print(f"| {name} | {value:.0f} |")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ class BiasGrid:
             raise ValueError("each latent component may appear only once among the variables")
         self.variables = variables
         self.shape = tuple(v.gridWidth for v in variables)
+        self._axes = [v.axis for v in variables]
 
     @property
     def ndim(self) -> int:
@@ -166,13 +167,14 @@ class BiasGrid:
 
     @property
     def axes(self) -> list[np.ndarray]:
-        return [v.axis for v in self.variables]
+        return [a.copy() for a in self._axes]
 
-    def gaussian(self, position: Sequence[float]) -> np.ndarray:
-        """Unit-height Gaussian centred at ``position`` (shape=(d,)), evaluated on the grid (``self.shape``)."""
+    def gaussian_factors(self, position: Sequence[float]) -> list[np.ndarray]:
+        """Per-axis factors of the unit-height Gaussian centred at ``position`` (shape=(d,)): one array of shape
+        (gridWidth,) per variable, ``exp(-0.5 (Δz/biasWidth)^2)`` with the minimum image along periodic axes (whose
+        last point repeats the first). :meth:`gaussian` is their outer product."""
         per_axis = []
-        for x, v in zip(position, self.variables):
-            axis = v.axis
+        for x, v, axis in zip(position, self.variables, self._axes):
             delta = axis - float(x)
             if v.periodic:
                 period = v.maxValue - v.minValue
@@ -181,7 +183,31 @@ class BiasGrid:
             if v.periodic:
                 g[-1] = g[0]
             per_axis.append(g)
-        return reduce(np.multiply.outer, per_axis)
+        return per_axis
+
+    def gaussian(self, position: Sequence[float]) -> np.ndarray:
+        """Unit-height Gaussian centred at ``position`` (shape=(d,)), evaluated on the grid (``self.shape``)."""
+        return reduce(np.multiply.outer, self.gaussian_factors(position))
+
+    def add_gaussian(self, values: np.ndarray, position: Sequence[float], height: float,
+                     buffer: np.ndarray | None = None) -> list[np.ndarray]:
+        """``values += height * self.gaussian(position)`` in place, with the same arithmetic (bit for bit) but
+        without temporaries of the grid's size when ``buffer`` (shape=self.shape, float64, scratch) is given.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            The per-axis factors (:meth:`gaussian_factors`).
+        """
+        factors = self.gaussian_factors(position)
+        if self.ndim == 1 or buffer is None:
+            values += height * reduce(np.multiply.outer, factors)
+            return factors
+        head = reduce(np.multiply.outer, factors[:-1])
+        np.multiply.outer(head, factors[-1], out=buffer)
+        np.multiply(buffer, height, out=buffer)
+        values += buffer
+        return factors
 
     def table_values(self, values: np.ndarray) -> list[float]:
         """Grid values (shape=self.shape) flattened for OpenMM's Continuous*DFunction (first axis fastest)."""

@@ -43,6 +43,7 @@ from ..forces import as_model_file
 from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
+from .ctcache import RunningCt
 from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
@@ -146,10 +147,14 @@ class LatentMetadynamics:
             raise ValueError(f"walkerId may contain only letters, digits, '_' and '-', got {self.walkerId!r}")
         self._deltaT = self.temperature * (self.biasFactor - 1.0)
         self._kt = kt_kjmol(self.temperature)
+        self._ktDeltaT = kt_kjmol(self._deltaT)
 
         self.grid = BiasGrid(self.variables)
         self._selfBias = np.zeros(self.grid.shape)
         self._otherBias: dict[str, np.ndarray] = {}
+        # c(t) at each deposit, updated on the window the previous deposit changed (see latentbias.bias.ctcache)
+        self._runningCt = RunningCt(self.temperature, self.biasFactor)
+        self._scratch = np.empty(self.grid.shape)
         self._nDeposits = 0
         self.records: dict[str, list] = {name: [] for name in DEPOSIT_COLUMNS}
         self.records["z"] = []
@@ -204,6 +209,7 @@ class LatentMetadynamics:
         if v.shape != self.grid.shape or not np.all(np.isfinite(v)):
             raise ValueError(f"bias values must be finite with shape {self.grid.shape}, got {v.shape}")
         self._selfBias = self._selfBias + v
+        self._runningCt.invalidate()
         self._contextStale = True
 
     def updateContext(self, context: Any) -> None:
@@ -262,6 +268,7 @@ class LatentMetadynamics:
                 self._deposit(simulation)
             if self.saveFrequency is not None and simulation.currentStep % self.saveFrequency == 0:
                 if self._syncWithDisk(write=True):
+                    self._runningCt.invalidate()
                     self.backend.set_grid(self._totalBias, simulation.context)
 
     def _deposit(self, simulation: Any) -> None:
@@ -273,18 +280,23 @@ class LatentMetadynamics:
         scale = self.backend.scale
         wall = self.backend.wall_energy(z)
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
-        ct = self.ct() if scale == 1.0 else well_tempered_ct(self._totalBias, self.temperature, self.biasFactor,
-                                                             scale=scale)
-        state = context.getState(getPositions=self._trajectory is not None)
-        time_ps = state.getTime().value_in_unit(unit.picosecond)
+        # c_s(t) of the acting bias, equal to well_tempered_ct(total, T, γ, scale) to rounding, from the terms
+        # the previous deposit updated on its window only (the total is this walker's grid when alone: no copy)
+        total = self._totalBias if self._otherBias else self._selfBias
+        ct = self._runningCt.value(total, scale)
+        state = context.getState(getPositions=True) if self._trajectory is not None else None
+        time_ps = (context.getTime() if state is None else state.getTime()).value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
         if self._trajectory is not None:
             self._trajectory.write(simulation, state, self.frequency)
         if not self.depositionEnabled:
             return
-        height = self.height * np.exp(-bias / kt_kjmol(self._deltaT))
-        self._selfBias += height * self.grid.gaussian(z)
+        height = self.height * np.exp(-bias / self._ktDeltaT)
+        # self._selfBias += height * self.grid.gaussian(z), bit for bit, without grid-sized temporaries
+        self.grid.add_gaussian(self._selfBias, z, height, self._scratch)
         self._nDeposits += 1
+        self._runningCt.update(self._totalBias if self._otherBias else self._selfBias,
+                               self._runningCt.window(self.grid, z, height), height)
         self.backend.add_gaussian(z, height, lambda: self._totalBias, context)
 
     def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, wall: float, ct: float,
@@ -407,6 +419,7 @@ class LatentMetadynamics:
                                  f"{self.grid.shape}: walkers sharing a bias need identical LatentVariables")
             others[walker] = bias.copy()
         self._otherBias = others
+        self._runningCt.invalidate()
         self._contextStale = True
 
     # ---------------------------------------------------------------------------------------- save / restore
@@ -430,6 +443,9 @@ class LatentMetadynamics:
         that a run restored from this state continues exactly as this one does.
         """
         self._contextStale = True
+        # like the Context's refit: the running c(t) is evaluated afresh at the next deposit, in this run and in a
+        # run restored from this state alike, so both record the same c(t) bit for bit
+        self._runningCt.invalidate()
         prefix = Path(prefix)
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         rec = self.getRecords()
@@ -468,6 +484,7 @@ class LatentMetadynamics:
         self._selfBias = data["selfBias"].copy()
         self._otherBias = {k: data["otherBias"][i].copy() for i, k in enumerate(info["otherWalkers"])}
         self._nDeposits = int(info["numDeposits"])
+        self._runningCt.invalidate()
         self.walkerId = info["walkerId"]  # continue writing the same walker file, never count it twice
         self.records = {k: list(data[f"record_{k}"]) for k in DEPOSIT_COLUMNS if f"record_{k}" in data}
         self.records["z"] = list(data["record_z"])

@@ -1,6 +1,7 @@
 #include "internal/LatentBiasGrid.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/SplineFitter.h"
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -100,10 +101,12 @@ void LatentBiasGrid::addSeparable(const vector<vector<double> >& factors, double
         coeff.clear();
         computeAllNodeDerivatives();
     }
-    // per axis: factor (order 0) and its spline derivative at the nodes (order 1), and the nodes where either
-    // matters (relative to the peak, times the spacing for the derivative)
+    // per axis: factor (order 0) and its spline derivative at the nodes (order 1), and the contiguous node range
+    // [lo, hi] outside which both are below 1e-17 of the peak (relative to the peak, times the spacing for the
+    // derivative): contributions there are below double rounding of the values. A contiguous range (rather than
+    // a list of nodes) lets the innermost loop run over adjacent memory, which the compiler vectorises.
     vector<double> part[3][2];
-    vector<int> active[3];
+    int lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
     for (int k = 0; k < ndim; k++) {
         part[k][0] = factors[k];
         part[k][1] = lineDerivative(k, factors[k]);
@@ -111,39 +114,43 @@ void LatentBiasGrid::addSeparable(const vector<vector<double> >& factors, double
         for (double f : factors[k])
             peak = max(peak, fabs(f));
         double h = x[k][1] - x[k][0];
+        lo[k] = axes[k].size;
+        hi[k] = -1;
         for (int i = 0; i < axes[k].size; i++)
-            if (fabs(part[k][0][i]) > 1e-17 * peak || fabs(part[k][1][i]) * h > 1e-17 * peak)
-                active[k].push_back(i);
+            if (fabs(part[k][0][i]) > 1e-17 * peak || fabs(part[k][1][i]) * h > 1e-17 * peak) {
+                lo[k] = min(lo[k], i);
+                hi[k] = i;
+            }
+        if (hi[k] < 0)
+            return;   // a zero Gaussian (height 0 or all factors underflowed): nothing changes
     }
     for (int k = ndim; k < 3; k++) {
         part[k][0].assign(1, 1.0);
         part[k][1].assign(1, 0.0);
-        active[k].assign(1, 0);
     }
     size_t stride1 = axes[0].size, stride2 = ndim > 1 ? (size_t) axes[0].size * axes[1].size : 0;
     int nmask = 1 << ndim;
+    int len0 = hi[0] - lo[0] + 1;
     // per array (mask): the same products in the same order for every node, the innermost loop along axis 0
     for (int mask = 0; mask < nmask; mask++) {
-        const double* f0 = part[0][mask & 1].data();
+        const double* f0 = part[0][mask & 1].data() + lo[0];
         const double* f1 = part[1][(mask >> 1) & 1].data();
         const double* f2 = part[2][(mask >> 2) & 1].data();
         double* target = nodeDerivs[mask].data();
-        for (int i2 : active[2]) {
+        double* valueTarget = values.data();
+        for (int i2 = lo[2]; i2 <= hi[2]; i2++) {
             double a2 = height * f2[i2];
-            for (int i1 : active[1]) {
+            for (int i1 = lo[1]; i1 <= hi[1]; i1++) {
                 double a12 = a2 * f1[i1];
-                double* row = target + i1 * stride1 + i2 * stride2;
-                for (int i0 : active[0])
-                    row[i0] += a12 * f0[i0];
+                size_t offset = lo[0] + i1 * stride1 + i2 * stride2;
+                double* __restrict row = target + offset;
+                for (int i = 0; i < len0; i++)
+                    row[i] += a12 * f0[i];
+                if (mask == 0)
+                    std::copy(row, row + len0, valueTarget + offset);
             }
         }
     }
-    for (int i2 : active[2])
-        for (int i1 : active[1])
-            for (int i0 : active[0]) {
-                size_t node = i0 + i1 * stride1 + i2 * stride2;
-                values[node] = nodeDerivs[0][node];
-            }
 }
 
 void LatentBiasGrid::computeAllNodeDerivatives() {
