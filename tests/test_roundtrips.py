@@ -242,6 +242,10 @@ def test_campaign_reports_round_trips_and_warns_when_the_budget_ends_first(tmp_p
     cut = float(np.median(y[np.isfinite(campaign_weights(tmp_path / "run"))]))
     est = campaign_basin_estimate([tmp_path / "run"], lambda d: y, lambda v: v < cut, lambda v: v >= cut, T)
     assert est.runs[0]["latent_round_trips"] == trips
+    from latentbias.campaign.report import write_report
+
+    text = write_report(tmp_path / "run").read_text()
+    assert "Round trips between the two deepest basins" in text and "min_round_trips = 1000" in text
 
 
 def campaign_weights(rundir: Path) -> np.ndarray:
