@@ -84,7 +84,7 @@ Example (every key shown; most have defaults)::
                                                # basins of the latent FES (2kT/sqrt(2*13) = 0.98 kJ/mol at 300 K;
                                                # 0: off; not counted for "umbrella"; latentbias.campaign.roundtrips)
     round_trip_basins = 2                      # round trips between the deepest basin and each of the next n-1
-    core_kt = 2.0                              # basin cores: within this many kT of the minimum (<= half-way up)
+    core_kt = 2.0                              # basin cores: this many kT below the basin's lowest saddle
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
     restarts = 0                               # times the frozen encoder may meet OOD frames (a segment with more
@@ -557,7 +557,7 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError(f"[converge] round_trip_basins must be an integer >= 2 (round trips between the deepest "
                           f"latent basin and the next ones), got {cv.round_trip_basins}")
     if not cv.core_kt > 0:
-        raise ConfigError(f"[converge] core_kt must be > 0 (basin cores: kT above the minimum), got {cv.core_kt}")
+        raise ConfigError(f"[converge] core_kt must be > 0 (basin cores: kT below the saddle), got {cv.core_kt}")
     if cv.save_interval < 0 or (cv.save_interval and c.checkpoint_interval % cv.save_interval):
         raise ConfigError(f"[converge] save_interval must be 0 (use [campaign] save_interval) or divide [campaign] "
                           f"checkpoint_interval = {c.checkpoint_interval}, got {cv.save_interval}")

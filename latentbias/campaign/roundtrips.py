@@ -13,11 +13,15 @@ the converge phase freezes), give a reweighted latent FES on a ``_BINS``-per-dim
 ``_SMOOTH`` grid spacings), and :func:`latentbias.analysis.paths.find_basins` its basins (steepest descent; a basin
 shallower than ``core_kt`` kT below its lowest saddle is merged into the deeper neighbour: it is no metastable
 state). Basins whose minimum lies above ``fes_cutoff`` are dropped; the rest are ordered by the free energy of
-their minimum (0: the deepest). The *core* of basin k is the set of its cells with
-F ≤ F_min,k + min(``core_kt`` kT, (F_saddle,k − F_min,k) / 2): within a few kT of the minimum and never more than
-half way up to the lowest saddle, so that cores of neighbouring basins are separated by a gap and recrossings of
-a dividing surface do not count. The cores are fixed for the whole converge phase (stored in its ``plan.json``
-under ``round_trip_cores``).
+their minimum (0: the deepest). The *core* of basin k is the set of its sampled cells at least ``core_kt`` kT
+below its lowest saddle, F ≤ F_saddle,k − ``core_kt`` kT: from a core the trajectory must climb ≥ ``core_kt`` kT to
+leave the basin, cores of neighbouring basins are separated by a band ≥ 2 ``core_kt`` kT wide in free energy around
+their saddle, and recrossings of a dividing surface do not count. (Cores within a few kT of each *minimum* were
+tried first: on the ala2 demo the tanh encoder spreads C7ax over a wide latent region whose free energy rises
+steadily away from its minimum, and such a core held 2–4 of the 40 × 40 grid cells and 11–26 of ~4500 converge
+frames — 1 latent round trip counted where φ saw 94 C7ax entries.) A basin separated from the rest by unsampled
+cells (an island) has its saddle at the unsampled cells' penalty height, so its core is the whole island. The
+cores are fixed for the whole converge phase (stored in its ``plan.json`` under ``round_trip_cores``).
 
 Counting (:func:`latent_round_trips`): each converge frame after the burn-in is assigned to the core its latent
 coordinates fall in (or none); transitions between core 0 and core b are counted with hysteresis
@@ -77,7 +81,7 @@ class LatentCores:
     free_energies : numpy.ndarray, shape=(n_basins,)
         Smoothed FES at the minima, kJ/mol relative to the deepest.
     levels : numpy.ndarray, shape=(n_basins,)
-        Height of each core above its minimum, kJ/mol.
+        Height of each core's upper edge above its minimum (smoothed FES), kJ/mol.
     """
 
     dims: list[int]
@@ -137,7 +141,8 @@ def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequ
     dims : sequence of int, optional
         Latent dimensions to use (1 to 3 of them; default all).
     core_kt : float
-        Core height above a basin's minimum and smallest basin depth, in kT.
+        Cores lie at least this many kT below their basin's lowest saddle; basins shallower than this are merged
+        into their deeper neighbour.
     fes_cutoff : float
         kJ/mol above the deepest minimum: basins whose minimum is higher are dropped.
     bins, smooth : int, float
@@ -195,7 +200,7 @@ def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequ
             touch = (la[border] == k) | (lb[border] == k)
             if touch.any():
                 saddle[k] = min(saddle[k], float(hgt[touch].min()))
-    levels = np.minimum(core_kt * kt, 0.5 * (saddle - fmin))
+    levels = np.maximum(saddle - core_kt * kt - fmin, 0.0)
     core = np.full(labels.shape, -1, dtype=np.int64)
     for k in range(n):
         core[(labels == k) & (f <= fmin[k] + levels[k]) & sampled] = k
