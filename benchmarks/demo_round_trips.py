@@ -30,7 +30,7 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
     from latentbias.campaign.converge import _converge_frames
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
     from latentbias.campaign.report import _load_campaign
-    from latentbias.campaign.roundtrips import LatentCores
+    from latentbias.campaign.roundtrips import LatentCores, latent_round_trips
 
     rows = []
     for seed in seeds:
@@ -67,14 +67,23 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
             row["core_c7ax"] = [float(ax[lab == k].mean()) if np.any(lab == k) else float("nan")
                                 for k in range(min(2, cores.n_basins))]
             row["latent_minima_kjmol"] = cores.free_energies.tolist()
+            # what [converge] round_trip_basins = all basins would have counted (frames after the burn-in)
+            t = conv["time_ps"]
+            after = (t >= t.min() + cfg.converge.burn_in * (t.max() - t.min())) & (conv["scale"] > 0)
+            every = latent_round_trips(cores, conv["z"][after], conv["walker"][after], max(2, cores.n_basins))
+            row["all_basins_transitions"] = every["transitions"]
+            # C7ax share of every latent core (which core, if any, is C7ax)
+            row["core_c7ax_all"] = [float(ax[lab == k].mean()) if np.any(lab == k) else float("nan")
+                                    for k in range(cores.n_basins)]
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
     print("| seed | ΔF ± 1σ (kJ/mol) | latent round trips (needed) | φ transitions | C7ax entries | C7ax share of latent "
-          "core 0 / core 1 | converge phase | simulated | wall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "core 0 / core 1 | transitions 0 ⇄ k for every latent basin k (C7ax share of core k) | converge phase | "
+          "simulated | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     cover1 = cover2 = n = 0
     for r in rows:
         if r.get("missing"):
@@ -85,7 +94,9 @@ def print_table(rows: list[dict]) -> None:
                                           + ("" if lat["enough"] else " **budget ended first**"))
         df = f"{r['dF']:.2f} ± {r['err']:.2f}" if "dF" in r else "none (no C7ax frame used)"
         share = " / ".join(f"{x:.2f}" for x in r.get("core_c7ax", [])) or "–"
-        print(f"| {r['seed']} | {df} | {trips} | {r.get('phi_transitions', 0)} | {r['entries']} | {share} | "
+        every = ", ".join(f"{k + 1}: {n} ({x:.2f})" for k, (n, x) in
+                          enumerate(zip(r.get("all_basins_transitions", []), r.get("core_c7ax_all", [])[1:]))) or "–"
+        print(f"| {r['seed']} | {df} | {trips} | {r.get('phi_transitions', 0)} | {r['entries']} | {share} | {every} | "
               f"{r['end']}, {r['converge_ns']:.2f} ns | {r['simulated_ns']:.2f} ns | {r['wall_min']:.1f} min |")
         if "dF" in r:
             n += 1
