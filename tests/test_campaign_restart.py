@@ -91,8 +91,8 @@ def test_final_estimate_uses_the_last_attempt_only_and_says_why(restarted_run):
     assert "round 2" in info["frames_used_why"]
     if attempts[1]["max_segment_ood_fraction"] > 0.2:  # a stale final encoder is said so, never silently used
         assert "out-of-distribution" in info["warning"]
-    else:
-        assert "warning" not in info
+    else:  # (a converge phase that the budget ended before min_round_trips warns about that, not about OOD)
+        assert "out-of-distribution" not in info.get("warning", "")
     # run-directory contract: every frame of every round in frames.csv (with its final log-weight) beside its DCD
     import mdtraj as md
 

@@ -80,6 +80,11 @@ Example (every key shown; most have defaults)::
     burn_in = 0.2                              # fraction of the converge run left out of the estimate (its start)
     window = 0.25                              # drift: estimate now vs. without the last `window` of used frames
     tolerance = 0.5                            # kJ/mol: stop when the drift of the latent FES is below this
+    min_round_trips = 13                       # ... and the run made this many round trips between the two deepest
+                                               # basins of the latent FES (2kT/sqrt(2*13) = 0.98 kJ/mol at 300 K;
+                                               # 0: off; not counted for "umbrella"; latentbias.campaign.roundtrips)
+    round_trip_basins = 2                      # round trips between the deepest basin and each of the next n-1
+    core_kt = 2.0                              # basin cores: this many kT below the basin's lowest saddle
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
     restarts = 0                               # times the frozen encoder may meet OOD frames (a segment with more
@@ -266,6 +271,9 @@ class ConvergeConfig:
     umbrella_windows: int = 16
     umbrella_force_constant: float = 0.0
     umbrella_basins: int = 8
+    min_round_trips: int = 13
+    round_trip_basins: int = 2
+    core_kt: float = 2.0
 
 
 @dataclass
@@ -542,6 +550,14 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError(f"[converge] window must be a fraction in (0, 1), got {cv.window}")
     if cv.restarts < 0:
         raise ConfigError(f"[converge] restarts must be >= 0, got {cv.restarts}")
+    if cv.min_round_trips < 0:
+        raise ConfigError(f"[converge] min_round_trips must be an integer >= 0 (0: no round-trip condition), got "
+                          f"{cv.min_round_trips}")
+    if cv.round_trip_basins < 2:
+        raise ConfigError(f"[converge] round_trip_basins must be an integer >= 2 (round trips between the deepest "
+                          f"latent basin and the next ones), got {cv.round_trip_basins}")
+    if not cv.core_kt > 0:
+        raise ConfigError(f"[converge] core_kt must be > 0 (basin cores: kT below the saddle), got {cv.core_kt}")
     if cv.save_interval < 0 or (cv.save_interval and c.checkpoint_interval % cv.save_interval):
         raise ConfigError(f"[converge] save_interval must be 0 (use [campaign] save_interval) or divide [campaign] "
                           f"checkpoint_interval = {c.checkpoint_interval}, got {cv.save_interval}")

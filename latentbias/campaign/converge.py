@@ -17,6 +17,11 @@ Below ``tolerance`` (kJ/mol) the run stops (``end.json`` reason ``converged``); 
 :func:`convergence_history` (the report plots it).
 
 The criterion measures stability, not correctness: a barrier never crossed in the converge run gives no drift.
+So the OPES and metadynamics converge phases also count visits: with ``min_round_trips`` > 0 the run stops only
+once its frames after the burn-in hold at least that many round trips between the two deepest basins of the
+frozen encoder's latent FES (cores fixed when the phase is planned; :mod:`latentbias.campaign.roundtrips`), drift
+and round trips both checked after every committed segment. A run whose budget ends first says so
+(:func:`round_trip_summary`: ``weights.json`` ``latent_round_trips`` and a ``warning``).
 
 Going back to exploration. The frozen encoder is only trustworthy where it was trained. When a committed segment
 of the converge run has more than ``[ood] retrain_fraction`` of its frames flagged out of distribution by the OOD
@@ -48,7 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESTART_REASON", "latent_fes_drift", "fes_drift", "convergence_check", "converge_end_check", "restarted",
-           "convergence_history"]
+           "convergence_history", "round_trip_summary"]
 
 #: ``end.json`` reason of a converge attempt that went back to retraining (the exploration rounds' OOD reason)
 RESTART_REASON = "ood"
@@ -125,7 +130,7 @@ def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.n
     keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale", "target", "step")
     parts = [run_dir.read_segment(r, k) for k in range(n_segments)]
     out = {key: np.concatenate([p[key] for p in parts]) for key in keys}
-    walker = np.concatenate([frame_column(p, "walker") for p in parts])
+    out["walker"] = walker = np.concatenate([frame_column(p, "walker") for p in parts])
     order = np.lexsort((walker, out["step"]))  # stable: one walker's frames keep their file (= time) order
     return {key: v[order] for key, v in out.items()}
 
@@ -133,7 +138,7 @@ def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.n
 def _evaluate(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np.ndarray]) -> tuple[float, int]:
     c = config.converge
     t = frames["time_ps"]
-    use = (t >= t.min() + c.burn_in * (t.max() - t.min())) & (frames["scale"] > 0)
+    use = _used(config, frames)
     ranges = [(v["minValue"], v["maxValue"]) for v in plan["variables"]]
     dims = [v["index"] for v in plan["variables"]]
     if plan["strategy"] == "umbrella":  # MBAR over the windows, each window's last `window` fraction dropped
@@ -151,10 +156,28 @@ def _evaluate(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np
     return latent_fes_drift(z, logw, c.window, c.fes_bins, c.fes_cutoff, ranges, config.md.temperature), int(use.sum())
 
 
+def _used(config: CampaignConfig, frames: dict[str, np.ndarray]) -> np.ndarray:
+    t = frames["time_ps"]
+    return (t >= t.min() + config.converge.burn_in * (t.max() - t.min())) & (frames["scale"] > 0)
+
+
+def _round_trips(config: CampaignConfig, plan: dict[str, Any], frames: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Round trips between the latent basins' cores in the frames after the burn-in (None when the plan has no
+    cores: umbrella, ``min_round_trips = 0`` or a run planned before the rule existed)."""
+    if "round_trip_cores" not in plan or not len(frames["time_ps"]):
+        return None
+    from .roundtrips import LatentCores, latent_round_trips
+
+    use = _used(config, frames)
+    return latent_round_trips(LatentCores.from_dict(plan["round_trip_cores"]), frames["z"][use],
+                              frames["walker"][use], config.converge.round_trip_basins)
+
+
 def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int) -> str | None:
-    """``"converged"`` when the converge run (round r, ``n_committed`` segments) has run at least ``min_steps``
-    and its drift is below ``tolerance``; else None. Deterministic in the committed segments (safe to re-run on
-    resume)."""
+    """``"converged"`` when the converge run (round r, ``n_committed`` segments) has run at least ``min_steps``,
+    its drift is below ``tolerance`` and (OPES/metadynamics, ``min_round_trips`` > 0) its frames after the burn-in
+    hold at least ``min_round_trips`` round trips between the latent basins' cores; else None. Deterministic in the
+    committed segments (safe to re-run on resume)."""
     c = config.converge
     steps = n_committed * config.campaign.checkpoint_interval
     if steps < c.min_steps:
@@ -162,10 +185,15 @@ def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committ
     plan = run_dir.read_plan(r)
     if n_committed % int(plan.get("sweep_segments", 1)):  # umbrella windows: judged after complete sweeps only
         return None
-    drift, n_used = _evaluate(config, plan, _converge_frames(run_dir, r, n_committed))
-    logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)",
-                steps, n_used, drift, c.tolerance)
-    return "converged" if np.isfinite(drift) and drift < c.tolerance else None
+    frames = _converge_frames(run_dir, r, n_committed)
+    drift, n_used = _evaluate(config, plan, frames)
+    trips = _round_trips(config, plan, frames)
+    logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)%s",
+                steps, n_used, drift, c.tolerance,
+                "" if trips is None else f", {trips['round_trips']} latent round trips (need {c.min_round_trips}; "
+                                         f"transitions {trips['transitions']})")
+    enough = trips is None or trips["round_trips"] >= c.min_round_trips
+    return "converged" if np.isfinite(drift) and drift < c.tolerance and enough else None
 
 
 def restarted(run_dir: RunDir, r: int) -> bool:
@@ -197,8 +225,8 @@ def converge_end_check(run_dir: RunDir, config: CampaignConfig, r: int, n_commit
 
 def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int) -> dict[str, np.ndarray]:
     """The criterion after every committed segment of the converge round r: ``time_ps`` (simulated time of the
-    converge run), ``frames_used`` and ``drift_kjmol`` (NaN before two segments); written to
-    ``round_RRR/convergence.csv``."""
+    converge run), ``frames_used``, ``drift_kjmol`` (NaN before two segments) and ``round_trips`` (latent round
+    trips in the frames after the burn-in; NaN when not counted); written to ``round_RRR/convergence.csv``."""
     from ..io import write_csv
 
     plan = run_dir.read_plan(r)
@@ -209,10 +237,42 @@ def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int) -> dict
     for k in range(1, n_seg + 1):
         sub = {key: v[: k * per_seg] for key, v in frames.items()}
         drift, n_used = _evaluate(config, plan, sub) if k >= 2 else (float("nan"), 0)
-        rows.append((float(sub["time_ps"][-1] - frames["time_ps"][0]), n_used, drift))
-    arr = np.array(rows, dtype=float).reshape(-1, 3)
-    write_csv(run_dir.round_dir(r) / "convergence.csv", ["time_ps", "frames_used", "drift_kjmol"], arr,
+        trips = _round_trips(config, plan, sub)
+        rows.append((float(sub["time_ps"][-1] - frames["time_ps"][0]), n_used, drift,
+                     float("nan") if trips is None else trips["round_trips"]))
+    arr = np.array(rows, dtype=float).reshape(-1, 4)
+    write_csv(run_dir.round_dir(r) / "convergence.csv", ["time_ps", "frames_used", "drift_kjmol", "round_trips"], arr,
               overwrite=True, comment=f"converge phase: after each segment, the frames after the burn-in "
                                       f"({config.converge.burn_in:g} of the run) and the offset-free RMS drift "
-                                      f"(kJ/mol) of the latent FES over the last {config.converge.window:g} of them")
-    return {"time_ps": arr[:, 0], "frames_used": arr[:, 1], "drift_kjmol": arr[:, 2]}
+                                      f"(kJ/mol) of the latent FES over the last {config.converge.window:g} of them; "
+                                      f"round trips between the latent basins' cores in those frames")
+    return {"time_ps": arr[:, 0], "frames_used": arr[:, 1], "drift_kjmol": arr[:, 2], "round_trips": arr[:, 3]}
+
+
+def round_trip_summary(run_dir: RunDir, config: CampaignConfig, r: int, ended: str) -> dict[str, Any] | None:
+    """The ``latent_round_trips`` entry of ``weights.json`` for the converge round r, which ended for the reason
+    ``ended`` (``converged`` or ``budget``): ``round_trips`` (in the frames of the estimate), ``required``
+    (``min_round_trips``), ``transitions`` (per basin pair), ``basins``, ``minima`` and ``free_energies`` of the
+    latent basins, ``enough`` and, when the run ended without enough round trips, ``warning`` (a sentence). None
+    when the round-trip condition was not used (umbrella, ``min_round_trips = 0``, or a plan without cores)."""
+    plan = run_dir.read_plan(r)
+    n_seg = run_dir.round_segments(r)
+    trips = _round_trips(config, plan, _converge_frames(run_dir, r, n_seg)) if n_seg else None
+    if trips is None:
+        return None
+    cores = plan["round_trip_cores"]
+    need = config.converge.min_round_trips
+    out = {**trips, "required": need, "enough": trips["round_trips"] >= need, "minima": cores["minima"],
+           "free_energies": cores["free_energies"]}
+    if not out["enough"]:
+        from ..analysis.uncertainty import two_state_error
+
+        k = min(trips["transitions"]) if trips["transitions"] else 0
+        bound = two_state_error(k, config.md.temperature)
+        out["warning"] = (
+            f"the converge phase ended ({ended}) after {trips['round_trips']} round trip(s) between the two deepest "
+            f"basins of the latent FES ({trips['basins']} basin(s) found), fewer than [converge] min_round_trips = "
+            f"{need}: a basin free-energy difference from these frames rests on {k} transition(s)"
+            f" between them (two-state error 2kT/sqrt(K) >= {bound:.2g} kJ/mol); "
+            f"raise [converge] max_steps")
+    return out

@@ -42,7 +42,10 @@ __all__ = ["RunEstimate", "final_weights", "campaign_basin_estimate"]
 class RunEstimate:
     """The estimate of one or more runs: ``estimate`` (value, 1σ error, method, n_independent) and per run
     ``(rundir, value, error, frames_used, blocks, bootstrap_error, transitions, two_state_error, round_trips,
-    round_trip_error)`` (the last four None for umbrella runs; ``error`` is the largest of the three errors)."""
+    round_trip_error, latent_round_trips)`` (transitions … round_trip_error None for umbrella runs; ``error`` is the
+    largest of the three errors; ``latent_round_trips``: the converge phase's own count of round trips between
+    latent basins from ``weights.json``, with ``required``, ``enough`` and a ``warning`` when the budget ended the
+    run first, or None)."""
 
     estimate: Estimate
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -74,6 +77,15 @@ def _umbrella_reweighting(rundir: str | Path) -> tuple[np.ndarray, Callable[[np.
     rw = _reweighting(campaign, frames, campaign.cfg.md.temperature)
     _weights_csv_logweights(Path(rundir), rw)  # frames kept out of weights.csv stay out of every resample
     return rw.states, rw.reweight
+
+
+def _latent_round_trips(rundir: str | Path) -> dict[str, Any] | None:
+    """``weights.json`` ``latent_round_trips`` of a run (the converge phase's count of round trips between latent
+    basins, :func:`latentbias.campaign.converge.round_trip_summary`), or None."""
+    import json
+
+    info_file = Path(rundir) / "weights.json"
+    return json.loads(info_file.read_text()).get("latent_round_trips") if info_file.is_file() else None
 
 
 def campaign_basin_estimate(
@@ -162,7 +174,7 @@ def campaign_basin_estimate(
         runs.append({"rundir": str(rundir), "value": float(est.value), "error": float(est.error),
                      "frames_used": int(used.sum()), "blocks": int(est.n_independent), "bootstrap_error": bootstrap,
                      "transitions": transitions, "two_state_error": floor, "round_trips": cycles,
-                     "round_trip_error": regen})
+                     "round_trip_error": regen, "latent_round_trips": _latent_round_trips(rundir)})
         logger.info("%s: dF = %.2f +- %.2f kJ/mol (%d frames, %d bootstrap blocks)", rundir, est.value, est.error,
                     used.sum(), est.n_independent)
     if len(runs) == 1:

@@ -32,7 +32,8 @@ bias settings of a strategy (``height``,        no round of that strategy is par
                                                 started: a finished campaign continues with the new rounds
 ``[converge] enabled``                          switching on: always (a finished campaign runs the converge
                                                 phase next); off: the converge phase has not started
-``[converge] method``                           the converge phase has not started
+``[converge] method``, ``umbrella_*``,          the converge phase has not started (its plan fixes them)
+``core_kt``
 ``[converge] max_steps``                        it is not below what the converge phase has run; a converge
                                                 phase that spent its whole budget continues to the new one
 other ``[converge]`` keys                       always; once the converge phase has run, its estimate
@@ -301,6 +302,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("converge", "umbrella_windows"): _converge_method,  # the windows are planned when the phase starts
     ("converge", "umbrella_force_constant"): _converge_method,
     ("converge", "umbrella_basins"): _converge_method,
+    ("converge", "core_kt"): _converge_method,  # the round-trip cores are planned when the phase starts
     ("converge", "*"): _converge_analysis,
 }
 #: keys handled together by :func:`_reshape`

@@ -18,6 +18,8 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   round r) gets what is left of the budget; ``[converge] method = "umbrella"`` adds the windows along a latent
   path (``dims``, ``path``, ``centers``, ``force_constants``, ``start_frames``, ``schedule``, ``sweep_segments``,
   :func:`latentbias.campaign.umbrellaconv.umbrella_plan`; its ``variables`` only set the drift's FES range);
+  otherwise, with ``[converge] min_round_trips`` > 0, ``round_trip_cores``: the cores of the latent basins whose
+  round trips the stopping rule counts (:func:`latentbias.campaign.roundtrips.round_trip_cores_plan`);
 * ``pocket``: ``bias``, ``variables`` (the openness-anchored dimension only), ranked frontier ``targets``, the
   restart ``start_frame`` and ``restart_segments`` (:func:`~latentbias.campaign.pocket.pocket_plan`);
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
@@ -150,6 +152,10 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
             from .umbrellaconv import umbrella_plan
 
             plan.update(umbrella_plan(campaign, r, plan["segments"]))
+        elif cfg.converge.min_round_trips > 0:  # cores of the latent basins (latentbias.campaign.roundtrips)
+            from .roundtrips import round_trip_cores_plan
+
+            plan["round_trip_cores"] = round_trip_cores_plan(campaign, plan["variables"])
     else:
         plan["strategy"] = cfg.strategy_for_round(r)
         info = campaign.model(r - 1).info

@@ -380,6 +380,12 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                   f"{winfo['converge_end']} after {winfo['converge_ps']:.0f} ps; burn-in {winfo['burn_in_ps']:.0f} ps; "
                   f"{winfo['frames_used']} frames in the final estimate; kept out: {winfo['frames_excluded']}.", "",
                   "![convergence](convergence.png)", ""]
+        trips = winfo.get("latent_round_trips")  # latentbias.campaign.roundtrips
+        if trips is not None:
+            lines += [f"Round trips between the two deepest basins of the frozen encoder's latent FES in the frames "
+                      f"of the estimate: {trips['round_trips']} (needed: {trips['required']}; transitions "
+                      f"{trips['transitions']}; {trips['basins']} latent basins)."
+                      + (f" **Warning**: {trips['warning']}." if "warning" in trips else ""), ""]
 
     # training losses
     series = {}

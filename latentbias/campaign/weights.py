@@ -458,6 +458,11 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
         end = run_dir.round_end(r)
         info["converge_end"] = end["reason"] if end is not None else "budget"
         info["converge_attempts"] = _attempts(run_dir, plans, frames, r)
+        from .converge import round_trip_summary  # visits between latent basins (latentbias.campaign.roundtrips)
+
+        trips = round_trip_summary(run_dir, config, r, info["converge_end"])
+        if trips is not None:
+            info["latent_round_trips"] = trips
         worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
         if worst > config.ood.retrain_fraction:
             info["warning"] = (
@@ -466,6 +471,9 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
                 f"{100 * config.ood.retrain_fraction:.0f} %) and no restart was left ([converge] restarts = "
                 f"{config.converge.restarts}, or the budget left was below min_steps); the estimate may be biased")
             logger.warning("final estimate: %s", info["warning"])
+        if trips is not None and "warning" in trips:
+            info["warning"] = "; ".join(filter(None, [info.get("warning"), trips["warning"]]))
+            logger.warning("final estimate: %s", trips["warning"])
         info["frames_used_why"] = (
             f"frames of the converge attempt in round {r} (encoder of round {plans[r]['model_round']}, frozen) "
             f"after its burn-in; exploration rounds, round 0 and earlier converge attempts that went back to "
