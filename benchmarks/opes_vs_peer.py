@@ -306,6 +306,19 @@ def table(paths, at_ns=None, margin=EQUIVALENCE_MARGIN):
             sd = x.std(ddof=1) if len(x) > 1 else float("nan")
             print(f"{lab:<16} {key:<8} mean {x.mean():6.2f}  sd {sd:5.2f}  sem {sd / math.sqrt(len(x)):5.2f}  (n={len(x)})")
     print()
+    by_seed = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], {})[_label(r)] = r
+    labels = sorted({_label(r) for r in rows})
+    print("| seed | " + " | ".join(f"{lab} dF_bias | {lab} dF_rw" for lab in labels) + " |")
+    print("|---:|" + "---:|" * (2 * len(labels)))
+    for seed in sorted(by_seed):
+        cells = []
+        for lab in labels:
+            r = by_seed[seed].get(lab)
+            cells += [f"{r['dF_bias']:.2f}", f"{r['dF_rw']:.2f}"] if r else ["–", "–"]
+        print(f"| {seed} | " + " | ".join(cells) + " |")
+    print()
     res = compare(rows, margin)
     for (lab, key, against), c in sorted(res.items()):
         if against == "peer":
