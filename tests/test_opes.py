@@ -401,7 +401,7 @@ def test_same_free_energy_as_openmm_opes_on_alanine_dipeptide():
 
     * equivalence (TOST at 5 %) of the two codes' means within ±1.25 kJ/mol for both estimators. The margin is
       what 20 seeds can show: with the measured seed-to-seed sd ≈ 1.0–1.25 kJ/mol the 90 % interval of the
-      difference is ≈ ±0.6 kJ/mol wide, so two identical samplers pass with ≈ 95 % probability at ±1.25 and
+      difference is ≈ ±0.6 kJ/mol wide, so two identical samplers pass with ≈ 93 % probability at ±1.25 and
       cannot be shown equivalent at ±0.5 (RESULTS.md, 2026-11-30). The algorithms' exact agreement is the fast
       replay test in test_opes_vs_peer.py;
     * both codes' means within 1 kJ/mol (+ 2 standard errors) of the long-metadynamics reference 11.73 kJ/mol.
