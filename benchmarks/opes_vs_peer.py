@@ -8,6 +8,11 @@ and grid. At equal simulated time each run reports ΔF = F(C7ax) − F(rest), C7
 * ``dF_rw``: from the frames (one in the middle of every deposition interval, first 10 % discarded), reweighted
   with β(V_t(s_t) − c(t)) — V_t the bias acting on the frame, c(t) each code's current c(t) estimate.
 
+``table`` compares the per-code means of many seeds: Welch t-interval of LatentOPES − peer, TOST of equivalence
+within ±``--margin`` (default 0.5 kJ/mol), paired difference over common seeds, and each code against the
+long-metadynamics reference (examples/reference). ``--cv torsion`` runs LatentOPES on φ/ψ from CustomTorsionForces
+(the same function as the CV module, at the peer's cost), which is what makes ≥ 10 seeds affordable on 2 cores.
+
 Usage::
 
     python benchmarks/opes_vs_peer.py run latent 1 --ns 2 --out results/latent_1.json   # one run
