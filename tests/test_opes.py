@@ -394,20 +394,31 @@ def test_bad_opes_input(tmp_path):
 
 @pytest.mark.slow
 def test_same_free_energy_as_openmm_opes_on_alanine_dipeptide():
-    """LatentOPES on exact φ/ψ (CV module, native force) vs openmm-opes 0.2.0 (CustomTorsionForce φ/ψ): ala2
-    vacuum, 300 K, barrier 40 kJ/mol, pace 1 ps, σ0 0.15 rad, 2 ns per run, three seeds each. ΔF(C7ax − rest) from
-    the bias: the means agree within 0.5 kJ/mol (plus twice their combined standard error, so that the test
-    checks the physics rather than the luck of three seeds). About 1.5 h on the 2-core machine."""
+    """LatentOPES vs openmm-opes 0.2.0 on ala2 vacuum φ/ψ (``benchmarks/opes_vs_peer.py``: 300 K, barrier 40 kJ/mol,
+    pace 1 ps, σ0 0.15 rad), 20 seeds per code, 1 ns per run; LatentOPES' φ/ψ from CustomTorsionForces (the CV
+    module gives the same energies and forces to 1e-13, test_opes_vs_peer.py). ΔF(C7ax − rest) from the bias and
+    from c(t) reweighting:
+
+    * equivalence (TOST at 5 %) of the two codes' means within ±1.25 kJ/mol for both estimators. The margin is
+      what 20 seeds can show: with the measured seed-to-seed sd ≈ 1.0–1.25 kJ/mol the 90 % interval of the
+      difference is ≈ ±0.6 kJ/mol wide, so two identical samplers pass with ≈ 93 % probability at ±1.25 and
+      cannot be shown equivalent at ±0.5 (RESULTS.md, 2026-11-30). The algorithms' exact agreement is the fast
+      replay test in test_opes_vs_peer.py;
+    * both codes' means within 1 kJ/mol (+ 2 standard errors) of the long-metadynamics reference 11.73 kJ/mol.
+
+    On the 2-core VM (Reference platform, same seeds) this reproduces the benchmark's runs: 90 % intervals
+    [−0.88, +0.33] (bias) and [−0.92, +0.15] (reweighting). About 30 min on one idle core (40 runs of ~45 s)."""
     pytest.importorskip("openmm_opes")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("opes_vs_peer", TESTS.parent / "benchmarks" / "opes_vs_peer.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    results = {code: [bench.run(code, seed, 2.0) for seed in (1, 2, 3)] for code in ("latent", "peer")}
-    stats = {}
-    for code, rows in results.items():
-        x = np.array([r["dF_bias"] for r in rows])
-        stats[code] = (x.mean(), x.std(ddof=1) / math.sqrt(len(x)))
-    (a, ea), (b, eb) = stats["latent"], stats["peer"]
-    assert abs(a - b) <= 0.5 + 2 * math.hypot(ea, eb), stats
+    rows = [bench.run(code, seed, 1.0, cv="torsion") for code in ("latent", "peer") for seed in range(1, 21)]
+    res = bench.compare(rows, margin=1.25)
+    for key in ("dF_bias", "dF_rw"):
+        c = res[("latent/torsion", key, "peer")]
+        assert c["equivalent"], (key, c)
+        for label in ("latent/torsion", "peer"):
+            r = res[(label, key, "reference")]
+            assert abs(r["diff"]) <= 1.0 + 2 * r["se"], (label, key, r)

@@ -154,11 +154,17 @@ class CustomCVBackend(GridBiasBackend):
         self.force = openmm.CustomCVForce(expression)
         self.force.addGlobalParameter(self.scale_parameter, 1.0)
         for name, v in zip(names, grid.variables):
-            self.force.addCollectiveVariable(name, latent_component_force(model, system, v.index))
+            self.force.addCollectiveVariable(name, self.collective_variable_force(model, system, v.index))
         self.table = grid.make_function()
         self.force.addTabulatedFunction("table", self.table)
         self.force.setForceGroup(self.force_group)
         system.addForce(self.force)
+
+    def collective_variable_force(self, model: LatentModelFile, system: Any, index: int) -> Any:
+        """The OpenMM Force whose energy is latent component ``index`` (a TorchForce of the model). A subclass
+        may return another Force computing the same quantity (e.g. a ``CustomTorsionForce`` for a dihedral CV
+        module, as ``benchmarks/opes_vs_peer.py`` does to compare the OPES algorithm at the peer's CV cost)."""
+        return latent_component_force(model, system, index)
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.grid.set_function_parameters(self.table, values)
