@@ -320,12 +320,13 @@ REF = ROOT / "examples" / "reference"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="target not met (2026-11-30, 3 seeds): alanine never reached C7ax in the shared-encoder "
-                          "campaign, glycine dF -2.48 +- 0.58 vs 0.93 (benchmarks/RESULTS.md); kept as the check",
+@pytest.mark.xfail(reason="one seed meets all three 1 kJ/mol targets in 3 of 6 seeds (2026-11-30; seed 1, used "
+                          "here, does: 8.30, 1.31, -6.99); the mean of 6 seeds does (benchmarks/RESULTS.md)",
                    strict=False)
 def test_dipeptide_ddf_matches_the_metadynamics_references(tmp_path):
-    """examples/ala_gly_compare.toml, one seed: ΔF(C7ax − rest) of Ala and Gly and ΔΔF within 1 kJ/mol of the
-    references (openmm.app.Metadynamics on φ/ψ, 4 × 20 ns each: 8.36, 0.93, −7.43 kJ/mol)."""
+    """examples/ala_gly_compare.toml, seed 1 (~18 min on one loaded core): ΔF(C7ax − rest) of Ala and Gly and ΔΔF
+    within 1 kJ/mol of the references (openmm.app.Metadynamics on φ/ψ, 4 × 20 ns each: 8.36, 0.93, −7.43 kJ/mol),
+    and glycine's C7ax and its mirror image (−120° ≤ φ < 0°) equal within 2σ (glycine is achiral)."""
     import tomllib
 
     from latentbias.campaign.multi import MultiCampaign
@@ -342,6 +343,8 @@ def test_dipeptide_ddf_matches_the_metadynamics_references(tmp_path):
     assert abs(c.dg["C7ax"]["gly"].value - ref_g) < 1.0
     assert abs(c.dg["C7ax"]["ala"].value - ref_a) < 1.0
     assert abs(c.ddg["C7ax"]["gly"].value - (ref_g - ref_a)) < 1.0
+    g, m = c.dg["C7ax"]["gly"], c.dg["C7ax_mirror"]["gly"]
+    assert abs(g.value - m.value) < 2 * np.hypot(g.error, m.error)
 
 
 @pytest.mark.slow
