@@ -29,6 +29,22 @@ def reference() -> dict[str, float]:
     return {"ala": ala[key], "gly": gly[key], "ddg": gly[key] - ala[key]}
 
 
+def transitions(rundir: Path) -> dict[str, int]:
+    """Committed C7ax <-> rest transitions among each system's estimate frames (time order; cores 30 <= phi < 90
+    and phi < -30 or phi >= 150 degrees, :func:`latentbias.analysis.uncertainty.transition_count`)."""
+    from latentbias.analysis.uncertainty import transition_count
+    from latentbias.campaign.compare import load_system_frames
+    from latentbias.campaign.report import parse_cv_spec
+
+    raw = json.loads((rundir / "multi.json").read_text())["config"]
+    cvs = [parse_cv_spec(c) for c in raw.get("compare", {}).get("cvs", []) if c.startswith("phi:")]
+    out = {}
+    for s in load_system_frames(rundir, cvs):
+        phi = s.cvs["phi"]
+        out[s.name] = transition_count((phi >= 30) & (phi < 90), (phi < -30) | (phi >= 150))
+    return out
+
+
 def run_seed(seed: int, outdir: Path, config: Path = CONFIG) -> tuple[Path, float]:
     from latentbias.campaign.multi import MultiCampaign
     from latentbias.campaign.multiconfig import multi_from_dict
@@ -59,24 +75,26 @@ def main() -> None:
         rundirs.append(rundir)
         c = compare([rundir], n_bootstrap=200)
         dg, ddg = c.dg["C7ax"], c.ddg["C7ax"].get("gly")  # a state a system never sampled has no estimate
-        rows.append((seed, dg.get("ala"), dg.get("gly"), ddg, wall))
+        mirror = c.dg.get("C7ax_mirror", {}).get("gly")  # glycine is achiral: must equal dF(C7ax) of glycine
+        rows.append((seed, dg.get("ala"), dg.get("gly"), ddg, wall, mirror, transitions(rundir)))
         print(f"seed {seed}: done in {wall:.0f} s", flush=True)
     print(f"\n| seed | dF ala (ref {ref['ala']:.2f}) | dF gly (ref {ref['gly']:.2f}) | ddF gly-ala (ref "
-          f"{ref['ddg']:.2f}) | wall s |")
-    print("|---:|---:|---:|---:|---:|")
+          f"{ref['ddg']:.2f}) | wall s | gly mirror (-120 <= phi < 0; = dF gly) | transitions ala / gly |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     def fmt(e):
         return "not sampled" if e is None else f"{e.value:.2f} ± {e.error:.2f}"
 
-    for seed, a, g, d, wall in rows:
-        print(f"| {seed} | {fmt(a)} | {fmt(g)} | {fmt(d)} | {wall:.0f} |")
+    for seed, a, g, d, wall, mirror, tr in rows:
+        print(f"| {seed} | {fmt(a)} | {fmt(g)} | {fmt(d)} | {wall:.0f} | {fmt(mirror)} | {tr.get('ala')} / "
+              f"{tr.get('gly')} |")
     if len(rundirs) > 1:
         c = compare(rundirs, out=outdir / "compare", n_bootstrap=200)
         a, g, d = (c.dg["C7ax"].get("ala"), c.dg["C7ax"].get("gly"), c.ddg["C7ax"].get("gly"))
         if a is None or g is None or d is None:
-            print(f"| all ({len(rundirs)} seeds) | {fmt(a)} | {fmt(g)} | {fmt(d)} | |")
+            print(f"| all ({len(rundirs)} seeds) | {fmt(a)} | {fmt(g)} | {fmt(d)} | | | |")
             return
         print(f"| all ({len(rundirs)} seeds, Student t) | {a.value:.2f} ± {a.error:.2f} | {g.value:.2f} ± "
-              f"{g.error:.2f} | {d.value:.2f} ± {d.error:.2f} | |")
+              f"{g.error:.2f} | {d.value:.2f} ± {d.error:.2f} | | | |")
         print(f"\ndeviation from the references: ala {a.value - ref['ala']:+.2f}, gly {g.value - ref['gly']:+.2f}, "
               f"ddF {d.value - ref['ddg']:+.2f} kJ/mol (target |.| <= 1)")
 
