@@ -1,6 +1,6 @@
 """Run the pending mutants of a cosmic-ray session in forked children of one warm process (a faster ``exec``).
 
-    python mutation/fork_exec.py <session.sqlite> <config.toml> [--max-minutes M]
+    python mutation/fork_exec.py <session.sqlite> <config.toml> [--max-minutes M] [--shard i/n]
 
 ``cosmic-ray exec`` starts a fresh ``python -m pytest`` for every mutant; importing torch, OpenMM and the package
 is most of that (10-40 s per mutant on a shared 2-core machine). This runner imports them **once**, then for each
@@ -18,7 +18,8 @@ pending mutant of the session forks a child that
 The parent restores the original source after each child and records the outcome in the session database with
 cosmic-ray's semantics (exit status 0: survived; anything else, a crash at import or a timeout included: killed),
 so ``cr-report`` reads it like any session. Run it from the root of the tree to mutate, with that tree first on
-PYTHONPATH, and not in a tree you are editing (the module file is rewritten while a mutant runs).
+PYTHONPATH, and not in a tree you are editing (the module file is rewritten while a mutant runs). ``--shard i/n``
+splits a session over n processes, each in its own copy of the tree, sharing the session database.
 Limitation: the warm process keeps the *original* module's objects that exist before the fork (none of the
 package's objects are created at import time by the physics modules mutated here); a mutant of a module whose
 import-time side effects matter elsewhere must be run with ``cosmic-ray exec``.
@@ -92,6 +93,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("session")
     parser.add_argument("config")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop starting mutants after this")
+    parser.add_argument("--shard", default="0/1", help="i/n: run only pending mutants i, i+n, ... (one tree each)")
     args = parser.parse_args(argv)
     with open(args.config, "rb") as f:
         cfg = tomllib.load(f)["cosmic-ray"]
@@ -116,7 +118,8 @@ def main(argv: list[str]) -> int:
     start = time.monotonic()
     done = 0
     with use_db(args.session, WorkDB.Mode.open) as db, tempfile.TemporaryDirectory() as tmp:
-        for item in list(db.pending_work_items):
+        shard, n_shards = (int(v) for v in args.shard.split("/"))
+        for item in sorted(db.pending_work_items, key=lambda it: it.job_id)[shard::n_shards]:
             if args.max_minutes is not None and time.monotonic() - start > 60 * args.max_minutes:
                 break
             (spec,) = item.mutations
