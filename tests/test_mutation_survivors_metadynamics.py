@@ -41,6 +41,9 @@ def test_gaussians_are_deposited_every_frequency_steps_whatever_the_chunking(tmp
     assert sim.currentStep == 70
     np.testing.assert_array_equal(meta.getRecords()["step"], np.arange(10, 71, 10))
     assert meta.numDeposits == 7
+    for _ in range(25):  # single steps
+        meta.step(sim, 1)
+    assert sim.currentStep == 95 and meta.numDeposits == 9
 
 
 def test_an_empty_record_file_is_started_not_refused(tmp_path):
@@ -55,9 +58,21 @@ def test_an_empty_record_file_is_started_not_refused(tmp_path):
     assert len(lines) == 4
     with pytest.raises(FileExistsError, match="appendRecord"):
         _metad(tmp_path, recordFile=path)
+    one_byte = tmp_path / "one.csv"
+    one_byte.write_text("\n")
+    with pytest.raises(FileExistsError, match="appendRecord"):
+        _metad(tmp_path, recordFile=one_byte)
 
 
-def test_height_must_be_positive(tmp_path):
+def test_bad_height_scale_and_missing_state_files_are_refused(tmp_path):
+    meta, system = _metad(tmp_path)
+    sim = particle_simulation(system, [-0.5], seed=3)
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        meta.setBiasScale(sim.context, -0.5)
+    with pytest.raises(FileNotFoundError, match="no metadynamics state"):
+        meta.saveState(tmp_path / "s")
+        (tmp_path / "s.npz").unlink()
+        meta.loadState(tmp_path / "s")
     with pytest.raises(ValueError, match="height must be positive"):
         LatentMetadynamics(particle_system(DOUBLE_WELL_1D), identity_model(tmp_path / "h.pt", 1, 1),
                            [LatentVariable(0, -1.0, 1.0, 0.05)], 300.0, biasFactor=6.0, height=0.0, frequency=10)
@@ -65,7 +80,8 @@ def test_height_must_be_positive(tmp_path):
 
 def test_added_bias_is_the_energy_the_context_applies(tmp_path):
     """addBias(V) with V linear in z: getBias() is V and the Context's bias energy at the particle is V(z) (a cubic
-    spline reproduces a linear function exactly; the particle stays inside the grid, so no wall acts)."""
+    spline reproduces a linear function exactly; the particle stays inside the grid, so no wall acts); added again
+    while running, 2 V acts."""
     meta, system = _metad(tmp_path)
     axis = meta.getGridAxes()[0]
     values = 3.0 + 2.0 * axis
@@ -77,6 +93,10 @@ def test_added_bias_is_the_energy_the_context_applies(tmp_path):
     z = meta.getCollectiveVariables(sim)
     assert abs(z[0]) < 1.0
     assert meta.getBiasEnergy(sim.context) == pytest.approx(3.0 + 2.0 * z[0], abs=1e-6)
+    meta.addBias(values)  # added to a running Context: it acts from the next step on
+    meta.step(sim, 5)
+    z = meta.getCollectiveVariables(sim)
+    assert meta.getBiasEnergy(sim.context) == pytest.approx(2 * (3.0 + 2.0 * z[0]), abs=1e-6)
 
 
 def test_walkers_sharing_a_bias_dir_see_each_others_bias_in_the_context(tmp_path):
@@ -101,6 +121,10 @@ def test_walkers_sharing_a_bias_dir_see_each_others_bias_in_the_context(tmp_path
     assert before == pytest.approx(a.getBiasEnergy(sim.context), abs=1e-6)
     assert before == pytest.approx(a.biasAt(z[None])[0], abs=0.05)
     assert before > 3.0  # b's 5 + 2z (z > -1) is in it
+    # the same exchange through a driver: a's own id in the dict is ignored, b's bias is added
+    c, _ = _metad(tmp_path, walkerId="c")
+    c.setOtherWalkers({"c": {"selfBias": np.full(c.grid.shape, 7.0)}, "b": b.walkerContribution()})
+    np.testing.assert_allclose(c.getBias(), b.walkerContribution()["selfBias"], rtol=1e-12)
 
 
 def test_loading_a_state_without_wall_records_adds_the_walls_to_the_logweights(tmp_path):
@@ -128,3 +152,14 @@ def test_loading_a_state_without_wall_records_adds_the_walls_to_the_logweights(t
     got = restored.getRecords()
     np.testing.assert_allclose(got["wall_kjmol"], wall, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got["logweight"], rec["logweight"], rtol=1e-12, atol=1e-12)
+
+    # an old state saved before any deposition loads with empty records
+    fresh, _ = _metad(tmp_path, frequency=20, lo=-0.3, hi=0.3, width=61, wallForceConstant=200.0)
+    npz, meta_json = fresh.saveState(tmp_path / "e")
+    data = load_npz(npz)
+    save_npz(npz, **{k: v for k, v in data.items() if k != "record_wall_kjmol"})
+    info = {k: v for k, v in json.loads(meta_json.read_text()).items() if not k.startswith("_")}
+    info["npz_sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+    write_json(meta_json, info, checksum=True)
+    fresh.loadState(tmp_path / "e")
+    assert all(len(v) == 0 for v in fresh.getRecords().values())
