@@ -92,6 +92,15 @@ def test_straight_path_and_path_coordinate_checks():
         path_coordinate([[0.0]], [[1.0]])
     with pytest.raises(ValueError, match="half a period"):
         path_coordinate([[0.0]], [[0.0], [3.0]], period=[6.0])  # exactly half: ambiguous direction
+    with pytest.raises(ValueError, match="period must hold 1 values"):
+        path_coordinate([[0.0]], [[0.0], [0.2], [0.4]], period=[1.0, 2.0])
+    with pytest.raises(ValueError, match="half a period"):
+        path_coordinate([[0.0]], [[0.0], [0.5]], period=[1.0])
+    # period 1: a sample at 0.95 is 0.05 before a path 0.1 -> 0.3 ... -> 0.2 before its start
+    np.testing.assert_allclose(path_coordinate([[0.95]], [[0.1], [0.2], [0.3]], period=[1.0]), [-0.15], atol=1e-12)
+    # points before the start of a bent path extrapolate its first segment
+    bent = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]
+    np.testing.assert_allclose(path_coordinate([[-0.5, 0.0], [1.0, 1.5]], bent), [-0.5, 2.5], atol=1e-12)
     # a period of 0 on one dimension leaves it Euclidean while the other wraps
     s = path_coordinate([[0.1, 2.9]], [[0.0, 2.5], [0.0, 3.5]], period=[0.0, 2 * np.pi])
     np.testing.assert_allclose(s, [0.4], atol=1e-12)
@@ -124,6 +133,14 @@ def test_run_records_every_sample_of_every_window_and_resumes(tmp_path):
     np.testing.assert_array_equal(res2.all_z, res.all_z)
     alone = LatentUmbrellaSampling(sim, restraint, centers, 5000.0, 300.0)
     assert alone.run(stepsPerWindow=4, sampleInterval=4, windows=[1], progress=False) is None  # windows 0, 2 missing
+    # without outputDir and without equilibration: 2 samples of 4 steps per window, returned in window order
+    start = sim.currentStep
+    res3 = alone.run(stepsPerWindow=8, sampleInterval=4, progress=False)
+    np.testing.assert_array_equal(np.concatenate(res3.steps), start + np.arange(4, 25, 4))
+    assert [zk.shape for zk in res3.z] == [(2, 1)] * 3
+    assert abs(res3.z[2][-1, 0] - sim.context.getState(getPositions=True).getPositions(asNumpy=True)[0][0]._value) < 1e-6
+    weak = LatentUmbrellaSampling(sim, restraint, centers, 0.5, 300.0)  # any positive force constant is allowed
+    np.testing.assert_allclose(weak.forceConstants, 0.5)
     with pytest.raises(ValueError, match="positive"):
         LatentUmbrellaSampling(sim, restraint, centers, 0.0, 300.0)
     with pytest.raises(ValueError, match=r"centers must have shape \(K, 1\)"):
