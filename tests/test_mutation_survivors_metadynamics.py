@@ -163,3 +163,36 @@ def test_loading_a_state_without_wall_records_adds_the_walls_to_the_logweights(t
     write_json(meta_json, info, checksum=True)
     fresh.loadState(tmp_path / "e")
     assert all(len(v) == 0 for v in fresh.getRecords().values())
+
+
+def _ct_scaled(grid, temperature, gamma, scale):
+    """c_s(t) = kT ln[Σ e^{γ/(γ−1) βV} / Σ e^{γ/(γ−1) βV − s βV}] of a bias grid (Tiwary & Parrinello 2015, s = 1;
+    the acting bias s·V for s != 1)."""
+    from scipy.special import logsumexp
+
+    beta = 1.0 / kt_kjmol(temperature)
+    a = gamma / (gamma - 1.0) * beta * grid.ravel()
+    return float((logsumexp(a) - logsumexp(a - scale * beta * grid.ravel())) / beta)
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.0])
+def test_records_of_a_scaled_bias_beyond_the_grid_edge(tmp_path, scale):
+    """Grid [-0.3, 0.3] on the double well (minima ±0.5): depositions happen mostly beyond the edge, where the
+    walls act. With the bias scaled by s, each record holds the unscaled V(z) (the Context's (acting − W)/s; for
+    s = 0 the grid's value), the wall ½ k d², and c_s(t) of the bias grid before that deposition."""
+    meta, system = _metad(tmp_path, frequency=20, lo=-0.3, hi=0.3, width=61, wallForceConstant=200.0)
+    sim = particle_simulation(system, [-0.5], seed=7)
+    meta.step(sim, 400)
+    meta.setBiasScale(sim.context, scale)
+    beyond = 0
+    for _ in range(15):
+        before = meta.getBias().copy()
+        meta.step(sim, 20)
+        rec = meta.getRecords()
+        z = rec["z"][-1]
+        assert rec["bias_kjmol"][-1] == pytest.approx(meta.grid.interpolate(z[None], before)[0], abs=0.05)
+        wall = 0.5 * 200.0 * (max(0.0, z[0] - 0.3) + max(0.0, -0.3 - z[0])) ** 2
+        assert rec["wall_kjmol"][-1] == pytest.approx(wall, abs=1e-9)
+        assert rec["ct_kjmol"][-1] == pytest.approx(_ct_scaled(before, 300.0, 6.0, scale), rel=1e-9, abs=1e-12)
+        beyond += wall > 0
+    assert beyond >= 5
