@@ -319,15 +319,16 @@ def test_featurize_in_batches_with_per_frame_boxes_equals_frame_by_frame():
     one_by_one = np.stack([feat(t64(f), t64(b)).numpy() for f, b in zip(frames, boxes)])
     for batch in (1, 3, 7, 100):
         np.testing.assert_allclose(featurize(feat, frames, boxes, batch_size=batch), one_by_one, rtol=1e-14)
-    np.testing.assert_allclose(featurize(feat, frames, boxes[2]), np.stack(
-        [feat(t64(f), t64(boxes[2])).numpy() for f in frames]), rtol=1e-14)
+    one_box = np.stack([feat(t64(f), t64(boxes[2])).numpy() for f in frames])
+    for batch in (2, 3, 1024):  # one box for every frame, whatever the batches
+        np.testing.assert_allclose(featurize(feat, frames, boxes[2], batch_size=batch), one_box, rtol=1e-14)
     np.testing.assert_allclose(featurize(feat, frames[0]), feat(t64(frames[0])).numpy()[None], rtol=1e-14)
     f32 = featurize(lb.Distances([[0, 1]]), frames, dtype=torch.float32)
     assert f32.dtype == np.float32
     np.testing.assert_allclose(f32[:, 0], np.linalg.norm(frames[:, 1] - frames[:, 0], axis=1), rtol=1e-6)
-    # the featurizer reads atom 3: four atoms are enough, three are not
-    with pytest.raises(ValueError, match="reads atom index 3"):
-        featurize(feat, frames[:, :3])
+    # the featurizer reads atom 3: four atoms are enough, two are not
+    with pytest.raises(ValueError, match="positions have 2 atoms but the featurizer reads atom index 3"):
+        featurize(feat, frames[:, :2])
 
 
 # ---------------------------------------------------------------------------------------- build_featurizer

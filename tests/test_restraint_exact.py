@@ -96,19 +96,20 @@ def test_restraint_energy_and_forces_equal_the_closed_form(xyz_model, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_subset_of_dimensions_in_any_order_and_two_prefixes(xyz_model, backend):
     sys_ = bare_system(1)
-    r1 = LatentRestraint(xyz_model, sys_, centers=[3.0, 0.2], forceConstants=[10.0, 50.0], dims=[2, 0],
+    # z_0 is 0.8 from its centre: a non-periodic deviation beside a periodic one is never wrapped
+    r1 = LatentRestraint(xyz_model, sys_, centers=[3.0, -0.5], forceConstants=[10.0, 50.0], dims=[2, 0],
                          backend=backend)
     r2 = LatentRestraint(xyz_model, sys_, centers=0.0, forceConstants=7.0, dims=[1], prefix="b_", forceGroup=4,
                          backend=backend)
     assert r1.centerName(0) == "latent_z0_0" and r1.forceConstantName(1) == "latent_k_1"
     assert r2.centerName(0) == "b_z0_0" and r2.ndim == 1
-    e1 = 0.5 * 10 * DEV2**2 + 0.5 * 50 * 0.1**2
+    e1 = 0.5 * 10 * DEV2**2 + 0.5 * 50 * 0.8**2
     e2 = 0.5 * 7 * 0.05**2
     assert r1.energy(X) == pytest.approx(e1, rel=1e-13) and r2.energy(X) == pytest.approx(e2, rel=1e-13)
     ctx, _ = make_context(sys_, X[None], "Reference")
     assert energy_and_forces(ctx, 1 << 30)[0] == pytest.approx(e1, rel=1e-10)  # default force group 30
     assert energy_and_forces(ctx, 1 << 4)[0] == pytest.approx(e2, rel=1e-10)
-    assert r1.parameters() == {"dims": [2, 0], "centers": [3.0, 0.2], "force_constants": [10.0, 50.0],
+    assert r1.parameters() == {"dims": [2, 0], "centers": [3.0, -0.5], "force_constants": [10.0, 50.0],
                                "lower_walls": [-np.inf, -np.inf], "upper_walls": [np.inf, np.inf],
                                "wall_force_constant": [1000.0, 1000.0], "period": [PERIOD, 0.0]}
 
