@@ -306,6 +306,31 @@ def test_dihedral_atom_helpers_need_at_least_one_kind(ala2):
         lb.chi_dihedral_atoms(top, ())
     with pytest.raises(ValueError, match="chi order must be 1, 2, 3 or 4"):
         lb.chi_dihedral_atoms(top, (5,))
+    with pytest.raises(ValueError, match=r"has no chi\[4\] dihedrals"):  # a valid order that alanine lacks
+        lb.chi_dihedral_atoms(top, (4,))
+
+
+def test_chi1_of_a_valine_side_chain_is_its_constructed_dihedral():
+    top = md.Topology()
+    res = top.add_residue("VAL", top.add_chain())
+    for name, element in (("N", "N"), ("CA", "C"), ("CB", "C"), ("CG1", "C"), ("CG2", "C")):
+        top.add_atom(name, md.element.get_by_symbol(element), res)
+    np.testing.assert_array_equal(lb.chi_dihedral_atoms(top), [[0, 1, 2, 3]])
+    feat = lb.Dihedrals.chi(top)
+    x = np.vstack([quadruplet_with_dihedral(np.radians(-65.0)), [[0.3, 0.3, 0.3]]])
+    np.testing.assert_allclose(feat(t64(x)).numpy(), [np.sin(np.radians(-65.0)), np.cos(np.radians(-65.0))],
+                               atol=1e-13)
+
+
+def test_topologies_from_mdtraj_and_openmm_select_the_same_atoms(ala2):
+    _, top, xyz = ala2
+    heavy = lb.select_atoms(top, "element != H")
+    np.testing.assert_array_equal(lb.select_atoms(top.to_openmm(), "element != H"), heavy)
+    np.testing.assert_array_equal(lb.select_atoms(md.Trajectory(xyz[None], top), "element != H"), heavy)
+    assert lb.select_atoms(top, "element != H").dtype == np.int64
+    for not_a_topology in ("ala2.pdb", xyz):
+        with pytest.raises(TypeError, match="expected an mdtraj.Topology"):
+            lb.select_atoms(not_a_topology, [0, 1])
 
 
 # --------------------------------------------------------------------------------------------- featurize
