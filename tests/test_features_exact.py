@@ -198,8 +198,10 @@ def test_aligned_coordinates_take_the_reference_from_the_full_system_or_the_sele
     with pytest.raises(ValueError, match="duplicates"):
         lb.AlignedCoordinates([0, 1, 1], full)
     # several frames are not a reference structure
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must have shape \(n_atoms, 3\)"):
         lb.AlignedCoordinates.from_selection(chain_topology(7), atoms, np.stack([full, full]))
+    with pytest.raises(ValueError, match=r"must have shape \(n_atoms, 3\)"):
+        lb.AlignedCoordinates(atoms, np.stack([full, full]))
 
 
 @pytest.mark.parametrize("n", [3, 4, 8])
