@@ -189,6 +189,10 @@ def test_aligned_coordinates_take_the_reference_from_the_full_system_or_the_sele
     np.testing.assert_allclose(a.reference.numpy(), b.reference.numpy(), atol=1e-15)
     c = lb.AlignedCoordinates.from_selection(chain_topology(7), atoms, full)
     np.testing.assert_allclose(c.reference.numpy(), b.reference.numpy(), atol=1e-15)
+    # from a trajectory the first frame is the reference
+    traj = md.Trajectory(np.stack([full, full[::-1]]), chain_topology(7))
+    t = lb.AlignedCoordinates.from_selection(traj.topology, atoms, traj)
+    np.testing.assert_allclose(t.reference.numpy(), b.reference.numpy(), atol=1e-6)  # mdtraj stores float32
     assert a.min_atoms() == 7 and a.spec()["atoms"] == atoms
     # a reference that is neither: 6 atoms cannot hold atom index 6
     with pytest.raises(ValueError, match="reference has 6 atoms"):

@@ -262,6 +262,13 @@ def test_steering_work_on_fixed_particles_telescopes_to_the_energy_change(tmp_pa
     res = steer(sim, r, target=[1.5], steps=5, update_interval=10)
     np.testing.assert_array_equal(res.step, [25, 30])
     np.testing.assert_allclose(res.work_kjmol, [0.0, -v(1.4)], rtol=1e-9)
+    # the default update interval is 10 steps: 18 steps are one update; an interval of 1 is allowed
+    res = steer(sim, r, target=[1.3], steps=18)
+    np.testing.assert_array_equal(res.step, [30, 48])
+    res = steer(sim, r, target=[1.5], steps=2, update_interval=1)
+    np.testing.assert_array_equal(res.step, [48, 49, 50])
+    np.testing.assert_allclose(res.centers[:, 0], [1.3, 1.4, 1.5], rtol=1e-14)
+    np.testing.assert_allclose(res.work_kjmol, [0.0, v(1.4) - v(1.3), -v(1.3)], rtol=1e-9, atol=1e-12)
     res.to_csv(tmp_path / "steer.csv")
     table = np.loadtxt(tmp_path / "steer.csv", delimiter=",", skiprows=2)
     np.testing.assert_allclose(table, np.column_stack([res.step, res.time_ps, res.centers, res.z, res.work_kjmol]))
