@@ -322,6 +322,8 @@ def test_chi1_of_a_valine_side_chain_is_its_constructed_dihedral():
     for name, element in (("N", "N"), ("CA", "C"), ("CB", "C"), ("CG1", "C"), ("CG2", "C")):
         top.add_atom(name, md.element.get_by_symbol(element), res)
     np.testing.assert_array_equal(lb.chi_dihedral_atoms(top), [[0, 1, 2, 3]])
+    built = build_featurizer(["chi1"], top, "all", None)  # valine has chi1 only
+    np.testing.assert_array_equal(built.quadruplets(), [[0, 1, 2, 3]])
     feat = lb.Dihedrals.chi(top)
     x = np.vstack([quadruplet_with_dihedral(np.radians(-65.0)), [[0.3, 0.3, 0.3]]])
     np.testing.assert_allclose(feat(t64(x)).numpy(), [np.sin(np.radians(-65.0)), np.cos(np.radians(-65.0))],
