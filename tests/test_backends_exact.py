@@ -58,6 +58,11 @@ def test_free_force_group_prefers_31_then_the_highest_unused():
     assert free_force_group(system) == 29
     assert free_force_group(system, preferred=5) == 29
     assert free_force_group(system, preferred=6) == 6
+    only5 = bare_system(1)
+    f = openmm.CustomExternalForce("0")
+    f.setForceGroup(5)
+    only5.addForce(f)
+    assert free_force_group(only5, preferred=5) == 31
     for group in range(32):
         f = openmm.CustomExternalForce("0")
         f.setForceGroup(group)
@@ -73,6 +78,7 @@ def test_tabulated_plane_and_edge_walls_give_the_closed_form_energy_and_force(xy
     assert backend.force_group == 31 and backend.forces() == [backend.force]
     assert backend.scale_parameter == "latent_bias_scale_31"
     ctx, _ = make_context(system, np.zeros((1, 3)), "Reference")
+    assert backend.scale == ctx.getParameter(backend.scale_parameter) == 1.0  # unscaled until set_scale
     assert backend.energy(ctx) == pytest.approx(0.0, abs=1e-12)  # a new backend's table is zero
     backend.set_grid(values, ctx)
     # inside the grid (including the last cell of each axis): the plane and its gradient

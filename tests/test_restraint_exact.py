@@ -91,6 +91,10 @@ def test_restraint_energy_and_forces_equal_the_closed_form(xyz_model, backend):
     assert r.energy(X) == pytest.approx(e, rel=1e-10)
     with pytest.raises(ValueError, match=">= 0"):
         r.setForceConstants(ctx, [1.0, -1.0, 0.0])
+    with pytest.raises(ValueError, match="forceConstants must be finite"):
+        r.setForceConstants(ctx, [1.0, np.inf, 0.0])
+    with pytest.raises(ValueError, match="centers must be finite"):
+        r.setCenters(ctx, [0.0, -np.inf, 0.0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -170,6 +174,10 @@ def test_force_group_defaults_and_the_fused_restraint_force(xyz_model):
     assert energy_and_forces(ctx)[0] == pytest.approx(E_EXACT, rel=1e-10)
     assert fused_restraint_force(xyz_model, sys_, CENTERS, K, addToSystem=False).getForceGroup() == 30
     assert sys_.getNumForces() == 1
+    walled = bare_system(1)  # a lower wall on z_0 with the default constant, 1000
+    fused_restraint_force(xyz_model, walled, centers=X, forceConstants=0.0, lowerWalls=[0.5, -np.inf, -np.inf])
+    ctx, _ = make_context(walled, X[None], "Reference")
+    assert energy_and_forces(ctx)[0] == pytest.approx(0.5 * 1000 * 0.2**2, rel=1e-10)
 
 
 def test_without_the_native_plugin_the_torchforce_backend_is_used(xyz_model, monkeypatch):
@@ -279,3 +287,5 @@ def test_steering_work_on_fixed_particles_telescopes_to_the_energy_change(tmp_pa
             steer(sim, r, target=[1.0], steps=steps, update_interval=interval)
     with pytest.raises(ValueError, match="target"):
         steer(sim, r, target=[1.0, 2.0], steps=10)
+    with pytest.raises(ValueError, match="target must be finite"):
+        steer(sim, r, target=[np.inf], steps=10)
