@@ -5,9 +5,9 @@
 Run it in a copy of the tree (it edits the mutated files in place and restores them after each mutant). For every
 mutant that SURVIVED in the session, the stored diff is applied with ``patch``, the pytest arguments are run
 (through ``mutation/forkserver.py run SOCK`` when a socket is given, else ``python -m pytest``), and the file is
-restored byte for byte; one line per mutant says KILLED (with the first failing test) or SURVIVED. Finally the
-clean tree is run once more: the tests must pass on it. Exit status 1 if any mutant survived or the clean run
-failed.
+restored byte for byte; one line per mutant says KILLED (with the first failing test, or a crash), SURVIVED, or
+UNCLEAR (a non-zero status without a failing test, e.g. no server: look at it by hand). Finally the clean tree is
+run once more: the tests must pass on it. Exit status 1 if any mutant was not killed or the clean run failed.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ def main(argv: list[str]) -> int:
             rc, out = _run(pytest_args, opts.socket)
         finally:
             path.write_bytes(original)
-        first = re.search(r"^FAILED (\S+)", out, re.M)
-        verdict = "KILLED" if rc != 0 else "SURVIVED"
-        failed |= rc == 0
+        first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+        # a non-zero status without a failing test (no server, a client error) is not a kill: say so
+        verdict = "SURVIVED" if rc == 0 else ("KILLED" if first or "Fatal Python error" in out else "UNCLEAR")
+        failed |= verdict != "KILLED"
         change = " || ".join(line for line in patch.splitlines()
                              if line[:1] in "+-" and not line.startswith(("+++", "---")))
         print(f"{verdict:8s} {module}:{row} {definition} {operator.split('/')[-1]} | {change}"
