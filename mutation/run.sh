@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OPENMM_DEFAULT_PLATFORM=Reference \
   PYTHONDONTWRITEBYTECODE=1
 mkdir -p build/mutation
+server=
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true' EXIT
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   for f in mutation/*.toml; do names+=("$(basename "$f" .toml)"); done
@@ -28,7 +30,16 @@ for name in "${names[@]}"; do
     python mutation/filter_definitions.py "$db" "$cfg"
   fi
   echo "== $name: $(date -u +%H:%M:%S) start"
+  server=
+  if grep -q 'forkserver.py run' "$cfg"; then
+    # the config runs its tests through mutation/forkserver.py on build/mutation/<name>.sock: start that server
+    sock="build/mutation/$name.sock"
+    python mutation/forkserver.py serve "$sock" &
+    server=$!
+    for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.5; done
+  fi
   cosmic-ray exec "$cfg" "$db"
+  [ -z "$server" ] || { kill "$server"; wait "$server" 2>/dev/null || true; rm -f "$sock"; }
   cr-report --show-pending "$db" | tail -n 4
   git diff --quiet -- latentbias || { echo "WARNING: latentbias/ differs from git after $name" >&2; git diff --stat; }
 done
