@@ -314,12 +314,10 @@ def test_damaged_or_unreadable_walker_files_do_not_hide_later_ones(tmp_path):
             f.unlink()
         if broken == "damaged":
             save_npz(bias_dir / "bias_a0.npz", checksum=True, selfBias=np.zeros(b.grid.shape))
-            data = load_npz(bias_dir / "bias_a0.npz")
             with np.load(bias_dir / "bias_a0.npz") as raw:
                 arrays = {k: raw[k] for k in raw.files}
             arrays["selfBias"] = arrays["selfBias"] + 1.0  # checksum no longer matches
             np.savez(bias_dir / "bias_a0.npz", **arrays)
-            assert data["selfBias"].shape == b.grid.shape
         else:
             (bias_dir / "bias_a0.npz").write_bytes(b"not an npz file")
         a, system = _metad(tmp_path, saveFrequency=1000, biasDir=bias_dir, walkerId="a1")
