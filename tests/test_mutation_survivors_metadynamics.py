@@ -196,3 +196,177 @@ def test_records_of_a_scaled_bias_beyond_the_grid_edge(tmp_path, scale):
         assert rec["ct_kjmol"][-1] == pytest.approx(_ct_scaled(before, 300.0, 6.0, scale), rel=1e-9, abs=1e-12)
         beyond += wall > 0
     assert beyond >= 5
+
+
+# ------------------------------------------------------------------ issue 15, second sitting (helper kill15b)
+
+def _linear(meta, a, b):
+    """A bias a + b z on the grid: the Context's cubic spline reproduces it exactly inside the grid."""
+    return a + b * meta.getGridAxes()[0]
+
+
+def _acting_is_linear(meta, sim, a, b):
+    """The bias energy OpenMM applies in the Context equals a + b z at the particle (inside the grid)."""
+    z = meta.getCollectiveVariables(sim)[0]
+    assert abs(z) < 1.0
+    assert meta.getBiasEnergy(sim.context) == pytest.approx(a + b * z, abs=1e-6)
+
+
+def test_bias_factor_and_frequency_limits(tmp_path):
+    """γ = 1.5 is a valid bias factor (any γ > 1): the free-energy estimate is −γ/(γ−1) V = −3 V; γ = 1 is
+    refused. frequency = 1 deposits at every step (like openmm.app.Metadynamics); 0 and −1 are refused."""
+    model = identity_model(tmp_path / "x.pt", 1, 1)
+    var = [LatentVariable(0, -1.0, 1.0, 0.05, gridWidth=101)]
+    meta = LatentMetadynamics(particle_system(DOUBLE_WELL_1D), model, var, 300.0, biasFactor=1.5, height=0.5,
+                              frequency=1)
+    meta.addBias(_linear(meta, 1.0, 2.0))
+    np.testing.assert_allclose(meta.getFreeEnergy()._value, -3.0 * _linear(meta, 1.0, 2.0), rtol=1e-12)
+    system = particle_system(DOUBLE_WELL_1D)
+    meta1 = LatentMetadynamics(system, model, var, 300.0, biasFactor=6.0, height=0.5, frequency=1)
+    sim = particle_simulation(system, [-0.5], seed=3)
+    meta1.step(sim, 3)
+    assert meta1.numDeposits == 3
+    np.testing.assert_array_equal(meta1.getRecords()["step"], [1, 2, 3])
+    for gamma in (1.0, 0.5):
+        with pytest.raises(ValueError, match="biasFactor must be > 1"):
+            LatentMetadynamics(particle_system(DOUBLE_WELL_1D), model, var, 300.0, biasFactor=gamma, height=0.5,
+                               frequency=10)
+    for freq in (0, -1):
+        with pytest.raises(ValueError, match="frequency must be a positive"):
+            LatentMetadynamics(particle_system(DOUBLE_WELL_1D), model, var, 300.0, biasFactor=6.0, height=0.5,
+                               frequency=freq)
+
+
+def test_non_finite_added_bias_is_refused(tmp_path):
+    meta, _ = _metad(tmp_path)
+    for bad in (np.nan, np.inf):
+        values = np.zeros(meta.grid.shape)
+        values[3] = bad
+        with pytest.raises(ValueError, match="finite"):
+            meta.addBias(values)
+    np.testing.assert_array_equal(meta.getBias(), 0.0)
+
+
+def test_a_nested_bias_dir_is_created(tmp_path):
+    bias_dir = tmp_path / "a" / "b" / "bias"
+    meta, system = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="w")
+    meta.step(particle_simulation(system, [-0.5], seed=3), 10)
+    assert (bias_dir / "bias_w.npz").is_file()
+
+
+def test_another_walkers_bias_found_at_construction_acts_from_the_first_step(tmp_path):
+    """Walker b's file (bias 5 + 2z) is in biasDir before walker a is built: a reads it at construction and the
+    Context applies it from a's first step, long before a's first save point."""
+    bias_dir = tmp_path / "bias"
+    b, system_b = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="b")
+    b.addBias(_linear(b, 5.0, 2.0))
+    b.step(particle_simulation(system_b, [0.5], seed=4), 10)
+    a, system = _metad(tmp_path, saveFrequency=1000, biasDir=bias_dir, walkerId="a")
+    a.depositionEnabled = False
+    sim = particle_simulation(system, [-0.5], seed=5)
+    a.step(sim, 5)
+    _acting_is_linear(a, sim, 5.0, 2.0)
+
+
+def test_rebuilding_a_walker_does_not_erase_its_file(tmp_path):
+    """A walker rebuilt with the same id (e.g. to loadState and continue) must not overwrite its file in biasDir
+    with an empty bias before it writes again: a third walker built in between still sees the first one's bias."""
+    bias_dir = tmp_path / "bias"
+    a, system = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="a")
+    a.addBias(_linear(a, 4.0, 1.0))
+    a.step(particle_simulation(system, [-0.5], seed=4), 10)
+    expected = a.walkerContribution()["selfBias"]
+    _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="a")  # rebuilt, not stepped yet
+    c, _ = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="c")
+    np.testing.assert_allclose(c.getBias(), expected, rtol=0, atol=0)
+
+
+def test_a_later_change_of_another_walkers_file_reaches_the_context(tmp_path):
+    """b writes 5 + 2z, a reads it; b then adds 1 − z and writes again: at a's next save point its Context applies
+    b's new total 6 + z (read from the Context, inside the grid)."""
+    bias_dir = tmp_path / "bias"
+    a, system = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="a")
+    a.depositionEnabled = False
+    b, system_b = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="b")
+    b.depositionEnabled = False
+    sim_b = particle_simulation(system_b, [0.5], seed=4)
+    b.addBias(_linear(b, 5.0, 2.0))
+    b.step(sim_b, 10)
+    sim = particle_simulation(system, [-0.5], seed=5)
+    a.step(sim, 10)
+    _acting_is_linear(a, sim, 5.0, 2.0)
+    b.addBias(_linear(b, 1.0, -1.0))
+    b.step(sim_b, 10)
+    a.step(sim, 10)
+    _acting_is_linear(a, sim, 6.0, 1.0)
+
+
+def test_damaged_or_unreadable_walker_files_do_not_hide_later_ones(tmp_path):
+    """A damaged walker file (checksum mismatch) and an unreadable one (not an npz) sorting before walker b's file
+    are skipped; b's bias is still read, and acts in the Context."""
+    bias_dir = tmp_path / "bias"
+    bias_dir.mkdir()
+    b, system_b = _metad(tmp_path, saveFrequency=10, biasDir=bias_dir, walkerId="b")
+    b.addBias(_linear(b, 5.0, 2.0))
+    b.step(particle_simulation(system_b, [0.5], seed=4), 10)
+    for broken in ("damaged", "unreadable"):
+        for f in bias_dir.glob("bias_a*.npz"):
+            f.unlink()
+        if broken == "damaged":
+            save_npz(bias_dir / "bias_a0.npz", checksum=True, selfBias=np.zeros(b.grid.shape))
+            with np.load(bias_dir / "bias_a0.npz") as raw:
+                arrays = {k: raw[k] for k in raw.files}
+            arrays["selfBias"] = arrays["selfBias"] + 1.0  # checksum no longer matches
+            np.savez(bias_dir / "bias_a0.npz", **arrays)
+        else:
+            (bias_dir / "bias_a0.npz").write_bytes(b"not an npz file")
+        a, system = _metad(tmp_path, saveFrequency=1000, biasDir=bias_dir, walkerId="a1")
+        np.testing.assert_allclose(a.getBias(), b.walkerContribution()["selfBias"], rtol=0, atol=0)
+        a.depositionEnabled = False
+        sim = particle_simulation(system, [-0.5], seed=5)
+        a.step(sim, 5)
+        _acting_is_linear(a, sim, 5.0, 2.0)
+
+
+def test_other_walkers_given_by_a_driver_act_in_a_running_context(tmp_path):
+    """setOtherWalkers on a running walker: its own id (sorting first) is ignored, the others' biases (5 + 2z and
+    1 − z) act in the Context from the next step."""
+    a, system = _metad(tmp_path, walkerId="a")
+    a.depositionEnabled = False
+    sim = particle_simulation(system, [-0.5], seed=5)
+    a.step(sim, 5)
+    a.setOtherWalkers({"a": {"selfBias": np.full(a.grid.shape, 7.0)},
+                       "b": {"selfBias": _linear(a, 5.0, 2.0)}, "c": {"selfBias": _linear(a, 1.0, -1.0)}})
+    np.testing.assert_allclose(a.getBias(), _linear(a, 6.0, 1.0), rtol=1e-12)
+    a.step(sim, 5)
+    _acting_is_linear(a, sim, 6.0, 1.0)
+
+
+def test_trajectory_frames_are_the_positions_at_each_deposition(tmp_path):
+    """With a trajectory file, frame i holds the positions at deposition i: for the identity model, x of frame i
+    is the recorded z_i (DCD stores single precision, in Å)."""
+    meta, system = _metad(tmp_path, trajectoryFile=tmp_path / "t.dcd")
+    sim = particle_simulation(system, [-0.5], seed=3)
+    meta.step(sim, 50)
+    z = meta.getRecords()["z"][:, 0]
+    import mdtraj as md
+
+    traj = md.load(str(tmp_path / "t.dcd"), top=md.Topology.from_openmm(sim.topology))
+    assert traj.n_frames == len(z) == 5
+    np.testing.assert_allclose(traj.xyz[:, 0, 0], z, atol=1e-5)
+
+
+def test_an_edited_state_json_is_refused(tmp_path):
+    """The state's JSON carries its own checksum: a changed deposit count (valid JSON, npz untouched) is refused
+    on load instead of silently changing the restored run."""
+    from latentbias.io import ChecksumError
+
+    meta, system = _metad(tmp_path)
+    meta.step(particle_simulation(system, [-0.5], seed=3), 30)
+    _, meta_json = meta.saveState(tmp_path / "s")
+    text = meta_json.read_text()
+    assert '"numDeposits": 3' in text
+    meta_json.write_text(text.replace('"numDeposits": 3', '"numDeposits": 4'))
+    restored, _ = _metad(tmp_path)
+    with pytest.raises(ChecksumError, match="s.json"):
+        restored.loadState(tmp_path / "s")

@@ -145,3 +145,48 @@ def test_run_records_every_sample_of_every_window_and_resumes(tmp_path):
         LatentUmbrellaSampling(sim, restraint, centers, 0.0, 300.0)
     with pytest.raises(ValueError, match=r"centers must have shape \(K, 1\)"):
         LatentUmbrellaSampling(sim, restraint, [[0.0, 1.0]], 5000.0, 300.0)
+
+
+# ------------------------------------------------------------------ issue 15, second sitting (helper kill15b)
+
+def test_segments_along_a_non_periodic_dimension_have_no_length_limit():
+    """Only periodic dimensions limit a segment to half their period: a path 5 units long along a non-periodic
+    z0 (longer than half of z1's period 2π) is fine, and a point on it projects to its arc length; a segment of half
+    z1's period (ambiguous direction) is refused."""
+    path = [[0.0, 0.0], [5.0, 0.0]]
+    s = path_coordinate([[2.0, 0.3], [4.5, -0.2]], path, period=[0.0, 2 * np.pi])
+    np.testing.assert_allclose(s, [2.0, 4.5], atol=1e-12)
+    with pytest.raises(ValueError, match="half a period"):
+        path_coordinate([[0.0, 0.0]], [[0.0, 0.0], [0.0, np.pi]], period=[0.0, 2 * np.pi])
+
+
+def test_periodic_observable_is_continuous_across_the_wrap_for_a_short_period():
+    """On a dimension of period 0.5 (any period > 0, including those ≤ 1), samples at z = ±0.249 are 0.002 apart
+    through the wrap: their observables must be close (a jump of 0.498 would be a discontinuity), and z and z + P
+    (0.749 and 0.249) give the same observable."""
+    res, _, _ = _flat_result()
+    z = [np.array([[0.249, 0.0], [-0.249, 0.0], [0.749, 0.0]])] * 3
+    periodic = UmbrellaResult(res.centers, res.force_constants, z, 310.0, {**res.restraint, "period": [0.5]})
+    obs = periodic._observable()
+    assert np.linalg.norm(obs[0] - obs[1]) < 2 * np.pi * 0.002 / 0.5 + 1e-9
+    np.testing.assert_allclose(obs[2], obs[0], atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(obs, axis=1), 1.0, rtol=1e-12)
+
+
+def test_path_shape_message_names_the_latent_dimension():
+    """Three 1-D points and a one-vertex path: the message asks for a path of shape (m >= 2, 1), d = 1 the
+    points' dimension (not their number, 3)."""
+    with pytest.raises(ValueError, match=r"shape \(m >= 2, 1\)"):
+        path_coordinate([[0.0], [0.1], [0.2]], [[1.0]])
+    with pytest.raises(ValueError, match=r"shape \(m >= 2, 2\)"):
+        path_coordinate([[0.0, 0.0], [0.1, 0.1], [0.2, 0.2]], [[1.0], [2.0]])
+
+
+def test_a_nested_output_dir_is_created(tmp_path):
+    model = identity_model(tmp_path / "x.pt", 1, 1)
+    system = particle_system("0")
+    restraint = LatentRestraint(model, system, centers=[0.0], forceConstants=[0.0])
+    sim = particle_simulation(system, [0.0], seed=2)
+    out = tmp_path / "a" / "b" / "us"
+    LatentUmbrellaSampling(sim, restraint, [[0.0]], 5000.0, 300.0, outputDir=out)
+    assert (out / "umbrella.json").is_file()

@@ -214,3 +214,89 @@ def test_no_equilibrium_frame_yet_is_said(tmp_path, caplog):
         assert "no frame is an equilibrium sample" not in caplog.text
     finally:
         log.removeHandler(caplog.handler)
+
+
+# ------------------------------------------------------------------ issue 15, second sitting (helper kill15b)
+
+def test_burn_in_cut_is_the_reported_burn_in_time(tmp_path):
+    """The converge estimate uses exactly the frames at t ≥ t0 + burn_in_ps, burn_in_ps = burn_in · (t_max − t0)
+    as weights.json reports it: 41 frames at t = 0..40 ps with burn-in 0.25 cut t < 10 ps (10 frames); the frame
+    at t = 10 ps is the first one used."""
+    frames = {"round": np.r_[np.zeros(5, int), np.ones(41, int)],
+              "kind": np.r_[np.zeros(5, int), np.full(41, KIND_METAD)],
+              "scale": np.ones(46), "time_ps": np.r_[np.arange(5.0), np.arange(41.0)]}
+    plans = {0: {"strategy": "unbiased"}, 1: {"strategy": "metadynamics", "converge": True}}
+    codes = frame_exclusions(frames, plans, burn_in=0.25)
+    used_t = frames["time_ps"][codes == 0]
+    assert used_t.min() == 0.25 * 40.0 and len(used_t) == 31
+    assert np.count_nonzero(codes == 6) == 10
+
+
+def test_a_converge_round_without_frames_reports_zero_time_and_sample_size(tmp_path):
+    """A converge attempt that ended before committing a frame, with only round 0 (kept out) before it: no
+    simulated time (converge_ps = burn_in_ps = 0), no used frame, so an effective sample size of 0."""
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.write_plan(0, {"round": 0, "strategy": "unbiased", "segments": 1})
+    run_dir.save_npz(run_dir.segment_file(0, 0), **_segment(np.linspace(-1, 1, 10), KIND_UNBIASED))
+    run_dir.write_plan(1, {"round": 1, "strategy": "metadynamics", "segments": 1, "variables": VARIABLES,
+                           "converge": True, "model_round": 0})
+    run_dir.write_round_end(1, 0, "converged")
+    frames = _frames(run_dir, ((0, 1),))
+    x = frames["positions"][:, 0, 0].astype(float)
+    config = CampaignConfig()
+    config.converge.burn_in = 0.2
+    info = write_weights(run_dir, config, 1, frames, lambda q: x[:, None])
+    assert info["frames_used"] == 0
+    assert info["converge_ps"] == 0.0 and info["burn_in_ps"] == 0.0 and info["ess"] == 0.0
+
+
+def test_ood_fraction_at_the_retrain_threshold_is_not_warned_about(tmp_path):
+    """The converge phase goes back to retraining only when a segment's OOD fraction exceeds [ood]
+    retrain_fraction (campaign.converge); an estimate whose worst segment sits exactly at it (30/50 = 60 %) is
+    one the campaign accepted, so it carries no OOD warning."""
+    run_dir, frames = _converge_campaign(tmp_path, ood_fraction=0.6)
+    x = frames["positions"][:, 0, 0].astype(float)
+    config = CampaignConfig()
+    config.ood.retrain_fraction = 0.6
+    info = write_weights(run_dir, config, 3, frames, lambda q: x[:, None])
+    assert info["converge_attempts"][-1]["max_segment_ood_fraction"] == 0.6
+    assert "warning" not in info
+
+
+def test_parallel_walker_frames_get_their_own_walkers_bias(tmp_path):
+    """A parallel-walker metadynamics segment stores each walker's bias at its start and end: a frame of walker w
+    is the static state ½ (V_w,start + V_w,end), read at the grid nodes (walker 0: v, 2v; walker 1: 3v, 5v)."""
+    run_dir = RunDir(tmp_path / "run")
+    grid = BiasGrid([LatentVariable(**VARIABLES[0])])
+    nodes = grid.axes[0]
+    v = 1.0 + 0.5 * nodes**2
+    run_dir.write_plan(0, {"round": 0, "strategy": "unbiased", "segments": 1})
+    run_dir.save_npz(run_dir.segment_file(0, 0), **_segment(np.zeros(4), KIND_UNBIASED))
+    run_dir.write_plan(1, {"round": 1, "strategy": "metadynamics", "segments": 1, "variables": VARIABLES})
+    seg = _segment(np.linspace(-0.5, 0.5, 6), KIND_METAD)
+    seg["walker"] = np.array([0, 1, 0, 1, 0, 1])
+    run_dir.save_npz(run_dir.segment_file(1, 0), grid_end=2 * v, walker_grid_start=np.stack([v, 3 * v]),
+                     walker_grid_end=np.stack([2 * v, 5 * v]), **seg)
+    frames = _frames(run_dir, ((0, 1), (1, 1)))
+    states, state_of = bias_states(frames, run_dir, CampaignConfig())
+    assert np.all(state_of[:4] == -1)
+    for n, expected in ((4, 1.5 * v), (5, 4.0 * v), (8, 1.5 * v), (9, 4.0 * v)):
+        np.testing.assert_allclose(states[state_of[n]].energy(nodes[:, None]), expected, rtol=1e-12)
+    assert state_of[4] != state_of[5]
+
+
+def test_n_states_counts_the_distinct_bias_states_of_used_frames(tmp_path):
+    """Cross-round MBAR after round 1: round 0 is kept out; round 1 holds unbiased frames (state 0, used) and two
+    metadynamics segments: 3 distinct states of used frames (excluded frames are in none)."""
+    run_dir = RunDir(tmp_path / "run")
+    v = np.zeros(81)
+    run_dir.write_plan(0, {"round": 0, "strategy": "unbiased", "segments": 1})
+    run_dir.save_npz(run_dir.segment_file(0, 0), **_segment(np.linspace(-1, 1, 6), KIND_UNBIASED))
+    run_dir.write_plan(1, {"round": 1, "strategy": "metadynamics", "segments": 3, "variables": VARIABLES})
+    run_dir.save_npz(run_dir.segment_file(1, 0), grid_end=v, **_segment(np.linspace(-1, 1, 6), KIND_UNBIASED))
+    for k in (1, 2):
+        run_dir.save_npz(run_dir.segment_file(1, k), grid_end=v + k, **_segment(np.linspace(-1, 1, 6), KIND_METAD))
+    frames = _frames(run_dir, ((0, 1), (1, 3)))
+    x = frames["positions"][:, 0, 0].astype(float)
+    info = write_weights(run_dir, CampaignConfig(), 1, frames, lambda q: x[:, None])
+    assert info["frames_used"] == 18 and info["n_states"] == 3
