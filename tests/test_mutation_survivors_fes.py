@@ -201,8 +201,10 @@ def test_frames_exactly_on_the_edges_belong_to_the_first_and_last_bins():
         np.testing.assert_allclose(fes.free_energy, [kt * np.log(13 / 4), 0.0], atol=1e-12)
     # 2-D: the corner (1, 1) is in the last bin of both dimensions, (0, 0) in the first
     xy = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
-    fes2 = free_energy_surface(xy, bins=2, range=((0, 1), (0, 1)), n_blocks=1)
+    fes2 = free_energy_surface(xy, bins=2, range=((0, 1), (0, 1)), n_blocks=1, temperature=temperature)
     np.testing.assert_array_equal(fes2.counts, [[1, 1], [3, 2]])
+    # equal bin volumes: F = kT ln(n_max / n); a one-frame bin is a valid estimate at the default min_count of 1
+    np.testing.assert_allclose(fes2.free_energy, kt * np.log(3.0 / np.array([[1, 1], [3, 2]])), atol=1e-12)
 
 
 def test_log_weights_are_defined_up_to_a_constant_in_basin_estimates():
