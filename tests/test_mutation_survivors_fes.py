@@ -329,7 +329,7 @@ def test_basin_difference_with_a_reweighter_reports_the_reweighted_value():
 
 
 def _ar1_switching(n: int, seed: int) -> np.ndarray:
-    """A slowly switching ±1 series (a two-state Markov chain, stay probability 0.95): correlated, g ≈ 39."""
+    """A slowly switching ±1 series (two-state Markov chain, stay probability 0.95, so ρ = 0.9 and g = 19)."""
     rng = np.random.default_rng(seed)
     s = np.empty(n)
     s[0] = 1.0
