@@ -97,6 +97,19 @@ def time_opes(model: Path, d: int, deposit: bool, steps: int) -> float:
     return (time.thread_time() - t0) / steps * 1e6
 
 
+def median_thread_times_us(parts: dict, calls: int) -> dict:
+    """Median thread CPU time (µs) of each named call, over ``calls`` repeats."""
+    out = {}
+    for name, call in parts.items():
+        times = []
+        for _ in range(calls):
+            t0 = time.thread_time()
+            call()
+            times.append(time.thread_time() - t0)
+        out[name] = float(np.median(times)) * 1e6
+    return out
+
+
 def opes_breakdown(model: Path, d: int, steps: int, calls: int) -> dict[str, float]:
     """Thread CPU time (µs, median of ``calls``) of the parts of one OPES deposit, after ``steps`` steps."""
     opes, sim = make_opes(model, d)
@@ -110,14 +123,7 @@ def opes_breakdown(model: Path, d: int, steps: int, calls: int) -> dict[str, flo
         "V on the grid (_refreshBias)": opes._refreshBias,
         "push to Context (setGridValues, full refit)": lambda: opes.updateContext(sim.context),
     }
-    out = {}
-    for name, call in parts.items():
-        times = []
-        for _ in range(calls):
-            t0 = time.thread_time()
-            call()
-            times.append(time.thread_time() - t0)
-        out[name] = float(np.median(times)) * 1e6
+    out = median_thread_times_us(parts, calls)
     out["kernels"] = opes.numKernels
     return out
 
@@ -176,15 +182,7 @@ def metad_breakdown(model: Path, d: int, calls: int) -> dict[str, float]:
             [float(x) for x in z], widths, 1e-6), backend.force.updateParametersInContext(ctx)),
         "one step + whole deposit": deposit,
     }
-    out = {}
-    for name, call in parts.items():
-        times = []
-        for _ in range(calls):
-            t0 = time.thread_time()
-            call()
-            times.append(time.thread_time() - t0)
-        out[name] = float(np.median(times)) * 1e6
-    return out
+    return median_thread_times_us(parts, calls)
 
 
 _MODEL: list[Path] = []
