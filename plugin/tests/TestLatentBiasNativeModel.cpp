@@ -226,6 +226,19 @@ void testRefusedDescriptions() {
     expectRefused(json, b, "bytes but shape needs");
     b.files[weight] = saved;
     b.load(json);
+    // Shapes whose product overflows 64 bits (2^31 * 2^31 * 4 = 2^64 wraps to 0, which an empty file would match),
+    // or with too many dimensions, are refused before any size is computed from them.
+    string pairs = "latentbias_native.0.bin";
+    const string shape = "\"shape\": [3, 2]";
+    string huge = json;
+    size_t at = huge.find(shape);
+    ASSERT(at != string::npos && huge.find(pairs) < at);
+    huge.replace(at, shape.size(), "\"shape\": [2147483648, 2147483648, 4]");
+    b.files[pairs] = "";
+    expectRefused(huge, b, "holds more than 2147483648 values");
+    string deep = json;
+    deep.replace(at, shape.size(), "\"shape\": [1, 1, 1, 1, 1, 1, 1, 1, 1]");
+    expectRefused(deep, b, "more than 8 dimensions");
 }
 
 } // namespace

@@ -58,14 +58,16 @@ public:
     static const long long MaxGridPoints = 1LL << 22;
     /**
      * Create a LatentBiasForce from a model file (TorchScript archive). The file is read once and its bytes are
-     * stored in the force.
+     * stored in the force. The checksums of a latentbias model file (format 2: SHA-256 of its metadata and of its
+     * other archive entries, as latentbias.load_model checks them) are verified before any of its code is loaded.
      *
-     * @throws OpenMMException if the file cannot be read or is not a loadable TorchScript archive
+     * @throws OpenMMException (naming the file) if the file cannot be read, is not a loadable TorchScript archive, or
+     *         does not match its checksums (a damaged entry is named)
      */
     explicit LatentBiasForce(const std::string& file);
     /**
-     * Create a LatentBiasForce from the bytes of a model file (what getModelData() returns). The caller owns the
-     * returned object (in Python, it behaves like any other new Force).
+     * Create a LatentBiasForce from the bytes of a model file (what getModelData() returns), verified as by the
+     * constructor. The caller owns the returned object (in Python, it behaves like any other new Force).
      */
     static LatentBiasForce* fromModelData(const std::string& modelData);
     /** The file the model was read from ("" when created from bytes or deserialized). */

@@ -1,4 +1,5 @@
 #include "LatentBiasForce.h"
+#include "internal/LatentBiasChecksum.h"
 #include "internal/LatentBiasForceImpl.h"
 #include "internal/LatentBiasGrid.h"
 #include "internal/LatentBiasModel.h"
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -27,7 +29,16 @@ LatentBiasForce::LatentBiasForce(const string& file) : LatentBiasForce() {
     buffer << in.rdbuf();
     if (!in && !in.eof())
         throw OpenMMException("LatentBiasForce: cannot read the model file '" + file + "'");
-    setModelData(buffer.str());
+    try {
+        setModelData(buffer.str());
+    }
+    catch (const OpenMMException& e) {  // every refusal names the file
+        string what = e.what();
+        const string prefix = "LatentBiasForce: ";
+        if (what.compare(0, prefix.size(), prefix) == 0)
+            what = what.substr(prefix.size());
+        throw OpenMMException("LatentBiasForce: model file '" + file + "': " + what);
+    }
     this->file = file;
 }
 
@@ -43,32 +54,70 @@ LatentBiasForce* LatentBiasForce::fromModelData(const string& modelData) {
     return force;
 }
 
-void LatentBiasForce::setModelData(const string& data) {
-    if (data.empty())
-        throw OpenMMException("LatentBiasForce: the model data are empty");
-    string meta;
-    loadLatentModel(data, &meta);  // validates the archive
-    long long nAtoms = -1, latentDim = -1;
-    if (!meta.empty()) {
-        if (!findTopLevelJsonInteger(meta, "n_atoms", nAtoms) || nAtoms <= 0)
-            throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid n_atoms");
-        if (!findTopLevelJsonInteger(meta, "latent_dim", latentDim) || latentDim <= 0)
-            throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid latent_dim");
+namespace {
+
+/** Text with every byte that is not part of valid UTF-8 (or is a control character other than newline and tab)
+ *  written as \xNN: messages quote names and errors read from damaged archives, and Python must be able to decode
+ *  them (SWIG would raise UnicodeDecodeError instead of the OpenMMException). */
+string printable(const string& text) {
+    string out;
+    for (size_t i = 0; i < text.size();) {
+        unsigned char c = text[i];
+        int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+        bool valid = extra >= 0 && i + extra < text.size() && (c >= 0x20 || c == '\n' || c == '\t') && c != 0x7F;
+        for (int k = 1; valid && k <= extra; k++)
+            valid = ((unsigned char) text[i + k] >> 6) == 2;
+        if (valid) {
+            out.append(text, i, extra + 1);
+            i += extra + 1;
+        }
+        else {
+            char buffer[8];
+            snprintf(buffer, sizeof(buffer), "\\x%02x", c);
+            out += buffer;
+            i++;
+        }
     }
-    // A native description is validated now (a bad one is refused with the reason, never evaluated).
-    LatentBiasNativeModel native;
-    bool hasNative = loadNativeModel(data, native);
-    if (hasNative && !meta.empty() && (native.getNumAtoms() != nAtoms || native.getLatentDim() != latentDim))
-        throw OpenMMException("LatentBiasForce: the model's native description (latentbias_native.json) does not "
-                              "match its metadata (n_atoms / latent_dim); re-export the model with latentbias.save_model");
-    if (!hasNative && evaluationPath == "native")
-        throw OpenMMException("LatentBiasForce: the evaluation path is \"native\" but the new model has no native "
-                              "description");
-    modelData = data;
-    metadata = meta;
-    nativeDescription = hasNative;
-    modelNumAtoms = (int) nAtoms;
-    modelLatentDim = (int) latentDim;
+    return out;
+}
+
+} // namespace
+
+void LatentBiasForce::setModelData(const string& data) {
+    try {
+        if (data.empty())
+            throw OpenMMException("LatentBiasForce: the model data are empty");
+        // The checksums a latentbias model file carries (format 2) are verified before any of its code is loaded, as
+        // latentbias.load_model does: a flipped byte or an edited weight must not silently change the physics.
+        verifyModelChecksums(data);
+        string meta;
+        loadLatentModel(data, &meta);  // validates the archive
+        long long nAtoms = -1, latentDim = -1;
+        if (!meta.empty()) {
+            if (!findTopLevelJsonInteger(meta, "n_atoms", nAtoms) || nAtoms <= 0)
+                throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid n_atoms");
+            if (!findTopLevelJsonInteger(meta, "latent_dim", latentDim) || latentDim <= 0)
+                throw OpenMMException("LatentBiasForce: the model metadata (latentbias.json) has no valid latent_dim");
+        }
+        // A native description is validated now (a bad one is refused with the reason, never evaluated).
+        LatentBiasNativeModel native;
+        bool hasNative = loadNativeModel(data, native);
+        if (hasNative && !meta.empty() && (native.getNumAtoms() != nAtoms || native.getLatentDim() != latentDim))
+            throw OpenMMException("LatentBiasForce: the model's native description (latentbias_native.json) does not "
+                                  "match its metadata (n_atoms / latent_dim); re-export the model with "
+                                  "latentbias.save_model");
+        if (!hasNative && evaluationPath == "native")
+            throw OpenMMException("LatentBiasForce: the evaluation path is \"native\" but the new model has no native "
+                                  "description");
+        modelData = data;
+        metadata = meta;
+        nativeDescription = hasNative;
+        modelNumAtoms = (int) nAtoms;
+        modelLatentDim = (int) latentDim;
+    }
+    catch (const OpenMMException& e) {  // names and errors from a damaged archive may not be valid UTF-8
+        throw OpenMMException(printable(e.what()));
+    }
 }
 
 void LatentBiasForce::setEvaluationPath(const string& path) {

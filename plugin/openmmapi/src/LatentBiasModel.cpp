@@ -1,5 +1,11 @@
 #include "internal/LatentBiasModel.h"
+#include "internal/LatentBiasChecksum.h"
+#include "internal/LatentBiasJson.h"
 #include "openmm/OpenMMException.h"
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <vector>
@@ -26,6 +32,108 @@ torch::jit::Module loadLatentModel(const string& data, string* metadata) {
         throw OpenMM::OpenMMException("LatentBiasForce: the model is not a loadable TorchScript archive (export it "
                                       "with latentbias.save_model or torch.jit.save): " + describeException(e));
     }
+}
+
+void verifyModelChecksums(const string& data) {
+    const string fix = "re-export the model (latentbias.save_model / `latentbias train`) or restore the file from a "
+                       "copy";
+    istringstream stream(data);
+    unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+    vector<string> names;
+    try {
+        reader.reset(new caffe2::serialize::PyTorchStreamReader(&stream));
+        names = reader->getAllRecords();
+    }
+    catch (const std::exception&) {
+        return;  // not an archive at all: loadLatentModel reports it ("not a loadable TorchScript archive")
+    }
+    // libtorch's own message without its C++ backtrace
+    auto brief = [](const std::exception& e) -> string {
+        const c10::Error* error = dynamic_cast<const c10::Error*>(&e);
+        return error != nullptr ? error->what_without_backtrace() : e.what();
+    };
+    // libtorch's zip reader does not check the entries' CRC-32: compare them here, to name a damaged entry.
+    map<string, uint32_t> crcs;
+    for (const auto& c : zipEntryCrcs(data)) {
+        size_t slash = c.first.find('/');
+        crcs[slash == string::npos ? c.first : c.first.substr(slash + 1)] = c.second;
+    }
+    auto readEntry = [&](const string& name) -> string {
+        string bytes;
+        try {
+            auto record = reader->getRecord(name);
+            bytes.assign(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record));
+        }
+        catch (const std::exception& e) {
+            throw OpenMM::OpenMMException("LatentBiasForce: the model's archive entry '" + name + "' is damaged (" +
+                                          brief(e) + "): the file is corrupt; " + fix);
+        }
+        auto crc = crcs.find(name);
+        if (crc != crcs.end() && crc32(bytes) != crc->second)
+            throw OpenMM::OpenMMException("LatentBiasForce: the model's archive entry '" + name + "' is damaged (its "
+                                          "bytes do not match the CRC-32 the archive records for it): the file is "
+                                          "corrupt; " + fix);
+        return bytes;
+    };
+    const string metaName = string("extra/") + LATENTBIAS_METADATA_NAME;
+    if (find(names.begin(), names.end(), metaName) == names.end())
+        return;  // not a latentbias model file (a plain TorchScript archive): nothing to verify
+    string meta = readEntry(metaName);
+    string body;
+    map<string, string> top;
+    try {
+        body = canonicalJson(meta, "checksums", &top);
+    }
+    catch (const OpenMM::OpenMMException& e) {
+        throw OpenMM::OpenMMException(string("LatentBiasForce: the model's metadata (archive entry ") + metaName +
+                                      ") is corrupt: " + e.what() + "; " + fix);
+    }
+    // Python: int(metadata.get("format_version", 0)) >= 2
+    double formatVersion = 0;
+    if (top.count("format_version")) {
+        const string& v = top["format_version"];
+        string number = v;
+        if (!v.empty() && v[0] == '"')
+            number = parseJson(v).text;
+        const char* begin = number.c_str();
+        char* end = nullptr;
+        formatVersion = strtod(begin, &end);
+        if (end == begin || *end != '\0' || !std::isfinite(formatVersion))
+            throw OpenMM::OpenMMException("LatentBiasForce: the model's metadata (" + metaName + ") has an invalid "
+                                          "format_version " + v + "; " + fix);
+    }
+    if (std::trunc(formatVersion) < 2)
+        return;  // format 1 carried no checksums
+    string metadataSum, contentSum;
+    if (top.count("checksums")) {
+        try {
+            JsonValue sums = parseJson(top["checksums"]);
+            const JsonValue* m = sums.find("metadata_sha256");
+            const JsonValue* c = sums.find("content_sha256");
+            if (m != nullptr && m->type == JsonValue::String)
+                metadataSum = m->text;
+            if (c != nullptr && c->type == JsonValue::String)
+                contentSum = c->text;
+        }
+        catch (const OpenMM::OpenMMException&) {
+        }
+    }
+    if (metadataSum.empty() || metadataSum != sha256Hex(body))
+        throw OpenMM::OpenMMException("LatentBiasForce: the model's metadata (archive entry " + metaName + ") does "
+                                      "not match the checksum stored with it (checksums.metadata_sha256): the file is "
+                                      "corrupt or was edited; " + fix);
+    vector<string> sorted;
+    for (const string& name : names)
+        if (name != metaName && name != ".data/serialization_id")  // ours; torch's random id per save
+            sorted.push_back(name);
+    sort(sorted.begin(), sorted.end());
+    string digests;
+    for (const string& name : sorted)
+        digests += name + string(1, '\0') + sha256(readEntry(name));
+    if (contentSum != sha256Hex(digests))
+        throw OpenMM::OpenMMException("LatentBiasForce: the model's code, weights or native arrays (the archive entries "
+                                      "other than " + metaName + ") do not match the checksum stored in its metadata "
+                                      "(checksums.content_sha256): the file is corrupt or was edited; " + fix);
 }
 
 bool loadNativeModel(const string& data, LatentBiasNativeModel& model) {

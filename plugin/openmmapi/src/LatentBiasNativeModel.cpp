@@ -22,10 +22,16 @@ const char* const WHERE = "LatentBiasForce: the model's native description (late
                           "the TorchScript path (setEvaluationPath(\"torch\"))");
 }
 
+/** Most values one array of a description may hold (16 GiB of float64; real models hold far fewer). */
+const long long MaxArrayValues = 1LL << 31;
+/** Most dimensions an array's shape may have (the description uses 1 and 2). */
+const size_t MaxArrayDims = 8;
+
 struct ArrayData {
     vector<long long> shape;
     vector<double> f64;
     vector<long long> i64;
+    /** Number of values: the product of the shape, checked (readArray refuses shapes over MaxArrayValues). */
     size_t size() const {
         size_t n = 1;
         for (long long s : shape)
@@ -33,6 +39,19 @@ struct ArrayData {
         return n;
     }
 };
+
+/** The product of a shape, or -1 when it exceeds MaxArrayValues (checked before every multiplication). */
+long long checkedCount(const vector<long long>& shape) {
+    long long n = 1;
+    for (long long s : shape) {
+        if (s == 0)
+            return 0;
+        if (n > MaxArrayValues / s)
+            return -1;
+        n *= s;
+    }
+    return n;
+}
 
 ArrayData readArray(const JsonValue& ref, const string& field, const function<string(const string&)>& reader,
                     bool integer) {
@@ -50,6 +69,17 @@ ArrayData readArray(const JsonValue& ref, const string& field, const function<st
             fail(field + ".shape has an invalid size");
         a.shape.push_back(n);
     }
+    if (a.shape.size() > MaxArrayDims)
+        fail(field + ".shape has more than 8 dimensions");
+    long long count = checkedCount(a.shape);
+    if (count < 0) {
+        stringstream msg;
+        msg << field << ".shape (";
+        for (size_t i = 0; i < a.shape.size(); i++)
+            msg << (i ? ", " : "") << a.shape[i];
+        msg << ") holds more than " << MaxArrayValues << " values (the description is corrupt)";
+        fail(msg.str());
+    }
     if (dtype != (integer ? "int64" : "float64"))
         fail(field + " must have dtype " + (integer ? "int64" : "float64") + ", got " + dtype);
     string bytes;
@@ -59,7 +89,7 @@ ArrayData readArray(const JsonValue& ref, const string& field, const function<st
     catch (const std::exception& e) {
         fail(field + ": cannot read the array file " + file + " (" + e.what() + ")");
     }
-    size_t n = a.size();
+    size_t n = (size_t) count;  // <= 2^31, so 8 * n cannot overflow
     if (bytes.size() != 8 * n) {
         stringstream msg;
         msg << field << ": the array file " << file << " has " << bytes.size() << " bytes but shape needs " << 8 * n
@@ -260,7 +290,7 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
         if (features.type != JsonValue::Array || features.items.empty())
             fail("features must be a non-empty list");
         vector<long long> systemIndices;  // system atom per entry of m.indices
-        int offset = 0, scratch = 0;
+        long long offset = 0, scratch = 0;  // checked against n_features (<= 2^28) and 2^30 after every block
         for (size_t b = 0; b < features.items.size(); b++) {
             const JsonValue& f = features.items[b];
             string field = "features[" + to_string(b) + "]";
@@ -288,7 +318,7 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
                     block.exponent = (int) n;
                 }
                 block.scratchStart = scratch;
-                scratch += 5 * block.count;
+                scratch += 5LL * block.count;
             }
             else if (type == "dihedrals") {
                 ArrayData quads = readArray(f.at("quadruplets", field), field + ".quadruplets", reader, true);
@@ -302,9 +332,9 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
             }
             else if (type == "aligned_coordinates") {
                 ArrayData sel = readArray(f.at("atoms", field), field + ".atoms", reader, true);
-                if (sel.shape.size() != 1 || sel.shape[0] < 3)
-                    fail(field + ".atoms must be a list of at least 3 atoms");
-                int n = sel.shape[0];
+                if (sel.shape.size() != 1 || sel.shape[0] < 3 || sel.shape[0] > nAtoms)
+                    fail(field + ".atoms must be a list of at least 3 (and at most n_atoms) atoms");
+                int n = (int) sel.shape[0];
                 ArrayData ref = readArray(f.at("reference_nm", field), field + ".reference_nm", reader, false);
                 requireShape(ref, {n, 3}, field + ".reference_nm");
                 ArrayData child = readArray(f.at("tree_child", field), field + ".tree_child", reader, true);
@@ -335,12 +365,17 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
                 m.reference.insert(m.reference.end(), ref.f64.begin(), ref.f64.end());
                 systemIndices.insert(systemIndices.end(), sel.i64.begin(), sel.i64.end());
                 block.scratchStart = scratch;
-                scratch += 3 * n + 21;
+                scratch += 3LL * n + 21;
             }
             else
                 fail(field + ": unknown feature type \"" + type +
                      "\" (known: distances, contacts, dihedrals, aligned_coordinates)");
             offset += block.count;
+            if (offset > nFeatures || scratch > (1LL << 30)) {
+                stringstream msg;
+                msg << "the features up to " << field << " give more than n_features = " << nFeatures << " values";
+                fail(msg.str());
+            }
             m.blocks.push_back(block);
         }
         if (offset != nFeatures) {
@@ -348,8 +383,8 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
             msg << "the features give " << offset << " values but n_features is " << nFeatures;
             fail(msg.str());
         }
-        m.numFeatures = offset;
-        m.scratchSize = scratch;
+        m.numFeatures = (int) offset;
+        m.scratchSize = (int) scratch;
         for (size_t k = 0; k < systemIndices.size(); k++)
             if (systemIndices[k] < 0 || systemIndices[k] >= nAtoms) {
                 stringstream msg;
@@ -381,6 +416,8 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
             fail("layers must be a non-empty list");
         long long width = nFeatures;
         m.maxWidth = nFeatures;
+        if (layers.items.size() > 64)
+            fail("more than 64 layers");
         for (size_t l = 0; l < layers.items.size(); l++) {
             const JsonValue& L = layers.items[l];
             string field = "layers[" + to_string(l) + "]";
@@ -392,6 +429,8 @@ LatentBiasNativeModel LatentBiasNativeModel::fromDescription(const string& json,
             }
             ArrayData bias = readArray(L.at("bias", field), field + ".bias", reader, false);
             requireShape(bias, {w.shape[0]}, field + ".bias");
+            if ((long long) (m.parameters.size() + w.f64.size() + bias.f64.size()) > MaxArrayValues)
+                fail("the layers hold more than 2^31 parameters");
             Layer layer;
             layer.numInputs = width;
             layer.numOutputs = w.shape[0];

@@ -94,7 +94,17 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
     if (version >= 2 && checksum64(model) != node.getStringProperty("modelChecksum", ""))
         throw OpenMMException("LatentBiasForce: the serialized force's model does not match its checksum (the file "
                               "is corrupt or was edited); rebuild the force from the original model file");
-    unique_ptr<LatentBiasForce> force(LatentBiasForce::fromModelData(model));
+    unique_ptr<LatentBiasForce> force;
+    try {
+        force.reset(LatentBiasForce::fromModelData(model));  // verifies the model's own checksums too
+    }
+    catch (const OpenMMException& e) {
+        string what = e.what();
+        const string prefix = "LatentBiasForce: ";
+        if (what.compare(0, prefix.size(), prefix) == 0)
+            what = what.substr(prefix.size());
+        throw OpenMMException("LatentBiasForce (serialized force): " + what);
+    }
     force->setForceGroup(node.getIntProperty("forceGroup", 0));
     force->setName(node.getStringProperty("name", force->getName()));
     force->setUsesPeriodicBoundaryConditions(node.getBoolProperty("usesPeriodic", false));
