@@ -225,20 +225,24 @@ def test_torchscript_routes_are_refused_on_opencl_before_a_context(tmp_path, ala
 def test_opencl_non_finite_forces_raise(tmp_path, ala2, frames):
     """Two coincident atoms of a distance pair (d|r|/dr = 0/0): the device flags the gradient; an evaluation with the
     energy raises at once, force-only evaluations (dynamics) within CHECK_INTERVAL = 64 steps, and so does a query
-    of z. Never a silent zero or NaN force."""
+    of z. Never a silent zero or NaN force: the exception names the two atoms, as on the Reference platform
+    (tests/test_native_path.py::test_native_non_finite_forces_name_the_atoms), and the forces returned before the
+    check stay finite (a non-finite force is not added to the force buffer)."""
     _, top, xyz = ala2
     path = export(tmp_path / "d.pt", lb.Distances([[0, 4], [4, 8], [8, 14]]), top.n_atoms, frames)
     system, force = restrained_system(path.read_bytes(), top.n_atoms, "native", False, [0.0, 0.0, 0.0])
     pos = xyz.copy()
     pos[8] = pos[4]
+    named = r"not finite on 2 atom\(s\) \(indices 4, 8\).*OpenCL platform"
     ctx, _ = opencl_context(system, pos, "single")
-    with pytest.raises(openmm.OpenMMException, match="non-finite force"):
+    with pytest.raises(openmm.OpenMMException, match=named):
         ctx.getState(getEnergy=True, getForces=True)
-    with pytest.raises(openmm.OpenMMException, match="non-finite force"):
+    with pytest.raises(openmm.OpenMMException, match=named):
         for _ in range(65):
-            ctx.getState(getForces=True)
+            forces = ctx.getState(getForces=True).getForces(asNumpy=True)._value
+            assert np.isfinite(forces).all()
     ctx.getState(getForces=True)
-    with pytest.raises(openmm.OpenMMException, match="non-finite force"):
+    with pytest.raises(openmm.OpenMMException, match=named):
         force.getLastLatentValues(ctx)
     ctx.setPositions(xyz)  # a sound structure evaluates again
     assert np.isfinite(energy_and_forces(ctx)[0])

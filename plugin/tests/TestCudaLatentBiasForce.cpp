@@ -2,7 +2,8 @@
  * LatentBiasForce on the CUDA platform (built with -DLATENTBIAS_BUILD_CUDA=ON): energies, forces and z equal the
  * Reference platform's (double precision + float64 model: relative 1e-9 on energy and z, 1e-8 on forces; mixed and
  * single precision + float32 model: 1e-4 and 1e-3), periodic models with atoms shifted by box vectors, central finite
- * differences on CUDA (double), energy-only evaluations and updateParametersInContext.
+ * differences on CUDA (double), energy-only evaluations and updateParametersInContext, and the refusals the
+ * Reference platform makes (a detached model, non-finite forces naming the atoms).
  *
  * Without a usable CUDA platform or device the test prints SKIP and passes, unless LATENTBIAS_REQUIRE_CUDA=1.
  */
@@ -142,6 +143,40 @@ static void testUpdatesAndEnergyOnly() {
     delete system;
 }
 
+/** As on Reference (checked in the same loop): a model whose output is detached is refused at the first force
+ *  evaluation instead of applying exactly zero force, and coincident atoms of a pair distance (sqrt at 0: a NaN
+ *  gradient) raise naming the two atoms instead of reaching the integrator. */
+static void testRefusals() {
+    vector<Vec3> pos = testPositions();
+    vector<Vec3> coincident = pos;
+    coincident[1] = coincident[0];
+    for (const string& platform : {"Reference", "CUDA"}) {
+        System* detached = makeSystem(5);
+        LatentBiasForce* d = new LatentBiasForce(modelPath("model_detached.pt"));
+        d->addRestraint(0, "", 0.1, "", 50.0);
+        detached->addForce(d);
+        System* healthy = makeSystem(5);
+        LatentBiasForce* h = new LatentBiasForce(modelPath("model_d3.pt"));
+        h->addRestraint(0, "", 0.1, "", 50.0);
+        healthy->addForce(h);
+        VerletIntegrator i1(0.001), i2(0.001);
+        Context* c1 = platform == "CUDA" ? cudaContext(*detached, i1, "double")
+                                         : new Context(*detached, i1, Platform::getPlatformByName(platform));
+        Context* c2 = platform == "CUDA" ? cudaContext(*healthy, i2, "double")
+                                         : new Context(*healthy, i2, Platform::getPlatformByName(platform));
+        c1->setPositions(pos);
+        expectThrow([&] { c1->getState(State::Forces); }, "does not depend differentiably");
+        c2->setPositions(coincident);
+        expectThrow([&] { c2->getState(State::Forces); }, "not finite on 2 atom(s) (indices 0, 1)");
+        c2->setPositions(pos);  // a sound structure evaluates again
+        ASSERT(std::isfinite(c2->getState(State::Energy | State::Forces).getPotentialEnergy()));
+        delete c1;
+        delete c2;
+        delete detached;
+        delete healthy;
+    }
+}
+
 int main(int argc, char* argv[]) {
     initPlatforms();
     bool require = getenv("LATENTBIAS_REQUIRE_CUDA") != nullptr && string(getenv("LATENTBIAS_REQUIRE_CUDA")) == "1";
@@ -181,6 +216,7 @@ int main(int argc, char* argv[]) {
         {"CUDA finite differences", [] { testFiniteDifferences(false); }},
         {"CUDA finite differences, periodic", [] { testFiniteDifferences(true); }},
         {"CUDA updateParametersInContext, energy only, steps", [] { testUpdatesAndEnergyOnly(); }},
+        {"CUDA refuses a detached model and names atoms with non-finite forces", [] { testRefusals(); }},
     };
     return runTests(argc, argv, tests);
 }

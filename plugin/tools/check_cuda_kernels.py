@@ -56,7 +56,7 @@ KERNEL_SIGNATURES = {
         "gatherPositions": "pppp",
         "forwardModel": "p" * 15 + "vvv" + "p" * 10,
         "backwardModel": "p" * 14,
-        "applyForces": "p" * 7,
+        "applyForces": "p" * 8,
     },
     "torch": {
         "copyInputs": "ppppivvv",

@@ -164,10 +164,12 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     allocateReals(cc, activations, activationSize, "latentBiasActivations");
     allocateReals(cc, gradA, maxWidth, "latentBiasGradA");
     allocateReals(cc, gradB, maxWidth, "latentBiasGradB");
-    allocateReals(cc, zBuffer, latentDim + 4, "latentBiasZ");
+    allocateReals(cc, zBuffer, latentDim + 5, "latentBiasZ");
     allocateReals(cc, dVdzArray, latentDim, "latentBiasdVdz");
-    zHost.assign(latentDim + 4, 0.0);
+    zHost.assign(latentDim + 5, 0.0);
     zBuffer.upload(zHost, true);
+    uploadInts(cc, badAtoms, vector<int>(numLocal, 0), "latentBiasBadAtoms");
+    numParticles = system.getNumParticles();
 
     // The bias: static layout now, values by uploadBias() (again after updateParametersInContext).
     LatentBiasEvaluator::DeviceBias bias;
@@ -227,6 +229,7 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     applyKernel->addArg(slots);
     applyKernel->addArg(cc.getLongForceBuffer());
     applyKernel->addArg(zBuffer);
+    applyKernel->addArg(badAtoms);
     // The model kernels run in one work group (their layers are separated by barriers).
     blockSize = min(256, min(forwardKernel->getMaxBlockSize(), backwardKernel->getMaxBlockSize()));
     if (blockSize < 1)
@@ -280,9 +283,15 @@ void CommonCalcLatentBiasForceKernel::downloadAndCheck() const {
     bool forces = zHost[latentDim] != 0.0, values = zHost[latentDim + 3] != 0.0;
     if (!forces && !values)
         return;
+    // The error path only: what the device recorded, then every flag cleared (the Context stays usable).
+    vector<int> bad;
+    badAtoms.download(bad);
+    vector<double> positions;
+    localPos.download(positions, true);
     vector<double> cleared = zHost;
-    cleared[latentDim] = cleared[latentDim + 3] = 0.0;
+    cleared[latentDim] = cleared[latentDim + 3] = cleared[latentDim + 4] = 0.0;
     const_cast<ComputeArray&>(zBuffer).upload(cleared, true);
+    const_cast<ComputeArray&>(badAtoms).upload(vector<int>(bad.size(), 0));
     const string& platform = platformName;
     if (values) {
         stringstream msg;
@@ -290,12 +299,44 @@ void CommonCalcLatentBiasForceKernel::downloadAndCheck() const {
             << " platform (z =";
         for (int i = 0; i < latentDim; i++)
             msg << " " << zHost[i];
-        msg << "); are the positions finite and inside the model's domain? (The Reference platform names the atoms.)";
+        msg << "); are the positions finite and inside the model's domain?";
+        vector<int> nonFinite;
+        for (size_t k = 0; k < modelAtoms.size(); k++)
+            if (!(std::isfinite(positions[3 * k]) && std::isfinite(positions[3 * k + 1]) &&
+                  std::isfinite(positions[3 * k + 2])))
+                nonFinite.push_back(modelAtoms[k]);
+        if (!nonFinite.empty()) {
+            msg << " The model's atoms with non-finite positions: " << nonFinite.size() << " (indices ";
+            for (size_t j = 0; j < nonFinite.size() && j < 8; j++)
+                msg << (j > 0 ? ", " : "") << nonFinite[j];
+            msg << (nonFinite.size() > 8 ? ", ..." : "") << ").";
+        }
         throw OpenMMException(msg.str());
+    }
+    // The same message as the Reference and CPU platforms (LatentBiasEvaluator::checkFinite), naming the atoms whose
+    // force was not finite in the first such evaluation since the last check.
+    vector<double> dVdx(3 * (size_t) numParticles, 0.0);
+    bool named = false;
+    for (size_t k = 0; k < modelAtoms.size() && k < bad.size(); k++)
+        if (bad[k] != 0) {
+            dVdx[3 * modelAtoms[k]] = NAN;
+            named = true;
+        }
+    stringstream where;
+    where << " (" << platform << " platform: checked after every energy evaluation and every " << CHECK_INTERVAL
+          << " force evaluations; the atoms named are those of the first evaluation with a non-finite force since the "
+          << "last check, and non-finite forces were not applied)";
+    if (named) {
+        try {
+            LatentBiasEvaluator::checkFinite(dVdx.data(), numParticles, 0.0);
+        }
+        catch (const OpenMMException& e) {
+            throw OpenMMException(string(e.what()) + where.str());
+        }
     }
     throw OpenMMException("LatentBiasForce: a non-finite force (NaN or inf) was computed on the " + platform +
                           " platform, e.g. two atoms of a distance feature at the same position or a degenerate "
-                          "dihedral; check the structure (the Reference platform names the atoms)");
+                          "dihedral; check the structure" + where.str());
 }
 
 vector<double> CommonCalcLatentBiasForceKernel::getLastLatentValues() const {

@@ -22,7 +22,9 @@ namespace LatentBiasPlugin {
  * "single"/"mixed", double for "double").
  *
  * Non-finite z, energies or gradients set a flag on the device; it is read (and an OpenMMException thrown) after
- * every evaluation that computes the energy, every CHECK_INTERVAL evaluations, and when z is queried.
+ * every evaluation that computes the energy, every CHECK_INTERVAL evaluations, and when z is queried. A non-finite
+ * force is never added to OpenMM's force buffer; the device records which atoms had one in the first such
+ * evaluation, and the exception names them as the Reference platform does (LatentBiasEvaluator::checkFinite).
  *
  * This kernel has only the native path; TorchScript-only models are refused with an exception naming the
  * platforms that run them.
@@ -61,13 +63,14 @@ private:
     OpenMM::ComputeArray layers, parameters, scratch, features, activations, gradA, gradB, zBuffer, dVdzArray;
     OpenMM::ComputeArray slots, atomStart, slotEntries;
     OpenMM::ComputeArray dimInts, dimRange, points, nodeDerivs, biasReals, restraintComponents, restraintReals;
-    OpenMM::ComputeArray restraintParams;
+    OpenMM::ComputeArray restraintParams, badAtoms;
     std::vector<double> uploadedParams;
     long long evaluations = 0;
     OpenMM::ComputeKernel gatherKernel, forwardKernel, backwardKernel, applyKernel;
     mutable std::vector<double> zHost;  // z, force flag, grid energy, restraint energy, z/energy flag
     std::string platformName;
     std::vector<int> modelAtoms;   // system indices of the model's atoms (to name them in errors)
+    int numParticles = 0;
 };
 
 } // namespace LatentBiasPlugin

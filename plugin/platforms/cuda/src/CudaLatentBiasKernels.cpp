@@ -1,4 +1,5 @@
 #include "CudaLatentBiasKernels.h"
+#include "internal/LatentBiasModel.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/common/ContextSelector.h"
 #include "openmm/internal/ContextImpl.h"
@@ -49,11 +50,6 @@ extern "C" __global__ void addForces(const real* __restrict__ grads, unsigned lo
 }
 )CUDA";
 
-static string firstLine(const std::exception& e) {
-    string what = e.what();
-    return what.substr(0, what.find('\n'));
-}
-
 CudaCalcLatentBiasForceKernel::CudaCalcLatentBiasForceKernel(string name, const Platform& platform, CudaContext& cu)
     : CommonCalcLatentBiasForceKernel(name, platform, cu), cu(cu), primaryContext(nullptr), hasInitializedKernels(false),
       usePeriodic(false) {
@@ -87,7 +83,7 @@ void CudaCalcLatentBiasForceKernel::initialize(const System& system, const Laten
     catch (const std::exception& e) {
         CUcontext ctx;
         cuCtxPopCurrent(&ctx);
-        throw OpenMMException("LatentBiasForce: cannot move the model to the GPU: " + firstLine(e));
+        throw OpenMMException("LatentBiasForce: cannot move the model to the GPU: " + describeException(e));
     }
     CUcontext ctx;
     CHECK_RESULT(cuCtxPopCurrent(&ctx), "Failed to pop the CUDA context");
@@ -149,20 +145,40 @@ double CudaCalcLatentBiasForceKernel::execute(ContextImpl& context, bool include
         int size = zd.numel();
         lastZ.assign(zd.data_ptr<double>(), zd.data_ptr<double>() + size);
         evaluator.evaluate(lastZ.data(), size, params, gridEnergy, restraintEnergy, dVdz);
-        if (includeForces && z.requires_grad()) {
+        if (includeForces) {
+            // As on the Reference/CPU platforms: a model whose biased outputs do not reach the positions through
+            // autograd (detached, integer or constant) is refused, never given exactly zero force.
+            if (!checkedDifferentiable) {  // once per Context: every biased component must reach the positions
+                checkDifferentiable(z, posTensor, evaluator.getBiasedComponents());
+                checkedDifferentiable = true;
+            }
+            if (!z.requires_grad())
+                checkDifferentiable(z, posTensor, {});
             // one backward pass: dV/dz . dz/dx
             torch::Tensor gradOut = torch::from_blob(dVdz.data(), {size}, torch::kFloat64).to(z.options()).reshape(z.sizes());
             vector<torch::Tensor> grads = torch::autograd::grad({z}, {posTensor}, {gradOut}, false, false, true);
-            if (grads[0].defined())
-                addForces(grads[0]);
+            if (!grads[0].defined())
+                throw OpenMMException("LatentBiasForce: the model's output z does not depend differentiably on the "
+                                      "positions; the bias would apply zero force");
+            // Non-finite forces never reach the integrator: one reduction on the device; on failure the gradient
+            // comes to the host and the atoms are named as on the Reference platform.
+            if (!torch::isfinite(grads[0]).all().item<bool>()) {
+                torch::Tensor g = grads[0].detach().to(torch::kCPU, torch::kFloat64).contiguous();
+                LatentBiasEvaluator::checkFinite(g.data_ptr<double>(), (int) (g.numel() / 3),
+                                                 gridEnergy + restraintEnergy);
+            }
+            LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
+            addForces(grads[0]);
         }
+        else
+            LatentBiasEvaluator::checkFinite(nullptr, 0, gridEnergy + restraintEnergy);
     }
     catch (const std::exception& e) {
         CUcontext ctx;
         cuCtxPopCurrent(&ctx);
         if (dynamic_cast<const OpenMMException*>(&e) != nullptr)
             throw;
-        throw OpenMMException("LatentBiasForce: the model evaluation failed: " + firstLine(e));
+        throw OpenMMException("LatentBiasForce: the model evaluation failed: " + describeException(e));
     }
     CUcontext ctx;
     CHECK_RESULT(cuCtxPopCurrent(&ctx), "Failed to pop the CUDA context");

@@ -14,6 +14,9 @@ namespace LatentBiasPlugin {
  * buffer by another. z (d numbers) is copied to the host, where V(z) and dV/dz are computed in double precision
  * (LatentBiasEvaluator), and dV/dz goes back to the device for the single backward pass.
  *
+ * As on the Reference/CPU platforms, a model whose biased outputs have no gradient with respect to the positions is
+ * refused at the first force evaluation, and non-finite forces or energies raise an exception naming the atoms.
+ *
  * Models with a native description take the common-compute path instead (CommonCalcLatentBiasForceKernel: the
  * model's features and MLP in OpenMM's device kernels, no libtorch).
  */
@@ -30,6 +33,7 @@ private:
     OpenMM::CudaContext& cu;
     CUcontext primaryContext;
     bool hasInitializedKernels, usePeriodic;
+    bool checkedDifferentiable = false;  // the biased components were checked to reach the positions
     torch::jit::Module module;
     torch::Tensor posTensor, boxTensor;
     CUfunction copyInputsKernel, addForcesKernel;

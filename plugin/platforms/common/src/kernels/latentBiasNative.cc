@@ -13,7 +13,10 @@
  *                                               atomically to the fixed-point force buffer
  *
  * Nothing comes back to the host per step. zBuffer: z[0..d), [d] non-finite force flag, [d+1] grid + wall energy,
- * [d+2] restraint energy, [d+3] non-finite z/energy flag (flags stay set until the host reports and clears them).
+ * [d+2] restraint energy, [d+3] non-finite z/energy flag, [d+4] set by the evaluation after the first one with a
+ * non-finite force (flags stay set until the host reports and clears them). badAtoms[l] is set for each local atom
+ * whose force was non-finite in that first evaluation (the host names these atoms); a non-finite force is never
+ * added to OpenMM's fixed-point force buffer.
  *
  * Defines set by the host: LB_NUM_ATOMS, LB_PADDED_NUM_ATOMS, LB_NUM_BLOCKS, LB_NUM_LAYERS, LB_NUM_FEATURES,
  * LB_LATENT_DIM, LB_EPS (Jacobi tolerance for the precision), LB_PERIODIC (only with periodic boundary conditions),
@@ -406,6 +409,8 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
             zBuffer[i] = z[i];
             dVdz[i] = dV[i];
         }
+        if (zBuffer[LB_LATENT_DIM] != 0)
+            zBuffer[LB_LATENT_DIM+4] = 1;  // badAtoms holds the first evaluation with a non-finite force
         zBuffer[LB_LATENT_DIM+1] = gridEnergy;
         zBuffer[LB_LATENT_DIM+2] = restraintEnergy;
         if (!finite || !isfinite(gridEnergy+restraintEnergy))
@@ -564,7 +569,7 @@ KERNEL void backwardModel(GLOBAL const int* RESTRICT blocks, GLOBAL const real* 
  */
 KERNEL void applyForces(GLOBAL const int* RESTRICT atomIndex, GLOBAL const int* RESTRICT localOf,
         GLOBAL const int* RESTRICT atomStart, GLOBAL const int* RESTRICT slotEntries, GLOBAL const real* RESTRICT slots,
-        GLOBAL mm_ulong* RESTRICT forceBuffers, GLOBAL real* RESTRICT zBuffer) {
+        GLOBAL mm_ulong* RESTRICT forceBuffers, GLOBAL real* RESTRICT zBuffer, GLOBAL int* RESTRICT badAtoms) {
     for (int i = GLOBAL_ID; i < LB_NUM_ATOMS; i += GLOBAL_SIZE) {
         int l = localOf[atomIndex[i]];
         if (l < 0)
@@ -575,8 +580,13 @@ KERNEL void applyForces(GLOBAL const int* RESTRICT atomIndex, GLOBAL const int* 
             real3 v = lbLoad3(slots, entry >> 1);
             grad = ((entry & 1) ? lbSub(grad, v) : lbAdd(grad, v));
         }
-        if (!(isfinite(grad.x) && isfinite(grad.y) && isfinite(grad.z)))
+        if (!(isfinite(grad.x) && isfinite(grad.y) && isfinite(grad.z))) {
+            // reported by the host (with this atom) at the next check; never converted to fixed point
             zBuffer[LB_LATENT_DIM] = 1;
+            if (zBuffer[LB_LATENT_DIM+4] == 0)
+                badAtoms[l] = 1;
+            continue;
+        }
         // Atomic: with PME, OpenMM's reciprocal-space forces are added to the same buffer from another stream
         // (CUDA) or queue (OpenCL) while this kernel runs (its own kernels use ATOMIC_ADD for this reason).
         ATOMIC_ADD(&forceBuffers[i], (mm_ulong) realToFixedPoint(-grad.x));
