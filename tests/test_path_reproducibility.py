@@ -76,3 +76,16 @@ def test_window_seeds():
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(ValueError, match="seed must be a non-negative integer"):
             window_seeds(bad, 0)
+
+
+def test_cli_threads_option_is_checked(tmp_path):
+    """``latentbias path --threads`` pins the CPU platform's thread count; refused on another platform or < 1."""
+    from latentbias.cli import main
+
+    base = ["path", str(tmp_path / "no_run"), "--quiet"]
+    with pytest.raises(SystemExit, match="--threads sets the CPU platform's thread count"):
+        main(base + ["--platform", "Reference", "--threads", "2"])
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        main(base + ["--platform", "CPU", "--threads", "0"])
+    with pytest.raises(SystemExit, match="not a campaign run directory"):  # got past the option check
+        main(base + ["--platform", "CPU", "--threads", "1"])
