@@ -15,6 +15,16 @@ _ENDPOINTS = "'z0,z1' or 'z0,z1,z2' (latent point), 'frame:N' (frame N, order of
              "latent FES, lowest first) or 'auto'"
 
 
+def _properties(args: argparse.Namespace) -> dict[str, str] | None:
+    if args.threads is None:
+        return None
+    if args.threads < 1:
+        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
+    if args.platform != "CPU":
+        raise SystemExit(f"error: --threads sets the CPU platform's thread count; --platform is {args.platform}")
+    return {"Threads": str(args.threads)}
+
+
 def _cmd_path(args: argparse.Namespace) -> int:
     from .workflow import transition_path_from_rundir, write_path_outputs
 
@@ -27,7 +37,8 @@ def _cmd_path(args: argparse.Namespace) -> int:
     tp = transition_path_from_rundir(
         rundir, args.start, args.end, args.nodes, bins=args.bins, smooth=args.smooth, fixed_ends=args.fixed_ends,
         sensitivity_samples=args.sensitivity_samples, n_bootstrap=args.bootstrap, seed=args.seed,
-        output_dir=out / "windows", platform=args.platform, force_constant=args.force_constant,
+        output_dir=out / "windows", platform=args.platform, platform_properties=_properties(args),
+        force_constant=args.force_constant,
         equilibration_steps=args.equilibration_steps, production_steps=args.production_steps,
         sample_interval=args.sample_interval, progress=not args.quiet)
     write_path_outputs(tp, out, overwrite=True)
@@ -55,6 +66,9 @@ def add_path_parser(sub: Any) -> None:
     p.add_argument("--nodes", type=int, default=16, help="nodes of the path (= structures = umbrella windows)")
     p.add_argument("--platform", default="Reference",
                    help="OpenMM platform for the restrained MD (named explicitly; Reference or CPU on a CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the CPU platform (default: OpenMM's, every core); the windows are bitwise "
+                        "reproducible only with the same --seed and thread count")
     p.add_argument("--force-constant", type=float, default=None,
                    help="umbrella force constant, kJ/mol per latent unit^2 (default: thermal width = half the node "
                         "spacing)")

@@ -15,6 +15,16 @@ The windows' samples form a :class:`~latentbias.bias.umbrella.UmbrellaResult`, a
 (:func:`latentbias.pathway.profile.umbrella_profile`). With ``output_dir`` every finished window is written
 atomically (``window_<k>.npz``) and a rerun skips it (resume).
 
+Reproducibility. Every window runs in its own Context with its own seeds (:func:`window_seeds`: children of
+``numpy.random.SeedSequence(seed)``, never 0 — OpenMM treats an integrator seed of 0 as "pick one at random"), for
+the Langevin integrator and for the initial velocities. So a window does not depend on the windows run before it
+in the same process or call, and a resumed run (some windows read from ``output_dir``) gives the windows an
+uninterrupted run gives. Bitwise identical windows need the same seed, settings, platform, OpenMM/torch build and
+— on the CPU platform — the same ``Threads`` property: its random streams and force summation are split over
+threads, so another thread count (OpenMM's default is every core, or ``OPENMM_CPU_THREADS``) gives another,
+equally valid trajectory. Pass ``platform_properties={"Threads": "1"}`` (``latentbias path --threads``) to pin it;
+the count used is recorded in ``settings["threads"]``. The Reference platform is single-threaded and deterministic.
+
 Units: nm, ps, kJ/mol, K; force constants in kJ/mol per (unit of z)².
 """
 
@@ -35,7 +45,7 @@ from ..io import load_npz, save_npz
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PathWindows", "default_force_constant", "relax_path"]
+__all__ = ["PathWindows", "default_force_constant", "relax_path", "window_seeds"]
 
 
 def default_force_constant(nodes: Any, temperature: float, overlap: float = 2.0) -> float:
@@ -72,6 +82,24 @@ class PathWindows:
     potential_energy: np.ndarray
     umbrella: Any
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def window_seeds(seed: int, window: int) -> tuple[int, int]:
+    """(integrator seed, velocity seed) of window ``window`` of a path relaxed with base seed ``seed``.
+
+    Children ``SeedSequence(seed, spawn_key=(window, stream))`` — what ``SeedSequence(seed).spawn`` would give,
+    addressable per window so a resumed run draws the seeds of an uninterrupted one — mapped to [1, 2**31 - 1]
+    (OpenMM takes a signed 32-bit seed and treats 0 as "random").
+    """
+    from ..campaign.seeds import MAX_SEED
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if int(window) < 0:
+        raise ValueError(f"window must be >= 0, got {window!r}")
+    states = [np.random.SeedSequence(int(seed), spawn_key=(int(window), stream)).generate_state(1, np.uint64)[0]
+              for stream in range(2)]
+    return int(states[0] % MAX_SEED) + 1, int(states[1] % MAX_SEED) + 1
 
 
 def _quench(context: Any, tolerance: float, max_iterations: int) -> None:
@@ -137,7 +165,8 @@ def relax_path(
     quench_factor : float
         Restraint stiffening for the final quench of each node's structure.
     seed : int
-        Velocities of window k use ``seed + k``; the integrator uses ``seed``.
+        Base seed (>= 0); window k's integrator and velocities use :func:`window_seeds` (seed, k). Same seed and
+        settings on the same platform (and CPU thread count): the same windows (module docstring).
     backend : {"auto", "native", "torchforce"}
         Of the :class:`~latentbias.bias.restraint.LatentRestraint`.
     output_dir : path, optional
@@ -182,12 +211,27 @@ def relax_path(
         raise ValueError(f"nodes have {p.shape[1]} coordinates but {restraint.ndim} latent dimensions are restrained")
     group = restraint.force.getForceGroup()
     others = {g for g in range(32) if g != group}
-    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
-                                                 timestep * unit.picosecond)
-    integrator.setRandomNumberSeed(int(seed))
+    seeds = [window_seeds(seed, w) for w in range(len(p))]  # validates seed
     plat = openmm.Platform.getPlatformByName(platform)
     check_platform(sys_copy, plat)
-    context = openmm.Context(sys_copy, integrator, plat, dict(platform_properties or {}))
+    properties = {str(key): str(v) for key, v in (platform_properties or {}).items()}
+
+    def new_context(w: int) -> tuple[Any, Any]:
+        """A fresh Context for window w: its integrator seeded with window w's own seed (the Reference and CPU
+        platforms seed their random streams when the Context is created, so a Context per window makes a window
+        independent of the ones run before it)."""
+        integ = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
+                                                timestep * unit.picosecond)
+        integ.setRandomNumberSeed(seeds[w][0])
+        ctx = openmm.Context(sys_copy, integ, plat, properties)
+        if platform == "CPU" and settings["threads"] is None:
+            settings["threads"] = int(plat.getPropertyValue(ctx, "Threads"))
+            if "Threads" not in properties:
+                logger.info("CPU platform with OpenMM's default of %d threads: the windows are reproducible only "
+                            "with the same thread count (platform_properties={'Threads': ...} pins it)",
+                            settings["threads"])
+        return integ, ctx
+
     periodic = sys_copy.usesPeriodicBoundaryConditions()
     box0 = sys_copy.getDefaultPeriodicBoxVectors()
     folder = None if output_dir is None else Path(output_dir)
@@ -196,6 +240,7 @@ def relax_path(
     settings = {"temperature": float(temperature), "force_constant": k, "platform": platform, "timestep": timestep,
                 "friction": friction, "equilibration_steps": int(equilibration_steps),
                 "production_steps": int(production_steps), "sample_interval": int(sample_interval), "seed": int(seed),
+                "threads": int(properties["Threads"]) if platform == "CPU" and "Threads" in properties else None,
                 "quench_factor": float(quench_factor),
                 "dims": restraint.dims, "backend": restraint.backend}
 
@@ -209,13 +254,16 @@ def relax_path(
         path = None if folder is None else folder / f"window_{w:03d}.npz"
         if path is not None and path.is_file():
             data = load_npz(path)
+            same_seed = "seeds" not in data or np.array_equal(data["seeds"], seeds[w])  # files before seeds: kept
             if data["center"].shape == p[w].shape and np.allclose(data["center"], p[w]) \
-                    and float(data["force_constant"]) == k and data["z"].shape[0] == n_samples:
+                    and float(data["force_constant"]) == k and data["z"].shape[0] == n_samples and same_seed:
                 for key in out:
                     out[key].append(data[key])
                 logger.info("window %d: read from %s", w, path)
                 continue
-            raise ValueError(f"{path} belongs to another path or settings; use another output folder")
+            raise ValueError(f"{path} belongs to another path or settings (node, force constant, number of "
+                             "samples or seed differ); use another output folder")
+        integrator, context = new_context(w)
         restraint.setCenters(context, p[w])
         restraint.setForceConstants(context, np.full(restraint.ndim, k))
         if periodic:
@@ -223,7 +271,7 @@ def relax_path(
         context.setPositions(x0[w] * unit.nanometer)
         context.setTime(0.0)
         _quench(context, minimize_tolerance, minimize_iterations)
-        context.setVelocitiesToTemperature(temperature * unit.kelvin, int(seed) + w)
+        context.setVelocitiesToTemperature(temperature * unit.kelvin, seeds[w][1])
         if equilibration_steps:
             integrator.step(int(equilibration_steps))
         zs, steps = [], []
@@ -242,15 +290,15 @@ def relax_path(
         state = context.getState(getPositions=True, getEnergy=True, groups=others)
         pos, z = encode(state)
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        del context, integrator
         rec = {"z": np.asarray(zs), "step": np.asarray(steps), "structure": pos, "structure_z": z,
                "energy": np.asarray(energy)}
         for key in out:
             out[key].append(rec[key])
         if path is not None:
-            save_npz(path, center=p[w], force_constant=np.asarray(k), **rec)
+            save_npz(path, center=p[w], force_constant=np.asarray(k), seeds=np.asarray(seeds[w]), **rec)
         logger.info("window %d/%d at %s: %d samples, relaxed structure at z=%s, E=%.1f kJ/mol", w + 1, len(p),
                     np.array2string(p[w], precision=3), n_samples, np.array2string(z, precision=3), energy)
-    del context
     umbrella = UmbrellaResult(p.copy(), np.full(p.shape, k), [np.asarray(z) for z in out["z"]], float(temperature),
                               restraint.parameters(), [np.asarray(s) for s in out["step"]])
     return PathWindows(p.copy(), np.stack(out["structure"]), np.stack(out["structure_z"]),

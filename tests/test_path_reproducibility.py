@@ -1,0 +1,91 @@
+"""Reproducible umbrella windows along a path (:func:`latentbias.pathway.relax.relax_path`).
+
+The broken case this guards: the default seed 0 was handed to OpenMM's integrator, where 0 means "pick a seed at
+random", so two runs of the same path (back to back in one process, as the villin API + CLI test does) gave
+different windows; and one Context served all windows, so a resumed run continued another random stream than an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentbias.pathway import relax_path
+from latentbias.pathway.relax import window_seeds
+
+from conftest import perturbed_frames
+
+KW = dict(equilibration_steps=10, production_steps=60, sample_interval=10, minimize_iterations=30,
+          minimize_tolerance=50.0)
+
+
+def _nodes(model_path, xyz):
+    import latentbias as lb
+
+    z = lb.load_model(model_path).encode(perturbed_frames(xyz, 20, scale=0.01, seed=3))
+    lo, hi = z.min(0), z.max(0)
+    return np.linspace(lo, hi, 3)
+
+
+def _arrays(w):
+    return {"structures": w.structures, "structure_z": w.structure_z, "energy": w.potential_energy,
+            "z": np.concatenate(w.umbrella.z)}
+
+
+def _assert_identical(a, b):
+    for key, x in _arrays(a).items():
+        y = _arrays(b)[key]
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), key  # bitwise, not allclose
+
+
+@pytest.mark.parametrize("platform, properties", [("Reference", None), ("CPU", {"Threads": "1"})])
+def test_path_windows_are_reproducible_and_resumable(ala2, ala2_model, tmp_path, platform, properties):
+    """Same seed twice in one process (seed 0 too: OpenMM's "random" seed before the fix) -> bitwise identical
+    windows; a resumed run (one window file removed) -> the uninterrupted run's windows; another seed -> other
+    windows; resuming with another seed is refused."""
+    system, _, xyz = ala2
+    nodes = _nodes(ala2_model, xyz)
+    x0 = np.repeat(xyz[None], len(nodes), axis=0)
+    kw = dict(KW, platform=platform, platform_properties=properties, temperature=300.0)
+    first = relax_path(ala2_model, system, nodes, x0, seed=0, output_dir=tmp_path / "a", **kw)
+    second = relax_path(ala2_model, system, nodes, x0, seed=0, output_dir=tmp_path / "b", **kw)
+    _assert_identical(first, second)
+    assert first.settings["seed"] == 0
+    if platform == "CPU":
+        assert first.settings["threads"] == 1
+    # resume: window 1 recomputed after window 0 was read from its file -> what the uninterrupted run had
+    (tmp_path / "a" / "window_001.npz").unlink()
+    resumed = relax_path(ala2_model, system, nodes, x0, seed=0, output_dir=tmp_path / "a", **kw)
+    _assert_identical(first, resumed)
+    other = relax_path(ala2_model, system, nodes, x0, seed=1, **kw)
+    for key, x in _arrays(first).items():
+        if key != "energy":  # a quench can land two runs in the same minimum only by chance; the samples cannot
+            assert not np.array_equal(x, _arrays(other)[key]), key
+    assert not np.array_equal(first.umbrella.z[0], other.umbrella.z[0])
+    with pytest.raises(ValueError, match="seed differ"):
+        relax_path(ala2_model, system, nodes, x0, seed=1, output_dir=tmp_path / "a", **kw)
+
+
+def test_window_seeds():
+    """Per-window seeds: never OpenMM's "random" 0, in its int32 range, distinct across windows and streams,
+    a function of (seed, window) only; bad seeds refused."""
+    seeds = np.array([window_seeds(s, w) for s in (0, 1, 2**40) for w in range(50)])
+    assert seeds.min() >= 1 and seeds.max() <= 2**31 - 1
+    assert len(np.unique(seeds)) == seeds.size
+    assert window_seeds(0, 7) == window_seeds(0, 7) and window_seeds(0, 7) != window_seeds(1, 7)
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            window_seeds(bad, 0)
+
+
+def test_cli_threads_option_is_checked(tmp_path):
+    """``latentbias path --threads`` pins the CPU platform's thread count; refused on another platform or < 1."""
+    from latentbias.cli import main
+
+    base = ["path", str(tmp_path / "no_run"), "--quiet"]
+    with pytest.raises(SystemExit, match="--threads sets the CPU platform's thread count"):
+        main(base + ["--platform", "Reference", "--threads", "2"])
+    with pytest.raises(SystemExit, match="--threads must be >= 1"):
+        main(base + ["--platform", "CPU", "--threads", "0"])
+    with pytest.raises(SystemExit, match="not a campaign run directory"):  # got past the option check
+        main(base + ["--platform", "CPU", "--threads", "1"])
