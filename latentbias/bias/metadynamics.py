@@ -81,7 +81,7 @@ class LatentMetadynamics:
         Steps between syncs with ``biasDir`` (a multiple of ``frequency``).
     biasDir : str or path-like, optional
         Shared folder for multiple walkers / continuation.
-    wallForceConstant : float
+    wallForceConstant : float, default 1000.0
         kJ/mol per (unit of z)² beyond non-periodic grid edges.
     walkerId : str, optional
         Name of this walker's file in ``biasDir`` (default: random).
