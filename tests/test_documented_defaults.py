@@ -1,5 +1,6 @@
 """API contract of the physics modules: every numeric default of a public function, method or constructor is
-stated in its numpydoc ``Parameters`` entry (``n_bootstrap : int, default 200``) and equals the signature's.
+stated in its numpydoc ``Parameters`` entry (``n_bootstrap : int, default 200``) and equals the signature's, and
+every documented parameter can be passed by its documented name (none is positional-only).
 
 A default such as a bootstrap count, a seed, a bin count or a wall force constant is part of the documented
 interface: a changed signature that the docstring does not follow (or the reverse) is doc drift, and a slip in
@@ -101,10 +102,14 @@ def _cases():
 
 @pytest.mark.parametrize("module_name, qualname, func, doc", list(_cases()))
 def test_documented_defaults_equal_the_signature(module_name, qualname, func, doc):
+    """Documented defaults equal the signature's; numeric defaults are documented; documented names are
+    keywords."""
     sig = inspect.signature(func)
     documented = parameters_section(doc)
     problems = []
     for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.name in documented:
+            problems.append(f"{p.name} is documented by name but positional-only")
         if p.name not in documented:
             if _numeric(p.default):
                 problems.append(f"{p.name}={p.default!r} has no numpydoc entry")

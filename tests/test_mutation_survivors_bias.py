@@ -15,7 +15,7 @@ import latentbias as lb
 from latentbias import native
 from latentbias.analysis import kt_kjmol
 from latentbias.bias import BiasGrid, LatentMetadynamics, LatentRestraint, LatentVariable, steer
-from latentbias.bias.fused import FusedBackend
+from latentbias.bias.fused import FusedBackend, default_grid_backend
 from latentbias.export import load_model, save_cv_module
 
 from test_restraint_exact import fixed_particles_simulation
@@ -43,8 +43,20 @@ def test_native_path_refused_for_a_model_without_description_names_the_file(tmp_
             backend = FusedBackend(mf, particle_system(DOUBLE_WELL_1D), grid, evaluationPath=requested)
         assert backend.force.getResolvedEvaluationPath() == "torch"
         (line,) = [r.getMessage() for r in caplog.records if "evaluation path" in r.getMessage()]
-        assert line.startswith(f"LatentBiasForce for {path}: torch evaluation path")
+        assert line.startswith(f"LatentBiasForce for {path}: torch evaluation path (TorchScript through libtorch")
         assert ("the model has no native description" in line) is reason, line
+
+
+@needs_plugin
+def test_the_native_force_is_the_default_grid_backend_when_the_plugin_is_built(tmp_path):
+    """Documented default backend: FusedBackend (one encoder pass per step) when the plugin is built."""
+    assert default_grid_backend() is FusedBackend
+    model = tmp_path / "x.pt"
+    identity_model(model, 1, 1)
+    meta = LatentMetadynamics(particle_system(DOUBLE_WELL_1D), model,
+                              [LatentVariable(0, -1.0, 1.0, 0.05, gridWidth=41)], 300.0, biasFactor=6.0, height=0.5,
+                              frequency=10)
+    assert type(meta.backend) is FusedBackend
 
 
 @needs_plugin
