@@ -119,3 +119,19 @@ def test_default_walker_ids_are_twelve_random_hex_digits(tmp_path):
     doc = " ".join(LatentMetadynamics.__doc__.split())
     assert "walkerId : str, optional Name of this walker's file in ``biasDir`` (default: 12 random hexadecimal " \
            "digits" in doc
+
+
+@pytest.mark.parametrize("backend", ["torchforce"] + (["native"] if native.is_available() else []))
+@pytest.mark.parametrize("wall_k", [0.5, 1.0])
+def test_soft_walls_act_whatever_their_force_constant(tmp_path, backend, wall_k):
+    """A wall with a force constant at or below 1 kJ/mol/z² still acts: z = 1.5 nm beyond an upper wall at
+    1.2 nm gives ½ k_c (z − c)² + ½ k_w (z − 1.2)² exactly (fixed particles, Reference platform)."""
+    model = save_cv_module(lb.Distances([[0, 1]]), tmp_path / "d.pt", n_atoms=2, latent_dim=1)
+    system = openmm.System()
+    system.addParticle(0.0)
+    system.addParticle(0.0)
+    LatentRestraint(model, system, centers=[1.0], forceConstants=[2.0], upperWalls=[1.2],
+                    wallForceConstant=wall_k, forceGroup=3, backend=backend)
+    sim = fixed_particles_simulation(system, np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]]))
+    energy = sim.context.getState(getEnergy=True, groups={3}).getPotentialEnergy()._value
+    assert energy == pytest.approx(0.5 * 2.0 * 0.5**2 + 0.5 * wall_k * 0.3**2, rel=1e-9)
