@@ -135,3 +135,20 @@ def test_soft_walls_act_whatever_their_force_constant(tmp_path, backend, wall_k)
     sim = fixed_particles_simulation(system, np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]]))
     energy = sim.context.getState(getEnergy=True, groups={3}).getPotentialEnergy()._value
     assert energy == pytest.approx(0.5 * 2.0 * 0.5**2 + 0.5 * wall_k * 0.3**2, rel=1e-9)
+
+
+@needs_plugin
+def test_a_loaded_model_whose_file_was_removed_still_builds_the_native_force(tmp_path):
+    """The force is built from the loaded model's archive when its file is gone (``model_bytes``): z = x of the
+    particle (identity model) and the bias of a linear table V = 2 + 3 z, exactly at the nodes."""
+    path = tmp_path / "x.pt"
+    identity_model(path, 1, 1)
+    mf = load_model(path)
+    path.unlink()
+    system = particle_system("0")
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=21)])
+    backend = FusedBackend(mf, system, grid)
+    backend.set_grid(2.0 + 3.0 * grid.axes[0], None)
+    sim = fixed_particles_simulation(system, np.array([[0.4, 0.0, 0.0]]))
+    np.testing.assert_allclose(backend.latent_values(sim.context), [0.4], rtol=1e-12)
+    assert backend.energy(sim.context) == pytest.approx(2.0 + 3.0 * 0.4, rel=1e-9)
