@@ -56,9 +56,10 @@ def main(argv: list[str]) -> int:
         patch = diff.split("\n", 1)[1] if diff.startswith("--- mutation diff ---") else diff
         patch = patch if patch.endswith("\n") else patch + "\n"
         try:
-            subprocess.run(["patch", "-p1", "--silent", "--no-backup-if-mismatch"], input=patch, text=True,
-                           check=True)
-            rc, out = _run(stages)
+            applied = subprocess.run(["patch", "-p1", "--silent", "--no-backup-if-mismatch"], input=patch,
+                                     text=True).returncode == 0
+            # a stored diff that patch cannot apply (e.g. a mutant of a last line without a newline): say so
+            rc, out = _run(stages) if applied else (2, "patch did not apply: check this mutant by hand")
         finally:
             path.write_bytes(original)
         first = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
