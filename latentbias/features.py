@@ -219,7 +219,7 @@ class Distances(Featurizer):
         topology : mdtraj.Topology or openmm.app.Topology
         selection : str or sequence of int
             mdtraj selection string or atom indices.
-        min_separation : int
+        min_separation : int, default 1
             Skip pairs closer than this in selection order (1 keeps all pairs).
         """
         atoms = select_atoms(topology, selection)
@@ -255,9 +255,9 @@ class Contacts(Featurizer):
     Parameters
     ----------
     pairs : array_like of int, shape=(n_pairs, 2)
-    r0 : float
+    r0 : float, default 0.8
         Switching distance, **nm** (s = 1/2 at r0).
-    n : int
+    n : int, default 6
         Steepness exponent (default 6).
     """
 
@@ -278,7 +278,18 @@ class Contacts(Featurizer):
     def from_selection(
         cls, topology: Any, selection: str | Sequence[int], r0: float = 0.8, n: int = 6
     ) -> "Contacts":
-        """Contacts between all pairs of selected atoms."""
+        """Contacts between all pairs of selected atoms.
+
+        Parameters
+        ----------
+        topology : mdtraj.Topology or openmm.app.Topology
+        selection : str or sequence of int
+            mdtraj selection string or atom indices.
+        r0 : float, default 0.8
+            Switching distance, **nm**.
+        n : int, default 6
+            Exponent of the switching function (as in the constructor).
+        """
         atoms = select_atoms(topology, selection)
         if len(atoms) < 2:
             raise ValueError(f"selection {selection!r} has {len(atoms)} atom(s); contacts need at least 2")
@@ -516,7 +527,7 @@ class Standardizer(torch.nn.Module):
         features : array_like, shape=(n_frames, n_features)
         weights : array_like, shape=(n_frames,), optional
             Non-negative per-frame weights.
-        min_scale : float
+        min_scale : float, default 1e-6
             Features whose standard deviation is below this are left unscaled (scale 1) instead of blowing up.
         """
         x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
@@ -554,8 +565,8 @@ def featurize(
     featurizer : Featurizer
     positions : array_like, shape=(n_frames, n_atoms, 3), **nm**
     box : array_like, shape=(n_frames, 3, 3) or (3, 3), **nm**, optional
-    batch_size : int
-        Frames per batch.
+    batch_size : int, default 1024
+        Frames per batch (memory only: the features do not depend on it).
 
     Returns
     -------
@@ -602,7 +613,7 @@ def build_featurizer(
         mdtraj selection for the atom-based kinds.
     reference : array_like (n_atoms, 3) nm or mdtraj.Trajectory
         Reference structure for ``aligned``.
-    contact_r0 : float
+    contact_r0 : float, default 0.8
         Switching distance of ``contacts``, nm.
     """
     parts: list[Featurizer] = []

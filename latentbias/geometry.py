@@ -98,6 +98,9 @@ def rigid_frames(n: Tensor, ca: Tensor, c: Tensor, eps: float = 1e-8) -> tuple[T
     ----------
     n, ca, c : Tensor, shape=(..., r, 3)
         Backbone atom positions, **nm**.
+    eps : float, default 1e-8
+        Added to squared norms (nm²) before the square root, so that coincident atoms give finite frames and
+        gradients.
 
     Returns
     -------

@@ -1,28 +1,28 @@
-"""Run the pending mutants of a cosmic-ray session in forked children of one warm process (a faster ``exec``).
+"""Run the pending mutants of a cosmic-ray session, each in a forked child of one warm process.
 
     python mutation/fork_exec.py <session.sqlite> <config.toml> [--max-minutes M] [--shard i/n]
 
-``cosmic-ray exec`` starts a fresh ``python -m pytest`` for every mutant; importing torch, OpenMM and the package
-is most of that (10-40 s per mutant on a shared 2-core machine). This runner imports them **once**, then for each
-pending mutant of the session forks a child that
+The one runner of ``mutation/run.sh`` (``make mutation``). ``cosmic-ray exec`` starts a fresh
+``python -m pytest`` for every mutant; importing torch, OpenMM, mdtraj and scipy is most of that (10-40 s per
+mutant on a shared 2-core machine). This runner imports those third-party packages **once** (never ``latentbias``)
+and, for each pending mutant of the session,
 
 1. builds the mutant with cosmic-ray's own operator (``cosmic_ray.mutating.mutate_code``: the same mutant, same
-   occurrence numbering as ``cosmic-ray exec``) and writes it to the module file (so ``inspect``/TorchScript see
-   it);
-2. executes the mutated source in the already imported module's namespace and rebinds every name other loaded
-   modules imported from it (``from .fes import free_energy_surface``: same name, same old object) to the new
-   object, so callers anywhere reach the mutant;
-3. runs ``pytest.main`` with the arguments of the config's ``test-command`` (test modules are imported fresh in
-   the child, after the rebinding).
+   occurrence numbering as ``cosmic-ray exec``) and writes it to the module file;
+2. forks a child that imports ``latentbias`` **fresh from the files on disk** (the parent never imported it, so
+   the mutant is seen everywhere: by importers, registries, ``inspect`` and TorchScript alike) and runs
+   ``pytest.main`` on each stage of the config's ``test-command`` in turn — stages are separated by ``--then``
+   (a small exact-test file first: most mutants die there in seconds, before the big selection is collected);
+   a stage runs in its own child, so nothing of one stage or mutant leaks into the next;
+3. restores the original source and records the outcome in the session database with cosmic-ray's semantics
+   (every stage passes: survived; anything else, a crash at import or a timeout of the whole selection included:
+   killed), so ``cr-report`` reads it like any session.
 
-The parent restores the original source after each child and records the outcome in the session database with
-cosmic-ray's semantics (exit status 0: survived; anything else, a crash at import or a timeout included: killed),
-so ``cr-report`` reads it like any session. Run it from the root of the tree to mutate, with that tree first on
-PYTHONPATH, and not in a tree you are editing (the module file is rewritten while a mutant runs). ``--shard i/n``
-splits a session over n processes, each in its own copy of the tree, sharing the session database.
-Limitation: the warm process keeps the *original* module's objects that exist before the fork (none of the
-package's objects are created at import time by the physics modules mutated here); a mutant of a module whose
-import-time side effects matter elsewhere must be run with ``cosmic-ray exec``.
+``test-command`` must read ``python -m pytest ARGS [--then ARGS ...]``. Bytecode is never written, so a mutant's
+``.pyc`` cannot be picked up later. Run it from the root of the tree to mutate, with that tree first on PYTHONPATH
+(``run.sh`` does both), and not in a tree you are editing (the module file is rewritten while a mutant runs).
+``--shard i/n`` splits a session over n processes, each in its own copy of the tree, sharing the session database.
+``mutation/recheck_survivors.py`` uses :func:`run_stages` to re-run survivors against tests written later.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import pkgutil
 import shlex
 import signal
 import sys
@@ -39,46 +38,44 @@ import time
 import tomllib
 from pathlib import Path
 
+_PRELOAD = ("numpy", "scipy.linalg", "scipy.optimize", "scipy.special", "scipy.stats", "torch", "openmm",
+            "openmm.app", "openmm.unit", "mdtraj", "openmmtorch", "pymbar", "pytest", "_pytest.python")
 
-def _preload() -> None:
-    import torch  # noqa: F401  (before openmm, as latentbias does)
 
-    import latentbias
-
-    for info in pkgutil.walk_packages(latentbias.__path__, "latentbias."):
-        try:
-            importlib.import_module(info.name)
-        except Exception:  # noqa: BLE001  (optional extras; the child imports what it needs)
-            pass
-    for name in ("pytest", "mdtraj", "pymbar", "scipy.stats", "scipy.optimize", "openmm.app", "matplotlib"):
+def preload() -> None:
+    """Import the slow third-party packages once (before any fork); never ``latentbias``."""
+    sys.dont_write_bytecode = True
+    for name in _PRELOAD:  # torch before openmm, as latentbias does
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001  (optional extras; the child imports what it needs)
             pass
+    loaded = [m for m in sys.modules if m == "latentbias" or m.startswith("latentbias.")]
+    if loaded:
+        raise RuntimeError(f"latentbias was imported before the fork ({loaded[:3]}): a mutant would not be seen")
 
 
-def _child(module_name: str, path: Path, mutated: str, pytest_args: list[str], log: Path) -> None:
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def parse_stages(args: list[str]) -> list[list[str]]:
+    """Split pytest arguments at ``--then`` into stages."""
+    stages: list[list[str]] = [[]]
+    for a in args:
+        if a == "--then":
+            stages.append([])
+        else:
+            stages[-1].append(a)
+    return [s for s in stages if s]
+
+
+def _child(pytest_args: list[str], log: Path) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.setsid()
     try:
-        path.write_text(mutated)
-        mod = sys.modules[module_name]
-        old = dict(vars(mod))
-        exec(compile(mutated, str(path), "exec"), mod.__dict__)  # noqa: S102
-        new = vars(mod)
-        for other in list(sys.modules.values()):
-            d = getattr(other, "__dict__", None)
-            if other is mod or not isinstance(d, dict):
-                continue
-            for key, value in list(d.items()):
-                if key in old and old[key] is value and key in new and new[key] is not value:
-                    d[key] = new[key]
         import pytest
 
         rc = pytest.main(pytest_args)
-    except BaseException:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001  (report, never return into the parent's loop)
         import traceback
 
         traceback.print_exc()
@@ -86,6 +83,37 @@ def _child(module_name: str, path: Path, mutated: str, pytest_args: list[str], l
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(rc))
+
+
+def run_stages(stages: list[list[str]], log: Path, timeout: float) -> int | None:
+    """Run each stage in a fresh fork, stopping at the first failure.
+
+    Returns the first non-zero exit status (a child killed by a signal gives 128 + signal), 0 if every stage
+    passed, or None if the stages together ran past ``timeout`` seconds (the child's process group is killed).
+    The children's output is appended to ``log``.
+    """
+    t0 = time.monotonic()
+    for stage in stages:
+        pid = os.fork()
+        if pid == 0:
+            _child(stage, log)
+        while True:
+            waited, status = os.waitpid(pid, os.WNOHANG)
+            if waited:
+                break
+            if time.monotonic() - t0 > timeout:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None
+            time.sleep(0.05)
+        rc = os.waitstatus_to_exitcode(status)
+        rc = 128 - rc if rc < 0 else rc
+        if rc != 0:
+            return rc
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -99,22 +127,20 @@ def main(argv: list[str]) -> int:
         cfg = tomllib.load(f)["cosmic-ray"]
     command = shlex.split(cfg["test-command"])
     if command[:3] != ["python", "-m", "pytest"]:
-        print(f"{args.config}: test-command must start with 'python -m pytest'", file=sys.stderr)
+        print(f"{args.config}: test-command must read 'python -m pytest ARGS [--then ARGS ...]'", file=sys.stderr)
         return 2
-    pytest_args = command[3:]
+    stages = parse_stages(command[3:])
     timeout = float(cfg.get("timeout", 300.0))
-    path = Path(cfg["module-path"])
-    module_name = ".".join(path.with_suffix("").parts)
-    original = path.read_text()
+    paths = cfg["module-path"]
+    paths = [Path(p) for p in ([paths] if isinstance(paths, str) else paths)]
+    originals = {p: p.read_text() for p in paths}
 
     from cosmic_ray import plugins
     from cosmic_ray.mutating import _make_diff, mutate_code
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 
-    _preload()
-    if module_name not in sys.modules:
-        importlib.import_module(module_name)
+    preload()
     start = time.monotonic()
     done = 0
     with use_db(args.session, WorkDB.Mode.open) as db, tempfile.TemporaryDirectory() as tmp:
@@ -123,38 +149,28 @@ def main(argv: list[str]) -> int:
             if args.max_minutes is not None and time.monotonic() - start > 60 * args.max_minutes:
                 break
             (spec,) = item.mutations
-            if Path(spec.module_path) != path:
-                print(f"skipping {item.job_id}: mutates {spec.module_path}, not {path}", file=sys.stderr)
+            path = Path(spec.module_path)
+            if path not in originals:
+                print(f"skipping {item.job_id}: mutates {spec.module_path}, not in {paths}", file=sys.stderr)
                 continue
+            original = originals[path]
             operator = plugins.get_operator(spec.operator_name)(**(spec.operator_args or {}))
             mutated = mutate_code(original, operator, spec.occurrence)
             if mutated is None:
                 db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.NO_TEST))
                 continue
             log = Path(tmp) / "out.txt"
+            log.unlink(missing_ok=True)
             t0 = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                _child(module_name, path, mutated, pytest_args, log)
-            status = None
-            while time.monotonic() - t0 < timeout:
-                waited, status = os.waitpid(pid, os.WNOHANG)
-                if waited:
-                    break
-                time.sleep(0.05)
-            else:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                status = None
-            path.write_text(original)
+            try:
+                path.write_text(mutated)
+                rc = run_stages(stages, log, timeout)
+            finally:
+                path.write_text(original)
             output = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-            if status is None:
-                outcome, output = TestOutcome.KILLED, "timeout"
+            if rc is None:
+                outcome, output = TestOutcome.KILLED, f"timeout after {timeout:.0f} s\n{output}"
             else:
-                rc = os.waitstatus_to_exitcode(status)
                 outcome = TestOutcome.SURVIVED if rc == 0 else TestOutcome.KILLED
                 output = f"exit status {rc}\n{output}"
             diff = "\n".join(_make_diff(original, mutated, path))
@@ -163,9 +179,10 @@ def main(argv: list[str]) -> int:
             done += 1
             line = next((ln for ln in diff.splitlines() if ln.startswith("@@")), "")
             print(f"{time.strftime('%H:%M:%S')} {outcome.value:9s} {time.monotonic() - t0:6.1f}s "
-                  f"{spec.operator_name} #{spec.occurrence} {line}", flush=True)
-    if path.read_text() != original:
-        path.write_text(original)
+                  f"{path.name} {spec.operator_name} #{spec.occurrence} {line}", flush=True)
+    for p, text in originals.items():
+        if p.read_text() != text:
+            p.write_text(text)
     print(f"{done} mutants run in {(time.monotonic() - start) / 60:.1f} min", flush=True)
     return 0
 

@@ -2,8 +2,10 @@
 # Mutation testing with cosmic-ray, one session per module (mutation/<name>.toml), resumable.
 #
 #   mutation/run.sh [name ...]      # default: every mutation/*.toml
+#   MUTATION_ARGS="--max-minutes 30" mutation/run.sh features   # extra arguments of mutation/fork_exec.py
 #
-# cosmic-ray mutates the source files IN PLACE (one mutant at a time, restored after each test run): run it on a
+# cosmic-ray builds the sessions (init + operator filter + definitions filter); mutation/fork_exec.py runs them,
+# writing each mutant to the source file IN PLACE (one at a time, restored after each test run): run it on a
 # clean tree, do not edit or test in the same tree meanwhile, and check `git status` afterwards. Sessions are kept
 # in build/mutation/<name>.sqlite; rerunning continues a session, delete the file to start afresh. The python of
 # the environment you run it from is used (`make mutation` puts the project venv first on PATH).
@@ -14,8 +16,6 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OPENMM_DEFAULT_PLATFORM=Reference \
   PYTHONDONTWRITEBYTECODE=1
 mkdir -p build/mutation
-server=
-trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true' EXIT
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   for f in mutation/*.toml; do names+=("$(basename "$f" .toml)"); done
@@ -30,16 +30,8 @@ for name in "${names[@]}"; do
     python mutation/filter_definitions.py "$db" "$cfg"
   fi
   echo "== $name: $(date -u +%H:%M:%S) start"
-  server=
-  if grep -q 'forkserver.py run' "$cfg"; then
-    # the config runs its tests through mutation/forkserver.py on build/mutation/<name>.sock: start that server
-    sock="build/mutation/$name.sock"
-    python mutation/forkserver.py serve "$sock" &
-    server=$!
-    for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.5; done
-  fi
-  cosmic-ray exec "$cfg" "$db"
-  [ -z "$server" ] || { kill "$server"; wait "$server" 2>/dev/null || true; rm -f "$sock"; }
+  # every mutant runs in a fork of one process that imported torch/OpenMM/mdtraj once (mutation/fork_exec.py)
+  python mutation/fork_exec.py "$db" "$cfg" ${MUTATION_ARGS:-}
   cr-report --show-pending "$db" | tail -n 4
   git diff --quiet -- latentbias || { echo "WARNING: latentbias/ differs from git after $name" >&2; git diff --stat; }
 done

@@ -309,17 +309,17 @@ def free_energy_surface(
     logweights : array_like, shape=(n_frames,), optional
         Log-weights of the frames in the target ensemble (see :mod:`latentbias.analysis.reweight`); -inf means
         zero weight. Default: unweighted (unbiased sampling).
-    bins : int, sequence of int or sequence of edge arrays
+    bins : int, sequence of int or sequence of edge arrays, default 50
         Histogram bins, as for ``numpy.histogramdd``.
     range : (lo, hi) or ((lo0, hi0), (lo1, hi1)[, (lo2, hi2)]), optional
         Histogram range in CV units; default: the CV's min and max. Frames outside are dropped from the histogram
         (but count in the normalisation of ``probability``).
-    temperature : float or openmm.unit.Quantity
+    temperature : float or openmm.unit.Quantity, default 300.0
         Temperature of the target ensemble, **K**.
-    n_blocks : int
+    n_blocks : int, default 5
         Number of blocks for the error estimate (contiguous blocks in frame order unless ``blocks`` is given).
         Blocks should be longer than the correlation time. ``n_blocks=1`` gives NaN errors.
-    min_count : int
+    min_count : int, default 1
         Bins with fewer frames than this get F = NaN.
     blocks : array_like of int, shape=(n_frames,), optional
         Block label of every frame (overrides ``n_blocks``; ``error_method="blocks"`` only).
@@ -333,9 +333,9 @@ def free_energy_surface(
     reweight : callable, optional
         ``reweight(indices) -> log-weights`` of the selected frames, re-solving the weights (e.g. MBAR) on a
         resample or a single replica; without it ``logweights[indices]`` is used.
-    n_bootstrap : int
+    n_bootstrap : int, default 200
         Bootstrap resamples.
-    seed : int or None
+    seed : int or None, default 0
         Seed of the bootstrap.
     observable : array_like, shape=(n_frames,) or (n_frames, k), optional
         Slow observable(s) whose statistical inefficiency sets the bootstrap block length (default: ``cv``).
@@ -479,15 +479,19 @@ def basin_free_energy_difference(
     in_a, in_b : array_like of bool, shape=(n_frames,), or callable
         Whether each frame belongs to basin A / B, or a function mapping the CV array (shape (n_frames,) for a
         1-D CV, else (n_frames, d)) to such a mask.
-    temperature : float or openmm.unit.Quantity
+    temperature : float or openmm.unit.Quantity, default 300.0
         Temperature, **K**.
-    n_blocks : int
+    n_blocks : int, default 5
         Number of contiguous blocks for the error (``blocks`` overrides, see :func:`block_labels`).
     blocks : array_like of int, shape=(n_frames,), optional
         Block label of every frame (``error_method="blocks"``).
-    error_method, states, replicas, reweight, n_bootstrap, seed
+    error_method, states, replicas, reweight
         As in :func:`free_energy_surface`; the bootstrap's block length comes from the statistical inefficiency of
         the basin indicator 1_B − 1_A within each state.
+    n_bootstrap : int, default 200
+        Bootstrap resamples.
+    seed : int or None, default 0
+        Seed of the bootstrap.
 
     Returns
     -------
@@ -551,6 +555,19 @@ def basin_free_energy_estimate(
     ``observable`` (shape=(n_frames,) or (n_frames, k)) adds slow observables to the basin indicator for the
     statistical inefficiency; pass the biased coordinate when the weights come from MBAR over several states
     (within a window the indicator may never change while the position, which sets f_k, is correlated).
+
+    Parameters
+    ----------
+    cv, logweights, in_a, in_b, error_method, states, replicas, reweight
+        As in :func:`basin_free_energy_difference`.
+    temperature : float or openmm.unit.Quantity, default 300.0
+        Temperature, **K**.
+    n_bootstrap : int, default 200
+        Bootstrap resamples.
+    seed : int or None, default 0
+        Seed of the bootstrap.
+    observable : array_like, shape=(n_frames,) or (n_frames, k), optional
+        Slow observables added to the basin indicator for the statistical inefficiency (above).
     """
     x = ensure_cv(cv, max_dim=None)
     n_frames = x.shape[0]

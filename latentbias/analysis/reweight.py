@@ -95,8 +95,8 @@ def well_tempered_ct(bias_grid_kjmol: Any, temperature: Any, bias_factor: float,
         Simulation temperature T (not T + ΔT), **K**.
     bias_factor : float
         γ = (T + ΔT)/T > 1.
-    scale : float
-        Factor s ≥ 0 of the acting bias s·V (default 1).
+    scale : float, default 1.0
+        Factor s ≥ 0 of the acting bias s·V.
 
     Returns
     -------
@@ -231,9 +231,9 @@ def mbar_logweights(
     observable : array_like, shape=(n_frames,) or (n_frames, d), optional
         Slow observable (e.g. the CV) whose statistical inefficiency within each state sets the bootstrap block
         length; without it the bootstrap treats frames as uncorrelated.
-    n_bootstrap : int
+    n_bootstrap : int, default 200
         Bootstrap resamples (``uncertainty="bootstrap"`` only).
-    seed : int or None
+    seed : int or None, default 0
         Seed of the bootstrap.
     initial_f_k : array_like, shape=(n_states,), optional
         Starting guess for f_k (dimensionless), e.g. from an earlier solve.

@@ -28,7 +28,14 @@ __all__ = ["GridBiasBackend", "CustomCVBackend", "free_force_group"]
 
 
 def free_force_group(system: Any, preferred: int = 31) -> int:
-    """Highest force group no force of ``system`` uses (OpenMM's Metadynamics does the same)."""
+    """Highest force group no force of ``system`` uses (OpenMM's Metadynamics does the same).
+
+    Parameters
+    ----------
+    system : openmm.System
+    preferred : int, default 31
+        Returned when no force uses it; otherwise the highest free group.
+    """
     used = {system.getForce(i).getForceGroup() for i in range(system.getNumForces())}
     if preferred not in used:
         return preferred
@@ -111,7 +118,7 @@ class CustomCVBackend(GridBiasBackend):
     system : openmm.System
         The force is added to it.
     grid : BiasGrid
-    wallForceConstant : float
+    wallForceConstant : float, default 1000.0
         kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
     forceGroup : int, optional
         Default: the highest free force group.

@@ -112,7 +112,7 @@ class FusedBackend(GridBiasBackend):
         The force is added to it.
     grid : BiasGrid
         Periodicity may differ between variables.
-    wallForceConstant : float
+    wallForceConstant : float, default 1000.0
         kJ/mol per (unit of z)² beyond the grid edges (non-periodic variables).
     forceGroup : int, optional
         Default: the highest free force group.

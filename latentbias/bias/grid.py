@@ -77,9 +77,9 @@ class LatentVariable:
         ----------
         values : array_like, shape=(n_frames,)
             Observed values of latent component ``index`` (e.g. z of the training frames).
-        margin : float
+        margin : float, default 0.3
             Fraction of the observed range added on each side.
-        widthFraction : float
+        widthFraction : float, default 0.05
             Gaussian width as a fraction of the observed range.
         """
         v = np.asarray(values, dtype=float)
@@ -106,7 +106,9 @@ class LatentVariable:
         model : str, path-like or LatentModelFile
             A model exported with training information (``latentbias train``, :func:`~latentbias.save_model` with
             ``training=`` or ``z_range=``, campaign models).
-        margin, widthFraction : float
+        margin : float, default 0.3
+            As in :meth:`fromSamples`.
+        widthFraction : float, default 0.05
             As in :meth:`fromSamples`.
         """
         from ..forces import as_model_file

@@ -81,10 +81,11 @@ class LatentMetadynamics:
         Steps between syncs with ``biasDir`` (a multiple of ``frequency``).
     biasDir : str or path-like, optional
         Shared folder for multiple walkers / continuation.
-    wallForceConstant : float
+    wallForceConstant : float, default 1000.0
         kJ/mol per (unit of z)² beyond non-periodic grid edges.
     walkerId : str, optional
-        Name of this walker's file in ``biasDir`` (default: random).
+        Name of this walker's file in ``biasDir`` (default: 12 random hexadecimal digits, 48 bits, so walkers
+        started without an id do not overwrite each other's files).
     recordFile : str or path-like, optional
         CSV file receiving one row per deposition (columns
         ``step,time_ps,z<i>...,bias_kjmol,wall_kjmol,ct_kjmol,logweight``; a ``#`` line states units). An existing file is appended to only if ``appendRecord`` is True.

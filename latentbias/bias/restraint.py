@@ -152,11 +152,11 @@ class LatentRestraint:
         Restrained latent components (default: all, in order).
     lowerWalls, upperWalls : float or array_like, optional
         Flat-bottom wall positions per dimension (default: none, i.e. -inf / +inf).
-    wallForceConstant : float or array_like
+    wallForceConstant : float or array_like, default 1000.0
         kJ/mol per (unit of z)² beyond the walls.
     prefix : str
         Global-parameter name prefix (use different prefixes for several restraints in one System).
-    forceGroup : int, optional
+    forceGroup : int, optional, default 30
         Force group of the TorchForce (default 30); the work of steering is measured on it.
     addToSystem : bool
         Add the force to ``system`` now.
@@ -406,7 +406,7 @@ def steer(
         Final centres.
     steps : int
         Total number of MD steps.
-    update_interval : int
+    update_interval : int, default 10
         Steps between centre updates.
 
     Returns
@@ -496,9 +496,9 @@ def fused_restraint_force(
         Restrained latent components (default: all).
     lowerWalls, upperWalls : float or array_like, optional
         Flat-bottom wall positions (default: none).
-    wallForceConstant : float or array_like
+    wallForceConstant : float or array_like, default 1000.0
     prefix : str
-    forceGroup : int, optional
+    forceGroup : int, optional, default 30
     addToSystem : bool
     evaluationPath : {"auto", "native", "torch"}, optional
         See :class:`FusedBackend`. The keywords are those of :class:`LatentRestraint` (camelCase; the snake_case

@@ -176,8 +176,10 @@ class UmbrellaResult:
             ``df_k`` from pymbar's asymptotic formula (frames taken as independent: too small for correlated
             samples) or from the stratified block bootstrap (blocks of ≈ 3 g within each window, g of the
             restrained latent coordinates; MBAR re-solved per resample).
-        n_bootstrap, seed
-            Bootstrap settings.
+        n_bootstrap : int, default 200
+            Bootstrap resamples (``uncertainty="bootstrap"``).
+        seed : int or None, default 0
+            Seed of the bootstrap.
 
         Returns
         -------
@@ -231,6 +233,17 @@ class UmbrellaResult:
         Returns a :class:`latentbias.analysis.FreeEnergySurface` whose coordinate is the arc length along the
         path (units of z), binned between the path's two ends. Error bars: stratified block bootstrap over the
         windows with MBAR re-solved on every resample (:mod:`latentbias.analysis.uncertainty`).
+
+        Parameters
+        ----------
+        path : array_like, shape=(n_points, n_restrained_dims), optional
+            Polyline in the restrained latent dimensions; default: the window centres.
+        bins : int, default 40
+            Bins along the arc length.
+        n_bootstrap : int, default 200
+            Bootstrap resamples.
+        seed : int or None, default 0
+            Seed of the bootstrap.
         """
         from ..analysis.fes import free_energy_surface
 
@@ -243,7 +256,21 @@ class UmbrellaResult:
     def free_energy_2d(self, dims: Sequence[int] = (0, 1), bins: int = 30, range: Any | None = None,
                        *, n_bootstrap: int = 200, seed: int | None = 0):
         """FES (kJ/mol) on a 2-D grid of two latent components from MBAR weights (bootstrap errors as in
-        :meth:`free_energy_along_path`)."""
+        :meth:`free_energy_along_path`).
+
+        Parameters
+        ----------
+        dims : sequence of two int, default (0, 1)
+            Latent components of the two axes.
+        bins : int or sequence of int, default 30
+            Bins per axis.
+        range : ((lo0, hi0), (lo1, hi1)), optional
+            Histogram range in units of z; default: the samples' min and max.
+        n_bootstrap : int, default 200
+            Bootstrap resamples.
+        seed : int or None, default 0
+            Seed of the bootstrap.
+        """
         from ..analysis.fes import free_energy_surface
 
         logw, reweight = self.reweighter()
@@ -259,6 +286,10 @@ class UmbrellaResult:
         in_a, in_b : array_like of bool, shape=(N,), or callable
             Membership of every sample (order of :attr:`all_z`), or a function of ``all_z`` (shape=(N, latent_dim))
             returning it.
+        n_bootstrap : int, default 200
+            Bootstrap resamples.
+        seed : int or None, default 0
+            Seed of the bootstrap.
 
         Returns
         -------
@@ -383,7 +414,7 @@ class LatentUmbrellaSampling:
             Production steps per window.
         sampleInterval : int
             Steps between recorded samples.
-        equilibrationSteps : int
+        equilibrationSteps : int, default 0
             Steps discarded after moving to a window.
         windows : sequence of int, optional
             Subset of windows for this process (others may run elsewhere with the same ``outputDir``).

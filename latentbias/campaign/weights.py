@@ -100,7 +100,7 @@ def frame_exclusions(frames: dict[str, np.ndarray], plans: dict[int, dict[str, A
         Frame table (:func:`latentbias.campaign.records.load_frames`).
     plans : dict
         Plan of every round in ``frames`` (round -> plan.json content).
-    burn_in : float
+    burn_in : float, default 0.0
         Fraction of the converge phase's frames (by simulated time from its start) left out as burn-in.
 
     Returns
