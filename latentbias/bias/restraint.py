@@ -24,7 +24,7 @@ from torch import Tensor
 from ..export import LatentModelFile, script_module
 from ..forces import as_model_file, make_torch_force
 from ..validation import deprecated_alias, deprecated_attribute, renamed_keywords
-from ..nonfinite import check_finite_evaluation
+from ..nonfinite import check_finite_energy, check_finite_evaluation
 from .fused import native_restraint_force
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class _RestraintEnergy(torch.nn.Module):
             above = torch.clamp(z - self.upper, min=0.0)
             below = torch.clamp(self.lower - z, min=0.0)
             energy = energy + 0.5 * (self.wall_k * (above * above + below * below)).sum()
+        check_finite_energy(positions, z, energy, self.dims)  # a finite z too large for the energy: named, not inf
         return energy
 
 

@@ -59,7 +59,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..io import ChecksumError, atomic_write_bytes, load_json, load_npz, save_npz, write_json
+from ..io import (ChecksumError, atomic_write_bytes, load_json, load_npz, require_choice, require_keys, save_npz,
+                  write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,12 @@ _REQUIRED = {
     "progress.json": ("round", "phase", "segments", "finished"),
     "plan.json": ("round", "strategy", "segments"),
     "model.json": ("round", "architecture", "history", "best_epoch", "z_min", "z_max", "recon_error_q99"),
+}
+#: keys each strategy's rounds read from plan.json (latentbias.campaign.plan)
+_PLAN_KEYS = {
+    "metadynamics": ("variables",), "opes": ("variables",), "pocket": ("variables",),
+    "frontier": ("targets", "start_frames", "schedule"),
+    "umbrella": ("dims", "centers", "force_constants", "start_frames", "schedule"),
 }
 _DAMAGED = ("restore it from a backup, or start the campaign again in a new --rundir (the frames of committed "
             "rounds stay readable in round_*/frames.dcd)")
@@ -195,13 +202,7 @@ class RunDir:
             raise RunDirError(f"{exc}; {_DAMAGED}") from None
         except ValueError as exc:  # not JSON: load_json names the file
             raise RunDirError(f"{exc}; {_DAMAGED}") from None
-        if not isinstance(data, dict):
-            raise RunDirError(f"{path} does not hold a JSON object: the file is corrupt; {_DAMAGED}")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise RunDirError(f"{path} lacks the key(s) {missing}: the file is corrupt or from another version; "
-                              f"{_DAMAGED}")
-        return data
+        return require_keys(data, required, path, fix=_DAMAGED, error=RunDirError)
 
     def write_json(self, path: str | Path, data: dict[str, Any]) -> None:
         """Write a JSON record atomically with a checksum that :meth:`read_json` verifies."""
@@ -223,7 +224,19 @@ class RunDir:
         save_npz(path, checksum=True, **arrays)
 
     def read_plan(self, r: int) -> dict[str, Any]:
-        return self.read_json(self.plan_file(r))
+        """Round r's plan.json, checked for the keys the campaign reads and a known ``strategy``."""
+        from .roundbias import ROUND_BIASES  # late: the round biases import the simulation stack
+
+        path = self.plan_file(r)
+        plan = self.read_json(path)
+        strategy = require_choice(plan["strategy"], ("given", *ROUND_BIASES), path, "strategy", fix=_DAMAGED,
+                                  error=RunDirError)
+        require_keys(plan, _PLAN_KEYS.get(strategy, ()) + (("model_round",) if plan.get("converge") else ()), path,
+                     fix=_DAMAGED, error=RunDirError)
+        if "round_trip_cores" in plan:  # the converge phase's latent basins (latentbias.campaign.roundtrips)
+            require_keys(plan["round_trip_cores"], ("dims", "edges", "labels", "minima", "free_energies", "levels"),
+                         f"{path} (round_trip_cores)", fix=_DAMAGED, error=RunDirError)
+        return plan
 
     def write_plan(self, r: int, plan: dict[str, Any]) -> None:
         self.write_json(self.plan_file(r), plan)
@@ -289,9 +302,41 @@ class RunDir:
     def write_progress(self, progress: dict[str, Any]) -> None:
         self.write_json(self.progress_file, progress)
 
+    def work_evidence(self) -> list[str]:
+        """What shows that a campaign already ran here: ``progress.json`` (with its round and phase when readable)
+        and the round folders holding files (with their segment counts). Empty for a new run directory."""
+        found = []
+        if self.progress_file.is_file():
+            try:
+                p = load_json(self.progress_file)
+                found.append(f"{self.progress_file.name} (round {p['round']}, phase {p['phase']})")
+            except (ValueError, KeyError, TypeError):
+                found.append(f"{self.progress_file.name} (unreadable)")
+        for d in sorted(d for d in self.path.glob("round_*") if d.is_dir()):
+            files = [p for p in d.iterdir() if p.is_file()]
+            if files:
+                n_seg = sum(1 for p in files if p.name.startswith("seg_"))
+                found.append(f"{d.name}/ ({len(files)} files, {n_seg} segment(s))")
+        return found
+
     def stored_config(self) -> dict[str, Any] | None:
-        """The configuration stored by the first run in this directory (None before that)."""
-        return self.read_json(self.config_file) if self.config_file.is_file() else None
+        """The configuration stored by the first run in this directory (None before that).
+
+        Raises :class:`RunDirError` when config.json is missing but the directory already holds a campaign
+        (:meth:`work_evidence`): any configuration, and a newly drawn seed, would otherwise continue the stored
+        rounds as a silently different run.
+        """
+        if self.config_file.is_file():
+            return self.read_json(self.config_file)
+        evidence = self.work_evidence()
+        if evidence:
+            raise RunDirError(
+                f"{self.config_file} is missing but {self.path} already holds a campaign: found "
+                f"{', '.join(evidence)}; nothing was changed. Without the stored configuration (which holds the seed "
+                "used) these rounds cannot be continued as the same run. Restore config.json from a backup, or start "
+                "again in a new --rundir (the committed frames stay readable in round_*/seg_*.npz and frames.dcd; "
+                "campaign.log records the seed)")
+        return None
 
     def check_config(self, config: dict[str, Any], store: bool = False) -> None:
         """Refuse to resume a folder created with different settings; with ``store``, write the config when the

@@ -1,0 +1,172 @@
+"""Issue 9: run-directory and bias-state records that are missing or incomplete give errors naming the file, the
+key or value and the fix, never a bare KeyError or a silently different run (regression tests for the Why's
+"deleted config.json" and "bias.json/plan.json KeyError" reproducers)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentbias.bias import LatentMetadynamics, LatentOPES, LatentVariable
+from latentbias.campaign import Campaign, RunDirError, load_config
+from latentbias.campaign.rundir import RunDir
+from latentbias.io import load_json, load_npz, require_choice, require_keys
+
+from test_campaign_rundir import SMALL, make_toy
+from toy import DOUBLE_WELL_1D, identity_model, particle_simulation, particle_system
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """(config path, run directory) of a small finished 3-round metadynamics campaign (do not modify)."""
+    folder = tmp_path_factory.mktemp("finished9")
+    config = make_toy(folder, **SMALL)
+    Campaign(load_config(config), folder / "run", progress=False).run()
+    return config, folder / "run"
+
+
+@pytest.fixture
+def copy(finished, tmp_path):
+    config, run = finished
+    shutil.copytree(run, tmp_path / "run")
+    return config, tmp_path / "run"
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in ("campaign.log", "run.lock")}
+
+
+def without_checksum(path: Path, edit) -> None:
+    """Rewrite a JSON record with ``edit`` applied and no checksum key (as a hand edit, or an older version)."""
+    data = load_json(path)
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+# ------------------------------------------------------------------------------------------ config.json
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_deleted_config_json_is_refused_naming_the_evidence_and_changes_nothing(copy, seed):
+    """With config.json gone, neither another temperature nor a newly drawn seed may continue the rounds."""
+    config, run = copy
+    (run / "config.json").unlink()
+    text = Path(config).read_text()
+    assert "temperature = 300.0" in text and "seed = 9" in text
+    text = text.replace("temperature = 300.0", "temperature = 310.0")
+    text = text.replace("seed = 9", "" if seed is None else f"seed = {seed}")
+    changed = Path(config).with_name("changed.toml")
+    changed.write_text(text)
+    before = tree_digest(run)
+    with pytest.raises(RunDirError, match=r"config\.json is missing but .* already holds a campaign: found "
+                                          r"progress\.json \(round 2, phase done\), round_000/ \(\d+ files, 2 "
+                                          r"segment\(s\)\).*nothing was changed.*Restore config\.json.*new --rundir"):
+        Campaign(load_config(changed), run, progress=False).run()
+    assert tree_digest(run) == before and not (run / "config.json").exists()
+
+
+def test_deleted_config_json_of_an_interrupted_round_is_refused(copy):
+    """Rounds without progress.json or with only a plan still count as earlier work."""
+    config, run = copy
+    (run / "config.json").unlink()
+    (run / "progress.json").unlink()
+    for d in ("round_001", "round_002"):
+        shutil.rmtree(run / d)
+    with pytest.raises(RunDirError, match=r"found round_000/ \(\d+ files, 2 segment\(s\)\)"):
+        Campaign(load_config(config), run, progress=False)
+
+
+def test_a_new_run_directory_has_no_evidence_and_no_stored_config(tmp_path):
+    rd = RunDir(tmp_path / "new")
+    (tmp_path / "new" / "round_000").mkdir()  # an empty round folder is not work
+    assert rd.work_evidence() == [] and rd.stored_config() is None
+
+
+# ------------------------------------------------------------------------------------------- plan.json
+
+def test_unknown_plan_strategy_names_the_file_the_value_and_the_fix(copy):
+    config, run = copy
+    plan = run / "round_001" / "plan.json"
+    without_checksum(plan, lambda d: d.update(strategy="metadynamcs"))
+    with pytest.raises(RunDirError, match=r"round_001/plan\.json: strategy 'metadynamcs' is not one of 'given', "
+                                          r"'unbiased', 'metadynamics'.*new --rundir"):
+        Campaign(load_config(config), run, progress=False).all_frames(2)
+
+
+@pytest.mark.parametrize("key", ["variables", "strategy"])
+def test_plan_without_a_key_its_strategy_reads_names_the_key(copy, key):
+    config, run = copy
+    without_checksum(run / "round_002" / "plan.json", lambda d: d.pop(key))
+    campaign = Campaign(load_config(config), run, progress=False)
+    with pytest.raises(RunDirError, match=rf"round_002/plan\.json lacks the key\(s\) \['{key}'\].*new --rundir"):
+        campaign.bias_states(campaign.all_frames(1))
+
+
+def test_require_helpers_refuse_non_objects_and_unhashable_values(tmp_path):
+    with pytest.raises(ValueError, match=r"x\.json does not hold a JSON object.*list.*; do this"):
+        require_keys([1, 2], ("a",), tmp_path / "x.json", fix="do this")
+    with pytest.raises(ValueError, match=r"x\.json: kind \['a'\] is not one of 'a', 'b'.*; do that"):
+        require_choice(["a"], {"a": 1, "b": 2}, tmp_path / "x.json", "kind", fix="do that")
+    assert require_choice("b", ("a", "b"), "x", "kind", fix="") == "b"
+
+
+# ------------------------------------------------------------------------------------- bias.json states
+
+def _metad(folder: Path) -> LatentMetadynamics:
+    model = folder / "x.pt"
+    if not model.exists():
+        identity_model(model, 1, 1)
+    return LatentMetadynamics(particle_system(DOUBLE_WELL_1D), model,
+                              [LatentVariable(0, -1.0, 1.0, 0.05, gridWidth=101)], 300.0, biasFactor=6.0, height=0.5,
+                              frequency=100)
+
+
+def _opes(folder: Path) -> LatentOPES:
+    model = folder / "x.pt"
+    if not model.exists():
+        identity_model(model, 1, 1)
+    return LatentOPES(particle_system(DOUBLE_WELL_1D), model, [LatentVariable(0, -1.0, 1.0, 0.05, gridWidth=101)],
+                      300.0, barrier=20.0, pace=100)
+
+
+def _state(tmp_path: Path, make):
+    bias = make(tmp_path)
+    bias._nDeposits = 3  # the state's content is not what these tests check; its files are
+    bias.saveState(tmp_path / "s")
+    return tmp_path / "s"
+
+
+@pytest.mark.parametrize("make", [_metad, _opes], ids=["metadynamics", "opes"])
+def test_bias_json_that_is_not_json_names_the_file_and_the_fix(tmp_path, make):
+    prefix = _state(tmp_path, make)
+    (tmp_path / "s.json").write_text('{"format": "latentbias-')
+    with pytest.raises(ValueError, match=r"s\.json is not valid JSON.*restore .*s\.npz and .*s\.json together"):
+        make(tmp_path).loadState(prefix)
+
+
+@pytest.mark.parametrize("key", ["settings", "otherWalkers", "numDeposits", "npz_sha256", "walkerId"])
+@pytest.mark.parametrize("make", [_metad, _opes], ids=["metadynamics", "opes"])
+def test_bias_json_without_a_key_names_the_file_the_key_and_the_fix(tmp_path, make, key):
+    prefix = _state(tmp_path, make)
+    without_checksum(tmp_path / "s.json", lambda d: d.pop(key))
+    with pytest.raises(ValueError, match=rf"s\.json lacks the key\(s\) \['{key}'\].*restore .*together"):
+        make(tmp_path).loadState(prefix)
+
+
+@pytest.mark.parametrize("make", [_metad, _opes], ids=["metadynamics", "opes"])
+def test_bias_npz_without_an_array_names_the_file_and_the_array(tmp_path, make):
+    """Both files edited consistently (the .json's SHA-256 of the .npz updated): the missing array is named."""
+    prefix = _state(tmp_path, make)
+    npz = tmp_path / "s.npz"
+    arrays = load_npz(npz)
+    name = "selfBias" if make is _metad else "kde_grid_sum"
+    arrays.pop(name)
+    np.savez(npz, **arrays)
+    without_checksum(tmp_path / "s.json", lambda d: d.update(npz_sha256=hashlib.sha256(npz.read_bytes()).hexdigest()))
+    with pytest.raises(ValueError, match=rf"s\.npz lacks the key\(s\) \['{name}'\].*restore"):
+        make(tmp_path).loadState(prefix)
