@@ -104,7 +104,7 @@ def test_plan_without_a_key_its_strategy_reads_names_the_key(copy, key):
     without_checksum(run / "round_002" / "plan.json", lambda d: d.pop(key))
     campaign = Campaign(load_config(config), run, progress=False)
     with pytest.raises(RunDirError, match=rf"round_002/plan\.json lacks the key\(s\) \['{key}'\].*new --rundir"):
-        campaign.bias_states(campaign.all_frames(1))
+        campaign.bias_states(campaign.all_frames(2))
 
 
 def test_require_helpers_refuse_non_objects_and_unhashable_values(tmp_path):
@@ -170,3 +170,21 @@ def test_bias_npz_without_an_array_names_the_file_and_the_array(tmp_path, make):
     without_checksum(tmp_path / "s.json", lambda d: d.update(npz_sha256=hashlib.sha256(npz.read_bytes()).hexdigest()))
     with pytest.raises(ValueError, match=rf"s\.npz lacks the key\(s\) \['{name}'\].*restore"):
         make(tmp_path).loadState(prefix)
+
+
+def test_deleted_multi_json_with_member_campaigns_is_refused(tmp_path):
+    """The multi-system campaign stores its seed in multi.json: without it the systems would continue as a different
+    run. Refused before any member is built (nothing is changed)."""
+    from latentbias.campaign.multi import MultiCampaign
+    from latentbias.campaign.multiconfig import load_multi_config
+
+    from test_multi_campaign import tiny_toml
+
+    config = load_multi_config(tiny_toml(tmp_path))
+    member = tmp_path / "run" / "systems" / "ala" / "round_000"
+    member.mkdir(parents=True)
+    (member / "plan.json").write_text("{}")
+    with pytest.raises(RunDirError, match=r"multi\.json is missing but .* holds a multi-system campaign \(found "
+                                          r"systems/ala/\); nothing was changed.*new --rundir"):
+        MultiCampaign(config, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["systems"]
