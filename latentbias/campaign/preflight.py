@@ -115,7 +115,8 @@ def _dry_build(campaign: Campaign) -> None:
                              "few atoms")
         _finite("the features of the starting structure", feats)
     m = cfg.model
-    with _stage("the model", "[model] latent_dim / hidden / activation / objective / lag"):
+    with _stage("the model", "[model] latent_dim / hidden / activation / objective / lag / learning_rate / "
+                             "batch_size"):
         est = LatentModelEstimator(latent_dim=m.latent_dim, hidden=m.hidden, activation=m.activation,
                                    objective=m.objective, lag=m.lag, epochs=1, batch_size=m.batch_size,
                                    learning_rate=m.learning_rate, patience=m.patience, seed=1, progress=False)
