@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence, TypeVar
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["atomic_write_bytes", "write_json", "load_json", "save_npz", "load_npz", "write_csv", "ChecksumError",
            "NPZ_CHECKSUM_KEY", "JSON_CHECKSUM_KEY", "require_keys", "require_choice"]
@@ -74,8 +77,11 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True, checks
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def load_json(path: str | os.PathLike) -> Any:
+def load_json(path: str | os.PathLike, *, warn_unverified: bool = False) -> Any:
     """Read a JSON file; a checksum stored by :func:`write_json` is verified and removed.
+
+    With ``warn_unverified``, an object without a checksum (written by an older version, or edited by hand with the
+    checksum key removed) is returned with a logged warning naming the file, instead of silently.
 
     Raises
     ------
@@ -96,6 +102,9 @@ def load_json(path: str | os.PathLike) -> Any:
         if stored != _json_digest(obj):
             raise ChecksumError(f"{path}: its content does not match the checksum stored in it (the file was "
                                 "edited or is corrupt)")
+    elif warn_unverified:
+        logger.warning("%s carries no checksum (%s), so it was read unverified: it was written by an older version "
+                       "or edited by hand; check it, or restore it from a backup", path, JSON_CHECKSUM_KEY)
     return obj
 
 

@@ -188,3 +188,37 @@ def test_deleted_multi_json_with_member_campaigns_is_refused(tmp_path):
                                           r"systems/ala/\); nothing was changed.*new --rundir"):
         MultiCampaign(config, tmp_path / "run", progress=False)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["systems"]
+
+
+# ------------------------------------------------------------------------- records read without a checksum
+
+def test_run_directory_records_without_a_checksum_are_read_with_a_warning_naming_them(copy, caplog):
+    """Deleting the checksum key (or a record of an older version) no longer disables the check silently."""
+    import logging
+
+    config, run = copy
+    plan = run / "round_001" / "plan.json"
+    without_checksum(plan, lambda d: None)
+    campaign = Campaign(load_config(config), run, progress=False)
+    with caplog.at_level(logging.WARNING, logger="latentbias"):
+        assert campaign.run_dir.read_plan(1)["strategy"] == "metadynamics"
+        campaign.run_dir.read_plan(2)  # checksummed: no warning
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and str(plan) in warned[0] and "carries no checksum" in warned[0]
+    assert "read unverified" in warned[0]
+
+
+def test_a_checkpoint_without_its_checksum_record_is_loaded_with_a_warning(copy, caplog):
+    import logging
+
+    config, run = copy
+    rd = RunDir(run)
+    meta = next(run.glob("round_002/chk_*.json"))
+    k = int(meta.stem.split("_")[1])
+    assert rd.read_checkpoint(2, k, "Reference")[0] == "checkpoint"
+    meta.unlink()
+    with caplog.at_level(logging.WARNING, logger="latentbias"):
+        kind, data = rd.read_checkpoint(2, k, "Reference")
+    assert kind == "checkpoint" and data == meta.with_suffix(".chk").read_bytes()
+    assert any(f"{meta} is missing, so {meta.with_suffix('.chk')} is loaded unverified" in r.getMessage()
+               for r in caplog.records)

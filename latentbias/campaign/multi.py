@@ -155,7 +155,7 @@ class MultiCampaign:
                     "--rundir")
             return None
         try:
-            stored = load_json(self.config_file)
+            stored = load_json(self.config_file, warn_unverified=True)
         except ValueError as exc:
             raise RunDirError(f"{exc}; restore it from a backup or start again in a new --rundir") from None
         return require_keys(stored, ("config", "seed"), self.config_file, error=RunDirError,
@@ -181,7 +181,7 @@ class MultiCampaign:
                 raise RunDirError(f"{self.config_file}: the run directory holds a different multi-system campaign; "
                                   "use another --rundir or the original config")
         else:
-            write_json(self.config_file, doc)
+            write_json(self.config_file, doc, checksum=True)
 
     def _system_table(self, name: str) -> dict[str, Any]:
         spec = self.cfg.systems[name]

@@ -195,7 +195,7 @@ class RunDir:
         path = Path(path)
         required = _REQUIRED.get(path.name, ()) if required is None else required
         try:
-            data = load_json(path)
+            data = load_json(path, warn_unverified=True)
         except FileNotFoundError:
             raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
         except ChecksumError as exc:
@@ -413,6 +413,9 @@ class RunDir:
         """
         chk, xml, meta = self.checkpoint_files(r, k, walker)
         info = self.read_json(meta, ("platform", "chk_sha256")) if meta.is_file() else None
+        if info is None:
+            logger.warning("%s is missing, so %s is loaded unverified (a run directory of an older version, or the "
+                           "record was deleted); if the run continues oddly, restore it from a backup", meta, chk)
         use_state = info is not None and platform is not None and info["platform"] not in (None, platform)
         path, key = (xml, "xml_sha256") if use_state else (chk, "chk_sha256")
         if use_state and "xml_sha256" not in info:
