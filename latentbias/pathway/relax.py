@@ -35,7 +35,7 @@ from ..io import load_npz, save_npz
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PathWindows", "default_force_constant", "relax_path"]
+__all__ = ["PathWindows", "default_force_constant", "relax_path", "window_velocity_seed"]
 
 
 def default_force_constant(nodes: Any, temperature: float, overlap: float = 2.0) -> float:
@@ -80,6 +80,14 @@ def _quench(context: Any, tolerance: float, max_iterations: int) -> None:
 
     openmm.LocalEnergyMinimizer.minimize(context, tolerance * unit.kilojoule_per_mole / unit.nanometer,
                                          int(max_iterations))
+
+
+def window_velocity_seed(seed: int, window: int) -> int:
+    """The seed of window ``window``'s initial velocities: 0 (random, as OpenMM reads 0) when ``seed`` is 0, else
+    the SeedSequence child ``(seed, window)`` in [1, 2**31 - 1] (:func:`latentbias.campaign.seeds.derived_seed`)."""
+    from ..campaign.seeds import derived_seed
+
+    return 0 if int(seed) == 0 else derived_seed(seed, window)
 
 
 def relax_path(
@@ -137,7 +145,8 @@ def relax_path(
     quench_factor : float
         Restraint stiffening for the final quench of each node's structure.
     seed : int
-        Velocities of window k use ``seed + k``; the integrator uses ``seed``.
+        The integrator uses ``seed``; the velocities of window k a seed derived from it
+        (:func:`window_velocity_seed`). 0: random (OpenMM's convention) for both.
     backend : {"auto", "native", "torchforce"}
         Of the :class:`~latentbias.bias.restraint.LatentRestraint`.
     output_dir : path, optional
@@ -223,7 +232,7 @@ def relax_path(
         context.setPositions(x0[w] * unit.nanometer)
         context.setTime(0.0)
         _quench(context, minimize_tolerance, minimize_iterations)
-        context.setVelocitiesToTemperature(temperature * unit.kelvin, int(seed) + w)
+        context.setVelocitiesToTemperature(temperature * unit.kelvin, window_velocity_seed(seed, w))
         if equilibration_steps:
             integrator.step(int(equilibration_steps))
         zs, steps = [], []
