@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NonFiniteBiasError", "atom_list", "check_finite_energy", "check_finite_evaluation", "check_latent_limit",
-           "describe_nonfinite", "nonfinite_frame_error", "overflow_limit"]
+           "check_restraint_parameters", "describe_nonfinite", "nonfinite_frame_error", "overflow_limit"]
 
 #: atoms listed in a message (the count is always given)
 MAX_LISTED = 20
@@ -115,6 +115,28 @@ def check_latent_limit(positions: Tensor, z: Tensor, components: Tensor, limit: 
         + " exceed |z| <= " + str(limit) + ", beyond which the bias energy overflows; " + _farthest_atom(positions)
         + ": the positions are far outside the model's domain (did the simulation explode?)"
     )
+
+
+def check_restraint_parameters(centre: Tensor, k: Tensor, names: List[str]) -> None:
+    """TorchScript check of a restraint's global parameters as the Context holds them (``Context.setParameter``
+    bypasses the Python setters): centres finite, force constants finite and >= 0; else RuntimeError naming the
+    parameter and its value. ``names``: the centre parameters, then the force-constant parameters."""
+    c = float(centre.detach().sum())
+    kk = k.detach()
+    ks = float(kk.sum())
+    if c - c == 0.0 and ks - ks == 0.0 and float(kk.min()) >= 0.0:
+        return
+    n = int(centre.shape[0])
+    for i in range(n):
+        v = float(centre[i])
+        if not v - v == 0.0:
+            raise RuntimeError("latentbias: centre parameter '" + names[i] + "' is " + str(v) + " (set with "
+                               "Context.setParameter); it must be finite")
+    for i in range(n):
+        v = float(kk[i])
+        if not (v - v == 0.0 and v >= 0.0):
+            raise RuntimeError("latentbias: force constant parameter '" + names[n + i] + "' is " + str(v) + " (set "
+                               "with Context.setParameter); it must be finite and >= 0")
 
 
 def overflow_limit(quadratic_constant: float, terms: int = 1) -> float:
