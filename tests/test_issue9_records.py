@@ -222,3 +222,29 @@ def test_a_checkpoint_without_its_checksum_record_is_loaded_with_a_warning(copy,
     assert kind == "checkpoint" and data == meta.with_suffix(".chk").read_bytes()
     assert any(f"{meta} is missing, so {meta.with_suffix('.chk')} is loaded unverified" in r.getMessage()
                for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------ one frame-record schema
+
+def test_simulated_and_imported_segments_hold_the_one_schema(finished):
+    """Item 7b: the segments the simulation writes (rounds 0-2 of the finished campaign) and the imported-frame
+    record (``unbiased_frames``) carry exactly SEGMENT_COLUMNS (``walker`` only with parallel walkers) with its
+    dtypes and per-frame shapes; per-segment extras are only the declared ones."""
+    from latentbias.campaign.records import SEGMENT_COLUMNS, _SEGMENT_EXTRAS, unbiased_frames
+
+    _, run = finished
+    want = {c.name: np.dtype(c.dtype) for c in SEGMENT_COLUMNS if c.name != "walker"}
+    files = sorted(run.glob("round_*/seg_*.npz"))
+    assert len(files) == 6
+    n_atoms = None
+    for path in files:
+        seg = load_npz(path)
+        assert set(seg) - set(_SEGMENT_EXTRAS) == set(want), path
+        n = len(seg["step"])
+        n_atoms = seg["positions"].shape[1]
+        for name, dtype in want.items():
+            assert seg[name].dtype == dtype and len(seg[name]) == n, (path, name)
+        assert seg["positions"].shape[2:] == (3,) and seg["box"].shape[1:] == (3, 3)
+        assert seg["z"].shape[1] == (0 if path.parent.name == "round_000" else 2)
+    imported = unbiased_frames(np.zeros((4, n_atoms, 3)))
+    assert {k: v.dtype for k, v in imported.items()} == want
