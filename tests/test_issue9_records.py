@@ -90,12 +90,14 @@ def test_a_new_run_directory_has_no_evidence_and_no_stored_config(tmp_path):
 # ------------------------------------------------------------------------------------------- plan.json
 
 def test_unknown_plan_strategy_names_the_file_the_value_and_the_fix(copy):
+    """Resuming round 2's simulation with a misspelt strategy in its plan (no checksum key: a hand edit)."""
     config, run = copy
-    plan = run / "round_001" / "plan.json"
-    without_checksum(plan, lambda d: d.update(strategy="metadynamcs"))
-    with pytest.raises(RunDirError, match=r"round_001/plan\.json: strategy 'metadynamcs' is not one of 'given', "
-                                          r"'unbiased', 'metadynamics'.*new --rundir"):
-        Campaign(load_config(config), run, progress=False).all_frames(2)
+    without_checksum(run / "round_002" / "plan.json", lambda d: d.update(strategy="metadynamcs"))
+    (run / "progress.json").write_text(json.dumps({"round": 2, "phase": "simulate", "segments": 0,
+                                                   "finished": False}))
+    with pytest.raises(RunDirError, match=r"round_002/plan\.json: strategy 'metadynamcs' is not one of 'unbiased', "
+                                          r"'metadynamics', 'frontier', 'opes'.*new --rundir"):
+        Campaign(load_config(config), run, progress=False).run()
 
 
 @pytest.mark.parametrize("key", ["variables", "strategy"])

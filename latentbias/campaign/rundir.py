@@ -78,11 +78,11 @@ _REQUIRED = {
     "plan.json": ("round", "strategy", "segments"),
     "model.json": ("round", "architecture", "history", "best_epoch", "z_min", "z_max", "recon_error_q99"),
 }
-#: keys each strategy's rounds read from plan.json (latentbias.campaign.plan)
+#: keys of plan.json that every reader of a strategy's round needs, the reweighting included
+#: (latentbias.campaign.plan, latentbias.campaign.weights.bias_states)
 _PLAN_KEYS = {
     "metadynamics": ("variables",), "opes": ("variables",), "pocket": ("variables",),
-    "frontier": ("targets", "start_frames", "schedule"),
-    "umbrella": ("dims", "centers", "force_constants", "start_frames", "schedule"),
+    "frontier": ("targets",), "umbrella": ("dims", "centers", "force_constants"),
 }
 _DAMAGED = ("restore it from a backup, or start the campaign again in a new --rundir (the frames of committed "
             "rounds stay readable in round_*/frames.dcd)")
@@ -224,19 +224,22 @@ class RunDir:
         save_npz(path, checksum=True, **arrays)
 
     def read_plan(self, r: int) -> dict[str, Any]:
-        """Round r's plan.json, checked for the keys the campaign reads and a known ``strategy``."""
-        from .roundbias import ROUND_BIASES  # late: the round biases import the simulation stack
-
+        """Round r's plan.json, checked for the keys every reader of its strategy's rounds needs (the strategy
+        itself is checked where it selects the round's bias: :meth:`check_strategy`)."""
         path = self.plan_file(r)
         plan = self.read_json(path)
-        strategy = require_choice(plan["strategy"], ("given", *ROUND_BIASES), path, "strategy", fix=_DAMAGED,
-                                  error=RunDirError)
-        require_keys(plan, _PLAN_KEYS.get(strategy, ()) + (("model_round",) if plan.get("converge") else ()), path,
+        require_keys(plan, _PLAN_KEYS.get(plan["strategy"], ()) if isinstance(plan["strategy"], str) else (), path,
                      fix=_DAMAGED, error=RunDirError)
         if "round_trip_cores" in plan:  # the converge phase's latent basins (latentbias.campaign.roundtrips)
             require_keys(plan["round_trip_cores"], ("dims", "edges", "labels", "minima", "free_energies", "levels"),
                          f"{path} (round_trip_cores)", fix=_DAMAGED, error=RunDirError)
         return plan
+
+    def check_strategy(self, r: int, plan: dict[str, Any], known: Sequence[str]) -> str:
+        """``plan["strategy"]`` of round r when it is one of ``known``; else :class:`RunDirError` naming plan.json,
+        the value, the known strategies and what to do."""
+        return require_choice(plan["strategy"], tuple(known), self.plan_file(r), "strategy", fix=_DAMAGED,
+                              error=RunDirError)
 
     def write_plan(self, r: int, plan: dict[str, Any]) -> None:
         self.write_json(self.plan_file(r), plan)

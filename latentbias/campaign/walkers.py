@@ -432,9 +432,7 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
         n_seg = run_dir.round_segments(r)
         assemble_round(campaign, r, n_seg)
         return n_seg
-    if plan["strategy"] not in ROUND_BIASES:
-        raise RunDirError(f"{run_dir.plan_file(r)}: strategy {plan['strategy']!r} is not one of "
-                          f"{', '.join(ROUND_BIASES)}; the file is corrupt or from another version")
+    run_dir.check_strategy(r, plan, tuple(ROUND_BIASES))  # names plan.json, the value and the fix
     removed = run_dir.discard_uncommitted(r, committed) + discard_uncommitted_walker_files(run_dir, r, committed)
     if removed:
         logger.info("round %d: removed %d files of an interrupted commit", r, len(removed))
