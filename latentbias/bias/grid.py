@@ -312,7 +312,7 @@ def check_variables(model: Any, variables: Sequence[LatentVariable | int] | None
                 f"latent component {v.index} is periodic on {period}; declare LatentVariable(periodic=True, "
                 f"minValue={period[0]}, maxValue={period[1]})"
             )
-        zr = model.metadata.get("z_range") or {}
+        zr = (getattr(model, "metadata", None) or {}).get("z_range") or {}
         if period is None and zr.get("min") is not None and zr.get("max") is not None:
             lo, hi = float(zr["min"][v.index]), float(zr["max"][v.index])
             if v.minValue > lo or v.maxValue < hi:
