@@ -29,7 +29,7 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
 
     from latentbias.campaign.converge import _converge_frames
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
-    from latentbias.campaign.report import _load_campaign
+    from latentbias.campaign.report import load_campaign
     from latentbias.campaign.roundtrips import LatentCores, latent_round_trips
 
     rows = []
@@ -38,7 +38,7 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
         if not (rd / "weights.json").is_file() or not json.loads((rd / "progress.json").read_text())["finished"]:
             rows.append({"seed": seed, "missing": True})
             continue
-        campaign, last = _load_campaign(rd)
+        campaign, last = load_campaign(rd)
         cfg = campaign.cfg
         dt_ns = cfg.md.timestep * 1e-6
         steps = [campaign.run_dir.round_segments(r) * cfg.campaign.checkpoint_interval for r in range(last + 1)]

@@ -94,7 +94,7 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
     sys.path.insert(0, str(DEMO.parent))
     from ala2_campaign import c7ax_entries, in_c7ax  # noqa: E402
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
-    from latentbias.campaign.report import _load_campaign, compute_cvs, parse_cv_spec
+    from latentbias.campaign.report import load_campaign, compute_cvs, parse_cv_spec
 
     rows = []
     for seed in seeds:
@@ -102,7 +102,7 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
         if not (rd / "demo_wall_s.json").is_file():
             rows.append({"seed": seed, "missing": True})
             continue
-        campaign, last = _load_campaign(rd)
+        campaign, last = load_campaign(rd)
         frames = campaign.all_frames(last)
         cfg = campaign.cfg
         dt_ns = cfg.md.timestep * 1e-6

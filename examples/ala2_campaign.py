@@ -70,20 +70,20 @@ def run_one(config: str, rundir: str, seed: int, quiet: bool) -> None:
 
 
 def phi_of(rundir: str | Path) -> np.ndarray:
-    from latentbias.campaign.report import _load_campaign, compute_cvs, parse_cv_spec
+    from latentbias.campaign.report import load_campaign, compute_cvs, parse_cv_spec
 
-    campaign, last = _load_campaign(Path(rundir))
+    campaign, last = load_campaign(Path(rundir))
     return compute_cvs(campaign, last, [parse_cv_spec(PHI)])["phi"]
 
 
 def summarize(rundirs: list[Path], temperature: float) -> None:
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
-    from latentbias.campaign.report import _load_campaign, parse_cv_spec, write_report
+    from latentbias.campaign.report import load_campaign, parse_cv_spec, write_report
 
     print()
     total_ns = 0.0
     for rundir in rundirs:
-        campaign, last = _load_campaign(rundir)
+        campaign, last = load_campaign(rundir)
         frames = campaign.all_frames(last)
         cfg = campaign.cfg
         dt_ns = cfg.md.timestep * 1e-6

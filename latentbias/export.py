@@ -440,7 +440,9 @@ class LatentModelFile:
             where = f" ({self.path})" if self.path else ""
             raise ValueError(
                 f"the model{where} was built for {self.n_atoms} atoms but the System has {n} particles; use the "
-                "model trained for this system (same topology, same solvent)"
+                "model trained for this system (same topology, same solvent), or, when the model was trained on a "
+                "subset of this system's atoms (e.g. protein-only trajectories of a solvated system), map them with "
+                "latentbias.remap_model(model, model_topology, system_topology, 'remapped.pt') or `latentbias remap`"
             )
 
     def encode(self, positions: Any, box: Any | None = None) -> np.ndarray:

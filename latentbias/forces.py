@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ._environment import import_openmmtorch
 from .export import LatentModelFile, load_model, script_module
-from .nonfinite import check_finite_evaluation
+from .nonfinite import check_finite_evaluation, check_latent_limit
 
 __all__ = ["as_model_file", "frozen_for_torchforce", "latent_component_force", "latent_cv_forces",
            "latent_vector_module", "make_torch_force"]
@@ -48,16 +48,18 @@ def as_model_file(model: str | os.PathLike | LatentModelFile) -> LatentModelFile
 class _Component(torch.nn.Module):
     """positions [+ box] -> z[index] (a scalar 'energy' for TorchForce)."""
 
-    def __init__(self, model: torch.nn.Module, index: int):
+    def __init__(self, model: torch.nn.Module, index: int, limit: float = float("inf")):
         super().__init__()
         self.model = model
         self.index = index
+        self.limit = float(limit)
         self.register_buffer("component", torch.tensor([index], dtype=torch.long))
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         z = self.model(positions, box)
         # names the atoms / the component instead of passing NaN on (latentbias.nonfinite)
         check_finite_evaluation(positions, z.narrow(0, self.index, 1), self.component)
+        check_latent_limit(positions, z.narrow(0, self.index, 1), self.component, self.limit)
         return z[self.index]
 
 
@@ -127,6 +129,7 @@ def latent_component_force(
     component: int,
     force_group: int | None = None,
     periodic: bool | None = None,
+    limit: float = float("inf"),
 ):
     """TorchForce whose energy equals latent component ``z[component]``.
 
@@ -143,6 +146,10 @@ def latent_component_force(
     periodic : bool, optional
         Pass the periodic box to the model (minimum-image features). Default: whether ``system`` already uses
         periodic boundary conditions.
+    limit : float, optional
+        A finite ``|z| > limit`` raises naming the component and the farthest atom: the largest value for which the
+        energy expression built on this variable stays finite (:func:`latentbias.nonfinite.overflow_limit`).
+        Default: no limit.
 
     Returns
     -------
@@ -158,7 +165,7 @@ def latent_component_force(
     mf.check_system(system)
     if not 0 <= int(component) < mf.latent_dim:
         raise ValueError(f"component must be in [0, {mf.latent_dim}), got {component}")
-    scripted = script_module(_Component(mf.module, int(component)), "latent-component wrapper")
+    scripted = script_module(_Component(mf.module, int(component), limit), "latent-component wrapper")
     return make_torch_force(scripted, system, force_group, periodic)
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence, TypeVar
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["atomic_write_bytes", "write_json", "load_json", "save_npz", "load_npz", "write_csv", "ChecksumError",
-           "NPZ_CHECKSUM_KEY", "JSON_CHECKSUM_KEY"]
+           "NPZ_CHECKSUM_KEY", "JSON_CHECKSUM_KEY", "require_keys", "require_choice"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
@@ -74,8 +77,11 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True, checks
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def load_json(path: str | os.PathLike) -> Any:
+def load_json(path: str | os.PathLike, *, warn_unverified: bool = False) -> Any:
     """Read a JSON file; a checksum stored by :func:`write_json` is verified and removed.
+
+    With ``warn_unverified``, an object without a checksum (written by an older version, or edited by hand with the
+    checksum key removed) is returned with a logged warning naming the file, instead of silently.
 
     Raises
     ------
@@ -96,7 +102,58 @@ def load_json(path: str | os.PathLike) -> Any:
         if stored != _json_digest(obj):
             raise ChecksumError(f"{path}: its content does not match the checksum stored in it (the file was "
                                 "edited or is corrupt)")
+    elif warn_unverified:
+        logger.warning("%s carries no checksum (%s), so it was read unverified: it was written by an older version "
+                       "or edited by hand; check it, or restore it from a backup", path, JSON_CHECKSUM_KEY)
     return obj
+
+
+R = TypeVar("R", bound=Mapping)
+
+
+def require_keys(record: R, keys: Sequence[str], path: str | os.PathLike, *, fix: str,
+                 error: type[Exception] = ValueError) -> R:
+    """Check that a record read from ``path`` (a JSON object or the arrays of an ``.npz``) holds ``keys``.
+
+    Parameters
+    ----------
+    record : mapping
+        What was read (a non-mapping is refused too: the file holds something else).
+    keys : sequence of str
+        Keys the reader indexes.
+    path : path-like
+        The file, named in the error.
+    fix : str
+        What the user should do, appended to the error.
+    error : exception type
+        Raised (``ValueError`` or a subclass such as the run directory's ``RunDirError``).
+
+    Returns
+    -------
+    mapping
+        ``record`` itself, so ``info = require_keys(load_json(p), ...)`` reads in one line.
+    """
+    if not isinstance(record, Mapping):
+        raise error(f"{path} does not hold a JSON object or named arrays ({type(record).__name__}): the file is "
+                    f"corrupt; {fix}")
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise error(f"{path} lacks the key(s) {missing}: the file is corrupt or from another version; {fix}")
+    return record
+
+
+def require_choice(value: Any, allowed: Collection[Any], path: str | os.PathLike, key: str, *, fix: str,
+                   error: type[Exception] = ValueError) -> Any:
+    """Check that the value of ``key`` read from ``path`` is one of ``allowed``; else raise ``error`` naming the
+    file, the key, the value, the allowed values and ``fix``. Returns ``value``."""
+    try:
+        ok = value in allowed
+    except TypeError:  # unhashable value (a list, a dict) looked up in a set or dict
+        ok = False
+    if not ok:
+        raise error(f"{path}: {key} {value!r} is not one of {', '.join(map(repr, allowed))}; the file is corrupt or "
+                    f"from another version; {fix}")
+    return value
 
 
 #: key of the optional SHA-256 of an ``.npz`` file's arrays (see :func:`save_npz`)

@@ -28,6 +28,14 @@ __all__ = ["MAX_STORED_PROBES", "probe_configurations", "probe_metadata", "rando
 #: training frames stored in a model file as probes
 MAX_STORED_PROBES = 3
 
+#: base seed of the probes' random streams: stream s, probe k uses ``SeedSequence(PROBE_SEED, spawn_key=(s, k))``
+PROBE_SEED = 20261130
+_STORED, _ALIGNED, _RANDOM = range(3)
+
+
+def _probe_seed(stream: int, k: int) -> int:
+    return int(np.random.SeedSequence(PROBE_SEED, spawn_key=(stream, k)).generate_state(1, np.uint32)[0])
+
 
 def random_configuration(n_atoms: int, seed: int) -> torch.Tensor:
     """A reproducible random configuration at protein-like density (~100 atoms/nm³), shape=(n_atoms, 3), nm."""
@@ -118,12 +126,12 @@ def probe_configurations(n_atoms: int, metadata: dict[str, Any], positions: Any 
     stored = metadata.get("probe_positions")
     if isinstance(stored, dict):
         for k, frame in enumerate((stored.get("frames_nm") or [])[:MAX_STORED_PROBES]):
-            x = _placed(n_atoms, stored.get("atoms", []), frame, seed=20261130 + k)
+            x = _placed(n_atoms, stored.get("atoms", []), frame, seed=_probe_seed(_STORED, k))
             if x is not None:
                 yield f"stored training frame {k}", x
     for k, (atoms, reference) in enumerate(_aligned_references(metadata.get("feature_spec"))):
-        x = _placed(n_atoms, atoms, reference, seed=20261140 + k)
+        x = _placed(n_atoms, atoms, reference, seed=_probe_seed(_ALIGNED, k))
         if x is not None:
             yield "the aligned features' reference structure", x
     for k in range(3):
-        yield f"random configuration {k}", random_configuration(n_atoms, seed=20261129 + k)
+        yield f"random configuration {k}", random_configuration(n_atoms, seed=_probe_seed(_RANDOM, k))

@@ -5,6 +5,10 @@ The native ``LatentBiasForce`` checks its own forces in C++. The openmm-torch ro
 ``CustomCVForce`` backend) evaluate the modules latentbias builds around the model; those call
 :func:`check_finite_evaluation` in TorchScript on every evaluation:
 
+* a finite ``z`` so large that the bias energy overflows (an atom at 1e8 nm in a model whose ``z`` grows with
+  distance) raises naming the component, its value and the atom farthest from the origin
+  (:func:`check_finite_energy` on the restraint, :func:`check_latent_limit` on the ``CustomCVForce`` components,
+  whose energy OpenMM computes from ``z``).
 * a latent component that is not finite raises naming the atoms whose positions are not finite (the previous step
   applied non-finite forces to them, e.g. the model's gradient is 0/0 for coincident atoms, or the simulation
   exploded), or else the component and the atoms on which its gradient is not finite. Only ``z`` is checked on the
@@ -23,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["NonFiniteBiasError", "atom_list", "check_finite_evaluation", "describe_nonfinite", "nonfinite_frame_error"]
+__all__ = ["NonFiniteBiasError", "atom_list", "check_finite_energy", "check_finite_evaluation", "check_latent_limit",
+           "check_restraint_parameters", "describe_nonfinite", "nonfinite_frame_error", "overflow_limit"]
 
 #: atoms listed in a message (the count is always given)
 MAX_LISTED = 20
@@ -71,6 +76,77 @@ def check_finite_evaluation(positions: Tensor, z: Tensor, components: Tensor) ->
             if bool(bad_grad.any()):
                 message += "; their gradient is not finite on " + _atoms_text(bad_grad)
     raise RuntimeError(message + ": the model's output is NaN/inf for this configuration")
+
+
+def _farthest_atom(positions: Tensor) -> str:
+    p = positions.detach().to(torch.float64)
+    d = torch.sqrt((p * p).sum(-1))
+    i = int(torch.argmax(d))
+    return "the atom farthest from the origin is " + str(i) + " at " + str(float(d[i])) + " nm"
+
+
+def check_finite_energy(positions: Tensor, z: Tensor, energy: Tensor, components: Tensor) -> None:
+    """TorchScript check of a bias energy computed from finite latent values ``z`` (model indices ``components``):
+    when it is not finite (``z`` so large that the energy overflows, e.g. an atom at 1e8 nm), raise RuntimeError
+    naming the components, their values and the atom farthest from the origin. One float comparison when healthy."""
+    e = float(energy.detach())
+    if e - e == 0.0:
+        return
+    names: List[int] = components.tolist()
+    values: List[float] = z.detach().to(torch.float64).reshape(-1).tolist()
+    raise RuntimeError(
+        "latentbias: the bias energy is " + str(e) + " at the finite latent values z" + str(names)
+        + " = " + str(values) + " (too large: the energy overflows); " + _farthest_atom(positions)
+        + ": the positions are far outside the model's domain (did the simulation explode?)"
+    )
+
+
+def check_latent_limit(positions: Tensor, z: Tensor, components: Tensor, limit: float) -> None:
+    """TorchScript check that the finite latent values ``z`` stay within ``|z| <= limit``, beyond which the bias
+    energy built from them overflows (:func:`overflow_limit`); else raise RuntimeError naming the components, their
+    values and the atom farthest from the origin."""
+    big = float(z.detach().abs().max())
+    if big <= limit or big != big:  # NaN is check_finite_evaluation's to report
+        return
+    names: List[int] = components.tolist()
+    values: List[float] = z.detach().to(torch.float64).reshape(-1).tolist()
+    raise RuntimeError(
+        "latentbias: latent component(s) z" + str(names) + " = " + str(values)
+        + " exceed |z| <= " + str(limit) + ", beyond which the bias energy overflows; " + _farthest_atom(positions)
+        + ": the positions are far outside the model's domain (did the simulation explode?)"
+    )
+
+
+def check_restraint_parameters(centre: Tensor, k: Tensor, names: List[str]) -> None:
+    """TorchScript check of a restraint's global parameters as the Context holds them (``Context.setParameter``
+    bypasses the Python setters): centres finite, force constants finite and >= 0; else RuntimeError naming the
+    parameter and its value. ``names``: the centre parameters, then the force-constant parameters."""
+    c = float(centre.detach().sum())
+    kk = k.detach()
+    ks = float(kk.sum())
+    if c - c == 0.0 and ks - ks == 0.0 and float(kk.min()) >= 0.0:
+        return
+    n = int(centre.shape[0])
+    for i in range(n):
+        v = float(centre[i])
+        if not v - v == 0.0:
+            raise RuntimeError("latentbias: centre parameter '" + names[i] + "' is " + str(v) + " (set with "
+                               "Context.setParameter); it must be finite")
+    for i in range(n):
+        v = float(kk[i])
+        if not (v - v == 0.0 and v >= 0.0):
+            raise RuntimeError("latentbias: force constant parameter '" + names[n + i] + "' is " + str(v) + " (set "
+                               "with Context.setParameter); it must be finite and >= 0")
+
+
+def overflow_limit(quadratic_constant: float, terms: int = 1) -> float:
+    """The largest ``|z|`` for which ``terms`` energies ``½ k (z - edge)²`` (``k`` = ``quadratic_constant``, kJ/mol
+    per unit of z², edges much smaller than the limit) sum to a finite float64: ``½ sqrt(2 DBL_MAX / (k terms))``
+    (a factor 2 margin for the edges). ``inf`` when ``k <= 0``."""
+    k = float(quadratic_constant)
+    if not k > 0.0:
+        return float("inf")
+    return 0.5 * float(np.sqrt(2.0) * np.sqrt(np.finfo(np.float64).max / (k * max(int(terms), 1))))
 
 
 def atom_list(indices: Any) -> str:

@@ -31,9 +31,9 @@ def exact_df_c_minus_a(temperature=300.0) -> float:
 
 
 def well_code(rundir) -> np.ndarray:
-    from latentbias.campaign.report import _load_campaign
+    from latentbias.campaign.report import load_campaign
 
-    campaign, _ = _load_campaign(Path(rundir))  # the stored config (its seed)
+    campaign, _ = load_campaign(Path(rundir))  # the stored config (its seed)
     xy = campaign.all_frames(campaign.last_round)["positions"][:, 0, :2].astype(float)
     return np.searchsorted(np.array(sorted(WELLS)), nearest_well(xy)).astype(float)  # A=0, B=1, C=2
 

@@ -67,9 +67,9 @@ def test_fes_temperature_as_quantity_and_deterministic_quadrature():
 
 
 def _pymbar_weights(u_kn: np.ndarray, n_k: np.ndarray) -> np.ndarray:
-    from latentbias.analysis.reweight import _quiet_pymbar
+    from latentbias.analysis.reweight import quiet_pymbar
 
-    with _quiet_pymbar():
+    with quiet_pymbar():
         from pymbar import MBAR
 
         mbar = MBAR(u_kn, n_k, solver_protocol="robust")
@@ -104,10 +104,10 @@ def test_mbar_unequal_counts_and_unsampled_target_equal_pymbar_weights():
     np.testing.assert_allclose(np.exp(logw), w_ref, rtol=1e-6, atol=1e-14)
     assert logsumexp(logw) == pytest.approx(0.0, abs=1e-12)
     # f_k of the sampled states (relative to state 0) against pymbar on the same states
-    from latentbias.analysis.reweight import _quiet_pymbar
+    from latentbias.analysis.reweight import quiet_pymbar
     from pymbar import MBAR
 
-    with _quiet_pymbar():
+    with quiet_pymbar():
         ref_f = MBAR(u_kn, counts, solver_protocol="robust").compute_free_energy_differences()["Delta_f"][0]
     np.testing.assert_allclose(f_k, ref_f, atol=1e-7)
     # and the physics: the target ensemble (U0 + 450 (x-0.2)^2) is Gaussian with mean 900*0.2/(200+900)

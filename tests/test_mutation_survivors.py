@@ -74,13 +74,13 @@ def test_mbar_uncertainties_are_relative_to_state_zero_as_pymbar():
     """df_k is the uncertainty of f_k - f_0: zero for state 0, pymbar's dDelta_f[0, k] otherwise."""
     from pymbar import MBAR
 
-    from latentbias.analysis.reweight import _quiet_pymbar
+    from latentbias.analysis.reweight import quiet_pymbar
 
     _, u = _two_state_data()
     u = np.vstack([u, 30.0 * (np.concatenate([np.zeros(30), np.ones(50)]) * 0.1)])  # a third, zero-count state
     n_k = np.array([30, 50, 0])
     _, f_k, df_k = mbar_logweights(u, n_k)
-    with _quiet_pymbar():
+    with quiet_pymbar():
         ref = MBAR(u, n_k, solver_protocol="robust").compute_free_energy_differences()
     assert df_k[0] == 0.0
     np.testing.assert_allclose(df_k, ref["dDelta_f"][0], rtol=1e-6, atol=1e-12)
@@ -219,9 +219,9 @@ def _pymbar_target_weights(u_kn, n_k):
     """pymbar's W_nk of an unbiased column (u = 0) added as a state with N = 0."""
     from pymbar import MBAR
 
-    from latentbias.analysis.reweight import _quiet_pymbar
+    from latentbias.analysis.reweight import quiet_pymbar
 
-    with _quiet_pymbar():
+    with quiet_pymbar():
         mbar = MBAR(np.vstack([u_kn, np.zeros(u_kn.shape[1])]), np.append(n_k, 0), solver_protocol="robust")
     return np.asarray(mbar.weights())[:, -1]
 

@@ -63,14 +63,21 @@ def test_metadynamics_snippet_runs(ala2, tmp_path, monkeypatch):
 
 
 def test_opes_snippet_runs(ala2, tmp_path, monkeypatch):
+    from latentbias.bias import LatentVariable
+    from latentbias.training import latent_range
+
     _, top, xyz = ala2
-    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, perturbed_frames(xyz, 10))
+    frames = perturbed_frames(xyz, 10)
+    model = random_latent_model(lb.Distances.from_selection(top, "element != H"), 22, frames)
     monkeypatch.chdir(tmp_path)
-    lb.save_model(model, "latent.pt")
+    lb.save_model(model, "ranged.pt", dtype="float64")
+    lb.save_model(model, "latent.pt", z_range=latent_range(lb.load_model("ranged.pt").encode(frames)))
     snippet = next(b for b in python_blocks() if "LatentOPES(" in b).replace("50_000", "1_000")
     ns = ala2_namespace(ala2)
     exec(compile(snippet, "README.md", "exec"), ns)
-    assert ns["fes"].shape == (300, 300)
+    # issue 9: the grid is the model's training range of z (not the ±3 that did not transfer)
+    assert ns["opes"].variables == [LatentVariable.fromModel(i, "latent.pt") for i in (0, 1)]
+    assert ns["fes"].shape == tuple(v.gridWidth for v in ns["opes"].variables)
     assert len(np.loadtxt("opes.csv", delimiter=",", skiprows=2)) == 2 == len(ns["logw"])
 
 

@@ -31,7 +31,9 @@ __all__ = ["Basins", "FreeEnergyPath", "find_basins", "minimum_free_energy_path"
 MAX_DIM = 3
 
 
-def _prepared(fes: np.ndarray, smooth: float, unsampled_penalty: float) -> np.ndarray:
+def prepared_fes(fes: np.ndarray, smooth: float, unsampled_penalty: float) -> np.ndarray:
+    """A 2-D/3-D FES (kJ/mol) ready for path finding: unsampled cells set to the highest sampled value plus
+    ``unsampled_penalty``, Gaussian-smoothed by ``smooth`` bins, shifted to a minimum of 0. Same shape as ``fes``."""
     from scipy.ndimage import gaussian_filter
 
     f = np.array(fes, dtype=float)
@@ -102,7 +104,7 @@ def find_basins(fes: np.ndarray, axes: Sequence[np.ndarray], smooth: float = 1.0
     """
     import itertools
 
-    f = _prepared(fes, smooth, unsampled_penalty)
+    f = prepared_fes(fes, smooth, unsampled_penalty)
     axes = _check_axes(f, axes)
     shape, ndim = f.shape, f.ndim
     padded = np.pad(f, 1, constant_values=np.inf)
@@ -261,7 +263,7 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
     initial : numpy.ndarray, shape=(n_nodes, d), optional
         Initial string (default: the straight line from start to end).
     """
-    f = _prepared(fes, smooth, unsampled_penalty)
+    f = prepared_fes(fes, smooth, unsampled_penalty)
     ax = _check_axes(f, axes)
     d = f.ndim
     grid = _GridFunction(f, ax)

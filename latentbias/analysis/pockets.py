@@ -89,7 +89,8 @@ def atom_radii(topology: Any, radii: dict[str, float] | None = None) -> np.ndarr
     return np.asarray(out, dtype=np.float64)
 
 
-def _as_topology(topology: Any):
+def as_mdtraj_topology(topology: Any):
+    """An ``mdtraj.Topology`` from an mdtraj Topology or Trajectory or an OpenMM Topology."""
     import mdtraj as md
 
     if isinstance(topology, md.Topology):
@@ -119,7 +120,7 @@ def _frames(xyz: Any) -> np.ndarray:
     return arr
 
 
-def _residue_atoms(topology, residues: Sequence[int] | str, by: str = "resSeq") -> np.ndarray:
+def residue_atoms(topology, residues: Sequence[int] | str, by: str = "resSeq") -> np.ndarray:
     """Atom indices of residues named by PDB number (``by="resSeq"``), 0-based index, or an mdtraj selection."""
     if isinstance(residues, str):
         try:
@@ -178,7 +179,7 @@ class PocketRegion:
         padding = float(strip_unit(padding))
         if not np.isfinite(padding) or padding < 0:
             raise ValueError(f"padding must be >= 0 nm, got {padding}")
-        return cls(atoms=_residue_atoms(_as_topology(topology), residues, by), padding=padding)
+        return cls(atoms=residue_atoms(as_mdtraj_topology(topology), residues, by), padding=padding)
 
     @classmethod
     def from_center(cls, radius: float, center: Any | None = None,
@@ -662,7 +663,7 @@ def write_pocket_pdb(path: str | os.PathLike, topology: Any, xyz: np.ndarray, po
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    top = _as_topology(topology)
+    top = as_mdtraj_topology(topology)
     xyz = np.asarray(xyz, dtype=np.float64)
     if xyz.shape != (top.n_atoms, 3):
         raise ValueError(f"xyz must have shape ({top.n_atoms}, 3) for this topology, got {xyz.shape}")

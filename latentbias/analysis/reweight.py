@@ -166,7 +166,7 @@ def effective_sample_size(logw: Any) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_pymbar(level: int = logging.WARNING):
+def quiet_pymbar(level: int = logging.WARNING):
     """Silence pymbar's import banner (a note about JAX) and its solver chatter ("Reached a solution ...")."""
     pymbar_logger = logging.getLogger("pymbar")
     old_level = pymbar_logger.level
@@ -178,10 +178,13 @@ def _quiet_pymbar(level: int = logging.WARNING):
         pymbar_logger.setLevel(old_level)
 
 
+_quiet_pymbar = quiet_pymbar  # the private name of earlier sessions (other branches may still import it)
+
+
 def _import_mbar() -> Any:
     """Import ``pymbar.MBAR`` quietly."""
     try:
-        with _quiet_pymbar(logging.ERROR), contextlib.redirect_stderr(io.StringIO()):
+        with quiet_pymbar(logging.ERROR), contextlib.redirect_stderr(io.StringIO()):
             from pymbar import MBAR
     except ImportError as exc:
         raise ImportError(
@@ -366,7 +369,7 @@ def _solve_mbar(u_kn: np.ndarray, n_k: np.ndarray, initial_f_k: Any | None,
                 return f, np.full(f.shape, np.nan)
             logger.debug("Newton MBAR solve did not converge; using pymbar")
     MBAR = _import_mbar()
-    with _quiet_pymbar():
+    with quiet_pymbar():
         mbar = MBAR(u_kn, n_k, solver_protocol="robust", initial_f_k=f_init)
         if want_errors:
             result = mbar.compute_free_energy_differences()

@@ -137,7 +137,7 @@ def statistical_inefficiency(observable: Any) -> float:
         g ≥ 1 (pymbar's ``timeseries.statistical_inefficiency``, which integrates the normalised
         autocorrelation function until it first crosses zero). A constant or too short series gives 1.
     """
-    from .reweight import _quiet_pymbar
+    from .reweight import quiet_pymbar
 
     x = np.asarray(strip_unit(observable), dtype=np.float64)
     if x.ndim == 1:
@@ -148,14 +148,14 @@ def statistical_inefficiency(observable: Any) -> float:
         raise ValueError("observable contains non-finite values (NaN or inf); drop those frames first")
     if x.shape[0] < 4:
         return 1.0
-    with _quiet_pymbar(logging.ERROR):
+    with quiet_pymbar(logging.ERROR):
         from pymbar import timeseries
     g = 1.0
     for col in x.T:
         if np.ptp(col) == 0:
             continue
         try:
-            with _quiet_pymbar(logging.ERROR):
+            with quiet_pymbar(logging.ERROR):
                 g = max(g, float(timeseries.statistical_inefficiency(col, fast=False)))
         except Exception as exc:  # pymbar raises ParameterError for degenerate series
             logger.debug("statistical inefficiency failed (%s); using 1", exc)

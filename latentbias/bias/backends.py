@@ -21,6 +21,7 @@ import numpy as np
 
 from ..export import LatentModelFile
 from ..forces import latent_component_force
+from ..nonfinite import overflow_limit
 from ..validation import renamed_keywords
 from .grid import BiasGrid
 
@@ -171,7 +172,10 @@ class CustomCVBackend(GridBiasBackend):
         """The OpenMM Force whose energy is latent component ``index`` (a TorchForce of the model). A subclass
         may return another Force computing the same quantity (e.g. a ``CustomTorsionForce`` for a dihedral CV
         module, as ``benchmarks/opes_vs_peer.py`` does to compare the OPES algorithm at the peer's CV cost)."""
-        return latent_component_force(model, system, index)
+        v = next(v for v in self.grid.variables if v.index == index)
+        # the wall energy 0.5 k (z - edge)^2 of every dimension must stay finite: a larger z raises, naming it
+        limit = float("inf") if v.periodic else overflow_limit(self.wall_force_constant, len(self.grid.variables))
+        return latent_component_force(model, system, index, limit=limit)
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.grid.set_function_parameters(self.table, values)

@@ -9,6 +9,7 @@ Gaussians are ``height * exp(-0.5 * (Δz / biasWidth)^2)`` per axis, and the tab
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from functools import reduce
@@ -19,6 +20,8 @@ import numpy as np
 from ..validation import deprecated_alias, renamed_keywords, strip_unit
 
 __all__ = ["LatentVariable", "BiasGrid", "check_variables"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -280,21 +283,29 @@ class BiasGrid:
         return interp(pts)
 
 
-def check_variables(model: Any, variables: Sequence[LatentVariable]) -> list[LatentVariable]:
+def check_variables(model: Any, variables: Sequence[LatentVariable | int] | None) -> list[LatentVariable]:
     """The variables of a grid bias on ``model`` (a LatentModelFile), checked against it.
+
+    Latent coordinates have no physical scale, so a variable given only by its index (an ``int``), or
+    ``variables=None`` (every latent dimension), takes its grid from the model's stored training range of z
+    (:meth:`LatentVariable.fromModel`, logged in one line); a component the model declares periodic gets its period.
+    An explicit grid that does not cover the training range is kept, with a warning.
 
     Raises
     ------
     TypeError
-        An entry is not a :class:`LatentVariable`.
+        An entry is neither a :class:`LatentVariable` nor an ``int``.
     ValueError
-        An index beyond the model's latent_dim, or a component the model declares periodic that is not declared
-        periodic on the same range.
+        An index beyond the model's latent_dim, a component the model declares periodic that is not declared
+        periodic on the same range, or an index alone for a model that stores no training range of z.
     """
-    out = list(variables)
-    for v in out:
+    entries = list(range(model.latent_dim)) if variables is None else list(variables)
+    out = []
+    for v in entries:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            v = _default_variable(model, int(v))
         if not isinstance(v, LatentVariable):
-            raise TypeError(f"variables must be LatentVariable objects, got {type(v).__name__}")
+            raise TypeError(f"variables must be LatentVariable objects or latent indices (int), got {type(v).__name__}")
         if v.index >= model.latent_dim:
             raise ValueError(f"LatentVariable index {v.index} but the model has latent_dim={model.latent_dim}")
         period = model.periodic[v.index]
@@ -303,4 +314,30 @@ def check_variables(model: Any, variables: Sequence[LatentVariable]) -> list[Lat
                 f"latent component {v.index} is periodic on {period}; declare LatentVariable(periodic=True, "
                 f"minValue={period[0]}, maxValue={period[1]})"
             )
+        zr = (getattr(model, "metadata", None) or {}).get("z_range") or {}
+        if period is None and zr.get("min") is not None and zr.get("max") is not None:
+            lo, hi = float(zr["min"][v.index]), float(zr["max"][v.index])
+            if v.minValue > lo or v.maxValue < hi:
+                logger.warning(
+                    "LatentVariable %d spans [%.4g, %.4g] but the model saw z%d in [%.4g, %.4g] in training: frames "
+                    "outside the grid feel only its edge walls. Give the index alone (or LatentVariable.fromModel(%d, "
+                    "model)) for a grid over the training range", v.index, v.minValue, v.maxValue, v.index, lo, hi,
+                    v.index)
+        out.append(v)
     return out
+
+
+def _default_variable(model: Any, index: int) -> LatentVariable:
+    """The variable of a latent index given alone: its period when periodic, else the training range of z."""
+    if not 0 <= index < model.latent_dim:
+        raise ValueError(f"latent index {index} but the model has latent_dim={model.latent_dim}")
+    period = model.periodic[index]
+    if period is not None:
+        lo, hi = float(period[0]), float(period[1])
+        return LatentVariable(index, lo, hi, 0.05 * (hi - lo), periodic=True)
+    v = LatentVariable.fromModel(index, model)
+    zr = model.metadata["z_range"]
+    logger.info("LatentVariable %d: grid [%.4g, %.4g], biasWidth %.4g, %d points, from the model's training range of "
+                "z%d [%.4g, %.4g] plus 30%% on each side", index, v.minValue, v.maxValue, v.biasWidth, v.gridWidth,
+                index, zr["min"][index], zr["max"][index])
+    return v

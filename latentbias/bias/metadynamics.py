@@ -40,7 +40,7 @@ from ..analysis.constants import kt_kjmol
 from ..analysis.reweight import well_tempered_ct
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
+from ..io import ChecksumError, load_json, load_npz, require_keys, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .ctcache import RunningCt
@@ -56,6 +56,10 @@ __all__ = ["LatentMetadynamics", "DEPOSIT_COLUMNS"]
 DEPOSIT_COLUMNS = ("step", "time_ps", "bias_kjmol", "wall_kjmol", "ct_kjmol", "logweight")
 
 _STATE_VERSION = 1
+#: keys loadState reads from a saved state's .json record
+_STATE_KEYS = ("format", "walkerId", "otherWalkers", "numDeposits", "settings", "npz_sha256")
+_STATE_FIX = ("restore {prefix}.npz and {prefix}.json together from one saveState, or start the bias again without "
+              "loadState")
 _WALKER_FILE = re.compile(r"^bias_(?P<id>[A-Za-z0-9_-]+)\.npz$")
 
 
@@ -68,8 +72,10 @@ class LatentMetadynamics:
         The bias force is created and added to it (create the Simulation afterwards).
     model : path or LatentModelFile
         Exported latent model (``latentbias.save_model`` / ``save_cv_module``).
-    variables : sequence of LatentVariable
+    variables : sequence of LatentVariable or int, or None
         1-3 latent components with grid range, Gaussian width and periodicity.
+        A latent index alone (``int``), or ``None`` for every latent dimension, takes the grid from the model's
+        stored training range of z plus 30 % on each side (:meth:`LatentVariable.fromModel`; logged).
     temperature : float (K) or Quantity
     biasFactor : float
         γ > 1; CVs are sampled as if at temperature·γ.
@@ -105,7 +111,7 @@ class LatentMetadynamics:
         self,
         system: Any,
         model: str | os.PathLike | LatentModelFile,
-        variables: Sequence[LatentVariable],
+        variables: Sequence[LatentVariable | int] | None,
         temperature: Any,
         biasFactor: float,
         height: Any,
@@ -469,7 +475,13 @@ class LatentMetadynamics:
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         if not meta.is_file() or not npz.is_file():
             raise FileNotFoundError(f"no metadynamics state at {prefix} (.npz and .json)")
-        info = load_json(meta)
+        fix = _STATE_FIX.format(prefix=prefix)
+        try:
+            info = require_keys(load_json(meta), _STATE_KEYS, meta, fix=fix)
+        except ChecksumError as exc:
+            raise ChecksumError(f"{exc}; {fix}") from None
+        except ValueError as exc:  # not JSON (the message names the file), or a key missing (already complete)
+            raise ValueError(str(exc) if fix in str(exc) else f"{exc}; {fix}") from None
         if info.get("format") != "latentbias-metadynamics-state":
             raise ValueError(f"{meta} is not a latentbias metadynamics state")
         if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
@@ -481,7 +493,7 @@ class LatentMetadynamics:
         if diff:
             raise ValueError(f"saved state has different settings for {diff}; build LatentMetadynamics with the same "
                              "variables, temperature, biasFactor, height, frequency and wall constant")
-        data = load_npz(npz)
+        data = require_keys(load_npz(npz), ("selfBias", "otherBias", "record_z"), npz, fix=fix)
         self._selfBias = data["selfBias"].copy()
         self._otherBias = {k: data["otherBias"][i].copy() for i, k in enumerate(info["otherWalkers"])}
         self._nDeposits = int(info["numDeposits"])

@@ -73,7 +73,7 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
+from ..io import ChecksumError, load_json, load_npz, require_keys, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .fused import default_grid_backend
@@ -89,6 +89,10 @@ __all__ = ["LatentOPES", "OPES_COLUMNS"]
 OPES_COLUMNS = ("step", "time_ps", "bias_kjmol", "wall_kjmol", "ct_kjmol", "rct_kjmol", "logweight")
 
 _STATE_VERSION = 1
+#: keys loadState reads from a saved state's .json record
+_STATE_KEYS = ("format", "walkerId", "otherWalkers", "numDeposits", "settings", "npz_sha256")
+_STATE_FIX = ("restore {prefix}.npz and {prefix}.json together from one saveState, or start the bias again without "
+              "loadState")
 _WALKER_FILE = re.compile(r"^opes_(?P<id>[A-Za-z0-9_-]+)\.npz$")
 
 
@@ -101,8 +105,10 @@ class LatentOPES:
         The bias force is created and added to it (create the Simulation afterwards).
     model : path or LatentModelFile
         Exported latent model (``latentbias.save_model`` / ``save_cv_module``).
-    variables : sequence of LatentVariable
+    variables : sequence of LatentVariable or int, or None
         1-3 latent components: grid range and size, periodicity, and ``biasWidth`` = σ0 (fixed-σ runs).
+        A latent index alone (``int``), or ``None`` for every latent dimension, takes the grid from the model's
+        stored training range of z plus 30 % on each side (:meth:`LatentVariable.fromModel`; logged).
     temperature : float (K) or Quantity
     barrier : float (kJ/mol) or Quantity
         ΔE, the free-energy barrier to overcome; sets γ = βΔE (default) and ε = exp(−βΔE/α).
@@ -145,7 +151,7 @@ class LatentOPES:
         self,
         system: Any,
         model: str | os.PathLike | LatentModelFile,
-        variables: Sequence[LatentVariable],
+        variables: Sequence[LatentVariable | int] | None,
         temperature: Any,
         barrier: Any,
         pace: int,
@@ -628,7 +634,13 @@ class LatentOPES:
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
         if not meta.is_file() or not npz.is_file():
             raise FileNotFoundError(f"no OPES state at {prefix} (.npz and .json)")
-        info = load_json(meta)
+        fix = _STATE_FIX.format(prefix=prefix)
+        try:
+            info = require_keys(load_json(meta), _STATE_KEYS, meta, fix=fix)
+        except ChecksumError as exc:
+            raise ChecksumError(f"{exc}; {fix}") from None
+        except ValueError as exc:  # not JSON (the message names the file), or a key missing (already complete)
+            raise ValueError(str(exc) if fix in str(exc) else f"{exc}; {fix}") from None
         if info.get("format") != "latentbias-opes-state":
             raise ValueError(f"{meta} is not a latentbias OPES state")
         if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
@@ -639,7 +651,12 @@ class LatentOPES:
         if diff:
             raise ValueError(f"saved state has different settings for {diff}; build LatentOPES with the same "
                              "variables, temperature, barrier, biasFactor, mode, pace, sigma and wall settings")
-        data = load_npz(npz)
+        arrays = ["own_sums", "own_centers", "own_sigmas", "own_weights", "own_counts", "kde_grid_sum",
+                  "kde_center_sum", "kde_updates", "avCV", "avM2", "sigma0", "counters", "record_z",
+                  *(f"record_{k}" for k in OPES_COLUMNS),
+                  *(f"other{i}_{k}" for i in range(len(info["otherWalkers"]))
+                    for k in ("centers", "sigmas", "weights", "sums"))]
+        data = require_keys(load_npz(npz), arrays, npz, fix=fix)
         self._sumW, self._sumW2, count = (float(x) for x in data["own_sums"])
         self._count = int(count)
         self._others = {}

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..export import LatentModelFile, script_module
 from ..forces import as_model_file, make_torch_force
 from ..validation import deprecated_alias, deprecated_attribute, renamed_keywords
-from ..nonfinite import check_finite_evaluation
+from ..nonfinite import check_finite_energy, check_finite_evaluation, check_restraint_parameters
 from .fused import native_restraint_force
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,12 @@ class _RestraintEnergy(torch.nn.Module):
     """z -> restraint energy given centres and force constants (shared by the two TorchForce signatures)."""
 
     def __init__(self, model: torch.nn.Module, dims: Sequence[int], lower: np.ndarray, upper: np.ndarray,
-                 wall_k: np.ndarray, period: np.ndarray, has_walls: bool):
+                 wall_k: np.ndarray, period: np.ndarray, has_walls: bool, parameter_names: Sequence[str] = ()):
         super().__init__()
         self.model = model
         self.n = len(dims)
+        # the global parameters' names (centres, then force constants), for errors naming a bad Context value
+        self.parameter_names: List[str] = list(parameter_names) or [f"p{i}" for i in range(2 * len(dims))]
         self.register_buffer("dims", torch.as_tensor(list(dims), dtype=torch.long))
         self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float64))
         self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float64))
@@ -65,6 +67,7 @@ class _RestraintEnergy(torch.nn.Module):
         check_finite_evaluation(positions, z, self.dims)  # names the atoms / the component instead of NaN forces
         centre = torch.stack(params[: self.n]).to(torch.float64).reshape(-1)
         k = torch.stack(params[self.n : 2 * self.n]).to(torch.float64).reshape(-1)
+        check_restraint_parameters(centre, k, self.parameter_names)
         dev = z - centre
         if self.any_periodic:
             safe_period = torch.where(self.period > 0, self.period, torch.ones_like(self.period))
@@ -74,6 +77,7 @@ class _RestraintEnergy(torch.nn.Module):
             above = torch.clamp(z - self.upper, min=0.0)
             below = torch.clamp(self.lower - z, min=0.0)
             energy = energy + 0.5 * (self.wall_k * (above * above + below * below)).sum()
+        check_finite_energy(positions, z, energy, self.dims)  # a finite z too large for the energy: named, not inf
         return energy
 
 
@@ -237,7 +241,9 @@ class LatentRestraint:
         module = cls(self.model.module, self.dims, np.maximum(self.lowerWalls, -big),
                      np.minimum(self.upperWalls, big), self.wallForceConstant, self.period,
                      has_walls=bool(np.any(self.wallForceConstant > 0)
-                                    and np.any(np.isfinite(np.r_[self.lowerWalls, self.upperWalls]))))
+                                    and np.any(np.isfinite(np.r_[self.lowerWalls, self.upperWalls]))),
+                     parameter_names=[self.centerName(i) for i in range(self.ndim)]
+                     + [self.forceConstantName(i) for i in range(self.ndim)])
         force = make_torch_force(script_module(module, "latent restraint"), system, forceGroup, periodic_box)
         for i in range(self.ndim):
             force.addGlobalParameter(self.centerName(i), float(self.centers[i]))

@@ -80,7 +80,7 @@ def load_system_frames(rundir: str | Path, cvs: Sequence[CVSpec] = ()) -> list[S
     """
     import mdtraj as md
 
-    from .report import _load_campaign
+    from .report import load_campaign
     from .shared import SharedAtoms
 
     rundir = Path(rundir)
@@ -89,7 +89,7 @@ def load_system_frames(rundir: str | Path, cvs: Sequence[CVSpec] = ()) -> list[S
     campaigns = []
     for name in names:
         member = rundir / "systems" / name
-        campaign, last = _load_campaign(member)
+        campaign, last = load_campaign(member)
         if not (member / "weights.csv").is_file() or not campaign.run_dir.read_progress().get("finished"):
             raise ValueError(f"{member}: the campaign of system {name!r} has not finished; run it to the end first")
         campaigns.append((campaign, last))

@@ -70,12 +70,12 @@ def _umbrella_reweighting(rundir: str | Path) -> tuple[np.ndarray, Callable[[np.
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     if not str(info.get("estimator", "")).startswith("converge phase (umbrella)"):
         return None
-    from .report import _load_campaign, _reweighting, _weights_csv_logweights
+    from .report import load_campaign, cross_round_reweighting, weights_csv_logweights
 
-    campaign, last = _load_campaign(Path(rundir))
+    campaign, last = load_campaign(Path(rundir))
     frames = campaign.all_frames(last)
-    rw = _reweighting(campaign, frames, campaign.cfg.md.temperature)
-    _weights_csv_logweights(Path(rundir), rw)  # frames kept out of weights.csv stay out of every resample
+    rw = cross_round_reweighting(campaign, frames, campaign.cfg.md.temperature)
+    weights_csv_logweights(Path(rundir), rw)  # frames kept out of weights.csv stay out of every resample
     return rw.states, rw.reweight
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_bytes, write_json
+from ..io import atomic_write_bytes, load_json, require_keys, write_json
 from .config import ConfigError, from_dict
 from .loop import Campaign, deterministic_torch_threads
 from .multiconfig import MultiCampaignConfig, member_seed
@@ -140,12 +140,34 @@ class MultiCampaign:
 
     # ----------------------------------------------------------------------------------------- construction
 
+    def _stored(self) -> dict[str, Any] | None:
+        """multi.json (None in a new run directory); missing while systems/ holds member campaigns, or damaged:
+        :class:`RunDirError` naming the file and the fix."""
+        if not self.config_file.is_file():
+            members = self.path / "systems"
+            found = [f"systems/{d.name}/" for d in sorted(members.iterdir()) if d.is_dir() and any(d.iterdir())] \
+                if members.is_dir() else []
+            if found:
+                raise RunDirError(
+                    f"{self.config_file} is missing but {self.path} already holds a multi-system campaign (found "
+                    f"{', '.join(found)}); nothing was changed. Without it the stored seed is lost and the systems "
+                    "would continue as a different run: restore multi.json from a backup, or start again in a new "
+                    "--rundir")
+            return None
+        try:
+            stored = load_json(self.config_file, warn_unverified=True)
+        except ValueError as exc:
+            raise RunDirError(f"{exc}; restore it from a backup or start again in a new --rundir") from None
+        return require_keys(stored, ("config", "seed"), self.config_file, error=RunDirError,
+                            fix="restore it from a backup or start again in a new --rundir")
+
     def _resolve_seed(self) -> int:
         seed = self.cfg.seed()
+        stored = self._stored()
         if seed is not None:
             return int(seed)
-        if self.config_file.is_file():
-            return int(json.loads(self.config_file.read_text())["seed"])
+        if stored is not None:
+            return int(stored["seed"])
         seed = secrets.randbelow(MAX_SEED) + 1
         logger.info("no [md] seed given: drew seed = %d (stored in %s)", seed, self.config_file)
         return seed
@@ -153,13 +175,13 @@ class MultiCampaign:
     def _check_stored(self) -> None:
         doc = {"config": json.loads(json.dumps(self.cfg.to_dict())), "seed": self.seed}
         doc["config"]["shared"].get("md", {}).pop("seed", None)
-        if self.config_file.is_file():
-            stored = json.loads(self.config_file.read_text())
+        stored = self._stored()
+        if stored is not None:
             if stored != doc:
                 raise RunDirError(f"{self.config_file}: the run directory holds a different multi-system campaign; "
                                   "use another --rundir or the original config")
         else:
-            write_json(self.config_file, doc)
+            write_json(self.config_file, doc, checksum=True)
 
     def _system_table(self, name: str) -> dict[str, Any]:
         spec = self.cfg.systems[name]

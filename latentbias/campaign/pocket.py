@@ -192,15 +192,15 @@ class PocketMeasure:
     """
 
     def __init__(self, config: PocketConfig, topology: Any, reference: np.ndarray | None = None):
-        from ..analysis.pockets import CavityVolume, PocketRegion, _as_topology, _residue_atoms, atom_radii
+        from ..analysis.pockets import CavityVolume, PocketRegion, as_mdtraj_topology, residue_atoms, atom_radii
 
         self.config = config
-        self.topology = _as_topology(topology)
+        self.topology = as_mdtraj_topology(topology)
         self.unit = config.unit
         self.reference = None if reference is None else np.asarray(reference, dtype=np.float64)
         self.fit_atoms: np.ndarray | None = None
         if config.measure == "distance":
-            self.groups = (_residue_atoms(self.topology, config.group_a), _residue_atoms(self.topology, config.group_b))
+            self.groups = (residue_atoms(self.topology, config.group_a), residue_atoms(self.topology, config.group_b))
             self.volume = None
             self.region = None
             return
@@ -211,7 +211,7 @@ class PocketMeasure:
             self.region = PocketRegion.from_center(config.radius, center=np.asarray(config.center, dtype=float))
             self.fit_atoms = self.topology.select("name CA")
         else:
-            atoms = _residue_atoms(self.topology, config.center_residues)
+            atoms = residue_atoms(self.topology, config.center_residues)
             self.region = PocketRegion.from_center(config.radius, center_atoms=atoms)
             self.fit_atoms = atoms
         self.volume = CavityVolume(self.region, atom_radii(self.topology), step=config.step,

@@ -55,6 +55,9 @@ def _stage(what: str, keys: str) -> Iterator[None]:
                           f"{type(exc).__name__}: {cause_first(str(exc))}") from exc
 
 
+#: seed of the dry build's perturbed frames: fixed, so a configuration gets the same verdict on every run
+_DRY_SEED = 12345
+
 def _finite(name: str, value: Any) -> None:
     a = np.asarray(value, dtype=float)
     if not np.all(np.isfinite(a)):
@@ -103,7 +106,7 @@ def _dry_build(campaign: Campaign) -> None:
         box = None
         if periodic:
             box = np.array([v.value_in_unit(openmm.unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
-    rng = np.random.default_rng(12345)
+    rng = np.random.default_rng(_DRY_SEED)
     frames = xyz[None] + _NOISE_NM * rng.standard_normal((_N_FRAMES + cfg.model.lag, *xyz.shape))
     frames[0] = xyz
     boxes = None if box is None else np.repeat(box[None], len(frames), axis=0)
@@ -115,7 +118,8 @@ def _dry_build(campaign: Campaign) -> None:
                              "few atoms")
         _finite("the features of the starting structure", feats)
     m = cfg.model
-    with _stage("the model", "[model] latent_dim / hidden / activation / objective / lag"):
+    with _stage("the model", "[model] latent_dim / hidden / activation / objective / lag / learning_rate / "
+                             "batch_size"):
         est = LatentModelEstimator(latent_dim=m.latent_dim, hidden=m.hidden, activation=m.activation,
                                    objective=m.objective, lag=m.lag, epochs=1, batch_size=m.batch_size,
                                    learning_rate=m.learning_rate, patience=m.patience, seed=1, progress=False)

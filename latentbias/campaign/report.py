@@ -117,7 +117,9 @@ def compute_cvs(campaign: Campaign, upto: int, cvs: list[CVSpec]) -> dict[str, n
     return {cv.name: cv.evaluate(traj) for cv in cvs}
 
 
-def _load_campaign(rundir: Path) -> tuple[Campaign, int]:
+def load_campaign(rundir: Path) -> tuple[Campaign, int]:
+    """The campaign stored in ``rundir`` (built from its config.json) and the last round whose weights phase is
+    done; ValueError when no round has finished yet."""
     config = RunDir(rundir).read_json(Path(rundir) / "config.json")
     base_dir = config.pop("base_dir", ".")
     cfg = from_dict(config, base_dir=base_dir)
@@ -128,6 +130,9 @@ def _load_campaign(rundir: Path) -> tuple[Campaign, int]:
     if last < 0 or not (campaign.run_dir.round_dir(model_round) / "model.json").is_file():
         raise ValueError(f"{rundir} has no completed round yet; run the campaign first")
     return campaign, last
+
+
+_load_campaign = load_campaign  # the private name of earlier sessions (scripts on other branches may still use it)
 
 
 def _line_plot(path: Path, series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str,
@@ -185,7 +190,7 @@ class _Reweighting:
     info: dict[str, Any]
 
 
-def _reweighting(campaign: Campaign, frames: dict[str, np.ndarray], temperature: float) -> _Reweighting:
+def cross_round_reweighting(campaign: Campaign, frames: dict[str, np.ndarray], temperature: float) -> _Reweighting:
     """Cross-round MBAR weights of the frames in the equilibrium estimate (bias state >= 0; the others get -inf
     and stay out of every bootstrap resample), z evaluated with each frame's box."""
     from ..analysis.reweight import effective_sample_size, mbar_logweights
@@ -228,7 +233,7 @@ def _reweighting(campaign: Campaign, frames: dict[str, np.ndarray], temperature:
     return _Reweighting(logw, rows, reweight, {"ess": effective_sample_size(logw_k), "n_states": int(u.shape[0])})
 
 
-def _weights_csv_logweights(rundir: Path, rw: _Reweighting) -> np.ndarray:
+def weights_csv_logweights(rundir: Path, rw: _Reweighting) -> np.ndarray:
     """The campaign's final log-weights (``weights.csv``); frames it keeps out (−inf) stay out of every resample."""
     table = np.loadtxt(rundir / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
     header = (rundir / "weights.csv").read_text().splitlines()[1].split(",")
@@ -283,11 +288,11 @@ def free_energy_difference(rundir: str | Path, in_a: np.ndarray, in_b: np.ndarra
     from ..analysis.fes import basin_free_energy_estimate
 
     rundir = Path(rundir)
-    campaign, last = _load_campaign(rundir)
+    campaign, last = load_campaign(rundir)
     frames = campaign.all_frames(last)
     z = campaign.encode(last, frames)
-    rw = _reweighting(campaign, frames, campaign.cfg.md.temperature)
-    logw = _weights_csv_logweights(rundir, rw)
+    rw = cross_round_reweighting(campaign, frames, campaign.cfg.md.temperature)
+    logw = weights_csv_logweights(rundir, rw)
     obs = z if observable is None else np.column_stack([np.asarray(observable, dtype=float).reshape(len(z), -1), z])
     return basin_free_energy_estimate(z, logw, np.asarray(in_a, dtype=bool), np.asarray(in_b, dtype=bool),
                                       campaign.cfg.md.temperature, states=rw.states, reweight=rw.reweight,
@@ -301,7 +306,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     the module docstring).
     """
     rundir = Path(rundir)
-    campaign, last = _load_campaign(rundir)
+    campaign, last = load_campaign(rundir)
     out = rundir / "report"
     out.mkdir(exist_ok=True)
     cfg = campaign.cfg
@@ -328,7 +333,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         info = campaign.model(r).info
         sel = rounds <= r
         sub = {k: v[sel] for k, v in frames.items()}
-        rw = _reweighting(campaign, sub, temperature)
+        rw = cross_round_reweighting(campaign, sub, temperature)
         winfo = rw.info
         if not np.isfinite(rw.logw).any():  # no equilibrium frame yet (e.g. frontier rounds only): show the samples
             rw.logw = np.zeros(len(rw.logw))
@@ -417,8 +422,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
 
     # extra CVs: weights of all rounds (as in weights.csv), re-solved per bootstrap resample for the errors
     if cvs:
-        rw = _reweighting(campaign, frames, temperature)
-        logw = _weights_csv_logweights(rundir, rw)
+        rw = cross_round_reweighting(campaign, frames, temperature)
+        logw = weights_csv_logweights(rundir, rw)
         values = compute_cvs(campaign, last, cvs)
         if converged:  # the estimate against simulated time: FES of each CV from the converge frames up to t
             conv = np.flatnonzero((rounds == last) & np.isfinite(logw))
@@ -467,8 +472,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     if pocket_enabled(cfg):  # openness per round, F(openness), most open structures (campaign.pocketreport)
         from .pocketreport import pocket_section
 
-        rw = _reweighting(campaign, frames, temperature)
-        lines += pocket_section(campaign, frames, z, last, out, _weights_csv_logweights(rundir, rw), rw,
+        rw = cross_round_reweighting(campaign, frames, temperature)
+        lines += pocket_section(campaign, frames, z, last, out, weights_csv_logweights(rundir, rw), rw,
                                 N_BOOTSTRAP, overwrite)
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
               "(kJ/mol), final log-weight (-inf: kept out of the estimate) and the reason code `excluded`; "

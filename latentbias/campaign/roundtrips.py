@@ -152,7 +152,7 @@ def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequ
     -------
     LatentCores
     """
-    from ..analysis.paths import _prepared, find_basins
+    from ..analysis.paths import prepared_fes, find_basins
 
     z = np.asarray(z, dtype=float)
     z = z.reshape(len(z), -1)
@@ -184,7 +184,7 @@ def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequ
     grid = raw if len(dims) > 1 else np.repeat(raw[:, None], 4, axis=1)  # find_basins works on 2-D/3-D grids
     centers = [0.5 * (e[1:] + e[:-1]) for e in edges] + ([np.arange(4.0)] if len(dims) == 1 else [])
     basins = find_basins(grid, centers, smooth=smooth, min_depth=core_kt * kt)
-    f = _prepared(grid, smooth, 10.0)
+    f = prepared_fes(grid, smooth, 10.0)
     labels, f = (basins.labels[:, 0], f[:, 0]) if len(dims) == 1 else (basins.labels, f)
     n = len(basins.free_energies)
     fmin = np.array([f[labels == k].min() for k in range(n)])

@@ -59,7 +59,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..io import ChecksumError, atomic_write_bytes, load_json, load_npz, save_npz, write_json
+from ..io import (ChecksumError, atomic_write_bytes, load_json, load_npz, require_choice, require_keys, save_npz,
+                  write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,12 @@ _REQUIRED = {
     "progress.json": ("round", "phase", "segments", "finished"),
     "plan.json": ("round", "strategy", "segments"),
     "model.json": ("round", "architecture", "history", "best_epoch", "z_min", "z_max", "recon_error_q99"),
+}
+#: keys of plan.json that every reader of a strategy's round needs, the reweighting included
+#: (latentbias.campaign.plan, latentbias.campaign.weights.bias_states)
+_PLAN_KEYS = {
+    "metadynamics": ("variables",), "opes": ("variables",), "pocket": ("variables",),
+    "frontier": ("targets",), "umbrella": ("dims", "centers", "force_constants"),
 }
 _DAMAGED = ("restore it from a backup, or start the campaign again in a new --rundir (the frames of committed "
             "rounds stay readable in round_*/frames.dcd)")
@@ -188,20 +195,14 @@ class RunDir:
         path = Path(path)
         required = _REQUIRED.get(path.name, ()) if required is None else required
         try:
-            data = load_json(path)
+            data = load_json(path, warn_unverified=True)
         except FileNotFoundError:
             raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
         except ChecksumError as exc:
             raise RunDirError(f"{exc}; {_DAMAGED}") from None
         except ValueError as exc:  # not JSON: load_json names the file
             raise RunDirError(f"{exc}; {_DAMAGED}") from None
-        if not isinstance(data, dict):
-            raise RunDirError(f"{path} does not hold a JSON object: the file is corrupt; {_DAMAGED}")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise RunDirError(f"{path} lacks the key(s) {missing}: the file is corrupt or from another version; "
-                              f"{_DAMAGED}")
-        return data
+        return require_keys(data, required, path, fix=_DAMAGED, error=RunDirError)
 
     def write_json(self, path: str | Path, data: dict[str, Any]) -> None:
         """Write a JSON record atomically with a checksum that :meth:`read_json` verifies."""
@@ -223,7 +224,22 @@ class RunDir:
         save_npz(path, checksum=True, **arrays)
 
     def read_plan(self, r: int) -> dict[str, Any]:
-        return self.read_json(self.plan_file(r))
+        """Round r's plan.json, checked for the keys every reader of its strategy's rounds needs (the strategy
+        itself is checked where it selects the round's bias: :meth:`check_strategy`)."""
+        path = self.plan_file(r)
+        plan = self.read_json(path)
+        require_keys(plan, _PLAN_KEYS.get(plan["strategy"], ()) if isinstance(plan["strategy"], str) else (), path,
+                     fix=_DAMAGED, error=RunDirError)
+        if "round_trip_cores" in plan:  # the converge phase's latent basins (latentbias.campaign.roundtrips)
+            require_keys(plan["round_trip_cores"], ("dims", "edges", "labels", "minima", "free_energies", "levels"),
+                         f"{path} (round_trip_cores)", fix=_DAMAGED, error=RunDirError)
+        return plan
+
+    def check_strategy(self, r: int, plan: dict[str, Any], known: Sequence[str]) -> str:
+        """``plan["strategy"]`` of round r when it is one of ``known``; else :class:`RunDirError` naming plan.json,
+        the value, the known strategies and what to do."""
+        return require_choice(plan["strategy"], tuple(known), self.plan_file(r), "strategy", fix=_DAMAGED,
+                              error=RunDirError)
 
     def write_plan(self, r: int, plan: dict[str, Any]) -> None:
         self.write_json(self.plan_file(r), plan)
@@ -289,9 +305,41 @@ class RunDir:
     def write_progress(self, progress: dict[str, Any]) -> None:
         self.write_json(self.progress_file, progress)
 
+    def work_evidence(self) -> list[str]:
+        """What shows that a campaign already ran here: ``progress.json`` (with its round and phase when readable)
+        and the round folders holding files (with their segment counts). Empty for a new run directory."""
+        found = []
+        if self.progress_file.is_file():
+            try:
+                p = load_json(self.progress_file)
+                found.append(f"{self.progress_file.name} (round {p['round']}, phase {p['phase']})")
+            except (ValueError, KeyError, TypeError):
+                found.append(f"{self.progress_file.name} (unreadable)")
+        for d in sorted(d for d in self.path.glob("round_*") if d.is_dir()):
+            files = [p for p in d.iterdir() if p.is_file()]
+            if files:
+                n_seg = sum(1 for p in files if p.name.startswith("seg_"))
+                found.append(f"{d.name}/ ({len(files)} files, {n_seg} segment(s))")
+        return found
+
     def stored_config(self) -> dict[str, Any] | None:
-        """The configuration stored by the first run in this directory (None before that)."""
-        return self.read_json(self.config_file) if self.config_file.is_file() else None
+        """The configuration stored by the first run in this directory (None before that).
+
+        Raises :class:`RunDirError` when config.json is missing but the directory already holds a campaign
+        (:meth:`work_evidence`): any configuration, and a newly drawn seed, would otherwise continue the stored
+        rounds as a silently different run.
+        """
+        if self.config_file.is_file():
+            return self.read_json(self.config_file)
+        evidence = self.work_evidence()
+        if evidence:
+            raise RunDirError(
+                f"{self.config_file} is missing but {self.path} already holds a campaign: found "
+                f"{', '.join(evidence)}; nothing was changed. Without the stored configuration (which holds the seed "
+                "used) these rounds cannot be continued as the same run. Restore config.json from a backup, or start "
+                "again in a new --rundir (the committed frames stay readable in round_*/seg_*.npz and frames.dcd; "
+                "campaign.log records the seed)")
+        return None
 
     def check_config(self, config: dict[str, Any], store: bool = False) -> None:
         """Refuse to resume a folder created with different settings; with ``store``, write the config when the
@@ -368,6 +416,9 @@ class RunDir:
         """
         chk, xml, meta = self.checkpoint_files(r, k, walker)
         info = self.read_json(meta, ("platform", "chk_sha256")) if meta.is_file() else None
+        if info is None:
+            logger.warning("%s is missing, so %s is loaded unverified (a run directory of an older version, or the "
+                           "record was deleted); if the run continues oddly, restore it from a backup", meta, chk)
         use_state = info is not None and platform is not None and info["platform"] not in (None, platform)
         path, key = (xml, "xml_sha256") if use_state else (chk, "chk_sha256")
         if use_state and "xml_sha256" not in info:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RoundSeeds", "MAX_SEED"]
+__all__ = ["RoundSeeds", "MAX_SEED", "derived_seed"]
 
 #: largest seed OpenMM accepts (int32); campaign seeds are in [1, MAX_SEED]
 MAX_SEED = 2**31 - 1
@@ -35,6 +35,13 @@ _INTEGRATOR, _VELOCITIES, _TRAINING, _RESTART, _WALKERS = range(5)
 def _seed(entropy: int, key: tuple[int, ...]) -> int:
     state = np.random.SeedSequence(entropy, spawn_key=key).generate_state(1, np.uint64)[0]
     return int(state % MAX_SEED) + 1
+
+
+def derived_seed(seed: int, *key: int) -> int:
+    """An OpenMM seed in [1, MAX_SEED] for the random stream ``key`` (non-negative ints) of base seed ``seed``:
+    ``SeedSequence(seed, spawn_key=key)``, so distinct keys give independent streams and nearby base seeds do not
+    share any (``seed + k`` would: seed 1 stream 1 = seed 2 stream 0)."""
+    return _seed(int(seed), tuple(int(k) for k in key))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ import torch
 from ..export import load_model, save_model
 from ..features import (AlignedCoordinates, Concatenate, Contacts, Dihedrals, Distances, Featurizer,
                         backbone_dihedral_atoms, chi_dihedral_atoms, featurize, select_atoms)
-from ..io import load_npz, save_npz, write_json
+from ..io import load_json, load_npz, save_npz, write_json
 from ..models import FeatureAutoencoder, LatentModel
 from ..training import LatentModelEstimator
 from .alignment import apply_alignment, fit_alignment
@@ -163,10 +163,8 @@ def _shared_dir(rundir: Path, r: int) -> Path:
 
 def load_shared_autoencoder(rundir: str | Path, r: int) -> tuple[FeatureAutoencoder, dict[str, Any]]:
     """The shared autoencoder of round r and its ``model.json`` content."""
-    import json
-
     d = _shared_dir(Path(rundir), r)
-    info = json.loads((d / "model.json").read_text())
+    info = load_json(d / "model.json", warn_unverified=True)
     arch = info["architecture"]
     ae = FeatureAutoencoder(arch["n_features"], arch["latent_dim"], arch["hidden"], arch["activation"])
     ae.load_state_dict({k: torch.as_tensor(v) for k, v in load_npz(d / "model_state.npz").items()})
@@ -242,8 +240,9 @@ def train_shared_round(rundir: str | Path, r: int, members: Sequence[Any], progr
                  "train_seconds": time.perf_counter() - t0})
     d = _shared_dir(Path(rundir), r)
     d.mkdir(parents=True, exist_ok=True)
-    save_npz(d / "model_state.npz", **{k: v.detach().cpu().numpy() for k, v in ae.state_dict().items()})
-    write_json(d / "model.json", info)  # written last: its presence marks the round's shared model as complete
+    save_npz(d / "model_state.npz", checksum=True,
+             **{k: v.detach().cpu().numpy() for k, v in ae.state_dict().items()})
+    write_json(d / "model.json", info, checksum=True)  # written last: its presence marks the round's shared model as complete
     h = result.history
     logger.info("shared round %d trained on %s frames, val loss %.4g (epoch %d)", r, info["frames_per_system"],
                 (h["val_loss"] or h["train_loss"])[result.best_epoch], result.best_epoch)
@@ -265,5 +264,5 @@ def write_member_model(member: Any, rundir: str | Path, r: int) -> Any:
                extra={"campaign_round": r, "shared_encoder": str(_shared_dir(Path(rundir), r)),
                       "system": member.system_name})
     member_info = {**info, "shared": True, "system": member.system_name}
-    write_json(run_dir.round_dir(r) / "model.json", member_info)
+    run_dir.write_json(run_dir.round_dir(r) / "model.json", member_info)
     return RoundModel(load_model(run_dir.model_file(r)), ae, member_info)

@@ -125,9 +125,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         n_seg = run_dir.round_segments(r)
         assemble_round(campaign, r, n_seg)
         return n_seg
-    if plan["strategy"] not in ROUND_BIASES:
-        raise RunDirError(f"{run_dir.plan_file(r)}: strategy {plan['strategy']!r} is not one of "
-                          f"{', '.join(ROUND_BIASES)}; the file is corrupt or from another version")
+    run_dir.check_strategy(r, plan, tuple(ROUND_BIASES))  # names plan.json, the value and the fix
     removed = run_dir.discard_uncommitted(r, committed)
     if removed:
         logger.info("round %d: removed %d files of an interrupted commit", r, len(removed))
@@ -144,7 +142,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     if 0 < committed < n_seg:  # killed after a commit: would the round have ended there?
         reason = bias.end_reason(run_dir.read_segment(r, committed - 1)) or (end_check and end_check(committed))
         if reason:
-            return _end_round(campaign, r, committed, reason)
+            return end_round_early(campaign, r, committed, reason)
     periodic = system.usesPeriodicBoundaryConditions()
     sim = make_simulation(campaign, system, seeds.integrator)
     if committed > 0:
@@ -176,7 +174,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
             reason = bias.end_reason(columns) or (end_check and end_check(k + 1))
             if reason:
                 bar.close()
-                return _end_round(campaign, r, k + 1, reason)
+                return end_round_early(campaign, r, k + 1, reason)
     bar.close()
     assemble_round(campaign, r, n_seg)
     logger.info("round %d simulated: %d segments, %.1f ps in %.0f s", r, n_seg,
@@ -217,7 +215,9 @@ def frame_interval(config: CampaignConfig, plan: dict[str, Any]) -> int:
     return int(config.campaign.save_interval)
 
 
-def _end_round(campaign: Campaign, r: int, n_seg: int, reason: str) -> int:
+def end_round_early(campaign: Campaign, r: int, n_seg: int, reason: str) -> int:
+    """End round r after ``n_seg`` committed segments (``end.json`` with ``reason``), assemble its files and
+    return ``n_seg``."""
     campaign.run_dir.write_round_end(r, n_seg, reason)
     assemble_round(campaign, r, n_seg)
     logger.info("round %d ended after %d of %d planned segments (%s)", r, n_seg,

@@ -311,7 +311,7 @@ class UmbrellaBias(RoundBias):
 
         windows = np.array(sorted(self._states), dtype=np.int64)
         empty = np.zeros((0, 0, 3))
-        save_npz(Path(str(prefix) + ".npz"), current=np.array(self._current), windows=windows,
+        save_npz(Path(str(prefix) + ".npz"), checksum=True, current=np.array(self._current), windows=windows,
                  positions=np.array([self._states[w][0] for w in windows]) if len(windows) else empty,
                  velocities=np.array([self._states[w][1] for w in windows]) if len(windows) else empty)
 

@@ -81,7 +81,7 @@ from .execution import WalkerPool, walker_platform_properties
 from .roundbias import ROUND_BIASES, RoundBias, RoundSetup
 from .rundir import RunDir, RunDirError
 from .seeds import RoundSeeds
-from .simulate import _end_round, assemble_round, frame_interval, make_simulation, record_segment
+from .simulate import end_round_early, assemble_round, frame_interval, make_simulation, record_segment
 
 if TYPE_CHECKING:
     from .loop import Campaign
@@ -432,9 +432,7 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
         n_seg = run_dir.round_segments(r)
         assemble_round(campaign, r, n_seg)
         return n_seg
-    if plan["strategy"] not in ROUND_BIASES:
-        raise RunDirError(f"{run_dir.plan_file(r)}: strategy {plan['strategy']!r} is not one of "
-                          f"{', '.join(ROUND_BIASES)}; the file is corrupt or from another version")
+    run_dir.check_strategy(r, plan, tuple(ROUND_BIASES))  # names plan.json, the value and the fix
     removed = run_dir.discard_uncommitted(r, committed) + discard_uncommitted_walker_files(run_dir, r, committed)
     if removed:
         logger.info("round %d: removed %d files of an interrupted commit", r, len(removed))
@@ -450,7 +448,7 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
     if 0 < committed < n_seg:  # killed after a commit: would the round have ended there?
         reason = merged.end_reason(run_dir.read_segment(r, committed - 1)) or (end_check and end_check(committed))
         if reason:
-            return _end_round(campaign, r, committed, reason)
+            return end_round_early(campaign, r, committed, reason)
     shares = _read_shares(run_dir, r, committed - 1) if committed > 0 else dict(carried)
     token = uuid.uuid4().hex[:8]
     home: dict[int, str | None] = {}  # worker that ran each walker's last segment (and may continue it)
@@ -482,7 +480,7 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
         if k + 1 < n_seg:
             reason = merged.end_reason(columns) or (end_check and end_check(k + 1))
             if reason:
-                return _end_round(campaign, r, k + 1, reason)
+                return end_round_early(campaign, r, k + 1, reason)
     assemble_round(campaign, r, n_seg)
     c = cfg.campaign
     logger.info("round %d simulated: %d walkers x %d segments, %.1f ps in %.0f s", r, n_walkers, n_seg,

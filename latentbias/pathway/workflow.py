@@ -83,12 +83,12 @@ def samples_from_rundir(rundir: str | os.PathLike) -> LatentSamples:
     """All frames of a campaign, their latent coordinates under the final encoder and the final log-weights
     (``weights.csv``)."""
     from ..campaign.estimate import final_weights
-    from ..campaign.report import _load_campaign
+    from ..campaign.report import load_campaign
 
     rundir = Path(rundir)
     if not (rundir / "config.json").is_file():
         raise ValueError(f"{rundir} is not a campaign run directory (no config.json); run `latentbias run` first")
-    campaign, last = _load_campaign(rundir)
+    campaign, last = load_campaign(rundir)
     frames = campaign.all_frames(last)
     q = campaign.encoder_round(last)
     model = campaign.model(q).file
