@@ -167,7 +167,13 @@ def effective_sample_size(logw: Any) -> float:
 
 @contextlib.contextmanager
 def quiet_pymbar(level: int = logging.WARNING):
-    """Silence pymbar's import banner (a note about JAX) and its solver chatter ("Reached a solution ...")."""
+    """Silence pymbar's import banner (a note about JAX) and its solver chatter ("Reached a solution ...").
+
+    Parameters
+    ----------
+    level : int, default 30
+        Logging level of the ``pymbar`` logger inside the block (30 = ``logging.WARNING``); restored on exit.
+    """
     pymbar_logger = logging.getLogger("pymbar")
     old_level = pymbar_logger.level
     pymbar_logger.setLevel(level)
