@@ -218,6 +218,10 @@ def test_basins_without_weight_or_frames_do_not_take_part(three_wells, tmp_path)
     # a basin left out cannot hold the run to its budget: the rule counts the deep pair only
     run = _write_walkers_run(tmp_path, x, few)
     assert convergence_check(run, _config(min_round_trips=13), 1, 6) == "converged"
+    # no basin takes part: nothing to count, the run goes to its budget and the warning says a budget cannot help
+    none = round_trip_summary(run, _config(min_round_trips=13, basin_min_frames=10**9), 1, "budget")
+    assert none["counted"] == [] and none["round_trips"] == 0 and not none["enough"]
+    assert "without a latent round trip to count" in none["warning"] and "does not change" in none["warning"]
     # cores stored before populations and frame counts were recorded: every basin takes part
     old = {key: v for key, v in cores.to_dict().items() if key not in ("populations", "core_frames")}
     assert LatentCores.from_dict(old).taking_part(T, 25.0, 10) == [0, 1, 2]

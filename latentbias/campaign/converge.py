@@ -272,11 +272,18 @@ def round_trip_summary(run_dir: RunDir, config: CampaignConfig, r: int, ended: s
 
         k = trips["transitions"]
         bound = two_state_error(k, config.md.temperature)
-        where = (f"into and out of latent basin(s) {trips['bottleneck']} (of {trips['counted']} taking part; "
-                 f"{trips['basins']} found)" if len(trips["counted"]) >= 2 else
-                 f"between latent basins: {len(trips['counted'])} of the {trips['basins']} found take part")
-        out["warning"] = (
-            f"the converge phase ended ({ended}) after {trips['round_trips']} round trip(s) {where}, fewer than "
-            f"[converge] min_round_trips = {need}: a free-energy difference between these basins and the rest rests "
-            f"on {k} transition(s) (two-state error 2kT/sqrt(K) >= {bound:.2g} kJ/mol); raise [converge] max_steps")
+        if len(trips["counted"]) >= 2:
+            out["warning"] = (
+                f"the converge phase ended ({ended}) after {trips['round_trips']} round trip(s) into and out of latent "
+                f"basin(s) {trips['bottleneck']} (of {trips['counted']} taking part; {trips['basins']} found), fewer "
+                f"than [converge] min_round_trips = {need}: a free-energy difference between these basins and the "
+                f"rest rests on {k} transition(s) (two-state error 2kT/sqrt(K) >= {bound:.2g} kJ/mol); raise "
+                f"[converge] max_steps")
+        else:
+            out["warning"] = (
+                f"the converge phase ended ({ended}) without a latent round trip to count: {len(trips['counted'])} "
+                f"of the {trips['basins']} latent basin(s) found take part (population >= exp(-fes_cutoff/kT), >= "
+                f"[converge] basin_min_frames core frames), so the run could not show in latent space that it "
+                f"sampled the states of the estimate more than a few times ([converge] min_round_trips = {need}); a "
+                f"longer budget does not change that: check the estimate's own transitions")
     return out
