@@ -213,6 +213,8 @@ def test_basins_without_weight_or_frames_do_not_take_part(three_wells, tmp_path)
     # basin 2 (7 % of the weight) made a noise basin: too few frames, or too little population for the cutoff
     few = dataclasses.replace(cores, core_frames=np.array([10**4, 10**4, 9]))
     assert few.taking_part(T, 25.0, 10) == [0, 1]
+    noisy_second = dataclasses.replace(cores, core_frames=np.array([10**4, 9, 10**4]))
+    assert noisy_second.taking_part(T, 25.0, 10, n_deepest=2) == [0, 2]  # the two deepest of those taking part
     light = -KT * math.log(C[2]) - 0.5  # kJ/mol: a cutoff just below basin 2's population free energy
     assert cores.taking_part(T, light, 10) == [0, 1] and cores.taking_part(T, light + 1.0, 10) == [0, 1, 2]
     # a basin left out cannot hold the run to its budget: the rule counts the deep pair only

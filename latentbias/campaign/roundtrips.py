@@ -177,16 +177,17 @@ class LatentCores:
                    np.asarray(d["core_frames"], dtype=np.int64) if "core_frames" in d else None)
 
     def taking_part(self, temperature: float, fes_cutoff: float, min_frames: int, n_deepest: int = 0) -> list[int]:
-        """The basins the round-trip count uses (module docstring): the ``n_deepest`` deepest (0: all) whose
-        population is at least exp(−``fes_cutoff``/kT) and whose core held at least ``min_frames`` frames (both
-        tests skipped for cores stored without populations/frame counts). Returns basin indices, ascending."""
-        keep = list(range(self.n_basins if n_deepest <= 0 else min(n_deepest, self.n_basins)))
+        """The basins the round-trip count uses (module docstring): of the basins whose population is at least
+        exp(−``fes_cutoff``/kT) and whose core held at least ``min_frames`` frames (both tests skipped for cores
+        stored without populations/frame counts), the ``n_deepest`` deepest (0: all). Returns basin indices,
+        ascending."""
+        keep = list(range(self.n_basins))
         if self.populations is not None:
             floor = np.exp(-fes_cutoff / kt_kjmol(temperature))
             keep = [k for k in keep if self.populations[k] >= floor]
         if self.core_frames is not None:
             keep = [k for k in keep if self.core_frames[k] >= min_frames]
-        return keep
+        return keep if n_deepest <= 0 else keep[:n_deepest]
 
 
 def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequence[int] | None = None,
