@@ -54,9 +54,9 @@ exchanges slowly (tests/test_roundtrips_mincut.py): stopped at a minimum cut of 
 rest) over 400 replicas is 0.99–1.05 × 2 kT/√26 (1σ covers the truth in 66–69 %, 2σ in 94–96 %; five generator
 seeds), while stopped at 26 transitions of the deep pair, 24–32 % of the replicas never visited the shallow state.
 
-Which basins take part. With ``[converge] round_trip_basins`` = n > 0 the n deepest latent basins (n = 2: the
-previous rule, round trips between the two deepest), with 0 (default) all of them, less those that carry no
-weight or are noise, so that they do not hold the run to its budget for nothing: a basin whose population in the
+Which basins take part. All latent basins except those that carry no weight or are noise, so that they do not
+hold the run to its budget for nothing (of those, only the n deepest with ``[converge] round_trip_basins`` = n > 0;
+n = 2 is the previous rule, round trips between the two deepest; default 0 = all): a basin whose population in the
 exploration rounds' reweighted latent FES (all its grid cells) is below exp(−``fes_cutoff``/kT) (the drift's
 cutoff: 25 kJ/mol, 4·10⁻⁵ at 300 K), or whose core held fewer than ``basin_min_frames`` exploration frames
 (default 10: the histogram count n of a core fluctuates by √n, i.e. its free energy by kT/√n = 0.32 kT at 10
