@@ -1,6 +1,6 @@
 """Tabulate finished ala2 demo runs (``examples/ala2_campaign.py --rundir RUNDIR --seeds ...``) for the converge
 phase's latent round-trip rule (issue 8 items 3 and 6): per seed ΔF(C7ax − rest) ± the demo's stated 1σ, the
-sampler's own count of round trips between its two deepest latent basins (and whether the budget ended the run
+sampler's own count of round trips across the slowest split of its latent basins (minimum cut; whether the budget ended the run
 first), φ-space transitions and C7ax entries (evaluation only: φ is never seen by the sampler), how the converge
 phase ended, its length, the simulated time of the campaign, and which φ region each latent core holds (fraction
 of the converge frames in core 0 / core 1 whose φ lies in C7ax, 0° < φ < 120°). Ends with the 1σ/2σ coverage of the
@@ -67,11 +67,11 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
             row["core_c7ax"] = [float(ax[lab == k].mean()) if np.any(lab == k) else float("nan")
                                 for k in range(min(2, cores.n_basins))]
             row["latent_minima_kjmol"] = cores.free_energies.tolist()
-            # what [converge] round_trip_basins = all basins would have counted (frames after the burn-in)
+            # transitions into and out of every latent basin's core (frames after the burn-in; all basins counted)
             t = conv["time_ps"]
             after = (t >= t.min() + cfg.converge.burn_in * (t.max() - t.min())) & (conv["scale"] > 0)
-            every = latent_round_trips(cores, conv["z"][after], conv["walker"][after], max(2, cores.n_basins))
-            row["all_basins_transitions"] = every["transitions"]
+            every = latent_round_trips(cores, conv["z"][after], conv["walker"][after])
+            row["all_basins_transitions"] = every["basin_transitions"]
             # C7ax share of every latent core (which core, if any, is C7ax)
             row["core_c7ax_all"] = [float(ax[lab == k].mean()) if np.any(lab == k) else float("nan")
                                     for k in range(cores.n_basins)]
@@ -81,7 +81,7 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     print("| seed | ΔF ± 1σ (kJ/mol) | latent round trips (needed) | φ transitions | C7ax entries | C7ax share of latent "
-          "core 0 / core 1 | transitions 0 ⇄ k for every latent basin k (C7ax share of core k) | converge phase | "
+          "core 0 / core 1 | transitions into and out of every latent basin k (C7ax share of core k) | converge phase | "
           "simulated | wall |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     cover1 = cover2 = n = 0
@@ -94,8 +94,10 @@ def print_table(rows: list[dict]) -> None:
                                           + ("" if lat["enough"] else " **budget ended first**"))
         df = f"{r['dF']:.2f} ± {r['err']:.2f}" if "dF" in r else "none (no C7ax frame used)"
         share = " / ".join(f"{x:.2f}" for x in r.get("core_c7ax", [])) or "–"
-        every = ", ".join(f"{k + 1}: {n} ({x:.2f})" for k, (n, x) in
-                          enumerate(zip(r.get("all_basins_transitions", []), r.get("core_c7ax_all", [])[1:]))) or "–"
+        every = ", ".join(f"{k}: {n} ({x:.2f})" for k, (n, x) in
+                          enumerate(zip(r.get("all_basins_transitions", []), r.get("core_c7ax_all", [])))) or "–"
+        if lat is not None and "bottleneck" in lat:
+            trips += f", bottleneck {lat['bottleneck']} of {lat['counted']}"
         print(f"| {r['seed']} | {df} | {trips} | {r.get('phi_transitions', 0)} | {r['entries']} | {share} | {every} | "
               f"{r['end']}, {r['converge_ns']:.2f} ns | {r['simulated_ns']:.2f} ns | {r['wall_min']:.1f} min |")
         if "dF" in r:

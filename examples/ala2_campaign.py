@@ -4,8 +4,8 @@ a converge phase whose frames give ΔF(C7ax − rest) with an error bar.
 Runs (or resumes) ``examples/ala2_campaign.toml`` once per seed (default two, in parallel, one per core): round 0
 is unbiased in C7eq, 4 exploration rounds run well-tempered metadynamics in the latent space of an encoder
 retrained on all frames so far (aligned heavy-atom coordinates only), then OPES in the frozen last encoder runs
-until its estimate stops drifting and it has made [converge] min_round_trips round trips between the two
-deepest basins of its latent FES (or 2.8 ns). Using φ only for evaluation, it prints when C7ax (0° < φ < 120°) was first
+until its estimate stops drifting and it has made [converge] min_round_trips round trips across the slowest
+split of its latent basins (every latent basin with weight entered and left that often; or 2.8 ns). Using φ only for evaluation, it prints when C7ax (0° < φ < 120°) was first
 reached, each campaign's ΔF = F(C7ax) − F(rest) with its block-bootstrap error, and the combined value with the
 spread of the independent campaigns (Student t), and writes each campaign's report with φ/ψ FES.
 
@@ -141,8 +141,9 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         print(f"  {r['rundir']}: dF = {r['value']:.2f} +- {r['error']:.2f} kJ/mol ({how})")
         lrt = r["latent_round_trips"]
         if lrt is not None:  # the sampler's own count (latent basins; no phi/psi)
-            print(f"    latent round trips between the two deepest latent basins: {lrt['round_trips']} (needed "
-                  f"{lrt['required']}; {lrt['basins']} latent basins)"
+            print(f"    latent round trips across the slowest split of the latent basins (minimum cut): "
+                  f"{lrt['round_trips']} (needed {lrt['required']}; bottleneck basin(s) {lrt.get('bottleneck', '?')} "
+                  f"of {lrt.get('counted', '?')} taking part, {lrt['basins']} latent basins)"
                   + ("" if lrt["enough"] else " -- NOT ENOUGH: the budget ended the converge phase first"))
     est = result.estimate
     how = (f"spread of {est.n_independent} independent campaigns (Student t, {est.dof:.0f} dof)"

@@ -107,7 +107,7 @@ def test_a_single_well_has_one_basin_and_no_round_trips():
     cores = latent_cores(z, np.zeros(len(z)), T)
     assert cores.n_basins == 1
     out = latent_round_trips(cores, z)
-    assert out["round_trips"] == 0 and out["transitions"] == [] and out["basins"] == 1
+    assert out["round_trips"] == 0 and out["transitions"] == 0 and out["bottleneck"] == [] and out["basins"] == 1
 
 
 def test_round_trips_count_committed_transitions_not_recrossings():
@@ -116,12 +116,13 @@ def test_round_trips_count_committed_transitions_not_recrossings():
     a, b = -1.0, 1.0
     path = [a, 0.05, -0.05, 0.05, a, b, 0.0, b, 0.0, b, a, b, a]  # A B A B A: 4 transitions, 2 round trips
     out = latent_round_trips(cores, np.array(path)[:, None])
-    assert out["transitions"] == [4] and out["round_trips"] == 2
+    assert out["transitions"] == 4 and out["round_trips"] == 2 and out["bottleneck"] == [1]
     # two walkers: a jump from one walker's last frame to the next walker's first is no transition
     out = latent_round_trips(cores, np.array([a, b, a, b])[:, None], walker=np.array([0, 0, 1, 1]))
-    assert out["transitions"] == [2] and out["round_trips"] == 1
-    with pytest.raises(ValueError, match="n_basins must be >= 2"):
-        latent_round_trips(cores, np.array(path)[:, None], n_basins=1)
+    assert out["transitions"] == 2 and out["round_trips"] == 1
+    with pytest.raises(ValueError, match="basins must be indices in 0..1"):
+        latent_round_trips(cores, np.array(path)[:, None], basins=[0, 2])
+    assert latent_round_trips(cores, np.array(path)[:, None], basins=[1])["round_trips"] == 0  # one basin: none
 
 
 FRAMES_PER_SEGMENT, CHECKPOINT = 250, 1000
@@ -200,7 +201,7 @@ def test_converge_phase_stops_only_after_k_round_trips(double_well_run, k_needed
     frames = x[:first * FRAMES_PER_SEGMENT]
     used = frames[int(math.ceil(0.2 * (len(frames) - 1))):]
     df = -KT * math.log(np.count_nonzero(used > 0) / np.count_nonzero(used < 0))
-    transitions = round_trip_summary(run, config, 1, "converged")["transitions"][0]
+    transitions = round_trip_summary(run, config, 1, "converged")["transitions"]
     assert transitions >= 2 * k_needed
     assert abs(df - exact_df()) < 3 * 2 * KT / math.sqrt(transitions), (df, exact_df(), transitions)
     hist = convergence_history(run, config, 1)
@@ -250,7 +251,7 @@ def test_campaign_reports_round_trips_and_warns_when_the_budget_ends_first(tmp_p
     from latentbias.campaign.report import write_report
 
     text = write_report(tmp_path / "run").read_text()
-    assert "Round trips between the two deepest basins" in text and "min_round_trips = 1000" in text
+    assert "Round trips across the slowest split" in text and "min_round_trips = 1000" in text
 
 
 def campaign_weights(rundir: Path) -> np.ndarray:
@@ -261,7 +262,8 @@ def campaign_weights(rundir: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("converge, message", [
     ({"min_round_trips": -1}, r"\[converge\] min_round_trips must be an integer >= 0"),
-    ({"round_trip_basins": 1}, r"\[converge\] round_trip_basins must be an integer >= 2"),
+    ({"round_trip_basins": 1}, r"\[converge\] round_trip_basins must be 0 \(every latent basin with weight\) or an integer >= 2"),
+    ({"basin_min_frames": -1}, r"\[converge\] basin_min_frames must be an integer >= 0"),
     ({"core_kt": 0.0}, r"\[converge\] core_kt must be > 0"),
     ({"min_roundtrips": 3}, r"min_roundtrips"),
 ])

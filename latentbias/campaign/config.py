@@ -83,7 +83,9 @@ Example (every key shown; most have defaults)::
     min_round_trips = 13                       # ... and the run made this many round trips between the two deepest
                                                # basins of the latent FES (2kT/sqrt(2*13) = 0.98 kJ/mol at 300 K;
                                                # 0: off; not counted for "umbrella"; latentbias.campaign.roundtrips)
-    round_trip_basins = 2                      # round trips between the deepest basin and each of the next n-1
+    round_trip_basins = 0                      # 0: every latent basin with weight takes part (round trips across
+                                               # the slowest split of them, the minimum cut); n: the n deepest
+    basin_min_frames = 10                      # basins whose core held fewer exploration frames do not take part
     core_kt = 2.0                              # basin cores: this many kT below the basin's lowest saddle
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
@@ -272,8 +274,9 @@ class ConvergeConfig:
     umbrella_force_constant: float = 0.0
     umbrella_basins: int = 8
     min_round_trips: int = 13
-    round_trip_basins: int = 2
+    round_trip_basins: int = 0
     core_kt: float = 2.0
+    basin_min_frames: int = 10
 
 
 @dataclass
@@ -553,9 +556,11 @@ def _validate(cfg: CampaignConfig) -> None:
     if cv.min_round_trips < 0:
         raise ConfigError(f"[converge] min_round_trips must be an integer >= 0 (0: no round-trip condition), got "
                           f"{cv.min_round_trips}")
-    if cv.round_trip_basins < 2:
-        raise ConfigError(f"[converge] round_trip_basins must be an integer >= 2 (round trips between the deepest "
-                          f"latent basin and the next ones), got {cv.round_trip_basins}")
+    if cv.round_trip_basins == 1 or cv.round_trip_basins < 0:
+        raise ConfigError(f"[converge] round_trip_basins must be 0 (every latent basin with weight) or an integer "
+                          f">= 2 (the n deepest latent basins), got {cv.round_trip_basins}")
+    if cv.basin_min_frames < 0:
+        raise ConfigError(f"[converge] basin_min_frames must be an integer >= 0, got {cv.basin_min_frames}")
     if not cv.core_kt > 0:
         raise ConfigError(f"[converge] core_kt must be > 0 (basin cores: kT below the saddle), got {cv.core_kt}")
     if cv.save_interval < 0 or (cv.save_interval and c.checkpoint_interval % cv.save_interval):

@@ -18,8 +18,10 @@ Below ``tolerance`` (kJ/mol) the run stops (``end.json`` reason ``converged``); 
 
 The criterion measures stability, not correctness: a barrier never crossed in the converge run gives no drift.
 So the OPES and metadynamics converge phases also count visits: with ``min_round_trips`` > 0 the run stops only
-once its frames after the burn-in hold at least that many round trips between the two deepest basins of the
-frozen encoder's latent FES (cores fixed when the phase is planned; :mod:`latentbias.campaign.roundtrips`), drift
+once its frames after the burn-in hold at least that many round trips across the slowest split of the frozen
+encoder's latent basins — the minimum cut of their transition graph, so that every latent basin carrying weight,
+and every group of them, has been entered and left that often (cores fixed when the phase is planned;
+:mod:`latentbias.campaign.roundtrips`), drift
 and round trips both checked after every committed segment. A run whose budget ends first says so
 (:func:`round_trip_summary`: ``weights.json`` ``latent_round_trips`` and a ``warning``).
 
@@ -169,8 +171,9 @@ def _round_trips(config: CampaignConfig, plan: dict[str, Any], frames: dict[str,
     from .roundtrips import LatentCores, latent_round_trips
 
     use = _used(config, frames)
-    return latent_round_trips(LatentCores.from_dict(plan["round_trip_cores"]), frames["z"][use],
-                              frames["walker"][use], config.converge.round_trip_basins)
+    cores, c = LatentCores.from_dict(plan["round_trip_cores"]), config.converge
+    part = cores.taking_part(config.md.temperature, c.fes_cutoff, c.basin_min_frames, c.round_trip_basins)
+    return latent_round_trips(cores, frames["z"][use], frames["walker"][use], part)
 
 
 def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int) -> str | None:
@@ -267,12 +270,20 @@ def round_trip_summary(run_dir: RunDir, config: CampaignConfig, r: int, ended: s
     if not out["enough"]:
         from ..analysis.uncertainty import two_state_error
 
-        k = min(trips["transitions"]) if trips["transitions"] else 0
+        k = trips["transitions"]
         bound = two_state_error(k, config.md.temperature)
-        out["warning"] = (
-            f"the converge phase ended ({ended}) after {trips['round_trips']} round trip(s) between the two deepest "
-            f"basins of the latent FES ({trips['basins']} basin(s) found), fewer than [converge] min_round_trips = "
-            f"{need}: a basin free-energy difference from these frames rests on {k} transition(s)"
-            f" between them (two-state error 2kT/sqrt(K) >= {bound:.2g} kJ/mol); "
-            f"raise [converge] max_steps")
+        if len(trips["counted"]) >= 2:
+            out["warning"] = (
+                f"the converge phase ended ({ended}) after {trips['round_trips']} round trip(s) into and out of latent "
+                f"basin(s) {trips['bottleneck']} (of {trips['counted']} taking part; {trips['basins']} found), fewer "
+                f"than [converge] min_round_trips = {need}: a free-energy difference between these basins and the "
+                f"rest rests on {k} transition(s) (two-state error 2kT/sqrt(K) >= {bound:.2g} kJ/mol); raise "
+                f"[converge] max_steps")
+        else:
+            out["warning"] = (
+                f"the converge phase ended ({ended}) without a latent round trip to count: {len(trips['counted'])} "
+                f"of the {trips['basins']} latent basin(s) found take part (population >= exp(-fes_cutoff/kT), >= "
+                f"[converge] basin_min_frames core frames), so the run could not show in latent space that it "
+                f"sampled the states of the estimate more than a few times ([converge] min_round_trips = {need}); a "
+                f"longer budget does not change that: check the estimate's own transitions")
     return out

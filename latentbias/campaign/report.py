@@ -387,9 +387,11 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                   "![convergence](convergence.png)", ""]
         trips = winfo.get("latent_round_trips")  # latentbias.campaign.roundtrips
         if trips is not None:
-            lines += [f"Round trips between the two deepest basins of the frozen encoder's latent FES in the frames "
-                      f"of the estimate: {trips['round_trips']} (needed: {trips['required']}; transitions "
-                      f"{trips['transitions']}; {trips['basins']} latent basins)."
+            lines += [f"Round trips across the slowest split of the frozen encoder's latent basins (minimum cut of "
+                      f"their transition graph) in the frames of the estimate: {trips['round_trips']} (needed: "
+                      f"{trips['required']}; {trips['transitions']} transitions into and out of basin(s) "
+                      f"{trips.get('bottleneck', '?')}; {trips['basins']} latent basins, "
+                      f"{trips.get('counted', '?')} taking part)."
                       + (f" **Warning**: {trips['warning']}." if "warning" in trips else ""), ""]
 
     # training losses

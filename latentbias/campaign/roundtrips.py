@@ -24,11 +24,47 @@ cells (an island) has its saddle at the unsampled cells' penalty height, so its 
 cores are fixed for the whole converge phase (stored in its ``plan.json`` under ``round_trip_cores``).
 
 Counting (:func:`latent_round_trips`): each converge frame after the burn-in is assigned to the core its latent
-coordinates fall in (or none); transitions between core 0 and core b are counted with hysteresis
-(:func:`latentbias.analysis.uncertainty.transition_count`, every walker a separate series) and a round trip is two
-transitions. With ``[converge] round_trip_basins`` = n the count is the smallest over the pairs (0, b),
-b = 1 … n − 1 (default n = 2: the two deepest basins). Fewer than n basins give 0: the run cannot show it has
-sampled a second state, and the converge phase runs to its budget (then the estimate carries a warning).
+coordinates fall in (or none). Per walker, the frames in no core are dropped and repeats merged (hysteresis: a
+frame outside every core keeps the last core visited, so recrossings of a dividing surface do not count), which
+leaves the sequence of committed core-to-core transitions; ``pair[i, j]`` counts the direct ones between cores i
+and j. The count the rule uses is the **minimum cut** of that transition graph: the smallest number of
+transitions between any set of latent basins S and the rest,
+
+    C = min over S of sum_{i in S, j not in S} pair[i, j]     (Stoer & Wagner 1997; exact, O(n^3) for n basins),
+
+and a round trip is two of them (``round_trips`` = C // 2; ``bottleneck`` = the basins on the side of the cut
+without basin 0).
+
+Why the minimum cut. A basin free energy the user will ask for is, as far as the latent space resolves it, a
+union S of latent basins against the rest. Its estimate from a (reweighted) trajectory is a ratio of the time
+spent in S and outside S; cutting the trajectory at its returns to S gives independent cycles (a regenerative
+process: Athreya & Fuh 1992, as :func:`latentbias.analysis.uncertainty.regenerative_error`), so the error of
+the population of S scales as 1/√(number of cycles) = 1/√(C_S / 2) — for exponential dwell and excursion times
+σ(F_S − F_rest) = 2 kT/√C_S (:func:`~latentbias.analysis.uncertainty.two_state_error`), where C_S is the number
+of transitions into and out of S. Requiring C_S ≥ 2K for *every* S is exactly requiring the minimum cut ≥ 2K: no
+union of latent basins — whichever the user's states turn out to be — rests on fewer than K independent
+visits. Two simpler rules fall short on the systems this is for: round trips between the two deepest basins
+(the previous default) miss a shallow basin whose exchange with the rest is slow — ala2's C7ax when the encoder
+splits C7eq/C5 into several deep latent basins (benchmarks/RESULTS.md, demo8: 21–46 latent round trips, 2–6
+φ transitions); and visits per basin (each basin against the rest) miss a slow split between two *groups* of
+basins that each exchange quickly inside (two latent basins of C7ax flipping between themselves count as visits
+to each, not as visits to C7ax). The minimum cut covers both: a single basin, a pair and a group are all sets S.
+Checked on a 3-state Markov jump process whose deep pair exchanges fast and whose shallow state (population 0.07)
+exchanges slowly (tests/test_roundtrips_mincut.py): stopped at a minimum cut of 26, the spread of ΔF(shallow −
+rest) over 400 replicas is 0.99–1.05 × 2 kT/√26 (1σ covers the truth in 66–69 %, 2σ in 94–96 %; five generator
+seeds), while stopped at 26 transitions of the deep pair, 24–32 % of the replicas never visited the shallow state.
+
+Which basins take part. All latent basins except those that carry no weight or are noise, so that they do not
+hold the run to its budget for nothing (of those, only the n deepest with ``[converge] round_trip_basins`` = n > 0;
+n = 2 is the previous rule, round trips between the two deepest; default 0 = all): a basin whose population in the
+exploration rounds' reweighted latent FES (all its grid cells) is below exp(−``fes_cutoff``/kT) (the drift's
+cutoff: 25 kJ/mol, 4·10⁻⁵ at 300 K), or whose core held fewer than ``basin_min_frames`` exploration frames
+(default 10: the histogram count n of a core fluctuates by √n, i.e. its free energy by kT/√n = 0.32 kT at 10
+frames, while a core lies ≥ ``core_kt`` = 2 kT below its saddle; with fewer frames a "basin" is as likely a
+histogram fluctuation as a state). Frames in a basin left out count as in no core (hysteresis). A basin that does
+take part and is never reached in the converge phase keeps the count at 0: the budget (``max_steps``) ends the
+run and the estimate carries a warning naming the bottleneck basins. Fewer than 2 basins taking part give 0 too
+(one latent basin: the run cannot show it has sampled a second state).
 
 The stopping rule needs ``[converge] min_round_trips`` (default 13: 26 transitions, 2 kT/√26 = 0.98 kJ/mol at
 300 K — the smallest error a two-state estimate from that many transitions can have) *and* the drift criterion;
@@ -36,8 +72,10 @@ The stopping rule needs ``[converge] min_round_trips`` (default 13: 26 transitio
 restrained; its error does not rest on spontaneous crossings).
 
 Limits: the latent basins are those the exploration rounds' reweighted FES shows; a basin the exploration never
-reached, or one the encoder projects onto another, is not counted. The two deepest latent basins need not be the
-basins of the user's question: the count says how often the run crossed the latent space's main barrier.
+reached, or one the encoder projects onto another (ala2's C7ax under some demo encoders), is not counted, and a
+user state that cuts through a latent basin is only as well sampled as the cut through that basin, which the
+latent count does not see. Then only a count on the user's own state definitions helps (not implemented: the
+configuration has no state definitions, and the demo keeps φ/ψ out of the sampler).
 """
 
 from __future__ import annotations
@@ -56,7 +94,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LatentCores", "latent_cores", "latent_round_trips", "round_trip_cores_plan"]
+__all__ = ["LatentCores", "latent_cores", "latent_round_trips", "min_cut", "round_trip_cores_plan",
+           "transition_pairs"]
 
 #: grid of the basin FES: bins per latent dimension and Gaussian smoothing in grid spacings (as the umbrella path)
 _BINS, _SMOOTH = 40, 1.0
@@ -82,6 +121,11 @@ class LatentCores:
         Smoothed FES at the minima, kJ/mol relative to the deepest.
     levels : numpy.ndarray, shape=(n_basins,)
         Height of each core's upper edge above its minimum (smoothed FES), kJ/mol.
+    populations : numpy.ndarray, shape=(n_basins,), optional
+        Reweighted population of each basin (all of its grid cells, not only the core) in the frames the cores
+        were built from; None for cores stored before it was recorded (every basin then takes part).
+    core_frames : numpy.ndarray of int, shape=(n_basins,), optional
+        Frames (unweighted) in each core among the frames the cores were built from; None as above.
     """
 
     dims: list[int]
@@ -90,6 +134,8 @@ class LatentCores:
     minima: np.ndarray
     free_energies: np.ndarray
     levels: np.ndarray
+    populations: np.ndarray | None = None
+    core_frames: np.ndarray | None = None
 
     @property
     def n_basins(self) -> int:
@@ -111,9 +157,14 @@ class LatentCores:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``plan.json``)."""
-        return {"dims": list(self.dims), "edges": [e.tolist() for e in self.edges], "labels": self.labels.tolist(),
-                "minima": self.minima.tolist(), "free_energies": self.free_energies.tolist(),
-                "levels": self.levels.tolist()}
+        out = {"dims": list(self.dims), "edges": [e.tolist() for e in self.edges], "labels": self.labels.tolist(),
+               "minima": self.minima.tolist(), "free_energies": self.free_energies.tolist(),
+               "levels": self.levels.tolist()}
+        if self.populations is not None:
+            out["populations"] = self.populations.tolist()
+        if self.core_frames is not None:
+            out["core_frames"] = [int(n) for n in self.core_frames]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatentCores:
@@ -121,7 +172,22 @@ class LatentCores:
         dims = [int(i) for i in d["dims"]]
         return cls(dims, [np.asarray(e, dtype=float) for e in d["edges"]], np.asarray(d["labels"], dtype=np.int64),
                    np.asarray(d["minima"], dtype=float).reshape(-1, len(dims)),
-                   np.asarray(d["free_energies"], dtype=float), np.asarray(d["levels"], dtype=float))
+                   np.asarray(d["free_energies"], dtype=float), np.asarray(d["levels"], dtype=float),
+                   np.asarray(d["populations"], dtype=float) if "populations" in d else None,
+                   np.asarray(d["core_frames"], dtype=np.int64) if "core_frames" in d else None)
+
+    def taking_part(self, temperature: float, fes_cutoff: float, min_frames: int, n_deepest: int = 0) -> list[int]:
+        """The basins the round-trip count uses (module docstring): of the basins whose population is at least
+        exp(−``fes_cutoff``/kT) and whose core held at least ``min_frames`` frames (both tests skipped for cores
+        stored without populations/frame counts), the ``n_deepest`` deepest (0: all). Returns basin indices,
+        ascending."""
+        keep = list(range(self.n_basins))
+        if self.populations is not None:
+            floor = np.exp(-fes_cutoff / kt_kjmol(temperature))
+            keep = [k for k in keep if self.populations[k] >= floor]
+        if self.core_frames is not None:
+            keep = [k for k in keep if self.core_frames[k] >= min_frames]
+        return keep if n_deepest <= 0 else keep[:n_deepest]
 
 
 def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequence[int] | None = None,
@@ -209,12 +275,109 @@ def latent_cores(z: np.ndarray, logw: np.ndarray, temperature: float, dims: Sequ
     remap[keep] = np.arange(len(keep))
     core = remap[core]  # index -1 maps to remap[-1] = -1
     minima = basins.minima[keep][:, :len(dims)]
-    return LatentCores(dims, edges, core, minima, np.asarray(basins.free_energies)[keep], levels[keep])
+    # reweighted population of every kept basin (all its cells) and the frames in its core
+    cell = tuple(np.clip(np.searchsorted(e, x[:, k], side="right") - 1, 0, len(e) - 2) for k, e in enumerate(edges))
+    populations = np.array([h[labels == k].sum() for k in keep]) / h.sum()
+    frame_core = core[cell]
+    core_frames = np.array([np.count_nonzero(frame_core == i) for i in range(len(keep))], dtype=np.int64)
+    return LatentCores(dims, edges, core, minima, np.asarray(basins.free_energies)[keep], levels[keep],
+                       populations, core_frames)
+
+
+def min_cut(weights: np.ndarray) -> tuple[int, np.ndarray]:
+    """Global minimum cut of an undirected graph with non-negative integer edge weights (Stoer & Wagner 1997).
+
+    Parameters
+    ----------
+    weights : numpy.ndarray, shape=(n, n)
+        Symmetric; ``weights[i, j]`` = transitions between basins i and j (the diagonal is ignored).
+
+    Returns
+    -------
+    (int, numpy.ndarray of bool, shape=(n,))
+        The smallest total weight between a non-empty set of nodes and its complement, and that set (the side
+        without node 0). For n < 2: (0, all False).
+    """
+    w = np.array(weights, dtype=np.int64)
+    n = len(w)
+    if w.shape != (n, n) or np.any(w != w.T) or np.any(w < 0):
+        raise ValueError(f"weights must be a symmetric non-negative square matrix, got shape {w.shape}")
+    if n < 2:
+        return 0, np.zeros(n, dtype=bool)
+    np.fill_diagonal(w, 0)
+    groups = [[i] for i in range(n)]  # original nodes merged into each super-node
+    active = list(range(n))
+    best, best_set = None, None
+    while len(active) > 1:
+        # maximum adjacency ordering from the first active node
+        added = [active[0]]
+        conn = w[active[0], :].copy()
+        rest = set(active[1:])
+        while rest:
+            nxt = max(rest, key=lambda v: (conn[v], -v))
+            rest.remove(nxt)
+            added.append(nxt)
+            conn += w[nxt, :]
+        s_node, t_node = added[-2], added[-1]
+        cut = int(sum(w[t_node, v] for v in active if v != t_node))  # cut of the phase: t against the rest
+        if best is None or cut < best:
+            best, best_set = cut, list(groups[t_node])
+        groups[s_node] += groups[t_node]  # merge t into s
+        w[s_node, :] += w[t_node, :]
+        w[:, s_node] += w[:, t_node]
+        w[s_node, s_node] = 0
+        active.remove(t_node)
+    side = np.zeros(n, dtype=bool)
+    side[best_set] = True
+    if side[0]:
+        side = ~side
+    return int(best), side
+
+
+def transition_pairs(core: np.ndarray, walker: np.ndarray | None = None, n_basins: int | None = None,
+                     basins: Sequence[int] | None = None) -> np.ndarray:
+    """Committed transitions between every pair of cores along a time series (hysteresis: frames in no core, or
+    in a core not in ``basins``, keep the last core visited).
+
+    Parameters
+    ----------
+    core : numpy.ndarray of int, shape=(n,)
+        Core of every frame (−1: none), in time order within each walker.
+    walker : numpy.ndarray, shape=(n,), optional
+        Walker of every frame; each walker's frames are a separate series (a jump between walkers is no transition).
+    n_basins : int, optional
+        Size of the result (default: the largest core index + 1).
+    basins : sequence of int, optional
+        Cores taking part (default all).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape=(n_basins, n_basins)
+        Symmetric; ``[i, j]`` = transitions i → j plus j → i.
+    """
+    core = np.asarray(core, dtype=np.int64)
+    n = int(core.max(initial=-1)) + 1 if n_basins is None else int(n_basins)
+    pair = np.zeros((n, n), dtype=np.int64)
+    ok = core >= 0
+    if basins is not None:
+        ok &= np.isin(core, np.asarray(list(basins), dtype=np.int64))
+    labels = np.zeros(len(core), dtype=np.int64) if walker is None else np.asarray(walker)
+    if labels.shape != core.shape:
+        raise ValueError(f"walker must have shape {core.shape}, got {labels.shape}")
+    for lab in np.unique(labels):
+        seq = core[(labels == lab) & ok]
+        if len(seq) < 2:
+            continue
+        a, b = seq[:-1], seq[1:]
+        moved = a != b
+        np.add.at(pair, (a[moved], b[moved]), 1)
+    return pair + pair.T
 
 
 def latent_round_trips(cores: LatentCores, z: np.ndarray, walker: np.ndarray | None = None,
-                       n_basins: int = 2) -> dict[str, Any]:
-    """Round trips between the deepest latent basin and each of the next ``n_basins`` − 1 (module docstring).
+                       basins: Sequence[int] | None = None) -> dict[str, Any]:
+    """Round trips across the slowest split of the latent basins: the minimum cut of the transition graph, halved
+    (module docstring).
 
     Parameters
     ----------
@@ -223,23 +386,29 @@ def latent_round_trips(cores: LatentCores, z: np.ndarray, walker: np.ndarray | N
         Latent coordinates of the frames, in time order within each walker.
     walker : numpy.ndarray, shape=(n,), optional
         Walker of every frame (each walker's frames a separate series).
-    n_basins : int
-        Basins taking part (>= 2).
+    basins : sequence of int, optional
+        Basins taking part (default all; :meth:`LatentCores.taking_part`); frames in the others count as in no core.
 
     Returns
     -------
     dict
-        ``round_trips`` (the smallest count over the pairs; 0 with fewer than ``n_basins`` basins),
-        ``transitions`` (per pair (0, b), b = 1 … n_basins − 1, as far as the basins exist), ``basins`` (number of
-        latent basins), ``frames_in_cores`` (per basin).
+        ``round_trips`` (minimum cut // 2; 0 with fewer than 2 basins taking part), ``transitions`` (the minimum
+        cut: transitions between the ``bottleneck`` basins and the other basins taking part), ``bottleneck``
+        (basin indices on the side of the cut without the deepest basin taking part), ``counted`` (the basins
+        taking part), ``basin_transitions`` (per counted basin, transitions between its core and the other counted
+        cores), ``pair_transitions`` (counted × counted matrix), ``basins`` (number of latent basins) and
+        ``frames_in_cores`` (per basin).
     """
-    if n_basins < 2:
-        raise ValueError(f"n_basins must be >= 2, got {n_basins}")
     core = cores.assign(z)
-    trans = [transition_count(core == 0, core == b, breaks=walker) for b in range(1, min(n_basins, cores.n_basins))]
-    trips = min(t // 2 for t in trans) if cores.n_basins >= n_basins else 0
-    return {"round_trips": int(trips), "transitions": [int(t) for t in trans], "basins": cores.n_basins,
-            "frames_in_cores": [int(np.count_nonzero(core == k)) for k in range(cores.n_basins)]}
+    counted = list(range(cores.n_basins)) if basins is None else sorted(int(b) for b in basins)
+    if any(not 0 <= b < cores.n_basins for b in counted):
+        raise ValueError(f"basins must be indices in 0..{cores.n_basins - 1}, got {counted}")
+    pair = transition_pairs(core, walker, cores.n_basins, counted)[np.ix_(counted, counted)]
+    cut, side = min_cut(pair) if len(counted) >= 2 else (0, np.zeros(len(counted), dtype=bool))
+    return {"round_trips": int(cut // 2), "transitions": int(cut),
+            "bottleneck": [counted[i] for i in np.flatnonzero(side)], "counted": counted,
+            "basin_transitions": [int(x) for x in pair.sum(axis=1)], "pair_transitions": pair.tolist(),
+            "basins": cores.n_basins, "frames_in_cores": [int(np.count_nonzero(core == k)) for k in range(cores.n_basins)]}
 
 
 def round_trip_cores_plan(campaign: Campaign, variables: list[dict[str, Any]]) -> dict[str, Any]:
@@ -255,13 +424,17 @@ def round_trip_cores_plan(campaign: Campaign, variables: list[dict[str, Any]]) -
     dims = [int(v["index"]) for v in variables][:3]
     cores = latent_cores(z, table["logweight"], cfg.md.temperature, dims, cfg.converge.core_kt,
                          cfg.converge.fes_cutoff)
-    logger.info("converge phase: %d latent basins for the round-trip count (minima %s at %s kJ/mol; cores %s "
-                "kJ/mol above them); the phase needs %d round trips between the deepest and the next %d",
-                cores.n_basins, np.round(cores.minima, 3).tolist(), np.round(cores.free_energies, 2).tolist(),
-                np.round(cores.levels, 2).tolist(), cfg.converge.min_round_trips,
-                cfg.converge.round_trip_basins - 1)
-    if cores.n_basins < cfg.converge.round_trip_basins:
-        logger.warning("converge phase: the latent FES of the exploration rounds has %d basin(s), fewer than "
-                       "[converge] round_trip_basins = %d: no round trip can be counted, so the converge phase runs "
-                       "to its budget (max_steps)", cores.n_basins, cfg.converge.round_trip_basins)
+    c = cfg.converge
+    part = cores.taking_part(cfg.md.temperature, c.fes_cutoff, c.basin_min_frames, c.round_trip_basins)
+    logger.info("converge phase: %d latent basins (minima %s at %s kJ/mol; cores %s kJ/mol above them; populations "
+                "%s; %s exploration frames in the cores); basins %s take part in the round-trip count: the phase "
+                "needs %d round trips across the slowest split of them (minimum cut)", cores.n_basins,
+                np.round(cores.minima, 3).tolist(), np.round(cores.free_energies, 2).tolist(),
+                np.round(cores.levels, 2).tolist(), [f"{p:.2g}" for p in cores.populations],
+                cores.core_frames.tolist(), part, c.min_round_trips)
+    if len(part) < 2:
+        logger.warning("converge phase: %d latent basin(s) of the exploration rounds' latent FES take part in the "
+                       "round-trip count (population >= exp(-fes_cutoff/kT), >= [converge] basin_min_frames = %d "
+                       "frames in the core): no round trip can be counted, so the converge phase runs to its budget "
+                       "(max_steps)", len(part), c.basin_min_frames)
     return cores.to_dict()
