@@ -44,6 +44,7 @@ from ..io import ChecksumError, load_json, load_npz, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .ctcache import RunningCt
+from .cutoff import METAD_DEFAULT_CUTOFF
 from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
@@ -98,6 +99,12 @@ class LatentMetadynamics:
         Implementation of the bias force. Default: the native fused ``LatentBiasForce``
         (:class:`~latentbias.bias.fused.FusedBackend`, one encoder pass per step) when the plugin is built, else
         :class:`CustomCVBackend` (a CustomCVForce over d TorchForces).
+    kernelCutoff : float or None
+        Truncation of the deposited Gaussians, in widths along each axis (default √12.5 ≈ 3.54, PLUMED's METAD
+        cutoff ½u² < 6.25): each axis factor is cut there and stretched to fall to zero continuously
+        (:mod:`latentbias.bias.cutoff`: the bias differs from untruncated Gaussians by at most d·0.19 % of one
+        height per kernel, near its edge), so a deposit changes only the grid near its centre and costs little
+        whatever the grid's size. None: untruncated Gaussians, exactly as ``openmm.app.Metadynamics``.
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class LatentMetadynamics:
         trajectoryFile: str | os.PathLike | None = None,
         forceGroup: int | None = None,
         backend: type[GridBiasBackend] | None = None,
+        kernelCutoff: float | None = METAD_DEFAULT_CUTOFF,
     ):
         from openmm import unit
 
@@ -149,7 +157,7 @@ class LatentMetadynamics:
         self._kt = kt_kjmol(self.temperature)
         self._ktDeltaT = kt_kjmol(self._deltaT)
 
-        self.grid = BiasGrid(self.variables)
+        self.grid = BiasGrid(self.variables, kernelCutoff=kernelCutoff)
         self._selfBias = np.zeros(self.grid.shape)
         self._otherBias: dict[str, np.ndarray] = {}
         # c(t) at each deposit, updated on the window the previous deposit changed (see latentbias.bias.ctcache)
@@ -432,8 +440,14 @@ class LatentMetadynamics:
             "height": self.height,
             "frequency": self.frequency,
             "wallForceConstant": self.backend.wall_force_constant,
+            "kernelCutoff": self.grid.kernelCutoff,
             "model_training_data_hash": self.model.metadata.get("training_data_hash"),
         }
+
+    @property
+    def kernelCutoff(self) -> float | None:
+        """Truncation of the deposited Gaussians in widths (None: untruncated)."""
+        return self.grid.kernelCutoff
 
     def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Save the bias state to ``<prefix>.npz`` (grids, records) and ``<prefix>.json`` (settings), atomically.
@@ -476,10 +490,13 @@ class LatentMetadynamics:
                              "file); restore both files from one save")
         mine = self._settings()
         theirs = info["settings"]
-        diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
+        # states saved before kernels could be truncated have no kernelCutoff: their grid stays as it is and the
+        # deposits from now on use this object's kernels
+        diff = [k for k in mine if k != "model_training_data_hash" and (k in theirs or k != "kernelCutoff")
+                and mine[k] != theirs.get(k)]
         if diff:
             raise ValueError(f"saved state has different settings for {diff}; build LatentMetadynamics with the same "
-                             "variables, temperature, biasFactor, height, frequency and wall constant")
+                             "variables, temperature, biasFactor, height, frequency, wall constant and kernelCutoff")
         data = load_npz(npz)
         self._selfBias = data["selfBias"].copy()
         self._otherBias = {k: data["otherBias"][i].copy() for i, k in enumerate(info["otherWalkers"])}

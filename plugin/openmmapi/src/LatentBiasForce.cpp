@@ -220,7 +220,8 @@ long long LatentBiasForce::nextGridEpoch() {
     return ++counter;
 }
 
-void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector<double>& width, double height) {
+void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector<double>& width, double height,
+                                      double cutoff) {
     if (gridDims.empty())
         throw OpenMMException("LatentBiasForce::addGridGaussian: add the grid dimensions first");
     int ndim = gridDims.size();
@@ -242,11 +243,18 @@ void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector
         msg << "LatentBiasForce::addGridGaussian: the height must be finite, got " << height;
         throw OpenMMException(msg.str());
     }
+    if (!(std::isfinite(cutoff) && cutoff >= 0)) {
+        stringstream msg;
+        msg << "LatentBiasForce::addGridGaussian: the cutoff (in widths) must be finite and >= 0 (0: none), got "
+            << cutoff;
+        throw OpenMMException(msg.str());
+    }
     vector<vector<double> > factor(3, vector<double>(1, 1.0));
     int n[3] = {1, 1, 1};
     for (int k = 0; k < ndim; k++) {
         const GridDimension& d = gridDims[k];
-        factor[k] = LatentBiasGrid::gaussianFactor({d.minValue, d.maxValue, d.size, d.periodic}, center[k], width[k]);
+        factor[k] = LatentBiasGrid::gaussianFactor({d.minValue, d.maxValue, d.size, d.periodic}, center[k], width[k],
+                                                   cutoff);
         n[k] = d.size;
     }
     if (gridValues.empty())
@@ -261,7 +269,7 @@ void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector
         gridDeposits.clear();
     }
     else
-        gridDeposits.push_back({center, width, height});
+        gridDeposits.push_back({center, width, height, cutoff});
 }
 
 void LatentBiasForce::setWallForceConstant(double k) {
