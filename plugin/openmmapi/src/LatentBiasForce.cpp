@@ -259,11 +259,23 @@ void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector
     }
     if (gridValues.empty())
         gridValues.assign((size_t) n[0] * n[1] * n[2], 0.0);
-    size_t node = 0;
-    for (int i2 = 0; i2 < n[2]; i2++)
-        for (int i1 = 0; i1 < n[1]; i1++)
-            for (int i0 = 0; i0 < n[0]; i0++, node++)
+    // only the nodes where every factor is non-zero change (a truncated Gaussian's support; the whole grid for an
+    // untruncated one): the sum is the same as over the whole grid
+    int lo[3], hi[3];
+    for (int k = 0; k < 3; k++) {
+        lo[k] = 0;
+        hi[k] = n[k] - 1;
+        while (lo[k] <= hi[k] && factor[k][lo[k]] == 0.0)
+            lo[k]++;
+        while (hi[k] >= lo[k] && factor[k][hi[k]] == 0.0)
+            hi[k]--;
+    }
+    for (int i2 = lo[2]; i2 <= hi[2]; i2++)
+        for (int i1 = lo[1]; i1 <= hi[1]; i1++) {
+            size_t node = (size_t) lo[0] + (size_t) n[0] * (i1 + (size_t) n[1] * i2);
+            for (int i0 = lo[0]; i0 <= hi[0]; i0++, node++)
                 gridValues[node] += height * factor[0][i0] * factor[1][i1] * factor[2][i2];
+        }
     if (gridDeposits.size() >= (size_t) MaxLoggedDeposits) {
         gridEpoch = nextGridEpoch();
         gridDeposits.clear();
