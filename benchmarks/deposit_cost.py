@@ -194,6 +194,39 @@ def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[s
     return median_thread_times_us(parts, calls)
 
 
+def interleaved_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of one step and of one step + a whole deposit, for untruncated ("full") and
+    truncated ("cut", the default cutoff) Gaussians, the calls of the two runs interleaved so that a changing load
+    on a shared machine affects both alike. Each run first steps 2500 steps (5 deposits)."""
+    runs = {}
+    for name, cutoff in (("full", None), ("cut", "default")):
+        system, topology, positions = alanine_dipeptide_vacuum()
+        z0 = lb.load_model(model).encode(positions)
+        extra = {} if cutoff == "default" else {"kernelCutoff": cutoff}
+        meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500,
+                                  backend=FusedBackend, **extra)
+        integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+        integrator.setRandomNumberSeed(1)
+        sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+        sim.context.setPositions(positions)
+        meta.step(sim, 2500)
+        runs[name] = (meta, sim)
+    times: dict[str, list[float]] = {f"{k} {n}": [] for k in runs for n in ("step", "deposit")}
+    for _ in range(calls):
+        for name, (meta, sim) in runs.items():
+            t0 = time.thread_time()
+            sim.step(1)
+            times[f"{name} step"].append(time.thread_time() - t0)
+            t0 = time.thread_time()
+            sim.step(1)
+            sim.currentStep = (sim.currentStep // 500 + 1) * 500
+            meta._deposit(sim)
+            times[f"{name} deposit"].append(time.thread_time() - t0)
+    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
+        "step": 0.5 * (med["full step"] + med["cut step"])}
+
+
 _MODEL: list[Path] = []
 
 
@@ -208,12 +241,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
-    parser.add_argument("--method", choices=["metad", "opes"], default="metad")
+    parser.add_argument("--method", choices=["metad", "opes", "interleaved"], default="metad",
+                        help="interleaved: only the per-deposit cost of metadynamics, full vs cut Gaussians, "
+                             "d = 1-3, calls of the two runs interleaved")
     parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps x "
           f"{args.repeats} (best), deposit every 500 steps, thread CPU time, {args.method}")
+    if args.method == "interleaved":
+        print("| d | grid | static µs/step | deposit, full Gaussians µs | per 500 steps | deposit, cut µs | "
+              "per 500 steps |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for d in (1, 2, 3):
+            r = interleaved_deposit_cost(model_path(args), d, args.calls)
+            static = min(time_run(model_path(args), d, False, FusedBackend, args.steps) for _ in range(args.repeats))
+            shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
+            per = 500 * static
+            print(f"| {d} | {shape} | {static:.1f} | {r['full']:.0f} | {100 * r['full'] / per:.1f} % | "
+                  f"{r['cut']:.0f} | {100 * r['cut'] / per:.1f} % |", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        return
     if args.method == "opes":
         main_opes(args)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")

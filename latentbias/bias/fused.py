@@ -18,6 +18,7 @@ one energy-only (forward) evaluation of the force group and reuses it for :meth:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Callable, Sequence
@@ -92,12 +93,13 @@ def _new_force(model: LatentModelFile, system: Any, evaluation_path: str | None 
     return force
 
 
-def _accepts_cutoff(force: Any) -> bool:
+@functools.lru_cache(maxsize=None)
+def _accepts_cutoff(force_class: type) -> bool:
     """Whether the built plugin's ``addGridGaussian`` takes a cutoff (plugins built before it did not)."""
     import inspect
 
     try:
-        return "cutoff" in inspect.signature(type(force).addGridGaussian).parameters
+        return "cutoff" in inspect.signature(force_class.addGridGaussian).parameters
     except (TypeError, ValueError):  # no introspectable signature: assume the current plugin
         return True
 
@@ -190,7 +192,7 @@ class FusedBackend(GridBiasBackend):
         6); ``values`` is not needed. A plugin built before truncated deposits existed gets the whole table
         (``values()``, a full refit) for a truncated Gaussian."""
         cutoff = self.grid.kernelCutoff
-        if cutoff is not None and not _accepts_cutoff(self.force):
+        if cutoff is not None and not _accepts_cutoff(type(self.force)):
             self.set_grid(values(), context)
             return
         widths = [float(v.biasWidth) for v in self.grid.variables]
