@@ -31,7 +31,11 @@ update + sums, :class:`latentbias.bias.ctcache.RunningCt`) next to the full-grid
 the Gaussian added to the Python grid, ``addGridGaussian`` + ``updateParametersInContext`` (the local update of
 the Context), and the whole deposit.
 
-Run:  python benchmarks/deposit_cost.py [--method metad|opes] [--steps 10000] [--repeats 3] [--calls 20]
+``--method interleaved``: the cost of one metadynamics deposit, untruncated vs truncated Gaussians, d = 1, 2, 3:
+medians of ``--calls`` deposits of each with the calls of the two runs interleaved (a changing load on a shared
+machine then hits both alike), as a percentage of 500 static steps.
+
+Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved] [--steps 10000] [--repeats 3] [--calls 20]
 """
 
 from __future__ import annotations
