@@ -9,7 +9,9 @@ Differences from OpenMM's class, all deliberate:
   :meth:`LatentMetadynamics.loadState`: ``.npz`` + ``.json``, atomic writes);
 * every deposition is recorded (step, time, z, instantaneous bias V(z,t), edge-wall energy W(z), c(t),
   log-weight) for reweighting, optionally streamed to a CSV file;
-* grids are indexed in natural order ``[i0, i1, i2]``.
+* grids are indexed in natural order ``[i0, i1, i2]``;
+* Gaussians are truncated by default, as PLUMED's (``kernelCutoff``, :mod:`latentbias.bias.cutoff`), so that a
+  deposit changes only the grid near its centre; ``kernelCutoff=None`` deposits OpenMM's untruncated Gaussians.
 
 Multiple walkers: give every process the same ``biasDir`` and a ``saveFrequency``. Each writes its own
 deposited bias to ``biasDir/bias_<walkerId>.npz`` (atomically) and adds the latest files of all other walkers
