@@ -212,21 +212,27 @@ class BiasGrid:
         list of numpy.ndarray
             The per-axis factors (:meth:`gaussian_factors`).
         """
+        return self.deposit(values, position, height, buffer)[0]
+
+    def deposit(self, values: np.ndarray, position: Sequence[float], height: float,
+                buffer: np.ndarray | None = None) -> tuple[list[np.ndarray], tuple[slice, ...] | None]:
+        """:meth:`add_gaussian`, returning (per-axis factors, :meth:`support` of a truncated Gaussian, or None for
+        an untruncated one, which changes the whole grid)."""
         factors = self.gaussian_factors(position)
         if self.kernelCutoff is not None:
             # a truncated Gaussian is exactly 0 beyond its support: add it there only (x + 0.0 == x, so the grid is
             # the same, bit for bit, as after the whole-grid addition)
             window = self.support(factors)
             values[window] += height * reduce(np.multiply.outer, [f[w] for f, w in zip(factors, window)])
-            return factors
+            return factors, window
         if self.ndim == 1 or buffer is None:
             values += height * reduce(np.multiply.outer, factors)
-            return factors
+            return factors, None
         head = reduce(np.multiply.outer, factors[:-1])
         np.multiply.outer(head, factors[-1], out=buffer)
         np.multiply(buffer, height, out=buffer)
         values += buffer
-        return factors
+        return factors, None
 
     @staticmethod
     def support(factors: Sequence[np.ndarray]) -> tuple[slice, ...]:
@@ -235,7 +241,7 @@ class BiasGrid:
         around a periodic axis), or an empty slice when all are zero."""
         window = []
         for f in factors:
-            nz = np.flatnonzero(f)
+            nz = f.nonzero()[0]
             if len(nz) == 0:
                 window.append(slice(0, 0))
             elif nz[-1] - nz[0] + 1 == len(nz):

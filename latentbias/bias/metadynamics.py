@@ -303,11 +303,11 @@ class LatentMetadynamics:
             return
         height = self.height * np.exp(-bias / self._ktDeltaT)
         # self._selfBias += height * self.grid.gaussian(z), bit for bit, without grid-sized temporaries
-        factors = self.grid.add_gaussian(self._selfBias, z, height, self._scratch)
+        _, window = self.grid.deposit(self._selfBias, z, height, self._scratch)
         self._nDeposits += 1
         # a truncated Gaussian changed exactly its support; an untruncated one, below 1e-14 beyond RunningCt.window
-        window = (self.grid.support(factors) if self.grid.kernelCutoff is not None
-                  else self._runningCt.window(self.grid, z, height))
+        if window is None:
+            window = self._runningCt.window(self.grid, z, height)
         self._runningCt.update(self._totalBias if self._otherBias else self._selfBias, window, height)
         self.backend.add_gaussian(z, height, lambda: self._totalBias, context)
 
