@@ -8,7 +8,10 @@ benchmarks/overhead.py (200, 100x100, 32x32x32 points), native evaluation path. 
 * local: a deposit every 500 steps, pushed with ``LatentBiasForce.addGridGaussian`` (only the Gaussian's
   support of the interpolant changes; the default since issue 10 item 6);
 * refit: a deposit every 500 steps, pushed by replacing the whole table (``setGridValues``: the spline is
-  refitted over the whole grid; the behaviour before).
+  refitted over the whole grid; the behaviour before);
+* "full" columns: untruncated Gaussians (``kernelCutoff=None``, as openmm.app.Metadynamics); "cut" columns:
+  Gaussians truncated at the default ``kernelCutoff`` (√12.5 ≈ 3.54 widths per axis, PLUMED's cutoff), whose
+  deposit touches only the nodes within the cutoff (Python grid, c(t), the Context's interpolant).
 
 "cost" = (deposit row − static) / static: issue 10's target is < 2 % at d = 3 for the local row.
 Each deposit also evaluates c(t) over the whole grid in Python (for the log-weights); that part is included.
@@ -28,7 +31,11 @@ update + sums, :class:`latentbias.bias.ctcache.RunningCt`) next to the full-grid
 the Gaussian added to the Python grid, ``addGridGaussian`` + ``updateParametersInContext`` (the local update of
 the Context), and the whole deposit.
 
-Run:  python benchmarks/deposit_cost.py [--method metad|opes] [--steps 10000] [--repeats 3] [--calls 20]
+``--method interleaved``: the cost of one metadynamics deposit, untruncated vs truncated Gaussians, d = 1, 2, 3:
+medians of ``--calls`` deposits of each with the calls of the two runs interleaved (a changing load on a shared
+machine then hits both alike), as a percentage of 500 static steps.
+
+Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved] [--steps 10000] [--repeats 3] [--calls 20]
 """
 
 from __future__ import annotations
@@ -62,10 +69,12 @@ class RefitBackend(FusedBackend):
         self.set_grid(values(), context)
 
 
-def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int) -> float:
+def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int, cutoff="default") -> float:
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
-    meta = LatentMetadynamics(system, model, variables(z, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=backend)
+    extra = {} if cutoff == "default" else {"kernelCutoff": cutoff}
+    meta = LatentMetadynamics(system, model, variables(z, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=backend,
+                              **extra)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -77,10 +86,11 @@ def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int) -> f
     return (time.thread_time() - t0) / steps * 1e6
 
 
-def make_opes(model: Path, d: int):
+def make_opes(model: Path, d: int, cutoff="default"):
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
-    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend)
+    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
+                      kernelCutoff=cutoff)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -89,8 +99,8 @@ def make_opes(model: Path, d: int):
     return opes, sim
 
 
-def time_opes(model: Path, d: int, deposit: bool, steps: int) -> float:
-    opes, sim = make_opes(model, d)
+def time_opes(model: Path, d: int, deposit: bool, steps: int, cutoff="default") -> float:
+    opes, sim = make_opes(model, d, cutoff)
     opes.depositionEnabled = deposit
     t0 = time.thread_time()
     opes.step(sim, steps)
@@ -110,9 +120,9 @@ def median_thread_times_us(parts: dict, calls: int) -> dict:
     return out
 
 
-def opes_breakdown(model: Path, d: int, steps: int, calls: int) -> dict[str, float]:
+def opes_breakdown(model: Path, d: int, steps: int, calls: int, cutoff="default") -> dict[str, float]:
     """Thread CPU time (µs, median of ``calls``) of the parts of one OPES deposit, after ``steps`` steps."""
-    opes, sim = make_opes(model, d)
+    opes, sim = make_opes(model, d, cutoff)
     opes.step(sim, steps)
     z = opes.backend.latent_values(sim.context)
     parts = {
@@ -129,28 +139,31 @@ def opes_breakdown(model: Path, d: int, steps: int, calls: int) -> dict[str, flo
 
 
 def main_opes(args) -> None:
-    print("| d | grid | static µs/step | deposits µs/step | deposit cost | µs per deposit | z, V(z) from Context "
-          "| c(t) | KernelDensity.add | V on grid | push (full refit) | kernels |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| d | grid | kernels | static µs/step | deposits µs/step | deposit cost | µs per deposit | "
+          "z, V(z) from Context | c(t) | KernelDensity.add | V on grid | push (full refit) | kernels |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for d in (1, 2, 3):
-        best = {name: min(time_opes(model_path(args), d, deposit, args.steps) for _ in range(args.repeats))
-                for name, deposit in (("static", False), ("deposits", True))}
-        parts = opes_breakdown(model_path(args), d, args.steps, args.calls)
         shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
-        extra = best["deposits"] - best["static"]
-        print(f"| {d} | {shape} | {best['static']:.1f} | {best['deposits']:.1f} | "
-              f"{100 * extra / best['static']:+.1f} % | {extra * 500:.0f} | "
-              + " | ".join(f"{v:.0f}" for k, v in parts.items() if k != "kernels") + f" | {parts['kernels']} |")
+        static = min(time_opes(model_path(args), d, False, args.steps) for _ in range(args.repeats))
+        for label, cutoff in (("full", None), ("cut (default)", "default")):
+            dep = min(time_opes(model_path(args), d, True, args.steps, cutoff) for _ in range(args.repeats))
+            parts = opes_breakdown(model_path(args), d, args.steps, args.calls, cutoff)
+            extra = dep - static
+            print(f"| {d} | {shape} | {label} | {static:.1f} | {dep:.1f} | {100 * extra / static:+.1f} % | "
+                  f"{extra * 500:.0f} | " + " | ".join(f"{v:.0f}" for k, v in parts.items() if k != "kernels")
+                  + f" | {parts['kernels']} |")
     print("µs per deposit = (deposits − static) µs/step × 500; the breakdown columns are µs per call (thread CPU "
           "time, median).")
 
 
-def metad_breakdown(model: Path, d: int, calls: int) -> dict[str, float]:
+def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[str, float]:
     """Thread CPU time (µs, median of ``calls``) of the parts of one metadynamics deposit (native path)."""
     from latentbias.analysis.reweight import well_tempered_ct
     system, topology, positions = alanine_dipeptide_vacuum()
     z0 = lb.load_model(model).encode(positions)
-    meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend)
+    extra = {} if cutoff == "default" else {"kernelCutoff": cutoff}
+    meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend,
+                              **extra)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -178,11 +191,44 @@ def metad_breakdown(model: Path, d: int, calls: int) -> dict[str, float]:
         "c(t) full grid (well_tempered_ct, before)": lambda: well_tempered_ct(meta._selfBias, meta.temperature,
                                                                                meta.biasFactor),
         "Gaussian on the Python grid + running c(t)": gaussian_and_ct,
-        "addGridGaussian + updateParametersInContext": lambda: (backend.force.addGridGaussian(
-            [float(x) for x in z], widths, 1e-6), backend.force.updateParametersInContext(ctx)),
+        "addGridGaussian + updateParametersInContext": lambda: (backend.add_gaussian(
+            z, 1e-6, lambda: meta._totalBias, ctx)),
         "one step + whole deposit": deposit,
     }
     return median_thread_times_us(parts, calls)
+
+
+def interleaved_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of one step and of one step + a whole deposit, for untruncated ("full") and
+    truncated ("cut", the default cutoff) Gaussians, the calls of the two runs interleaved so that a changing load
+    on a shared machine affects both alike. Each run first steps 2500 steps (5 deposits)."""
+    runs = {}
+    for name, cutoff in (("full", None), ("cut", "default")):
+        system, topology, positions = alanine_dipeptide_vacuum()
+        z0 = lb.load_model(model).encode(positions)
+        extra = {} if cutoff == "default" else {"kernelCutoff": cutoff}
+        meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500,
+                                  backend=FusedBackend, **extra)
+        integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+        integrator.setRandomNumberSeed(1)
+        sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+        sim.context.setPositions(positions)
+        meta.step(sim, 2500)
+        runs[name] = (meta, sim)
+    times: dict[str, list[float]] = {f"{k} {n}": [] for k in runs for n in ("step", "deposit")}
+    for _ in range(calls):
+        for name, (meta, sim) in runs.items():
+            t0 = time.thread_time()
+            sim.step(1)
+            times[f"{name} step"].append(time.thread_time() - t0)
+            t0 = time.thread_time()
+            sim.step(1)
+            sim.currentStep = (sim.currentStep // 500 + 1) * 500
+            meta._deposit(sim)
+            times[f"{name} deposit"].append(time.thread_time() - t0)
+    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
+        "step": 0.5 * (med["full step"] + med["cut step"])}
 
 
 _MODEL: list[Path] = []
@@ -199,35 +245,52 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
-    parser.add_argument("--method", choices=["metad", "opes"], default="metad")
+    parser.add_argument("--method", choices=["metad", "opes", "interleaved"], default="metad",
+                        help="interleaved: only the per-deposit cost of metadynamics, full vs cut Gaussians, "
+                             "d = 1-3, calls of the two runs interleaved")
     parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps x "
           f"{args.repeats} (best), deposit every 500 steps, thread CPU time, {args.method}")
+    if args.method == "interleaved":
+        print("| d | grid | static µs/step | deposit, full Gaussians µs | per 500 steps | deposit, cut µs | "
+              "per 500 steps |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for d in (1, 2, 3):
+            r = interleaved_deposit_cost(model_path(args), d, args.calls)
+            static = min(time_run(model_path(args), d, False, FusedBackend, args.steps) for _ in range(args.repeats))
+            shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
+            per = 500 * static
+            print(f"| {d} | {shape} | {static:.1f} | {r['full']:.0f} | {100 * r['full'] / per:.1f} % | "
+                  f"{r['cut']:.0f} | {100 * r['cut'] / per:.1f} % |", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        return
     if args.method == "opes":
         main_opes(args)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         return
     model = model_path(args)
-    print("| d | grid | static µs/step | local µs/step | local cost | refit µs/step | refit cost | refit/local |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| d | grid | static µs/step | local, full µs/step | cost | local, cut µs/step | cost | refit, full µs/step "
+          "| cost |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for d in (1, 2, 3):
         best = {}
-        for name, deposit, backend in (("static", False, FusedBackend), ("local", True, FusedBackend),
-                                       ("refit", True, RefitBackend)):
-            best[name] = min(time_run(model, d, deposit, backend, args.steps) for _ in range(args.repeats))
+        for name, deposit, backend, cutoff in (("static", False, FusedBackend, "default"),
+                                               ("local full", True, FusedBackend, None),
+                                               ("local cut", True, FusedBackend, "default"),
+                                               ("refit", True, RefitBackend, None)):
+            best[name] = min(time_run(model, d, deposit, backend, args.steps, cutoff) for _ in range(args.repeats))
         shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
-        cost = {k: 100 * (best[k] - best["static"]) / best["static"] for k in ("local", "refit")}
-        extra_local, extra_refit = best["local"] - best["static"], best["refit"] - best["static"]
-        ratio = f"{extra_refit / extra_local:.0f}x" if extra_local > 0 and extra_refit > 0 else "— (within noise)"
-        print(f"| {d} | {shape} | {best['static']:.1f} | {best['local']:.1f} | {cost['local']:+.1f} % | "
-              f"{best['refit']:.1f} | {cost['refit']:+.1f} % | {ratio} |")
-    parts = metad_breakdown(model, 3, args.calls)
+        cost = {k: 100 * (best[k] - best["static"]) / best["static"] for k in ("local full", "local cut", "refit")}
+        print(f"| {d} | {shape} | {best['static']:.1f} | {best['local full']:.1f} | {cost['local full']:+.1f} % | "
+              f"{best['local cut']:.1f} | {cost['local cut']:+.1f} % | {best['refit']:.1f} | {cost['refit']:+.1f} % |")
+    full = metad_breakdown(model, 3, args.calls, None)
+    cut = metad_breakdown(model, 3, args.calls, "default")
     print("\nOne d = 3 deposit, thread CPU time (µs, median of", args.calls, "calls):\n")
-    print("| part | µs |\n|---|---:|")
-    for name, value in parts.items():
-        print(f"| {name} | {value:.0f} |")
+    print("| part | full Gaussians | cut (default) |\n|---|---:|---:|")
+    for name in full:
+        print(f"| {name} | {full[name]:.0f} | {cut[name]:.0f} |")
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 

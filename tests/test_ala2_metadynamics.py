@@ -54,7 +54,8 @@ def latent_metad(seed, model_path):
     if not model_path.exists():
         save_dihedral_cv(phi_psi_atoms(topology), system.getNumParticles(), model_path)
     variables = [LatentVariable(i, -math.pi, math.pi, WIDTH, periodic=True, gridWidth=GRID) for i in range(2)]
-    meta = LatentMetadynamics(system, model_path, variables, **SETTINGS)
+    # openmm.app.Metadynamics deposits untruncated Gaussians: the matching setting is kernelCutoff=None
+    meta = LatentMetadynamics(system, model_path, variables, **SETTINGS, kernelCutoff=None)
     return meta, simulation(system, topology, positions, seed)
 
 

@@ -89,3 +89,19 @@ def test_deposit_cost_opes_breakdown_runs(ala2_model):
     parts = load("deposit_cost").opes_breakdown(model, 1, 0, 1)
     assert parts["kernels"] >= 1
     assert all(np.isfinite(v) and v >= 0 for v in parts.values())
+
+
+def test_deposit_cost_interleaved_runs(ala2_model):
+    model, _ = ala2_model
+    out = load("deposit_cost").interleaved_deposit_cost(model, 1, 2)
+    assert set(out) == {"full", "cut", "step"} and out["step"] > 0
+
+
+def test_cutoff_effect_replay_reproduces_the_run(tmp_path):
+    """The replay of a short truncated run at its recorded centres and heights gives its bias grid (the script
+    raises otherwise) and c(t) starting at 0; the untruncated replay differs, by less than one height."""
+    bench = load("cutoff_effect")
+    meta = bench.run(1, 1000, "default", tmp_path / "phipsi.pt")
+    v_full, v_cut, ct_full, ct_cut, b_full, b_cut = bench.replay_untruncated(meta)
+    assert len(ct_cut) == meta.numDeposits == 4 and ct_cut[0] == 0.0 == ct_full[0]
+    assert 0 < np.abs(v_full - v_cut).max() < bench.SETTINGS["height"]

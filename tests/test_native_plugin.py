@@ -460,15 +460,18 @@ def test_metadynamics_runs_with_fused_backend(ala2, ala2_model, tmp_path):
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("cutoff", [None, 2.0])
 @pytest.mark.parametrize("indices,periodic", [([1], False), ([0, 1], True), ([0, 1, 2], False), ([2, 0, 1], True)])
-def test_local_deposits_equal_full_refit(ala2, ala2_model_d3, platform, indices, periodic):
+def test_local_deposits_equal_full_refit(ala2, ala2_model_d3, platform, cutoff, indices, periodic):
     """Gaussians added with LatentBiasForce.addGridGaussian (a local update of the Context's interpolant, issue
     10 item 6) give the energies and forces of a new Context built from the summed table (setGridValues), and the
-    force's table equals BiasGrid.gaussian's sum; Gaussians beyond an edge and wrapping a periodic axis included."""
+    force's table equals BiasGrid.gaussian's sum; Gaussians beyond an edge and wrapping a periodic axis included;
+    untruncated and truncated at 2 widths (``BiasGrid(kernelCutoff=)``: C++ and Python truncate alike)."""
     system, _, xyz = ala2
     mf = lb.load_model(ala2_model_d3)
     z = mf.encode(xyz)
     grid = make_grid(z, indices, periodic=periodic, n=21)
+    grid.kernelCutoff = cutoff
     start = bumpy_values(grid, z, seed=4)
     sys_a, local = fused_system(ala2_model_d3, system, grid, start)
     ctx_a, _ = make_context(sys_a, xyz, platform)

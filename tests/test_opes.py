@@ -94,8 +94,14 @@ def test_bias_follows_the_opes_formula(tmp_path, explore):
     x = opes.getGridAxes()[0]
     c, s, w = k.all_centers[:, 0], k.all_sigmas[:, 0], k.all_weights
 
+    # kernels truncated and shifted at PLUMED's default KERNEL_CUTOFF, sqrt(2 βΔE/α) (explore: sqrt(2 βΔE))
+    cut = np.sqrt(2 * 20.0 / KT) if explore else np.sqrt(2 * 20.0 / KT / alpha)
+    assert opes.kde.cutoff == pytest.approx(cut)
+
     def p(points):
-        return np.sum(w * np.exp(-0.5 * ((points[:, None] - c) / s) ** 2) / (np.sqrt(2 * np.pi) * s), axis=1) / w.sum()
+        u2 = ((points[:, None] - c) / s) ** 2
+        kern = np.where(u2 < cut**2, np.exp(-0.5 * u2) - np.exp(-0.5 * cut**2), 0.0)
+        return np.sum(w * kern / (np.sqrt(2 * np.pi) * s), axis=1) / w.sum()
 
     zed = np.mean(p(c))
     expected = alpha * KT * np.log(p(x) / zed + np.exp(-20.0 / (alpha * KT)))
@@ -127,11 +133,15 @@ def test_three_latent_dimensions_formula_and_forces(tmp_path):
     axes = np.meshgrid(*opes.getGridAxes(), indexing="ij")
     pts = np.stack([a.ravel() for a in axes], axis=1)
 
+    alpha = 1 - 1 / opes.biasFactor
+    cut = np.sqrt(2 * 15.0 / KT / alpha)  # PLUMED's default KERNEL_CUTOFF (Mahalanobis distance, shifted kernel)
+    assert opes.kde.cutoff == pytest.approx(cut)
+
     def p(points):
-        g = np.exp(-0.5 * np.sum(((points[:, None, :] - c[None]) / s[None]) ** 2, axis=2))
+        r2 = np.sum(((points[:, None, :] - c[None]) / s[None]) ** 2, axis=2)
+        g = np.where(r2 < cut**2, np.exp(-0.5 * r2) - np.exp(-0.5 * cut**2), 0.0)
         return g @ (w / np.prod(np.sqrt(2 * np.pi) * s, axis=1)) / w.sum()
 
-    alpha = 1 - 1 / opes.biasFactor
     expected = alpha * KT * np.log(p(pts) / np.mean(p(c)) + np.exp(-15.0 / (alpha * KT)))
     np.testing.assert_allclose(opes.getBias().ravel(), expected, rtol=0, atol=1e-9)
     group = 1 << opes.backend.force_group

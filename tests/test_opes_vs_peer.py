@@ -76,8 +76,9 @@ def replay(n_deposits, seed=5, barrier=40.0, sigma=0.15, compression=1.0, grid=6
 
     s_lat, s_peer = system(), system()
     variables = [LatentVariable(i, -math.pi, math.pi, sigma, periodic=True, gridWidth=grid) for i in range(2)]
+    # openmm-opes evaluates untruncated Gaussians: the matching setting is kernelCutoff=None
     latent = LatentOPES(s_lat, model, variables, 300.0, barrier=barrier, pace=1, compressionThreshold=compression,
-                        backend=bench.torsion_backend(QUADS))
+                        backend=bench.torsion_backend(QUADS), kernelCutoff=None)
     peer_vars = []
     for q in QUADS:
         f = openmm.CustomTorsionForce("theta")

@@ -104,8 +104,11 @@ class RunningCt:
         self._ea = self._eb = None
 
     def window(self, grid, center: Sequence[float], height: float) -> tuple[slice, ...]:
-        """The nodes a deposit of ``height`` (kJ/mol) at ``center`` must update (:func:`gaussian_window` with
-        cut τ = WINDOW_ERROR / (aβ·height))."""
+        """The nodes a deposit of ``height`` (kJ/mol) at ``center`` must update: for a grid of truncated kernels
+        (``grid.kernelCutoff`` set) exactly the kernel's support (``BiasGrid.support``; nothing changes beyond it),
+        otherwise :func:`gaussian_window` with cut τ = WINDOW_ERROR / (aβ·height)."""
+        if getattr(grid, "kernelCutoff", None) is not None:
+            return grid.support(grid.gaussian_factors(center))
         kappa = self._a * abs(float(height)) / self._kt
         cut = min(0.5, WINDOW_ERROR / kappa) if kappa > 0 else 0.5
         return gaussian_window(grid, center, cut)

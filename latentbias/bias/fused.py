@@ -18,6 +18,7 @@ one energy-only (forward) evaluation of the force group and reuses it for :meth:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Callable, Sequence
@@ -90,6 +91,17 @@ def _new_force(model: LatentModelFile, system: Any, evaluation_path: str | None 
             "" if path == "torch" else ", the model has no native description"),
     )
     return force
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_cutoff(force_class: type) -> bool:
+    """Whether the built plugin's ``addGridGaussian`` takes a cutoff (plugins built before it did not)."""
+    import inspect
+
+    try:
+        return "cutoff" in inspect.signature(force_class.addGridGaussian).parameters
+    except (TypeError, ValueError):  # no introspectable signature: assume the current plugin
+        return True
 
 
 def _grid_table(grid: BiasGrid, values: Any) -> np.ndarray:
@@ -174,11 +186,20 @@ class FusedBackend(GridBiasBackend):
 
     def add_gaussian(self, center: np.ndarray, height: float, values: Callable[[], np.ndarray],
                      context: Any | None) -> None:
-        """Add ``height * grid.gaussian(center)`` inside the force (``LatentBiasForce.addGridGaussian``):
-        ``updateParametersInContext`` then updates only the Gaussian's support of the Context's interpolant,
-        with the same result as a full refit up to rounding (issue 10 item 6); ``values`` is not needed."""
-        self.force.addGridGaussian([float(c) for c in center], [float(v.biasWidth) for v in self.grid.variables],
-                                   float(height))
+        """Add ``height * grid.gaussian(center)`` inside the force (``LatentBiasForce.addGridGaussian``, truncated
+        at ``grid.kernelCutoff`` widths when set): ``updateParametersInContext`` then updates only the Gaussian's
+        support of the Context's interpolant, with the same result as a full refit up to rounding (issue 10 item
+        6); ``values`` is not needed. A plugin built before truncated deposits existed gets the whole table
+        (``values()``, a full refit) for a truncated Gaussian."""
+        cutoff = self.grid.kernelCutoff
+        if cutoff is not None and not _accepts_cutoff(type(self.force)):
+            self.set_grid(values(), context)
+            return
+        widths = [float(v.biasWidth) for v in self.grid.variables]
+        if cutoff is None:
+            self.force.addGridGaussian([float(c) for c in center], widths, float(height))
+        else:
+            self.force.addGridGaussian([float(c) for c in center], widths, float(height), float(cutoff))
         if context is not None:
             self.force.updateParametersInContext(context)
 

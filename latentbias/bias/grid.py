@@ -154,9 +154,16 @@ class BiasGrid:
     Parameters
     ----------
     variables : sequence of LatentVariable
+    kernelCutoff : float, optional
+        Truncation of the Gaussians deposited on this grid (:meth:`gaussian_factors`), in widths along each axis:
+        each axis factor is cut at |Δz| = kernelCutoff · biasWidth and stretched to fall to zero there
+        continuously (:func:`latentbias.bias.cutoff.truncated_gaussian`). None (default): untruncated Gaussians.
     """
 
-    def __init__(self, variables: Sequence[LatentVariable]):
+    def __init__(self, variables: Sequence[LatentVariable], kernelCutoff: float | None = None):
+        from .cutoff import check_cutoff
+
+        self.kernelCutoff = check_cutoff(kernelCutoff)
         variables = list(variables)
         if not 1 <= len(variables) <= 3:
             raise ValueError(f"a bias grid needs 1, 2 or 3 latent variables, got {len(variables)}")
@@ -177,14 +184,20 @@ class BiasGrid:
     def gaussian_factors(self, position: Sequence[float]) -> list[np.ndarray]:
         """Per-axis factors of the unit-height Gaussian centred at ``position`` (shape=(d,)): one array of shape
         (gridWidth,) per variable, ``exp(-0.5 (Δz/biasWidth)^2)`` with the minimum image along periodic axes (whose
-        last point repeats the first). :meth:`gaussian` is their outer product."""
+        last point repeats the first), truncated at ``kernelCutoff`` widths when set. :meth:`gaussian` is their outer
+        product."""
+        from .cutoff import truncated_gaussian
+
         per_axis = []
         for x, v, axis in zip(position, self.variables, self._axes):
             delta = axis - float(x)
             if v.periodic:
                 period = v.maxValue - v.minValue
                 delta = delta - period * np.round(delta / period)
-            g = np.exp(-0.5 * (delta / v.biasWidth) ** 2)
+            if self.kernelCutoff is None:
+                g = np.exp(-0.5 * (delta / v.biasWidth) ** 2)
+            else:
+                g = truncated_gaussian(delta / v.biasWidth, self.kernelCutoff)
             if v.periodic:
                 g[-1] = g[0]
             per_axis.append(g)
@@ -204,15 +217,43 @@ class BiasGrid:
         list of numpy.ndarray
             The per-axis factors (:meth:`gaussian_factors`).
         """
+        return self.deposit(values, position, height, buffer)[0]
+
+    def deposit(self, values: np.ndarray, position: Sequence[float], height: float,
+                buffer: np.ndarray | None = None) -> tuple[list[np.ndarray], tuple[slice, ...] | None]:
+        """:meth:`add_gaussian`, returning (per-axis factors, :meth:`support` of a truncated Gaussian, or None for
+        an untruncated one, which changes the whole grid)."""
         factors = self.gaussian_factors(position)
+        if self.kernelCutoff is not None:
+            # a truncated Gaussian is exactly 0 beyond its support: add it there only (x + 0.0 == x, so the grid is
+            # the same, bit for bit, as after the whole-grid addition)
+            window = self.support(factors)
+            values[window] += height * reduce(np.multiply.outer, [f[w] for f, w in zip(factors, window)])
+            return factors, window
         if self.ndim == 1 or buffer is None:
             values += height * reduce(np.multiply.outer, factors)
-            return factors
+            return factors, None
         head = reduce(np.multiply.outer, factors[:-1])
         np.multiply.outer(head, factors[-1], out=buffer)
         np.multiply(buffer, height, out=buffer)
         values += buffer
-        return factors
+        return factors, None
+
+    @staticmethod
+    def support(factors: Sequence[np.ndarray]) -> tuple[slice, ...]:
+        """Per-axis slices holding every non-zero entry of the given axis factors (:meth:`gaussian_factors`): the
+        contiguous range of non-zero nodes, or the whole axis when they are not contiguous (a kernel that wraps
+        around a periodic axis), or an empty slice when all are zero."""
+        window = []
+        for f in factors:
+            nz = f.nonzero()[0]
+            if len(nz) == 0:
+                window.append(slice(0, 0))
+            elif nz[-1] - nz[0] + 1 == len(nz):
+                window.append(slice(int(nz[0]), int(nz[-1]) + 1))
+            else:
+                window.append(slice(0, len(f)))
+        return tuple(window)
 
     def table_values(self, values: np.ndarray) -> list[float]:
         """Grid values (shape=self.shape) flattened for OpenMM's Continuous*DFunction (first axis fastest)."""

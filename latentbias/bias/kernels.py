@@ -19,6 +19,11 @@ widths differ.
 
 Updates are incremental (cost ∝ grid size + number of kernels); a full rebuild every ``rebuild_interval`` updates
 removes the rounding that subtractions accumulate.
+
+Truncation (``cutoff``, PLUMED's OPES ``KERNEL_CUTOFF``): with a cutoff c every kernel is
+``N_c(s) = (exp(−½ r²) − exp(−½ c²)) / ((2π)^{d/2} Π σ)`` for a Mahalanobis distance r = |(s − c_k)/σ_k| < c and 0
+beyond (truncated and shifted, not renormalised, as PLUMED's ``OPESmetad``), so adding or removing a kernel
+changes the grid sum only on the box around its centre (cost ∝ the box, not the grid).
 """
 
 from __future__ import annotations
@@ -48,11 +53,19 @@ class KernelDensity:
         Compression threshold (units of the stored kernel's σ); 0 disables compression.
     rebuild_interval : int
         Updates between full recomputations of the cached sums.
+    cutoff : float, optional
+        Kernel truncation (Mahalanobis distance in σ, > the threshold); None: untruncated Gaussians.
     """
 
-    def __init__(self, grid: BiasGrid, threshold: float = 1.0, rebuild_interval: int = 200):
+    def __init__(self, grid: BiasGrid, threshold: float = 1.0, rebuild_interval: int = 200,
+                 cutoff: float | None = None):
         if not threshold >= 0:
             raise ValueError(f"compression threshold must be >= 0, got {threshold}")
+        if cutoff is not None and not (math.isfinite(cutoff) and cutoff > threshold and cutoff > 0):
+            raise ValueError(f"kernel cutoff must be None or a finite number of widths above the compression "
+                             f"threshold ({threshold}), got {cutoff}")
+        self.cutoff = None if cutoff is None else float(cutoff)
+        self._at_cutoff = 0.0 if cutoff is None else math.exp(-0.5 * float(cutoff) ** 2)
         self.grid = grid
         self.threshold = float(threshold)
         self.rebuild_interval = int(rebuild_interval)
@@ -95,8 +108,54 @@ class KernelDensity:
             dv[..., per] -= self._periods[per] * np.rint(dv[..., per] / self._periods[per])
         return dv
 
+    def kernel_window(self, center: np.ndarray, sigma: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+        """The kernel on the grid nodes where it can be non-zero: (per-axis slices, values on them).
+
+        Untruncated: the whole grid (:meth:`kernel_on_grid`). Truncated: the nodes within ``cutoff`` σ of the
+        centre along each axis (minimum image; the whole axis when the box wraps around a periodic axis), with
+        the truncated, shifted kernel on them (0 where the Mahalanobis distance is ≥ cutoff).
+        """
+        if self.cutoff is None:
+            return tuple(slice(None) for _ in self._axes), self.kernel_on_grid(center, sigma)
+        window, scaled = [], []
+        for j, axis in enumerate(self._axes):
+            n = len(axis)
+            period = self._periods[j]
+            reach = self.cutoff * sigma[j]
+            lo_z, hi_z = center[j] - reach, center[j] + reach
+            spacing = (axis[-1] - axis[0]) / (n - 1)
+            lo = max(0, math.floor((lo_z - axis[0]) / spacing))
+            hi = min(n, math.ceil((hi_z - axis[0]) / spacing) + 1)
+            win = slice(lo, max(lo, hi))
+            if period > 0 and (lo_z <= axis[0] or hi_z >= axis[-1] or lo == 0 or hi >= n):
+                win = slice(0, n)  # the box reaches the seam: its first and last node are one point
+            dx = axis[win] - center[j]
+            if period > 0:
+                dx = dx - period * np.rint(dx / period)
+            u = dx / sigma[j]
+            if period > 0 and win.stop == n and win.start == 0:
+                u[-1] = u[0]  # the last node is the first one
+            window.append(win)
+            scaled.append(u * u)
+        r2 = scaled[0]
+        for part in scaled[1:]:
+            r2 = np.add.outer(r2, part)
+        norm = float(np.prod(math.sqrt(2.0 * math.pi) * np.asarray(sigma)))
+        block = np.where(r2 < self.cutoff**2, np.exp(-0.5 * r2) - self._at_cutoff, 0.0) / norm
+        return tuple(window), block
+
+    def add_kernel_to(self, values: np.ndarray, center: np.ndarray, sigma: np.ndarray, weight: float) -> None:
+        """``values += weight · N(g; center, sigma)`` on the kernel's window only (in place)."""
+        window, block = self.kernel_window(center, sigma)
+        values[window] += weight * block
+
     def kernel_on_grid(self, center: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        """Normalised Gaussian N(g; center, sigma) on the grid nodes, shape=grid.shape."""
+        """Normalised Gaussian N(g; center, sigma) on the grid nodes, shape=grid.shape (truncated at ``cutoff``
+        when set)."""
+        if self.cutoff is not None:
+            out = np.zeros(self.grid.shape)
+            self.add_kernel_to(out, center, sigma, 1.0)
+            return out
         profiles = []
         for j, axis in enumerate(self._axes):
             dx = axis - center[j]
@@ -120,7 +179,11 @@ class KernelDensity:
             c, s, w = centers[start:start + _CHUNK], sigmas[start:start + _CHUNK], weights[start:start + _CHUNK]
             dv = self.displacement(c[None, :, :], pts[:, None, :]) / s[None]
             norm = np.prod(math.sqrt(2.0 * math.pi) * s, axis=1)
-            out += np.exp(-0.5 * np.sum(dv * dv, axis=2)) @ (w / norm)
+            r2 = np.sum(dv * dv, axis=2)
+            if self.cutoff is None:
+                out += np.exp(-0.5 * r2) @ (w / norm)
+            else:
+                out += np.where(r2 < self.cutoff**2, np.exp(-0.5 * r2) - self._at_cutoff, 0.0) @ (w / norm)
         return out
 
     # ----------------------------------------------------------------------------------------- kernels
@@ -146,7 +209,7 @@ class KernelDensity:
         c, s, w = self.all_centers, self.all_sigmas, self.all_weights
         total = np.zeros(self.grid.shape)
         for k in range(len(w)):
-            total += w[k] * self.kernel_on_grid(c[k], s[k])
+            self.add_kernel_to(total, c[k], s[k], w[k])
         self.grid_sum = total
         self.center_sum = self.mixture_at(c, c, s, w) if len(w) else np.zeros(0)
         self._updates = 0
@@ -220,9 +283,9 @@ class KernelDensity:
             self.rebuild()
             return
         for c, s, w in removed:
-            self.grid_sum -= w * self.kernel_on_grid(c, s)
+            self.add_kernel_to(self.grid_sum, c, s, -w)
         for c, s, w in added:
-            self.grid_sum += w * self.kernel_on_grid(c, s)
+            self.add_kernel_to(self.grid_sum, c, s, w)
         # centre sums: old entries (own, then fixed), plus a slot for an appended kernel
         old = self.center_sum
         if n_new_own > n_old_own:

@@ -9,7 +9,9 @@ Differences from OpenMM's class, all deliberate:
   :meth:`LatentMetadynamics.loadState`: ``.npz`` + ``.json``, atomic writes);
 * every deposition is recorded (step, time, z, instantaneous bias V(z,t), edge-wall energy W(z), c(t),
   log-weight) for reweighting, optionally streamed to a CSV file;
-* grids are indexed in natural order ``[i0, i1, i2]``.
+* grids are indexed in natural order ``[i0, i1, i2]``;
+* Gaussians are truncated by default, as PLUMED's (``kernelCutoff``, :mod:`latentbias.bias.cutoff`), so that a
+  deposit changes only the grid near its centre; ``kernelCutoff=None`` deposits OpenMM's untruncated Gaussians.
 
 Multiple walkers: give every process the same ``biasDir`` and a ``saveFrequency``. Each writes its own
 deposited bias to ``biasDir/bias_<walkerId>.npz`` (atomically) and adds the latest files of all other walkers
@@ -44,6 +46,7 @@ from ..io import ChecksumError, load_json, load_npz, require_keys, save_npz, wri
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .ctcache import RunningCt
+from .cutoff import METAD_DEFAULT_CUTOFF
 from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
@@ -105,6 +108,12 @@ class LatentMetadynamics:
         Implementation of the bias force. Default: the native fused ``LatentBiasForce``
         (:class:`~latentbias.bias.fused.FusedBackend`, one encoder pass per step) when the plugin is built, else
         :class:`CustomCVBackend` (a CustomCVForce over d TorchForces).
+    kernelCutoff : float or None
+        Truncation of the deposited Gaussians, in widths along each axis (default √12.5 ≈ 3.54, PLUMED's METAD
+        cutoff ½u² < 6.25): each axis factor is cut there and stretched to fall to zero continuously
+        (:mod:`latentbias.bias.cutoff`: the bias differs from untruncated Gaussians by at most d·0.19 % of one
+        height per kernel, near its edge), so a deposit changes only the grid near its centre and costs little
+        whatever the grid's size. None: untruncated Gaussians, exactly as ``openmm.app.Metadynamics``.
     """
 
     def __init__(
@@ -125,6 +134,7 @@ class LatentMetadynamics:
         trajectoryFile: str | os.PathLike | None = None,
         forceGroup: int | None = None,
         backend: type[GridBiasBackend] | None = None,
+        kernelCutoff: float | None = METAD_DEFAULT_CUTOFF,
     ):
         from openmm import unit
 
@@ -156,7 +166,7 @@ class LatentMetadynamics:
         self._kt = kt_kjmol(self.temperature)
         self._ktDeltaT = kt_kjmol(self._deltaT)
 
-        self.grid = BiasGrid(self.variables)
+        self.grid = BiasGrid(self.variables, kernelCutoff=kernelCutoff)
         self._selfBias = np.zeros(self.grid.shape)
         self._otherBias: dict[str, np.ndarray] = {}
         # c(t) at each deposit, updated on the window the previous deposit changed (see latentbias.bias.ctcache)
@@ -300,10 +310,12 @@ class LatentMetadynamics:
             return
         height = self.height * np.exp(-bias / self._ktDeltaT)
         # self._selfBias += height * self.grid.gaussian(z), bit for bit, without grid-sized temporaries
-        self.grid.add_gaussian(self._selfBias, z, height, self._scratch)
+        _, window = self.grid.deposit(self._selfBias, z, height, self._scratch)
         self._nDeposits += 1
-        self._runningCt.update(self._totalBias if self._otherBias else self._selfBias,
-                               self._runningCt.window(self.grid, z, height), height)
+        # a truncated Gaussian changed exactly its support; an untruncated one, below 1e-14 beyond RunningCt.window
+        if window is None:
+            window = self._runningCt.window(self.grid, z, height)
+        self._runningCt.update(self._totalBias if self._otherBias else self._selfBias, window, height)
         self.backend.add_gaussian(z, height, lambda: self._totalBias, context)
 
     def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, wall: float, ct: float,
@@ -439,8 +451,14 @@ class LatentMetadynamics:
             "height": self.height,
             "frequency": self.frequency,
             "wallForceConstant": self.backend.wall_force_constant,
+            "kernelCutoff": self.grid.kernelCutoff,
             "model_training_data_hash": self.model.metadata.get("training_data_hash"),
         }
+
+    @property
+    def kernelCutoff(self) -> float | None:
+        """Truncation of the deposited Gaussians in widths (None: untruncated)."""
+        return self.grid.kernelCutoff
 
     def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Save the bias state to ``<prefix>.npz`` (grids, records) and ``<prefix>.json`` (settings), atomically.
@@ -489,10 +507,13 @@ class LatentMetadynamics:
                              "file); restore both files from one save")
         mine = self._settings()
         theirs = info["settings"]
-        diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
+        # states saved before kernels could be truncated have no kernelCutoff: their grid stays as it is and the
+        # deposits from now on use this object's kernels
+        diff = [k for k in mine if k != "model_training_data_hash" and (k in theirs or k != "kernelCutoff")
+                and mine[k] != theirs.get(k)]
         if diff:
             raise ValueError(f"saved state has different settings for {diff}; build LatentMetadynamics with the same "
-                             "variables, temperature, biasFactor, height, frequency and wall constant")
+                             "variables, temperature, biasFactor, height, frequency, wall constant and kernelCutoff")
         data = require_keys(load_npz(npz), ("selfBias", "otherBias", "record_z"), npz, fix=fix)
         self._selfBias = data["selfBias"].copy()
         self._otherBias = {k: data["otherBias"][i].copy() for i, k in enumerate(info["otherWalkers"])}

@@ -80,6 +80,7 @@ from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
 from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
+from .cutoff import opes_default_cutoff
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,12 @@ class LatentOPES:
         Force group of the bias (default: the highest free one).
     backend : GridBiasBackend class, optional
         Default: the native fused ``LatentBiasForce`` when built, else :class:`CustomCVBackend`.
+    kernelCutoff : float, None or "default"
+        Kernel truncation, a Mahalanobis distance in σ (PLUMED's ``KERNEL_CUTOFF``): every kernel is cut there and
+        shifted down by its value at the cutoff (:mod:`latentbias.bias.kernels`), so a deposit changes the
+        estimate only near its centre. ``"default"``: PLUMED's default √(2βΔE/α) (explore: √(2βΔE)), at which the
+        shifted-away value e^{−c²/2} is ε, the regularisation of ln(P/Z + ε). None: untruncated Gaussians, as
+        openmm-opes.
     """
 
     def __init__(
@@ -170,6 +177,7 @@ class LatentOPES:
         trajectoryFile: str | os.PathLike | None = None,
         forceGroup: int | None = None,
         backend: type[GridBiasBackend] | None = None,
+        kernelCutoff: float | str | None = "default",
     ):
         from openmm import unit
 
@@ -214,7 +222,11 @@ class LatentOPES:
             raise ValueError(f"walkerId may contain only letters, digits, '_' and '-', got {self.walkerId!r}")
 
         self.grid = BiasGrid(self.variables)
-        self.kde = KernelDensity(self.grid, compressionThreshold)
+        if isinstance(kernelCutoff, str):
+            if kernelCutoff != "default":
+                raise ValueError(f"kernelCutoff must be a number of widths, None or 'default', got {kernelCutoff!r}")
+            kernelCutoff = opes_default_cutoff(self.barrier / self._kt, self._alpha, self.explore)
+        self.kde = KernelDensity(self.grid, compressionThreshold, cutoff=kernelCutoff)
         d = self.grid.ndim
         # own weight sums (w = exp(βV) of every deposited sample) and number of depositions
         self._sumW, self._sumW2, self._count = 0.0, 0.0, 0
@@ -598,6 +610,7 @@ class LatentOPES:
             "sigmaSampleInterval": self.sigmaSampleInterval,
             "shrinkSigma": self.shrinkSigma,
             "compressionThreshold": self.kde.threshold,
+            "kernelCutoff": self.kde.cutoff,
             "wallForceConstant": self.backend.wall_force_constant,
             "model_training_data_hash": self.model.metadata.get("training_data_hash"),
         }
@@ -647,6 +660,9 @@ class LatentOPES:
             raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
                              "file); restore both files from one save")
         mine, theirs = self._settings(), info["settings"]
+        # states saved before kernels could be truncated hold untruncated sums: they need kernelCutoff=None
+        theirs = dict(theirs)
+        theirs.setdefault("kernelCutoff", None)
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
         if diff:
             raise ValueError(f"saved state has different settings for {diff}; build LatentOPES with the same "

@@ -105,7 +105,8 @@ public:
     int addGridDimension(int component, double minValue, double maxValue, int size, bool periodic=false);
     int getNumGridDimensions() const;
     void setGridValues(const std::vector<double>& values);
-    void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height);
+    void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height,
+                         double cutoff=0.0);
     const std::vector<double>& getGridValues() const;
     void setWallForceConstant(double k);
     double getWallForceConstant() const;

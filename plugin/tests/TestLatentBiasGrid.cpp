@@ -195,7 +195,8 @@ static void testWallsAndClamping() {
     delete force;
 }
 
-static void compareLocalDepositsWithRefit(const vector<LatentBiasGrid::Axis>& axes, bool startFromSpline) {
+static void compareLocalDepositsWithRefit(const vector<LatentBiasGrid::Axis>& axes, bool startFromSpline,
+                                          double cutoff = 0.0) {
     // Gaussians added one by one (addSeparable: local update of the node derivatives) must give the interpolant
     // of the summed values (a full refit), including Gaussians that wrap around a periodic axis or sit beyond an
     // edge, on top of non-zero starting values.
@@ -211,7 +212,8 @@ static void compareLocalDepositsWithRefit(const vector<LatentBiasGrid::Axis>& ax
             double span = a.maxValue - a.minValue;
             double c = std::uniform_real_distribution<double>(a.minValue - 0.2 * span, a.maxValue + 0.2 * span)(rng);
             double w = std::uniform_real_distribution<double>(0.08, 0.3)(rng) * span;
-            factors.push_back(LatentBiasGrid::gaussianFactor(a, c, w));
+            // truncated Gaussians narrow enough that their support is a small part of the axis
+            factors.push_back(LatentBiasGrid::gaussianFactor(a, c, cutoff > 0 ? 0.3 * w : w, cutoff));
         }
         local.addSeparable(factors, height);
         int n[3] = {1, 1, 1};
@@ -246,6 +248,8 @@ static void testLocalDepositsEqualRefit() {
                 axes.push_back({mins[k], maxs[k], sizes[k], mode == 1 || (mode == 2 && k == 0)});
             compareLocalDepositsWithRefit(axes, true);
             compareLocalDepositsWithRefit(axes, false);
+            compareLocalDepositsWithRefit(axes, true, 3.5);   // truncated Gaussians (PLUMED-like cutoff)
+            compareLocalDepositsWithRefit(axes, false, 1.5);
         }
     // a factor of the wrong length is refused
     vector<LatentBiasGrid::Axis> axes = {{0.0, 1.0, 5, false}};
@@ -261,12 +265,41 @@ static void testLocalDepositsEqualRefit() {
     ASSERT(threw);
 }
 
+static void testTruncatedGaussianFactor() {
+    // (exp(-u^2/2) - exp(-c^2/2)) / (1 - exp(-c^2/2)) inside |u| < c, exactly 0 beyond; peak 1; continuous at c
+    LatentBiasGrid::Axis axis = {-2.0, 2.0, 401, false};
+    double c = 2.5, width = 0.3, center = 0.13;
+    vector<double> g = LatentBiasGrid::gaussianFactor(axis, center, width, c);
+    vector<double> full = LatentBiasGrid::gaussianFactor(axis, center, width);
+    vector<double> x = LatentBiasGrid::axisPoints(axis);
+    double atCutoff = exp(-0.5 * c * c);
+    for (int i = 0; i < axis.size; i++) {
+        double u = (x[i] - center) / width;
+        if (fabs(u) >= c) {
+            ASSERT_EQUAL(0.0, g[i]);
+        }
+        else {
+            ASSERT_EQUAL_TOL((full[i] - atCutoff) / (1.0 - atCutoff), g[i], 1e-14);
+            ASSERT(g[i] > 0 && g[i] <= 1.0);
+            ASSERT(fabs(g[i] - full[i]) <= atCutoff + 1e-15);   // the truncation error bound per axis
+        }
+    }
+    // periodic: minimum image, last point repeats the first
+    LatentBiasGrid::Axis ring = {-M_PI, M_PI, 61, true};
+    vector<double> p = LatentBiasGrid::gaussianFactor(ring, 3.0, 0.2, 3.0);
+    ASSERT_EQUAL(p[0], p[60]);
+    ASSERT(p[0] > 0);
+    ASSERT_EQUAL(0.0, p[30]);
+}
+
 int main(int argc, char* argv[]) {
     return runTests(argc, argv, {
         {"generic construction == SplineFitter (1-3D, natural/periodic)", testGenericMatchesOpenMM},
         {"OpenMM path is SplineFitter", testOpenMMPathIsSplineFitter},
         {"mixed periodicity: interpolation, gradients, seams", testGradientFiniteDifferencesMixed},
         {"walls and clamping", testWallsAndClamping},
-        {"local Gaussian deposits == full refit (1-3D, natural/periodic/mixed)", testLocalDepositsEqualRefit},
+        {"local Gaussian deposits == full refit (1-3D, natural/periodic/mixed; untruncated and truncated)",
+         testLocalDepositsEqualRefit},
+        {"truncated Gaussian factor", testTruncatedGaussianFactor},
     });
 }

@@ -155,10 +155,17 @@ public:
      * updateParametersInContext() then updates the Context's interpolant locally (only the Gaussian's support)
      * instead of refitting the whole grid; the result equals setGridValues() of the summed values up to rounding.
      *
+     * With cutoff c > 0 each axis factor is truncated at |x_k - center_k| = c width_k and shifted and stretched so
+     * that it falls to zero there continuously and keeps its peak value 1: (exp(-u^2/2) - exp(-c^2/2)) /
+     * (1 - exp(-c^2/2)) for |u| < c, 0 beyond (u = (x_k - center_k)/width_k), as LatentBiasGrid::gaussianFactor;
+     * the Gaussian then changes only the grid points within c widths of its centre along every axis. cutoff = 0:
+     * the untruncated Gaussian.
+     *
      * @throws OpenMMException if there is no grid, a size differs from the number of grid dimensions, or a value
-     *         is not finite (widths must be > 0)
+     *         is not finite (widths must be > 0, the cutoff >= 0)
      */
-    void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height);
+    void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height,
+                         double cutoff = 0.0);
     /** The tabulated values (empty when never set, i.e. zeros). */
     const std::vector<double>& getGridValues() const {
         return gridValues;
@@ -275,6 +282,7 @@ public:
     struct GridDeposit {
         std::vector<double> center, width;
         double height;
+        double cutoff;   // in widths; 0: untruncated
     };
     /**
      * Identifies the grid values set last by setGridValues() (or a layout change): unique across Force objects.

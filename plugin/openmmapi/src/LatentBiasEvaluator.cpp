@@ -67,7 +67,7 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
             vector<vector<double> > factors;
             for (size_t k = 0; k < dims.size(); k++)
                 factors.push_back(LatentBiasGrid::gaussianFactor(grid.getAxes()[k], deposits[i].center[k],
-                                                                 deposits[i].width[k]));
+                                                                 deposits[i].width[k], deposits[i].cutoff));
             grid.addSeparable(factors, deposits[i].height);
         }
         gridDepositsApplied = deposits.size();

@@ -269,7 +269,8 @@ long long LatentBiasForce::nextGridEpoch() {
     return ++counter;
 }
 
-void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector<double>& width, double height) {
+void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector<double>& width, double height,
+                                      double cutoff) {
     if (gridDims.empty())
         throw OpenMMException("LatentBiasForce::addGridGaussian: add the grid dimensions first");
     int ndim = gridDims.size();
@@ -291,26 +292,45 @@ void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector
         msg << "LatentBiasForce::addGridGaussian: the height must be finite, got " << height;
         throw OpenMMException(msg.str());
     }
+    if (!(std::isfinite(cutoff) && cutoff >= 0)) {
+        stringstream msg;
+        msg << "LatentBiasForce::addGridGaussian: the cutoff (in widths) must be finite and >= 0 (0: none), got "
+            << cutoff;
+        throw OpenMMException(msg.str());
+    }
     vector<vector<double> > factor(3, vector<double>(1, 1.0));
     int n[3] = {1, 1, 1};
     for (int k = 0; k < ndim; k++) {
         const GridDimension& d = gridDims[k];
-        factor[k] = LatentBiasGrid::gaussianFactor({d.minValue, d.maxValue, d.size, d.periodic}, center[k], width[k]);
+        factor[k] = LatentBiasGrid::gaussianFactor({d.minValue, d.maxValue, d.size, d.periodic}, center[k], width[k],
+                                                   cutoff);
         n[k] = d.size;
     }
     if (gridValues.empty())
         gridValues.assign((size_t) n[0] * n[1] * n[2], 0.0);
-    size_t node = 0;
-    for (int i2 = 0; i2 < n[2]; i2++)
-        for (int i1 = 0; i1 < n[1]; i1++)
-            for (int i0 = 0; i0 < n[0]; i0++, node++)
+    // only the nodes where every factor is non-zero change (a truncated Gaussian's support; the whole grid for an
+    // untruncated one): the sum is the same as over the whole grid
+    int lo[3], hi[3];
+    for (int k = 0; k < 3; k++) {
+        lo[k] = 0;
+        hi[k] = n[k] - 1;
+        while (lo[k] <= hi[k] && factor[k][lo[k]] == 0.0)
+            lo[k]++;
+        while (hi[k] >= lo[k] && factor[k][hi[k]] == 0.0)
+            hi[k]--;
+    }
+    for (int i2 = lo[2]; i2 <= hi[2]; i2++)
+        for (int i1 = lo[1]; i1 <= hi[1]; i1++) {
+            size_t node = (size_t) lo[0] + (size_t) n[0] * (i1 + (size_t) n[1] * i2);
+            for (int i0 = lo[0]; i0 <= hi[0]; i0++, node++)
                 gridValues[node] += height * factor[0][i0] * factor[1][i1] * factor[2][i2];
+        }
     if (gridDeposits.size() >= (size_t) MaxLoggedDeposits) {
         gridEpoch = nextGridEpoch();
         gridDeposits.clear();
     }
     else
-        gridDeposits.push_back({center, width, height});
+        gridDeposits.push_back({center, width, height, cutoff});
 }
 
 void LatentBiasForce::setWallForceConstant(double k) {

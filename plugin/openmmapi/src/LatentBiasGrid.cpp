@@ -65,15 +65,19 @@ vector<double> LatentBiasGrid::axisPoints(const Axis& a) {
     return points;
 }
 
-vector<double> LatentBiasGrid::gaussianFactor(const Axis& a, double center, double width) {
+vector<double> LatentBiasGrid::gaussianFactor(const Axis& a, double center, double width, double cutoff) {
     vector<double> points = axisPoints(a), g(a.size);
     double L = a.maxValue - a.minValue;
+    double atCutoff = cutoff > 0 ? exp(-0.5 * cutoff * cutoff) : 0.0;
     for (int i = 0; i < a.size; i++) {
         double delta = points[i] - center;
         if (a.periodic)
             delta -= L * std::nearbyint(delta / L);   // ties to even, as numpy.round
         double u = delta / width;
-        g[i] = exp(-0.5 * u * u);
+        if (cutoff > 0)
+            g[i] = fabs(u) < cutoff ? (exp(-0.5 * u * u) - atCutoff) / (1.0 - atCutoff) : 0.0;
+        else
+            g[i] = exp(-0.5 * u * u);
     }
     if (a.periodic)
         g[a.size - 1] = g[0];
@@ -101,12 +105,15 @@ void LatentBiasGrid::addSeparable(const vector<vector<double> >& factors, double
         coeff.clear();
         computeAllNodeDerivatives();
     }
-    // per axis: factor (order 0) and its spline derivative at the nodes (order 1), and the contiguous node range
-    // [lo, hi] outside which both are below 1e-17 of the peak (relative to the peak, times the spacing for the
-    // derivative): contributions there are below double rounding of the values. A contiguous range (rather than
-    // a list of nodes) lets the innermost loop run over adjacent memory, which the compiler vectorises.
+    // per axis: factor (order 0) and its spline derivative at the nodes (order 1), and for each order the
+    // contiguous node range [lo, hi] outside which it is below 1e-17 of the factor's peak (times the spacing for
+    // the derivative): contributions there are below double rounding of the values. The range is taken per order,
+    // so an array that is not differentiated along an axis touches only the factor's own support there (a
+    // truncated Gaussian's factor is exactly zero beyond its cutoff, while the spline derivative of any factor
+    // has tails). A contiguous range (rather than a list of nodes) lets the innermost loop run over adjacent
+    // memory, which the compiler vectorises.
     vector<double> part[3][2];
-    int lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+    int lo[3][2] = {{0, 0}, {0, 0}, {0, 0}}, hi[3][2] = {{0, 0}, {0, 0}, {0, 0}};
     for (int k = 0; k < ndim; k++) {
         part[k][0] = factors[k];
         part[k][1] = lineDerivative(k, factors[k]);
@@ -114,35 +121,42 @@ void LatentBiasGrid::addSeparable(const vector<vector<double> >& factors, double
         for (double f : factors[k])
             peak = max(peak, fabs(f));
         double h = x[k][1] - x[k][0];
-        lo[k] = axes[k].size;
-        hi[k] = -1;
-        for (int i = 0; i < axes[k].size; i++)
-            if (fabs(part[k][0][i]) > 1e-17 * peak || fabs(part[k][1][i]) * h > 1e-17 * peak) {
-                lo[k] = min(lo[k], i);
-                hi[k] = i;
-            }
-        if (hi[k] < 0)
+        for (int order = 0; order < 2; order++) {
+            double scale = order == 0 ? 1.0 : h;
+            lo[k][order] = axes[k].size;
+            hi[k][order] = -1;
+            for (int i = 0; i < axes[k].size; i++)
+                if (fabs(part[k][order][i]) * scale > 1e-17 * peak) {
+                    lo[k][order] = min(lo[k][order], i);
+                    hi[k][order] = i;
+                }
+        }
+        if (hi[k][0] < 0)
             return;   // a zero Gaussian (height 0 or all factors underflowed): nothing changes
     }
     for (int k = ndim; k < 3; k++) {
         part[k][0].assign(1, 1.0);
         part[k][1].assign(1, 0.0);
+        lo[k][0] = lo[k][1] = hi[k][0] = hi[k][1] = 0;
     }
     size_t stride1 = axes[0].size, stride2 = ndim > 1 ? (size_t) axes[0].size * axes[1].size : 0;
     int nmask = 1 << ndim;
-    int len0 = hi[0] - lo[0] + 1;
     // per array (mask): the same products in the same order for every node, the innermost loop along axis 0
     for (int mask = 0; mask < nmask; mask++) {
-        const double* f0 = part[0][mask & 1].data() + lo[0];
-        const double* f1 = part[1][(mask >> 1) & 1].data();
-        const double* f2 = part[2][(mask >> 2) & 1].data();
+        int b0 = mask & 1, b1 = (mask >> 1) & 1, b2 = (mask >> 2) & 1;
+        if (hi[0][b0] < lo[0][b0] || hi[1][b1] < lo[1][b1] || hi[2][b2] < lo[2][b2])
+            continue;   // this derivative of the factor vanishes (e.g. a constant factor along an axis)
+        int len0 = hi[0][b0] - lo[0][b0] + 1;
+        const double* f0 = part[0][b0].data() + lo[0][b0];
+        const double* f1 = part[1][b1].data();
+        const double* f2 = part[2][b2].data();
         double* target = nodeDerivs[mask].data();
         double* valueTarget = values.data();
-        for (int i2 = lo[2]; i2 <= hi[2]; i2++) {
+        for (int i2 = lo[2][b2]; i2 <= hi[2][b2]; i2++) {
             double a2 = height * f2[i2];
-            for (int i1 = lo[1]; i1 <= hi[1]; i1++) {
+            for (int i1 = lo[1][b1]; i1 <= hi[1][b1]; i1++) {
                 double a12 = a2 * f1[i1];
-                size_t offset = lo[0] + i1 * stride1 + i2 * stride2;
+                size_t offset = lo[0][b0] + i1 * stride1 + i2 * stride2;
                 double* __restrict row = target + offset;
                 for (int i = 0; i < len0; i++)
                     row[i] += a12 * f0[i];

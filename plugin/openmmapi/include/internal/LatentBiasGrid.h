@@ -73,16 +73,21 @@ public:
      * One axis factor of a separable Gaussian on the grid points of `axis`: exp(-(x_i - center)^2 / (2 width^2)),
      * with the minimum-image difference (nearest period, ties to even) along a periodic axis, whose last point
      * then repeats the first. The product over axes of these factors is what
-     * LatentBiasForce::addGridGaussian adds to the grid values.
+     * LatentBiasForce::addGridGaussian adds to the grid values. With cutoff c > 0 the factor is truncated at
+     * |u| = c (u = (x_i - center)/width) and shifted and stretched to fall to zero there continuously with its peak
+     * kept at 1: (exp(-u^2/2) - exp(-c^2/2)) / (1 - exp(-c^2/2)) for |u| < c, exactly 0 beyond.
      */
-    static std::vector<double> gaussianFactor(const Axis& axis, double center, double width);
+    static std::vector<double> gaussianFactor(const Axis& axis, double center, double width, double cutoff = 0.0);
     /**
      * Add height * (f_0 (x) f_1 (x) f_2)[i0, i1, i2] (one factor per axis, length = the axis size) to the grid
      * values and update the interpolant exactly and locally: the spline's node derivatives are linear in the
      * values and the derivative of a separable product is the product of the per-axis derivatives, so each
      * derivative array changes by one outer product of per-axis vectors, applied where it exceeds 1e-17 of the
-     * peak (below double rounding of the values). Cost: (2^d + 1) x (window size), independent of the rest of the
-     * grid; no global refit. Switches the grid to the Hermite form of the same spline (see initialize).
+     * peak (below double rounding of the values). The window is chosen per array and axis: the factor's own
+     * support along the axes the array is not differentiated along (a truncated factor is exactly zero beyond its
+     * cutoff), the support of the factor's spline derivative (which decays by ~0.27 per grid point beyond the
+     * factor's support) along the others. Cost: the sum of the windows, independent of the rest of the grid; no
+     * global refit. Switches the grid to the Hermite form of the same spline (see initialize).
      */
     void addSeparable(const std::vector<std::vector<double> >& factors, double height);
 
