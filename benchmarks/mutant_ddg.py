@@ -117,7 +117,8 @@ def main() -> None:
               f"{tg['converge_ns']:.2f} | {wall:.0f} |")
     print("\nquarters of the converge phase, dF(C7ax - rest):")
     for seed, *_, tr in rows:
-        print(f"seed {seed}: " + "; ".join(f"{n} " + ", ".join(f"{q:.2f}" for q in t["quarters"]) for n, t in tr.items()))
+        quarters = (f"{n} " + ", ".join(f"{q:.2f}" for q in t["quarters"]) for n, t in tr.items())
+        print(f"seed {seed}: " + "; ".join(quarters))
     if len(rundirs) > 1:
         c = compare(rundirs, out=outdir / "compare", n_bootstrap=200)
         a, g, d = (c.dg["C7ax"].get("ala"), c.dg["C7ax"].get("gly"), c.ddg["C7ax"].get("gly"))
