@@ -49,8 +49,8 @@ def _biased_replicas(n_replicas: int, n_steps: int, stride: int, seed: int) -> t
 
 def test_block_bootstrap_covers_a_state_against_a_rest_of_several_basins():
     """40 replicas, ~36 committed R ↔ rest transitions each (~16 of them returns from C5 without reaching L): the
-    weighted block bootstrap (g of the basin indicator and of (sin φ, cos φ), as ``compare`` uses) covers the exact ΔF in
-    ≥ 55 % at 1σ and ≥ 85 % at 2σ, and the mean of ΔF(R) − ΔF(L) over the replicas is 0 within 3 standard errors
+    weighted block bootstrap (g of the basin indicator and of (sin φ, cos φ), as ``compare`` uses) covers the exact ΔF
+    in ≥ 55 % at 1σ and ≥ 85 % at 2σ, and the mean of ΔF(R) − ΔF(L) over the replicas is 0 within 3 standard errors
     (exact reweighting of a symmetric model has no mirror asymmetry). Treating the frames as independent
     (no observable: g = 1) covers < 45 % at 1σ: the test can tell a correlation-blind error from a right one.
     Measured (seed 5): 1σ 0.78, 2σ 0.95, g = 1: 0.08; mean mirror difference −0.18 kJ/mol."""
