@@ -319,14 +319,9 @@ def test_compare_refuses_a_single_system_rundir(tmp_path):
 REF = ROOT / "examples" / "reference"
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="one seed meets all three 1 kJ/mol targets in 3 of 6 seeds (2026-11-30; seed 1, used "
-                          "here, does: 8.30, 1.31, -6.99); the mean of 6 seeds does (benchmarks/RESULTS.md)",
-                   strict=False)
-def test_dipeptide_ddf_matches_the_metadynamics_references(tmp_path):
-    """examples/ala_gly_compare.toml, seed 1 (~18 min on one loaded core): ΔF(C7ax − rest) of Ala and Gly and ΔΔF
-    within 1 kJ/mol of the references (openmm.app.Metadynamics on φ/ψ, 4 × 20 ns each: 8.36, 0.93, −7.43 kJ/mol),
-    and glycine's C7ax and its mirror image (−120° ≤ φ < 0°) equal within 2σ (glycine is achiral)."""
+@pytest.fixture(scope="module")
+def dipeptide_seed1(tmp_path_factory):
+    """examples/ala_gly_compare.toml run once with seed 1 (~18 min on one loaded core) and compared."""
     import tomllib
 
     from latentbias.campaign.multi import MultiCampaign
@@ -334,12 +329,52 @@ def test_dipeptide_ddf_matches_the_metadynamics_references(tmp_path):
     raw = tomllib.loads((ROOT / "examples" / "ala_gly_compare.toml").read_text())
     raw["md"]["seed"] = 1
     cfg = multi_from_dict(raw, base_dir=ROOT / "examples")
-    MultiCampaign(cfg, tmp_path / "run", progress=False).run()
-    c = compare([tmp_path / "run"], plots=False)
-    assert {"ala", "gly"} <= set(c.dg["C7ax"]), f"a system never sampled C7ax: {sorted(c.dg['C7ax'])}"
+    rundir = tmp_path_factory.mktemp("ala_gly") / "run"
+    MultiCampaign(cfg, rundir, progress=False).run()
+    return rundir, compare([rundir], plots=False)
+
+
+def _dipeptide_refs() -> tuple[float, float]:
     key = "dF_c7ax_minus_rest_fes_mean_kjmol"
-    ref_a = json.loads((REF / "ala_amber14_phipsi_dF.json").read_text())[key]
-    ref_g = json.loads((REF / "gly_amber14_phipsi_dF.json").read_text())[key]
+    return (json.loads((REF / "ala_amber14_phipsi_dF.json").read_text())[key],
+            json.loads((REF / "gly_amber14_phipsi_dF.json").read_text())[key])
+
+
+@pytest.mark.slow
+def test_dipeptide_mutation_effect_is_resolved(dipeptide_seed1):
+    """What one seed of the example supports (benchmarks/RESULTS.md, 2026-11-30, helper mutant12c): over 12 seeds in
+    two sessions ΔΔF ranged −5.6 … −10.5 kJ/mol (reference −7.43; sd of the last six 1.5), so one seed is asserted
+    only to resolve the mutation's effect: both systems cross between C7ax and the rest many times (≥ 13 committed φ
+    round trips each among the estimate frames; seed 1: 33 Ala, 91 Gly — seed 6 had only 5 for Ala, which this test
+    would catch), glycine's C7ax is more stable than alanine's (ΔΔF < 0 by more than 3σ of its own error), and ΔΔF
+    lies within 4 kJ/mol of the reference (the largest deviation of the 12 seeds was 3.1)."""
+    from latentbias.analysis.uncertainty import transition_count
+    from latentbias.campaign.compare import load_system_frames
+    from latentbias.campaign.report import parse_cv_spec
+
+    rundir, c = dipeptide_seed1
+    assert {"ala", "gly"} <= set(c.dg["C7ax"]), f"a system never sampled C7ax: {sorted(c.dg['C7ax'])}"
+    for s in load_system_frames(rundir, [parse_cv_spec("phi:dihedral:4,6,8,14")]):
+        phi = s.cvs["phi"]
+        trips = transition_count((phi >= 30) & (phi < 90), (phi < -30) | (phi >= 150)) // 2
+        assert trips >= 13, f"{s.name}: {trips} C7ax round trips"
+    ref_a, ref_g = _dipeptide_refs()
+    d = c.ddg["C7ax"]["gly"]
+    assert d.value + 3 * d.error < 0, f"ddF {d.value:.2f} +- {d.error:.2f}"
+    assert abs(d.value - (ref_g - ref_a)) < 4.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="the 1 kJ/mol target per seed is not met: seed 1 (used here) gave Ala 10.87 ± 0.70, Gly "
+                          "0.36 ± 0.39, ddF -10.51 ± 0.80, and glycine's mirror basin 1.77 ± 0.42 (2026-11-30, "
+                          "benchmarks/RESULTS.md): a run-constant bias of each seed that no within-run error sees",
+                   strict=False)
+def test_dipeptide_ddf_matches_the_metadynamics_references(dipeptide_seed1):
+    """ΔF(C7ax − rest) of Ala and Gly and ΔΔF within 1 kJ/mol of the references (openmm.app.Metadynamics on φ/ψ,
+    4 × 20 ns each: 8.36, 0.93, −7.43 kJ/mol), and glycine's C7ax and its mirror image (−120° ≤ φ < 0°) equal
+    within 2σ (glycine is achiral)."""
+    _, c = dipeptide_seed1
+    ref_a, ref_g = _dipeptide_refs()
     assert abs(c.dg["C7ax"]["gly"].value - ref_g) < 1.0
     assert abs(c.dg["C7ax"]["ala"].value - ref_a) < 1.0
     assert abs(c.ddg["C7ax"]["gly"].value - (ref_g - ref_a)) < 1.0
