@@ -432,3 +432,31 @@ def test_same_free_energy_as_openmm_opes_on_alanine_dipeptide():
         for label in ("latent/torsion", "peer"):
             r = res[(label, key, "reference")]
             assert abs(r["diff"]) <= 1.0 + 2 * r["se"], (label, key, r)
+
+
+def test_state_saved_before_kernel_truncation_resumes_untruncated(tmp_path, caplog):
+    """A state written before OPES kernels could be truncated (its settings have no ``kernelCutoff``) holds
+    untruncated kernel sums. A default-built LatentOPES must continue it exactly as it was run (a campaign started
+    with an older latentbias resumes), with a warning, not refuse it or mix truncated kernels into it."""
+    from latentbias.io import load_json, write_json
+
+    opes, sim = make_1d(tmp_path, seed=7, kernelCutoff=None)
+    opes.step(sim, 2000)
+    opes.saveState(tmp_path / "old")
+    checkpoint = sim.context.createCheckpoint()
+    opes.step(sim, 2000)
+    meta = tmp_path / "old.json"
+    info = load_json(meta)
+    del info["settings"]["kernelCutoff"]
+    write_json(meta, info, checksum=True)
+
+    resumed, sim2 = make_1d(tmp_path, seed=99)  # default kernelCutoff
+    assert resumed.kde.cutoff is not None
+    with caplog.at_level("WARNING", logger="latentbias"):
+        resumed.loadState(tmp_path / "old")
+    assert "untruncated" in caplog.text and "old.json" in caplog.text
+    assert resumed.kde.cutoff is None
+    sim2.context.loadCheckpoint(checkpoint)
+    resumed.step(sim2, 2000)
+    np.testing.assert_array_equal(resumed.getBias(), opes.getBias())
+    assert resumed.numKernels == opes.numKernels

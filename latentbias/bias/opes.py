@@ -659,10 +659,15 @@ class LatentOPES:
         if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
             raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
                              "file); restore both files from one save")
-        mine, theirs = self._settings(), info["settings"]
-        # states saved before kernels could be truncated hold untruncated sums: they need kernelCutoff=None
-        theirs = dict(theirs)
+        theirs = dict(info["settings"])
+        if "kernelCutoff" not in theirs and self.kde.cutoff is not None:
+            # a state saved before kernels could be truncated holds untruncated kernel sums: continue it exactly as
+            # it was run (so that a campaign started with an older latentbias resumes), with untruncated kernels
+            logger.warning("%s was saved before OPES kernels were truncated: continuing it with untruncated "
+                           "kernels (kernelCutoff=None), as it was run", meta)
+            self.kde = KernelDensity(self.grid, self.kde.threshold, self.kde.rebuild_interval, cutoff=None)
         theirs.setdefault("kernelCutoff", None)
+        mine = self._settings()
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
         if diff:
             raise ValueError(f"saved state has different settings for {diff}; build LatentOPES with the same "
