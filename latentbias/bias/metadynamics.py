@@ -108,8 +108,8 @@ class LatentMetadynamics:
         Implementation of the bias force. Default: the native fused ``LatentBiasForce``
         (:class:`~latentbias.bias.fused.FusedBackend`, one encoder pass per step) when the plugin is built, else
         :class:`CustomCVBackend` (a CustomCVForce over d TorchForces).
-    kernelCutoff : float or None
-        Truncation of the deposited Gaussians, in widths along each axis (default √12.5 ≈ 3.54, PLUMED's METAD
+    kernelCutoff : float or None, default 3.5355339059327378
+        Truncation of the deposited Gaussians, in widths along each axis (the default is √12.5, PLUMED's METAD
         cutoff ½u² < 6.25): each axis factor is cut there and stretched to fall to zero continuously
         (:mod:`latentbias.bias.cutoff`: the bias differs from untruncated Gaussians by at most d·0.19 % of one
         height per kernel, near its edge), so a deposit changes only the grid near its centre and costs little
