@@ -42,13 +42,14 @@ from ..analysis.constants import kt_kjmol
 from ..analysis.reweight import well_tempered_ct
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import ChecksumError, load_json, load_npz, require_keys, save_npz, write_json
+from ..io import ChecksumError, load_npz, require_keys, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .ctcache import RunningCt
 from .cutoff import METAD_DEFAULT_CUTOFF
 from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
+from .statefile import read_state_record
 from .trajectory import DepositTrajectory
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,6 @@ __all__ = ["LatentMetadynamics", "DEPOSIT_COLUMNS"]
 DEPOSIT_COLUMNS = ("step", "time_ps", "bias_kjmol", "wall_kjmol", "ct_kjmol", "logweight")
 
 _STATE_VERSION = 1
-#: keys loadState reads from a saved state's .json record
-_STATE_KEYS = ("format", "walkerId", "otherWalkers", "numDeposits", "settings", "npz_sha256")
-_STATE_FIX = ("restore {prefix}.npz and {prefix}.json together from one saveState, or start the bias again without "
-              "loadState")
 _WALKER_FILE = re.compile(r"^bias_(?P<id>[A-Za-z0-9_-]+)\.npz$")
 
 
@@ -489,22 +486,7 @@ class LatentMetadynamics:
 
         The Context is updated at the next :meth:`step`.
         """
-        prefix = Path(prefix)
-        npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
-        if not meta.is_file() or not npz.is_file():
-            raise FileNotFoundError(f"no metadynamics state at {prefix} (.npz and .json)")
-        fix = _STATE_FIX.format(prefix=prefix)
-        try:
-            info = require_keys(load_json(meta), _STATE_KEYS, meta, fix=fix)
-        except ChecksumError as exc:
-            raise ChecksumError(f"{exc}; {fix}") from None
-        except ValueError as exc:  # not JSON (the message names the file), or a key missing (already complete)
-            raise ValueError(str(exc) if fix in str(exc) else f"{exc}; {fix}") from None
-        if info.get("format") != "latentbias-metadynamics-state":
-            raise ValueError(f"{meta} is not a latentbias metadynamics state")
-        if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
-            raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
-                             "file); restore both files from one save")
+        info, npz, fix = read_state_record(prefix, "metadynamics", "latentbias-metadynamics-state")
         mine = self._settings()
         theirs = info["settings"]
         # states saved before kernels could be truncated have no kernelCutoff: their grid stays as it is and the

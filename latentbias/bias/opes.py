@@ -73,11 +73,12 @@ import numpy as np
 from ..analysis.constants import kt_kjmol
 from ..export import LatentModelFile
 from ..forces import as_model_file
-from ..io import ChecksumError, load_json, load_npz, require_keys, save_npz, write_json
+from ..io import ChecksumError, load_npz, require_keys, save_npz, write_json
 from ..validation import strip_unit
 from .backends import GridBiasBackend
 from .fused import default_grid_backend
 from .grid import BiasGrid, LatentVariable, check_variables
+from .statefile import read_state_record
 from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
 from .cutoff import opes_default_cutoff
@@ -90,10 +91,6 @@ __all__ = ["LatentOPES", "OPES_COLUMNS"]
 OPES_COLUMNS = ("step", "time_ps", "bias_kjmol", "wall_kjmol", "ct_kjmol", "rct_kjmol", "logweight")
 
 _STATE_VERSION = 1
-#: keys loadState reads from a saved state's .json record
-_STATE_KEYS = ("format", "walkerId", "otherWalkers", "numDeposits", "settings", "npz_sha256")
-_STATE_FIX = ("restore {prefix}.npz and {prefix}.json together from one saveState, or start the bias again without "
-              "loadState")
 _WALKER_FILE = re.compile(r"^opes_(?P<id>[A-Za-z0-9_-]+)\.npz$")
 
 
@@ -643,28 +640,13 @@ class LatentOPES:
     def loadState(self, prefix: str | os.PathLike) -> None:
         """Restore a state written by :meth:`saveState` (settings must match); the Context is updated at the
         next :meth:`step`."""
-        prefix = Path(prefix)
-        npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
-        if not meta.is_file() or not npz.is_file():
-            raise FileNotFoundError(f"no OPES state at {prefix} (.npz and .json)")
-        fix = _STATE_FIX.format(prefix=prefix)
-        try:
-            info = require_keys(load_json(meta), _STATE_KEYS, meta, fix=fix)
-        except ChecksumError as exc:
-            raise ChecksumError(f"{exc}; {fix}") from None
-        except ValueError as exc:  # not JSON (the message names the file), or a key missing (already complete)
-            raise ValueError(str(exc) if fix in str(exc) else f"{exc}; {fix}") from None
-        if info.get("format") != "latentbias-opes-state":
-            raise ValueError(f"{meta} is not a latentbias OPES state")
-        if hashlib.sha256(npz.read_bytes()).hexdigest() != info["npz_sha256"]:
-            raise ValueError(f"{npz} does not match the checksum in {meta} (an interrupted save or a damaged "
-                             "file); restore both files from one save")
+        info, npz, fix = read_state_record(prefix, "OPES", "latentbias-opes-state")
         theirs = dict(info["settings"])
         if "kernelCutoff" not in theirs and self.kde.cutoff is not None:
             # a state saved before kernels could be truncated holds untruncated kernel sums: continue it exactly as
             # it was run (so that a campaign started with an older latentbias resumes), with untruncated kernels
             logger.warning("%s was saved before OPES kernels were truncated: continuing it with untruncated "
-                           "kernels (kernelCutoff=None), as it was run", meta)
+                           "kernels (kernelCutoff=None), as it was run", Path(prefix).with_name(Path(prefix).name + ".json"))
             self.kde = KernelDensity(self.grid, self.kde.threshold, self.kde.rebuild_interval, cutoff=None)
         theirs.setdefault("kernelCutoff", None)
         mine = self._settings()
