@@ -17,24 +17,8 @@ from latentbias.campaign import Campaign, RunDirError, load_config
 from latentbias.campaign.rundir import RunDir
 from latentbias.io import load_json, load_npz, require_choice, require_keys
 
-from test_campaign_rundir import SMALL, make_toy
+from test_campaign_rundir import copy, finished  # noqa: F401 (fixtures: a finished toy campaign and a private copy)
 from toy import DOUBLE_WELL_1D, identity_model, particle_simulation, particle_system
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """(config path, run directory) of a small finished 3-round metadynamics campaign (do not modify)."""
-    folder = tmp_path_factory.mktemp("finished9")
-    config = make_toy(folder, **SMALL)
-    Campaign(load_config(config), folder / "run", progress=False).run()
-    return config, folder / "run"
-
-
-@pytest.fixture
-def copy(finished, tmp_path):
-    config, run = finished
-    shutil.copytree(run, tmp_path / "run")
-    return config, tmp_path / "run"
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
