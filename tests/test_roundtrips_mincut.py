@@ -29,13 +29,13 @@ import numpy as np
 import pytest
 
 from latentbias.analysis.constants import kt_kjmol
-from latentbias.campaign.config import CampaignConfig, ConvergeConfig, LoopConfig
 from latentbias.campaign.converge import convergence_check, round_trip_summary
 from latentbias.campaign.records import KIND_OPES
 from latentbias.campaign.roundtrips import LatentCores, latent_cores, latent_round_trips, min_cut, transition_pairs
 from latentbias.campaign.rundir import RunDir
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_roundtrips import _config  # noqa: E402 (the converge config of the round-trip tests, T = 300 K, checkpoints of 1000 steps)
 
 T = 300.0
 KT = kt_kjmol(T)
@@ -166,14 +166,6 @@ def _write_walkers_run(folder: Path, x: np.ndarray, cores: LatentCores, r: int =
                      kind=np.full(m, KIND_OPES, np.int64), box=np.zeros((m, 3, 3)), ct_kjmol=np.zeros(m),
                      walker=np.repeat(np.arange(n_w), FRAMES_PER_SEGMENT).astype(np.int64))
     return run
-
-
-def _config(**converge) -> CampaignConfig:
-    conv = dict(enabled=True, min_steps=0, max_steps=10**9, burn_in=0.2, tolerance=1e9, fes_bins=20,
-                min_round_trips=13)
-    conv.update(converge)
-    return CampaignConfig(campaign=LoopConfig(checkpoint_interval=CHECKPOINT), converge=ConvergeConfig(**conv),
-                          md=dataclasses.replace(CampaignConfig().md, temperature=T))
 
 
 @pytest.mark.parametrize("k_needed", [6, 12])
