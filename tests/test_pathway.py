@@ -197,6 +197,11 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
     spacing = np.mean(np.linalg.norm(np.diff(tp.string.nodes, axis=0), axis=1))
     assert np.all(np.linalg.norm(tp.windows.structure_z - tp.string.nodes, axis=1) < 2.0 * spacing)
     assert np.isfinite(tp.umbrella.barrier.value) and tp.umbrella.barrier.value >= 0
+    # two realisations by default (other MD seeds, same structures), pooled into the profile and compared
+    assert len(tp.realisations) == 2 and tp.realisations[0] is tp.windows
+    assert tp.umbrella.info["n_windows"] == 10 and tp.umbrella.info["n_samples"] == 2 * 5 * 20
+    assert not np.array_equal(tp.realisations[0].umbrella.all_z, tp.realisations[1].umbrella.all_z)
+    assert tp.realisation_check is not None and tp.summary()["realisations"]["n"] == 2
     files = write_path_outputs(tp, tmp_path / "api")
     assert md.load(str(files["pdb"])).n_frames == 5
     with pytest.raises(FileExistsError):
@@ -217,9 +222,12 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
     np.testing.assert_allclose(dcd.xyz, pdb.xyz, atol=2e-4)
     summary = json.loads((out / "path.json").read_text())
     assert summary["relax"]["platform"] == "Reference" and summary["n_nodes"] == 4
+    assert summary["realisations"]["n"] == 2 and isinstance(summary["realisations"]["consistent"], bool)
+    assert len(list((out / "windows" / "realisation_1").glob("window_*.npz"))) == 4
     lines = (out / "profile.csv").read_text().splitlines()
     assert lines[0].startswith("#") and lines[1].split(",")[:3] == ["s", "free_energy_0_kjmol", "error_0_kjmol"]
-    assert np.loadtxt(out / "profile.csv", delimiter=",", skiprows=2).shape == (8, 5)
+    # s, then F and error of: pooled umbrella, reweighted frames, realisation 0, realisation 1
+    assert np.loadtxt(out / "profile.csv", delimiter=",", skiprows=2).shape == (8, 9)
     with pytest.raises(SystemExit, match="exists"):
         main(args)
     with pytest.raises(SystemExit, match="frame:N|frames"):

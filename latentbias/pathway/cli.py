@@ -40,7 +40,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
         output_dir=out / "windows", platform=args.platform, platform_properties=_properties(args),
         force_constant=args.force_constant,
         equilibration_steps=args.equilibration_steps, production_steps=args.production_steps,
-        sample_interval=args.sample_interval, progress=not args.quiet)
+        sample_interval=args.sample_interval, realisations=args.realisations, progress=not args.quiet)
     write_path_outputs(tp, out, overwrite=True)
     s = tp.summary()
     logger.info("barrier along the path: umbrella/MBAR %.2f +- %.2f kJ/mol; reweighted campaign frames %.2f +- %.2f; "
@@ -75,6 +75,9 @@ def add_path_parser(sub: Any) -> None:
     p.add_argument("--equilibration-steps", type=int, default=5000, help="MD steps discarded per window")
     p.add_argument("--production-steps", type=int, default=50000, help="MD steps sampled per window")
     p.add_argument("--sample-interval", type=int, default=50, help="steps between recorded samples")
+    p.add_argument("--realisations", type=int, default=2,
+                   help="independent runs of the windows (other MD seeds, same structures), pooled; their own "
+                        "barriers must agree or a warning says the profile is not converged (1: no check)")
     p.add_argument("--bins", type=int, default=40, help="latent FES bins per dimension")
     p.add_argument("--smooth", type=float, default=1.0, help="Gaussian smoothing of the latent FES, bins")
     p.add_argument("--fixed-ends", action="store_true", help="keep the end nodes at --from/--to (default: they relax "

@@ -14,7 +14,9 @@ off the path leaks samples into it, and with their large MBAR weights they would
 path they merely project onto. F(s) is then the free energy of the tube's cross-section at s.
 
 F = −kT ln(p / bin width), shifted to min 0, kJ/mol. The barrier of a profile (:func:`path_barrier`) is its
-highest value minus the lowest value before it (the climb from the start basin). Error bars of the profile and of
+highest value minus the lowest value before it (the climb from the start basin); :func:`path_end_difference` is
+F at the end minus F at the start (the free-energy difference between the path's ends, tube cross-sections
+included). Error bars of the profile and of
 the barrier come from the stratified block bootstrap of :func:`latentbias.analysis.uncertainty
 .estimate_uncertainty` (windows are the strata, blocks of ≈ 3 statistical inefficiencies of s; MBAR re-solved on
 every resample), so they include the uncertainty of the window free energies.
@@ -35,8 +37,8 @@ from ..analysis.uncertainty import Estimate, estimate_uncertainty
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PathProfile", "distance_to_path", "path_barrier", "reweighted_profile", "umbrella_profile",
-           "write_profiles"]
+__all__ = ["PathProfile", "distance_to_path", "path_barrier", "path_end_difference", "reweighted_profile",
+           "umbrella_profile", "write_profiles"]
 
 
 def distance_to_path(z: Any, path: Any, s: Any) -> np.ndarray:
@@ -61,6 +63,15 @@ def path_barrier(free_energy: Any) -> float:
     return float(g[top] - g[: top + 1].min())
 
 
+def path_end_difference(free_energy: Any) -> float:
+    """F of the last non-empty bin minus F of the first (kJ/mol); NaN bins ignored, NaN if < 2 finite bins."""
+    f = np.asarray(free_energy, dtype=float)
+    ok = np.flatnonzero(np.isfinite(f))
+    if ok.size < 2:
+        return float("nan")
+    return float(f[ok[-1]] - f[ok[0]])
+
+
 @dataclass
 class PathProfile:
     """F along a path with 1σ errors.
@@ -77,6 +88,9 @@ class PathProfile:
     length : float
         Path length (units of z).
     label : str
+    info : dict
+    end_minus_start : latentbias.analysis.uncertainty.Estimate, optional
+        :func:`path_end_difference` of the profile with its bootstrap error (kJ/mol).
     """
 
     s: np.ndarray
@@ -86,6 +100,7 @@ class PathProfile:
     length: float
     label: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    end_minus_start: Estimate | None = None
 
 
 def _profile(s: np.ndarray, logw: np.ndarray, edges: np.ndarray, kt: float) -> np.ndarray:
@@ -103,12 +118,21 @@ def _estimate(estimator: Callable[[np.ndarray], np.ndarray], n: int, states: np.
                                seed=seed)
     value = np.asarray(est.value)
     error = np.asarray(est.error)
-    f = np.where(np.isfinite(value[:-1]), value[:-1], np.nan)  # empty bins (p = 0): NaN, as documented
+    nb = len(edges) - 1  # the estimator's vector: F of every bin, then the barrier and the end-minus-start
+
+    def scalar(k: int) -> Estimate:
+        return Estimate(value=float(value[k]), error=float(error[k]), method=est.method,
+                        n_independent=est.n_independent, samples=est.samples[:, k])
+
+    f = np.where(np.isfinite(value[:nb]), value[:nb], np.nan)  # empty bins (p = 0): NaN, as documented
     f = f - np.nanmin(f)
-    barrier = Estimate(value=float(value[-1]), error=float(error[-1]), method=est.method,
-                       n_independent=est.n_independent, samples=est.samples[:, -1])
-    err = np.where(np.isfinite(f), error[:-1], np.nan)
-    return PathProfile(0.5 * (edges[1:] + edges[:-1]), f, err, barrier, length, label, info)
+    err = np.where(np.isfinite(f), error[:nb], np.nan)
+    return PathProfile(0.5 * (edges[1:] + edges[:-1]), f, err, scalar(nb), length, label, info, scalar(nb + 1))
+
+
+def _with_scalars(f: np.ndarray) -> np.ndarray:
+    """The estimators' output: the profile, its barrier and its end-minus-start difference."""
+    return np.r_[f, path_barrier(f), path_end_difference(f)]
 
 
 def umbrella_profile(result: Any, path: Any | None = None, bins: int | None = None, n_bootstrap: int = 100,
@@ -149,7 +173,7 @@ def umbrella_profile(result: Any, path: Any | None = None, bins: int | None = No
         idx = np.asarray(idx, dtype=np.int64)
         logw = logw_full if len(idx) == len(s_all) and np.array_equal(idx, np.arange(len(s_all))) else reweight(idx)
         f = _profile(s_all[idx], np.where(inside[idx], logw, -np.inf), edges, kt)
-        return np.r_[f, path_barrier(f)]
+        return _with_scalars(f)
 
     prof = _estimate(estimator, len(s_all), states, s_all, n_bootstrap, seed, edges, length, "umbrella (MBAR)",
                      {"n_windows": int(len(result.centers)), "n_samples": int(len(s_all)),
@@ -200,7 +224,7 @@ def reweighted_profile(z: Any, logweights: Any, path: Any, temperature: float, b
 
     def estimator(idx: np.ndarray) -> np.ndarray:
         f = _profile(su[idx], lw[idx], edges, kt)
-        return np.r_[f, path_barrier(f)]
+        return _with_scalars(f)
 
     return _estimate(estimator, used.size, None, su, n_bootstrap, seed, edges, length, label,
                      {"n_frames": int(used.size)})

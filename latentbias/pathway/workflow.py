@@ -8,9 +8,12 @@ Steps of :func:`transition_path` (:func:`transition_path_from_rundir` reads a ca
    :mod:`latentbias.analysis.paths`) with its sensitivity to the FES's errors;
 2. each node is decoded (the model's coordinate decoder) and completed with the other atoms of the nearest sampled
    frame, superposed residue by residue onto the decoded atoms (:mod:`latentbias.pathway.rebuild`);
-3. restrained MD at every node relaxes the structures and samples umbrella windows (:mod:`latentbias.pathway.relax`);
-4. profiles along the path: MBAR over the windows, and the campaign's own reweighted frames projected on the path
-   (:mod:`latentbias.pathway.profile`); physical checks of the relaxed structures (:mod:`latentbias.pathway.checks`).
+3. restrained MD at every node relaxes the structures and samples umbrella windows (:mod:`latentbias.pathway.relax`),
+   ``realisations`` times with independent seeds (default 2);
+4. profiles along the path: MBAR over the windows of all realisations, and the campaign's own reweighted frames
+   projected on the path (:mod:`latentbias.pathway.profile`); the realisations' own profiles must agree
+   (:mod:`latentbias.pathway.realisations`: a warning when they do not); physical checks of the relaxed structures
+   (:mod:`latentbias.pathway.checks`).
 
 :func:`write_path_outputs` writes ``path.pdb`` (one MODEL per node), ``path.dcd``, ``path.csv`` (per node),
 ``profile.csv``, ``profile.png`` and ``path.json``.
@@ -38,6 +41,7 @@ from ..analysis.fes import FreeEnergySurface, free_energy_surface
 from ..analysis.paths import Basins, FreeEnergyPath, find_basins, minimum_free_energy_path, path_sensitivity
 from .checks import StructureCheck, bond_deviations, check_structure
 from .profile import PathProfile, reweighted_profile, umbrella_profile, write_profiles
+from .realisations import RealisationCheck, compare_realisations, pool_windows, realisation_seed
 from .rebuild import nearest_frames, rebuild_structure, reconstruction_rmsd
 from .relax import PathWindows, relax_path
 
@@ -182,13 +186,20 @@ class TransitionPath:
     templates : numpy.ndarray of int, shape=(K,)
         Frame used to complete each node.
     windows : PathWindows
-        Relaxed structures and umbrella samples.
+        Relaxed structures and umbrella samples of the first realisation.
     umbrella : PathProfile
-        MBAR profile along the path.
+        MBAR profile along the path, all realisations' windows pooled.
     reweighted : PathProfile
         The samples' own reweighted profile along the path.
     checks : list of StructureCheck
         Of the relaxed structures.
+    info : dict
+    realisations : list of PathWindows
+        Every realisation of the windows (``realisations[0]`` is ``windows``).
+    realisation_profiles : list of PathProfile
+        Each realisation's own MBAR profile (empty with one realisation).
+    realisation_check : RealisationCheck, optional
+        Do the realisations agree (None with one realisation)?
     """
 
     samples: LatentSamples
@@ -206,6 +217,9 @@ class TransitionPath:
     reweighted: PathProfile
     checks: list[StructureCheck]
     info: dict[str, Any] = field(default_factory=dict)
+    realisations: list[PathWindows] = field(default_factory=list)
+    realisation_profiles: list[PathProfile] = field(default_factory=list)
+    realisation_check: RealisationCheck | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers: barriers (umbrella, reweighted samples, latent FES string), checks, settings."""
@@ -225,6 +239,10 @@ class TransitionPath:
             "max_bond_deviation_angstrom": float(max(c.max_bond_deviation for c in self.checks) * 10.0),
             "clashes": int(sum(c.n_clashes for c in self.checks)),
             "all_physical": bool(all(c.physical for c in self.checks)),
+            "umbrella_end_minus_start_kjmol": None if self.umbrella.end_minus_start is None else
+            [float(self.umbrella.end_minus_start.value), float(self.umbrella.end_minus_start.error)],
+            "realisations": {"n": max(1, len(self.realisations))} if self.realisation_check is None
+            else self.realisation_check.summary(),
             "relax": self.windows.settings,
             **self.info,
         }
@@ -233,8 +251,8 @@ class TransitionPath:
 def transition_path(samples: LatentSamples, start: str = "auto", end: str = "auto", n_nodes: int = 16, *,
                     bins: int = 40, smooth: float = 1.0, fixed_ends: bool = False, sensitivity_samples: int = 10,
                     n_bootstrap: int = 100, seed: int = 0, tube_widths: float = 2.0,
-                    output_dir: str | os.PathLike | None = None,
-                    **relax_kwargs: Any) -> TransitionPath:
+                    output_dir: str | os.PathLike | None = None, realisations: int = 2,
+                    consistency_sigma: float = 3.0, **relax_kwargs: Any) -> TransitionPath:
     """MFEP, structures and umbrella profile between two states of ``samples`` (module docstring).
 
     Parameters
@@ -259,7 +277,13 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
         Radius of the tube around the path the profiles are measured in, in units of the windows' thermal width
         sqrt(kT/k) (:mod:`latentbias.pathway.profile`).
     output_dir : path, optional
-        Folder for the per-window files (resume).
+        Folder for the per-window files (resume); realisation r ≥ 1 in its subfolder ``realisation_<r>``.
+    realisations : int, default 2
+        Independent runs of the windows from the same structures (:func:`~latentbias.pathway.realisations
+        .realisation_seed`); the profile pools them, and their own profiles are compared
+        (:func:`~latentbias.pathway.realisations.compare_realisations`). 1 skips the check (half the MD).
+    consistency_sigma : float, default 3.0
+        Agreement threshold of the realisations, combined bootstrap errors.
     **relax_kwargs
         Passed to :func:`~latentbias.pathway.relax.relax_path` (``platform``, ``production_steps``,
         ``force_constant`` ...).
@@ -270,6 +294,8 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
                          "aligned coordinates (features 'aligned') with the autoencoder objective")
     if int(n_nodes) < 3:
         raise ValueError(f"n_nodes must be at least 3, got {n_nodes!r}")
+    if isinstance(realisations, bool) or not isinstance(realisations, (int, np.integer)) or int(realisations) < 1:
+        raise ValueError(f"realisations must be a positive integer, got {realisations!r}")
     if model.latent_dim not in (2, 3) or samples.z.shape[1] != model.latent_dim:
         raise ValueError(f"transition paths are found on 2-D or 3-D latent spaces; the model of "
                          f"{samples.source or 'these samples'} has latent_dim {model.latent_dim} (samples: "
@@ -298,12 +324,26 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     rebuilt = np.stack([rebuild_structure(decoded[k], atoms, samples.positions[templates[k]], groups=residues)
                         for k in range(len(nodes))])
     relax_kwargs.setdefault("temperature", samples.temperature)
-    relax_kwargs.setdefault("seed", seed)
-    windows = relax_path(model, samples.system, nodes, rebuilt, output_dir=output_dir, **relax_kwargs)
+    runs = []
+    for r in range(int(realisations)):
+        folder = output_dir if output_dir is None or r == 0 else Path(output_dir) / f"realisation_{r}"
+        runs.append(relax_path(model, samples.system, nodes, rebuilt, output_dir=folder,
+                               seed=realisation_seed(seed, r), **relax_kwargs))
+    windows = runs[0]
     nb = 2 * len(nodes)
     # both profiles in the same tube around the path: twice the windows' thermal width sqrt(kT/k)
     tube = tube_widths * np.sqrt(kt_kjmol(samples.temperature) / windows.settings["force_constant"])
-    umb = umbrella_profile(windows.umbrella, nodes, bins=nb, n_bootstrap=n_bootstrap, seed=seed, max_distance=tube)
+    profile_kw = {"bins": nb, "n_bootstrap": n_bootstrap, "seed": seed, "max_distance": tube}
+    umb = umbrella_profile(pool_windows(runs), nodes, **profile_kw)
+    own: list[PathProfile] = []
+    check = None
+    if len(runs) > 1:
+        umb.label = f"umbrella (MBAR, {len(runs)} realisations)"
+        own = [umbrella_profile(run.umbrella, nodes, **profile_kw) for run in runs]
+        for r, prof in enumerate(own):
+            prof.label = f"umbrella, realisation {r}"
+        check = compare_realisations(own, consistency_sigma)
+        (logger.info if check.consistent else logger.warning)("%s", check.message())
     rew = reweighted_profile(samples.z, samples.logweights, nodes, samples.temperature, bins=nb,
                              max_distance=tube, n_bootstrap=n_bootstrap, seed=seed, label="reweighted samples")
     checks = [check_structure(samples.system, samples.topology, x) for x in windows.structures]
@@ -317,7 +357,7 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     info.update({"rebuilt_max_bond_deviation_angstrom": float(max(
         np.max(bond_deviations(samples.system, x), initial=0.0) for x in rebuilt) * 10.0), "tube_radius": float(tube)})
     tp = TransitionPath(samples, fes, basins, a, b, string, sens, decoded, rebuilt, templates, windows, umb, rew,
-                        checks, info)
+                        checks, info, runs, own, check)
     logger.info("path barrier: umbrella %.2f +- %.2f, reweighted samples %.2f +- %.2f, latent FES string %.2f kJ/mol;"
                 " relaxed structures physical: %s", umb.barrier.value, umb.barrier.error, rew.barrier.value,
                 rew.barrier.error, string.barrier, all(c.physical for c in checks))
@@ -365,6 +405,13 @@ def _plot(tp: TransitionPath, path: Path) -> None:
                  label=f"{prof.label}: barrier {prof.barrier.value:.1f} ± {prof.barrier.error:.1f}")
         err = np.nan_to_num(prof.error[ok])
         ax2.fill_between(prof.s[ok], prof.free_energy[ok] - err, prof.free_energy[ok] + err, color=style, alpha=0.3)
+    for prof in tp.realisation_profiles:
+        ok = np.isfinite(prof.free_energy)
+        ax2.plot(prof.s[ok], prof.free_energy[ok], color="C0", lw=0.8, ls=":", label=f"{prof.label}: barrier "
+                 f"{prof.barrier.value:.1f} ± {prof.barrier.error:.1f}")
+    if tp.realisation_check is not None and not tp.realisation_check.consistent:
+        ax2.text(0.02, 0.97, "realisations disagree: profile not converged", transform=ax2.transAxes, color="red",
+                 va="top", fontsize=8)
     s = tp.string.arc_length
     ax2.plot(s, tp.string.free_energy - tp.string.free_energy.min(), "k--",
              label=f"smoothed {tp.fes.free_energy.ndim}-D latent FES at nodes: barrier {tp.string.barrier:.1f}")
@@ -421,7 +468,7 @@ def write_path_outputs(tp: TransitionPath, outdir: str | os.PathLike, overwrite:
                              "potential_energy_kjmol", "template_frame", "max_bond_deviation_angstrom", "clashes"],
               rows, comment="nodes of the latent MFEP (string on the smoothed latent FES, kJ/mol relative to node "
                             "0); relaxed structures = MODELs of path.pdb / frames of path.dcd", overwrite=True)
-    write_profiles(names["profile"], [tp.umbrella, tp.reweighted])
+    write_profiles(names["profile"], [tp.umbrella, tp.reweighted, *tp.realisation_profiles])
     _plot(tp, names["png"])
     write_json(names["json"], tp.summary())
     logger.info("wrote %s", ", ".join(str(p) for p in names.values()))
