@@ -195,6 +195,29 @@ def test_walls_beyond_the_grid_edges(tmp_path):
     check_finite_differences(ctx, np.array([[0.5 + 1e-3, 0.0, 0.0]]), -1, h=1e-6, rtol=1e-3)
 
 
+def test_kernels_narrower_than_the_grid_spacing_are_warned_about_once(tmp_path, caplog):
+    """σ shrinks as N_eff grows; once it drops below the grid spacing the acting bias (a spline through the grid)
+    cannot follow single kernels: one warning, naming the widths and the grid points needed. A grid 5× finer than
+    σ0 stays quiet over the same deposits."""
+    import logging
+
+    identity_model(tmp_path / "x.pt", 1, 1)
+    for width, expect in ((201, 0), (41, 1)):  # spacing 0.01 and 0.05 with σ0 = 0.05
+        caplog.clear()
+        system = particle_system(DOUBLE_WELL_1D)
+        opes = LatentOPES(system, tmp_path / "x.pt", [LatentVariable(**{**VAR_1D, "gridWidth": width})], 300.0,
+                          barrier=20.0, pace=10)
+        sim = particle_simulation(system, [-0.5], seed=3)
+        with caplog.at_level(logging.WARNING, logger="latentbias.bias.opes"):
+            opes.step(sim, 300)
+        assert opes.numDeposits == 30
+        hits = [r.getMessage() for r in caplog.records if "below the grid spacing" in r.getMessage()]
+        assert len(hits) == expect, hits
+        if expect:
+            assert "grid points" in hits[0] and "0.05" in hits[0]
+        assert opes.getSigma()[0] < 0.05
+
+
 def test_adaptive_sigma_measures_the_unbiased_fluctuation(tmp_path):
     """Harmonic well 50 x² (kJ/mol, nm): unbiased std = sqrt(kT/100) = 0.158 nm. No kernel before the stride;
     σ0 from the first 20 000 steps within 15 %."""

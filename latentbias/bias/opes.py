@@ -224,6 +224,7 @@ class LatentOPES:
                 raise ValueError(f"kernelCutoff must be a number of widths, None or 'default', got {kernelCutoff!r}")
             kernelCutoff = opes_default_cutoff(self.barrier / self._kt, self._alpha, self.explore)
         self.kde = KernelDensity(self.grid, compressionThreshold, cutoff=kernelCutoff)
+        self._coarseGridWarned = False
         d = self.grid.ndim
         # own weight sums (w = exp(βV) of every deposited sample) and number of depositions
         self._sumW, self._sumW2, self._count = 0.0, 0.0, 0
@@ -457,10 +458,29 @@ class LatentOPES:
         self._sumW2 += w * w
         self._count += 1
         sigma = self.getSigma()  # N_eff counts the new sample, as in PLUMED
+        self._warnIfGridTooCoarse(sigma)
         self.kde.add(z, sigma, 1.0 if self.explore else w)
         self._nDeposits += 1
         self._refreshBias()
         self.updateContext(context)
+
+    def _warnIfGridTooCoarse(self, sigma: np.ndarray) -> None:
+        """Warn once when the shrinking kernels become narrower than the grid spacing: from then on the acting bias
+        (the spline through the grid values) smooths single kernels away. Reweighting stays exact — frames are
+        weighted by the bias that acted — but the bias no longer follows the OPES estimate at the σ scale."""
+        if self._coarseGridWarned:
+            return
+        axes = self.grid.axes
+        spacing = np.array([a[1] - a[0] for a in axes])
+        if np.any(sigma < spacing):
+            self._coarseGridWarned = True
+            needed = [int(np.ceil((a[-1] - a[0]) / sk)) + 1 for a, sk in zip(axes, sigma)]
+            logger.warning("OPES kernel width %s is now below the grid spacing %s after %d deposits: the acting bias "
+                           "(a spline through the grid values) no longer resolves single kernels, so it follows the "
+                           "OPES estimate only coarsely (reweighting is unaffected). Use more grid points (about %s "
+                           "per variable for the current width; kernels keep shrinking as N_eff grows).",
+                           np.array2string(sigma, precision=3), np.array2string(spacing, precision=3),
+                           self._nDeposits, needed)
 
     def _record(self, step: int, time_ps: float, z: np.ndarray, bias: float, wall: float, ct: float,
                 rct: float) -> None:

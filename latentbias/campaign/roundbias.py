@@ -224,6 +224,14 @@ class MetadynamicsBias(RoundBias):
         return self.meta.getBiasEnergy(sim.context), self.meta.biasScale
 
     def acting_record(self, sim: Any) -> dict[str, float]:
+        """The bias that generated the frame: when a Gaussian was deposited at the frame's step, the values
+        LatentMetadynamics recorded just before that deposit (the frame was sampled under the previous bias; the
+        new Gaussian, centred on the frame's own z, would add its full height); otherwise the bias acting now."""
+        rec = self.meta.records
+        scale = self.meta.biasScale
+        if rec["step"] and int(rec["step"][-1]) == sim.currentStep:
+            bias = scale * float(rec["bias_kjmol"][-1]) + float(rec["wall_kjmol"][-1])
+            return {"bias_kjmol": bias, "scale": scale, "ct_kjmol": float(rec["ct_kjmol"][-1])}
         bias, scale = self.acting(sim)
         return {"bias_kjmol": bias, "scale": scale, "ct_kjmol": scale * self.meta.ct()}
 
