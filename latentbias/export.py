@@ -269,6 +269,9 @@ def _archive_with_checksums(scripted: torch.jit.ScriptModule, metadata: dict[str
     their bytes do not depend on the metadata, which is verified). The native description's files are archive
     entries like the weights, so ``content_sha256`` covers them."""
     metadata = {k: v for k, v in metadata.items() if k != CHECKSUM_KEY}
+    # the checksums make it a file of the current format (a format-1 model re-exported); a format-1 file with
+    # checksums is refused by both loaders as an edited one
+    metadata["format_version"] = max(int(metadata.get("format_version", 0)), FORMAT_VERSION)
     content = _content_digest(_archive(scripted, metadata, native))
     metadata[CHECKSUM_KEY] = {"content_sha256": content, "metadata_sha256": _metadata_digest(metadata)}
     data = _archive(scripted, metadata, native)
@@ -319,8 +322,15 @@ def _read_verified(path: Path) -> tuple[bytes, dict[str, Any], dict[str, bytes] 
         if sums.get("content_sha256") != content:
             raise ValueError(f"{path}: its code or weights do not match the checksum stored in its metadata (the "
                              f"file is corrupt or was edited); {fix}")
+    elif CHECKSUM_KEY in metadata:  # written by format 2 or later, then its format_version edited: skip nothing
+        raise ValueError(f"{path}: its metadata says model format {metadata.get('format_version')}, which carries no "
+                         f"checksums, but it holds them ({CHECKSUM_KEY!r}): its format_version was edited (a format-1 "
+                         f"file never held them), so it is not trusted; {fix}")
     else:
-        logger.debug("%s: model format %s carries no checksums", path, metadata.get("format_version"))
+        logger.warning("%s is a model of format %s, which carries no checksums, so it is loaded unverified (a damaged "
+                       "or edited file would go unnoticed); re-export it with this latentbias to add them "
+                       "(latentbias.save_model, or write latentbias.export.archive_bytes(latentbias.load_model(path)) "
+                       "to a new file)", path, metadata.get("format_version"))
     if native and NATIVE_NAME not in native:
         raise ValueError(f"{path}: it has native-description arrays but no {NATIVE_NAME}; {fix}")
     return data, metadata, (native or None)

@@ -8,6 +8,7 @@ product overflows segfaulted at Context creation; corrupted serialized forces mu
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -283,10 +284,59 @@ def test_model_file_checksums_catch_a_changed_metadata_value(tmp_path):
         lb.load_model(edited)
 
 
+def _format_1(data: bytes, keep_checksums: bool) -> bytes:
+    """The model file re-zipped with its metadata's format_version set to 1, with or without its checksums."""
+    import io
+    import json
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            body = zin.read(info)
+            if info.filename.endswith("/extra/latentbias.json"):
+                meta = json.loads(body)
+                meta["format_version"] = 1
+                if not keep_checksums:
+                    del meta["checksums"]
+                body = json.dumps(meta).encode()
+            zout.writestr(info.filename, body)
+    return out.getvalue()
+
+
+def test_model_format_version_edited_to_1_is_refused_and_a_format_1_file_warns(tmp_path, caplog):
+    """The downgrade hole: setting format_version to 1 skipped every checksum. A format-1 file that holds the
+    checksums (only an edit makes one) is refused naming the file; a genuine format-1 file (no checksums) loads with
+    a WARNING naming the file, saying it is unverified and how to re-export it; re-exporting it gives format 2."""
+    import logging
+
+    from latentbias.export import FORMAT_VERSION, archive_bytes
+
+    path = _save(Distance(), tmp_path / "d.pt")
+    data = path.read_bytes()
+    edited = tmp_path / "downgraded.pt"
+    edited.write_bytes(_format_1(data, keep_checksums=True))
+    with pytest.raises(ValueError, match=re.escape(str(edited)) + ".*format_version was edited.*re-export"):
+        lb.load_model(edited)
+    old = tmp_path / "format1.pt"
+    old.write_bytes(_format_1(data, keep_checksums=False))
+    with caplog.at_level(logging.WARNING, logger="latentbias.export"):
+        model = lb.load_model(old)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(old) in m and "loaded unverified" in m and "archive_bytes" in m for m in warned), warned
+    caplog.clear()
+    again = tmp_path / "reexported.pt"
+    again.write_bytes(archive_bytes(model))
+    with caplog.at_level(logging.WARNING, logger="latentbias.export"):
+        assert lb.load_model(again).metadata["format_version"] == FORMAT_VERSION
+    assert not caplog.records
+
+
 @needs_native
-def test_serialized_force_checksums(tmp_path):
-    """A serialized LatentBiasForce whose model bytes or grid values were changed is refused; version-1 files
-    (no checksums) are still read."""
+def test_serialized_force_checksums(tmp_path, capfd):
+    """A serialized LatentBiasForce whose model bytes or grid values were changed is refused; a force whose version
+    was edited to 1 (which skips both checksums) while it holds them is refused; a genuine version-1 force (no
+    checksums) is still read, with a warning on stderr that it is unverified."""
     path = _save(Distance(), tmp_path / "d.pt")
     force = _native_grid_force(path.read_bytes())
     xml = openmm.XmlSerializer.serialize(force)
@@ -298,5 +348,16 @@ def test_serialized_force_checksums(tmp_path):
         openmm.XmlSerializer.deserialize(xml[:model_start] + letter + xml[model_start + 1:])
     with pytest.raises(Exception, match="grid values do not match their checksum"):
         openmm.XmlSerializer.deserialize(xml.replace('values="0 1 2', 'values="0 1.5 2', 1))
-    old = xml.replace('version="2"', 'version="1"', 1)
+    downgraded = xml.replace('version="2"', 'version="1"', 1)
+    with pytest.raises(Exception, match="says version 1, which carries no checksums, but it holds them"):
+        openmm.XmlSerializer.deserialize(downgraded)
+    with pytest.raises(Exception, match="its version was edited"):  # the grid checksum alone also betrays the edit
+        openmm.XmlSerializer.deserialize(re.sub(r' modelChecksum="[^"]*"', "", downgraded))
+    old = re.sub(r' (model|values)Checksum="[^"]*"', "", downgraded)
+    assert "Checksum" not in old
+    capfd.readouterr()
     assert native.as_latent_bias_force(openmm.XmlSerializer.deserialize(old)).getNumGridDimensions() == 1
+    err = capfd.readouterr().err
+    assert "WARNING: a serialized force of version 1 carries no checksums" in err and "unverified" in err, err
+    openmm.XmlSerializer.deserialize(xml)
+    assert "WARNING" not in capfd.readouterr().err  # a version-2 force (verified model) warns nothing

@@ -26,6 +26,7 @@ from conftest import perturbed_frames
 if not native.is_available():
     pytest.skip(f"native plugin not available: {native.unavailable_reason()}", allow_module_level=True)
 
+from test_force_safety import _format_1  # noqa: E402
 from test_native_path import _native_files, _rebuilt, export, featurizer  # noqa: E402
 
 FIX = "re-export the model"
@@ -92,9 +93,7 @@ def test_64_flipped_bytes_anywhere_are_refused_by_the_native_constructor(model_p
     lb.load_model does (tests/test_force_safety.py::test_model_file_checksums_catch_flipped_bytes)."""
     data = model_path.read_bytes()
     with zipfile.ZipFile(model_path) as zf:
-        # stored entries only: a flip near the start of a deflated entry (torch deflates code/*.py and *.debug_pkl)
-        # is not always refused by the native constructor: test_flipped_bytes_in_a_deflated_entry_are_refused
-        targets = [info.header_offset + 100 for info in zf.infolist() if info.compress_type == zipfile.ZIP_STORED]
+        targets = [info.header_offset + 100 for info in zf.infolist()]
     targets += [len(data) // 3, len(data) // 2, len(data) - 200]
     plugin = native.load()
     for k, offset in enumerate(targets):
@@ -107,35 +106,162 @@ def test_64_flipped_bytes_anywhere_are_refused_by_the_native_constructor(model_p
             plugin.LatentBiasForce(str(target))
 
 
-@pytest.mark.xfail(strict=False, reason="known gap (2026-11-30): with some archive layouts 64 bytes flipped from "
-                   "100 bytes past a deflated entry's local header (its alignment padding and the start of its "
-                   "compressed data) are refused by lb.load_model (zlib error) but not by LatentBiasForce(path); "
-                   "seen for code/*.py and *.debug_pkl entries in 4 of 12 layouts; cause not yet found")
-def test_flipped_bytes_in_a_deflated_entry_are_refused(model_path, tmp_path):
-    """The issue's reproducer aimed at every deflated entry (code and debug symbols): LatentBiasForce(path) must
-    refuse every file that lb.load_model refuses."""
+def _local_header(data: bytes, info: zipfile.ZipInfo) -> tuple[int, int, int]:
+    """(start of the local name, start of the local extra field, first data byte) of an entry."""
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    name = info.header_offset + 30
+    return name, name + name_len, name + name_len + extra_len
+
+
+def _python_refuses(path) -> bool:
+    try:
+        lb.load_model(path)
+    except ValueError:
+        return True
+    return False
+
+
+def test_flipped_bytes_in_local_headers_and_deflated_entries_are_refused(model_path, tmp_path):
+    """The formerly intermittent failure of the issue's reproducer on deflated entries had two causes.
+
+    1. libtorch's zip reader never reads an entry's local-header name (only its length), while Python's zipfile
+       compares it with the central directory. 64 bytes flipped from 100 bytes past a local header hit the name of
+       entries whose name is longer than 70 bytes (``.../___torch_mangle_N.py.debug_pkl``) and, when the alignment
+       padding after it is long enough (it depends on the sizes of the entries before), nothing else.
+    2. libtorch's getRecord does not notice a deflate stream that fails to inflate (miniz sets no error code for it)
+       and returns a buffer whose tail was never written: when the allocator handed back memory that still held the
+       intact entry from an earlier read, its CRC-32 and SHA-256 matched and the damaged file was accepted, depending
+       on the process's allocation history (seen once, then refused three times, for the same bytes in one process).
+
+    Deterministic now: for every entry, flips aimed at the first and last byte of its local name, and for deflated
+    entries at their first, middle and last data byte, their alignment padding and the original 64 bytes from +100,
+    each file loaded right after the intact model (so that intact bytes are likely in freed memory), half under one
+    reused name and half under distinct names, in one process. Every file lb.load_model refuses LatentBiasForce(path)
+    refuses, naming the file; local-name flips are refused by the zip structure check and corrupt deflate streams
+    as data that do not inflate."""
     data = model_path.read_bytes()
     with zipfile.ZipFile(model_path) as zf:
-        targets = [info.header_offset + 100 for info in zf.infolist() if info.compress_type != zipfile.ZIP_STORED]
+        infos = zf.infolist()
+    assert any(info.compress_type == zipfile.ZIP_DEFLATED for info in infos)  # torch deflates code and debug symbols
     plugin = native.load()
-    accepted = []
-    for k, offset in enumerate(targets):
+    cases = []
+    for info in infos:
+        name, extra, first = _local_header(data, info)
+        spans = [(name, 1), (extra - 1, 1)]  # the local name's first and last byte
+        if info.compress_type == zipfile.ZIP_DEFLATED:  # stored entries' data: the tests above
+            spans += [(first, 1), (first + info.compress_size // 2, 1), (first + info.compress_size - 1, 1),
+                      (info.header_offset + 100, 64)]
+            if first > extra:
+                spans.append((first - 1, 1))  # alignment padding: read by neither loader
+        cases += [(info, start, length) for start, length in spans]
+    refused = {"local name": 0, "does not inflate": 0, "other": 0}
+    for k, (info, start, length) in enumerate(cases):
         bad = bytearray(data)
-        for i in range(offset, min(offset + 64, len(bad))):
+        for i in range(start, min(start + length, len(bad))):
             bad[i] ^= 0xFF
-        target = tmp_path / f"deflated{k}.pt"
+        target = tmp_path / ("reused.pt" if k % 2 else f"flip{k}.pt")
+        target.write_bytes(bytes(bad))
+        plugin.LatentBiasForce(str(model_path))  # the intact entries, read just before
+        if not _python_refuses(target):
+            try:  # what Python accepts loads here too (padding), but for a stricter zip structure check
+                plugin.LatentBiasForce(str(target))
+            except openmm.OpenMMException as exc:  # (Python never reads .data/serialization_id's local header)
+                assert "zip structure is damaged" in str(exc), str(exc)
+            continue
+        with pytest.raises(openmm.OpenMMException, match=re.escape(f"model file '{target}'")) as exc:
+            plugin.LatentBiasForce(str(target))
+        message = str(exc.value)
+        refused["local name" if "names it differently" in message else
+                "does not inflate" if "compressed data do not inflate" in message else "other"] += 1
+    assert refused["local name"] >= len(infos), refused
+    assert refused["does not inflate"] >= 5, refused
+
+
+def test_a_flipped_local_header_name_is_named(model_path, tmp_path):
+    """One flipped byte in the local-header name of a deflated entry (the cause of the former gap): the error names
+    the entry, what differs and the fix, on both native routes."""
+    data = model_path.read_bytes()
+    with zipfile.ZipFile(model_path) as zf:
+        info = next(i for i in zf.infolist() if i.compress_type == zipfile.ZIP_DEFLATED)
+    name, _, _ = _local_header(data, info)
+    bad = bytearray(data)
+    bad[name + 3] ^= 0x01  # stays ASCII: a different name, not a decoding error
+    target = tmp_path / "local_name.pt"
+    target.write_bytes(bytes(bad))
+    _native_force_raises(target, f"local header of '{info.filename}' names it differently", "zip structure", FIX)
+
+
+def _zip_header_offsets(data: bytes, infos, every: int = 1) -> list[int]:
+    """Every `every`-th byte offset of the zip structure of `infos`: local headers (fixed part, name, extra), their
+    central directory entries, and the end records (zip64 end record, locator, end of central directory)."""
+    offsets = []
+    for info in infos:
+        _, _, first = _local_header(data, info)
+        offsets += range(info.header_offset, first)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        start = zf.start_dir
+    at = start
+    wanted = {info.filename for info in infos}
+    while data[at:at + 4] == b"PK\x01\x02":
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[at + 28:at + 34])
+        end = at + 46 + name_len + extra_len + comment_len
+        if data[at + 46:at + 46 + name_len].decode() in wanted:
+            offsets += range(at, end)
+        at = end
+    offsets += range(at, len(data))
+    return offsets[::every]
+
+
+def _differential(data: bytes, offsets, tmp_path) -> tuple[int, list[int]]:
+    """(how many of the one-byte flips at `offsets` Python's verified reader refuses, the offsets of those the
+    native route accepts)."""
+    from latentbias.export import _read_verified
+
+    plugin = native.load()
+    target = tmp_path / "fuzz.pt"
+    refused, accepted = 0, []
+    for offset in offsets:
+        bad = bytearray(data)
+        bad[offset] ^= 0xFF
         target.write_bytes(bytes(bad))
         try:
-            lb.load_model(target)
-            continue  # only the padding was hit: nothing to refuse
+            _read_verified(target)
+            continue
         except ValueError:
-            pass
+            refused += 1
         try:
-            plugin.LatentBiasForce(str(target))
+            plugin.LatentBiasForce.fromModelData(bytes(bad))
             accepted.append(offset)
         except openmm.OpenMMException:
             pass
-    assert not accepted, f"flips at offsets {accepted} refused by lb.load_model but accepted by LatentBiasForce(path)"
+    return refused, accepted
+
+
+def test_flipped_zip_structure_bytes_python_refuses_the_native_route_refuses(model_path, tmp_path):
+    """Differential check of the zip structure (the fast subset): one byte flipped at each byte of the headers of
+    the first, a deflated and the last entry (local and central) and of the end records. Before the structure check,
+    the native route accepted flips in local names, in a central entry's "version needed" byte, in the archive
+    folder of a central name (libtorch's getAllRecords threw and the checks were skipped) and in the zip64 end
+    records, all of which Python's zipfile refuses."""
+    data = model_path.read_bytes()
+    with zipfile.ZipFile(model_path) as zf:
+        infos = zf.infolist()
+    chosen = [infos[0], next(i for i in infos if i.compress_type == zipfile.ZIP_DEFLATED), infos[-1]]
+    refused, accepted = _differential(data, _zip_header_offsets(data, chosen), tmp_path)
+    assert refused > 100  # the check is exercised
+    assert not accepted, f"one-byte flips at {accepted} refused by lb.load_model, accepted by the native route"
+
+
+@pytest.mark.slow
+def test_every_zip_structure_byte_flip_python_refuses_the_native_route_refuses(model_path, tmp_path):
+    """The exhaustive version: every byte of every entry's local and central header and of the end records
+    (about 7000 flips, a few minutes)."""
+    data = model_path.read_bytes()
+    with zipfile.ZipFile(model_path) as zf:
+        infos = zf.infolist()
+    refused, accepted = _differential(data, _zip_header_offsets(data, infos), tmp_path)
+    assert refused > 1000
+    assert not accepted, f"one-byte flips at {accepted} refused by lb.load_model, accepted by the native route"
 
 
 def test_edited_entries_with_valid_zip_crcs_fail_the_checksums(model_path, tmp_path):
@@ -172,6 +298,26 @@ def test_the_two_loaders_agree_on_canonical_metadata(model_path, tmp_path):
     lb.load_model(target)
     force = native.load().LatentBiasForce(str(target))
     assert force.getModelLatentDim() == 3
+
+
+def test_format_version_edited_to_1_is_refused_and_a_format_1_file_warns(model_path, tmp_path, capfd):
+    """The downgrade hole on the native routes: a model whose format_version was edited to 1 (skipping every check)
+    but which holds its checksums is refused, as lb.load_model refuses it; a genuine format-1 file (no checksums) is
+    loaded with a warning on stderr that names the file, says it is unverified and how to re-export it. A verified
+    file warns nothing."""
+    data = model_path.read_bytes()
+    edited = tmp_path / "downgraded.pt"
+    edited.write_bytes(_format_1(data, keep_checksums=True))
+    _native_force_raises(edited, "a format-1 file never held them", FIX)
+    old = tmp_path / "format1.pt"
+    old.write_bytes(_format_1(data, keep_checksums=False))
+    capfd.readouterr()
+    native.load().LatentBiasForce(str(old))
+    err = capfd.readouterr().err
+    assert f"WARNING: the model file '{old}' carries no checksums" in err, err
+    assert "loaded unverified" in err and "archive_bytes" in err, err
+    native.load().LatentBiasForce(str(model_path))
+    assert "WARNING" not in capfd.readouterr().err
 
 
 def _fnv1a64(data: bytes) -> str:

@@ -2,12 +2,16 @@
  * The model-file checksums the C++ constructor verifies (as latentbias.load_model does): SHA-256 against the FIPS
  * 180-4 test vectors, Python's float repr and json.dumps(sort_keys=True) against values Python printed, and model
  * files written by latentbias' own writer (make_test_models.py: intact, one flipped byte, re-zipped with an edited
- * metadata value or weight byte) through LatentBiasForce(path), fromModelData and an XML round trip.
+ * metadata value or weight byte) through LatentBiasForce(path), fromModelData and an XML round trip. The zip structure
+ * check (what Python's zipfile refuses and libtorch's miniz does not read: local-header names, central "version
+ * needed", the zip64 end records) and the downgrade holes (a model's format_version or a serialized force's version
+ * edited to 1 while the checksums remain: refused; a genuine version 1: loaded with a warning on stderr).
  */
 #include "TestUtilities.h"
 #include "internal/LatentBiasChecksum.h"
 #include "internal/LatentBiasUtilities.h"
 #include "openmm/serialization/XmlSerializer.h"
+#include <iostream>
 #include <limits>
 #include <sstream>
 
@@ -68,6 +72,22 @@ static string readFile(const string& path) {
     return buffer.str();
 }
 
+/** What `body` writes to std::cerr. */
+template <class F>
+static string captureStderr(F body) {
+    stringstream captured;
+    streambuf* old = cerr.rdbuf(captured.rdbuf());
+    try {
+        body();
+    }
+    catch (...) {
+        cerr.rdbuf(old);
+        throw;
+    }
+    cerr.rdbuf(old);
+    return captured.str();
+}
+
 static void testModelFiles() {
     if (!haveFormat2Models())
         return;
@@ -85,8 +105,46 @@ static void testModelFiles() {
     string weights = modelPath("model_v2_weights_edited.pt");
     expectThrow([&] { LatentBiasForce f(weights); }, "checksums.content_sha256");
     expectThrow([&] { LatentBiasForce f(weights); }, fix);
-    // format 1 (no checksums) still loads
-    LatentBiasForce old(modelPath("model_d3.pt"));
+    // a flipped byte in a local-header name (libtorch never reads it; Python's zipfile refuses the file)
+    string localName = modelPath("model_v2_local_name.pt");
+    expectThrow([&] { LatentBiasForce f(localName); }, "zip structure is damaged");
+    expectThrow([&] { LatentBiasForce f(localName); }, "names it differently");
+    // format_version edited to 1 with the checksums kept: refused (it would skip every check)
+    string downgraded = modelPath("model_v2_downgraded.pt");
+    expectThrow([&] { LatentBiasForce f(downgraded); }, "a format-1 file never held them");
+    // format 1 (no checksums) still loads, with a warning naming the file
+    string text = captureStderr([&] { LatentBiasForce old(modelPath("model_d3.pt")); });
+    ASSERT(text.find("model_d3.pt") != string::npos && text.find("loaded unverified") != string::npos);
+    ASSERT(captureStderr([&] { LatentBiasForce f(modelPath("model_v2.pt")); }).empty());
+}
+
+static void testZipStructure() {
+    if (!haveFormat2Models())
+        return;
+    const string data = readFile(modelPath("model_v2.pt"));
+    ASSERT_EQUAL(zipStructureProblem(data), "");
+    ASSERT_EQUAL(zipStructureProblem(readFile(modelPath("model_v2_weights_edited.pt"))), "");  // Python's zipfile wrote it
+    auto flipped = [&](size_t at) {
+        string bad = data;
+        bad[at] ^= (char) 0xFF;
+        return zipStructureProblem(bad);
+    };
+    auto contains = [](const string& text, const string& part) {
+        if (text.find(part) == string::npos)
+            throw OpenMMException("expected '" + part + "' in '" + text + "'");
+    };
+    contains(flipped(30), "local header of");  // the first entry's local name (libtorch's miniz never reads it)
+    size_t central = data.find("PK\x01\x02");
+    ASSERT(central != string::npos);
+    contains(flipped(central + 6), "to extract");  // "version needed": Python's zipfile refuses above 6.3
+    contains(flipped(central + 46), "central directory");  // a central name that is no longer UTF-8
+    size_t end = data.size() - 22;
+    ASSERT_EQUAL(data.substr(end, 4), string("PK\x05\x06"));
+    ASSERT(!flipped(end - 20).empty());  // the zip64 end locator, which Python's zipfile relies on
+    ASSERT(!flipped(end + 4).empty());  // the end record's disk number
+    ASSERT(!flipped(data.size() - 1).empty());  // the comment length
+    ASSERT(!zipStructureProblem(data.substr(0, data.size() - 1)).empty());
+    ASSERT(!zipStructureProblem("").empty());
 }
 
 static void testSerializedModel() {
@@ -110,6 +168,24 @@ static void testSerializedModel() {
     expectThrow([&] { delete XmlSerializer::deserialize<LatentBiasForce>(in); }, "serialized force");
     stringstream again(text);
     expectThrow([&] { delete XmlSerializer::deserialize<LatentBiasForce>(again); }, "checksums.content_sha256");
+    // version edited to 1 with the checksums kept: refused; a genuine version 1 (no checksums): read, with a warning
+    stringstream good2;
+    XmlSerializer::serialize<LatentBiasForce>(&good, "LatentBiasForce", good2);
+    string v1 = good2.str();
+    size_t at = v1.find("version=\"2\"");
+    ASSERT(at != string::npos);
+    v1.replace(at, 11, "version=\"1\"");
+    stringstream edited(v1);
+    expectThrow([&] { delete XmlSerializer::deserialize<LatentBiasForce>(edited); }, "its version was edited");
+    for (const string attribute : {" modelChecksum=\"", " valuesChecksum=\""}) {
+        size_t sum = v1.find(attribute);
+        ASSERT(sum != string::npos);
+        v1.erase(sum, v1.find('"', sum + attribute.size()) + 1 - sum);
+    }
+    ASSERT(v1.find("Checksum") == string::npos);
+    stringstream genuine(v1);
+    string warning = captureStderr([&] { delete XmlSerializer::deserialize<LatentBiasForce>(genuine); });
+    ASSERT(warning.find("version 1") != string::npos && warning.find("unverified") != string::npos);
 }
 
 int main(int argc, char* argv[]) {
@@ -120,5 +196,6 @@ int main(int argc, char* argv[]) {
         {"canonical JSON (json.dumps sort_keys)", testCanonicalJson},
         {"model files: intact, flipped byte, edited metadata, edited weights", testModelFiles},
         {"serialized force with a damaged model", testSerializedModel},
+        {"zip structure as Python's zipfile reads it", testZipStructure},
     });
 }

@@ -14,7 +14,9 @@ model format (TorchScript + "latentbias.json" metadata):
 * model_v2*.pt      model format 2 (with the checksums latentbias.save_model writes; only where latentbias imports):
   model_v2.pt intact (its metadata has floats and non-ASCII text, to check the canonical JSON), model_v2_flipped.pt
   one byte flipped inside the weights entry data/0 (its zip CRC no longer matches), model_v2_meta_edited.pt and
-  model_v2_weights_edited.pt re-zipped with an edited metadata value / weight byte and the old checksums (CRCs valid)
+  model_v2_weights_edited.pt re-zipped with an edited metadata value / weight byte and the old checksums (CRCs valid),
+  model_v2_downgraded.pt re-zipped with its format_version edited to 1 (checksums kept), model_v2_local_name.pt one
+  byte flipped in the local-header name of a compressed entry (libtorch's zip reader does not read it; Python's does)
 """
 
 from __future__ import annotations
@@ -124,8 +126,18 @@ def save_v2(out: Path) -> None:
     def edit_weight(name: str, b: bytes) -> bytes:
         return b[:3] + bytes([b[3] ^ 0x01]) + b[4:] if name == "data/0" else b
 
+    def downgrade(name: str, b: bytes) -> bytes:
+        return b.replace(b'"format_version": 2', b'"format_version": 1') if name == "extra/latentbias.json" else b
+
     (out / "model_v2_meta_edited.pt").write_bytes(rezipped(data, edit_meta))
     (out / "model_v2_weights_edited.pt").write_bytes(rezipped(data, edit_weight))
+    (out / "model_v2_downgraded.pt").write_bytes(rezipped(data, downgrade))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        info = next((i for i in infos if i.compress_type == zipfile.ZIP_DEFLATED), infos[0])
+    local_name = bytearray(data)
+    local_name[info.header_offset + 30 + 3] ^= 0x01  # an ASCII letter of the name: a different, valid name
+    (out / "model_v2_local_name.pt").write_bytes(bytes(local_name))
 
 
 def main() -> None:

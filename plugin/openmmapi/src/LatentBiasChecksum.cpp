@@ -158,6 +158,195 @@ map<string, uint32_t> zipEntryCrcs(const string& data) {
     return crcs;
 }
 
+// ------------------------------------------------------------------------------------------ zip structure check
+
+namespace {
+
+/** Whether bytes are UTF-8 as Python's strict decoder reads it (no overlong forms, surrogates or code points above
+ *  U+10FFFF). */
+bool validUtf8(const string& s) {
+    for (size_t i = 0; i < s.size();) {
+        unsigned char c = s[i];
+        int extra;
+        unsigned char low = 0x80, high = 0xBF;  // range of the first continuation byte
+        if (c < 0x80)
+            extra = 0;
+        else if (c >= 0xC2 && c <= 0xDF)
+            extra = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            extra = 2;
+            if (c == 0xE0)
+                low = 0xA0;
+            if (c == 0xED)
+                high = 0x9F;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            extra = 3;
+            if (c == 0xF0)
+                low = 0x90;
+            if (c == 0xF4)
+                high = 0x8F;
+        }
+        else
+            return false;
+        if (extra > 0 && i + extra >= s.size())
+            return false;
+        for (int k = 1; k <= extra; k++) {
+            unsigned char b = s[i + k];
+            if (k == 1 ? (b < low || b > high) : (b < 0x80 || b > 0xBF))
+                return false;
+        }
+        i += extra + 1;
+    }
+    return true;
+}
+
+} // namespace
+
+string zipStructureProblem(const string& data) {
+    const size_t size = data.size();
+    auto u16 = [&](size_t at) -> uint32_t {
+        return (unsigned char) data[at] | (uint32_t) (unsigned char) data[at + 1] << 8;
+    };
+    auto u32 = [&](size_t at) -> uint32_t { return u16(at) | u16(at + 2) << 16; };
+    auto u64 = [&](size_t at) -> uint64_t { return u32(at) | (uint64_t) u32(at + 4) << 32; };
+    auto quoted = [](const string& name) { return "'" + name + "'"; };
+    if (size < 22)
+        return "the file is too short for a zip archive";
+    // 1. The end-of-central-directory record, as Python's zipfile._EndRecData finds it: the last 22 bytes when they
+    //    are one without a comment, else the last signature within 64 KiB + 22 bytes of the end. Stricter than Python:
+    //    the record and its comment must end the file.
+    size_t end = string::npos;
+    if (u32(size - 22) == 0x06054b50u && u16(size - 2) == 0)
+        end = size - 22;
+    else {
+        size_t lowest = size > 22 + 65535 ? size - 22 - 65535 : 0;
+        for (size_t at = size - 4 + 1; at-- > lowest;)
+            if (u32(at) == 0x06054b50u) {
+                end = at;
+                break;
+            }
+        if (end == string::npos || end + 22 > size || end + 22 + u16(end + 20) != size)
+            return "its end-of-central-directory record is missing or damaged";
+    }
+    if (u16(end + 4) != 0 || u16(end + 6) != 0)
+        return "its end-of-central-directory record names another disk (multi-disk archives are not readable)";
+    uint64_t count = u16(end + 10), cdSize = u32(end + 12), cdOffset = u32(end + 16);
+    size_t cdEnd = end;  // where the central directory must end
+    // 2. ZIP64, as Python's _EndRecData64 reads it (the zip64 end record right before its locator, right before the
+    //    end record); libtorch's miniz follows the locator's offset instead, so the two must agree.
+    if (end >= 20 && u32(end - 20) == 0x07064b50u) {
+        size_t locator = end - 20;
+        if (u32(locator + 4) != 0 || u32(locator + 16) > 1)
+            return "its zip64 end locator names another disk (multi-disk archives are not readable)";
+        if (locator < 56 || u32(locator - 56) != 0x06064b50u || u64(locator + 8) != locator - 56 ||
+                u64(locator - 56 + 4) != 44)
+            return "its zip64 end-of-central-directory record is missing or damaged";
+        size_t z = locator - 56;
+        if (u32(z + 16) != 0 || u32(z + 20) != 0 || u64(z + 24) != u64(z + 32))
+            return "its zip64 end-of-central-directory record names another disk (multi-disk archives are not "
+                   "readable)";
+        count = u64(z + 32);
+        cdSize = u64(z + 40);
+        cdOffset = u64(z + 48);
+        cdEnd = z;
+    }
+    else if (count == 0xFFFF || cdSize == 0xFFFFFFFFu || cdOffset == 0xFFFFFFFFu)
+        return "its end-of-central-directory record refers to a zip64 record that is missing";
+    else if (u16(end + 8) != count)
+        return "its end-of-central-directory record is damaged (two different entry counts)";
+    // Python reads the central directory as the cdSize bytes before cdEnd and shifts every offset by the difference
+    // to cdOffset (data prepended to the archive); miniz reads it at cdOffset. Both agree only when they coincide.
+    if (cdSize > cdEnd || cdOffset != cdEnd - cdSize)
+        return "its central directory is not where its end record says";
+    // 3. The central directory, as Python's ZipFile._RealGetContents and ZipInfo._decodeExtra read it.
+    struct Entry {
+        string name;
+        uint64_t offset, compressed;
+        uint32_t flags;
+    };
+    vector<Entry> entries;
+    map<string, int> seen;
+    for (size_t at = cdOffset; at < cdEnd;) {
+        string label = "central directory entry " + to_string(entries.size() + 1);
+        if (cdEnd - at < 46 || u32(at) != 0x02014b50u)
+            return "its " + label + " is damaged (no entry signature)";
+        size_t nameLength = u16(at + 28), extraLength = u16(at + 30), commentLength = u16(at + 32);
+        if (46 + nameLength + extraLength + commentLength > cdEnd - at)
+            return "its " + label + " runs past the end of the central directory";
+        Entry entry;
+        entry.name = data.substr(at + 46, nameLength);
+        label = "central directory entry of " + quoted(entry.name);
+        entry.flags = u16(at + 8);
+        if ((unsigned char) data[at + 6] > 63)
+            return "its " + label + " needs zip version " + to_string((unsigned char) data[at + 6] / 10) + "." +
+                   to_string((unsigned char) data[at + 6] % 10) + " to extract (6.3 is the highest readable)";
+        if (entry.flags & 0x0061)
+            return "its " + label + " says the entry is encrypted or patched (flags " + to_string(entry.flags) + ")";
+        uint32_t method = u16(at + 10);
+        if (method != 0 && method != 8)
+            return "its " + label + " names compression method " + to_string(method) + " (stored and deflated are "
+                   "readable)";
+        if (entry.name.empty() || entry.name.find('\0') != string::npos)
+            return "its " + label + " has an empty name or a zero byte in it";
+        if ((entry.flags & 0x800) && !validUtf8(entry.name))
+            return "its " + label + " has a name that is not valid UTF-8";
+        uint64_t uncompressed = u32(at + 24);
+        entry.compressed = u32(at + 20);
+        entry.offset = u32(at + 42);
+        for (size_t e = at + 46 + nameLength, eEnd = e + extraLength; eEnd - e >= 4;) {
+            size_t type = u16(e), length = u16(e + 2);
+            if (length + 4 > eEnd - e)
+                return "its " + label + " has a corrupt extra field";
+            if (type == 1) {  // ZIP64: the 8-byte values of the fields the entry marks with 0xFFFFFFFF, in order
+                size_t f = e + 4, fEnd = e + 4 + length;
+                for (uint64_t* value : {&uncompressed, &entry.compressed, &entry.offset}) {
+                    if (*value != 0xFFFFFFFFu)
+                        continue;
+                    if (fEnd - f < 8)
+                        return "its " + label + " has a corrupt zip64 extra field";
+                    *value = u64(f);
+                    f += 8;
+                }
+            }
+            e += 4 + length;
+        }
+        if (seen[entry.name]++ > 0)
+            return "its central directory lists " + quoted(entry.name) + " twice";
+        entries.push_back(entry);
+        at += 46 + nameLength + extraLength + commentLength;
+    }
+    if (entries.size() != count)
+        return "its end record counts " + to_string(count) + " entries but its central directory holds " +
+               to_string(entries.size());
+    // 4. Each entry's local header, as Python's ZipFile.open reads it before the data: the signature and the name
+    //    (decoded with the local header's own UTF-8 flag) must match the central directory. libtorch's miniz reads
+    //    neither, only the local name and extra lengths to find the data. The data must end before the next entry's
+    //    header (Python 3.12's overlap check).
+    vector<size_t> order(entries.size());
+    for (size_t k = 0; k < order.size(); k++)
+        order[k] = k;
+    sort(order.begin(), order.end(), [&](size_t a, size_t b) { return entries[a].offset < entries[b].offset; });
+    for (size_t k = 0; k < order.size(); k++) {
+        const Entry& entry = entries[order[k]];
+        uint64_t limit = k + 1 < order.size() ? entries[order[k + 1]].offset : cdOffset;
+        string label = "local header of " + quoted(entry.name);
+        if (entry.offset >= limit || limit - entry.offset < 30 || u32(entry.offset) != 0x04034b50u)
+            return "the " + label + " is damaged (no header signature where the central directory points)";
+        size_t at = entry.offset, nameLength = u16(at + 26), extraLength = u16(at + 28);
+        uint32_t flags = u16(at + 6);
+        if (30 + nameLength + extraLength > limit - at)
+            return "the " + label + " runs into the next entry";
+        string name = data.substr(at + 30, nameLength);
+        bool ascii = std::all_of(name.begin(), name.end(), [](char c) { return (unsigned char) c < 0x80; });
+        if (name != entry.name || (((flags ^ entry.flags) & 0x800) && !ascii) || ((flags & 0x800) && !validUtf8(name)))
+            return "the " + label + " names it differently (" + quoted(name) + ") from the central directory";
+        if (entry.compressed > limit - (at + 30 + nameLength + extraLength))
+            return "the data of " + quoted(entry.name) + " run into the next entry";
+    }
+    return "";
+}
+
 // ------------------------------------------------------------------------------------ Python's float repr
 
 string pythonFloatRepr(double x) {

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 using namespace LatentBiasPlugin;
@@ -20,6 +21,23 @@ using namespace std;
 LatentBiasForce::LatentBiasForce() : evaluationPath("auto"), modelNumAtoms(-1), modelLatentDim(-1), nativeDescription(false), usePeriodic(false), wallForceConstant(1000.0),
         gridScaleDefault(1.0) {
 }
+
+namespace {
+
+/** Whether the last setModelData on this thread verified checksums (kept out of the class so that its public header,
+ *  which every kernel includes, stays unchanged). */
+thread_local bool lastModelVerified = false;
+
+/** The warning for a model without checksums (model format 1 or a plain TorchScript archive), on stderr: OpenMM's
+ *  C++ API has no other channel, and loading such a file silently would hide that nothing was verified. */
+void warnUnverified(const string& what) {
+    cerr << "LatentBiasForce: WARNING: " << what << " carries no checksums (model format 1, or a TorchScript archive "
+            "without latentbias metadata), so it is loaded unverified: a damaged or edited file would go unnoticed. "
+            "Re-export it with this latentbias to add them (latentbias.save_model, or write "
+            "latentbias.export.archive_bytes(latentbias.load_model(path)) to a new file)." << endl;
+}
+
+} // namespace
 
 LatentBiasForce::LatentBiasForce(const string& file) : LatentBiasForce() {
     ifstream in(file, ios::binary);
@@ -39,6 +57,8 @@ LatentBiasForce::LatentBiasForce(const string& file) : LatentBiasForce() {
             what = what.substr(prefix.size());
         throw OpenMMException("LatentBiasForce: model file '" + file + "': " + what);
     }
+    if (!lastModelVerified)
+        warnUnverified("the model file '" + file + "'");
     this->file = file;
 }
 
@@ -51,6 +71,8 @@ LatentBiasForce* LatentBiasForce::fromModelData(const string& modelData) {
         delete force;
         throw;
     }
+    if (!lastModelVerified)
+        warnUnverified("the model data given to LatentBiasForce.fromModelData (or a serialized force)");
     return force;
 }
 
@@ -89,7 +111,8 @@ void LatentBiasForce::setModelData(const string& data) {
             throw OpenMMException("LatentBiasForce: the model data are empty");
         // The checksums a latentbias model file carries (format 2) are verified before any of its code is loaded, as
         // latentbias.load_model does: a flipped byte or an edited weight must not silently change the physics.
-        verifyModelChecksums(data);
+        lastModelVerified = false;
+        bool verified = verifyModelChecksums(data);
         string meta;
         loadLatentModel(data, &meta);  // validates the archive
         long long nAtoms = -1, latentDim = -1;
@@ -114,6 +137,7 @@ void LatentBiasForce::setModelData(const string& data) {
         nativeDescription = hasNative;
         modelNumAtoms = (int) nAtoms;
         modelLatentDim = (int) latentDim;
+        lastModelVerified = verified;
     }
     catch (const OpenMMException& e) {  // names and errors from a damaged archive may not be valid UTF-8
         throw OpenMMException(printable(e.what()));

@@ -34,18 +34,33 @@ torch::jit::Module loadLatentModel(const string& data, string* metadata) {
     }
 }
 
-void verifyModelChecksums(const string& data) {
+bool verifyModelChecksums(const string& data) {
     const string fix = "re-export the model (latentbias.save_model / `latentbias train`) or restore the file from a "
                        "copy";
     istringstream stream(data);
     unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-    vector<string> names;
     try {
         reader.reset(new caffe2::serialize::PyTorchStreamReader(&stream));
-        names = reader->getAllRecords();
     }
     catch (const std::exception&) {
-        return;  // not an archive at all: loadLatentModel reports it ("not a loadable TorchScript archive")
+        return false;  // not an archive at all: loadLatentModel reports it ("not a loadable TorchScript archive")
+    }
+    // libtorch's zip reader (miniz) reads little of the zip structure: neither the local headers' names nor most of
+    // the central directory's fields. Python's zipfile, which latentbias.load_model reads the file with, checks them
+    // and refuses a damaged file; so must this route (a flipped byte in a local header's name was accepted here).
+    string problem = zipStructureProblem(data);
+    if (!problem.empty())
+        throw OpenMM::OpenMMException("LatentBiasForce: the model's zip structure is damaged (" + problem + "): the "
+                                      "file is corrupt; " + fix);
+    vector<string> names;
+    try {
+        names = reader->getAllRecords();
+    }
+    catch (const std::exception& e) {  // an entry outside the archive's folder: never skip the checks for it
+        const c10::Error* error = dynamic_cast<const c10::Error*>(&e);
+        throw OpenMM::OpenMMException(string("LatentBiasForce: the model's archive is damaged (") +
+                                      (error != nullptr ? error->what_without_backtrace() : e.what()) + "): the file "
+                                      "is corrupt; " + fix);
     }
     // libtorch's own message without its C++ backtrace
     auto brief = [](const std::exception& e) -> string {
@@ -58,27 +73,58 @@ void verifyModelChecksums(const string& data) {
         size_t slash = c.first.find('/');
         crcs[slash == string::npos ? c.first : c.first.substr(slash + 1)] = c.second;
     }
+    // libtorch's getRecord does not notice a compressed entry that does not inflate: miniz sets no error code when
+    // the deflate stream itself is corrupt (it only returns false, which libtorch ignores), so getRecord returns a
+    // buffer whose tail was never written, i.e. whatever the allocator left there. When an earlier read of the same
+    // entry left its intact bytes in that memory, the CRC-32 and SHA-256 matched and a damaged file was accepted,
+    // depending on the process's allocation history. Each entry is therefore inflated twice, into buffers prefilled
+    // with 0x00 and with 0xFF: bytes the inflater did not write differ between the two.
     auto readEntry = [&](const string& name) -> string {
-        string bytes;
+        string bytes, again;
         try {
-            auto record = reader->getRecord(name);
-            bytes.assign(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record));
+            size_t size = reader->getRecordSize(name);
+            bytes.assign(size, '\0');
+            again.assign(size, '\xff');
+            if (size > 0) {
+                reader->getRecord(name, &bytes[0], size);
+                reader->getRecord(name, &again[0], size);
+            }
         }
         catch (const std::exception& e) {
             throw OpenMM::OpenMMException("LatentBiasForce: the model's archive entry '" + name + "' is damaged (" +
                                           brief(e) + "): the file is corrupt; " + fix);
         }
+        if (bytes != again)
+            throw OpenMM::OpenMMException("LatentBiasForce: the model's archive entry '" + name + "' is damaged (its "
+                                          "compressed data do not inflate): the file is corrupt; " + fix);
         auto crc = crcs.find(name);
-        if (crc != crcs.end() && crc32(bytes) != crc->second)
+        if (crc == crcs.end() || crc32(bytes) != crc->second)
             throw OpenMM::OpenMMException("LatentBiasForce: the model's archive entry '" + name + "' is damaged (its "
                                           "bytes do not match the CRC-32 the archive records for it): the file is "
                                           "corrupt; " + fix);
         return bytes;
     };
     const string metaName = string("extra/") + LATENTBIAS_METADATA_NAME;
-    if (find(names.begin(), names.end(), metaName) == names.end())
-        return;  // not a latentbias model file (a plain TorchScript archive): nothing to verify
-    string meta = readEntry(metaName);
+    // Every entry but torch's random id is read, and so checked (it inflates, its CRC-32), as Python's loader reads
+    // them: a damaged entry is refused even in a file without checksums (format 1 or a plain TorchScript archive).
+    vector<string> sorted;
+    for (const string& name : names)
+        if (name != ".data/serialization_id")  // torch's random id per save, which Python does not read either
+            sorted.push_back(name);
+    sort(sorted.begin(), sorted.end());
+    string meta, digests;
+    bool hasMeta = false;
+    for (const string& name : sorted) {
+        string bytes = readEntry(name);
+        if (name == metaName) {
+            meta = bytes;
+            hasMeta = true;
+        }
+        else
+            digests += name + string(1, '\0') + sha256(bytes);
+    }
+    if (!hasMeta)
+        return false;  // not a latentbias model file (a plain TorchScript archive): no checksums to verify
     string body;
     map<string, string> top;
     try {
@@ -102,8 +148,16 @@ void verifyModelChecksums(const string& data) {
             throw OpenMM::OpenMMException("LatentBiasForce: the model's metadata (" + metaName + ") has an invalid "
                                           "format_version " + v + "; " + fix);
     }
-    if (std::trunc(formatVersion) < 2)
-        return;  // format 1 carried no checksums
+    if (std::trunc(formatVersion) < 2) {
+        // Format 1 carried no checksums. One that carries them was written by format 2 or later and its
+        // format_version was edited, which would otherwise skip every check: refuse it.
+        if (top.count("checksums"))
+            throw OpenMM::OpenMMException("LatentBiasForce: the model's metadata (archive entry " + metaName + ") says "
+                                          "format_version " + top["format_version"] + ", which carries no checksums, "
+                                          "but it holds checksums: the file was edited (a format-1 file never held "
+                                          "them); " + fix);
+        return false;
+    }
     string metadataSum, contentSum;
     if (top.count("checksums")) {
         try {
@@ -122,18 +176,11 @@ void verifyModelChecksums(const string& data) {
         throw OpenMM::OpenMMException("LatentBiasForce: the model's metadata (archive entry " + metaName + ") does "
                                       "not match the checksum stored with it (checksums.metadata_sha256): the file is "
                                       "corrupt or was edited; " + fix);
-    vector<string> sorted;
-    for (const string& name : names)
-        if (name != metaName && name != ".data/serialization_id")  // ours; torch's random id per save
-            sorted.push_back(name);
-    sort(sorted.begin(), sorted.end());
-    string digests;
-    for (const string& name : sorted)
-        digests += name + string(1, '\0') + sha256(readEntry(name));
     if (contentSum != sha256Hex(digests))
         throw OpenMM::OpenMMException("LatentBiasForce: the model's code, weights or native arrays (the archive entries "
                                       "other than " + metaName + ") do not match the checksum stored in its metadata "
                                       "(checksums.content_sha256): the file is corrupt or was edited; " + fix);
+    return true;
 }
 
 bool loadNativeModel(const string& data, LatentBiasNativeModel& model) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <iostream>
 #include <sstream>
 
 using namespace LatentBiasPlugin;
@@ -90,7 +91,22 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
                               " (this plugin reads 1 and 2); update latentbias");
     string model = base64Decode(node.getStringProperty("model"));
     // Version 2 carries checksums of the model and the grid values: a corrupted or edited file must not silently
-    // change the physics. Version 1 files (no checksums) are still read.
+    // change the physics. Version 1 files (no checksums) are still read, with a warning; a "version 1" force that
+    // holds the checksums was written as version 2 and edited (which would skip both checks): it is refused.
+    if (version == 1) {
+        bool gridChecksum = false;
+        for (const SerializationNode& child : node.getChildren())
+            if (child.getName() == "Grid" && child.hasProperty("valuesChecksum"))
+                gridChecksum = true;
+        if (node.hasProperty("modelChecksum") || gridChecksum)
+            throw OpenMMException("LatentBiasForce: the serialized force says version 1, which carries no checksums, "
+                                  "but it holds them (modelChecksum / valuesChecksum): its version was edited (a "
+                                  "version-1 file never held them), so it is not trusted; rebuild the force from the "
+                                  "original model file and serialize it again");
+        cerr << "LatentBiasForce: WARNING: a serialized force of version 1 carries no checksums, so its model and grid "
+                "values are loaded unverified: a damaged or edited file would go unnoticed. Serialize the force again "
+                "with this plugin (XmlSerializer.serialize) to add them." << endl;
+    }
     if (version >= 2 && checksum64(model) != node.getStringProperty("modelChecksum", ""))
         throw OpenMMException("LatentBiasForce: the serialized force's model does not match its checksum (the file "
                               "is corrupt or was edited); rebuild the force from the original model file");
