@@ -456,7 +456,7 @@ def reconcile_config(campaign: Campaign) -> None:
     old = run_dir.stored_config()
     if old is None:
         dry_build(campaign)
-        run_dir.write_json(run_dir.config_file, new)
+        run_dir.write_config(new)
         return
     ext = assess_change(run_dir, old, new)
     if not ext.changes:
@@ -468,7 +468,7 @@ def reconcile_config(campaign: Campaign) -> None:
         run_dir.write_progress(ext.progress)
     for r, plan in ext.plans.items():
         run_dir.write_plan(r, plan)
-    run_dir.write_json(run_dir.config_file, new)
+    run_dir.write_config(new)
     for c in ext.changes:
         logger.info("configuration change %s: %s", c, ext.effects.get(c.name, "accepted"))
     if ext.progress is not None:

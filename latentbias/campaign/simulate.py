@@ -148,6 +148,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     if committed > 0:
         restore_state(campaign, sim, r, committed - 1)
         try:
+            run_dir.check_bias_state(run_dir.bias_prefix(r, committed - 1))
             bias.load(run_dir.bias_prefix(r, committed - 1))
         except (OSError, ValueError) as exc:
             raise RunDirError(f"round {r}: the bias state after segment {committed - 1} cannot be restored ({exc}); "
