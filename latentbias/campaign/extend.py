@@ -281,6 +281,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("model", "*"): _training,
     ("campaign", "round0_steps"): _round0,
     ("campaign", "round0_trajectories"): _round0,
+    ("campaign", "round0_topology"): _round0,
     ("campaign", "steps_per_round"): _planning,
     ("campaign", "strategy"): _strategy,
     ("campaign", "checkpoint_interval"): _checkpoint_interval,
