@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["FORMAT_KEY", "RUNDIR_FORMAT", "stamped", "split_format", "stored_format", "missing_checksum_message"]
+__all__ = ["FORMAT_KEY", "RUNDIR_FORMAT", "stamped", "split_format", "stored_format", "missing_checksum_message",
+           "unverified_handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,20 @@ def stored_format(path: str | Path) -> int | None:
     except (OSError, ValueError):
         return None
     return split_format(record)[1] if isinstance(record, dict) else None
+
+
+def unverified_handler(marker: str | Path, fix: str, error: type[Exception],
+                       what: str = "checksum") -> Callable[[Path], None]:
+    """A ``load_json``/``load_npz`` ``unverified`` callback for records outside :class:`RunDir` (multi.json, the
+    multi-system shared model): refuse a record without a checksum when ``marker`` (the JSON file holding the
+    directory's format) stores a format, else log a warning naming it."""
+    def handle(path: Path) -> None:
+        version = stored_format(marker)
+        if version is not None:
+            raise error(missing_checksum_message(path, marker, version, what, fix))
+        logger.warning("%s carries no %s, so it was read unverified: it was written by an older version or edited by "
+                       "hand; check it, or restore it from a backup", path, what)
+    return handle
 
 
 def missing_checksum_message(path: str | Path, marker: str | Path, version: int, what: str, fix: str) -> str:
