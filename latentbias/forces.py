@@ -21,14 +21,15 @@ from __future__ import annotations
 import io
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ._environment import import_openmmtorch
 from .export import LatentModelFile, load_model, script_module
-from .nonfinite import check_finite_evaluation, check_latent_limit
+from .nonfinite import (all_finite, check_finite_evaluation, check_latent_limit, forces_of, gradient_report,
+                        nonfinite_forces_message)
 
 __all__ = ["as_model_file", "frozen_for_torchforce", "latent_component_force", "latent_cv_forces",
            "latent_vector_module", "make_torch_force"]
@@ -46,7 +47,8 @@ def as_model_file(model: str | os.PathLike | LatentModelFile) -> LatentModelFile
 
 
 class _Component(torch.nn.Module):
-    """positions [+ box] -> z[index] (a scalar 'energy' for TorchForce)."""
+    """positions [+ box] -> (z[index], -dz[index]/dx): a scalar 'energy' and its forces for a TorchForce with
+    ``setOutputsForces(True)``; non-finite forces raise in the same evaluation (:mod:`latentbias.nonfinite`)."""
 
     def __init__(self, model: torch.nn.Module, index: int, limit: float = float("inf")):
         super().__init__()
@@ -55,12 +57,18 @@ class _Component(torch.nn.Module):
         self.limit = float(limit)
         self.register_buffer("component", torch.tensor([index], dtype=torch.long))
 
-    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         z = self.model(positions, box)
         # names the atoms / the component instead of passing NaN on (latentbias.nonfinite)
         check_finite_evaluation(positions, z.narrow(0, self.index, 1), self.component)
         check_latent_limit(positions, z.narrow(0, self.index, 1), self.component, self.limit)
-        return z[self.index]
+        energy = z[self.index]
+        forces = forces_of(positions, energy)
+        if not all_finite(forces):  # a finite z with a NaN/inf gradient: raise now, never apply the forces
+            x = positions.detach().requires_grad_(True)
+            report = gradient_report(x, self.model(x, box).narrow(0, self.index, 1), self.component)
+            raise RuntimeError(nonfinite_forces_message("latent component z[" + str(self.index) + "]", forces, report))
+        return energy, forces
 
 
 def _reloaded(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
@@ -166,7 +174,9 @@ def latent_component_force(
     if not 0 <= int(component) < mf.latent_dim:
         raise ValueError(f"component must be in [0, {mf.latent_dim}), got {component}")
     scripted = script_module(_Component(mf.module, int(component), limit), "latent-component wrapper")
-    return make_torch_force(scripted, system, force_group, periodic)
+    force = make_torch_force(scripted, system, force_group, periodic)
+    force.setOutputsForces(True)  # the module returns its checked forces (latentbias.nonfinite)
+    return force
 
 
 def latent_cv_forces(

@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -77,11 +77,14 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True, checks
     atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def load_json(path: str | os.PathLike, *, warn_unverified: bool = False) -> Any:
+def load_json(path: str | os.PathLike, *, warn_unverified: bool = False,
+              unverified: Callable[[Path], None] | None = None) -> Any:
     """Read a JSON file; a checksum stored by :func:`write_json` is verified and removed.
 
     With ``warn_unverified``, an object without a checksum (written by an older version, or edited by hand with the
-    checksum key removed) is returned with a logged warning naming the file, instead of silently.
+    checksum key removed) is returned with a logged warning naming the file, instead of silently. ``unverified``,
+    when given, is called with the path instead of that warning; it may raise to refuse such a file (run
+    directories of the current format do: :mod:`latentbias.campaign.rundirformat`).
 
     Raises
     ------
@@ -102,6 +105,8 @@ def load_json(path: str | os.PathLike, *, warn_unverified: bool = False) -> Any:
         if stored != _json_digest(obj):
             raise ChecksumError(f"{path}: its content does not match the checksum stored in it (the file was "
                                 "edited or is corrupt)")
+    elif unverified is not None:
+        unverified(path)
     elif warn_unverified:
         logger.warning("%s carries no checksum (%s), so it was read unverified: it was written by an older version "
                        "or edited by hand; check it, or restore it from a backup", path, JSON_CHECKSUM_KEY)
@@ -191,16 +196,19 @@ def save_npz(path: str | os.PathLike, overwrite: bool = True, checksum: bool = F
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def load_npz(path: str | os.PathLike, *, unverified: Callable[[Path], None] | None = None) -> dict[str, np.ndarray]:
     """Load an ``.npz`` file without allowing pickled objects; a stored checksum is verified and removed.
 
     Raises :class:`ChecksumError` (naming the file) when the arrays do not match their stored checksum.
+    ``unverified``, when given, is called with the path when the file carries no checksum (it may raise).
     """
     with np.load(path, allow_pickle=False) as data:
         out = {k: data[k] for k in data.files}
     stored = out.pop(NPZ_CHECKSUM_KEY, None)
     if stored is not None and str(stored) != _arrays_digest(out):
         raise ChecksumError(f"{path}: its arrays do not match the checksum stored in it (the file is corrupt)")
+    if stored is None and unverified is not None:
+        unverified(Path(path))
     return out
 
 

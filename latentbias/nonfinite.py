@@ -10,9 +10,15 @@ The native ``LatentBiasForce`` checks its own forces in C++. The openmm-torch ro
   (:func:`check_finite_energy` on the restraint, :func:`check_latent_limit` on the ``CustomCVForce`` components,
   whose energy OpenMM computes from ``z``).
 * a latent component that is not finite raises naming the atoms whose positions are not finite (the previous step
-  applied non-finite forces to them, e.g. the model's gradient is 0/0 for coincident atoms, or the simulation
-  exploded), or else the component and the atoms on which its gradient is not finite. Only ``z`` is checked on the
-  healthy path (one sum); positions and the gradient are inspected on failure.
+  applied non-finite forces to them, or the simulation exploded), or else the component and the atoms on which its
+  gradient is not finite. Only ``z`` is checked on the healthy path (one sum); positions and the gradient are
+  inspected on failure.
+* a finite ``z`` whose gradient is not finite (the model's gradient is 0/0 for coincident atoms) raises in the same
+  evaluation, naming the atoms and the latent components whose ``dz/dx`` is not finite there: these modules return
+  their forces themselves (openmm-torch's ``TorchForce.setOutputsForces(True)``), computed with
+  ``torch.autograd.grad`` (:func:`forces_of`, the backward pass openmm-torch would run) and checked with
+  :func:`all_finite` (one sum when healthy), so a non-finite force is never applied and ``getState(getForces=True)``
+  raises instead of returning NaN forces.
 
 The campaign's segment runner (:func:`latentbias.campaign.simulate.record_segment`) checks every recorded frame
 and, when positions went non-finite (whichever force noticed first, or none), raises :class:`NonFiniteBiasError`
@@ -28,7 +34,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["NonFiniteBiasError", "atom_list", "check_finite_energy", "check_finite_evaluation", "check_latent_limit",
-           "check_restraint_parameters", "describe_nonfinite", "nonfinite_frame_error", "overflow_limit"]
+           "check_restraint_parameters", "all_finite", "describe_nonfinite", "forces_of", "gradient_report",
+           "nonfinite_forces_message", "nonfinite_frame_error", "overflow_limit"]
 
 #: atoms listed in a message (the count is always given)
 MAX_LISTED = 20
@@ -76,6 +83,51 @@ def check_finite_evaluation(positions: Tensor, z: Tensor, components: Tensor) ->
             if bool(bad_grad.any()):
                 message += "; their gradient is not finite on " + _atoms_text(bad_grad)
     raise RuntimeError(message + ": the model's output is NaN/inf for this configuration")
+
+
+def forces_of(positions: Tensor, energy: Tensor) -> Tensor:
+    """TorchScript: the forces ``-dE/dx`` (shape=(n_atoms, 3), kJ/mol/nm, the dtype of ``positions``) of the scalar
+    ``energy`` computed from ``positions`` (one backward pass, as openmm-torch would run it)."""
+    grads = torch.autograd.grad([energy], [positions], allow_unused=True)
+    g = grads[0]
+    if g is None:  # the energy does not depend on the positions (refused at load; kept total for TorchScript)
+        return torch.zeros_like(positions)
+    return -g.detach()
+
+
+def all_finite(values: Tensor) -> bool:
+    """TorchScript: whether every value is finite. One sum and a float comparison when they are; the values are
+    inspected only when the sum is not finite (a finite sum that overflowed is not an error)."""
+    total = float(values.detach().sum())
+    if total - total == 0.0:
+        return True
+    return not bool((~torch.isfinite(values.detach())).any())
+
+
+def gradient_report(positions: Tensor, z: Tensor, components: Tensor) -> str:
+    """TorchScript diagnosis of latent values ``z`` (model indices ``components``) computed from ``positions`` with
+    the autograd graph: ``"dz[i]/dx is not finite on 2 atom(s) (indices 0, 1)"`` for each component whose gradient
+    is not finite (the wording of :func:`describe_nonfinite`), joined by "; "; empty when all are finite."""
+    parts: List[str] = []
+    names: List[int] = components.tolist()
+    for i in range(int(z.shape[0])):
+        grads = torch.autograd.grad([z[i]], [positions], retain_graph=True, allow_unused=True)
+        g = grads[0]
+        if g is not None:
+            bad = ~torch.isfinite(g).all(-1)
+            if bool(bad.any()):
+                parts.append("dz[" + str(names[i]) + "]/dx is not finite on " + _atoms_text(bad))
+    return "; ".join(parts)
+
+
+def nonfinite_forces_message(what: str, forces: Tensor, report: str) -> str:
+    """TorchScript: the error of an evaluation whose ``forces`` are not finite while positions and ``z`` are
+    (``report``: :func:`gradient_report`)."""
+    return ("latentbias: the forces of " + what + " are not finite on "
+            + _atoms_text(~torch.isfinite(forces.detach()).all(-1))
+            + " at finite positions and finite latent values" + ("; " + report if report else "")
+            + ": the model's gradient is NaN/inf at this configuration (e.g. 0/0 in a distance between coincident "
+            "atoms); the forces were not applied")
 
 
 def _farthest_atom(positions: Tensor) -> str:

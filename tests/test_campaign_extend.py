@@ -231,7 +231,8 @@ def test_rules_for_each_kind_of_change(copy):
     rd.write_json(rd.config_file, old)
 
     # part-way through round 2 (metadynamics): its bias settings are fixed, planning keys still free
-    write_json(rundir / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False})
+    write_json(rundir / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False},
+               checksum=True)
     v = verdict(_with(old, "metadynamics", "height", 2.0))
     assert "[metadynamics] height = 1.5 -> 2.0: would invalidate round 2 (metadynamics), 1 segment(s)" in v
     assert "refused" in verdict(_with(old, "campaign", "checkpoint_interval", 2000))
@@ -333,8 +334,8 @@ def test_damaged_bias_state_names_the_file_and_what_to_do(copy):
     states are gone: the message must not send the user to them)."""
     folder, rundir = copy
     config = write_config(folder, small())
-    (rundir / "progress.json").write_text(json.dumps({"round": 2, "phase": "simulate", "segments": 1,
-                                                      "finished": False}))
+    write_json(rundir / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False},
+               checksum=True)
     # the state after segment 0 of round 2 was deleted when segment 1 was committed: use segment 1's as if it
     # were segment 0's, then damage its JSON
     for suffix in (".chk", ".xml", ".json"):

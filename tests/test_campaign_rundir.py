@@ -17,7 +17,7 @@ from latentbias.campaign import Campaign, ConfigError, RunDirError, RunDirLocked
 from latentbias.campaign.config import from_dict
 from latentbias.campaign.rundir import PHASES, RunDir
 from latentbias.campaign.seeds import MAX_SEED, RoundSeeds
-from latentbias.io import ChecksumError, load_npz, save_npz
+from latentbias.io import ChecksumError, load_npz, save_npz, write_json
 
 from campaign_toy import toy_config_text, write_toy_system
 
@@ -97,7 +97,7 @@ def test_deleted_progress_json_is_an_error_and_deletes_nothing(copy):
 
 def test_unknown_phase_is_a_clear_error_not_a_hang(copy):
     config, run = copy
-    (run / "progress.json").write_text(json.dumps({"round": 1, "phase": "trian", "segments": 0, "finished": False}))
+    write_json(run / "progress.json", {"round": 1, "phase": "trian", "segments": 0, "finished": False}, checksum=True)
     runner = f"from latentbias.campaign import Campaign, load_config\nCampaign(load_config({str(config)!r}), " \
              f"{str(run)!r}, progress=False).run()\n"
     out = subprocess.run([sys.executable, "-c", runner], capture_output=True, timeout=120)
@@ -110,7 +110,10 @@ def test_unknown_phase_is_a_clear_error_not_a_hang(copy):
 @pytest.mark.parametrize("content", ['{"round": 1, "pha', "{}"])
 def test_corrupt_json_records_name_the_file(copy, name, content):
     config, run = copy
-    (run / name).write_text(content)
+    if content == "{}":  # an object without the keys, with a valid checksum (another version's record)
+        write_json(run / name, {}, checksum=True)
+    else:
+        (run / name).write_text(content)
     what = "is not valid JSON" if content != "{}" else r"lacks the key\(s\)"
     with pytest.raises(RunDirError, match=rf"{name}.* {what}.*new --rundir"):
         campaign = Campaign(load_config(config), run, progress=False)
@@ -131,8 +134,8 @@ def test_missing_carried_bias_is_an_error(copy):
     with pytest.raises(RunDirError, match=r"round_002/initial_bias\.npz is missing but .*plan\.json says round 2"):
         campaign.bias_states(campaign.all_frames(2))
     # resuming the round's simulation must not silently drop the bias either
-    (run / "progress.json").write_text(json.dumps({"round": 2, "phase": "simulate", "segments": 1,
-                                                   "finished": False}))
+    write_json(run / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False},
+               checksum=True)
     with pytest.raises(RunDirError, match=r"initial_bias\.npz is missing"):
         Campaign(load_config(config), run, progress=False).run()
 
@@ -167,7 +170,7 @@ def test_npz_checksum_catches_changed_arrays(tmp_path):
 def test_leftover_temporary_files_are_removed_when_resuming_train_and_weights(copy, phase):
     config, run = copy
     frames_csv = (run / "round_000" / "frames.csv").read_text()
-    (run / "progress.json").write_text(json.dumps({"round": 2, "phase": phase, "segments": 2, "finished": False}))
+    write_json(run / "progress.json", {"round": 2, "phase": phase, "segments": 2, "finished": False}, checksum=True)
     leftovers = [run / "round_000" / ".frames.csv.k3j2.tmp", run / ".weights.csv.x81.tmp",
                  run / "round_002" / ".model.json.abc.tmp", run / "round_002" / ".frames.dcd.partial"]
     for p in leftovers:

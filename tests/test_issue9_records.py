@@ -15,7 +15,8 @@ import pytest
 from latentbias.bias import LatentMetadynamics, LatentOPES, LatentVariable
 from latentbias.campaign import Campaign, RunDirError, load_config
 from latentbias.campaign.rundir import RunDir
-from latentbias.io import load_json, load_npz, require_choice, require_keys
+from latentbias.campaign.rundirformat import FORMAT_KEY
+from latentbias.io import load_json, load_npz, require_choice, require_keys, write_json
 
 from test_campaign_rundir import copy, finished  # noqa: F401 (fixtures: a finished toy campaign and a private copy)
 from toy import DOUBLE_WELL_1D, identity_model, particle_simulation, particle_system
@@ -31,6 +32,18 @@ def without_checksum(path: Path, edit) -> None:
     data = load_json(path)
     edit(data)
     path.write_text(json.dumps(data))
+
+
+def edited(path: Path, edit) -> None:
+    """Rewrite a JSON record with ``edit`` applied and a valid checksum (a record as another version wrote it)."""
+    data = load_json(path)
+    edit(data)
+    write_json(path, data, checksum=True)
+
+
+def older_version(run: Path) -> None:
+    """Make ``run`` a run directory of a version before run-directory formats (config.json without the format)."""
+    edited(run / "config.json", lambda d: d.pop(FORMAT_KEY))
 
 
 # ------------------------------------------------------------------------------------------ config.json
@@ -76,9 +89,9 @@ def test_a_new_run_directory_has_no_evidence_and_no_stored_config(tmp_path):
 def test_unknown_plan_strategy_names_the_file_the_value_and_the_fix(copy):
     """Resuming round 2's simulation with a misspelt strategy in its plan (no checksum key: a hand edit)."""
     config, run = copy
-    without_checksum(run / "round_002" / "plan.json", lambda d: d.update(strategy="metadynamcs"))
-    (run / "progress.json").write_text(json.dumps({"round": 2, "phase": "simulate", "segments": 0,
-                                                   "finished": False}))
+    edited(run / "round_002" / "plan.json", lambda d: d.update(strategy="metadynamcs"))
+    write_json(run / "progress.json", {"round": 2, "phase": "simulate", "segments": 0, "finished": False},
+               checksum=True)
     with pytest.raises(RunDirError, match=r"round_002/plan\.json: strategy 'metadynamcs' is not one of 'unbiased', "
                                           r"'metadynamics', 'frontier', 'opes'.*new --rundir"):
         Campaign(load_config(config), run, progress=False).run()
@@ -87,7 +100,7 @@ def test_unknown_plan_strategy_names_the_file_the_value_and_the_fix(copy):
 @pytest.mark.parametrize("key", ["variables", "strategy"])
 def test_plan_without_a_key_its_strategy_reads_names_the_key(copy, key):
     config, run = copy
-    without_checksum(run / "round_002" / "plan.json", lambda d: d.pop(key))
+    edited(run / "round_002" / "plan.json", lambda d: d.pop(key))
     campaign = Campaign(load_config(config), run, progress=False)
     with pytest.raises(RunDirError, match=rf"round_002/plan\.json lacks the key\(s\) \['{key}'\].*new --rundir"):
         campaign.bias_states(campaign.all_frames(2))
@@ -179,10 +192,13 @@ def test_deleted_multi_json_with_member_campaigns_is_refused(tmp_path):
 # ------------------------------------------------------------------------- records read without a checksum
 
 def test_run_directory_records_without_a_checksum_are_read_with_a_warning_naming_them(copy, caplog):
-    """Deleting the checksum key (or a record of an older version) no longer disables the check silently."""
+    """Deleting the checksum key (or a record of an older version) no longer disables the check silently; in a run
+    directory of an older version the record is read with a warning (this version's refuse it:
+    test_issue9_rundir_format.py)."""
     import logging
 
     config, run = copy
+    older_version(run)
     plan = run / "round_001" / "plan.json"
     without_checksum(plan, lambda d: None)
     campaign = Campaign(load_config(config), run, progress=False)
@@ -198,6 +214,7 @@ def test_a_checkpoint_without_its_checksum_record_is_loaded_with_a_warning(copy,
     import logging
 
     config, run = copy
+    older_version(run)
     rd = RunDir(run)
     meta = next(run.glob("round_002/chk_*.json"))
     k = int(meta.stem.split("_")[1])

@@ -3,11 +3,13 @@
 The native LatentBiasForce names atoms itself (tests/test_force_safety.py). Here: the openmm-torch routes (the
 TorchForce of a LatentRestraint, the per-component TorchForces of the CustomCVForce backend) and the campaign's
 segment runner. Two models: ``SqrtOfAtom2`` is NaN (value and gradient) when atom 2 sits at x < 0; ``Distance`` is
-finite but its gradient is 0/0 on atoms 0 and 1 when they coincide (NaN forces with a finite energy).
+finite but its gradient is 0/0 on atoms 0 and 1 when they coincide (NaN forces with a finite energy), which raises in
+the same evaluation on every route.
 """
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 from typing import Optional
 
@@ -68,7 +70,11 @@ def _customcv(model, system):
     CustomCVBackend(model, system, grid)
 
 
-ROUTES = {"torchforce-restraint": _restraint, "customcv-metadynamics": _customcv}
+def _component_force(model, system):
+    system.addForce(lb.latent_component_force(model, system, 0))  # the public TorchForce of one component
+
+
+ROUTES = {"torchforce-restraint": _restraint, "customcv-metadynamics": _customcv, "component-force": _component_force}
 
 
 @pytest.fixture
@@ -100,18 +106,29 @@ def test_nan_latent_value_names_the_component_and_the_atom(sqrt_model, route):
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
-def test_nan_forces_of_coincident_atoms_name_the_atoms_at_the_next_evaluation(distance_model, route):
-    """A finite z with a NaN gradient cannot be seen in forward: the NaN forces move atoms 0 and 1 to NaN, and the
-    next evaluation names them (the native force names them in the same evaluation)."""
+def test_nan_forces_of_coincident_atoms_name_the_atoms_in_the_same_evaluation(distance_model, route):
+    """A finite z with a NaN gradient: the modules return their own forces (TorchForce.setOutputsForces) and check
+    them, so the very evaluation that would give NaN forces raises, naming the atoms and the component whose dz/dx
+    is not finite; getState(getForces=True) never returns NaN forces and a step never applies them."""
     system = _system()
     ROUTES[route](distance_model, system)
     pos = _positions()
     pos[1] = pos[0]
     ctx = _context(system, pos)
     assert describe_nonfinite(distance_model, pos) == "dz[0]/dx is not finite on 2 atom(s) (indices 0, 1)"
-    integrator = ctx.getIntegrator()
-    with pytest.raises(openmm.OpenMMException, match=r"positions are not finite on 2 atom\(s\) \(indices 0, 1\)"):
-        integrator.step(3)
+    what = "the latent restraint on z[0]" if route == "torchforce-restraint" else "latent component z[0]"
+    expected = (rf"the forces of {re.escape(what)} are not finite on 2 atom\(s\) \(indices 0, 1\) at finite positions "
+                r"and finite latent values; dz\[0\]/dx is not finite on 2 atom\(s\) \(indices 0, 1\).*the forces were "
+                r"not applied")
+    with pytest.raises(openmm.OpenMMException, match=expected):
+        ctx.getState(getForces=True)
+    with pytest.raises(openmm.OpenMMException, match=expected):
+        ctx.getIntegrator().step(1)
+    after = ctx.getState(getPositions=True).getPositions(asNumpy=True)._value
+    np.testing.assert_array_equal(after, pos)  # the failed step moved nothing
+    pos[1, 0] += 0.2  # apart again: the same Context evaluates finite forces
+    ctx.setPositions(pos)
+    assert np.all(np.isfinite(ctx.getState(getForces=True).getForces(asNumpy=True)._value))
 
 
 def test_segment_runner_names_the_atoms_and_the_models_diagnosis(distance_model):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ from torch import Tensor
 from ..export import LatentModelFile, script_module
 from ..forces import as_model_file, make_torch_force
 from ..validation import deprecated_alias, deprecated_attribute, renamed_keywords
-from ..nonfinite import check_finite_energy, check_finite_evaluation, check_restraint_parameters
+from ..nonfinite import (all_finite, check_finite_energy, check_finite_evaluation, check_restraint_parameters,
+                         forces_of, gradient_report, nonfinite_forces_message)
 from .fused import native_restraint_force
 
 logger = logging.getLogger(__name__)
@@ -80,9 +81,22 @@ class _RestraintEnergy(torch.nn.Module):
         check_finite_energy(positions, z, energy, self.dims)  # a finite z too large for the energy: named, not inf
         return energy
 
+    def energy_and_forces(self, positions: Tensor, box: Optional[Tensor], params: List[Tensor]
+                          ) -> Tuple[Tensor, Tensor]:
+        """The energy and its forces -dE/dx (the TorchForce outputs forces itself); forces that are not finite
+        raise in this evaluation, naming the atoms and the components whose dz/dx is not finite."""
+        energy = self.energy(positions, box, params)
+        forces = forces_of(positions, energy)
+        if not all_finite(forces):
+            x = positions.detach().requires_grad_(True)
+            report = gradient_report(x, self.model(x, box).index_select(0, self.dims), self.dims)
+            names: List[int] = self.dims.tolist()
+            raise RuntimeError(nonfinite_forces_message("the latent restraint on z" + str(names), forces, report))
+        return energy, forces
+
 
 class _Restraint(_RestraintEnergy):
-    """TorchForce signature without a box: forward(positions, z0_0.., k_0..)."""
+    """TorchForce signature without a box: forward(positions, z0_0.., k_0..) -> (energy, forces)."""
 
     def forward(
         self,
@@ -93,13 +107,13 @@ class _Restraint(_RestraintEnergy):
         p9: Optional[Tensor] = None, p10: Optional[Tensor] = None, p11: Optional[Tensor] = None,
         p12: Optional[Tensor] = None, p13: Optional[Tensor] = None, p14: Optional[Tensor] = None,
         p15: Optional[Tensor] = None,
-    ) -> Tensor:
+    ) -> Tuple[Tensor, Tensor]:
         params = _collect([p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15])
-        return self.energy(positions, None, params)
+        return self.energy_and_forces(positions, None, params)
 
 
 class _PeriodicRestraint(_RestraintEnergy):
-    """TorchForce signature with a box: forward(positions, box, z0_0.., k_0..)."""
+    """TorchForce signature with a box: forward(positions, box, z0_0.., k_0..) -> (energy, forces)."""
 
     def forward(
         self,
@@ -111,9 +125,9 @@ class _PeriodicRestraint(_RestraintEnergy):
         p9: Optional[Tensor] = None, p10: Optional[Tensor] = None, p11: Optional[Tensor] = None,
         p12: Optional[Tensor] = None, p13: Optional[Tensor] = None, p14: Optional[Tensor] = None,
         p15: Optional[Tensor] = None,
-    ) -> Tensor:
+    ) -> Tuple[Tensor, Tensor]:
         params = _collect([p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15])
-        return self.energy(positions, box, params)
+        return self.energy_and_forces(positions, box, params)
 
 
 def _per_dim(value: Any, n: int, name: str, default: float | None = None, finite: bool = False) -> np.ndarray:
@@ -245,6 +259,7 @@ class LatentRestraint:
                      parameter_names=[self.centerName(i) for i in range(self.ndim)]
                      + [self.forceConstantName(i) for i in range(self.ndim)])
         force = make_torch_force(script_module(module, "latent restraint"), system, forceGroup, periodic_box)
+        force.setOutputsForces(True)  # the module returns its checked forces (latentbias.nonfinite)
         for i in range(self.ndim):
             force.addGlobalParameter(self.centerName(i), float(self.centers[i]))
         for i in range(self.ndim):

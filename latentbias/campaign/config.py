@@ -41,6 +41,8 @@ Example (every key shown; most have defaults)::
     save_interval = 250                        # steps between saved frames
     checkpoint_interval = 5000                 # steps between checkpoints (multiple of save_interval)
     round0_steps = 25000                       # unbiased round 0 (or give round0_trajectories)
+    # round0_trajectories = ["run.dcd"]      # round 0 from trajectories instead of simulating it
+    # round0_topology = "protein.pdb"        # their topology when they hold a subset of the atoms (water stripped)
     strategy = "metadynamics"                  # metadynamics | frontier | opes | pocket (or a list, one per round)
 
     [metadynamics]
@@ -214,6 +216,7 @@ class LoopConfig:
     checkpoint_interval: int = 5_000
     round0_steps: int = 25_000
     round0_trajectories: list[str] = field(default_factory=list)
+    round0_topology: str = ""       # topology of round0_trajectories that hold a subset of the atoms (campaign.round0import)
     strategy: list[str] = field(default_factory=lambda: ["metadynamics"])
 
 
@@ -488,6 +491,8 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError("[campaign] checkpoint_interval must be a multiple of save_interval")
     if c.steps_per_round % c.checkpoint_interval:
         raise ConfigError("[campaign] steps_per_round must be a multiple of checkpoint_interval")
+    if c.round0_topology and not c.round0_trajectories:
+        raise ConfigError("[campaign] round0_topology is the topology of round0_trajectories, which are not given")
     if not c.round0_trajectories:
         _positive("[campaign] round0_steps", c.round0_steps)
         if c.round0_steps % c.checkpoint_interval:

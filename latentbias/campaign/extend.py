@@ -281,6 +281,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("model", "*"): _training,
     ("campaign", "round0_steps"): _round0,
     ("campaign", "round0_trajectories"): _round0,
+    ("campaign", "round0_topology"): _round0,
     ("campaign", "steps_per_round"): _planning,
     ("campaign", "strategy"): _strategy,
     ("campaign", "checkpoint_interval"): _checkpoint_interval,
@@ -456,7 +457,7 @@ def reconcile_config(campaign: Campaign) -> None:
     old = run_dir.stored_config()
     if old is None:
         dry_build(campaign)
-        run_dir.write_json(run_dir.config_file, new)
+        run_dir.write_config(new)
         return
     ext = assess_change(run_dir, old, new)
     if not ext.changes:
@@ -468,7 +469,7 @@ def reconcile_config(campaign: Campaign) -> None:
         run_dir.write_progress(ext.progress)
     for r, plan in ext.plans.items():
         run_dir.write_plan(r, plan)
-    run_dir.write_json(run_dir.config_file, new)
+    run_dir.write_config(new)
     for c in ext.changes:
         logger.info("configuration change %s: %s", c, ext.effects.get(c.name, "accepted"))
     if ext.progress is not None:

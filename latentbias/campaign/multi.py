@@ -15,7 +15,8 @@ The converge phase (``[converge] enabled``) runs per system with the last shared
 ``mutations = [...]`` are built once with pdbfixer (:func:`latentbias.mutants.mutate`), energy-minimised with the
 parent system's force field (the rebuilt side chain is placed from templates), and stored in
 ``RUNDIR/inputs/<name>.pdb``. Each system's seed is derived from ``[md] seed``
-(:func:`~latentbias.campaign.multiconfig.member_seed`).
+(:func:`~latentbias.campaign.multiconfig.member_seed`: ``SeedSequence`` in run directories of the current format,
+stored in ``multi.json``; the older derivation in older ones, whose members store those seeds).
 
 Run-directory layout::
 
@@ -42,6 +43,7 @@ from ..io import atomic_write_bytes, load_json, require_keys, write_json
 from .config import ConfigError, from_dict
 from .loop import Campaign, deterministic_torch_threads
 from .multiconfig import MultiCampaignConfig, member_seed
+from .rundirformat import RUNDIR_FORMAT, split_format, stamped, stored_format, unverified_handler
 from .rundir import RunDirError
 from .seeds import MAX_SEED
 from .shared import SharedAtoms, has_shared_round, train_shared_round, write_member_model
@@ -116,11 +118,14 @@ class MultiCampaign:
         self.progress = progress
         self.seed = self._resolve_seed()
         self._check_stored()
+        # systems' seeds: SeedSequence in run directories of the current format, the old derivation in older ones
+        # (their members' config.json store those seeds)
+        legacy = stored_format(self.config_file) is None
         self._shared: SharedAtoms | None = None
         self.members: list[MemberCampaign] = []
         for i, name in enumerate(self.names):
             system = self._system_table(name)
-            raw = config.member_dict(name, system, member_seed(self.seed, i))
+            raw = config.member_dict(name, system, member_seed(self.seed, i, legacy=legacy))
             try:
                 cfg = from_dict(raw, base_dir=config.base_dir)
             except ConfigError as exc:
@@ -155,11 +160,15 @@ class MultiCampaign:
                     "--rundir")
             return None
         try:
-            stored = load_json(self.config_file, warn_unverified=True)
+            stored = load_json(self.config_file, unverified=unverified_handler(
+                self.config_file, "restore it from a backup or start again in a new --rundir", RunDirError))
+        except RunDirError:
+            raise
         except ValueError as exc:
             raise RunDirError(f"{exc}; restore it from a backup or start again in a new --rundir") from None
-        return require_keys(stored, ("config", "seed"), self.config_file, error=RunDirError,
-                            fix="restore it from a backup or start again in a new --rundir")
+        stored = require_keys(stored, ("config", "seed"), self.config_file, error=RunDirError,
+                              fix="restore it from a backup or start again in a new --rundir")
+        return split_format(stored)[0]
 
     def _resolve_seed(self) -> int:
         seed = self.cfg.seed()
@@ -181,7 +190,7 @@ class MultiCampaign:
                 raise RunDirError(f"{self.config_file}: the run directory holds a different multi-system campaign; "
                                   "use another --rundir or the original config")
         else:
-            write_json(self.config_file, doc, checksum=True)
+            write_json(self.config_file, stamped(doc, RUNDIR_FORMAT), checksum=True)
 
     def _system_table(self, name: str) -> dict[str, Any]:
         spec = self.cfg.systems[name]

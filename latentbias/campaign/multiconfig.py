@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CampaignConfig, ConfigError, from_dict, read_toml
-from .seeds import MAX_SEED
+from .seeds import MAX_SEED, derived_seed
 
 __all__ = ["SystemSpec", "MultiCampaignConfig", "load_multi_config", "multi_from_dict", "is_multi_config"]
 
@@ -105,9 +105,22 @@ class MultiCampaignConfig:
                 "shared": self.shared, "compare": self.compare, "base_dir": self.base_dir}
 
 
-def member_seed(seed: int, index: int) -> int:
-    """Seed of the index-th system: distinct per system, in [1, MAX_SEED], reproducible from ``[md] seed``."""
-    return 1 + (int(seed) - 1 + 1_000_003 * int(index)) % MAX_SEED
+#: SeedSequence spawn key of the systems' seeds (a constant no round index reaches: round streams are (round, ...))
+MEMBER_STREAM = 0x6D656D62
+
+
+def member_seed(seed: int, index: int, legacy: bool = False) -> int:
+    """Seed of the index-th system: distinct per system, in [1, MAX_SEED], reproducible from ``[md] seed``.
+
+    ``SeedSequence(seed, spawn_key=(MEMBER_STREAM, index))`` (:func:`latentbias.campaign.seeds.derived_seed`):
+    independent streams for every system and every base seed. ``legacy=True`` gives the seeds of multi-system run
+    directories created before run-directory formats (``1 + (seed - 1 + 1_000_003 * index) mod MAX_SEED``, where
+    base seeds 1_000_003 apart share systems' seeds); their members' config.json store those seeds, so they keep
+    them to stay resumable (:mod:`latentbias.campaign.rundirformat`).
+    """
+    if legacy:
+        return 1 + (int(seed) - 1 + 1_000_003 * int(index)) % MAX_SEED
+    return derived_seed(int(seed), MEMBER_STREAM, int(index))
 
 
 def is_multi_config(path: str | Path) -> bool:

@@ -155,7 +155,8 @@ def _dry_round(campaign: Campaign, strategy: str, dry: Any, featurizer: Any, xyz
     cfg = campaign.cfg
     section = {"metadynamics": "[metadynamics]", "opes": "[opes]", "frontier": "[frontier]",
                "umbrella": "[converge] umbrella_windows / umbrella_force_constant"}[strategy]
-    with _stage(f"a {strategy} round", f"{section} (with [md] platform = {cfg.md.platform!r} and [model])"):
+    article = "an" if strategy[0] in "aeiou" else "a"
+    with _stage(f"{article} {strategy} round", f"{section} (with [md] platform = {cfg.md.platform!r} and [model])"):
         plan: dict[str, Any] = {"round": 1, "strategy": strategy, "segments": 1}
         if strategy in ("metadynamics", "opes"):
             plan["variables"] = metadynamics_variables(cfg, dry.info["z_min"], dry.info["z_max"], strategy)

@@ -120,7 +120,7 @@ def compute_cvs(campaign: Campaign, upto: int, cvs: list[CVSpec]) -> dict[str, n
 def load_campaign(rundir: Path) -> tuple[Campaign, int]:
     """The campaign stored in ``rundir`` (built from its config.json) and the last round whose weights phase is
     done; ValueError when no round has finished yet."""
-    config = RunDir(rundir).read_json(Path(rundir) / "config.json")
+    config = RunDir(rundir).read_config()
     base_dir = config.pop("base_dir", ".")
     cfg = from_dict(config, base_dir=base_dir)
     campaign = Campaign(cfg, rundir, progress=False)

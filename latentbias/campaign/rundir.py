@@ -35,7 +35,9 @@ Integrity: one process at a time holds ``run.lock`` (``fcntl.flock``; released b
 dies); ``.npz`` records carry a SHA-256 of their arrays and JSON records a SHA-256 of their content
 (:data:`latentbias.io.JSON_CHECKSUM_KEY`), both verified on load; JSON records are also checked for the keys the
 campaign reads; OpenMM checkpoints are verified against the SHA-256 in their ``chk_*.json``. Any damage raises
-:class:`RunDirError` naming the file and what to do.
+:class:`RunDirError` naming the file and what to do. A run directory created by this version stores its format
+(:mod:`latentbias.campaign.rundirformat`) in ``config.json``, and a record without a checksum (the key removed,
+``chk_*.json`` deleted) is refused there; in directories of earlier versions it is read with a warning naming it.
 
 Moving a run: a checkpoint can only be loaded on the platform that wrote it, so a round resumed on another
 platform (``[md] platform`` changed, :mod:`latentbias.campaign.extend`) continues from the platform-independent
@@ -59,8 +61,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..io import (ChecksumError, atomic_write_bytes, load_json, load_npz, require_choice, require_keys, save_npz,
-                  write_json)
+from ..io import (JSON_CHECKSUM_KEY, NPZ_CHECKSUM_KEY, ChecksumError, atomic_write_bytes, load_json, load_npz,
+                  require_choice, require_keys, save_npz, write_json)
+from .rundirformat import RUNDIR_FORMAT, missing_checksum_message, split_format, stamped, stored_format
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +189,27 @@ class RunDir:
         finally:
             os.close(fd)  # releases the flock
 
+    # ------------------------------------------------------------------------------------------------ format
+
+    def format_version(self) -> int | None:
+        """The run-directory format stored in config.json (:mod:`latentbias.campaign.rundirformat`); None for a
+        directory of an earlier version (or one without config.json yet)."""
+        return stored_format(self.config_file)
+
+    def _unverified(self, path: Path, what: str) -> None:
+        """A record without a checksum: refused in a directory of the current format, else read with a warning."""
+        version = self.format_version()
+        if version is not None:
+            raise RunDirError(missing_checksum_message(path, self.config_file, version, what, _DAMAGED))
+        logger.warning("%s carries no %s, so it was read unverified: it was written by an older version or edited by "
+                       "hand; check it, or restore it from a backup", path, what)
+
+    def _unverified_json(self, path: Path) -> None:
+        self._unverified(path, f"checksum ({JSON_CHECKSUM_KEY} key)")
+
+    def _unverified_npz(self, path: Path) -> None:
+        self._unverified(path, f"checksum ({NPZ_CHECKSUM_KEY} array)")
+
     # ------------------------------------------------------------------------------------------------ records
 
     def read_json(self, path: str | Path, required: Sequence[str] | None = None) -> dict[str, Any]:
@@ -195,9 +219,11 @@ class RunDir:
         path = Path(path)
         required = _REQUIRED.get(path.name, ()) if required is None else required
         try:
-            data = load_json(path, warn_unverified=True)
+            data = load_json(path, unverified=self._unverified_json)
         except FileNotFoundError:
             raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
+        except RunDirError:  # a record without a checksum in a directory of the current format: already complete
+            raise
         except ChecksumError as exc:
             raise RunDirError(f"{exc}; {_DAMAGED}") from None
         except ValueError as exc:  # not JSON: load_json names the file
@@ -213,9 +239,11 @@ class RunDir:
         :class:`RunDirError` naming it."""
         path = Path(path)
         try:
-            return load_npz(path)
+            return load_npz(path, unverified=self._unverified_npz)
         except FileNotFoundError:
             raise RunDirError(f"{path} is missing; {_DAMAGED}") from None
+        except RunDirError:
+            raise
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise RunDirError(f"{path} cannot be read ({exc}); {_DAMAGED}") from None
 
@@ -330,7 +358,7 @@ class RunDir:
         rounds as a silently different run.
         """
         if self.config_file.is_file():
-            return self.read_json(self.config_file)
+            return self.read_config()
         evidence = self.work_evidence()
         if evidence:
             raise RunDirError(
@@ -340,6 +368,18 @@ class RunDir:
                 "again in a new --rundir (the committed frames stay readable in round_*/seg_*.npz and frames.dcd; "
                 "campaign.log records the seed)")
         return None
+
+    def read_config(self) -> dict[str, Any]:
+        """config.json, verified, without its run-directory format key (:meth:`format_version`)."""
+        return split_format(self.read_json(self.config_file))[0]
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Store ``config`` as config.json (atomically, with a checksum). A new run directory is stamped with the
+        current format (:data:`~latentbias.campaign.rundirformat.RUNDIR_FORMAT`); an existing one keeps the format
+        it has (none for directories of earlier versions), so extending an old directory never makes its older
+        records unreadable."""
+        version = self.format_version() if self.config_file.is_file() else RUNDIR_FORMAT
+        self.write_json(self.config_file, stamped(config, version))
 
     def check_config(self, config: dict[str, Any], store: bool = False) -> None:
         """Refuse to resume a folder created with different settings; with ``store``, write the config when the
@@ -356,7 +396,7 @@ class RunDir:
                 raise ValueError(f"{self.path} holds a campaign with a different configuration (sections {diff}); "
                                  "use another --rundir or the original config")
         elif store:
-            self.write_json(self.config_file, config)
+            self.write_config(config)
 
     def remove_temporary_files(self) -> list[Path]:
         """Remove temporary files of interrupted atomic writes (``.*.tmp``, ``.*.partial``) in the run directory
@@ -416,6 +456,10 @@ class RunDir:
         """
         chk, xml, meta = self.checkpoint_files(r, k, walker)
         info = self.read_json(meta, ("platform", "chk_sha256")) if meta.is_file() else None
+        if info is None and self.format_version() is not None:
+            raise RunDirError(missing_checksum_message(
+                chk, self.config_file, self.format_version(), f"checksum record ({meta.name} is missing)",
+                _DAMAGED.replace("restore it", f"restore {meta.name}")))
         if info is None:
             logger.warning("%s is missing, so %s is loaded unverified (a run directory of an older version, or the "
                            "record was deleted); if the run continues oddly, restore it from a backup", meta, chk)
@@ -440,6 +484,15 @@ class RunDir:
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise RunDirError(f"{path} does not match the SHA-256 stored in {record} (the file is damaged); {_DAMAGED}")
         return data
+
+    def check_bias_state(self, prefix: str | Path) -> None:
+        """Verify the JSON record ``<prefix>.json`` of a bias state written by ``saveState`` (its own checksum; a
+        record without one is refused in a run directory of the current format) before the bias's ``loadState``
+        reads it (which verifies the ``.npz`` against the digest the record stores). Nothing to check when the
+        round's bias keeps no state (no record)."""
+        meta = Path(prefix).with_name(Path(prefix).name + ".json")
+        if meta.is_file():
+            self.read_json(meta, ("npz_sha256",))
 
     def _bias_files(self, r: int, k: int) -> list[Path]:
         prefix = self.bias_prefix(r, k)

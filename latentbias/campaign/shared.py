@@ -48,6 +48,8 @@ from ..models import FeatureAutoencoder, LatentModel
 from ..training import LatentModelEstimator
 from .alignment import apply_alignment, fit_alignment
 from .records import frame_boxes
+from .rundir import RunDirError
+from .rundirformat import unverified_handler
 from .seeds import RoundSeeds
 
 logger = logging.getLogger(__name__)
@@ -164,10 +166,14 @@ def _shared_dir(rundir: Path, r: int) -> Path:
 def load_shared_autoencoder(rundir: str | Path, r: int) -> tuple[FeatureAutoencoder, dict[str, Any]]:
     """The shared autoencoder of round r and its ``model.json`` content."""
     d = _shared_dir(Path(rundir), r)
-    info = load_json(d / "model.json", warn_unverified=True)
+    # a record without a checksum is refused in a run directory of the current format (multi.json stores it)
+    unverified = unverified_handler(Path(rundir) / "multi.json", "restore the shared model from a backup, or start "
+                                    "again in a new --rundir", RunDirError)
+    info = load_json(d / "model.json", unverified=unverified)
     arch = info["architecture"]
     ae = FeatureAutoencoder(arch["n_features"], arch["latent_dim"], arch["hidden"], arch["activation"])
-    ae.load_state_dict({k: torch.as_tensor(v) for k, v in load_npz(d / "model_state.npz").items()})
+    ae.load_state_dict({k: torch.as_tensor(v) for k, v in load_npz(d / "model_state.npz",
+                                                                    unverified=unverified).items()})
     return ae.eval(), info
 
 

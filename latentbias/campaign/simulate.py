@@ -148,6 +148,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     if committed > 0:
         restore_state(campaign, sim, r, committed - 1)
         try:
+            run_dir.check_bias_state(run_dir.bias_prefix(r, committed - 1))
             bias.load(run_dir.bias_prefix(r, committed - 1))
         except (OSError, ValueError) as exc:
             raise RunDirError(f"round {r}: the bias state after segment {committed - 1} cannot be restored ({exc}); "
@@ -226,19 +227,15 @@ def end_round_early(campaign: Campaign, r: int, n_seg: int, reason: str) -> int:
 
 
 def import_trajectories(campaign: Campaign, r: int) -> None:
-    """Round r (0) from the configured trajectories: one unbiased segment and a plan saying so."""
-    import mdtraj as md
+    """Round r (0) from the configured trajectories: one unbiased segment and a plan saying so (trajectories of a
+    subset of the atoms are matched and completed: :mod:`latentbias.campaign.round0import`)."""
+    from .round0import import load_round0_frames
 
-    top = md.Topology.from_openmm(campaign.system()[1])
-    trajs = [md.load(str(campaign.cfg.resolve(path)), top=top) for path in campaign.cfg.campaign.round0_trajectories]
-    xyz = np.concatenate([t.xyz for t in trajs])
-    boxes = None
-    if campaign.system()[0].usesPeriodicBoundaryConditions():
-        if any(t.unitcell_vectors is None for t in trajs):
-            raise ValueError("[campaign] round0_trajectories: the system is periodic but a trajectory has no box "
-                             "vectors; give trajectories with unit cells (DCD, XTC, H5)")
-        boxes = np.concatenate([t.unitcell_vectors for t in trajs]).astype(float)
-    campaign.run_dir.write_plan(r, {"round": r, "strategy": "given", "segments": 1})
+    xyz, boxes, info = load_round0_frames(campaign)
+    plan = {"round": r, "strategy": "given", "segments": 1}
+    if info:
+        plan["round0_atoms"] = info
+    campaign.run_dir.write_plan(r, plan)
     campaign.run_dir.save_npz(campaign.run_dir.segment_file(r, 0), **unbiased_frames(xyz, boxes))
     assemble_round(campaign, r, 1)
 
