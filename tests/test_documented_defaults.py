@@ -36,6 +36,7 @@ MODULES = [
     "latentbias.bias.statefile",
     "latentbias.bias.ctcache",
     "latentbias.bias.trajectory",
+    "latentbias.sampleweights",
 ]
 
 _DEFAULT = re.compile(r"(?:^|[,;(]\s*)default(?:\s*[:=]\s*|\s+)")
