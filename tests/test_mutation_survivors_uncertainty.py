@@ -518,3 +518,5 @@ def test_mbar_reweighter_refuses_inconsistent_input():
     with pytest.raises(ValueError, match="reduced_potentials"):
         mbar_reweighter(np.zeros(5), np.zeros(5, dtype=int))
     mbar_reweighter(u, np.array([0, 1, 1, 0, 1]))  # the last state index is accepted
+    with pytest.raises(ValueError, match=r"row indices of reduced_potentials \(0\.\.2\)"):  # 3 states, 7 frames
+        mbar_reweighter(np.zeros((3, 7)), np.array([0, 1, 2, 3, 0, 1, 2]))
