@@ -168,6 +168,20 @@ def test_gaussian_window_is_the_reach_plus_at_most_two_nodes_per_side(periodic):
             assert 0 <= low_margin <= 2 and 0 <= high_margin <= 2, (centre, cut, window, above)
 
 
+def test_gaussian_window_has_one_slice_per_axis_after_a_wrapping_periodic_axis():
+    """A periodic first axis whose reach wraps gets the whole axis; the non-periodic axis after it still gets its own
+    narrow slice (one slice per axis, as documented)."""
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.3, periodic=True, gridWidth=21),
+                     LatentVariable(1, 0.0, 10.0, 0.1, gridWidth=201)])
+    window = gaussian_window(grid, [0.95, 5.0], 1e-6)
+    assert len(window) == 2 and window[0] == slice(0, 21)
+    assert 0 < window[1].stop - window[1].start < 30
+    factor = grid.gaussian_factors([0.95, 5.0])[1]
+    outside = np.ones(201, bool)
+    outside[window[1]] = False
+    assert np.all(factor[outside] < 1e-6)
+
+
 # ------------------------------------------------------------------------------------ deposit trajectory
 
 def _simulation(current_step=0):
