@@ -125,10 +125,33 @@ def test_running_ct_with_zero_and_vanishing_heights():
         grid.add_gaussian(bias, [0.9], height, np.empty(grid.shape))
         running.update(bias, running.window(grid, [0.9], height), height)
         assert running.value(bias) == pytest.approx(well_tempered_ct(bias, 300.0, 10.0), rel=1e-13)
-    # the cut of a normal deposit is WINDOW_ERROR / (a β h): its window reaches sqrt(2 ln(1/cut)) widths
+    # the cut of a normal deposit is WINDOW_ERROR / (a β h): its window reaches sqrt(2 ln(1/cut)) widths (a fine
+    # grid, 1e-3 spacing, so that a cut off by a factor kT² would move the window's ends by ~20 nodes)
+    fine = _grid(n=3001)
     a, kt = 10.0 / 9.0, 300.0 * 0.0083144626181532
     cut = WINDOW_ERROR / (a * 2.0 / kt)
-    assert running.window(grid, [0.5], 2.0) == gaussian_window(grid, [0.5], cut)
+    assert running.window(fine, [0.5], 2.0) == gaussian_window(fine, [0.5], cut)
+    assert running.window(fine, [0.5], 2.0) != gaussian_window(fine, [0.5], cut / kt**2)
+
+
+def test_running_ct_is_evaluated_afresh_every_full_interval_deposits():
+    """Every FULL_INTERVAL deposits the sums are re-evaluated over the whole grid (bounding the drift of the window
+    updates): the value right after the FULL_INTERVAL-th update is, bit for bit, that of a fresh evaluation."""
+    from latentbias.bias.ctcache import FULL_INTERVAL
+
+    grid = _grid(n=400, width=0.02)
+    bias = np.zeros(grid.shape)
+    running = RunningCt(300.0, 6.0)
+    rng = np.random.default_rng(9)
+    running.value(bias)
+    for k in range(1, 2 * FULL_INTERVAL + 1):
+        centre, height = rng.uniform(-1.0, 2.0, size=1), rng.uniform(0.2, 1.0)
+        grid.add_gaussian(bias, centre, height, np.empty(grid.shape))
+        running.update(bias, running.window(grid, centre, height), height)
+        if k % FULL_INTERVAL == 0:
+            assert running.value(bias) == RunningCt(300.0, 6.0).value(bias), k
+        else:
+            running.value(bias)
 
 
 def test_running_ct_on_a_periodic_axis_not_starting_at_zero():
