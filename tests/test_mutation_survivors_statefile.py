@@ -205,6 +205,20 @@ def test_gaussian_window_has_one_slice_per_axis_after_a_wrapping_periodic_axis()
     assert np.all(factor[outside] < 1e-6)
 
 
+def test_gaussian_window_of_a_periodic_image_is_the_same_and_bad_cuts_are_refused():
+    """On a periodic axis [-1, 2) (period 3, not starting at 0) a centre and its images k·3 away give one window,
+    a narrow one (the reach does not wrap); a cut outside (0, 1) is refused by name."""
+    grid = _grid(periodic=True, lo=-1.0, hi=2.0, n=121, width=0.05)
+    for base in (0.31, -0.62, 1.4):
+        (ref,) = gaussian_window(grid, [base], 1e-6)
+        assert 0 < ref.stop - ref.start < 30, ref
+        for k in (-2, -1, 1, 3):
+            assert gaussian_window(grid, [base + 3.0 * k], 1e-6) == (ref,), (base, k)
+    for bad in (0.0, -0.5, 1.0, 1.5):
+        with pytest.raises(ValueError, match="cut must lie in"):
+            gaussian_window(grid, [0.3], bad)
+
+
 # ------------------------------------------------------------------------------------ deposit trajectory
 
 def _simulation(current_step=0):
@@ -266,6 +280,12 @@ def test_deposit_trajectory_writes_positions_boxes_and_header(tmp_path):
     empty.write_bytes(b"")
     DepositTrajectory(empty, append=True).write(sim, sim.context.getState(getPositions=True), 5)
     assert md.load(str(empty), top=top).n_frames == 1 and _header(empty) == (1, 40, 5)
+    # a damaged file (one byte: no DCD header) is never overwritten: continuing it fails and leaves it as it was
+    damaged = tmp_path / "damaged.dcd"
+    damaged.write_bytes(b"x")
+    with pytest.raises(ValueError, match="invalid DCD header"):  # OpenMM's DCDFile refuses to append
+        DepositTrajectory(damaged, append=True).write(sim, sim.context.getState(getPositions=True), 5)
+    assert damaged.read_bytes() == b"x"
     # a new file with append=True is simply created
     fresh = tmp_path / "fresh.dcd"
     DepositTrajectory(fresh, append=True).write(sim, sim.context.getState(getPositions=True), 7)
