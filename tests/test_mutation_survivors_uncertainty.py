@@ -98,6 +98,19 @@ def test_statistical_inefficiency_is_the_largest_over_columns_and_skips_constant
     assert statistical_inefficiency(np.tile([1.0, -1.0], 50)) == 1.0
 
 
+def test_statistical_inefficiency_of_a_basin_indicator():
+    """A 0/1 basin indicator (range exactly 1) of a symmetric two-state Markov chain flipping with probability 0.05
+    per step: pymbar's g (rel 1e-12), near the exact (1 + λ)/(1 − λ) = 19 with λ = 1 − 2 · 0.05 = 0.9 (20 000 steps,
+    25 %)."""
+    rng = np.random.default_rng(15)
+    flips = rng.random(20_000) < 0.05
+    ind = (np.cumsum(flips) % 2).astype(float)
+    g = statistical_inefficiency(ind)
+    assert g == pytest.approx(_pymbar_g(ind), rel=1e-12)
+    assert g == pytest.approx(19.0, rel=0.25)
+    assert statistical_inefficiency(np.column_stack([ind, 2.0 * ind])) == pytest.approx(g, rel=1e-12)
+
+
 def test_statistical_inefficiency_of_short_series_is_one_and_bad_input_is_refused():
     """Fewer than 4 frames: g = 1. (For N ≤ 5 pymbar's sum stops before lag N − 1 and, the mean being subtracted,
     equals −2 d₀ d_{N−1} / Σ d² ≤ 1: the cut-off at 4 frames does not change a value.)"""
