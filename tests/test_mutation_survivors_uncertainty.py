@@ -517,6 +517,11 @@ def test_mbar_reweighter_on_a_selection_equals_pymbar_on_that_selection():
 
     f = MBAR(u, n_per, verbose=False).f_k
     assert mbar_reweighter(u, lab, initial_f_k=f + 4.0)(full) == pytest.approx(ref_full, rel=1e-8, abs=1e-8)
+    # a selection of one state's frames (a replica that stayed in one window), with a starting guess: MBAR with one
+    # state reweights by exp(+u_k) to the unbiased target, exactly
+    only2 = rng.permutation(np.flatnonzero(lab == 2))
+    one = mbar_reweighter(u, lab, initial_f_k=f)(only2)
+    assert one == pytest.approx(u[2, only2] - np.logaddexp.reduce(u[2, only2]), rel=1e-10, abs=1e-10)
     tgt = mbar_reweighter(u, lab, target_reduced_potential=u[2])(full)
     ref_t = ref_full - u[2]
     assert tgt == pytest.approx(ref_t - np.logaddexp.reduce(ref_t), rel=1e-8, abs=1e-8)
