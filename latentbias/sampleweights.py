@@ -37,12 +37,12 @@ def cluster_balanced_weights(
         constant columns are left out).
     n_clusters : int
         Number of k-means clusters (≥ 1; at most n_frames).
-    seed : int
+    seed : int, default 0
         Seed of the k-means++ initialisation (the weights are a deterministic function of features and seed).
-    min_count : int
+    min_count : int, default 10
         Populations below this count as ``min_count``: the largest weight is at most
         max(n_c) / min_count times the smallest.
-    n_init : int
+    n_init : int, default 4
         k-means restarts (k-means++ seeds drawn from one generator); the clustering of least inertia is kept.
 
     Returns

@@ -32,6 +32,11 @@ MODULES = [
     "latentbias.analysis.reweight",
     "latentbias.analysis.constants",
     "latentbias.campaign.weights",
+    "latentbias.analysis.uncertainty",
+    "latentbias.bias.statefile",
+    "latentbias.bias.ctcache",
+    "latentbias.bias.trajectory",
+    "latentbias.sampleweights",
 ]
 
 _DEFAULT = re.compile(r"(?:^|[,;(]\s*)default(?:\s*[:=]\s*|\s+)")

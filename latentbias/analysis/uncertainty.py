@@ -111,6 +111,11 @@ class Estimate:
 
         For the bootstrap this is ``n_sigma * error``; for replicas the Student-t quantile with ``dof`` degrees
         of freedom replaces the normal one (e.g. 2σ ↔ 95.45 %).
+
+        Parameters
+        ----------
+        n_sigma : float, default 1.0
+            Width in σ of the normal interval whose coverage is wanted (> 0).
         """
         from scipy import stats
 
@@ -188,7 +193,7 @@ def block_lengths(
         frames assumed; a warning is logged).
     states : array_like of int, shape=(n_frames,), optional
         State of every frame (default: one state).
-    block_factor : float
+    block_factor : float, default 3.0
         L_k = ⌈block_factor · g_k⌉, capped at N_k // 5 so that every state has at least 5 blocks.
     n_frames : int, optional
         Needed only when ``observable`` is None.
@@ -365,8 +370,10 @@ def regenerative_error(
         Cores of the two basins, frames in time order.
     breaks : array_like, shape=(n_frames,), optional
         Independent time series (a new series starts a new round trip).
-    n_bootstrap, seed :
-        Resamples and their seed.
+    n_bootstrap : int, default 200
+        Resamples.
+    seed : int or None, default 0
+        Seed of the resampling.
 
     Returns
     -------
@@ -491,13 +498,13 @@ def estimate_uncertainty(
         Thermodynamic state of every frame, for the stratified bootstrap (default: one state).
     observable : array_like, shape=(n_frames,) or (n_frames, d), optional
         Slow observable whose statistical inefficiency sets the block length per state (e.g. the CV).
-    n_bootstrap : int
+    n_bootstrap : int, default 200
         Bootstrap resamples.
-    block_factor : float
+    block_factor : float, default 3.0
         Block length in units of g.
-    seed : int or None
+    seed : int or None, default 0
         Seed of the bootstrap's random generator (reproducible error bars).
-    min_finite_fraction : float
+    min_finite_fraction : float, default 0.8
         An entry of the value whose resamples are finite in fewer than this fraction gets error NaN.
 
     Returns

@@ -175,7 +175,7 @@ class RunningCt:
         ----------
         bias : numpy.ndarray, shape=grid shape
             Total bias V, kJ/mol (used for a full evaluation when the stored terms are missing or stale).
-        scale : float
+        scale : float, default 1.0
             s ≥ 0 of the acting bias s·V (1 normally, 0 gives c = 0).
         """
         if self._ea is None or scale != self._scale:
