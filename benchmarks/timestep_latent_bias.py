@@ -239,6 +239,13 @@ def stiffness(spec: str, n_frames: int, dts, nve_steps_fs: float) -> None:
     print(f"bias |omega|max (either sign): median {np.median(wb):.1f}, max {wb.max():.1f} 1/ps; force field: median "
           f"{np.median(wf):.1f} 1/ps")
 
+    # the campaign's own check (latentbias.bias.stiffness, power iteration on the 3 frames of largest bias force)
+    from latentbias.bias.stiffness import check_timestep
+    for dt in dts:
+        c = check_timestep(sim.context, np.asarray(starts), {ngroup}, dt)
+        print(f"check_timestep at {dt:g} fs: omega {c['omega']:.0f} /ps, omega*dt {c['omega_dt']:.2f}, "
+              f"suggested <= {c['suggested_timestep_fs']:.2f} fs, warned {bool(c['warned'])}")
+
     # NVE energy error of velocity Verlet (with the same HBonds constraints) from frames, with and without bias
     print("\n| dt fs | bias | rms(E - <E>) per segment kJ/mol | mean |drift| kJ/mol/ps |")
     print("|---:|---|---:|---:|")
