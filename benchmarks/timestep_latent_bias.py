@@ -22,6 +22,11 @@ short NVE (velocity Verlet) segment at each time step with and without the bias.
         --bias /tmp/mutant12/ex/seed3:gly --dt 2 1 --seeds 1 2 --ps 1000 --out runs/dt
     python benchmarks/timestep_latent_bias.py table --out runs/dt
     python benchmarks/timestep_latent_bias.py stiffness --bias /tmp/mutant12/ex/seed3:gly
+    python benchmarks/timestep_latent_bias.py predict --bias /tmp/mutant12/ex/seed4:gly --out runs/dt
+
+``predict`` evaluates the frozen bias V(phi, psi) on a grid (the encoder sees only sin/cos of phi and psi) and
+prints the biased population of C7ax that exp(-beta (F_ref + V)) implies beside the ones sampled at each time step:
+an integrator that samples the biased ensemble correctly reproduces it whatever the reweighting.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 
 KT = 2.494339  # kJ/mol at 300 K
 PHI = {"ala": [4, 6, 8, 14], "gly": [4, 6, 8, 11]}
+PSI = {"ala": [6, 8, 14, 16], "gly": [6, 8, 11, 13]}
 REF = {"ala": 8.36, "gly": 0.93}
 SAVE_PS = 0.5
 BURN_PS = 20.0
@@ -106,16 +112,17 @@ def run_one(spec: str, dt_fs: float, seed: int, ps: float, out: Path) -> Path:
     t0 = time.time()
     sim.step(int(round(BURN_PS / (dt_fs / 1000))))
     n = int(ps / SAVE_PS)
-    phi, bias = np.empty(n), np.empty(n)
+    phi, psi, bias = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         sim.step(every)
         x = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         phi[i] = dihedral(x[None], PHI[name])[0]
+        psi[i] = dihedral(x[None], PSI[name])[0]
         bias[i] = opes.getBiasEnergy(sim.context)
     wall = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{tag}.tmp.npz"
-    np.savez(tmp, phi=phi, bias=bias, wall=wall, dt=dt_fs, seed=seed, ps=ps, spec=spec, name=name)
+    np.savez(tmp, phi=phi, psi=psi, bias=bias, wall=wall, dt=dt_fs, seed=seed, ps=ps, spec=spec, name=name)
     tmp.replace(path)
     logging.info("%s: %.0f s", tag, wall)
     return path
@@ -276,6 +283,87 @@ def stiffness(spec: str, n_frames: int, dts, nve_steps_fs: float) -> None:
             print(f"| {dt:g} | {'on' if with_bias else 'off'} | {np.mean(rms):.3f} | {np.mean(drift):.3f} |")
 
 
+def _side(top, b: int, c: int) -> list[int]:
+    """Atoms reachable from c without crossing the bond b-c (those a rotation about b-c moves)."""
+    adj: dict[int, list[int]] = {}
+    for a1, a2 in top.bonds():
+        adj.setdefault(a1.index, []).append(a2.index)
+        adj.setdefault(a2.index, []).append(a1.index)
+    seen, stack = {c}, [c]
+    while stack:
+        for nb in adj.get(stack.pop(), []):
+            if nb != b and nb not in seen:
+                seen.add(nb)
+                stack.append(nb)
+    return sorted(seen)
+
+
+def _set_dihedral(x: np.ndarray, idx, target_deg: float, moving: list[int]) -> np.ndarray:
+    _, b, c, _ = idx
+    ang = np.radians(target_deg - dihedral(x[None], idx)[0])
+    axis = (x[c] - x[b]) / np.linalg.norm(x[c] - x[b])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(ang) * k + (1 - np.cos(ang)) * k @ k
+    x = x.copy()
+    x[moving] = (x[moving] - x[c]) @ rot.T + x[c]
+    return x
+
+
+def predict(spec: str, out: Path, step: float) -> None:
+    """The biased ensemble the integrator should sample, exp(-beta (F_ref + V)) on a phi/psi grid, against the
+    biased (unweighted) populations the runs in ``out`` sampled at each time step.
+
+    The encoder's features are sin/cos of phi and psi only (``[features] kind = ["phipsi"]``), so the bias is a
+    function V(phi, psi): it is evaluated exactly on a ``step``-degree grid by rotating the two torsions of one frame.
+    F_ref is examples/reference/ (phi/psi metadynamics, 4 x 20 ns), interpolated; for glycine symmetrised
+    (F(phi, psi) = F(-phi, -psi): glycine is achiral). The reference's own errors (~0.5 kJ/mol in the basins)
+    limit the prediction; the trend with the time step does not depend on it."""
+    import openmm as mm
+    from openmm import unit
+    from scipy.interpolate import RegularGridInterpolator
+
+    system, top, opes, starts, name, _ = load_bias(spec)
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    opes.updateContext(ctx)
+    group = {opes.backend.force_group}
+    grid = np.arange(-180.0, 180.0, step) + step / 2
+    x0 = np.asarray(starts[0], float)
+    mv_phi, mv_psi = _side(top, PHI[name][1], PHI[name][2]), _side(top, PSI[name][1], PSI[name][2])
+    V = np.empty((len(grid), len(grid)))
+    for i, p in enumerate(grid):
+        xp = _set_dihedral(x0, PHI[name], p, mv_phi)
+        for j, q in enumerate(grid):
+            ctx.setPositions(_set_dihedral(xp, PSI[name], q, mv_psi))
+            V[i, j] = ctx.getState(getEnergy=True, groups=group).getPotentialEnergy().value_in_unit(
+                unit.kilojoule_per_mole)
+    ref = np.load(Path(__file__).resolve().parents[1] / "examples" / "reference" / f"{name}_amber14_phipsi_fes.npz")
+    rp, rs, rf = ref["phi_deg"], ref["psi_deg"], ref["fes_kjmol"]
+    if name == "gly":
+        p = np.exp(-(rf - rf.min()) / KT)
+        ip = [int(np.argmin(np.abs(((-a + 180) % 360) - 180 - rp))) for a in rp]
+        iq = [int(np.argmin(np.abs(((-b + 180) % 360) - 180 - rs))) for b in rs]
+        rf = -KT * np.log(0.5 * (p + p[np.ix_(ip, iq)]))
+    ext = lambda a: np.concatenate([a - 360, a, a + 360])  # noqa: E731 - periodic padding
+    interp = RegularGridInterpolator((ext(rp), ext(rs)), np.tile(rf, (3, 3)))
+    pp, qq = np.meshgrid(grid, grid, indexing="ij")
+    F = interp(np.stack([pp.ravel(), qq.ravel()], 1)).reshape(pp.shape)
+    pb = np.exp(-(F + V - (F + V).min()) / KT)
+    pb /= pb.sum()
+    state = (grid >= 0) & (grid < 120)
+    mirror = (grid >= -120) & (grid < 0)
+    print(f"{spec}: bias on a {step:g}-degree phi/psi grid: max |dV/dphi| {np.abs(np.gradient(V, step, axis=0)).max():.1f}"
+          f" kJ/mol/degree; predicted biased population of 0 <= phi < 120: {pb[state].sum():.3f}"
+          + (f", of -120 <= phi < 0: {pb[mirror].sum():.3f}" if name == "gly" else ""))
+    tag = f"{spec.replace('/', '_').replace(':', '_')}_dt"
+    rows = [summarise(p) | {"phi": np.load(p)["phi"]} for p in sorted(out.glob(f"{tag}*.npz"))]
+    for dt in sorted({r["dt"] for r in rows}, reverse=True):
+        phi = np.concatenate([r["phi"] for r in rows if r["dt"] == dt])
+        per = [float(((r["phi"] >= 0) & (r["phi"] < 120)).mean()) for r in rows if r["dt"] == dt]
+        print(f"  sampled at {dt:g} fs ({len(per)} runs, {len(phi)} frames): population of 0 <= phi < 120 "
+              f"{mean_se(per)}" + (f", of -120 <= phi < 0 {((phi >= -120) & (phi < 0)).mean():.3f}"
+                                    if name == "gly" else ""))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("latentbias").setLevel(logging.WARNING)
@@ -294,6 +382,10 @@ def main() -> None:
     s.add_argument("--frames", type=int, default=4)
     s.add_argument("--dt", nargs="+", type=float, default=[2.0, 1.0, 0.5])
     s.add_argument("--nve-fs", type=float, default=2000.0)
+    pr = sub.add_parser("predict")
+    pr.add_argument("--bias", required=True)
+    pr.add_argument("--out", type=Path, required=True, help="folder of the runs of that bias (any time steps)")
+    pr.add_argument("--step", type=float, default=2.0, help="grid spacing in degrees")
     a = ap.parse_args()
     if a.cmd == "run":
         # interleave: every seed at every dt before the next seed, so a stopped run still compares like with like
@@ -304,6 +396,8 @@ def main() -> None:
         table(a.out)
     elif a.cmd == "table":
         table(a.out)
+    elif a.cmd == "predict":
+        predict(a.bias, a.out, a.step)
     else:
         stiffness(a.bias, a.frames, a.dt, a.nve_fs)
 

@@ -59,6 +59,7 @@ def test_group_force_magnitudes_and_bias_groups():
 
 def test_check_timestep_warns_names_the_fix_and_restores_the_context(caplog):
     # well omega = sqrt(2*5e4/40) = 50 /ps -> omega*dt = 0.1 at 2 fs: quiet; k 100x -> 500 /ps, 1.0 at 2 fs: warns
+    assert DEFAULT_OMEGA_DT_LIMIT == 0.3
     system, ctx, pos = _system(3.0e5, 2.0e4, 5.0e4)
     ctx.setVelocities(np.full((3, 3), 0.1))
     frames = np.stack([pos, pos + 0.01])
@@ -73,9 +74,9 @@ def test_check_timestep_warns_names_the_fix_and_restores_the_context(caplog):
     assert loud["omega_dt"] == pytest.approx(1.0, rel=1e-3)
     assert loud["suggested_timestep_fs"] == pytest.approx(1000 * DEFAULT_OMEGA_DT_LIMIT / 500.0, rel=1e-3)
     text = caplog.records[-1].getMessage()
-    assert "round 3" in text and "[md] timestep <= 1.4 fs" in text
+    assert "round 3" in text and "[md] timestep <= 0.6 fs" in text
     # the same bias at the suggested step is quiet
-    assert check_timestep(ctx, frames, {5}, 1.3)["warned"] == 0.0
+    assert check_timestep(ctx, frames, {5}, 0.5)["warned"] == 0.0
     # the Context got its own positions and velocities back
     st = ctx.getState(getPositions=True, getVelocities=True)
     assert np.allclose(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), pos)
@@ -108,6 +109,6 @@ def test_campaign_hook_warns_once_and_never_raises(caplog):
     with caplog.at_level(logging.WARNING, logger="latentbias.bias.stiffness"):
         assert _stiffness_warning(sim, pos[None], {5}, 2.0, 4, 7) is True
     assert "round 4 segment 7" in caplog.records[-1].getMessage()
-    assert _stiffness_warning(sim, pos[None], {5}, 1.0, 4, 8) is False
+    assert _stiffness_warning(sim, pos[None], {5}, 0.5, 4, 8) is False
     # a diagnostic must not end a campaign: bad frames are logged, not raised
     assert _stiffness_warning(sim, pos[None, :2], {5}, 2.0, 4, 9) is False
