@@ -192,7 +192,7 @@ def check_timestep(context: Any, frames: np.ndarray, groups: set[int], timestep_
             "%.3g fs, above %.2f. The integrator may sample the biased ensemble wrongly there (a converge-phase "
             "bias this stiff shifted a basin population by 2 kJ/mol at 2 and 1 fs, benchmarks/RESULTS.md), and "
             "reweighted free energies inherit it. Rerun with [md] timestep <= %.2g fs (costs %.1fx the steps), "
-            "or make the bias smoother (wider kernels, a smoother encoder).", f"{where}: " if where else "", omega, float(fmax.max()), omega_dt,
-            timestep_fs, limit, suggested, timestep_fs / suggested)
+            "or make the bias smoother (wider kernels, a smoother encoder).", f"{where}: " if where else "", omega,
+            float(fmax.max()), omega_dt, timestep_fs, limit, suggested, timestep_fs / suggested)
     return {"omega": float(omega), "omega_dt": float(omega_dt), "max_force": float(fmax.max()),
             "suggested_timestep_fs": float(suggested), "warned": float(warned)}
