@@ -173,7 +173,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,
                                {"round": r, "phase": "simulate", "segments": k + 1, "finished": False},
                                state_xml=_state_xml(sim), platform=sim.context.getPlatform().getName())
-        if bias_groups and not stiff_warned:  # is the bias stiffer than the time step allows? (warns once a round)
+        if bias_groups and not stiff_warned and k % 4 == 0:  # bias stiffer than the time step? (once a round)
             stiff_warned = _stiffness_warning(sim, columns["positions"], bias_groups, cfg.md.timestep, r, k)
         if k + 1 < n_seg:
             reason = bias.end_reason(columns) or (end_check and end_check(k + 1))
