@@ -5,7 +5,7 @@ of φ mapped onto a wide range of z) the Jacobian is 10× its median and the bia
 can exceed the force field's fastest unconstrained mode (the C=O stretch with HBonds constraints,
 ω ≈ 340 ps⁻¹, ω·dt ≈ 0.7 at 2 fs). Velocity Verlet and LangevinMiddle then integrate those configurations with
 errors the force field alone does not have (benchmarks/RESULTS.md, "time step under a stiff latent bias": NVE
-energy errors 3–7× the force field's at 2 fs, ~1.2–2× at 1 fs, equal at 0.5 fs), and for one of seven converge-phase
+energy errors 2.6–7.5× the force field's at 2 fs, 1.2–2.2× at 1 fs, equal at 0.5 fs), and for one of seven converge-phase
 biases measured the sampled biased ensemble itself was wrong at 2 fs and at 1 fs (:data:`DEFAULT_OMEGA_DT_LIMIT`).
 
 :func:`max_frequency` estimates the largest |eigenvalue| of the mass-weighted Hessian M^{-1/2} H M^{-1/2} of the
