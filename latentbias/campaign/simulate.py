@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..bias.stiffness import bias_force_groups, check_timestep
 from ..export import ModelEvaluationError
 from ..nonfinite import nonfinite_frame_error
 from ..platforms import check_platform
@@ -138,6 +139,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
                        initial_bias=run_dir.read_initial_bias(r, plan),
                        earlier_positions=lambda: campaign.all_frames(r - 1)["positions"])
     bias = ROUND_BIASES[plan["strategy"]](setup)
+    bias_groups = bias_force_groups(system, base_system.getNumForces())
     n_seg = plan["segments"]
     if 0 < committed < n_seg:  # killed after a commit: would the round have ended there?
         reason = bias.end_reason(run_dir.read_segment(r, committed - 1)) or (end_check and end_check(committed))
@@ -163,6 +165,7 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     bar = tqdm(total=n_seg * c.checkpoint_interval, initial=committed * c.checkpoint_interval,
                desc=f"round {r} {plan['strategy']}", unit="step", disable=(not campaign.progress) or None, leave=False)
     t0 = time.perf_counter()
+    stiff_warned = False
     for k in range(committed, n_seg):
         bias.begin_segment(k, sim)
         recorder = record_segment(sim, bias, per_seg, save, periodic, lambda: bar.update(save))
@@ -171,6 +174,8 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,
                                {"round": r, "phase": "simulate", "segments": k + 1, "finished": False},
                                state_xml=_state_xml(sim), platform=sim.context.getPlatform().getName())
+        if bias_groups and not stiff_warned and k % 4 == 0:  # bias stiffer than the time step? (once a round)
+            stiff_warned = _stiffness_warning(sim, columns["positions"], bias_groups, cfg.md.timestep, r, k)
         if k + 1 < n_seg:
             reason = bias.end_reason(columns) or (end_check and end_check(k + 1))
             if reason:
@@ -181,6 +186,16 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     logger.info("round %d simulated: %d segments, %.1f ps in %.0f s", r, n_seg,
                 n_seg * c.checkpoint_interval * cfg.md.timestep / 1000.0, time.perf_counter() - t0)
     return n_seg
+
+
+def _stiffness_warning(sim: Any, positions: np.ndarray, groups: set[int], timestep: float, r: int, k: int) -> bool:
+    """:func:`~latentbias.bias.stiffness.check_timestep` on segment k's frames (the Context's positions and
+    velocities are restored); True when it warned. A diagnostic: a failure is logged, never raised."""
+    try:
+        return bool(check_timestep(sim.context, positions, groups, timestep, where=f"round {r} segment {k}")["warned"])
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not end a campaign
+        logger.info("round %d segment %d: the bias's stiffness could not be checked (%s)", r, k, exc)
+        return False
 
 
 def _state_xml(sim: Any) -> str:
