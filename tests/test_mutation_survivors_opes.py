@@ -1,0 +1,417 @@
+"""OPES against its defining formulas, step by step (issue 15, mutation testing of ``bias/opes.py``,
+``bias/kernels.py`` and ``bias/cutoff.py``; helper mut15d).
+
+Kernels are deposited at chosen points: the particle is massless (OpenMM never moves it), its position is set
+before every ``pace`` steps, and every point is a grid node whose coordinate is exact in binary, so the acting
+spline bias there is the grid value. An independent OPES written from the papers (Invernizzi & Parrinello,
+JPCL 2020 and JCTC 2022; PLUMED's OPES_METAD/OPES_METAD_EXPLORE conventions stated in ``opes.py``) then gives,
+after every deposit: the bias V = (α/β) ln(P/Z + ε) on the grid, the recorded bias, c(t), rct and log-weight,
+the kernel weights exp(βV) (METAD) or 1 (explore), N_eff, the Silverman-shrunk σ, the probability estimate and
+the free energy −V/(1 − 1/γ). Tolerances: 1e-9 kJ/mol on the grid (double precision end to end), 1e-6 kJ/mol on
+what the Context evaluates (spline at a node).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from openmm import unit
+
+from latentbias.analysis import kt_kjmol
+from latentbias.bias import LatentOPES, LatentVariable
+from latentbias.bias.cutoff import opes_default_cutoff, product_error_bound, truncated_gaussian, volume_deficit
+from latentbias.bias.grid import BiasGrid
+from latentbias.bias.kernels import KernelDensity
+
+from toy import identity_model, particle_simulation, particle_system
+
+KT = kt_kjmol(300.0)
+BARRIER = 12.0
+SIGMA0 = 0.15
+PACE = 5
+#: grid [-1, 1] with 33 nodes: spacing 1/16, every node exact in binary
+NODES = np.linspace(-1.0, 1.0, 33)
+#: deposit points (grid nodes), a revisit included and one at the edge of the periodic seam
+POINTS = [-0.5, -0.4375, -0.5, 0.25, -0.375, 0.0, 0.9375, -1.0, -0.5, 0.5625]
+
+
+def reference_opes(points, explore, cutoff, gamma=None, periodic=False, barrier=BARRIER, shrink=True,
+                   sigma0=SIGMA0, others=()):
+    """OPES written out from its defining formulas (1-D). Returns per-deposit records and the final state.
+
+    ``others``: extra (centre, σ, weight) kernels and their (Σw, Σw², n) of other walkers, present from the start.
+    """
+    gamma = barrier / KT if gamma is None else gamma
+    alpha = gamma - 1.0 if explore else 1.0 - 1.0 / gamma
+    eps = math.exp(-barrier / (alpha * KT))
+    period = 2.0 if periodic else 0.0
+    kernels = [k for k, _ in others]
+    sumw = math.exp(-barrier / KT) + sum(s[0] for _, s in others)
+    sumw2 = math.exp(-2 * barrier / KT) + sum(s[1] for _, s in others)
+    count = 1 + sum(s[2] for _, s in others)
+
+    def kde(x):
+        x = np.atleast_1d(np.asarray(x, float))
+        out = np.zeros(len(x))
+        for c, s, w in kernels:
+            dx = x - c
+            if period:
+                dx = dx - period * np.round(dx / period)
+            r2 = (dx / s) ** 2
+            if cutoff is None:
+                g = np.exp(-0.5 * r2)
+            else:
+                g = np.where(r2 < cutoff**2, np.exp(-0.5 * r2) - math.exp(-0.5 * cutoff**2), 0.0)
+            out += w * g / (math.sqrt(2 * math.pi) * s)
+        return out
+
+    def bias(x):
+        if not kernels:
+            return np.full(np.shape(np.atleast_1d(x)), -barrier)
+        zed = np.mean(kde(np.array([c for c, _, _ in kernels])))
+        return alpha * KT * np.log(kde(x) / zed + eps)
+
+    unique = NODES[:-1] if periodic else NODES
+
+    def ct():
+        if not kernels:
+            return -barrier
+        p = kde(unique)
+        p = p / p.sum()
+        v = bias(unique) / KT
+        keep = p > 0
+        if explore:
+            return KT * math.log(np.sum(p[keep] * np.exp(v[keep])))
+        return -KT * math.log(np.sum(p[keep] * np.exp(-v[keep])))
+
+    rows = []
+    for z in points:
+        v = float(bias(z)[0])
+        row = dict(bias=v, ct=ct(), rct=KT * math.log(sumw / count))
+        row["logweight"] = (v - row["ct"]) / KT
+        rows.append(row)
+        w = math.exp(v / KT)
+        sumw, sumw2, count = sumw + w, sumw2 + w * w, count + 1
+        neff = count if explore else (1 + sumw) ** 2 / (1 + sumw2)
+        sigma = sigma0 * (neff * 3 / 4.0) ** (-1 / 5) if shrink else sigma0
+        kernels.append((z, sigma, 1.0 if explore else w))
+    neff = count if explore else (1 + sumw) ** 2 / (1 + sumw2)
+    state = dict(grid_bias=bias(NODES), kernels=kernels, neff=neff, rct=KT * math.log(sumw / count), ct=ct(),
+                 probability=kde(NODES), alpha=alpha, gamma=gamma, sigma_next=sigma0 * (neff * 3 / 4.0) ** (-1 / 5)
+                 if shrink else sigma0)
+    return rows, state
+
+
+def build(tmp_path, periodic=False, name="x.pt", **kw):
+    model = tmp_path / name
+    if not model.exists():
+        identity_model(model, 1, 1)
+    system = particle_system("0", mass=0.0)  # massless: the particle stays where it is put
+    var = LatentVariable(0, -1.0, 1.0, SIGMA0, periodic=periodic, gridWidth=33)
+    kw.setdefault("barrier", BARRIER)
+    kw.setdefault("pace", PACE)
+    opes = LatentOPES(system, model, [var], 300.0, **kw)
+    sim = particle_simulation(system, [0.0])
+    return opes, sim
+
+
+def deposit_at(opes, sim, points):
+    for z in points:
+        sim.context.setPositions(np.array([[z, 0.0, 0.0]]))
+        opes.step(sim, PACE)
+
+
+CASES = [  # explore, kernelCutoff, biasFactor, periodic
+    (False, "default", None, False),
+    (True, "default", None, False),
+    (False, None, 6.0, False),
+    (True, None, 3.0, True),
+    (False, "default", None, True),
+]
+
+
+@pytest.mark.parametrize("explore,cutoff,gamma,periodic", CASES)
+def test_opes_step_by_step_equals_its_defining_formulas(tmp_path, explore, cutoff, gamma, periodic):
+    opes, sim = build(tmp_path, periodic=periodic, explore=explore, kernelCutoff=cutoff, biasFactor=gamma,
+                      compressionThreshold=0.0)
+    g = BARRIER / KT if gamma is None else gamma
+    alpha = g - 1 if explore else 1 - 1 / g
+    cut = None if cutoff is None else (math.sqrt(2 * BARRIER / KT) if explore else math.sqrt(2 * BARRIER / KT / alpha))
+    assert opes.kde.cutoff == (None if cut is None else pytest.approx(cut, rel=1e-12))
+    # before any kernel: flat −ΔE, c(t) = −ΔE, rct = kT ln(e^{−βΔE}/1) = −ΔE, N_eff of the fictitious sample
+    np.testing.assert_array_equal(opes.getBias(), np.full(33, -BARRIER))
+    assert opes.ct() == -BARRIER and opes.rct() == pytest.approx(-BARRIER, abs=1e-12)
+    deposit_at(opes, sim, POINTS)
+    rows, ref = reference_opes(POINTS, explore, cut, gamma, periodic)
+    assert opes.numDeposits == len(POINTS) and opes.numKernels == len(POINTS)
+    np.testing.assert_allclose(opes.getBias(), ref["grid_bias"], rtol=0, atol=1e-9)
+    rec = opes.getRecords()
+    np.testing.assert_array_equal(rec["step"], PACE * np.arange(1, len(POINTS) + 1))
+    np.testing.assert_allclose(rec["z"][:, 0], POINTS, atol=1e-12)
+    for key, col in (("bias", "bias_kjmol"), ("ct", "ct_kjmol"), ("rct", "rct_kjmol"), ("logweight", "logweight")):
+        np.testing.assert_allclose(rec[col], [r[key] for r in rows], rtol=0, atol=1e-6, err_msg=key)
+    np.testing.assert_array_equal(rec["wall_kjmol"], 0.0)
+    # kernel weights exp(βV_{t−1}(s_t)) (METAD) or 1 (explore), widths shrunk by Silverman's rule
+    np.testing.assert_allclose(opes.kde.weights, [k[2] for k in ref["kernels"]], rtol=1e-6)
+    np.testing.assert_allclose(opes.kde.sigmas[:, 0], [k[1] for k in ref["kernels"]], rtol=1e-6)
+    assert opes.getNeff() == pytest.approx(ref["neff"], rel=1e-6)
+    assert opes.getSigma()[0] == pytest.approx(ref["sigma_next"], rel=1e-6)
+    assert opes.rct() == pytest.approx(ref["rct"], abs=1e-6)
+    assert opes.ct() == pytest.approx(ref["ct"], abs=1e-6)
+    # free energy −V/(1 − 1/γ) in both variants, and the normalised probability estimate
+    f = opes.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)
+    np.testing.assert_allclose(f, -ref["grid_bias"] / (1 - 1 / g), rtol=0, atol=1e-8)
+    p = ref["probability"]
+    p = p / (p[:-1].sum() if periodic else p.sum())
+    np.testing.assert_allclose(opes.getProbability(), p, rtol=1e-6, atol=1e-15)
+    # the four log-weights of the recorded frames
+    biasv = np.array([r["bias"] for r in rows])
+    np.testing.assert_allclose(opes.getLogWeights(), [r["logweight"] for r in rows], atol=1e-6)
+    np.testing.assert_allclose(opes.getLogWeights("rct"), (biasv - [r["rct"] for r in rows]) / KT, atol=1e-6)
+    np.testing.assert_allclose(opes.getLogWeights("bias"), biasv / KT, atol=1e-6)
+    final = np.interp(POINTS, NODES, ref["grid_bias"])
+    np.testing.assert_allclose(opes.getLogWeights("final"), final / KT, atol=1e-6)
+    np.testing.assert_allclose(opes.biasAt(np.array(POINTS)[:, None]), final, atol=1e-9)
+    # the Context feels the grid bias: the acting energy at a node is V there
+    sim.context.setPositions(np.array([[0.25, 0.0, 0.0]]))
+    assert opes.getBiasEnergy(sim.context) == pytest.approx(ref["grid_bias"][20], abs=1e-6)
+
+
+def test_fixed_sigma_is_not_shrunk(tmp_path):
+    opes, sim = build(tmp_path, shrinkSigma=False, compressionThreshold=0.0, kernelCutoff=None)
+    deposit_at(opes, sim, POINTS[:4])
+    rows, ref = reference_opes(POINTS[:4], False, None, shrink=False)
+    np.testing.assert_array_equal(opes.kde.sigmas[:, 0], SIGMA0)
+    np.testing.assert_allclose(opes.getBias(), ref["grid_bias"], atol=1e-9)
+
+
+def test_recorded_bias_is_unscaled_and_walls_enter_the_logweight(tmp_path):
+    """setBiasScale changes what acts, never the recorded V (kernel weights use V); a frame beyond the grid edge
+    records the wall ½ k d² and its log-weight β(V + W − c(t))."""
+    points = [-0.5, 0.25, -0.4375, 0.0]
+    opes, sim = build(tmp_path, compressionThreshold=0.0, wallForceConstant=500.0)
+    deposit_at(opes, sim, points[:2])
+    opes.setBiasScale(sim.context, 0.5)
+    assert opes.biasScale == 0.5
+    deposit_at(opes, sim, points[2:3])
+    opes.setBiasScale(sim.context, 0.0)
+    deposit_at(opes, sim, points[3:])
+    cut = math.sqrt(2 * BARRIER / KT / (1 - KT / BARRIER))
+    rows, ref = reference_opes(points, False, cut)
+    rec = opes.getRecords()
+    np.testing.assert_allclose(rec["bias_kjmol"], [r["bias"] for r in rows], atol=1e-6)
+    np.testing.assert_allclose(opes.getBias(), ref["grid_bias"], atol=1e-9)
+    with pytest.raises(ValueError, match="scale"):
+        opes.setBiasScale(sim.context, -0.1)
+    # beyond the edge (x = 1.25): V at the edge node plus the wall 0.5 · 500 · 0.25²
+    opes.setBiasScale(sim.context, 1.0)
+    sim.context.setPositions(np.array([[1.25, 0.0, 0.0]]))
+    opes.depositionEnabled = False  # frozen bias: a record, no kernel
+    opes.step(sim, PACE)
+    assert opes.numKernels == 4 and opes.numDeposits == 4
+    last = opes.getRecords()
+    wall = 0.5 * 500.0 * 0.25**2
+    assert last["wall_kjmol"][-1] == pytest.approx(wall, rel=1e-9)
+    assert last["bias_kjmol"][-1] == pytest.approx(ref["grid_bias"][-1], abs=1e-5)
+    assert last["logweight"][-1] == pytest.approx((last["bias_kjmol"][-1] + wall - opes.ct()) / KT, abs=1e-9)
+    assert opes.getLogWeights("bias")[-1] == pytest.approx((last["bias_kjmol"][-1] + wall) / KT, abs=1e-9)
+
+
+def test_other_walkers_enter_the_estimate_and_the_weight_sums(tmp_path):
+    """A walker given another walker's contribution: bias from the union of kernels, Σw, Σw² and n summed over
+    both walkers (one fictitious sample in all), its own id ignored."""
+    pa, pb = [-0.5, -0.4375, 0.0], [0.5, 0.5625]
+    a, sim_a = build(tmp_path, compressionThreshold=0.0, walkerId="A")
+    b, sim_b = build(tmp_path, compressionThreshold=0.0, walkerId="B")
+    deposit_at(b, sim_b, pb)
+    cut = math.sqrt(2 * BARRIER / KT / (1 - KT / BARRIER))
+    _, ref_b = reference_opes(pb, False, cut)
+    contribution = b.walkerContribution()
+    bw = ref_b["kernels"]
+    sums_b = (sum(k[2] for k in bw), sum(k[2] ** 2 for k in bw), len(bw))
+    np.testing.assert_allclose(contribution["sums"], sums_b, rtol=1e-6)
+    a.setOtherWalkers({"B": contribution, "A": {"bogus": 1}})
+    others = [((k[0], k[1], k[2]), sums_b if i == 0 else (0, 0, 0)) for i, k in enumerate(bw)]
+    rows, ref = reference_opes([], False, cut, others=others)
+    np.testing.assert_allclose(a.getBias(), ref["grid_bias"], atol=1e-9)
+    assert a.numKernels == 2 and a.numDeposits == 0
+    deposit_at(a, sim_a, pa)
+    rows, ref = reference_opes(pa, False, cut, others=others)
+    np.testing.assert_allclose(a.getBias(), ref["grid_bias"], atol=1e-9)
+    np.testing.assert_allclose(a.getRecords()["bias_kjmol"], [r["bias"] for r in rows], atol=1e-6)
+    np.testing.assert_allclose(a.getRecords()["rct_kjmol"], [r["rct"] for r in rows], atol=1e-6)
+    assert a.rct() == pytest.approx(ref["rct"], abs=1e-6)
+    assert a.getNeff() == pytest.approx(ref["neff"], rel=1e-6)
+    # explore counts every walker's samples in N_eff
+    e, sim_e = build(tmp_path, explore=True, compressionThreshold=0.0, walkerId="E")
+    f, sim_f = build(tmp_path, explore=True, compressionThreshold=0.0, walkerId="F")
+    deposit_at(f, sim_f, pb)
+    e.setOtherWalkers({"F": f.walkerContribution()})
+    assert e.getNeff() == 1 + len(pb)
+
+
+def test_restart_mid_run_equals_the_uninterrupted_run(tmp_path):
+    """Save after 5 deposits, restore into a fresh LatentOPES (different walker id), 5 more: same bias, records,
+    weight sums, σ and kernels as 10 deposits straight; the restored walker keeps the saved walker id."""
+    straight, sim = build(tmp_path, walkerId="S", compressionThreshold=1.0)
+    deposit_at(straight, sim, POINTS)
+    first, sim1 = build(tmp_path, walkerId="S", compressionThreshold=1.0)
+    deposit_at(first, sim1, POINTS[:5])
+    first.saveState(tmp_path / "state")
+    again, sim2 = build(tmp_path, walkerId="other", compressionThreshold=1.0)
+    sim2.currentStep = sim1.currentStep
+    sim2.context.setTime(sim1.context.getState().getTime())
+    again.loadState(tmp_path / "state")
+    assert again.walkerId == "S" and again.numDeposits == 5
+    np.testing.assert_array_equal(again.getBias(), first.getBias())
+    deposit_at(again, sim2, POINTS[5:])
+    np.testing.assert_array_equal(again.getBias(), straight.getBias())
+    assert again.numKernels == straight.numKernels and again.numDeposits == straight.numDeposits
+    for key, value in straight.getRecords().items():
+        np.testing.assert_array_equal(again.getRecords()[key], value, err_msg=key)
+    assert again.getNeff() == straight.getNeff() and again.rct() == straight.rct()
+    np.testing.assert_array_equal(again.kde.counts, straight.kde.counts)
+    assert again.kde.counts.sum() == len(POINTS)
+
+
+# ------------------------------------------------------------------------------------------- kernels.py
+
+
+def test_merge_rule_conserves_weight_mean_and_second_moment_across_the_seam():
+    """Two kernels on a periodic axis (period 2) on both sides of the seam: the merged kernel has the total
+    weight, the weighted mean of the minimum-image positions (wrapped into [min, max)) and the weighted second
+    moment; its grid sum is the merged Gaussian, and the centre sum is the mixture at the centre."""
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1, periodic=True, gridWidth=41)])
+    kde = KernelDensity(grid, threshold=2.0, rebuild_interval=10**6)
+    kde.add([0.95], [0.1], 1.0)
+    kde.add([-0.97], [0.05], 3.0)  # 0.08 away through the seam, within 2 σ of the stored kernel
+    assert kde.num_kernels == 1 and kde.counts[0] == 2
+    mean = (1 * 0.95 + 3 * 1.03) / 4  # = 1.01 -> wrapped to -0.99
+    second = (1 * (0.1**2 + 0.95**2) + 3 * (0.05**2 + 1.03**2)) / 4
+    assert kde.centers[0, 0] == pytest.approx(mean - 2.0, abs=1e-12)
+    assert kde.sigmas[0, 0] == pytest.approx(math.sqrt(second - mean**2), rel=1e-9)
+    assert kde.weights[0] == 4.0
+    s = kde.sigmas[0, 0]
+    x = grid.axes[0]
+    dx = x - kde.centers[0, 0]
+    dx -= 2.0 * np.round(dx / 2.0)
+    expected = 4.0 * np.exp(-0.5 * (dx / s) ** 2) / (math.sqrt(2 * math.pi) * s)
+    np.testing.assert_allclose(kde.grid_sum, expected, rtol=0, atol=1e-12)
+    assert kde.center_sum[0] == pytest.approx(4.0 / (math.sqrt(2 * math.pi) * s), rel=1e-12)
+    # a kernel beyond the threshold is kept apart; exactly at the threshold (2 σ of the stored kernel) too
+    kde.add([-0.99 + 2 * s + 1e-9], [0.1], 1.0)
+    assert kde.num_kernels == 2
+
+
+def test_recursive_merge_folds_three_kernels_into_one_with_their_moments():
+    """Kernels at 0 (σ 0.1) and 0.5 (σ 0.3), threshold 1.7: apart (5 σ of the first). A third at 0.05 joins the
+    nearest one in its stored metric (0: 0.5 σ; 0.5: 1.5 σ), and the grown kernel (at 0.025) then lies 1.58 σ from
+    the one at 0.5, which absorbs it: one kernel with the weight, mean and second moment of all three, count 3."""
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=81)])
+    kde = KernelDensity(grid, threshold=1.7, rebuild_interval=10**6)
+    data = [(0.0, 0.1, 1.0), (0.5, 0.3, 1.0), (0.05, 0.1, 1.0)]
+    for c, s, w in data:
+        kde.add([c], [s], w)
+    assert kde.num_kernels == 1 and kde.counts[0] == 3
+    wt = sum(w for _, _, w in data)
+    mean = sum(w * c for c, _, w in data) / wt
+    second = sum(w * (s * s + c * c) for c, s, w in data) / wt
+    assert kde.weights[0] == pytest.approx(wt)
+    assert kde.centers[0, 0] == pytest.approx(mean, abs=1e-12)
+    assert kde.sigmas[0, 0] == pytest.approx(math.sqrt(second - mean**2), rel=1e-12)
+    grid_sum, center_sum = kde.grid_sum.copy(), kde.center_sum.copy()
+    kde.rebuild()
+    np.testing.assert_allclose(grid_sum, kde.grid_sum, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(center_sum, kde.center_sum, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cutoff", [None, 2.5])
+def test_kernel_sums_in_two_dimensions_with_fixed_kernels(cutoff):
+    """2-D grid, own and fixed kernels: the grid sum is Σ_k w_k N(g; c_k, σ_k) (normalised, truncated and shifted
+    at the cutoff), the centre sums the same mixture at every centre, after adds with periodic and non-periodic
+    axes; a periodic axis' last node equals its first."""
+    variables = [LatentVariable(0, -1.0, 1.0, 0.1, periodic=True, gridWidth=41),
+                 LatentVariable(1, 0.0, 3.0, 0.1, gridWidth=31)]
+    grid = BiasGrid(variables)
+    kde = KernelDensity(grid, threshold=0.0, rebuild_interval=3, cutoff=cutoff)
+    rng = np.random.default_rng(5)
+    own = [(np.array([rng.uniform(-1, 1), rng.uniform(0.3, 2.7)]), rng.uniform(0.1, 0.3, 2), rng.uniform(0.5, 2))
+           for _ in range(7)]
+    own[0] = (np.array([0.98, 1.0]), np.array([0.12, 0.2]), 1.5)  # across the seam
+    fixed = [(np.array([0.2, 2.0]), np.array([0.2, 0.25]), 0.7)]
+    kde.set_fixed(np.array([f[0] for f in fixed]), np.array([f[1] for f in fixed]), np.array([f[2] for f in fixed]))
+    for c, s, w in own:
+        kde.add(c, s, w)
+    assert kde.num_kernels == 8 and len(kde.weights) == 7
+    allk = own + fixed
+
+    def mixture(points):
+        out = np.zeros(len(points))
+        for c, s, w in allk:
+            d = points - c
+            d[:, 0] -= 2.0 * np.round(d[:, 0] / 2.0)
+            r2 = np.sum((d / s) ** 2, axis=1)
+            g = np.exp(-0.5 * r2) if cutoff is None else np.where(r2 < cutoff**2, np.exp(-0.5 * r2)
+                                                                    - math.exp(-0.5 * cutoff**2), 0.0)
+            out += w * g / (2 * math.pi * s[0] * s[1])
+        return out
+
+    nodes = np.stack(np.meshgrid(*grid.axes, indexing="ij"), axis=-1).reshape(-1, 2)
+    scale = kde.grid_sum.max()
+    np.testing.assert_allclose(kde.grid_sum.ravel(), mixture(nodes), rtol=0, atol=1e-12 * scale)
+    centres = np.array([c for c, _, _ in allk])
+    np.testing.assert_allclose(kde.center_sum, mixture(centres), rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(kde.mixture_at(centres, kde.all_centers, kde.all_sigmas, kde.all_weights),
+                               mixture(centres), rtol=0, atol=1e-12 * scale)
+    np.testing.assert_array_equal(kde.grid_sum[-1], kde.grid_sum[0])
+    assert kde.updates_since_rebuild < 3
+    with pytest.raises(ValueError, match="fixed kernels"):
+        kde.set_fixed(np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1))
+    with pytest.raises(ValueError, match="bad kernel"):
+        kde.add([0.0, 1.0], [0.1, 0.0], 1.0)
+    with pytest.raises(ValueError, match="bad kernel"):
+        kde.add([0.0, 1.0], [0.1, 0.1], float("inf"))
+
+
+def test_kernel_density_defaults_and_bad_settings():
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1)])
+    kde = KernelDensity(grid)
+    assert kde.threshold == 1.0 and kde.rebuild_interval == 200 and kde.cutoff is None
+    with pytest.raises(ValueError, match="threshold"):
+        KernelDensity(grid, threshold=-0.5)
+    for bad in (float("inf"), 1.0, 0.5):
+        with pytest.raises(ValueError, match="cutoff"):
+            KernelDensity(grid, threshold=1.0, cutoff=bad)
+    assert KernelDensity(grid, threshold=0.0, cutoff=0.5).cutoff == 0.5
+
+
+# ------------------------------------------------------------------------------------------- cutoff.py
+
+
+@pytest.mark.parametrize("cutoff", [1.2, 1.5, 2.0, 3.0])
+def test_error_bound_holds_and_is_tight_in_one_dimension(cutoff):
+    """For one axis sup |g_c − e^{−u²/2}| = e^{−c²/2} (reached at the cutoff), within the stated bound
+    e^{−c²/2}/(1 − e^{−c²/2}); for d axes the error stays within d times it. Short cutoffs make the bound's
+    denominator matter. The cut factor is continuous at the cutoff (→ 0) and 1 at the centre."""
+    e = math.exp(-0.5 * cutoff**2)
+    u = np.linspace(-cutoff - 1, cutoff + 1, 200001)
+    err = np.abs(truncated_gaussian(u, cutoff) - np.exp(-0.5 * u**2))
+    assert err.max() == pytest.approx(e, rel=1e-3)
+    assert err.max() <= product_error_bound(cutoff, 1)
+    assert product_error_bound(cutoff, 1) == pytest.approx(e / (1 - e), rel=1e-12)
+    assert product_error_bound(cutoff, 3) == pytest.approx(3 * e / (1 - e), rel=1e-12)
+    assert truncated_gaussian(np.array([cutoff * (1 - 1e-12)]), cutoff)[0] == pytest.approx(0.0, abs=1e-10)
+    assert truncated_gaussian(np.array([cutoff]), cutoff)[0] == 0.0
+    assert truncated_gaussian(np.array([0.0]), cutoff)[0] == 1.0
+    # volume deficit of the cut, stretched factor against a quadrature of it
+    inside = np.trapezoid(truncated_gaussian(u, cutoff), u)
+    assert volume_deficit(cutoff) == pytest.approx(1 - inside / math.sqrt(2 * math.pi), rel=1e-6, abs=1e-9)
+
+
+def test_opes_default_cutoff_for_both_variants():
+    """√(2βΔE/α) for METAD, √(2βΔE) for explore (α is not used there), with α ≠ 1 and βΔE ≠ 1."""
+    assert opes_default_cutoff(8.0, 0.5, explore=False) == pytest.approx(4 * math.sqrt(2.0), rel=1e-14)
+    assert opes_default_cutoff(8.0, 0.5, explore=True) == pytest.approx(4.0, rel=1e-14)
+    assert opes_default_cutoff(4.5, 3.0, explore=True) == pytest.approx(3.0, rel=1e-14)
