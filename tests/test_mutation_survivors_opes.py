@@ -415,3 +415,146 @@ def test_opes_default_cutoff_for_both_variants():
     assert opes_default_cutoff(8.0, 0.5, explore=False) == pytest.approx(4 * math.sqrt(2.0), rel=1e-14)
     assert opes_default_cutoff(8.0, 0.5, explore=True) == pytest.approx(4.0, rel=1e-14)
     assert opes_default_cutoff(4.5, 3.0, explore=True) == pytest.approx(3.0, rel=1e-14)
+
+
+# ------------------------------------------------------------------------------------------- adaptive σ
+
+
+def reference_adaptive_sigma(samples, stride, interval, f):
+    """PLUMED's ADAPTIVE_SIGMA_STRIDE statistics as documented in ``opes.py``: a Welford variance about an
+    exponentially decaying mean with time constant ``stride`` steps (τ = stride/interval samples, at most the
+    number of samples so far); the variance gathered before the first deposit is multiplied by f once; σ0² is
+    the variance over f. Returns the σ0 after each sample, given that the first deposit comes with sample
+    ``stride/interval``."""
+    mean, m2, out = 0.0, 0.0, []
+    for n, z in enumerate(samples, start=1):
+        tau = min(max(1, stride // interval), n)
+        diff = z - mean
+        mean += diff / tau
+        m2 += diff * (z - mean)
+        if n == stride // interval:
+            m2 *= f
+        out.append(math.sqrt(m2 / n / f))
+    return out
+
+
+@pytest.mark.parametrize("explore", [False, True])
+def test_adaptive_sigma_follows_the_welford_statistics_of_the_samples(tmp_path, explore):
+    """pace 10, a CV sample every 2 steps, stride 20, 50 steps: no kernel before step 20, then one every 10 steps with
+    σ0 from the samples so far (METAD: the unbiased variance before the first deposit counted γ times) shrunk by
+    Silverman's rule; the kernels sit at the deposit points."""
+    opes, sim = build(tmp_path, pace=10, adaptiveSigmaStride=20, sigmaSampleInterval=2, explore=explore,
+                      compressionThreshold=0.0, kernelCutoff=None)
+    rng = np.random.default_rng(2)
+    samples = [float(x) for x in np.round(rng.normal(-0.3, 0.2, 25) * 16) / 16]  # grid nodes
+    for z in samples:
+        sim.context.setPositions(np.array([[z, 0.0, 0.0]]))
+        opes.step(sim, 2)
+        if sim.currentStep < 20:
+            assert opes.numDeposits == 0
+    deposits = [samples[i] for i in range(len(samples)) if (i + 1) * 2 % 10 == 0 and (i + 1) * 2 >= 20]
+    assert opes.numDeposits == len(deposits) == 4
+    np.testing.assert_allclose(opes.kde.centers[:, 0], deposits, atol=1e-12)
+    f = 1.0 if explore else opes.biasFactor
+    sig0 = reference_adaptive_sigma(samples, 20, 2, f)
+    # the weights of the kernels (explore 1, METAD exp(βV)) give N_eff, then σ = σ0 (3 N_eff / 4)^(−1/5)
+    w = np.ones(4) if explore else opes.kde.weights
+    sumw, sumw2 = math.exp(-BARRIER / KT), math.exp(-2 * BARRIER / KT)
+    for k, i in enumerate(i for i in range(len(samples)) if (i + 1) * 2 % 10 == 0 and (i + 1) * 2 >= 20):
+        sumw, sumw2 = sumw + w[k], sumw2 + w[k] ** 2
+        neff = k + 2 if explore else (1 + sumw) ** 2 / (1 + sumw2)
+        assert opes.kde.sigmas[k, 0] == pytest.approx(sig0[i] * (neff * 0.75) ** -0.2, rel=1e-9)
+    if not explore:
+        # the first kernel's weight: exp(βV) with the flat initial bias V = −ΔE
+        assert opes.kde.weights[0] == pytest.approx(math.exp(-BARRIER / KT), rel=1e-6)
+    assert opes._sigma0[0] == pytest.approx(sig0[9], rel=1e-12)
+    # the running σ of the next kernel uses every sample so far
+    assert opes.getSigma()[0] == pytest.approx(sig0[-1] * (opes.getNeff() * 0.75) ** -0.2, rel=1e-9)
+
+
+def test_adaptive_sigma_of_a_frozen_cv_is_refused(tmp_path):
+    opes, sim = build(tmp_path, pace=10, adaptiveSigmaStride=10, sigmaSampleInterval=5)
+    sim.context.setPositions(np.array([[0.25, 0.0, 0.0]]))
+    with pytest.raises(RuntimeError, match="adaptive sigma is zero"):
+        opes.step(sim, 10)
+
+
+def test_default_sample_interval_is_a_tenth_of_the_pace(tmp_path):
+    assert build(tmp_path, pace=100, adaptiveSigmaStride=1000)[0].sigmaSampleInterval == 10
+    assert build(tmp_path, pace=5, adaptiveSigmaStride=50)[0].sigmaSampleInterval == 1
+    assert build(tmp_path, pace=10, adaptiveSigmaStride=1)[0].adaptiveSigmaStride == 1
+    assert build(tmp_path, pace=10, adaptiveSigmaStride=10, sigmaSampleInterval=10)[0].sigmaSampleInterval == 10
+
+
+# ------------------------------------------------------------------------------------------- walkers through files
+
+
+def test_walkers_sharing_a_folder_see_each_others_kernels(tmp_path, caplog):
+    """In one process: walker A deposits and writes its file at every sync; a walker B built afterwards starts
+    from A's kernels and sums; after B's deposits and syncs, A's bias is the union estimate. A damaged walker file
+    is skipped with a warning naming it; files that are not walker files are ignored."""
+    folder = tmp_path / "shared" / "bias"
+    pa, pb = [-0.5, -0.4375, -0.375], [0.5, 0.5625]
+    a, sim_a = build(tmp_path, walkerId="A", saveFrequency=PACE, biasDir=folder, compressionThreshold=0.0)
+    assert folder.is_dir()
+    deposit_at(a, sim_a, pa)
+    assert sorted(p.name for p in folder.iterdir()) == ["opes_A.npz"]
+    (folder / "opes_bad.npz").write_bytes(b"not an npz file")
+    (folder / "notes.txt").write_text("not a walker file")
+    b, sim_b = build(tmp_path, walkerId="B", saveFrequency=PACE, biasDir=folder, compressionThreshold=0.0)
+    cut = math.sqrt(2 * BARRIER / KT / (1 - KT / BARRIER))
+    _, ref_a = reference_opes(pa, False, cut)
+    ka = ref_a["kernels"]
+    sums_a = (sum(k[2] for k in ka), sum(k[2] ** 2 for k in ka), len(ka))
+    others_a = [(k, sums_a if i == 0 else (0, 0, 0)) for i, k in enumerate(ka)]
+    np.testing.assert_allclose(b.getBias(), reference_opes([], False, cut, others=others_a)[1]["grid_bias"],
+                               atol=1e-9)
+    with caplog.at_level("WARNING", logger="latentbias"):
+        deposit_at(b, sim_b, pb)
+    rows_b, ref_b = reference_opes(pb, False, cut, others=others_a)
+    np.testing.assert_allclose(b.getRecords()["bias_kjmol"], [r["bias"] for r in rows_b], atol=1e-6)
+    np.testing.assert_allclose(b.getBias(), ref_b["grid_bias"], atol=1e-9)
+    # A syncs at its next deposit step: it then holds B's kernels too
+    sim_a.context.setPositions(np.array([[-0.5, 0.0, 0.0]]))
+    a.step(sim_a, PACE)
+    assert a.numKernels == 4 + 2 and a._totalCount == 1 + 4 + 2
+    assert sorted(a._others) == ["B"]
+    np.testing.assert_allclose(np.sort(a.kde.fixed_weights), np.sort(b.kde.weights))
+    # the same union through setOtherWalkers gives the same bias
+    c, _ = build(tmp_path, walkerId="C", compressionThreshold=0.0)
+    c.setOtherWalkers({"A": a.walkerContribution(), "B": b.walkerContribution()})
+    np.testing.assert_allclose(c.getBias(), a.getBias(), atol=1e-12)
+    # a walker with other settings in the same folder is refused, naming the file
+    with pytest.raises(ValueError, match="different settings"):
+        build(tmp_path, walkerId="D", saveFrequency=PACE, biasDir=folder, barrier=15.0)
+    with pytest.raises(ValueError, match="different settings"):
+        c.setOtherWalkers({"A": {**a.walkerContribution(), "settings": np.array([0.0, 1.0, 2.0, 3.0])}})
+
+
+def test_opes_input_contract(tmp_path):
+    """Every bad setting is refused with a message naming it; the boundary values are accepted."""
+    for kw, match in ((dict(temperature=0.0), "temperature"), (dict(barrier=float("inf")), "barrier"),
+                      (dict(barrier=0.0), "barrier"), (dict(biasFactor=1.0), "biasFactor"),
+                      (dict(biasFactor=float("inf")), "biasFactor"), (dict(pace=0), "pace"),
+                      (dict(adaptiveSigmaStride=0), "adaptiveSigmaStride"),
+                      (dict(adaptiveSigmaStride=10, sigmaSampleInterval=0), "sigmaSampleInterval"),
+                      (dict(saveFrequency=PACE), "saveFrequency and biasDir"),
+                      (dict(biasDir=tmp_path / "b"), "saveFrequency and biasDir"),
+                      (dict(saveFrequency=PACE - 1, biasDir=tmp_path / "b"), "multiple of pace"),
+                      (dict(saveFrequency=PACE + 1, biasDir=tmp_path / "b"), "multiple of pace"),
+                      (dict(walkerId="a/b"), "walkerId"), (dict(kernelCutoff="plumed"), "kernelCutoff")):
+        kw = dict(kw)
+        temperature = kw.pop("temperature", 300.0)
+        model = tmp_path / "x.pt"
+        if not model.exists():
+            identity_model(model, 1, 1)
+        with pytest.raises(ValueError, match=match):
+            LatentOPES(particle_system("0", mass=0.0), model, [LatentVariable(0, -1.0, 1.0, SIGMA0)], temperature,
+                       **{"barrier": BARRIER, "pace": PACE, **kw})
+    assert build(tmp_path, biasFactor=1.0 + 1e-9)[0].biasFactor == 1.0 + 1e-9
+    assert build(tmp_path, pace=1)[0].pace == 1
+    assert build(tmp_path, saveFrequency=2 * PACE, biasDir=tmp_path / "b2")[0].saveFrequency == 2 * PACE
+    assert len(build(tmp_path)[0].walkerId) == 12
+    opes = build(tmp_path)[0]
+    assert opes.temperature == 300.0 and opes.explore is False and opes.shrinkSigma is True
+    assert opes.kde.threshold == 1.0 and opes.backend.wall_force_constant == 1000.0
