@@ -558,3 +558,55 @@ def test_opes_input_contract(tmp_path):
     opes = build(tmp_path)[0]
     assert opes.temperature == 300.0 and opes.explore is False and opes.shrinkSigma is True
     assert opes.kde.threshold == 1.0 and opes.backend.wall_force_constant == 1000.0
+
+
+@pytest.mark.parametrize("cutoff", [1.01, 1.5, 2.5])
+def test_metadynamics_gaussians_are_cut_at_any_cutoff_above_one_width(cutoff):
+    """Any finite cutoff above one width is valid (``kernelCutoff`` > 1): the grid's unit-height Gaussian is then
+    Π_k (e^{−u_k²/2} − e^{−c²/2}) / (1 − e^{−c²/2}) inside |u_k| < c and exactly 0 outside (PLUMED's stretched
+    hill, per axis)."""
+    variables = [LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=81), LatentVariable(1, 0.0, 2.0, 0.2, gridWidth=41)]
+    grid = BiasGrid(variables, kernelCutoff=cutoff)
+    centre = np.array([0.1, 1.0])
+    e = math.exp(-0.5 * cutoff**2)
+    u = [(grid.axes[0] - centre[0]) / 0.1, (grid.axes[1] - centre[1]) / 0.2]
+    f = [np.where(np.abs(x) < cutoff, (np.exp(-0.5 * x**2) - e) / (1 - e), 0.0) for x in u]
+    np.testing.assert_allclose(grid.gaussian(centre), np.multiply.outer(f[0], f[1]), rtol=0, atol=1e-14)
+    assert grid.gaussian(centre).max() == 1.0
+
+
+def test_restart_keeps_other_walkers_kernels_and_sums(tmp_path):
+    """A state saved with two other walkers' contributions restores their kernels and weight sums (bias, rct,
+    N_eff, σ identical) and continues identically."""
+    b, sim_b = build(tmp_path, walkerId="B", compressionThreshold=0.0)
+    deposit_at(b, sim_b, [0.5, 0.5625])
+    c, sim_c = build(tmp_path, walkerId="C", compressionThreshold=0.0)
+    deposit_at(c, sim_c, [0.0])
+    a, sim_a = build(tmp_path, walkerId="A")
+    a.setOtherWalkers({"C": c.walkerContribution(), "B": b.walkerContribution()})
+    deposit_at(a, sim_a, POINTS[:3])
+    a.saveState(tmp_path / "s")
+    r, sim_r = build(tmp_path, walkerId="R")
+    r.loadState(tmp_path / "s")
+    assert sorted(r._others) == ["B", "C"]
+    np.testing.assert_array_equal(r.getBias(), a.getBias())
+    assert (r.rct(), r.getNeff(), r.numKernels) == (a.rct(), a.getNeff(), a.numKernels)
+    np.testing.assert_array_equal(r.getSigma(), a.getSigma())
+    for name in ("B", "C"):
+        for key in ("sumW", "sumW2", "count"):
+            assert r._others[name][key] == a._others[name][key]
+    sim_r.currentStep = sim_a.currentStep
+    deposit_at(a, sim_a, POINTS[3:6])
+    deposit_at(r, sim_r, POINTS[3:6])
+    np.testing.assert_array_equal(r.getBias(), a.getBias())
+    np.testing.assert_array_equal(r.getRecords()["rct_kjmol"], a.getRecords()["rct_kjmol"])
+
+
+def test_log_weight_methods_and_empty_estimates(tmp_path):
+    opes, sim = build(tmp_path)
+    assert opes.getLogWeights("final").shape == (0,)
+    assert np.all(np.isnan(opes.getProbability()))
+    with pytest.raises(ValueError, match="'ct', 'rct', 'bias' or 'final'"):
+        opes.getLogWeights("mbar")
+    np.testing.assert_array_equal(opes.getGridAxes()[0], NODES)
+    assert opes.getRecords()["z"].shape == (0, 1)
