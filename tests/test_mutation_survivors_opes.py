@@ -410,6 +410,14 @@ def test_error_bound_holds_and_is_tight_in_one_dimension(cutoff):
     assert volume_deficit(cutoff) == pytest.approx(1 - inside / math.sqrt(2 * math.pi), rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("cutoff", [1.2025535559421732, 2.6805853027283018])
+def test_cut_factor_is_exactly_zero_at_the_cutoff(cutoff):
+    """"Exactly 0 for |u| ≥ c" (the support window of a local grid update relies on it), also at |u| = c for
+    cutoffs where numpy's and libm's exp of −c²/2 differ in the last bit (then (g − e^{−c²/2}) is ~1e-16, not 0)."""
+    u = np.array([-cutoff, cutoff, cutoff * (1 + 1e-15), 10 * cutoff])
+    assert np.all(truncated_gaussian(u, cutoff) == 0.0)
+
+
 def test_opes_default_cutoff_for_both_variants():
     """√(2βΔE/α) for METAD, √(2βΔE) for explore (α is not used there), with α ≠ 1 and βΔE ≠ 1."""
     assert opes_default_cutoff(8.0, 0.5, explore=False) == pytest.approx(4 * math.sqrt(2.0), rel=1e-14)
