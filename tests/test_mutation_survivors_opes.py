@@ -618,3 +618,73 @@ def test_log_weight_methods_and_empty_estimates(tmp_path):
         opes.getLogWeights("mbar")
     np.testing.assert_array_equal(opes.getGridAxes()[0], NODES)
     assert opes.getRecords()["z"].shape == (0, 1)
+
+
+def test_deposits_fall_on_multiples_of_the_pace_whatever_the_step_chunks(tmp_path):
+    """``step`` in chunks that are not multiples of ``pace`` deposits exactly at steps 5, 10, 15, ... (the CV at
+    that step), and a record file and a DCD trajectory get one row / frame per deposit at those steps."""
+    import mdtraj
+
+    opes, sim = build(tmp_path, compressionThreshold=0.0, recordFile=tmp_path / "rec.csv",
+                      trajectoryFile=tmp_path / "dep.dcd")
+    x = 0.0
+    for chunk in (3, 4, 9, 1, 8, 5):
+        x += 0.0625
+        sim.context.setPositions(np.array([[x, 0.0, 0.0]]))
+        opes.step(sim, chunk)
+    rec = opes.getRecords()
+    np.testing.assert_array_equal(rec["step"], [5, 10, 15, 20, 25, 30])
+    # the CV at the deposit step: the position set before the chunk that reaches it
+    np.testing.assert_allclose(rec["z"][:, 0], [0.125, 0.1875, 0.1875, 0.3125, 0.3125, 0.375], atol=1e-12)
+    table = np.loadtxt(tmp_path / "rec.csv", delimiter=",", skiprows=2)
+    np.testing.assert_array_equal(table[:, 0], rec["step"])
+    np.testing.assert_allclose(table[:, 1], 0.004 * rec["step"], atol=1e-6)
+    np.testing.assert_allclose(table[:, 2], rec["z"][:, 0], atol=1e-9)
+    np.testing.assert_allclose(table[:, 3:], np.stack([rec[k] for k in ("bias_kjmol", "wall_kjmol", "ct_kjmol",
+                                                                          "rct_kjmol", "logweight")], 1),
+                               rtol=1e-9, atol=1e-9)
+    del opes
+    traj = mdtraj.load(str(tmp_path / "dep.dcd"), top=mdtraj.Topology.from_openmm(sim.topology))
+    np.testing.assert_allclose(traj.xyz[:, 0, 0], rec["z"][:, 0], atol=1e-6)
+
+
+def test_record_file_appends_only_when_asked(tmp_path):
+    """An existing empty record file is started afresh (header written); a non-empty one is refused without
+    ``appendRecord`` and continued (no second header) with it."""
+    path = tmp_path / "rec.csv"
+    path.write_text("")
+    opes, sim = build(tmp_path, recordFile=path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("# latent OPES-METAD") and lines[1].startswith("step,")
+    deposit_at(opes, sim, [0.25])
+    with pytest.raises(FileExistsError, match="appendRecord"):
+        build(tmp_path, recordFile=path)
+    more, sim2 = build(tmp_path, recordFile=path, appendRecord=True, explore=True)
+    deposit_at(more, sim2, [0.5])
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4 and sum(line.startswith("#") for line in lines) == 1
+    assert lines[2].startswith("5,") and lines[3].startswith("5,")
+    path2 = tmp_path / "explore.csv"
+    build(tmp_path, recordFile=path2, explore=True)
+    assert path2.read_text().startswith("# latent OPES-explore depositions")
+
+
+def test_damaged_walker_files_do_not_hide_later_ones(tmp_path, caplog):
+    """A walker file whose arrays no longer match their checksum is left out with a warning naming it, an
+    unreadable one silently; walkers whose files sort after them are still read."""
+    from latentbias.io import NPZ_CHECKSUM_KEY
+
+    folder = tmp_path / "bias"
+    a, sim_a = build(tmp_path, walkerId="A", saveFrequency=PACE, biasDir=folder)
+    deposit_at(a, sim_a, [-0.5, 0.25])
+    with np.load(folder / "opes_A.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    assert NPZ_CHECKSUM_KEY in arrays
+    arrays["weights"] = arrays["weights"] * 2.0
+    np.savez(folder / "opes_0damaged.npz", **arrays)
+    (folder / "opes_00unreadable.npz").write_bytes(b"\x00" * 10)
+    with caplog.at_level("WARNING", logger="latentbias"):
+        b, _ = build(tmp_path, walkerId="B", saveFrequency=PACE, biasDir=folder)
+    assert "opes_0damaged.npz" in caplog.text and "unreadable" not in caplog.text
+    assert sorted(b._others) == ["A"] and b.numKernels == a.numKernels
+    np.testing.assert_allclose(b.getBias(), a.getBias(), atol=1e-12)
