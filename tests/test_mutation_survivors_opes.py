@@ -253,14 +253,17 @@ def test_other_walkers_enter_the_estimate_and_the_weight_sums(tmp_path):
 
 
 def test_restart_mid_run_equals_the_uninterrupted_run(tmp_path):
-    """Save after 5 deposits, restore into a fresh LatentOPES (different walker id), 5 more: same bias, records,
-    weight sums, σ and kernels as 10 deposits straight; the restored walker keeps the saved walker id."""
+    """Save after 5 deposits, restore into a fresh LatentOPES (different walker id), 5 more: bit for bit the same
+    bias, records, weight sums, σ and kernels as 10 deposits straight (the restored sums rebuild at the same
+    update as the uninterrupted ones); the restored walker keeps the saved walker id."""
     straight, sim = build(tmp_path, walkerId="S", compressionThreshold=1.0)
-    deposit_at(straight, sim, POINTS)
     first, sim1 = build(tmp_path, walkerId="S", compressionThreshold=1.0)
+    again, sim2 = build(tmp_path, walkerId="other", compressionThreshold=1.0)
+    for opes in (straight, first, again):  # full rebuilds of the kernel sums at updates 3, 6, 9 (the same in all)
+        opes.kde.rebuild_interval = 3
+    deposit_at(straight, sim, POINTS)
     deposit_at(first, sim1, POINTS[:5])
     first.saveState(tmp_path / "state")
-    again, sim2 = build(tmp_path, walkerId="other", compressionThreshold=1.0)
     sim2.currentStep = sim1.currentStep
     sim2.context.setTime(sim1.context.getState().getTime())
     again.loadState(tmp_path / "state")
