@@ -691,3 +691,16 @@ def test_damaged_walker_files_do_not_hide_later_ones(tmp_path, caplog):
     assert "opes_0damaged.npz" in caplog.text and "unreadable" not in caplog.text
     assert sorted(b._others) == ["A"] and b.numKernels == a.numKernels
     np.testing.assert_allclose(b.getBias(), a.getBias(), atol=1e-12)
+
+
+@pytest.mark.parametrize("cutoff", [None, 3.0])
+def test_last_node_of_a_periodic_axis_is_exactly_the_first(cutoff):
+    """On [−π, π) the last grid node is the first one: its kernel sum must be the same number bit for bit (a
+    periodic spline or tabulated function needs equal end values), also when the minimum image of the two
+    nodes rounds differently (period 2π is not exact in binary)."""
+    grid = BiasGrid([LatentVariable(0, -math.pi, math.pi, 0.1, periodic=True, gridWidth=37)])
+    kde = KernelDensity(grid, 0.0, rebuild_interval=10**6, cutoff=cutoff)
+    for c, s in ((-2.8841484100105235, 0.336360798162764), (-1.2584473065782806, 1.2299118866348486),
+                 (-2.9636549119444626, 0.5734232082990407)):
+        kde.add([c], [s], 1.0)
+        assert kde.grid_sum[-1] == kde.grid_sum[0] > 0
