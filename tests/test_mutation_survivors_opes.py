@@ -704,3 +704,27 @@ def test_last_node_of_a_periodic_axis_is_exactly_the_first(cutoff):
                  (-2.9636549119444626, 0.5734232082990407)):
         kde.add([c], [s], 1.0)
         assert kde.grid_sum[-1] == kde.grid_sum[0] > 0
+
+
+def test_truncated_kernel_sums_on_a_grid_away_from_the_origin():
+    """Grid [0.5, 2.5] (the window arithmetic must measure from the first node, not from 0): kernels near both
+    edges and inside, truncated at 2.5 σ, sum to the direct mixture at every node; non-positive weights are
+    refused; the update counter counts the incremental updates since the last rebuild."""
+    grid = BiasGrid([LatentVariable(0, 0.5, 2.5, 0.1, gridWidth=81)])
+    kde = KernelDensity(grid, 0.0, rebuild_interval=10**6, cutoff=2.5)
+    assert kde.updates_since_rebuild == 0
+    data = [(0.55, 0.1, 1.0), (1.3, 0.2, 2.0), (2.45, 0.15, 0.5), (1.9, 0.05, 1.5)]
+    for c, s, w in data:
+        kde.add([c], [s], w)
+    assert kde.updates_since_rebuild == len(data)
+    x = grid.axes[0]
+    expected = np.zeros_like(x)
+    for c, s, w in data:
+        r2 = ((x - c) / s) ** 2
+        expected += w * np.where(r2 < 6.25, np.exp(-0.5 * r2) - math.exp(-3.125), 0.0) / (math.sqrt(2 * math.pi) * s)
+    np.testing.assert_allclose(kde.grid_sum, expected, rtol=0, atol=1e-12)
+    for bad in (0.0, -0.5):
+        with pytest.raises(ValueError, match="bad kernel"):
+            kde.add([1.0], [0.1], bad)
+    kde.rebuild()
+    assert kde.updates_since_rebuild == 0
