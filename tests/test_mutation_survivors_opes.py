@@ -728,3 +728,22 @@ def test_truncated_kernel_sums_on_a_grid_away_from_the_origin():
             kde.add([1.0], [0.1], bad)
     kde.rebuild()
     assert kde.updates_since_rebuild == 0
+
+
+def test_compression_merges_exactly_the_kernels_within_the_threshold():
+    """Threshold 1 σ (of the stored kernel): a kernel 1.2 σ away is kept apart, one 0.9 σ away is merged; an empty
+    rebuild (no kernels at all) leaves consistent sums; fixed kernels of zero weight are valid and add nothing."""
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=81)])
+    kde = KernelDensity(grid, threshold=1.0, rebuild_interval=10**6)
+    kde.rebuild()
+    assert kde.center_sum.shape == (0,)
+    kde.add([0.0], [0.1], 1.0)
+    assert kde.center_sum == pytest.approx([1 / (math.sqrt(2 * math.pi) * 0.1)], rel=1e-12)
+    kde.add([0.12], [0.1], 1.0)
+    assert kde.num_kernels == 2
+    kde.add([-0.09], [0.1], 1.0)
+    assert kde.num_kernels == 2 and list(kde.counts) == [2, 1]
+    before = kde.grid_sum.copy()
+    kde.set_fixed(np.array([[0.5]]), np.array([[0.1]]), np.array([0.0]))
+    assert kde.num_kernels == 3
+    np.testing.assert_allclose(kde.grid_sum, before, rtol=0, atol=1e-12)
