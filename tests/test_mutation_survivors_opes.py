@@ -747,3 +747,53 @@ def test_compression_merges_exactly_the_kernels_within_the_threshold():
     kde.set_fixed(np.array([[0.5]]), np.array([[0.1]]), np.array([0.0]))
     assert kde.num_kernels == 3
     np.testing.assert_allclose(kde.grid_sum, before, rtol=0, atol=1e-12)
+
+
+def test_walker_syncs_change_nothing_when_no_other_walker_changed(tmp_path):
+    """A walker alone in its folder runs bit for bit like one without a folder, and a walker that reads another
+    walker's unchanged file at every sync like one given that walker's contribution once: a sync that finds
+    nothing new must not rebuild the estimate. Its own contribution given back to it is ignored."""
+    pts = POINTS + [p + 0.0625 for p in POINTS[:6]]
+    alone, sim1 = build(tmp_path, walkerId="A", saveFrequency=PACE, biasDir=tmp_path / "solo")
+    plain, sim2 = build(tmp_path, walkerId="A")
+    deposit_at(alone, sim1, pts)
+    deposit_at(plain, sim2, pts)
+    np.testing.assert_array_equal(alone.getBias(), plain.getBias())
+    before = plain.getBias()
+    plain.setOtherWalkers({"A": plain.walkerContribution()})  # no other walker: the same estimate, rebuilt
+    np.testing.assert_allclose(plain.getBias(), before, rtol=0, atol=1e-12)
+    assert plain.numKernels == alone.numKernels
+
+    b, sim_b = build(tmp_path, walkerId="B", saveFrequency=PACE, biasDir=tmp_path / "two")
+    deposit_at(b, sim_b, [0.5, 0.5625])
+    reader, sim3 = build(tmp_path, walkerId="R", saveFrequency=PACE, biasDir=tmp_path / "two")
+    given, sim4 = build(tmp_path, walkerId="R")
+    given.setOtherWalkers({"B": b.walkerContribution()})
+    deposit_at(reader, sim3, pts)
+    deposit_at(given, sim4, pts)
+    np.testing.assert_array_equal(reader.getBias(), given.getBias())
+
+
+def test_a_rebuilt_walker_does_not_erase_its_file(tmp_path):
+    """Rebuilding walker A (same id and folder, e.g. before loadState on restart) must not overwrite A's file with
+    an empty estimate: a walker joining afterwards still sees A's kernels."""
+    folder = tmp_path / "bias"
+    a, sim = build(tmp_path, walkerId="A", saveFrequency=PACE, biasDir=folder)
+    deposit_at(a, sim, [-0.5, 0.25])
+    build(tmp_path, walkerId="A", saveFrequency=PACE, biasDir=folder)
+    c, _ = build(tmp_path, walkerId="C", saveFrequency=PACE, biasDir=folder)
+    assert c.numKernels == a.numKernels == 2
+    np.testing.assert_array_equal(c.getBias(), a.getBias())
+
+
+def test_a_walker_contribution_is_a_snapshot(tmp_path):
+    """walkerContribution returns copies: a later merge inside the walker (in place) must not change what a
+    driver already holds, so what each walker sees is fixed by the caller."""
+    b, sim = build(tmp_path, walkerId="B", compressionThreshold=1.0)
+    deposit_at(b, sim, [0.5, -0.5])
+    snapshot = b.walkerContribution()
+    frozen = {k: v.copy() for k, v in snapshot.items()}
+    deposit_at(b, sim, [0.5625])  # merges into the kernel at 0.5 in place
+    assert b.kde.counts.sum() == 3 and b.numKernels == 2
+    for key in frozen:
+        np.testing.assert_array_equal(snapshot[key], frozen[key], err_msg=key)
