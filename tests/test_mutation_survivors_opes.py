@@ -562,6 +562,11 @@ def test_opes_input_contract(tmp_path):
         with pytest.raises(ValueError, match=match):
             LatentOPES(particle_system("0", mass=0.0), model, [LatentVariable(0, -1.0, 1.0, SIGMA0)], temperature,
                        **{"barrier": BARRIER, "pace": PACE, **kw})
+    with pytest.raises(ValueError, match="barrier must be a positive energy"):  # not only through γ = βΔE
+        build(tmp_path, barrier=float("inf"), biasFactor=10.0)
+    cold = LatentOPES(particle_system("0", mass=0.0), tmp_path / "x.pt", [LatentVariable(0, -1.0, 1.0, SIGMA0)], 0.5,
+                      barrier=BARRIER, pace=PACE)  # any positive temperature
+    assert cold.temperature == 0.5 and cold.biasFactor == pytest.approx(BARRIER / kt_kjmol(0.5))
     assert build(tmp_path, biasFactor=1.0 + 1e-9)[0].biasFactor == 1.0 + 1e-9
     assert build(tmp_path, pace=1)[0].pace == 1
     assert build(tmp_path, saveFrequency=2 * PACE, biasDir=tmp_path / "b2")[0].saveFrequency == 2 * PACE
