@@ -217,6 +217,11 @@ def test_recorded_bias_is_unscaled_and_walls_enter_the_logweight(tmp_path):
     assert last["bias_kjmol"][-1] == pytest.approx(ref["grid_bias"][-1], abs=1e-5)
     assert last["logweight"][-1] == pytest.approx((last["bias_kjmol"][-1] + wall - opes.ct()) / KT, abs=1e-9)
     assert opes.getLogWeights("bias")[-1] == pytest.approx((last["bias_kjmol"][-1] + wall) / KT, abs=1e-9)
+    rct = last["rct_kjmol"][-1]
+    assert opes.getLogWeights("rct")[-1] == pytest.approx((last["bias_kjmol"][-1] + wall - rct) / KT, abs=1e-9)
+    v_final = opes.biasAt(np.array([[1.25]]))[0]
+    assert v_final == pytest.approx(ref["grid_bias"][-1], abs=1e-9)  # the grid's edge value beyond the edge
+    assert opes.getLogWeights("final")[-1] == pytest.approx((v_final + wall) / KT, abs=1e-9)
 
 
 def test_other_walkers_enter_the_estimate_and_the_weight_sums(tmp_path):
