@@ -9,6 +9,12 @@ after every deposit: the bias V = (α/β) ln(P/Z + ε) on the grid, the recorded
 the kernel weights exp(βV) (METAD) or 1 (explore), N_eff, the Silverman-shrunk σ, the probability estimate and
 the free energy −V/(1 − 1/γ). Tolerances: 1e-9 kJ/mol on the grid (double precision end to end), 1e-6 kJ/mol on
 what the Context evaluates (spline at a node).
+
+Also: adaptive σ against the documented Welford statistics; walkers through ``setOtherWalkers`` and through a
+shared folder (union estimate, damaged files, syncs that find nothing new change nothing bit for bit); restarts
+bit for bit; the kernel density's merge rule (weight, mean and second moment, across the periodic seam,
+recursively), truncated sums against the mixture written out (2-D, away from the origin, periodic end nodes); the
+cut factor's error bound and exact zeros. Each test kills mutants listed in TESTING.md (helper mut15d).
 """
 
 from __future__ import annotations
