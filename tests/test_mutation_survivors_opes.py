@@ -149,7 +149,12 @@ def test_opes_step_by_step_equals_its_defining_formulas(tmp_path, explore, cutof
     # before any kernel: flat −ΔE, c(t) = −ΔE, rct = kT ln(e^{−βΔE}/1) = −ΔE, N_eff of the fictitious sample
     np.testing.assert_array_equal(opes.getBias(), np.full(33, -BARRIER))
     assert opes.ct() == -BARRIER and opes.rct() == pytest.approx(-BARRIER, abs=1e-12)
-    deposit_at(opes, sim, POINTS)
+    import warnings
+
+    with warnings.catch_warnings():
+        # c(t) at every deposit: nodes the truncated kernels do not reach (P = 0) are left out, no log(0)
+        warnings.simplefilter("error", RuntimeWarning)
+        deposit_at(opes, sim, POINTS)
     rows, ref = reference_opes(POINTS, explore, cut, gamma, periodic)
     assert opes.numDeposits == len(POINTS) and opes.numKernels == len(POINTS)
     np.testing.assert_allclose(opes.getBias(), ref["grid_bias"], rtol=0, atol=1e-9)
@@ -540,6 +545,8 @@ def test_walkers_sharing_a_folder_see_each_others_kernels(tmp_path, caplog):
     sim_a.context.setPositions(np.array([[-0.5, 0.0, 0.0]]))
     a.step(sim_a, PACE)
     assert a.numKernels == 4 + 2 and a._totalCount == 1 + 4 + 2
+    # the kernels read at that sync act in the Context when step() returns
+    assert a.getBiasEnergy(sim_a.context) == pytest.approx(a.getBias()[8], abs=1e-6)
     assert sorted(a._others) == ["B"]
     np.testing.assert_allclose(np.sort(a.kde.fixed_weights), np.sort(b.kde.weights))
     # the same union through setOtherWalkers gives the same bias
@@ -817,3 +824,17 @@ def test_a_walker_contribution_is_a_snapshot(tmp_path):
     assert b.kde.counts.sum() == 3 and b.numKernels == 2
     for key in frozen:
         np.testing.assert_array_equal(snapshot[key], frozen[key], err_msg=key)
+
+
+def test_restart_from_a_state_saved_before_the_first_deposit(tmp_path):
+    """A fixed-σ run saved before any deposit and restored continues exactly like the run that was not
+    interrupted (its σ0 is set from the start, whatever the deposit count)."""
+    straight, sim = build(tmp_path, walkerId="S")
+    first, _ = build(tmp_path, walkerId="S")
+    first.saveState(tmp_path / "empty")
+    again, sim2 = build(tmp_path, walkerId="S")
+    again.loadState(tmp_path / "empty")
+    deposit_at(straight, sim, POINTS[:3])
+    deposit_at(again, sim2, POINTS[:3])
+    np.testing.assert_array_equal(again.getBias(), straight.getBias())
+    np.testing.assert_array_equal(again.kde.sigmas, straight.kde.sigmas)
