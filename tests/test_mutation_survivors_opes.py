@@ -838,3 +838,16 @@ def test_restart_from_a_state_saved_before_the_first_deposit(tmp_path):
     deposit_at(again, sim2, POINTS[:3])
     np.testing.assert_array_equal(again.getBias(), straight.getBias())
     np.testing.assert_array_equal(again.kde.sigmas, straight.kde.sigmas)
+
+
+def test_an_edited_state_json_is_refused(tmp_path):
+    """The state's JSON carries its own checksum: a hand-edited record (here its deposit count) is refused."""
+    opes, sim = build(tmp_path)
+    deposit_at(opes, sim, POINTS[:3])
+    _, meta = opes.saveState(tmp_path / "s")
+    text = meta.read_text()
+    assert '"numDeposits": 3' in text
+    meta.write_text(text.replace('"numDeposits": 3', '"numDeposits": 4'))
+    other, _ = build(tmp_path)
+    with pytest.raises(ValueError, match="checksum"):
+        other.loadState(tmp_path / "s")
