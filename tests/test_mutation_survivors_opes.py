@@ -851,3 +851,16 @@ def test_an_edited_state_json_is_refused(tmp_path):
     other, _ = build(tmp_path)
     with pytest.raises(ValueError, match="checksum"):
         other.loadState(tmp_path / "s")
+
+
+def test_one_deposit_estimate(tmp_path):
+    """After a single METAD deposit (weight e^{−βΔE}, so the kernel sum on the grid is far below 1) the probability
+    estimate is that one kernel normalised over the nodes, and the run has one "final" log-weight."""
+    opes, sim = build(tmp_path, kernelCutoff=None)
+    deposit_at(opes, sim, [0.25])
+    s = opes.kde.sigmas[0, 0]
+    p = np.exp(-0.5 * ((NODES - 0.25) / s) ** 2)
+    assert opes.kde.grid_sum.sum() < 1.0
+    np.testing.assert_allclose(opes.getProbability(), p / p.sum(), rtol=1e-9)
+    final = opes.getLogWeights("final")
+    assert final.shape == (1,) and final[0] == pytest.approx(opes.getBias()[20] / KT, abs=1e-9)
