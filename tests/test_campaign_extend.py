@@ -104,6 +104,24 @@ def test_finished_campaign_extended_by_a_round_equals_the_longer_campaign(copy, 
     assert "configuration change [campaign] rounds = 3 -> 4" in (rundir / "campaign.log").read_text()
 
 
+def test_longer_rounds_take_effect_in_the_added_round_and_leave_completed_segments_untouched(copy, tmp_path):
+    """Issue 9 item 4b end to end: a finished 3-round campaign given one more round and twice the steps per round.
+    The completed rounds keep their segments byte for byte, the new round (the first planned after the change)
+    runs twice the segments, and the change is recorded with both keys."""
+    folder, rundir = copy
+    before = segments(rundir)
+    longer = small(rounds=4, steps=4000)
+    progress = run(write_config(folder, longer), rundir)
+    assert progress == {"round": 3, "phase": "done", "segments": 0, "finished": True}
+    after = segments(rundir)
+    assert {k: after[k] for k in before} == before
+    new = sorted(k for k in after if k.startswith("round_003/"))
+    assert len(new) == 4  # 4000 steps / checkpoint 1000 (the completed rounds have 2 each)
+    assert load_json(rundir / "round_003" / "plan.json")["segments"] == 4
+    history = load_json(rundir / "config_changes.json")["changes"][-1]["keys"]
+    assert sorted(k["key"] for k in history) == ["[campaign] rounds", "[campaign] steps_per_round"]
+
+
 def test_converge_phase_added_to_a_finished_campaign_and_its_budget_grown(finished, copy, tmp_path):
     folder, rundir = copy
     text = small(converge_steps=2000).replace("min_steps = 1000", "min_steps = 2000")
