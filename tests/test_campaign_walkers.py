@@ -25,6 +25,7 @@ from latentbias.campaign.loop import Campaign
 from latentbias.campaign.plan import walker_frontier_schedules
 from latentbias.campaign.records import load_frames
 from latentbias.campaign.rundir import RunDir
+from latentbias.io import load_npz
 from latentbias.campaign.seeds import RoundSeeds
 
 STEPS, ROUND0, CHECKPOINT = 4000, 2000, 1000
@@ -118,6 +119,25 @@ def test_frames_csv_names_the_walker_of_every_frame(straight):
         np.testing.assert_array_equal(rows[:, -1].astype(int), f["walker"][sel])
         np.testing.assert_array_equal(rows[:, 0].astype(int), f["step"][sel])
         assert set(rows[:, -1].astype(int)) == {0, 1}
+
+
+def test_walker_segments_hold_the_one_frame_schema(straight):
+    """Issue 9 item 7b for parallel walkers: every segment the walkers commit holds exactly SEGMENT_COLUMNS,
+    ``walker`` included, with its dtypes and per-frame shapes (test_issue9_records.py checks the single-walker
+    segments and the imported-frame record against the same schema)."""
+    from latentbias.campaign.records import SEGMENT_COLUMNS, _SEGMENT_EXTRAS
+
+    want = {c.name: np.dtype(c.dtype) for c in SEGMENT_COLUMNS}
+    files = sorted(straight.glob("round_*/seg_*.npz"))
+    assert len(files) >= 2 and {p.parent.name for p in files} == {"round_000", "round_001"}
+    for path in files:
+        seg = load_npz(path)
+        assert set(seg) - set(_SEGMENT_EXTRAS) == set(want), path
+        n = len(seg["step"])
+        for name, dtype in want.items():
+            assert seg[name].dtype == dtype and len(seg[name]) == n, (path, name)
+        assert set(np.unique(seg["walker"])) == {0, 1}, path
+        assert seg["positions"].shape[2:] == (3,) and seg["box"].shape[1:] == (3, 3)
 
 
 def test_walkers_share_one_bias_and_each_frame_keeps_its_own_state(straight):
