@@ -1,0 +1,229 @@
+"""Tests written for the survivors of the mutation sessions of the analysis modules ``barriers.py``, ``paths.py`` and
+``pockets.py`` (TESTING.md, "Session of 2026-11-30 (helper mut15f)"). Each checks physics or geometry against an
+independent reference: the minimax barrier against the percolation threshold of the level sets (scipy's connected
+components), its invariance under the symmetries of the grid; the string against analytic minimum free-energy paths;
+the cavity volume against hand-built cavities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from latentbias.analysis.barriers import minimax_barrier, nearest_cell
+
+# ------------------------------------------------------------------------------------------------ minimax barrier
+
+
+def _neighbour_pairs(shape, connectivity, periodic):
+    """Flat index pairs of neighbouring cells (each pair once), with wrapping along the periodic axes."""
+    n0, n1 = shape
+    half = [(1, 0), (0, 1)] + ([(1, 1), (1, -1)] if connectivity == 8 else [])
+    i, j = np.indices(shape)
+    pairs = []
+    for di, dj in half:
+        u, v = i + di, j + dj
+        if periodic[0]:
+            u = u % n0
+        if periodic[1]:
+            v = v % n1
+        ok = (u >= 0) & (u < n0) & (v >= 0) & (v < n1)
+        pairs.append(np.column_stack([(i * n1 + j)[ok], (u * n1 + v)[ok]]))
+    return np.concatenate(pairs)
+
+
+def _percolation_reference(f, a, b, connectivity=8, periodic=(False, False)):
+    """Independent reference by definition: the saddle level is the lowest level L at which a and b lie in one
+    connected component of {F <= L} (bisection over the distinct levels, components by scipy.sparse.csgraph); the
+    basin of a is the lowest F of a's component of {F < L} (F[a] when a is the saddle cell itself)."""
+    n = f.size
+    flat = f.ravel()
+    pairs = _neighbour_pairs(f.shape, connectivity, periodic)
+    ka, kb = a[0] * f.shape[1] + a[1], b[0] * f.shape[1] + b[1]
+
+    def labels(mask):
+        keep = mask[pairs[:, 0]] & mask[pairs[:, 1]]
+        p = pairs[keep]
+        g = coo_matrix((np.ones(len(p)), (p[:, 0], p[:, 1])), shape=(n, n))
+        return connected_components(g, directed=False)[1]
+
+    levels = np.unique(flat[np.isfinite(flat)])
+    lo, hi = 0, len(levels)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        mask = np.isfinite(flat) & (flat <= levels[mid])
+        lab = labels(mask)
+        if mask[ka] and mask[kb] and lab[ka] == lab[kb]:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == len(levels):
+        return np.inf, None, None
+    level = levels[lo]
+    below = np.isfinite(flat) & (flat < level)
+    lab = labels(below)
+
+    def basin(k):
+        return flat[k] if not below[k] else flat[below & (lab == lab[k])].min()
+
+    return level, basin(ka), basin(kb)
+
+
+def _check_against_reference(f, a, b, connectivity, periodic):
+    res = minimax_barrier(f, a, b, periodic=periodic, connectivity=connectivity)
+    level, basin_a, basin_b = _percolation_reference(f, a, b, connectivity, periodic)
+    assert res.saddle_level == level, (a, b)
+    assert f[res.saddle_index] == level  # distinct values: the saddle cell is the one cell at that level
+    assert (res.basin_a, res.basin_b) == (basin_a, basin_b), (a, b)
+    assert res.forward == level - basin_a and res.backward == level - basin_b
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("periodic", [(False, False), (True, False), (False, True), (True, True)])
+def test_minimax_barrier_is_the_percolation_threshold_of_rough_surfaces(connectivity, periodic):
+    """On a rough (uncorrelated) surface the best path winds through many cells, so every neighbour direction and
+    every wrap matters: saddle level, saddle cell and both basin minima equal the percolation reference, for states
+    in the four corners (the first and last cells of the grid) and at random cells, on a non-square grid."""
+    rng = np.random.default_rng(11)
+    f = rng.uniform(0.0, 50.0, (17, 23))
+    n0, n1 = f.shape
+    corners = [(0, 0), (n0 - 1, n1 - 1), (0, n1 - 1), (n0 - 1, 0)]
+    pairs = [(corners[0], corners[1]), (corners[2], corners[3]), (corners[1], corners[0]), (corners[0], corners[2])]
+    cells = [tuple(int(c) for c in rng.integers(0, (n0, n1))) for _ in range(24)]
+    pairs += list(zip(cells[::2], cells[1::2]))
+    pairs += [(corners[0], cells[0]), (cells[1], corners[1]), (corners[3], cells[2])]
+    for a, b in pairs:
+        if a != b:
+            _check_against_reference(f, a, b, connectivity, periodic)
+
+
+def _d4(f, cell):
+    """The 8 symmetries of a square grid applied to a surface and a cell."""
+    n = f.shape[0]
+    out = []
+    for k in range(4):
+        g, c = f, cell
+        for _ in range(k):  # rot90 counter-clockwise: (i, j) -> (n - 1 - j, i)
+            g, c = np.rot90(g), (n - 1 - c[1], c[0])
+        out.append((g, c))
+        out.append((g.T, (c[1], c[0])))
+    return out
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_minimax_barrier_is_invariant_under_the_symmetries_of_the_grid(connectivity):
+    """Rotating or reflecting the grid (with the two states) changes neither the barrier nor the basins, and the
+    saddle cell moves with the grid; on a periodic grid rolling the surface is a symmetry too."""
+    rng = np.random.default_rng(5)
+    f = rng.uniform(0.0, 30.0, (15, 15))
+    for a, b in [((0, 0), (14, 14)), ((3, 11), (12, 2)), ((0, 14), (7, 7))]:
+        ref = minimax_barrier(f, a, b, connectivity=connectivity)
+        for (g, ga), (_, gb), (_, gs) in zip(_d4(f, a), _d4(f, b), _d4(f, ref.saddle_index)):
+            res = minimax_barrier(g, ga, gb, connectivity=connectivity)
+            assert (res.saddle_level, res.basin_a, res.basin_b) == (ref.saddle_level, ref.basin_a, ref.basin_b)
+            assert res.saddle_index == gs
+    g = rng.uniform(0.0, 30.0, (12, 16))
+    a, b = (0, 0), (6, 9)
+    for per in [(True, False), (False, True), (True, True)]:
+        ref = minimax_barrier(g, a, b, periodic=per, connectivity=connectivity)
+        for s0 in ([0, 5, 11] if per[0] else [0]):
+            for s1 in ([0, 3, 15] if per[1] else [0]):
+                rolled = np.roll(g, (s0, s1), axis=(0, 1))
+                move = lambda c: ((c[0] + s0) % 12, (c[1] + s1) % 16)  # noqa: E731
+                res = minimax_barrier(rolled, move(a), move(b), periodic=per, connectivity=connectivity)
+                assert (res.saddle_level, res.basin_a, res.basin_b) == (ref.saddle_level, ref.basin_a, ref.basin_b)
+                assert res.saddle_index == move(ref.saddle_index)
+
+
+@pytest.mark.parametrize("flip", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_diagonal_channel_is_open_with_8_neighbours_and_closed_with_4(flip, swap):
+    """A one-cell channel along a diagonal of a plateau at 100 (cells touching at corners only), with a pass of 7 in
+    its middle: with corner neighbours the barrier is the pass (7 - 0 forward, 7 - 1 backward), with edge neighbours
+    only it is the plateau."""
+    n = 9
+    f = np.full((n, n), 100.0)
+    levels = np.array([0.0, 2.0, 3.0, 5.0, 7.0, 4.0, 3.5, 2.5, 1.0])
+    f[np.arange(n), np.arange(n)] = levels
+    a, b = (0, 0), (n - 1, n - 1)
+    if flip[0]:
+        f, a, b = f[::-1], (n - 1 - a[0], a[1]), (n - 1 - b[0], b[1])
+    if flip[1]:
+        f, a, b = f[:, ::-1], (a[0], n - 1 - a[1]), (b[0], n - 1 - b[1])
+    if swap:
+        a, b = b, a
+    eight = minimax_barrier(f, a, b, connectivity=8)
+    assert eight.saddle_level == 7.0
+    assert {eight.forward, eight.backward} == {7.0, 6.0} and (eight.forward == 7.0) != swap
+    assert minimax_barrier(f, a, b).saddle_level == 7.0  # 8 neighbours is the default
+    four = minimax_barrier(f, a, b, connectivity=4)
+    assert four.saddle_level == 100.0
+
+
+def _three_basins(connectivity):
+    """Three basins meeting at the centre cell (F = 5) of a plateau at 100: a's arm (minimum 1 at a), b's arm (0.5 at
+    b) and a deeper third arm (-10). Arms along the grid axes for 4 neighbours, along the diagonals for 8 (cells of
+    different arms must not touch)."""
+    f = np.full((5, 5), 100.0)
+    f[2, 2] = 5.0
+    if connectivity == 4:
+        f[2, :2], f[2, 3:], f[:2, 2] = [1.0, 2.0], [2.0, 0.5], [-10.0, 3.0]
+        return f, (2, 0), (2, 4)
+    f[0, 0], f[1, 1], f[3, 3], f[4, 4], f[1, 3], f[0, 4] = 1.0, 2.0, 2.0, 0.5, 3.0, -10.0
+    return f, (0, 0), (4, 4)
+
+
+@pytest.mark.parametrize("k", range(8))
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_basins_exclude_a_third_basin_that_meets_at_the_saddle(k, connectivity):
+    """The barriers seen from a and b are 5 - 1 = 4 and 5 - 0.5 = 4.5, not 5 - (-10): the third basin is not part
+    of a's or b's component below the saddle level. The same in every orientation of the grid (i.e. whatever the
+    order in which the saddle cell meets its neighbours); a state sitting on the saddle cell has no barrier
+    forward."""
+    f, a0, b0 = _three_basins(connectivity)
+    g, a = _d4(f, a0)[k]
+    _, b = _d4(f, b0)[k]
+    _, s = _d4(f, (2, 2))[k]
+    res = minimax_barrier(g, a, b, connectivity=connectivity)
+    assert res.saddle_index == s and res.saddle_level == 5.0
+    assert (res.basin_a, res.basin_b, res.forward, res.backward) == (1.0, 0.5, 4.0, 4.5)
+    on = minimax_barrier(g, s, b, connectivity=connectivity)
+    assert (on.saddle_level, on.basin_a, on.basin_b, on.forward, on.backward) == (5.0, 5.0, 0.5, 0.0, 4.5)
+    back = minimax_barrier(g, b, s, connectivity=connectivity)
+    assert (back.basin_a, back.basin_b, back.forward) == (0.5, 5.0, 4.5)
+
+
+def test_disconnected_states_and_cells_outside_the_grid():
+    """A wall of unsampled cells: no barrier (inf), saddle (-1, -1), the states' own F as basins (documented);
+    indices outside the grid (negative ones included, which numpy would wrap) are refused on a non-square grid."""
+    f = np.arange(15.0).reshape(3, 5)
+    f[:, 2] = np.nan
+    res = minimax_barrier(f, (0, 0), (2, 4))
+    assert res.saddle_level == np.inf and res.saddle_index == (-1, -1)
+    assert (res.basin_a, res.basin_b) == (0.0, 14.0)
+    for cell in [(-1, 0), (0, -1), (3, 0), (0, 5), (-1, -1)]:
+        with pytest.raises(ValueError, match="not a cell"):
+            minimax_barrier(f, cell, (2, 4))
+        with pytest.raises(ValueError, match="not a cell"):
+            minimax_barrier(f, (2, 4), cell)
+    assert minimax_barrier(f, (2, 4), (2, 4)).saddle_level == 14.0  # the last cell is a cell
+
+
+def test_nearest_cell_on_periodic_and_bounded_axes():
+    """Periodic axes: the nearest centre by circular distance (independent reference: angle differences wrapped to
+    (-P/2, P/2]), the same for a point shifted by whole periods; bounded axes (the default): a point beyond the last
+    centre belongs to the last cell, never to the first."""
+    rng = np.random.default_rng(3)
+    phi = np.arange(-180.0, 180.0, 5.0)  # P = 360
+    s = np.arange(0.05, 2.0, 0.1)  # P = 2
+    for axis in (phi, s):
+        period = (axis[1] - axis[0]) * len(axis)
+        for p in rng.uniform(axis[0] - period / 2, axis[-1] + period / 2, 200):
+            wrapped = (axis - p + period / 2) % period - period / 2
+            expect = int(np.argmin(np.abs(wrapped)))
+            for shift in (0.0, period, -period, 2 * period):
+                assert nearest_cell([axis], [p + shift], [True]) == (expect,), (p, shift)
+    assert nearest_cell([s], [2.04]) == (19,)  # circularly it is nearer cell 0 (0.05 + 2.0)
+    assert nearest_cell([s, phi], [-0.03, 178.0], [False, True]) == (0, 0)
+    assert nearest_cell([s, phi], [-0.03, 178.0]) == (0, 71)
