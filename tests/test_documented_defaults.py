@@ -31,6 +31,9 @@ MODULES = [
     "latentbias.analysis.fes",
     "latentbias.analysis.reweight",
     "latentbias.analysis.constants",
+    "latentbias.analysis.barriers",
+    "latentbias.analysis.paths",
+    "latentbias.analysis.pockets",
     "latentbias.campaign.weights",
 ]
 

@@ -90,9 +90,9 @@ def minimax_barrier(fes: Any, a: Sequence[int], b: Sequence[int], periodic: Sequ
         Free energy per cell (NaN or inf: unsampled, impassable).
     a, b : tuple of int
         Grid indices of the two states (e.g. from :func:`nearest_cell`).
-    periodic : bool or (bool, bool)
+    periodic : bool or (bool, bool), default False
         Whether each axis wraps around (e.g. φ/ψ grids covering a full turn).
-    connectivity : {4, 8}
+    connectivity : {4, 8}, default 8
         Neighbours of a cell: edge-sharing (4) or also corner-sharing (8).
 
     Returns
