@@ -227,3 +227,109 @@ def test_nearest_cell_on_periodic_and_bounded_axes():
     assert nearest_cell([s], [2.04]) == (19,)  # circularly it is nearer cell 0 (0.05 + 2.0)
     assert nearest_cell([s, phi], [-0.03, 178.0], [False, True]) == (0, 0)
     assert nearest_cell([s, phi], [-0.03, 178.0]) == (0, 71)
+
+
+# --------------------------------------------------------------------------------------- string method, basins
+
+from latentbias.analysis.paths import find_basins, minimum_free_energy_path, path_sensitivity  # noqa: E402
+
+
+def _ring(x, y, k=40.0, h=12.0):
+    """k (r - 1)^2 + h sin^2(theta): minima (±1, 0), saddles (0, ±1), F = h there; the MFEP is the unit circle."""
+    r = np.hypot(x, y)
+    return k * (r - 1.0) ** 2 + h * (y / np.maximum(r, 1e-12)) ** 2
+
+
+def _ring_grid(n=61):
+    x = np.linspace(-1.6, 1.6, n)
+    xx, yy = np.meshgrid(x, x, indexing="ij")
+    return _ring(xx, yy), (x, x)
+
+
+def test_string_on_the_ring_profile_arc_length_and_equal_spacing():
+    """The converged string's free-energy profile is the analytic F along it (relative to the start node, within the
+    bicubic interpolation error), its barrier is the profile's maximum (12 = h, at the saddle (0, 1)), the arc length
+    is the cumulative chord length from 0 to the half circle's length pi, and the nodes are equally spaced in arc
+    length (the string method's reparametrisation)."""
+    fes, axes = _ring_grid()
+    bowed = np.column_stack([np.linspace(-1, 1, 31), 0.3 * np.sin(np.linspace(0, np.pi, 31))])
+    path = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=31, smooth=0.0, initial=bowed)
+    assert path.converged and 1 < path.iterations < 20000
+    exact = _ring(path.nodes[:, 0], path.nodes[:, 1])
+    np.testing.assert_allclose(path.free_energy, exact - exact[0], atol=0.05)
+    assert path.free_energy[0] == 0.0 and path.barrier == path.free_energy.max()
+    assert path.barrier == pytest.approx(12.0, abs=0.1)
+    top = path.nodes[np.argmax(path.free_energy)]
+    assert np.hypot(top[0], top[1] - 1.0) < 0.06
+    seg = np.linalg.norm(np.diff(path.nodes, axis=0), axis=1)
+    np.testing.assert_allclose(path.arc_length, np.concatenate([[0.0], np.cumsum(seg)]), rtol=0, atol=1e-12)
+    assert path.arc_length[-1] == pytest.approx(np.pi, rel=0.02)
+    assert seg.std() / seg.mean() < 0.02
+    assert path.info["smooth"] == 0.0 and path.info["step"] > 0
+
+
+def test_string_slides_down_a_tilted_plane():
+    """On a plane F = 3 x (no curvature: the default step falls back to its cap) every node slides downhill to the
+    low edge x = 0 and stays there (clipped to the grid), with free ends; with fixed ends only the inner nodes move,
+    and the string stays near the segment's line y = 0.5 (the spline's gradient across a plane is not exactly 0:
+    1e-3 measured with the step cap)."""
+    x = np.linspace(0.0, 1.0, 21)
+    xx, _ = np.meshgrid(x, x, indexing="ij")
+    fes = 3.0 * xx
+    free = minimum_free_energy_path(fes, (x, x), (0.2, 0.5), (0.8, 0.5), n_nodes=9, smooth=0.0)
+    assert free.converged
+    np.testing.assert_allclose(free.nodes[:, 0], 0.0, atol=1e-9)
+    assert np.all(free.free_energy <= 1e-9)
+    fixed = minimum_free_energy_path(fes, (x, x), (0.2, 0.5), (0.8, 0.5), n_nodes=9, smooth=0.0, fixed_ends=True,
+                                     max_iterations=50)
+    np.testing.assert_allclose(fixed.nodes[[0, -1]], [(0.2, 0.5), (0.8, 0.5)], atol=1e-12)
+    np.testing.assert_allclose(fixed.nodes[:, 1], 0.5, atol=0.01)
+
+
+def _double_well_with_a_hole():
+    """5 (x^2 - 1)^2 + 3 y^2 on [-1.5, 1.5]^2 (minima (±1, 0), F <= 14.6 on the grid), unsampled (NaN) in a disc of
+    radius 0.35 around (0, 1.1), where F would be ~8.6."""
+    x = np.linspace(-1.5, 1.5, 41)
+    xx, yy = np.meshgrid(x, x, indexing="ij")
+    fes = 5 * (xx**2 - 1) ** 2 + 3 * yy**2
+    hole = np.hypot(xx, yy - 1.1) < 0.35
+    fes[hole] = np.nan
+    return fes, (x, x), hole
+
+
+def test_unsampled_cells_are_barriers_not_basins():
+    """Unsampled cells are raised above the highest sampled F: the two wells are the only basins (none appears in
+    the unsampled hole), cells above max_free_energy get label -1 (the hole among them), and the lowest basin has
+    label 0."""
+    fes, axes, hole = _double_well_with_a_hole()
+    basins = find_basins(fes, axes, smooth=1.0, min_depth=1.0)
+    assert len(basins.minima) == 2
+    np.testing.assert_allclose(np.sort(np.abs(basins.minima[:, 0])), [1.0, 1.0], atol=0.08)
+    np.testing.assert_allclose(basins.minima[:, 1], 0.0, atol=0.08)
+    assert basins.free_energies[0] == 0.0 and basins.free_energies[1] == pytest.approx(0.0, abs=0.2)
+    cut = find_basins(fes, axes, smooth=0.0, min_depth=1.0, max_free_energy=6.0)
+    assert set(np.unique(cut.labels)) == {-1, 0, 1}
+    assert np.all(cut.labels[hole] == -1)
+    sampled = np.where(hole, np.inf, fes - np.nanmin(fes))
+    np.testing.assert_array_equal(cut.labels == -1, sampled > 6.0)
+    lowest = tuple(np.unravel_index(np.nanargmin(fes), fes.shape))
+    assert cut.labels[lowest] == 0
+
+
+def test_fes_with_four_sampled_cells_is_enough():
+    """At least 4 finite cells are needed (the message says so); exactly 4 are accepted."""
+    fes = np.full((4, 4), np.nan)
+    fes[1:3, 1:3] = [[1.0, 2.0], [3.0, 0.5]]
+    axes = (np.arange(4.0), np.arange(4.0))
+    basins = find_basins(fes, axes, smooth=0.0, min_depth=0.1)
+    assert basins.minima.tolist() == [[2.0, 2.0]]
+    fes[1, 1] = np.nan
+    with pytest.raises(ValueError, match="fewer than 4 finite cells"):
+        find_basins(fes, axes)
+
+
+def test_path_sensitivity_of_one_sample_has_zero_spread():
+    """One FES sample: the barrier spread is 0 (not negative); the sampled barrier is finite."""
+    fes, axes = _ring_grid(41)
+    sens = path_sensitivity(fes, np.full(fes.shape, 0.5), axes, (-1, 0.05), (1, 0.05), n_samples=1, n_nodes=15)
+    assert sens["barrier_std"] == 0.0 and sens["barriers"].shape == (1,) and np.isfinite(sens["barriers"][0])
