@@ -333,3 +333,242 @@ def test_path_sensitivity_of_one_sample_has_zero_spread():
     fes, axes = _ring_grid(41)
     sens = path_sensitivity(fes, np.full(fes.shape, 0.5), axes, (-1, 0.05), (1, 0.05), n_samples=1, n_nodes=15)
     assert sens["barrier_std"] == 0.0 and sens["barriers"].shape == (1,) and np.isfinite(sens["barriers"][0])
+
+
+# ------------------------------------------------------------------------------------------------ cavity volume
+
+from scipy import ndimage  # noqa: E402
+
+from latentbias.analysis.pockets import CavityVolume, PocketRegion  # noqa: E402
+
+
+def _reference_cavity(xyz, radii, lo, hi, centre, radius, step, probe_in, probe_out, removal, cutoff, surface):
+    """The module docstring's definition, computed independently: exact atom distances for the probe-in occupancy
+    (brute force), Euclidean distance transforms (scipy) for every growth, scipy's 26-connected labelling. Grid:
+    spacing ``step`` from ``lo - probe_out`` over the region box enlarged by ``probe_out``; cavity points only in
+    the region (box ``[lo, hi]``, or the ball of ``radius`` around ``centre``). Returns the cavity points (nm)."""
+    origin = lo - probe_out
+    shape = tuple(np.ceil((hi + probe_out - origin) / step).astype(int) + 1)
+    pts = origin + np.indices(shape).reshape(3, -1).T * step
+    occ = np.zeros(shape, dtype=bool)
+    grid = [origin[k] + np.arange(shape[k]) * step for k in range(3)]
+    for x, r in zip(xyz, radii):  # each atom on the block of grid points around it, exact distances
+        if r <= 0:
+            continue
+        reach = r + probe_in
+        sl = [slice(max(0, int(np.floor((x[k] - reach - origin[k]) / step))),
+                    max(0, int(np.ceil((x[k] + reach - origin[k]) / step)) + 1)) for k in range(3)]
+        gx, gy, gz = np.meshgrid(grid[0][sl[0]], grid[1][sl[1]], grid[2][sl[2]], indexing="ij")
+        occ[tuple(sl)] |= (gx - x[0]) ** 2 + (gy - x[1]) ** 2 + (gz - x[2]) ** 2 <= reach**2
+    free = ndimage.distance_transform_edt(occ) <= probe_in / step if surface == "SES" else ~occ
+    occ_out = ndimage.distance_transform_edt(~occ) <= (probe_out - probe_in) / step
+    bulk = ndimage.distance_transform_edt(occ_out) <= probe_out / step
+    cavity = free & ~bulk
+    if removal > 0:
+        cavity &= ~(ndimage.distance_transform_edt(~bulk) <= removal / step)
+    inside = np.all((pts >= lo - 1e-9 * step) & (pts <= hi + 1e-9 * step), axis=1).reshape(shape)
+    if centre is not None:
+        inside &= (((pts - centre) ** 2).sum(1) <= radius**2).reshape(shape)
+    cavity &= inside
+    labels, n = ndimage.label(cavity, structure=np.ones((3, 3, 3)))
+    for k in range(1, n + 1):
+        if (labels == k).sum() * step**3 < cutoff:
+            cavity[labels == k] = False
+    return pts[cavity.ravel()]
+
+
+def _hollow_cluster(seed=0):
+    """A 'protein' with a cavity: atoms of four radii (and two of radius 0, ignored) on a bumpy shell of radius
+    ~0.8 nm with an opening on one side, a few atoms inside (fragments), and atoms scattered around it (some
+    outside the grid, some reaching into it from outside)."""
+    rng = np.random.default_rng(seed)
+    n = 700
+    k = np.arange(n) + 0.5
+    polar, azim = np.arccos(1 - 2 * k / n), np.pi * (1 + 5**0.5) * k
+    r = 0.8 + rng.normal(0, 0.02, n)
+    shell = r[:, None] * np.c_[np.sin(polar) * np.cos(azim), np.sin(polar) * np.sin(azim), np.cos(polar)]
+    shell = shell[shell[:, 0] < 0.68]  # a mouth of ~0.4 nm radius on the +x side
+    inner = rng.uniform(-0.25, 0.25, (6, 3))
+    outer = rng.normal(0, 1.0, (60, 3))
+    outer = outer[np.linalg.norm(outer, axis=1) > 1.05]
+    xyz = np.concatenate([shell, inner, outer, [[0.05, 0.0, 0.0], [0.0, -0.3, 0.1]]])
+    radii = rng.choice([0.152, 0.155, 0.17, 0.18], len(xyz))
+    radii[-2:] = 0.0
+    return xyz + np.array([0.31, -0.17, 0.05]), radii, len(shell)
+
+
+@pytest.mark.parametrize("surface", ["SES", "SAS"])
+@pytest.mark.parametrize("kind", ["sphere", "box", "atoms_centre"])
+def test_cavity_points_equal_the_definition_computed_independently(surface, kind):
+    """Every cavity grid point, exactly, against :func:`_reference_cavity` (the published probe-in / probe-out
+    definition with brute-force distances and scipy distance transforms), for a ball region, a residue box and a
+    ball around the centroid of atoms, both surfaces, with the mouth layer removed and small fragments dropped;
+    the volume is the point count times step^3; every frame of a trajectory is measured alike."""
+    xyz, radii, n_shell = _hollow_cluster()
+    step, probe_in, probe_out, removal, cutoff = 0.06, 0.13, 0.36, 0.13, 0.0008
+    centre = np.array([0.31, -0.17, 0.05])
+    if kind == "sphere":
+        region = PocketRegion.from_center(0.61, center=centre)
+    elif kind == "atoms_centre":
+        region = PocketRegion.from_center(0.55, center_atoms=np.arange(n_shell))
+    else:
+        region = PocketRegion(atoms=np.arange(n_shell, n_shell + 6), padding=0.2)
+    measure = CavityVolume(region, radii, step=step, probe_in=probe_in, probe_out=probe_out,
+                           removal_distance=removal, volume_cutoff=cutoff, surface=surface.lower())
+    if kind == "box":
+        sel = xyz[n_shell:n_shell + 6]
+        lo, hi, c, rad = sel.min(0) - 0.2, sel.max(0) + 0.2, None, None
+    else:
+        c = centre if kind == "sphere" else xyz[:n_shell].mean(0)
+        rad = 0.61 if kind == "sphere" else 0.55
+        lo, hi = c - rad, c + rad
+    ref = _reference_cavity(xyz, radii, lo, hi, c, rad, step, probe_in, probe_out, removal, cutoff, surface)
+    got = measure.cavity_points(xyz)
+    assert len(ref) > 50  # a real cavity
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref)
+    assert measure.volume_frame(xyz) == len(ref) * step**3
+    second = xyz.copy()
+    second[: n_shell // 3] *= 1.05  # a second, different frame
+    ref2 = _reference_cavity(second, radii, *((lo, hi) if kind != "atoms_centre" else
+                                              (second[:n_shell].mean(0) - rad, second[:n_shell].mean(0) + rad)),
+                             c if kind != "atoms_centre" else second[:n_shell].mean(0), rad, step, probe_in,
+                             probe_out, removal, cutoff, surface) if kind != "box" else None
+    vols = measure(np.stack([xyz, second]))
+    assert vols.shape == (2,) and vols[0] == len(ref) * step**3
+    if ref2 is not None:
+        assert vols[1] == len(ref2) * step**3
+
+
+def _tiny_topology():
+    """Two residues (resSeq 7 and 9): C, N, O, H, S and a zinc (not in the radius table)."""
+    import mdtraj as md
+
+    top = md.Topology()
+    chain = top.add_chain()
+    for resseq, elements in ((7, ["C", "N", "O"]), (9, ["H", "S", "Zn"])):
+        res = top.add_residue("ALA", chain, resSeq=resseq)
+        for e in elements:
+            top.add_atom(e.upper() + "1", md.element.get_by_symbol(e), res)
+    return top
+
+
+def test_atom_radii_residue_atoms_and_regions():
+    """Bondi radii by element (an unknown element gets 0.17 nm; a custom table wins), for mdtraj and OpenMM
+    topologies; residues by PDB number, 0-based index or selection; region boxes and balls and their input checks."""
+    from latentbias.analysis.pockets import atom_radii, residue_atoms
+
+    top = _tiny_topology()
+    np.testing.assert_array_equal(atom_radii(top), [0.170, 0.155, 0.152, 0.120, 0.180, 0.170])
+    np.testing.assert_array_equal(atom_radii(top.to_openmm()), atom_radii(top))
+    np.testing.assert_array_equal(atom_radii(top, {"Zn": 0.139}), [0.17, 0.17, 0.17, 0.17, 0.17, 0.139])
+    assert residue_atoms(top, [9]).tolist() == [3, 4, 5]
+    assert residue_atoms(top, [1], by="index").tolist() == [3, 4, 5]
+    assert residue_atoms(top, "element O").tolist() == [2]
+    for bad, match in (([], "no residues"), ([8], r"not in the topology .*7\.\.9"), ("element Xx", "selection"),
+                       ("resname GLY", "matches no atom")):
+        with pytest.raises(ValueError, match=match):
+            residue_atoms(top, bad)
+    with pytest.raises(ValueError, match="by must be"):
+        residue_atoms(top, [7], by="name")
+    region = PocketRegion.from_residues(top, [7], padding=0.1)
+    assert region.atoms.tolist() == [0, 1, 2] and region.padding == 0.1
+    xyz = np.arange(18.0).reshape(6, 3) / 10
+    lo, hi, centre = region.bounds(xyz)
+    np.testing.assert_allclose(lo, [-0.1, 0.0, 0.1]) and np.testing.assert_allclose(hi, [0.7, 0.8, 0.9])
+    assert centre is None
+    assert PocketRegion.from_residues(top.to_openmm(), [9]).atoms.tolist() == [3, 4, 5]
+    with pytest.raises(ValueError, match="padding"):
+        PocketRegion.from_residues(top, [7], padding=-0.01)
+    ball = PocketRegion.from_center(0.3, center_atoms=[1, 4])
+    lo, hi, centre = ball.bounds(xyz)
+    np.testing.assert_allclose(centre, [0.75, 0.85, 0.95]) and np.testing.assert_allclose(hi - lo, 0.6)
+    for kwargs, match in (({"radius": 0.0, "center": [0, 0, 0]}, "radius"), ({"radius": -1, "center": [0, 0, 0]},
+                          "radius"), ({"radius": np.inf, "center": [0, 0, 0]}, "radius"), ({"radius": 0.3},
+                          "exactly one"), ({"radius": 0.3, "center": [0, 0, 0], "center_atoms": [1]}, "exactly one"),
+                          ({"radius": 0.3, "center": [0, 0]}, "center"), ({"radius": 0.3, "center": [0, np.nan, 0]},
+                          "center"), ({"radius": 0.3, "center_atoms": []}, "empty")):
+        with pytest.raises(ValueError, match=match):
+            PocketRegion.from_center(**kwargs)
+    radii = np.full(6, 0.17)
+    CavityVolume(PocketRegion.from_center(0.3, center_atoms=[0, 5]), radii)  # the last atom is an atom
+    for idx in ([0, 6], [-1, 2]):
+        with pytest.raises(ValueError, match="beyond the 6 atoms"):
+            CavityVolume(PocketRegion.from_center(0.3, center_atoms=idx), radii)
+        with pytest.raises(ValueError, match="beyond the 6 atoms"):
+            CavityVolume(PocketRegion(atoms=np.array(idx)), radii)
+
+
+def test_cavity_volume_settings_limits():
+    """Limits of the settings, at their edges: probe_in, removal_distance and volume_cutoff may be 0, step and
+    probe_out may not; step up to 0.2 nm; radii up to 0.5 nm and >= 0; probe_out must exceed probe_in; the surface
+    name in any case; the settings as reported."""
+    region = PocketRegion.from_center(0.3, center=[0.0, 0.0, 0.0])
+    radii = [0.17, 0.0, 0.5]
+    m = CavityVolume(region, radii, step=0.2, probe_in=0.0, removal_distance=0.0, volume_cutoff=0.0, surface="sas")
+    assert m.settings() == {"step_nm": 0.2, "probe_in_nm": 0.0, "probe_out_nm": 0.4, "removal_distance_nm": 0.0,
+                            "volume_cutoff_nm3": 0.0, "surface": "SAS", "padding_nm": 0.0}
+    for kwargs, match in (({"step": 0.0}, "step must be > 0"), ({"step": 0.2001}, "coarser"),
+                          ({"probe_out": 0.0}, "probe_out must be > 0"), ({"probe_in": -1e-9}, "probe_in must be >= 0"),
+                          ({"removal_distance": -1e-9}, "removal_distance"), ({"volume_cutoff": -1e-9}, "volume_cutoff"),
+                          ({"step": np.nan}, "step"), ({"probe_in": 0.4}, "larger than probe_in"),
+                          ({"surface": "vdw"}, "surface")):
+        with pytest.raises(ValueError, match=match):
+            CavityVolume(region, radii, **kwargs)
+    for bad in ([0.17, -0.01, 0.1], [0.17, np.nan, 0.1], [0.17, 0.5001, 0.1]):
+        with pytest.raises(ValueError, match="radii"):
+            CavityVolume(region, bad)
+    with pytest.raises(TypeError, match="PocketRegion"):
+        CavityVolume((0, 0, 0), radii)
+
+
+def test_frames_input_forms_and_group_distance():
+    """One frame as a 2-D array, a Quantity in Å, bad shapes and NaN; group distances between mass-weighted
+    centres (masses given, or from the elements of a Trajectory, equal for plain arrays) and the group checks."""
+    import mdtraj as md
+    import openmm.unit as u
+
+    from latentbias.analysis.pockets import group_distance
+
+    xyz = np.zeros((6, 3))
+    xyz[1] = [1.0, 0.0, 0.0]
+    xyz[4] = [0.0, 2.0, 0.0]
+    xyz[5] = [0.0, 3.0, 0.0]
+    # group a: atoms 0 and 1 with masses 1 and 3 -> centre x = 0.75; group b: atoms 4, 5 with masses 1, 1 -> y = 2.5
+    masses = np.array([1.0, 3.0, 1.0, 1.0, 1.0, 1.0])
+    assert group_distance(xyz, [0, 1], [4, 5], masses=masses)[0] == pytest.approx(np.hypot(0.75, 2.5), rel=1e-14)
+    assert group_distance(xyz, [0, 1], [4, 5])[0] == pytest.approx(np.hypot(0.5, 2.5), rel=1e-14)
+    assert group_distance(u.Quantity(xyz * 10, u.angstrom), [1], [4])[0] == pytest.approx(np.sqrt(5.0), rel=1e-12)
+    top = _tiny_topology()  # C (12.011) at x = 0, N (14.007) at x = 1
+    traj = md.Trajectory(np.stack([xyz, 2 * xyz]).astype(np.float32), top)
+    cx = 14.007 / (12.011 + 14.007)
+    m = [a.element.mass for a in top.atoms]
+    cy = (2 * m[4] + 3 * m[5]) / (m[4] + m[5])
+    np.testing.assert_allclose(group_distance(traj, [0, 1], [4, 5]), [np.hypot(cx, cy), 2 * np.hypot(cx, cy)],
+                               rtol=1e-6)
+    for a, b, match in (([], [1], "group_a is empty"), ([0], [6], "group_b indexes atoms beyond the 6"),
+                        ([-1], [1], "group_a indexes")):
+        with pytest.raises(ValueError, match=match):
+            group_distance(xyz, a, b)
+    for bad in (np.zeros((2, 6, 2)), np.zeros((6,)), np.full((6, 3), np.nan)):
+        with pytest.raises(ValueError, match="positions"):
+            group_distance(bad, [0], [1])
+
+
+def test_anchor_agreement_of_exact_and_monotone_anchors():
+    """An anchor equal to the measure: correlations 1, RMSE 0; a shifted one: RMSE = the shift; a monotone
+    nonlinear one: Spearman 1, Pearson below 1; at least 3 frames (3 accepted), equal lengths."""
+    from latentbias.analysis.pockets import anchor_agreement
+
+    v = np.array([0.2, 0.5, 0.1, 0.9, 0.4])
+    exact = anchor_agreement(v, v)
+    assert exact["pearson"] == pytest.approx(1.0) and exact["spearman"] == pytest.approx(1.0) and exact["rmse"] == 0.0
+    assert exact["n_frames"] == 5
+    shifted = anchor_agreement(v + 0.3, v)
+    assert shifted["rmse"] == pytest.approx(0.3, rel=1e-12) and shifted["pearson"] == pytest.approx(1.0)
+    curved = anchor_agreement(np.exp(5 * v), v)
+    assert curved["spearman"] == pytest.approx(1.0) and curved["pearson"] < 0.99
+    assert anchor_agreement(v[:3], v[:3])["n_frames"] == 3
+    for z, w in ((v[:2], v[:2]), (v, v[:4])):
+        with pytest.raises(ValueError, match=">= 3"):
+            anchor_agreement(z, w)
