@@ -572,3 +572,59 @@ def test_anchor_agreement_of_exact_and_monotone_anchors():
     for z, w in ((v[:2], v[:2]), (v, v[:4])):
         with pytest.raises(ValueError, match=">= 3"):
             anchor_agreement(z, w)
+
+
+def test_pocket_openness_kinds_sasa_and_pdb_on_a_small_molecule(tmp_path):
+    """The per-frame column for each kind equals its measure (volume, mass-weighted distance, lining SASA against
+    mdtraj's Shrake-Rupley of the whole molecule); plain arrays need a topology for volume and SASA; the SASA
+    cutoff limit is 2 (0.2 + probe) nm; the cavity PDB numbers its pseudo-atoms after the molecule's atoms, in Å."""
+    import mdtraj as md
+
+    from latentbias.analysis.pockets import lining_sasa, pocket_openness, write_pocket_pdb, group_distance
+
+    top = _tiny_topology()
+    rng = np.random.default_rng(4)
+    xyz = rng.uniform(0.0, 0.8, (3, 6, 3))
+    traj = md.Trajectory(xyz.astype(np.float32), top)
+    x32 = traj.xyz.astype(np.float64)
+    full = md.shrake_rupley(traj, mode="atom")
+    np.testing.assert_allclose(lining_sasa(traj, [0, 2]), full[:, [0, 2]].sum(1), rtol=1e-5)
+    np.testing.assert_allclose(lining_sasa(traj, [0, 2], cutoff=0.68), full[:, [0, 2]].sum(1), rtol=1e-5)
+    with pytest.raises(ValueError, match="too short"):
+        lining_sasa(traj, [0, 2], cutoff=0.679)
+    for bad in ([], [6], [-1]):
+        with pytest.raises(ValueError, match="non-empty indices"):
+            lining_sasa(traj, bad)
+    with pytest.raises(TypeError, match="mdtraj.Trajectory"):
+        lining_sasa(x32, [0])
+    region = PocketRegion.from_residues(top, [7], padding=0.2)
+    sasa = pocket_openness(traj, region, kind="sasa")
+    assert sasa.shape == (3, 1)
+    np.testing.assert_allclose(sasa[:, 0], full[:, [0, 1, 2]].sum(1), rtol=1e-5)
+    np.testing.assert_allclose(pocket_openness(x32, region, kind="sasa", topology=top), sasa, rtol=1e-6)
+    vol = pocket_openness(traj, region, step=0.05)
+    np.testing.assert_array_equal(vol[:, 0], CavityVolume(region, [0.17, 0.155, 0.152, 0.12, 0.18, 0.17],
+                                                          step=0.05)(x32))
+    np.testing.assert_array_equal(pocket_openness(x32, region, topology=top, step=0.05), vol)
+    dist = pocket_openness(x32, region, kind="distance", groups=([0, 1], [4, 5]), topology=top)
+    np.testing.assert_allclose(dist[:, 0], group_distance(traj, [0, 1], [4, 5]), rtol=1e-12)
+    np.testing.assert_allclose(pocket_openness(x32, region, kind="distance", groups=([0, 1], [4, 5]))[:, 0],
+                               group_distance(x32, [0, 1], [4, 5]), rtol=1e-12)  # no topology: equal masses
+    for kwargs, match in (({"kind": "volume"}, "topology"), ({"kind": "sasa"}, "topology"),
+                          ({"kind": "distance", "groups": ([0],)}, "groups")):
+        with pytest.raises(ValueError, match=match):
+            pocket_openness(x32, region, **kwargs)
+    with pytest.raises(ValueError, match="residue region"):
+        pocket_openness(traj, PocketRegion.from_center(0.3, center=[0, 0, 0]), kind="sasa")
+    points = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    path = write_pocket_pdb(tmp_path / "p.pdb", top, x32[0], points)
+    het = [ln for ln in path.read_text().splitlines() if ln.startswith("HETATM") and " CAV " in ln]
+    assert [int(ln[6:11]) for ln in het] == [7, 8]
+    assert het[1][30:54] == "   4.000   5.000   6.000" and het[0][21] == "Z"
+    back = md.load(str(path))
+    np.testing.assert_allclose(back.xyz[0, 6:], points, atol=1e-4)
+    np.testing.assert_allclose(back.xyz[0, :6], x32[0], atol=1e-4)
+    assert write_pocket_pdb(path, top, x32[0], points[:1], overwrite=True) == path
+    assert md.load(str(path)).n_atoms == 7
+    with pytest.raises(ValueError, match=r"shape \(6, 3\)"):
+        write_pocket_pdb(tmp_path / "q.pdb", top, x32[0, :5], points)
