@@ -328,6 +328,27 @@ def test_fes_with_four_sampled_cells_is_enough():
         find_basins(fes, axes)
 
 
+def test_path_sensitivity_without_errors_and_its_sample_spread():
+    """Cells without an error estimate (NaN) are not perturbed: every sampled string is the reference string (to
+    the convergence tolerance), no spread; with errors the barrier spread is the sample standard deviation of the sampled barriers."""
+    fes, axes = _ring_grid(41)
+    none = path_sensitivity(fes, np.full(fes.shape, np.nan), axes, (-1, 0.05), (1, 0.05), n_samples=2, n_nodes=15)
+    # the resampled strings restart from the converged one and stop within the tolerance (1e-6 grid spacings)
+    assert none["barrier_std"] < 1e-6 and none["node_spread"].max() < 1e-5
+    np.testing.assert_allclose(none["barriers"], none["path"].barrier, atol=1e-6)
+    noisy = path_sensitivity(fes, np.full(fes.shape, 1.0), axes, (-1, 0.05), (1, 0.05), n_samples=3, n_nodes=15)
+    b = noisy["barriers"]
+    assert noisy["barrier_std"] == pytest.approx(np.sqrt(((b - b.mean()) ** 2).sum() / 2), rel=1e-12)
+    assert noisy["barrier_std"] > 0
+
+
+def test_string_refuses_start_or_end_of_the_wrong_dimension():
+    fes, axes = _ring_grid(21)
+    for start, end in (((-1, 0, 0), (1, 0)), ((-1, 0), (1, 0, 0))):
+        with pytest.raises(ValueError, match=r"shape \(2,\)"):
+            minimum_free_energy_path(fes, axes, start, end)
+
+
 def test_path_sensitivity_of_one_sample_has_zero_spread():
     """One FES sample: the barrier spread is 0 (not negative); the sampled barrier is finite."""
     fes, axes = _ring_grid(41)
@@ -628,3 +649,26 @@ def test_pocket_openness_kinds_sasa_and_pdb_on_a_small_molecule(tmp_path):
     assert md.load(str(path)).n_atoms == 7
     with pytest.raises(ValueError, match=r"shape \(6, 3\)"):
         write_pocket_pdb(tmp_path / "q.pdb", top, x32[0, :5], points)
+
+
+def test_string_on_a_3d_ring_profile_is_the_analytic_free_energy():
+    """3-D grid (tricubic interpolant): the string on the ring k (r - 1)^2 + h sin^2(theta) + 40 z^2 lies on the
+    unit circle in z = 0 and its profile is the analytic F at its nodes (relative to the first), within the
+    interpolation error (0.15 kJ/mol on this 0.107 nm grid); the barrier is h = 12."""
+    x = np.linspace(-1.6, 1.6, 31)
+    xx, yy, zz = np.meshgrid(x, x, x, indexing="ij")
+    fes = _ring(xx, yy) + 40.0 * zz**2
+    t = np.linspace(np.pi, 0.0, 21)
+    bowed = np.column_stack([np.cos(t), 0.3 * np.sin(t), 0.1 * np.sin(t)])
+    path = minimum_free_energy_path(fes, (x, x, x), (-1, 0, 0), (1, 0, 0), n_nodes=21, smooth=0.0, initial=bowed)
+    assert path.converged
+    exact = _ring(path.nodes[:, 0], path.nodes[:, 1]) + 40.0 * path.nodes[:, 2] ** 2
+    np.testing.assert_allclose(path.free_energy, exact - exact[0], atol=0.15)
+    assert path.barrier == pytest.approx(12.0, abs=0.15)
+    assert np.abs(np.hypot(path.nodes[:, 0], path.nodes[:, 1]) - 1).max() < x[1] - x[0]
+    assert np.abs(path.nodes[:, 2]).max() < 0.02
+    # the interpolant passes through the grid values: with fixed ends on grid points the profile's end is exact
+    ia, ib = (5, 15, 15), (25, 16, 14)
+    fixed = minimum_free_energy_path(fes, (x, x, x), x[list(ia)], x[list(ib)], n_nodes=21, smooth=0.0,
+                                     fixed_ends=True, max_iterations=5)
+    assert fixed.free_energy[-1] == pytest.approx(fes[ib] - fes[ia], abs=1e-9)

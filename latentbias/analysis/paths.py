@@ -326,7 +326,8 @@ def path_sensitivity(fes: np.ndarray, error: np.ndarray, axes: Sequence[np.ndarr
     -------
     dict
         ``path`` (on the mean FES), ``node_spread`` (per node, RMS distance of the sampled nodes from it, axes'
-        units, shape=(n_nodes,)), ``barriers`` (kJ/mol, shape=(n_samples,)), ``barrier_std``.
+        units, shape=(n_nodes,)), ``barriers`` (kJ/mol, shape=(n_samples,)), ``barrier_std`` (their sample standard
+        deviation, ddof = 1; 0 for one sample).
     """
     rng = np.random.default_rng(seed)
     ref = minimum_free_energy_path(fes, axes, start, end, **kwargs)
