@@ -672,3 +672,11 @@ def test_string_on_a_3d_ring_profile_is_the_analytic_free_energy():
     fixed = minimum_free_energy_path(fes, (x, x, x), x[list(ia)], x[list(ib)], n_nodes=21, smooth=0.0,
                                      fixed_ends=True, max_iterations=5)
     assert fixed.free_energy[-1] == pytest.approx(fes[ib] - fes[ia], abs=1e-9)
+
+
+def test_string_with_no_iterations_is_the_initial_string():
+    """max_iterations=0: no iteration is run (0 reported, not converged) and the string is the initial one."""
+    fes, axes = _ring_grid(21)
+    path = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=7, max_iterations=0)
+    assert path.iterations == 0 and not path.converged
+    np.testing.assert_array_equal(path.nodes, np.linspace((-1, 0), (1, 0), 7))
