@@ -747,7 +747,7 @@ def test_shallow_minimum_joins_the_basin_across_its_lowest_saddle():
     assert len(one.minima) == 1 and np.all(one.labels == 0)
 
 
-def test_a_ring_of_shallow_minima_is_one_basin_when_every_barrier_is_below_min_depth():
+def test_a_ring_of_shallow_minima_is_one_basin_when_min_depth_exceeds_every_saddle():
     """Minima around a ring (their basins are adjacent in a cycle, so one border is met after its two sides have
     already joined) and a well outside the ring: with min_depth above every barrier the surface is a single basin,
     labelled 0, with its minimum at the global minimum."""
