@@ -763,3 +763,31 @@ def test_a_ring_of_shallow_minima_is_one_basin_when_min_depth_exceeds_every_sadd
     assert len(one.minima) == 1 and np.all(one.labels == 0)
     lowest = np.unravel_index(np.argmin(fes), fes.shape)
     np.testing.assert_array_equal(one.minima[0], [x[lowest[0]], x[lowest[1]]])
+
+
+def test_basins_do_not_depend_on_the_zero_of_the_free_energy():
+    """A free-energy surface is defined up to a constant: adding 100 kJ/mol changes neither the basins nor the
+    cut-off cells (max_free_energy counts from the minimum) nor the relative free energies."""
+    fes, axes, _ = _double_well_with_a_hole()
+    fes = fes + 0.4  # a minimum away from 0
+    for shift in (100.0, -37.0):
+        a = find_basins(fes, axes, smooth=1.0, min_depth=1.0, max_free_energy=6.0)
+        b = find_basins(fes + shift, axes, smooth=1.0, min_depth=1.0, max_free_energy=6.0)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.minima, b.minima)
+        np.testing.assert_allclose(a.free_energies, b.free_energies, atol=1e-9)
+        assert np.any(a.labels == -1) and np.any(a.labels == 1)
+
+
+def test_converged_string_moves_less_than_the_tolerance_per_iteration():
+    """``tolerance`` is in grid spacings: once converged, one more iteration moves no node by more than
+    tolerance x spacing."""
+    fes, axes = _ring_grid(41)
+    h = axes[0][1] - axes[0][0]
+    bowed = np.column_stack([np.linspace(-1, 1, 11), 0.4 * np.sin(np.linspace(0, np.pi, 11))])
+    done = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=11, smooth=0.0, initial=bowed,
+                                    tolerance=1e-4)
+    assert done.converged
+    more = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=11, smooth=0.0, initial=done.nodes,
+                                    max_iterations=1, tolerance=0.0)
+    assert np.abs(more.nodes - done.nodes).max() < 1e-4 * h

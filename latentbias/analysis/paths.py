@@ -100,7 +100,7 @@ def find_basins(fes: np.ndarray, axes: Sequence[np.ndarray], smooth: float = 1.0
         A minimum whose barrier to a deeper basin (lowest saddle on their shared border) is below this (kJ/mol)
         is merged into that basin.
     max_free_energy : float, optional
-        Cells above it get label -1.
+        Cells whose smoothed F is more than this above the FES's minimum (kJ/mol) get label -1.
     unsampled_penalty : float, default 10.0
         Unsampled (NaN) cells are set this far above the highest sampled F (kJ/mol) before smoothing.
     """
