@@ -735,6 +735,8 @@ def test_shallow_minimum_joins_the_basin_across_its_lowest_saddle():
     knots_x = [-2.0, -1.5, -0.8, 0.0, 0.6, 1.4, 2.0]
     knots_f = [2.0, 0.0, 4.0, 3.0, 3.5, 1.0, 2.5]
     g = np.interp(x, knots_x, knots_f)
+    for kx, kf in zip(knots_x, knots_f):  # the extrema exactly on grid points, exactly at their values
+        g[np.argmin(np.abs(x - kx))] = kf
     fes, axes = _channel(g, x)
     b = find_basins(fes, axes, smooth=0.0, min_depth=2.0)
     assert len(b.minima) == 2
@@ -745,6 +747,9 @@ def test_shallow_minimum_joins_the_basin_across_its_lowest_saddle():
     assert np.all(mid[x < -0.8] == 0) and np.all(mid[x > -0.8 + 0.05] == 1)
     one = find_basins(fes, axes, smooth=0.0, min_depth=10.0)
     assert len(one.minima) == 1 and np.all(one.labels == 0)
+    # "below min_depth" is strict: C, exactly 3 below its saddle, stays for min_depth 3 and joins A above it
+    assert len(find_basins(fes, axes, smooth=0.0, min_depth=3.0).minima) == 2
+    assert len(find_basins(fes, axes, smooth=0.0, min_depth=3.0 + 1e-9).minima) == 1
 
 
 def test_a_ring_of_shallow_minima_is_one_basin_when_min_depth_exceeds_every_saddle():
@@ -791,3 +796,13 @@ def test_converged_string_moves_less_than_the_tolerance_per_iteration():
     more = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=11, smooth=0.0, initial=done.nodes,
                                     max_iterations=1, tolerance=0.0)
     assert np.abs(more.nodes - done.nodes).max() < 1e-4 * h
+
+
+def test_a_string_at_rest_never_converges_with_zero_tolerance():
+    """``tolerance`` is a strict bound ("below it"): on a flat FES a straight, evenly spaced string does not move
+    at all, and with tolerance 0 it runs all its iterations without being declared converged."""
+    x = np.linspace(0.0, 1.0, 11)
+    p = minimum_free_energy_path(np.full((11, 11), 3.0), (x, x), (0, 0), (1, 0), n_nodes=5, smooth=0.0,
+                                 tolerance=0.0, max_iterations=3, fixed_ends=True)
+    assert p.iterations == 3 and not p.converged
+    np.testing.assert_array_equal(p.nodes, np.linspace((0, 0), (1, 0), 5))
