@@ -284,6 +284,8 @@ def test_string_slides_down_a_tilted_plane():
                                      max_iterations=50)
     np.testing.assert_allclose(fixed.nodes[[0, -1]], [(0.2, 0.5), (0.8, 0.5)], atol=1e-12)
     np.testing.assert_allclose(fixed.nodes[:, 1], 0.5, atol=0.01)
+    up = minimum_free_energy_path(-fes, (x, x), (0.2, 0.5), (0.8, 0.5), n_nodes=9, smooth=0.0)
+    np.testing.assert_allclose(up.nodes[:, 0], 1.0, atol=1e-9)  # tilted the other way: the high edge x = 1
 
 
 def _double_well_with_a_hole():
@@ -344,6 +346,8 @@ def test_path_sensitivity_without_errors_and_its_sample_spread():
 
 def test_string_refuses_start_or_end_of_the_wrong_dimension():
     fes, axes = _ring_grid(21)
+    with pytest.raises(ValueError, match="does not match the axes"):
+        minimum_free_energy_path(fes[:, :20], axes, (-1, 0), (1, 0))  # right number of axes, wrong length
     for start, end in (((-1, 0, 0), (1, 0)), ((-1, 0), (1, 0, 0))):
         with pytest.raises(ValueError, match=r"shape \(2,\)"):
             minimum_free_energy_path(fes, axes, start, end)
