@@ -810,3 +810,34 @@ def test_a_string_at_rest_never_converges_with_zero_tolerance():
                                  tolerance=0.0, max_iterations=3, fixed_ends=True)
     assert p.iterations == 3 and not p.converged
     np.testing.assert_array_equal(p.nodes, np.linspace((0, 0), (1, 0), 5))
+
+
+def test_without_merging_every_grid_minimum_is_a_basin_and_cells_follow_steepest_descent():
+    """min_depth = 0 merges nothing: the basins are exactly the strict local minima of the grid (8 neighbours,
+    found by scipy's minimum filter) and every cell carries the basin that its steepest-descent walk (to the lowest
+    of its 8 neighbours while that is lower, followed cell by cell here) ends in."""
+    x = np.linspace(-1.5, 1.5, 23)
+    xx, yy = np.meshgrid(x, x + 0.013, indexing="ij")
+    fes = 5 * (xx**2 - 1) ** 2 + 3 * yy**2 + 0.7 * np.sin(3.1 * xx + 2.3 * yy) + 0.11 * xx
+    b = find_basins(fes, (x, x + 0.013), smooth=0.0, min_depth=0.0)
+    footprint = np.ones((3, 3), dtype=bool)
+    footprint[1, 1] = False
+    neighbour_min = ndimage.minimum_filter(fes, footprint=footprint, mode="constant", cval=np.inf)
+    minima = np.argwhere(fes < neighbour_min)
+    assert len(minima) >= 2 and len(b.minima) == len(minima)
+    coords = {tuple(m) for m in np.round(b.minima, 12)}
+    assert coords == {(round(x[i], 12), round(x[j] + 0.013, 12)) for i, j in minima}
+    n0, n1 = fes.shape
+    for i in range(n0):
+        for j in range(n1):
+            ci, cj = i, j
+            while True:
+                nb = [(ci + di, cj + dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)
+                      if (di or dj) and 0 <= ci + di < n0 and 0 <= cj + dj < n1]
+                low = min(nb, key=lambda c: fes[c])
+                if fes[low] >= fes[ci, cj]:
+                    break
+                ci, cj = low
+            assert b.labels[i, j] == b.labels[ci, cj]
+    with pytest.raises(ValueError, match="at least 4 points"):
+        find_basins(fes[:3], (x[:3], x))
