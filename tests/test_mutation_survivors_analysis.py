@@ -841,3 +841,23 @@ def test_without_merging_every_grid_minimum_is_a_basin_and_cells_follow_steepest
             assert b.labels[i, j] == b.labels[ci, cj]
     with pytest.raises(ValueError, match="at least 4 points"):
         find_basins(fes[:3], (x[:3], x))
+
+
+def test_uneven_string_is_reparametrised_to_equal_arc_length():
+    """On a flat FES a straight string of unit length with unevenly spaced nodes is redistributed to equal arc
+    length in one iteration (the nodes do not otherwise move)."""
+    x = np.linspace(0.0, 1.0, 11)
+    uneven = np.column_stack([[0.0, 0.05, 0.1, 0.6, 1.0], np.full(5, 0.5)])
+    p = minimum_free_energy_path(np.full((11, 11), 3.0), (x, x), (0, 0.5), (1, 0.5), n_nodes=5, smooth=0.0,
+                                 initial=uneven, max_iterations=1, fixed_ends=True)
+    np.testing.assert_allclose(p.nodes, np.linspace((0, 0.5), (1, 0.5), 5), atol=1e-12)
+
+
+def test_max_free_energy_keeps_cells_exactly_at_the_limit():
+    """Cells more than max_free_energy above the minimum get -1; a cell exactly at the limit keeps its basin."""
+    fes, axes, _ = _double_well_with_a_hole()
+    rel = fes - np.nanmin(fes)
+    cell = (20, 20)
+    b = find_basins(fes, axes, smooth=0.0, min_depth=1.0, max_free_energy=float(rel[cell]))
+    assert b.labels[cell] >= 0
+    assert np.all(b.labels[rel > rel[cell]] == -1) and np.all(b.labels[rel <= rel[cell]] >= 0)
