@@ -861,3 +861,15 @@ def test_max_free_energy_keeps_cells_exactly_at_the_limit():
     b = find_basins(fes, axes, smooth=0.0, min_depth=1.0, max_free_energy=float(rel[cell]))
     assert b.labels[cell] >= 0
     assert np.all(b.labels[rel > rel[cell]] == -1) and np.all(b.labels[rel <= rel[cell]] >= 0)
+
+
+def test_free_energy_between_grid_points_is_exact_for_a_cubic_surface():
+    """The 2-D interpolant is bicubic: a FES that is a cubic polynomial in each coordinate is reproduced exactly
+    between grid points, so the profile of any string equals the analytic F at its nodes (to rounding)."""
+    x = np.linspace(-2.0, 2.0, 21)
+    cubic = lambda x, y: x**3 - 3 * x + 0.5 * (y**3 - 3 * y) + 0.3 * x * y  # noqa: E731
+    xx, yy = np.meshgrid(x, x, indexing="ij")
+    p = minimum_free_energy_path(cubic(xx, yy), (x, x), (-1.13, -1.05), (0.93, 1.07), n_nodes=9, smooth=0.0,
+                                 max_iterations=1, fixed_ends=True)
+    exact = cubic(p.nodes[:, 0], p.nodes[:, 1])
+    np.testing.assert_allclose(p.free_energy, exact - exact[0], atol=1e-9)
