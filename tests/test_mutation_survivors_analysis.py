@@ -704,6 +704,8 @@ def test_iterations_compose_and_the_default_step():
     f = fes - fes.min()
     curv = max(np.abs(np.diff(f, 2, axis=k)).max() for k in range(2)) / h**2
     assert one.info["step"] == pytest.approx(0.2 / curv, rel=1e-12)
+    shallow = minimum_free_energy_path(fes * 1e-4, axes, (-1, 0), (1, 0), n_nodes=11, smooth=0.0, max_iterations=0)
+    assert shallow.info["step"] == pytest.approx(0.2 / (curv * 1e-4), rel=1e-9)  # a curvature below 1 too
 
 
 def test_converged_string_does_not_depend_on_its_initial_parametrisation():
