@@ -875,3 +875,19 @@ def test_free_energy_between_grid_points_is_exact_for_a_cubic_surface():
                                  max_iterations=1, fixed_ends=True)
     exact = cubic(p.nodes[:, 0], p.nodes[:, 1])
     np.testing.assert_allclose(p.free_energy, exact - exact[0], atol=1e-9)
+
+
+def test_radius_table_is_bondis_and_pdb_serials_wrap_at_five_digits(tmp_path):
+    """The van der Waals radii are Bondi's (J. Phys. Chem. 68, 441, 1964; H 1.20 Å), in nm; the cavity PDB's atom
+    serial numbers wrap modulo 100000 so that they stay in their 5-column field."""
+    from latentbias.analysis.pockets import BONDI_RADII_NM, write_pocket_pdb
+
+    bondi_angstrom = {"H": 1.20, "C": 1.70, "N": 1.55, "O": 1.52, "S": 1.80, "P": 1.80, "F": 1.47, "Cl": 1.75,
+                      "Br": 1.85, "I": 1.98, "Se": 1.90}
+    assert BONDI_RADII_NM == pytest.approx({k: v / 10 for k, v in bondi_angstrom.items()}, abs=1e-12)
+    top = _tiny_topology()
+    points = np.zeros((99_995, 3))
+    path = write_pocket_pdb(tmp_path / "many.pdb", top, np.zeros((6, 3)), points)
+    het = [ln for ln in path.read_text().splitlines() if ln.startswith("HETATM") and " CAV " in ln]
+    assert len(het) == 99_995 and het[0][6:11] == "    7" and het[-1][6:11] == "    1"
+    assert {len(ln) for ln in het} == {len(het[0])}
