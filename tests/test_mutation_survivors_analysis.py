@@ -545,6 +545,8 @@ def test_cavity_volume_settings_limits():
             CavityVolume(region, bad)
     with pytest.raises(TypeError, match="PocketRegion"):
         CavityVolume((0, 0, 0), radii)
+    with pytest.raises(ValueError, match="frames have 5 atoms but 3 radii"):
+        CavityVolume(region, radii)(np.zeros((2, 5, 3)))
 
 
 def test_frames_input_forms_and_group_distance():
@@ -615,7 +617,7 @@ def test_pocket_openness_kinds_sasa_and_pdb_on_a_small_molecule(tmp_path):
     full = md.shrake_rupley(traj, mode="atom")
     np.testing.assert_allclose(lining_sasa(traj, [0, 2]), full[:, [0, 2]].sum(1), rtol=1e-5)
     np.testing.assert_allclose(lining_sasa(traj, [0, 2], cutoff=0.68), full[:, [0, 2]].sum(1), rtol=1e-5)
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(ValueError, match="too short .* use >= 0.68"):
         lining_sasa(traj, [0, 2], cutoff=0.679)
     for bad in ([], [6], [-1]):
         with pytest.raises(ValueError, match="non-empty indices"):
