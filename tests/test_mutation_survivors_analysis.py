@@ -893,3 +893,16 @@ def test_radius_table_is_bondis_and_pdb_serials_wrap_at_five_digits(tmp_path):
     het = [ln for ln in path.read_text().splitlines() if ln.startswith("HETATM") and " CAV " in ln]
     assert len(het) == 99_995 and het[0][6:11] == "    7" and het[-1][6:11] == "    1"
     assert {len(ln) for ln in het} == {len(het[0])}
+
+
+def test_cavity_points_with_a_removal_distance_beyond_the_probe_out():
+    """A removal distance (0.45 nm) larger than the probe-out (0.36 nm) needs bulk beyond the grid block's start:
+    still every cavity point equal to the independent definition."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.31, -0.17, 0.05])
+    measure = CavityVolume(PocketRegion.from_center(0.61, center=c), radii, step=0.06, probe_in=0.13,
+                           probe_out=0.36, removal_distance=0.45, volume_cutoff=0.0008)
+    ref = _reference_cavity(xyz, radii, c - 0.61, c + 0.61, c, 0.61, 0.06, 0.13, 0.36, 0.45, 0.0008, "SES")
+    got = measure.cavity_points(xyz)
+    assert len(ref) > 50 and len(got) == len(ref)
+    np.testing.assert_allclose(np.sort(got, axis=0), np.sort(ref, axis=0), atol=1e-9)
