@@ -31,9 +31,11 @@ class MinimaxBarrier:
     saddle_level : float
         F at the saddle (the highest cell of the best path); inf when ``a`` and ``b`` are not connected.
     saddle_index : tuple of int
-        Grid index of the saddle cell.
+        Grid index of the saddle cell; (-1, -1) when ``a`` and ``b`` are not connected.
     basin_a, basin_b : float
-        Lowest F of the basins of ``a`` and ``b`` (their components just below the saddle level).
+        Lowest F of the basins of ``a`` and ``b`` (their components just below the saddle level, without any other
+        basin the saddle cell also joins); F of the cell itself when ``a`` or ``b`` is the saddle cell; F of ``a``
+        and ``b`` when they are not connected.
     forward, backward : float
         ``saddle_level - basin_a`` and ``saddle_level - basin_b``.
     """
@@ -72,7 +74,8 @@ def nearest_cell(axes: Sequence[np.ndarray], point: Any, periodic: Sequence[bool
         d = np.abs(x - v)
         if wrap:
             period = (x[1] - x[0]) * len(x)
-            d = np.minimum(d, period - d % period)
+            d = d % period  # points outside the axis' first period (e.g. 200 deg on a -180..180 axis) wrap too
+            d = np.minimum(d, period - d)
         out.append(int(np.argmin(d)))
     return tuple(out)
 
@@ -87,9 +90,9 @@ def minimax_barrier(fes: Any, a: Sequence[int], b: Sequence[int], periodic: Sequ
         Free energy per cell (NaN or inf: unsampled, impassable).
     a, b : tuple of int
         Grid indices of the two states (e.g. from :func:`nearest_cell`).
-    periodic : bool or (bool, bool)
+    periodic : bool or (bool, bool), default False
         Whether each axis wraps around (e.g. φ/ψ grids covering a full turn).
-    connectivity : {4, 8}
+    connectivity : {4, 8}, default 8
         Neighbours of a cell: edge-sharing (4) or also corner-sharing (8).
 
     Returns
@@ -134,6 +137,8 @@ def minimax_barrier(fes: Any, a: Sequence[int], b: Sequence[int], periodic: Sequ
     for k in order:
         parent[k] = k
         i, j = divmod(int(k), n1)
+        # the components this cell touches, as they stand before it floods (their lowest F are the basins)
+        touched = set()
         for di, dj in shifts:
             u, v = i + di, j + dj
             if per[0]:
@@ -145,13 +150,12 @@ def minimax_barrier(fes: Any, a: Sequence[int], b: Sequence[int], periodic: Sequ
             q = u * n1 + v
             if parent[q] < 0:
                 continue
-            rk, rq = root(int(k)), root(q)
-            if rk == rq:
-                continue
-            ra = root(ka) if parent[ka] >= 0 else -1
-            rb = root(kb) if parent[kb] >= 0 else -1
-            if ra >= 0 and rb >= 0 and {rk, rq} == {ra, rb}:  # this cell joins the two basins: the saddle
-                return MinimaxBarrier(float(flat[k]), (i, j), float(lowest[ra]), float(lowest[rb]))
-            parent[rq] = rk
-            lowest[rk] = min(lowest[rk], lowest[rq])
+            touched.add(root(q))
+        ra = int(k) if ka == k else (root(ka) if parent[ka] >= 0 else -1)
+        rb = int(k) if kb == k else (root(kb) if parent[kb] >= 0 else -1)
+        if (ra == k or ra in touched) and (rb == k or rb in touched):  # this cell joins the two basins: the saddle
+            return MinimaxBarrier(float(flat[k]), (i, j), float(lowest[ra]), float(lowest[rb]))
+        for r in touched:
+            parent[r] = k
+            lowest[k] = min(lowest[k], lowest[r])
     return MinimaxBarrier(float("inf"), (-1, -1), float(flat[ka]), float(flat[kb]))

@@ -94,13 +94,15 @@ def find_basins(fes: np.ndarray, axes: Sequence[np.ndarray], smooth: float = 1.0
     ----------
     fes : numpy.ndarray, shape=(n0, n1) or (n0, n1, n2), kJ/mol (NaN = unsampled)
     axes : one array of grid-point coordinates per dimension, shapes (n0,), (n1,) [, (n2,)]
-    smooth : float
+    smooth : float, default 1.0
         Gaussian smoothing, in grid spacings.
-    min_depth : float
+    min_depth : float, default 2.0
         A minimum whose barrier to a deeper basin (lowest saddle on their shared border) is below this (kJ/mol)
         is merged into that basin.
     max_free_energy : float, optional
-        Cells above it get label -1.
+        Cells whose smoothed F is more than this above the FES's minimum (kJ/mol) get label -1.
+    unsampled_penalty : float, default 10.0
+        Unsampled (NaN) cells are set this far above the highest sampled F (kJ/mol) before smoothing.
     """
     import itertools
 
@@ -253,13 +255,19 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
     start, end : array_like, shape=(d,)
         States (e.g. :attr:`Basins.minima` entries, or the latent coordinates of frames). With ``fixed_ends=False``
         the end nodes relax to the nearest minimum.
-    n_nodes : int
-    smooth : float
+    n_nodes : int, default 40
+    smooth : float, default 1.0
         Gaussian smoothing of the FES, grid spacings.
     step : float, optional
         Gradient step (axes' units² per kJ/mol); default 0.2 × spacing² / (max |∇²F| estimate).
-    tolerance : float
+    max_iterations : int, default 20000
+        Iterations at most (``converged`` is False when they run out).
+    tolerance : float, default 1e-6
         Stop when the largest node displacement per iteration, in grid spacings, is below it.
+    fixed_ends : bool, default False
+        Keep the end nodes at ``start`` and ``end`` instead of letting them relax.
+    unsampled_penalty : float, default 10.0
+        Unsampled (NaN) cells are set this far above the highest sampled F (kJ/mol) before smoothing.
     initial : numpy.ndarray, shape=(n_nodes, d), optional
         Initial string (default: the straight line from start to end).
     """
@@ -300,11 +308,26 @@ def path_sensitivity(fes: np.ndarray, error: np.ndarray, axes: Sequence[np.ndarr
                      n_samples: int = 20, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
     """Spread of the MFEP and its barrier over FES samples ``fes + error × N(0, 1)`` (cells independent).
 
+    Parameters
+    ----------
+    fes : numpy.ndarray, shape=(n0, n1) or (n0, n1, n2), kJ/mol (NaN = unsampled)
+    error : numpy.ndarray, same shape as ``fes``
+        Per-cell standard error, kJ/mol (NaN counts as 0).
+    axes : one array of grid-point coordinates per dimension
+    start, end : array_like, shape=(d,)
+    n_samples : int, default 20
+        FES samples drawn.
+    seed : int, default 0
+        Seed of the normal deviates.
+    **kwargs
+        Passed to :func:`minimum_free_energy_path`.
+
     Returns
     -------
     dict
         ``path`` (on the mean FES), ``node_spread`` (per node, RMS distance of the sampled nodes from it, axes'
-        units, shape=(n_nodes,)), ``barriers`` (kJ/mol, shape=(n_samples,)), ``barrier_std``.
+        units, shape=(n_nodes,)), ``barriers`` (kJ/mol, shape=(n_samples,)), ``barrier_std`` (their sample standard
+        deviation, ddof = 1; 0 for one sample).
     """
     rng = np.random.default_rng(seed)
     ref = minimum_free_energy_path(fes, axes, start, end, **kwargs)

@@ -173,7 +173,7 @@ class PocketRegion:
         topology : mdtraj.Topology or openmm.app.Topology
         residues : sequence of int or str
             Residue numbers (``by="resSeq"``: as in the PDB file; ``by="index"``: 0-based) or a selection.
-        padding : float
+        padding : float, default 0.0
             Added to the atoms' bounding box on every side, **nm** (pyKVFinder's residue box uses 0.35).
         """
         padding = float(strip_unit(padding))
@@ -258,17 +258,17 @@ class CavityVolume:
     region : PocketRegion
     radii : array_like, shape=(n_atoms,)
         Van der Waals radii, **nm** (:func:`atom_radii`). Atoms with radius 0 are ignored (e.g. a ligand to skip).
-    step : float
+    step : float, default 0.06
         Grid spacing, **nm** (0.06 = pyKVFinder's 0.6 Å).
-    probe_in : float
+    probe_in : float, default 0.14
         Small probe radius, **nm** (0.14: water).
-    probe_out : float
+    probe_out : float, default 0.4
         Large probe radius, **nm** (0.4); points a probe-out sphere reaches are bulk, not cavity.
-    removal_distance : float
+    removal_distance : float, default 0.24
         Cavity points closer than this to bulk are removed, **nm** (0.24).
-    volume_cutoff : float
+    volume_cutoff : float, default 0.005
         Connected cavity fragments smaller than this are dropped, **nm³** (0.005 = 5 Å³); 0 keeps all.
-    surface : {"SES", "SAS"}
+    surface : {"SES", "SAS"}, default "SES"
         Probe-in free space as the solvent-excluded (SES) or solvent-accessible (SAS) representation.
 
     Examples
@@ -530,10 +530,10 @@ def lining_sasa(trajectory: Any, atoms: Sequence[int], probe_radius: float = 0.1
     trajectory : mdtraj.Trajectory
     atoms : sequence of int
         Atom indices (0-based) of the lining residues.
-    probe_radius : float
+    probe_radius : float, default 0.14
         nm.
-    n_sphere_points : int
-    cutoff : float
+    n_sphere_points : int, default 960
+    cutoff : float, default 1.0
         nm; must exceed 2 × (largest vdW radius + probe_radius).
 
     Returns
