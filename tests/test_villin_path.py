@@ -118,8 +118,8 @@ def test_villin_campaign_path_api_and_cli(villin_run):
     The windows are deterministic (seed 0 -> per-window SeedSequence seeds, one CPU thread): until 2026-11-30 the
     seed 0 went to OpenMM, which reads 0 as "random", and this test failed at random. At this budget each window
     holds 10 strongly correlated samples (0.2 ps), spread over about its restraint's width (sd = half the node
-    spacing = 1.5 profile bins): one realisation of the 3 windows fills 3-5 of the 6 profile bins (measured for seeds 0-9: 4, 4, 4, 3,
-    5, 5, 4, 5, 5, 3), so ">= 3 filled bins" holds for the fixed seed and is what the restraint width predicts, not a
+    spacing = 1.5 profile bins): one realisation of the 3 windows fills 3-5 of the 6 profile bins (measured for
+    seeds 0-9: 4, 4, 4, 3, 5, 5, 4, 5, 5, 3), so ">= 3 filled bins" holds for the fixed seed and is what the restraint width predicts, not a
     bound that holds for every trajectory (the profile pools two realisations, which fill at least as many); what
     holds by construction is checked exactly: the bins with a finite F are the bins that hold window samples
     inside the tube."""
