@@ -208,13 +208,19 @@ def test_kernels_narrower_than_the_grid_spacing_are_warned_about_once(tmp_path, 
         opes = LatentOPES(system, tmp_path / "x.pt", [LatentVariable(**{**VAR_1D, "gridWidth": width})], 300.0,
                           barrier=20.0, pace=10)
         sim = particle_simulation(system, [-0.5], seed=3)
+        widths, check = [], opes._warnIfGridTooCoarse  # the width of every deposit, as the check sees it
+        opes._warnIfGridTooCoarse = lambda sigma: (widths.append(float(sigma[0])), check(sigma))
         with caplog.at_level(logging.WARNING, logger="latentbias.bias.opes"):
             opes.step(sim, 300)
-        assert opes.numDeposits == 30
+        assert opes.numDeposits == 30 and len(widths) == 30
         hits = [r.getMessage() for r in caplog.records if "below the grid spacing" in r.getMessage()]
         assert len(hits) == expect, hits
-        if expect:
-            assert "grid points" in hits[0] and "0.05" in hits[0]
+        if expect:  # the first deposit narrower than the spacing; points for a spacing <= its width over [-1, 1]
+            k = next(i for i, w in enumerate(widths) if w < 0.05)
+            points = int(np.ceil(2.0 / widths[k])) + 1
+            assert 2.0 / (points - 1) <= widths[k] < 2.0 / (points - 2)
+            assert f"grid spacing [0.05] after {k} deposits" in hits[0], hits[0]
+            assert f"about [{points}] per variable" in hits[0], hits[0]
         assert opes.getSigma()[0] < 0.05
 
 
