@@ -63,6 +63,17 @@ def copy(finished, tmp_path):
     return tmp_path, tmp_path / "run"
 
 
+def resume_round_2_after_segment_0(rundir: Path) -> None:
+    """Make a finished 3-round campaign look interrupted after segment 0 of round 2: progress.json says so, and the
+    checkpoint and bias state of segment 1 stand in for segment 0's (deleted when segment 1 was committed)."""
+    write_json(rundir / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False},
+               checksum=True)
+    for suffix in (".chk", ".xml", ".json"):
+        shutil.copy(rundir / "round_002" / f"chk_00001{suffix}", rundir / "round_002" / f"chk_00000{suffix}")
+    for suffix in (".npz", ".json"):
+        shutil.copy(rundir / "round_002" / f"bias_00001{suffix}", rundir / "round_002" / f"bias_00000{suffix}")
+
+
 class Interrupt(Exception):
     pass
 
@@ -352,14 +363,7 @@ def test_damaged_bias_state_names_the_file_and_what_to_do(copy):
     states are gone: the message must not send the user to them)."""
     folder, rundir = copy
     config = write_config(folder, small())
-    write_json(rundir / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False},
-               checksum=True)
-    # the state after segment 0 of round 2 was deleted when segment 1 was committed: use segment 1's as if it
-    # were segment 0's, then damage its JSON
-    for suffix in (".chk", ".xml", ".json"):
-        shutil.copy(rundir / "round_002" / f"chk_00001{suffix}", rundir / "round_002" / f"chk_00000{suffix}")
-    for suffix in (".npz", ".json"):
-        shutil.copy(rundir / "round_002" / f"bias_00001{suffix}", rundir / "round_002" / f"bias_00000{suffix}")
+    resume_round_2_after_segment_0(rundir)  # then damage segment 0's bias state JSON
     meta = rundir / "round_002" / "bias_00000.json"
     meta.write_text(meta.read_text().replace('"numDeposits": ', '"numDeposits": 1'))
     with pytest.raises(RunDirError, match=r"round 2: the bias state after segment 0 cannot be restored .*"

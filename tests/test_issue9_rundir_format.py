@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from latentbias.campaign.rundir import RunDir
 from latentbias.campaign.rundirformat import FORMAT_KEY, RUNDIR_FORMAT
 from latentbias.io import JSON_CHECKSUM_KEY, NPZ_CHECKSUM_KEY, load_json, load_npz, write_json
 
+from test_campaign_extend import resume_round_2_after_segment_0
 from test_campaign_rundir import copy, finished  # noqa: F401 (fixtures: a finished toy campaign and a private copy)
 from test_issue9_records import older_version, tree_digest, without_checksum
 
@@ -133,12 +133,7 @@ def test_a_resumed_round_refuses_a_bias_state_without_a_checksum(copy):
     """The campaign's own resume path: round 2 (metadynamics) resumed after segment 0, whose bias state record
     lost its checksum key (the state of segment 1 used as segment 0's, as in test_campaign_extend)."""
     config, run = copy
-    write_json(run / "progress.json", {"round": 2, "phase": "simulate", "segments": 1, "finished": False},
-               checksum=True)
-    for suffix in (".chk", ".xml", ".json"):
-        shutil.copy(run / "round_002" / f"chk_00001{suffix}", run / "round_002" / f"chk_00000{suffix}")
-    for suffix in (".npz", ".json"):
-        shutil.copy(run / "round_002" / f"bias_00001{suffix}", run / "round_002" / f"bias_00000{suffix}")
+    resume_round_2_after_segment_0(run)
     without_checksum(run / "round_002" / "bias_00000.json", lambda d: None)
     with pytest.raises(RunDirError, match=r"round 2: the bias state after segment 0 cannot be restored \(.*"
                                           r"bias_00000\.json carries no checksum.*run-directory format 2"):
