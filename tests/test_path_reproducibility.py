@@ -89,3 +89,36 @@ def test_cli_threads_option_is_checked(tmp_path):
         main(base + ["--platform", "CPU", "--threads", "0"])
     with pytest.raises(SystemExit, match="not a campaign run directory"):  # got past the option check
         main(base + ["--platform", "CPU", "--threads", "1"])
+
+
+def test_window_files_carry_a_checksum(ala2, ala2_model, tmp_path, caplog):
+    """A window file is written with a checksum: a damaged one is refused with its name and the fix (never read as
+    samples), one without a checksum (an older version's) is read with a warning naming it, and gives the same
+    windows."""
+    import logging
+
+    from latentbias.io import NPZ_CHECKSUM_KEY, load_npz, save_npz
+
+    system, _, xyz = ala2
+    nodes = _nodes(ala2_model, xyz)
+    x0 = np.repeat(xyz[None], len(nodes), axis=0)
+    kw = dict(KW, platform="Reference", temperature=300.0)
+    out = tmp_path / "w"
+    first = relax_path(ala2_model, system, nodes, x0, seed=4, output_dir=out, **kw)
+    path = out / "window_001.npz"
+    with np.load(path) as raw:
+        stored = {k: raw[k] for k in raw.files}
+    assert NPZ_CHECKSUM_KEY in stored
+    data = load_npz(path)
+    # an older version's file: the same arrays without the checksum -> read, with a warning naming it
+    save_npz(path, **data)
+    with caplog.at_level(logging.WARNING, logger="latentbias.pathway.relax"):
+        again = relax_path(ala2_model, system, nodes, x0, seed=4, output_dir=out, **kw)
+    _assert_identical(first, again)
+    assert any("window_001.npz carries no checksum" in r.getMessage() for r in caplog.records)
+    # a damaged file: one sample changed under the original checksum -> refused, naming the file and the fix
+    stored["z"] = stored["z"].copy()
+    stored["z"][0, 0] += 1e-3
+    np.savez(path, **stored)
+    with pytest.raises(ValueError, match=r"window_001\.npz.*delete .*window_001\.npz to rerun that window"):
+        relax_path(ala2_model, system, nodes, x0, seed=4, output_dir=out, **kw)

@@ -41,7 +41,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..analysis.constants import kt_kjmol
-from ..io import load_npz, save_npz
+from ..io import ChecksumError, load_npz, save_npz
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ class PathWindows:
     potential_energy: np.ndarray
     umbrella: Any
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _unverified_window(path: Path) -> None:
+    """``load_npz`` callback for a window file without a checksum (written before windows carried one)."""
+    logger.warning("%s carries no checksum (written by an older latentbias), so it was read unverified; delete it to "
+                   "rerun that window", path)
 
 
 def window_seeds(seed: int, window: int) -> tuple[int, int]:
@@ -253,7 +259,10 @@ def relax_path(
     for w in tqdm(range(len(p)), desc="path windows", unit="window", disable=(not progress) or None):
         path = None if folder is None else folder / f"window_{w:03d}.npz"
         if path is not None and path.is_file():
-            data = load_npz(path)
+            try:
+                data = load_npz(path, unverified=_unverified_window)
+            except ChecksumError as exc:
+                raise ValueError(f"{exc}; delete {path} to rerun that window") from exc
             same_seed = "seeds" not in data or np.array_equal(data["seeds"], seeds[w])  # files before seeds: kept
             if data["center"].shape == p[w].shape and np.allclose(data["center"], p[w]) \
                     and float(data["force_constant"]) == k and data["z"].shape[0] == n_samples and same_seed:
@@ -296,7 +305,8 @@ def relax_path(
         for key in out:
             out[key].append(rec[key])
         if path is not None:
-            save_npz(path, center=p[w], force_constant=np.asarray(k), seeds=np.asarray(seeds[w]), **rec)
+            save_npz(path, checksum=True, center=p[w], force_constant=np.asarray(k), seeds=np.asarray(seeds[w]),
+                     **rec)
         logger.info("window %d/%d at %s: %d samples, relaxed structure at z=%s, E=%.1f kJ/mol", w + 1, len(p),
                     np.array2string(p[w], precision=3), n_samples, np.array2string(z, precision=3), energy)
     umbrella = UmbrellaResult(p.copy(), np.full(p.shape, k), [np.asarray(z) for z in out["z"]], float(temperature),
