@@ -180,3 +180,14 @@ def test_fixed_kernels_of_negative_weight_are_refused():
             kde.set_fixed(np.array([[0.0]]), np.array([[0.1]]), np.array([bad]))
     kde.set_fixed(np.array([[0.0]]), np.array([[0.1]]), np.array([0.0]))
     assert kde.num_kernels == 1 and not kde.grid_sum.any()
+
+
+def test_a_kernel_of_the_wrong_dimension_is_refused():
+    """On a 1-D grid a kernel needs one centre coordinate and one width: a 2-D centre with a 1-D width, or the
+    reverse, is refused naming the kernel (not broadcast into the sums)."""
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=41)])
+    kde = KernelDensity(grid, cutoff=3.0)
+    for centre, sigma in (([0.0, 0.5], [0.1]), ([0.0], [0.1, 0.1]), ([[0.0]], [0.1])):
+        with pytest.raises(ValueError, match="bad kernel"):
+            kde.add(centre, sigma, 1.0)
+    assert kde.num_kernels == 0 and not kde.grid_sum.any()
