@@ -906,3 +906,43 @@ def test_cavity_points_with_a_removal_distance_beyond_the_probe_out():
     got = measure.cavity_points(xyz)
     assert len(ref) > 50 and len(got) == len(ref)
     np.testing.assert_allclose(np.sort(got, axis=0), np.sort(ref, axis=0), atol=1e-9)
+
+
+@pytest.mark.parametrize("spread", [(0.25, 0.15, 0.06), (0.25, 0.0, 0.4)])
+@pytest.mark.parametrize("surface", ["SES", "SAS"])
+def test_cavity_points_equal_the_definition_in_an_elongated_box(surface, spread):
+    """A box region of three different extents (lining atoms spread ±0.25, ±0.15 and ±0.06 nm along x, y, z, or
+    ±0.25, 0 and ±0.4 nm; padding 0.15 nm): the grid block is not a cube, so every per-axis index must be its own
+    axis'; every cavity point equal to the independent definition (helper mut15g: survivors of the full
+    ``analysis_pockets`` session)."""
+    xyz, radii, n_shell = _hollow_cluster()
+    lining = np.array([n_shell + k for k in range(6)])
+    xyz = xyz.copy()
+    centre = np.array([0.31, -0.17, 0.05])
+    sx, sy, sz = spread
+    xyz[lining] = centre + np.array([[-sx, 0.0, 0.0], [sx, 0.02 * sy, 0.01], [0.0, -sy, 0.0], [0.01, sy, 0.02],
+                                     [0.0, 0.0, -sz], [0.02, 0.01 * sy, sz]])
+    region = PocketRegion(atoms=lining, padding=0.15)
+    step, probe_in, probe_out, removal, cutoff = 0.06, 0.13, 0.36, 0.13, 0.0008
+    measure = CavityVolume(region, radii, step=step, probe_in=probe_in, probe_out=probe_out,
+                           removal_distance=removal, volume_cutoff=cutoff, surface=surface.lower())
+    lo, hi = xyz[lining].min(0) - 0.15, xyz[lining].max(0) + 0.15
+    assert len(set(np.round((hi - lo) / step, 6))) == 3  # three different extents
+    ref = _reference_cavity(xyz, radii, lo, hi, None, None, step, probe_in, probe_out, removal, cutoff, surface)
+    got = measure.cavity_points(xyz)
+    assert len(ref) > 20
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)
+
+
+def test_a_pocket_region_is_immutable():
+    """A measure keeps the region it was built with (its padding is reported by ``settings()``): a region's fields
+    cannot be reassigned afterwards."""
+    import dataclasses
+
+    region = PocketRegion.from_center(0.6, center=np.zeros(3))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        region.radius = 1.0
+    box = PocketRegion(atoms=np.arange(3), padding=0.2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        box.padding = 0.5

@@ -20,6 +20,7 @@ cut factor's error bound and exact zeros. Each test kills mutants listed in TEST
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -864,3 +865,93 @@ def test_one_deposit_estimate(tmp_path):
     np.testing.assert_allclose(opes.getProbability(), p / p.sum(), rtol=1e-9)
     final = opes.getLogWeights("final")
     assert final.shape == (1,) and final[0] == pytest.approx(opes.getBias()[20] / KT, abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------- mut15g (full sessions)
+
+
+def test_the_barrier_must_be_positive_whatever_the_bias_factor(tmp_path):
+    """ΔE sets ε = exp(−βΔE/α) and the initial bias −ΔE: 0 or a negative barrier is refused as a barrier also when
+    γ is given explicitly (so γ = βΔE is never formed). A barrier too low for the default γ is refused naming
+    βΔE, the default γ (here 2 kJ/mol at 300 K: 2/2.4943 = 0.802)."""
+    for barrier in (0.0, -0.5, -1.0):
+        with pytest.raises(ValueError, match="barrier must be a positive energy"):
+            build(tmp_path, barrier=barrier, biasFactor=10.0)
+    with pytest.raises(ValueError, match=r"default barrier/kT = 0\.802\)"):
+        build(tmp_path, barrier=2.0)
+    assert build(tmp_path, barrier=5.0, biasFactor=10.0)[0].barrier == 5.0  # below γ kT, accepted with a γ
+
+
+def test_a_record_file_holding_anything_is_not_overwritten(tmp_path):
+    """Only an empty record file is started afresh: one of a single byte is user data, refused without
+    ``appendRecord`` and left as it was."""
+    path = tmp_path / "rec.csv"
+    path.write_text("\n")
+    with pytest.raises(FileExistsError, match="appendRecord"):
+        build(tmp_path, recordFile=path)
+    assert path.read_text() == "\n"
+
+
+@pytest.mark.parametrize("stride", [3, 5, 9])
+def test_an_adaptive_stride_of_one_sample_measures_no_variance(tmp_path, stride):
+    """The adaptive σ is a Welford variance about a mean decaying with τ = stride/interval samples (at least 1).
+    With a stride shorter than two sample intervals, τ = 1: the mean is the last sample itself and the variance
+    about it is exactly 0, however the CV moves, so the first deposit is refused (as for a frozen CV), without a
+    division by zero on the way. Pace 10, a sample every 5 steps, two different samples before the deposit."""
+    opes, sim = build(tmp_path, pace=10, adaptiveSigmaStride=stride, sigmaSampleInterval=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sim.context.setPositions(np.array([[0.25, 0.0, 0.0]]))
+        opes.step(sim, 5)
+        sim.context.setPositions(np.array([[-0.5, 0.0, 0.0]]))
+        with pytest.raises(RuntimeError, match="adaptive sigma is zero"):
+            opes.step(sim, 5)
+    assert opes.numDeposits == 0
+    # two samples per τ (stride 10) measure it: (0.25 − (−0.5))² / 2 / 2 samples / γ after the first deposit's γ
+    moving, sim2 = build(tmp_path, pace=10, adaptiveSigmaStride=10, sigmaSampleInterval=5)
+    for z in (0.25, -0.5):
+        sim2.context.setPositions(np.array([[z, 0.0, 0.0]]))
+        moving.step(sim2, 5)
+    assert moving.numDeposits == 1
+    assert moving._sigma0[0] == pytest.approx(reference_adaptive_sigma([0.25, -0.5], 10, 5, moving.biasFactor)[-1],
+                                              rel=1e-12)
+
+
+def test_a_walker_restarted_from_an_earlier_state_is_seen_anew(tmp_path):
+    """Walker B deposits twice and A reads B's file; B then crashes and is restarted from its state after the
+    first deposit, and deposits elsewhere: B's file holds as many deposits as before but other kernels. A's next
+    sync must replace B's kernels by the new ones (the union estimate A acts with is the current one)."""
+    folder = tmp_path / "bias"
+    a, sim_a = build(tmp_path, walkerId="A", saveFrequency=PACE, biasDir=folder, compressionThreshold=0.0)
+    b, sim_b = build(tmp_path, walkerId="B", saveFrequency=PACE, biasDir=folder, compressionThreshold=0.0)
+    deposit_at(b, sim_b, [0.5])
+    b.saveState(tmp_path / "b1")
+    deposit_at(b, sim_b, [0.25])
+    deposit_at(a, sim_a, [-0.5])
+    np.testing.assert_array_equal(a.kde.fixed_centers[:, 0], [0.5, 0.25])
+    b2, sim_b2 = build(tmp_path, walkerId="B", saveFrequency=PACE, biasDir=folder, compressionThreshold=0.0)
+    b2.loadState(tmp_path / "b1")
+    sim_b2.currentStep = PACE
+    deposit_at(b2, sim_b2, [-0.25])
+    assert b2._count == 2 and not np.array_equal(b2.kde.weights, b.kde.weights)
+    deposit_at(a, sim_a, [-0.4375])
+    np.testing.assert_array_equal(a.kde.fixed_centers[:, 0], [0.5, -0.25])
+    np.testing.assert_array_equal(a.kde.fixed_weights, b2.kde.weights)
+    given, _ = build(tmp_path, walkerId="A2", compressionThreshold=0.0)
+    given.setOtherWalkers({"A": a.walkerContribution(), "B": b2.walkerContribution()})
+    np.testing.assert_allclose(a.getBias(), given.getBias(), rtol=0, atol=1e-12)
+
+
+def test_the_probability_estimate_is_never_negative(tmp_path):
+    """Incremental kernel sums carry rounding residues: a small kernel's contribution lost against a large one's and
+    both later replaced by merged kernels can leave −4e-16 at a node (kernels of weights spread over e^{±10}, as
+    e^{βV} of OPES METAD, merged at threshold 1, truncated at 3 σ). The probability estimate stays ≥ 0 (0 there)
+    and normalised."""
+    opes, _ = build(tmp_path, kernelCutoff=3.0)
+    for c, s, logw in ((-0.8125, 0.167, 2.7), (0.875, 0.133, 5.5), (0.875, 0.065, 3.9), (-0.375, 0.11, -8.3),
+                       (0.75, 0.069, -9.9), (0.125, 0.05, -8.7), (0.25, 0.058, 8.1), (0.8125, 0.057, 8.4)):
+        opes.kde.add([c], [s], math.exp(logw))
+    assert opes.kde.grid_sum.min() < 0  # the residue this test is about
+    p = opes.getProbability()
+    assert p.min() == 0.0
+    assert p.sum() == pytest.approx(1.0, rel=1e-12)
