@@ -96,7 +96,7 @@ class GridBiasBackend(abc.ABC):
     def wall_energy(self, z: np.ndarray) -> float:
         """Energy of the edge walls at latent point z (shape=(d,)), kJ/mol."""
         e = 0.0
-        for x, v in zip(z, self.grid.variables):
+        for x, v in zip(np.asarray(z, dtype=float).tolist(), self.grid.variables):  # Python floats: same values
             if not v.periodic:
                 over = max(0.0, x - v.maxValue) + max(0.0, v.minValue - x)
                 e += 0.5 * self.wall_force_constant * over * over

@@ -178,6 +178,7 @@ class FusedBackend(GridBiasBackend):
         self.force.setGridScaleParameter(self.scale_parameter, 1.0)
         system.addForce(self.force)
         self._indices = [int(v.index) for v in grid.variables]
+        self._widths = [float(v.biasWidth) for v in grid.variables]
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.force.setGridValues(_grid_table(self.grid, values))
@@ -195,11 +196,12 @@ class FusedBackend(GridBiasBackend):
         if cutoff is not None and not _accepts_cutoff(type(self.force)):
             self.set_grid(values(), context)
             return
-        widths = [float(v.biasWidth) for v in self.grid.variables]
+        widths = self._widths
+        centre = np.asarray(center, dtype=float).tolist()  # the same doubles as float(c) per coordinate
         if cutoff is None:
-            self.force.addGridGaussian([float(c) for c in center], widths, float(height))
+            self.force.addGridGaussian(centre, widths, float(height))
         else:
-            self.force.addGridGaussian([float(c) for c in center], widths, float(height), float(cutoff))
+            self.force.addGridGaussian(centre, widths, float(height), float(cutoff))
         if context is not None:
             self.force.updateParametersInContext(context)
 
