@@ -102,6 +102,11 @@ class GridBiasBackend(abc.ABC):
                 e += 0.5 * self.wall_force_constant * over * over
         return e
 
+    def latent_values_and_energy(self, context: Any) -> tuple[np.ndarray, float]:
+        """:meth:`latent_values` and :meth:`energy` at the current positions, as a deposit reads them (a backend
+        may get both from one evaluation)."""
+        return self.latent_values(context), self.energy(context)
+
     def energy(self, context: Any) -> float:
         """Total bias energy (scale · table + walls) in ``context``, kJ/mol."""
         from openmm import unit

@@ -224,6 +224,14 @@ class FusedBackend(GridBiasBackend):
             raise RuntimeError("the LatentBiasForce has not been evaluated in this Context yet")
         return np.asarray([z[i] for i in self._indices], dtype=float)
 
+    def latent_values_and_energy(self, context: Any) -> tuple[np.ndarray, float]:
+        """:meth:`latent_values` and :meth:`energy` from the same (last or one new energy-only) evaluation."""
+        self._ensure_current(context)
+        z = self.force.getLastLatentValues(context)
+        if not z:
+            raise RuntimeError("the LatentBiasForce has not been evaluated in this Context yet")
+        return np.asarray([z[i] for i in self._indices], dtype=float), float(self.force.getLastEnergies(context)[0])
+
     def all_latent_values(self, context: Any) -> np.ndarray:
         """All model outputs z at the current positions, shape=(latent_dim,)."""
         self._ensure_current(context)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Sequence
@@ -254,7 +255,8 @@ class BiasGrid:
             window = self._flat_support(flat)
             block = reduce(np.multiply.outer, [f[w] for f, w in zip(factors, window)])
             block *= height  # == height * block, elementwise
-            values[window] += block
+            target = values[window]  # a view: adding in place is values[window] += block without the copy back
+            target += block
             return factors, window
         if self.ndim == 1 or buffer is None:
             values += height * reduce(np.multiply.outer, factors)
@@ -266,16 +268,15 @@ class BiasGrid:
         return factors, None
 
     def _flat_support(self, flat: np.ndarray) -> tuple[slice, ...]:
-        """:meth:`support` of the factors laid end to end (:meth:`_flat_factors`), from one ``flatnonzero``."""
-        nz = flat.nonzero()[0]  # flatnonzero without its Python wrapper (flat is 1-D)
-        bounds = np.searchsorted(nz, self._offsets).tolist()
+        """:meth:`support` of the factors laid end to end (:meth:`_flat_factors`), from one ``nonzero``."""
+        nz = flat.nonzero()[0].tolist()
         window = []
         for k, offset in enumerate(self._offsets[:-1]):
-            a, b = bounds[k], bounds[k + 1]
+            a, b = bisect_left(nz, offset), bisect_left(nz, self._offsets[k + 1])
             if a == b:
                 window.append(slice(0, 0))
                 continue
-            first, last = int(nz[a]) - offset, int(nz[b - 1]) - offset
+            first, last = nz[a] - offset, nz[b - 1] - offset
             window.append(slice(first, last + 1) if last - first + 1 == b - a else slice(0, self.shape[k]))
         return tuple(window)
 

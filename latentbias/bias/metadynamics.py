@@ -289,8 +289,8 @@ class LatentMetadynamics:
         from openmm import unit
 
         context = simulation.context
-        z = self.backend.latent_values(context)
-        acting = self.backend.energy(context)  # scale * V(z) + walls, exactly as the force applies it
+        # z, and scale * V(z) + walls exactly as the force applies it
+        z, acting = self.backend.latent_values_and_energy(context)
         scale = self.backend.scale
         wall = self.backend.wall_energy(z)
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
