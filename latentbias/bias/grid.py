@@ -208,7 +208,7 @@ class BiasGrid:
         :func:`~latentbias.bias.cutoff.truncated_gaussian`'s), in one numpy call per step for all axes: a deposit's
         cost is then not that of ~10 small numpy calls per axis (``tests/test_deposit_fastpath.py`` checks it bit
         for bit against the axis-by-axis evaluation)."""
-        x = np.asarray(position, dtype=float)
+        x = np.asarray(position, dtype=float).reshape(-1)  # float(x) of each coordinate, as axis by axis
         if x.shape != (len(self.variables),):
             raise ValueError(f"a Gaussian's centre needs {len(self.variables)} coordinates, got {position!r}")
         u = np.subtract(self._flatAxes, x[self._axisOf])
