@@ -117,3 +117,19 @@ def test_running_ct_with_both_terms_at_once_equals_the_full_log_sum_exp(name, sc
         height = float(rng.uniform(0.5, 3.0))
         _, window = grid.deposit(bias, centre, height)
         running.update(bias, window, height)
+
+
+def test_a_cutoff_set_after_construction_is_used_and_checked():
+    """``grid.kernelCutoff = c`` after construction (as test_native_plugin does) truncates the factors exactly as a
+    grid built with that cutoff; an invalid value is refused by name."""
+    grid = BiasGrid(GRIDS["3d mixed"])
+    grid.kernelCutoff = 2.0
+    rng = np.random.default_rng(11)
+    for centre in centres(grid, rng, n=10):
+        for a, b in zip(grid.gaussian_factors(centre), reference_factors(grid, centre)):
+            np.testing.assert_array_equal(a, b)
+    grid.kernelCutoff = None
+    np.testing.assert_array_equal(grid.gaussian_factors([0.5, 0.0, 0.0])[2],
+                                  np.exp(-0.5 * ((grid.axes[2] - 0.0) / 0.7) ** 2))
+    with pytest.raises(ValueError, match="kernelCutoff"):
+        grid.kernelCutoff = 0.5

@@ -163,7 +163,7 @@ class BiasGrid:
     """
 
     def __init__(self, variables: Sequence[LatentVariable], kernelCutoff: float | None = None):
-        self.kernelCutoff = check_cutoff(kernelCutoff)
+        self.kernelCutoff = kernelCutoff  # validated by the setter
         variables = list(variables)
         if not 1 <= len(variables) <= 3:
             raise ValueError(f"a bias grid needs 1, 2 or 3 latent variables, got {len(variables)}")
@@ -182,8 +182,17 @@ class BiasGrid:
         self._flatWidths = np.repeat([v.biasWidth for v in variables], self.shape)
         self._axisOf = np.repeat(np.arange(len(variables)), self.shape)
         self._periodicAxes = [(s, v.maxValue - v.minValue) for s, v in zip(self._slices, variables) if v.periodic]
-        # truncated_gaussian's constants: e^{-c²/2} and 1 − e^{-c²/2}
-        self._atCutoff = 0.0 if self.kernelCutoff is None else math.exp(-0.5 * self.kernelCutoff * self.kernelCutoff)
+
+    @property
+    def kernelCutoff(self) -> float | None:
+        """Truncation of the deposited Gaussians in widths along each axis (None: untruncated)."""
+        return self._kernelCutoff
+
+    @kernelCutoff.setter
+    def kernelCutoff(self, cutoff: float | None) -> None:
+        self._kernelCutoff = check_cutoff(cutoff)
+        # truncated_gaussian's constants, e^{-c²/2} and 1 − e^{-c²/2}, computed as it computes them
+        self._atCutoff = 0.0 if self._kernelCutoff is None else math.exp(-0.5 * self._kernelCutoff * self._kernelCutoff)
         self._stretch = 1.0 - self._atCutoff
 
     @property
