@@ -378,6 +378,59 @@ def interleaved_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float
         "step": float(np.mean([med[f"{name} step"] for name in runs]))}
 
 
+def interleaved_parts(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of the parts of one truncated deposit, old and new path interleaved call by call,
+    on the state a 2500-step run left (heights of 1e-6 kJ/mol, so the grid barely changes), each after an untimed
+    step: the Gaussian on the Python grid + the c(t) window update; z and V(z) read back (one energy-only
+    evaluation); the Context's local update (``addGridGaussian`` + ``updateParametersInContext``, the same C++ in
+    both)."""
+    system, topology, positions = alanine_dipeptide_vacuum()
+    z0 = lb.load_model(model).encode(positions)
+    meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+    integrator.setRandomNumberSeed(1)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    meta.step(sim, 2500)
+    ctx, backend, grid = sim.context, meta.backend, meta.grid
+    legacy_ct = LegacyRunningCt(meta.temperature, meta.biasFactor)
+    z = backend.latent_values(ctx)
+    height = 1e-6
+    old_bias, new_bias = meta._selfBias.copy(), meta._selfBias.copy()
+    legacy_ct.value(old_bias)
+    meta._runningCt.value(new_bias)
+
+    def grid_ct_old():
+        _, window = legacy_grid_deposit(grid, old_bias, z, height, None)
+        legacy_ct.update(old_bias, window, height)
+
+    def grid_ct_new():
+        _, window = grid.deposit(new_bias, z, height)
+        meta._runningCt.update(new_bias, window, height)
+
+    def read_old():
+        return backend.latent_values(ctx), backend.energy(ctx)
+
+    def read_new():
+        return backend.latent_values_and_energy(ctx)
+
+    def context_update():
+        backend.force.addGridGaussian(z.tolist(), backend._widths, height, grid.kernelCutoff)
+        backend.force.updateParametersInContext(ctx)
+
+    parts = {"Python grid + c(t), old": grid_ct_old, "Python grid + c(t), new": grid_ct_new,
+             "z, V(z) after a step (energy-only evaluation), old": read_old,
+             "z, V(z) after a step (energy-only evaluation), new": read_new, "Context update (both)": context_update}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(calls):
+        for name, call in parts.items():
+            sim.step(1)  # not timed: every part starts after a step, as a deposit does
+            t0 = time.thread_time()
+            call()
+            times[name].append(time.thread_time() - t0)
+    return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+
+
 _MODEL: list[Path] = []
 
 
@@ -413,6 +466,11 @@ def main() -> None:
             print(f"| {d} | {shape} | {static:.1f} | {r['full old']:.0f} | {r['full new']:.0f} | "
                   f"{r['full old'] / per:.1f} → {r['full new'] / per:.1f} % | {r['cut old']:.0f} | "
                   f"{r['cut new']:.0f} | {r['cut old'] / per:.1f} → {r['cut new'] / per:.1f} % |", flush=True)
+        parts = interleaved_parts(model_path(args), 3, args.calls)
+        print("\nOne truncated d = 3 deposit by parts, old and new interleaved (µs, median of", args.calls, "calls):\n")
+        print("| part | µs |\n|---|---:|")
+        for name, value in parts.items():
+            print(f"| {name} | {value:.0f} |")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         return
     if args.method == "opes":

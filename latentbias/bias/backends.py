@@ -104,7 +104,15 @@ class GridBiasBackend(abc.ABC):
 
     def latent_values_and_energy(self, context: Any) -> tuple[np.ndarray, float]:
         """:meth:`latent_values` and :meth:`energy` at the current positions, as a deposit reads them (a backend
-        may get both from one evaluation)."""
+        may get both from one evaluation).
+
+        Returns
+        -------
+        z : numpy.ndarray, shape=(d,)
+            Biased latent components.
+        energy : float
+            Acting bias energy, scale · table + walls, kJ/mol.
+        """
         return self.latent_values(context), self.energy(context)
 
     def energy(self, context: Any) -> float:
