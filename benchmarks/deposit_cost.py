@@ -31,9 +31,13 @@ update + sums, :class:`latentbias.bias.ctcache.RunningCt`) next to the full-grid
 the Gaussian added to the Python grid, ``addGridGaussian`` + ``updateParametersInContext`` (the local update of
 the Context), and the whole deposit.
 
-``--method interleaved``: the cost of one metadynamics deposit, untruncated vs truncated Gaussians, d = 1, 2, 3:
-medians of ``--calls`` deposits of each with the calls of the two runs interleaved (a changing load on a shared
-machine then hits both alike), as a percentage of 500 static steps.
+``--method interleaved``: the cost of one metadynamics deposit, untruncated vs truncated Gaussians, d = 1, 2, 3,
+each as shipped ("new") and as before the deposit fast path of helper metad10 ("old": :class:`LegacyMetadynamics`,
+kept here only, axis-by-axis factors, term-by-term c(t) window update, Quantity time): medians of ``--calls``
+deposits of each with the calls of the four runs interleaved (a changing load on a shared machine then hits all
+alike), as a percentage of 500 static steps. Before timing, an old and a new run of 5000 steps (one after the other)
+must end with the same bias grid (bit for bit), the same Context energy and the same records (c(t) and log-weights
+to 1e-9: their window sums are taken in another order); the script stops otherwise.
 
 Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved] [--steps 10000] [--repeats 3] [--calls 20]
 """
@@ -47,6 +51,7 @@ import platform as pyplatform
 import sys
 import tempfile
 import time
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +60,121 @@ import latentbias as lb
 import openmm
 from openmm import app, unit
 from latentbias.bias import LatentMetadynamics, LatentOPES
+from latentbias.bias.ctcache import FULL_INTERVAL, RESCALE_MARGIN, WINDOW_FRACTION, RunningCt
+from latentbias.bias.cutoff import truncated_gaussian
 from latentbias.bias.fused import FusedBackend
 from latentbias.testsystems import alanine_dipeptide_vacuum
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import build_model, variables  # noqa: E402  (the d = 3 encoder and grids of the other benchmark)
+
+
+class LegacyRunningCt(RunningCt):
+    """RunningCt with the window update of before the deposit fast path (helper metad10): term by term."""
+
+    def update(self, bias, window, height):
+        if self._ea is None:
+            return
+        self._updates += 1
+        self._growth += abs(float(height))
+        ca, cb = self._a / self._kt, (self._a - self._scale) / self._kt
+        if self._updates >= FULL_INTERVAL or max(abs(ca), abs(cb)) * self._growth > RESCALE_MARGIN:
+            self._ea = self._eb = None
+            return
+        if np.prod([len(range(*w.indices(n))) for w, n in zip(window, bias.shape)]) > WINDOW_FRACTION * bias.size:
+            for terms, c, m in ((self._ea, ca, self._ma), (self._eb, cb, self._mb)):
+                np.multiply(bias, c, out=terms)
+                terms -= m
+                np.exp(terms, out=terms)
+            self._sa, self._sb = float(self._ea.sum()), float(self._eb.sum())
+            return
+        part = bias[window]
+        for name, c, m in (("a", ca, self._ma), ("b", cb, self._mb)):
+            terms = self._ea if name == "a" else self._eb
+            x = np.multiply(part, c)
+            x -= m
+            np.exp(x, out=x)
+            change = float(x.sum()) - float(terms[window].sum())
+            terms[window] = x
+            if name == "a":
+                self._sa += change
+            else:
+                self._sb += change
+
+
+def legacy_factors(grid, position):
+    """BiasGrid.gaussian_factors before the fast path: axis by axis."""
+    per_axis = []
+    for x, v, axis in zip(position, grid.variables, grid._axes):
+        delta = axis - float(x)
+        if v.periodic:
+            period = v.maxValue - v.minValue
+            delta = delta - period * np.round(delta / period)
+        if grid.kernelCutoff is None:
+            g = np.exp(-0.5 * (delta / v.biasWidth) ** 2)
+        else:
+            g = truncated_gaussian(delta / v.biasWidth, grid.kernelCutoff)
+        if v.periodic:
+            g[-1] = g[0]
+        per_axis.append(g)
+    return per_axis
+
+
+def legacy_grid_deposit(grid, values, position, height, buffer):
+    """BiasGrid.deposit before the fast path."""
+    factors = legacy_factors(grid, position)
+    if grid.kernelCutoff is not None:
+        window = grid.support(factors)
+        values[window] += height * reduce(np.multiply.outer, [f[w] for f, w in zip(factors, window)])
+        return factors, window
+    if grid.ndim == 1 or buffer is None:
+        values += height * reduce(np.multiply.outer, factors)
+        return factors, None
+    head = reduce(np.multiply.outer, factors[:-1])
+    np.multiply.outer(head, factors[-1], out=buffer)
+    np.multiply(buffer, height, out=buffer)
+    values += buffer
+    return factors, None
+
+
+class LegacyMetadynamics(LatentMetadynamics):
+    """LatentMetadynamics with the deposit of before the fast path (``--legacy`` rows; same bias, same records)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._runningCt = LegacyRunningCt(self.temperature, self.biasFactor)
+
+    def _deposit(self, simulation):
+        context = simulation.context
+        backend = self.backend
+        z = backend.latent_values(context)
+        acting = backend.energy(context)
+        scale = backend.scale
+        wall = 0.0
+        for x, v in zip(z, self.grid.variables):
+            if not v.periodic:
+                over = max(0.0, x - v.maxValue) + max(0.0, v.minValue - x)
+                wall += 0.5 * backend.wall_force_constant * over * over
+        bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
+        total = self._totalBias if self._otherBias else self._selfBias
+        ct = self._runningCt.value(total, scale)
+        time_ps = context.getTime().value_in_unit(unit.picosecond)
+        self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
+        if not self.depositionEnabled:
+            return
+        height = self.height * np.exp(-bias / self._ktDeltaT)
+        _, window = legacy_grid_deposit(self.grid, self._selfBias, z, height, self._scratch)
+        self._nDeposits += 1
+        if window is None:
+            window = self._runningCt.window(self.grid, z, height)
+        self._runningCt.update(self._totalBias if self._otherBias else self._selfBias, window, height)
+        widths = [float(v.biasWidth) for v in self.grid.variables]
+        cutoff = self.grid.kernelCutoff
+        if cutoff is None:
+            backend.force.addGridGaussian([float(c) for c in z], widths, float(height))
+        else:
+            backend.force.addGridGaussian([float(c) for c in z], widths, float(height), float(cutoff))
+        backend.force.updateParametersInContext(context)
 
 
 class RefitBackend(FusedBackend):
@@ -198,17 +313,49 @@ def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[s
     return median_thread_times_us(parts, calls)
 
 
+def old_and_new_deposits_agree(model: Path, d: int, steps: int = 5000) -> None:
+    """Run the old (:class:`LegacyMetadynamics`) and the new deposit path one after the other (the Reference
+    platform's random numbers come from one global stream, so runs stepped in turn would not share a trajectory),
+    for untruncated and truncated Gaussians: the bias grids must be equal bit for bit, the Context energies equal,
+    the records equal (c(t) and log-weights to 1e-9 kJ/mol and 1e-9: their window sums are taken in another order)."""
+    for cutoff in (None, "default"):
+        out = []
+        for cls in (LegacyMetadynamics, LatentMetadynamics):
+            system, topology, positions = alanine_dipeptide_vacuum()
+            z0 = lb.load_model(model).encode(positions)
+            extra = {} if cutoff == "default" else {"kernelCutoff": cutoff}
+            meta = cls(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend,
+                       **extra)
+            integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
+                                                         2 * unit.femtosecond)
+            integrator.setRandomNumberSeed(1)
+            sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+            sim.context.setPositions(positions)
+            meta.step(sim, steps)
+            energy = sim.context.getState(getEnergy=True).getPotentialEnergy()._value
+            out.append((meta.getBias(), meta.getRecords(), energy))
+        (bias_old, rec_old, e_old), (bias_new, rec_new, e_new) = out
+        kind = "untruncated" if cutoff is None else "truncated"
+        assert np.array_equal(bias_old, bias_new), f"d = {d}, {kind}: the bias grids differ"
+        assert e_old == e_new, f"d = {d}, {kind}: the Context energies differ ({e_old} vs {e_new})"
+        assert len(rec_new["step"]) == steps // 500
+        for key in rec_old:
+            tol = 1e-9 if key in ("ct_kjmol", "logweight") else 0.0
+            np.testing.assert_allclose(rec_new[key], rec_old[key], rtol=0, atol=tol, err_msg=f"d = {d}, {kind}: {key}")
+
+
 def interleaved_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
     """Median thread CPU time (µs) of one step and of one step + a whole deposit, for untruncated ("full") and
-    truncated ("cut", the default cutoff) Gaussians, the calls of the two runs interleaved so that a changing load
-    on a shared machine affects both alike. Each run first steps 2500 steps (5 deposits)."""
+    truncated ("cut", the default cutoff) Gaussians, each with the deposit as shipped ("new") and as before the
+    fast path ("old", :class:`LegacyMetadynamics`), the calls of the four runs interleaved so that a changing load
+    on a shared machine affects all alike. Each run first steps 2500 steps (5 deposits)."""
     runs = {}
-    for name, cutoff in (("full", None), ("cut", "default")):
+    for name, cutoff, cls in (("full old", None, LegacyMetadynamics), ("full new", None, LatentMetadynamics),
+                              ("cut old", "default", LegacyMetadynamics), ("cut new", "default", LatentMetadynamics)):
         system, topology, positions = alanine_dipeptide_vacuum()
         z0 = lb.load_model(model).encode(positions)
         extra = {} if cutoff == "default" else {"kernelCutoff": cutoff}
-        meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500,
-                                  backend=FusedBackend, **extra)
+        meta = cls(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend, **extra)
         integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
         integrator.setRandomNumberSeed(1)
         sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -228,7 +375,60 @@ def interleaved_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float
             times[f"{name} deposit"].append(time.thread_time() - t0)
     med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
     return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
-        "step": 0.5 * (med["full step"] + med["cut step"])}
+        "step": float(np.mean([med[f"{name} step"] for name in runs]))}
+
+
+def interleaved_parts(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of the parts of one truncated deposit, old and new path interleaved call by call,
+    on the state a 2500-step run left (heights of 1e-6 kJ/mol, so the grid barely changes), each after an untimed
+    step: the Gaussian on the Python grid + the c(t) window update; z and V(z) read back (one energy-only
+    evaluation); the Context's local update (``addGridGaussian`` + ``updateParametersInContext``, the same C++ in
+    both)."""
+    system, topology, positions = alanine_dipeptide_vacuum()
+    z0 = lb.load_model(model).encode(positions)
+    meta = LatentMetadynamics(system, model, variables(z0, d), 300 * unit.kelvin, 10.0, 1.0, 500, backend=FusedBackend)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+    integrator.setRandomNumberSeed(1)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(positions)
+    meta.step(sim, 2500)
+    ctx, backend, grid = sim.context, meta.backend, meta.grid
+    legacy_ct = LegacyRunningCt(meta.temperature, meta.biasFactor)
+    z = backend.latent_values(ctx)
+    height = 1e-6
+    old_bias, new_bias = meta._selfBias.copy(), meta._selfBias.copy()
+    legacy_ct.value(old_bias)
+    meta._runningCt.value(new_bias)
+
+    def grid_ct_old():
+        _, window = legacy_grid_deposit(grid, old_bias, z, height, None)
+        legacy_ct.update(old_bias, window, height)
+
+    def grid_ct_new():
+        _, window = grid.deposit(new_bias, z, height)
+        meta._runningCt.update(new_bias, window, height)
+
+    def read_old():
+        return backend.latent_values(ctx), backend.energy(ctx)
+
+    def read_new():
+        return backend.latent_values_and_energy(ctx)
+
+    def context_update():
+        backend.force.addGridGaussian(z.tolist(), backend._widths, height, grid.kernelCutoff)
+        backend.force.updateParametersInContext(ctx)
+
+    parts = {"Python grid + c(t), old": grid_ct_old, "Python grid + c(t), new": grid_ct_new,
+             "z, V(z) after a step (energy-only evaluation), old": read_old,
+             "z, V(z) after a step (energy-only evaluation), new": read_new, "Context update (both)": context_update}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(calls):
+        for name, call in parts.items():
+            sim.step(1)  # not timed: every part starts after a step, as a deposit does
+            t0 = time.thread_time()
+            call()
+            times[name].append(time.thread_time() - t0)
+    return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
 
 
 _MODEL: list[Path] = []
@@ -247,23 +447,30 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
     parser.add_argument("--method", choices=["metad", "opes", "interleaved"], default="metad",
                         help="interleaved: only the per-deposit cost of metadynamics, full vs cut Gaussians, "
-                             "d = 1-3, calls of the two runs interleaved")
+                             "old vs new deposit path, d = 1-3, calls of the four runs interleaved")
     parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps x "
           f"{args.repeats} (best), deposit every 500 steps, thread CPU time, {args.method}")
     if args.method == "interleaved":
-        print("| d | grid | static µs/step | deposit, full Gaussians µs | per 500 steps | deposit, cut µs | "
-              "per 500 steps |")
-        print("|---|---|---:|---:|---:|---:|---:|")
+        print("| d | grid | static µs/step | full, old µs | full, new µs | per 500 steps (old → new) | cut, old µs | "
+              "cut, new µs | per 500 steps (old → new) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for d in (1, 2, 3):
+            old_and_new_deposits_agree(model_path(args), d)
             r = interleaved_deposit_cost(model_path(args), d, args.calls)
             static = min(time_run(model_path(args), d, False, FusedBackend, args.steps) for _ in range(args.repeats))
             shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
-            per = 500 * static
-            print(f"| {d} | {shape} | {static:.1f} | {r['full']:.0f} | {100 * r['full'] / per:.1f} % | "
-                  f"{r['cut']:.0f} | {100 * r['cut'] / per:.1f} % |", flush=True)
+            per = 5 * static  # 500 steps, in %
+            print(f"| {d} | {shape} | {static:.1f} | {r['full old']:.0f} | {r['full new']:.0f} | "
+                  f"{r['full old'] / per:.1f} → {r['full new'] / per:.1f} % | {r['cut old']:.0f} | "
+                  f"{r['cut new']:.0f} | {r['cut old'] / per:.1f} → {r['cut new'] / per:.1f} % |", flush=True)
+        parts = interleaved_parts(model_path(args), 3, args.calls)
+        print("\nOne truncated d = 3 deposit by parts, old and new interleaved (µs, median of", args.calls, "calls):\n")
+        print("| part | µs |\n|---|---:|")
+        for name, value in parts.items():
+            print(f"| {name} | {value:.0f} |")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         return
     if args.method == "opes":

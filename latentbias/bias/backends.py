@@ -96,11 +96,24 @@ class GridBiasBackend(abc.ABC):
     def wall_energy(self, z: np.ndarray) -> float:
         """Energy of the edge walls at latent point z (shape=(d,)), kJ/mol."""
         e = 0.0
-        for x, v in zip(z, self.grid.variables):
+        for x, v in zip(np.asarray(z, dtype=float).tolist(), self.grid.variables):  # Python floats: same values
             if not v.periodic:
                 over = max(0.0, x - v.maxValue) + max(0.0, v.minValue - x)
                 e += 0.5 * self.wall_force_constant * over * over
         return e
+
+    def latent_values_and_energy(self, context: Any) -> tuple[np.ndarray, float]:
+        """:meth:`latent_values` and :meth:`energy` at the current positions, as a deposit reads them (a backend
+        may get both from one evaluation).
+
+        Returns
+        -------
+        z : numpy.ndarray, shape=(d,)
+            Biased latent components.
+        energy : float
+            Acting bias energy, scale · table + walls, kJ/mol.
+        """
+        return self.latent_values(context), self.energy(context)
 
     def energy(self, context: Any) -> float:
         """Total bias energy (scale · table + walls) in ``context``, kJ/mol."""

@@ -117,8 +117,16 @@ class RunningCt:
         bv = bias / self._kt
         xa, xb = bv * self._a, bv * (self._a - scale)
         self._ma, self._mb = float(xa.max()), float(xb.max())
-        self._ea, self._eb = np.exp(xa - self._ma), np.exp(xb - self._mb)
+        # both terms in one array, [0] = e^{aβV − M_a}, [1] = e^{(a−s)βV − M_b}, so that a window update is one
+        # numpy call per step for both
+        self._terms = np.empty((2,) + bias.shape)
+        np.exp(xa - self._ma, out=self._terms[0])
+        np.exp(xb - self._mb, out=self._terms[1])
+        self._ea, self._eb = self._terms[0], self._terms[1]
         self._sa, self._sb = float(self._ea.sum()), float(self._eb.sum())
+        self._coef = np.array([self._a / self._kt, (self._a - scale) / self._kt])
+        self._offset = np.array([self._ma, self._mb]).reshape((2,) + (1,) * bias.ndim)
+        self._sumAxes = tuple(range(1, bias.ndim + 1))
         self._growth = 0.0
         self._scale = scale
         self._updates = 0
@@ -146,7 +154,10 @@ class RunningCt:
         if self._updates >= FULL_INTERVAL or max(abs(ca), abs(cb)) * self._growth > RESCALE_MARGIN:
             self._ea = self._eb = None
             return
-        if np.prod([len(range(*w.indices(n))) for w, n in zip(window, bias.shape)]) > WINDOW_FRACTION * bias.size:
+        size = 1
+        for w, n in zip(window, bias.shape):
+            size *= len(range(*w.indices(n)))
+        if size > WINDOW_FRACTION * bias.size:
             # the window is most of the grid (a wide Gaussian on a small grid): contiguous whole-grid passes with
             # the same offsets are cheaper than strided ones, and exact
             for terms, c, m in ((self._ea, ca, self._ma), (self._eb, cb, self._mb)):
@@ -155,18 +166,18 @@ class RunningCt:
                 np.exp(terms, out=terms)
             self._sa, self._sb = float(self._ea.sum()), float(self._eb.sum())
             return
-        part = bias[window]
-        for name, c, m in (("a", ca, self._ma), ("b", cb, self._mb)):
-            terms = self._ea if name == "a" else self._eb
-            x = np.multiply(part, c)
-            x -= m
-            np.exp(x, out=x)
-            change = float(x.sum()) - float(terms[window].sum())
-            terms[window] = x
-            if name == "a":
-                self._sa += change
-            else:
-                self._sb += change
+        if size == 0:
+            return
+        # both terms on the window at once: x[0] = aβV − M_a, x[1] = (a−s)βV − M_b (the same products and
+        # differences, node by node, as term by term), then the sums' changes
+        x = np.multiply.outer(self._coef, bias[window])
+        x -= self._offset
+        np.exp(x, out=x)
+        where = (slice(None),) + tuple(window)
+        change = (x.sum(axis=self._sumAxes) - self._terms[where].sum(axis=self._sumAxes)).tolist()
+        self._terms[where] = x
+        self._sa += change[0]
+        self._sb += change[1]
 
     def value(self, bias: np.ndarray, scale: float = 1.0) -> float:
         """c_s(t) (kJ/mol) of ``bias`` (the same array the updates described) for the acting scale s.

@@ -178,6 +178,7 @@ class FusedBackend(GridBiasBackend):
         self.force.setGridScaleParameter(self.scale_parameter, 1.0)
         system.addForce(self.force)
         self._indices = [int(v.index) for v in grid.variables]
+        self._widths = [float(v.biasWidth) for v in grid.variables]
 
     def set_grid(self, values: np.ndarray, context: Any | None) -> None:
         self.force.setGridValues(_grid_table(self.grid, values))
@@ -195,11 +196,12 @@ class FusedBackend(GridBiasBackend):
         if cutoff is not None and not _accepts_cutoff(type(self.force)):
             self.set_grid(values(), context)
             return
-        widths = [float(v.biasWidth) for v in self.grid.variables]
+        widths = self._widths
+        centre = np.asarray(center, dtype=float).tolist()  # the same doubles as float(c) per coordinate
         if cutoff is None:
-            self.force.addGridGaussian([float(c) for c in center], widths, float(height))
+            self.force.addGridGaussian(centre, widths, float(height))
         else:
-            self.force.addGridGaussian([float(c) for c in center], widths, float(height), float(cutoff))
+            self.force.addGridGaussian(centre, widths, float(height), float(cutoff))
         if context is not None:
             self.force.updateParametersInContext(context)
 
@@ -221,6 +223,14 @@ class FusedBackend(GridBiasBackend):
         if not z:
             raise RuntimeError("the LatentBiasForce has not been evaluated in this Context yet")
         return np.asarray([z[i] for i in self._indices], dtype=float)
+
+    def latent_values_and_energy(self, context: Any) -> tuple[np.ndarray, float]:
+        """:meth:`latent_values` and :meth:`energy` from the same (last or one new energy-only) evaluation."""
+        self._ensure_current(context)
+        z = self.force.getLastLatentValues(context)
+        if not z:
+            raise RuntimeError("the LatentBiasForce has not been evaluated in this Context yet")
+        return np.asarray([z[i] for i in self._indices], dtype=float), float(self.force.getLastEnergies(context)[0])
 
     def all_latent_values(self, context: Any) -> np.ndarray:
         """All model outputs z at the current positions, shape=(latent_dim,)."""

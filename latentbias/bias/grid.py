@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..validation import deprecated_alias, renamed_keywords, strip_unit
+from .cutoff import check_cutoff
 
 __all__ = ["LatentVariable", "BiasGrid", "check_variables"]
 
@@ -161,9 +163,7 @@ class BiasGrid:
     """
 
     def __init__(self, variables: Sequence[LatentVariable], kernelCutoff: float | None = None):
-        from .cutoff import check_cutoff
-
-        self.kernelCutoff = check_cutoff(kernelCutoff)
+        self.kernelCutoff = kernelCutoff  # validated by the setter
         variables = list(variables)
         if not 1 <= len(variables) <= 3:
             raise ValueError(f"a bias grid needs 1, 2 or 3 latent variables, got {len(variables)}")
@@ -172,6 +172,28 @@ class BiasGrid:
         self.variables = variables
         self.shape = tuple(v.gridWidth for v in variables)
         self._axes = [v.axis for v in variables]
+        # per-deposit constants: the axes laid end to end, so that the factors of all axes come from one pass of
+        # each numpy call (elementwise the same arithmetic as axis by axis; see gaussian_factors)
+        self._offsets = [0]
+        for n in self.shape:
+            self._offsets.append(self._offsets[-1] + n)
+        self._slices = [slice(a, b) for a, b in zip(self._offsets[:-1], self._offsets[1:])]
+        self._flatAxes = np.concatenate(self._axes)
+        self._flatWidths = np.repeat([v.biasWidth for v in variables], self.shape)
+        self._axisOf = np.repeat(np.arange(len(variables)), self.shape)
+        self._periodicAxes = [(s, v.maxValue - v.minValue) for s, v in zip(self._slices, variables) if v.periodic]
+
+    @property
+    def kernelCutoff(self) -> float | None:
+        """Truncation of the deposited Gaussians in widths along each axis (None: untruncated)."""
+        return self._kernelCutoff
+
+    @kernelCutoff.setter
+    def kernelCutoff(self, cutoff: float | None) -> None:
+        self._kernelCutoff = check_cutoff(cutoff)
+        # truncated_gaussian's constants, e^{-c²/2} and 1 − e^{-c²/2}, computed as it computes them
+        self._atCutoff = 0.0 if self._kernelCutoff is None else math.exp(-0.5 * self._kernelCutoff * self._kernelCutoff)
+        self._stretch = 1.0 - self._atCutoff
 
     @property
     def ndim(self) -> int:
@@ -186,22 +208,34 @@ class BiasGrid:
         (gridWidth,) per variable, ``exp(-0.5 (Δz/biasWidth)^2)`` with the minimum image along periodic axes (whose
         last point repeats the first), truncated at ``kernelCutoff`` widths when set. :meth:`gaussian` is their outer
         product."""
-        from .cutoff import truncated_gaussian
+        return self._flat_factors(position)[1]
 
-        per_axis = []
-        for x, v, axis in zip(position, self.variables, self._axes):
-            delta = axis - float(x)
-            if v.periodic:
-                period = v.maxValue - v.minValue
-                delta = delta - period * np.round(delta / period)
-            if self.kernelCutoff is None:
-                g = np.exp(-0.5 * (delta / v.biasWidth) ** 2)
-            else:
-                g = truncated_gaussian(delta / v.biasWidth, self.kernelCutoff)
-            if v.periodic:
-                g[-1] = g[0]
-            per_axis.append(g)
-        return per_axis
+    def _flat_factors(self, position: Sequence[float]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The factors of :meth:`gaussian_factors` of all axes in one array (axes end to end, shape=(Σ gridWidth,))
+        and as per-axis views of it. Each node gets exactly the arithmetic of an axis-by-axis evaluation (``axis −
+        x``, minimum image ``δ − L·round(δ/L)``, ``δ/biasWidth``, then
+        :func:`~latentbias.bias.cutoff.truncated_gaussian`'s), in one numpy call per step for all axes: a deposit's
+        cost is then not that of ~10 small numpy calls per axis (``tests/test_deposit_fastpath.py`` checks it bit
+        for bit against the axis-by-axis evaluation)."""
+        x = np.asarray(position, dtype=float).reshape(-1)  # float(x) of each coordinate, as axis by axis
+        if x.shape != (len(self.variables),):
+            raise ValueError(f"a Gaussian's centre needs {len(self.variables)} coordinates, got {position!r}")
+        u = np.subtract(self._flatAxes, x[self._axisOf])
+        for s, period in self._periodicAxes:
+            part = u[s]
+            u[s] = part - period * np.round(part / period)
+        u /= self._flatWidths
+        # exp(-0.5 u²), then truncated_gaussian's cut and stretch, in place (x·y, x − y, x / y as it computes them)
+        g = u * u
+        g *= -0.5
+        np.exp(g, out=g)
+        if self.kernelCutoff is not None:
+            g -= self._atCutoff
+            g /= self._stretch
+            g[~(np.abs(u) < self.kernelCutoff)] = 0.0
+        for s, _ in self._periodicAxes:
+            g[s.stop - 1] = g[s.start]
+        return g, [g[s] for s in self._slices]
 
     def gaussian(self, position: Sequence[float]) -> np.ndarray:
         """Unit-height Gaussian centred at ``position`` (shape=(d,)), evaluated on the grid (``self.shape``)."""
@@ -223,12 +257,15 @@ class BiasGrid:
                 buffer: np.ndarray | None = None) -> tuple[list[np.ndarray], tuple[slice, ...] | None]:
         """:meth:`add_gaussian`, returning (per-axis factors, :meth:`support` of a truncated Gaussian, or None for
         an untruncated one, which changes the whole grid)."""
-        factors = self.gaussian_factors(position)
+        flat, factors = self._flat_factors(position)
         if self.kernelCutoff is not None:
             # a truncated Gaussian is exactly 0 beyond its support: add it there only (x + 0.0 == x, so the grid is
             # the same, bit for bit, as after the whole-grid addition)
-            window = self.support(factors)
-            values[window] += height * reduce(np.multiply.outer, [f[w] for f, w in zip(factors, window)])
+            window = self._flat_support(flat)
+            block = reduce(np.multiply.outer, [f[w] for f, w in zip(factors, window)])
+            block *= height  # == height * block, elementwise
+            target = values[window]  # a view: adding in place is values[window] += block without the copy back
+            target += block
             return factors, window
         if self.ndim == 1 or buffer is None:
             values += height * reduce(np.multiply.outer, factors)
@@ -238,6 +275,19 @@ class BiasGrid:
         np.multiply(buffer, height, out=buffer)
         values += buffer
         return factors, None
+
+    def _flat_support(self, flat: np.ndarray) -> tuple[slice, ...]:
+        """:meth:`support` of the factors laid end to end (:meth:`_flat_factors`), from one ``nonzero``."""
+        nz = flat.nonzero()[0].tolist()
+        window = []
+        for k, offset in enumerate(self._offsets[:-1]):
+            a, b = bisect_left(nz, offset), bisect_left(nz, self._offsets[k + 1])
+            if a == b:
+                window.append(slice(0, 0))
+                continue
+            first, last = nz[a] - offset, nz[b - 1] - offset
+            window.append(slice(first, last + 1) if last - first + 1 == b - a else slice(0, self.shape[k]))
+        return tuple(window)
 
     @staticmethod
     def support(factors: Sequence[np.ndarray]) -> tuple[slice, ...]:

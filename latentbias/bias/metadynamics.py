@@ -289,8 +289,8 @@ class LatentMetadynamics:
         from openmm import unit
 
         context = simulation.context
-        z = self.backend.latent_values(context)
-        acting = self.backend.energy(context)  # scale * V(z) + walls, exactly as the force applies it
+        # z, and scale * V(z) + walls exactly as the force applies it
+        z, acting = self.backend.latent_values_and_energy(context)
         scale = self.backend.scale
         wall = self.backend.wall_energy(z)
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
@@ -299,7 +299,9 @@ class LatentMetadynamics:
         total = self._totalBias if self._otherBias else self._selfBias
         ct = self._runningCt.value(total, scale)
         state = context.getState(getPositions=True) if self._trajectory is not None else None
-        time_ps = (context.getTime() if state is None else state.getTime()).value_in_unit(unit.picosecond)
+        time = context.getTime() if state is None else state.getTime()
+        # OpenMM returns the time as a Quantity in ps: its value is the time in ps (value_in_unit is ~5 µs)
+        time_ps = time._value if time.unit is unit.picosecond else time.value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
         if self._trajectory is not None:
             self._trajectory.write(simulation, state, self.frequency)
