@@ -69,12 +69,15 @@ def transitions(rundir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_seed(seed: int, outdir: Path, config: Path = CONFIG) -> tuple[Path, float]:
+def run_seed(seed: int, outdir: Path, config: Path = CONFIG, jacobian_penalty: float | None = None
+             ) -> tuple[Path, float]:
     from latentbias.campaign.multi import MultiCampaign
     from latentbias.campaign.multiconfig import multi_from_dict
 
     raw = tomllib.loads(config.read_text())
     raw["md"]["seed"] = seed
+    if jacobian_penalty is not None:  # [model] jacobian_penalty (latentbias.jacobian_penalty)
+        raw.setdefault("model", {})["jacobian_penalty"] = jacobian_penalty
     cfg = multi_from_dict(raw, base_dir=config.resolve().parent)
     rundir = outdir / f"seed{seed}"
     t0 = time.perf_counter()
@@ -87,6 +90,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--outdir", default="runs/mutant_ddg")
     parser.add_argument("--config", default=str(CONFIG), help="multi-system config (default: the example)")
+    parser.add_argument("--jacobian-penalty", type=float, default=None,
+                        help="set [model] jacobian_penalty (encoder smoothness weight; default: the config's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from latentbias.campaign.compare import compare
@@ -95,7 +100,7 @@ def main() -> None:
     ref = reference()
     rows, rundirs = [], []
     for seed in args.seeds:
-        rundir, wall = run_seed(seed, outdir, Path(args.config))
+        rundir, wall = run_seed(seed, outdir, Path(args.config), args.jacobian_penalty)
         rundirs.append(rundir)
         c = compare([rundir], n_bootstrap=200)
         dg, ddg = c.dg["C7ax"], c.ddg["C7ax"].get("gly")  # a state a system never sampled has no estimate

@@ -59,7 +59,7 @@ def load_bias(spec: str):
 
     rd, name = spec.rsplit(":", 1)
     member = Path(rd) / "systems" / name
-    config = RunDir(member).read_json(member / "config.json")
+    config = RunDir(member).read_config()  # without the run-directory format key
     base_dir = config.pop("base_dir", ".")
     if not Path(base_dir).is_dir():  # the worktree that ran it is gone: same example inputs in this checkout
         base_dir = str(Path(__file__).resolve().parents[1] / "examples")

@@ -64,6 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lag=args.lag,
         cv_dims=list(range(cvs.shape[1])) if cvs is not None else None,
         cv_weight=args.cv_weight,
+        jacobian_penalty=args.jacobian_penalty,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cv", help="file with CV values (one row per frame after --stride, .txt/.npy): latent dims "
                                     "0..k-1 are anchored to its k columns, in the CVs' units")
     train.add_argument("--cv-weight", type=float, default=d["cv_weight"], help="weight of the CV-alignment loss")
+    train.add_argument("--jacobian-penalty", type=float, default=d["jacobian_penalty"],
+                       help="weight of the encoder smoothness term against folds (latentbias.jacobian_penalty); 0: off")
     train.add_argument("--epochs", type=int, default=d["epochs"], help="maximum number of epochs")
     train.add_argument("--batch-size", type=int, default=d["batch_size"], help="frames per minibatch")
     train.add_argument("--lr", type=float, default=d["learning_rate"], help="Adam learning rate")

@@ -19,6 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .features import AlignedCoordinates, Featurizer, featurize
+from .jacobian_penalty import fold_measure, latent_gradient_sq
+from .jacobian_penalty import jacobian_penalty as smoothness_penalty
 from .losses import cv_alignment_loss, fape_loss, reconstruction_loss, weighted_mean
 from .models import ACTIVATIONS, FeatureAutoencoder, LatentModel
 from .validation import ensure_positive_int, ensure_sequence_of_ints
@@ -67,6 +69,10 @@ class TrainingResult:
     probe_positions : numpy.ndarray, shape=(n_frames, n_atoms, 3), optional
         Full-system training frames, nm (set by :meth:`LatentModelEstimator.fit_trajectories`); up to three of them
         are stored in exported models as load-time probes (:mod:`latentbias.model_probes`).
+    fold : dict, optional
+        ``{"median", "q99", "max"}`` over all training inputs of the fitted encoder's per-frame fold measure
+        max_k |dz_k/dx|^2 / Var_w(z_k) (dimensionless; :func:`latentbias.jacobian_penalty.fold_measure`): values
+        far above 1 (a linear projection onto a principal component gives <= 1) mean the encoder folds there.
     """
 
     model: FeatureAutoencoder
@@ -77,6 +83,7 @@ class TrainingResult:
     settings: dict[str, Any] = field(default_factory=dict)
     latent_range: dict[str, list[float]] | None = None
     probe_positions: np.ndarray | None = field(default=None, repr=False)
+    fold: dict[str, float] | None = None
 
 
 def latent_range(z: np.ndarray) -> dict[str, list[float]]:
@@ -139,6 +146,14 @@ class LatentModelEstimator:
         Latent dimensions anchored to user CVs (CV-aligned autoencoder); give ``cvs`` to ``fit``.
     cv_weight : float
         Weight of the CV-alignment term relative to the reconstruction term.
+    jacobian_penalty : float, default 0.0
+        Weight lambda >= 0 of a smoothness term ``lambda * E_w[sum_k max(g_k - 1, 0)^2]``, g_k = |dz_k/dx|^2 /
+        Var_w(z_k) with x the standardised features (:mod:`latentbias.jacobian_penalty`), that keeps the encoder
+        from folding, i.e. from mapping a narrow range of the features onto a wide range of z, where bias kernels
+        become stiff ridges.
+        0 (the default) leaves the loss exactly as without it; the default stays 0 because the evidence on the
+        dipeptide campaigns did not show a clear gain (benchmarks/RESULTS.md). Costs one double-backward pass
+        per latent dimension per training step.
     epochs, batch_size, learning_rate, weight_decay :
         Adam optimisation settings.
     validation_fraction : float
@@ -165,6 +180,7 @@ class LatentModelEstimator:
         fape_clamp: float = 1.0,
         cv_dims: Sequence[int] | None = None,
         cv_weight: float = 1.0,
+        jacobian_penalty: float = 0.0,
         epochs: int = 200,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
@@ -200,6 +216,11 @@ class LatentModelEstimator:
             if len(set(self.cv_dims)) != len(self.cv_dims):
                 raise ValueError("cv_dims must not repeat a latent dimension")
         self.cv_weight = float(cv_weight)
+        if isinstance(jacobian_penalty, bool) or not isinstance(jacobian_penalty, (int, float)) \
+                or not np.isfinite(jacobian_penalty) or jacobian_penalty < 0:
+            raise ValueError(f"jacobian_penalty must be a finite number >= 0 (0 switches it off), got "
+                             f"{jacobian_penalty!r}")
+        self.jacobian_penalty = float(jacobian_penalty)
         self.epochs = ensure_positive_int(epochs, "epochs")
         self.batch_size = ensure_positive_int(batch_size, "batch_size")
         if not learning_rate > 0:
@@ -231,6 +252,7 @@ class LatentModelEstimator:
             "reconstruction": self.reconstruction,
             "cv_dims": self.cv_dims,
             "cv_weight": self.cv_weight,
+            "jacobian_penalty": self.jacobian_penalty,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
@@ -369,8 +391,14 @@ class LatentModelEstimator:
         if self.fape_frames is not None:
             frames = torch.as_tensor(self.fape_frames, dtype=torch.long, device=device)
 
-        def loss_terms(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            z = model.encode(batch["x"])
+        lam = self.jacobian_penalty
+
+        def loss_terms(batch: dict[str, torch.Tensor], create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+            grad_sq = None
+            if lam > 0:  # z and |dz_k/dx|^2 of the standardised features x (double backward when training)
+                z, grad_sq = latent_gradient_sq(model.encoder, model.standardizer(batch["x"]), create_graph)
+            else:
+                z = model.encode(batch["x"])
             decoded = model.decode(z)
             if self.reconstruction == "fape":
                 pred = model.standardizer.inverse(decoded).reshape(len(z), -1, 3)
@@ -380,6 +408,8 @@ class LatentModelEstimator:
                 loss = reconstruction_loss(decoded, model.standardizer(batch["y"]), batch["w"])
             if cv_scale is not None:
                 loss = loss + self.cv_weight * cv_alignment_loss(z, batch["c"], self.cv_dims, cv_scale, batch["w"])
+            if grad_sq is not None:
+                loss = loss + lam * smoothness_penalty(z, grad_sq, batch["w"])
             return loss, z
 
         opt = torch.optim.Adam(model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
@@ -411,7 +441,7 @@ class LatentModelEstimator:
             model.eval()
             if val is not None:
                 with torch.no_grad():
-                    vloss, vz = loss_terms(val)
+                    vloss, vz = loss_terms(val, create_graph=False)
                     history["val_loss"].append(float(vloss))
                     if coordinates:
                         history["val_rmsd_angstrom"].append(self._rmsd_angstrom(model, val, vz))
@@ -435,7 +465,9 @@ class LatentModelEstimator:
             len(history["train_loss"]), n_train, n_val, best[1], best[0],
         )
         with torch.no_grad():
-            z_all = model.encode(torch.as_tensor(data.inputs, dtype=torch.float32)).double().numpy()
+            x_all = torch.as_tensor(data.inputs, dtype=torch.float32)
+            z_all = model.encode(x_all).double().numpy()
+        fold = _fold_summary(model, x_all, torch.as_tensor(data.weights, dtype=torch.float32))
         return TrainingResult(
             model=model,
             history=history,
@@ -444,6 +476,7 @@ class LatentModelEstimator:
             data_hash=data_hash(features, weights, cvs),
             settings=self.settings(),
             latent_range=latent_range(z_all),
+            fold=fold,
         )
 
     @staticmethod
@@ -497,6 +530,13 @@ class LatentModelEstimator:
         )
         result.probe_positions = _probe_frames(trajectories)
         return LatentModel(featurizer, result.model, n_atoms), result
+
+
+def _fold_summary(model: FeatureAutoencoder, x: torch.Tensor, w: torch.Tensor) -> dict[str, float]:
+    """Median, 99th percentile and maximum of the fold measure of ``model`` over raw inputs x (weights w)."""
+    z, grad_sq = latent_gradient_sq(model.encoder, model.standardizer(x), create_graph=False)
+    g = fold_measure(z.double(), grad_sq.double(), w.double()).max(-1).values.numpy()
+    return {"median": float(np.median(g)), "q99": float(np.quantile(g, 0.99)), "max": float(g.max())}
 
 
 def _probe_frames(trajectories: Any) -> np.ndarray | None:

@@ -16,7 +16,7 @@ def test_campaign_train_cli_and_estimator_share_model_defaults():
     args = build_parser().parse_args(["train", "-t", "x.pdb", "--traj", "x.dcd", "-o", "x.pt"])
     pairs = {"latent_dim": "latent_dim", "hidden": "hidden", "activation": "activation", "objective": "objective",
              "lag": "lag", "epochs": "epochs", "learning_rate": "lr", "batch_size": "batch_size",
-             "patience": "patience"}
+             "patience": "patience", "jacobian_penalty": "jacobian_penalty"}
     for key, option in pairs.items():
         library = sig[key].default
         library = list(library) if isinstance(library, tuple) else library

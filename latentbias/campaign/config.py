@@ -29,6 +29,7 @@ Example (every key shown; most have defaults)::
     objective = "autoencoder"                  # autoencoder | time-lagged
     lag = 1
     balance_clusters = 0                       # > 0: cluster-balanced training weights (k-means, latentbias.sampleweights)
+    jacobian_penalty = 0.0                     # >= 0: weight of the encoder smoothness term (jacobian_penalty.py)
     epochs = 200
     learning_rate = 0.001
     batch_size = 256
@@ -206,6 +207,7 @@ class ModelConfig:
     patience: int = _estimator_default("patience")
     warm_start: bool = True
     balance_clusters: int = 0       # 0: every frame weighs the same; K > 0: latentbias.sampleweights on K clusters
+    jacobian_penalty: float = _estimator_default("jacobian_penalty")  # 0: off; > 0: latentbias.jacobian_penalty
 
 
 @dataclass
@@ -482,6 +484,9 @@ def _validate(cfg: CampaignConfig) -> None:
     if isinstance(mo.balance_clusters, bool) or not isinstance(mo.balance_clusters, int) or mo.balance_clusters < 0:
         raise ConfigError(f"[model] balance_clusters must be 0 (uniform training weights) or a number of k-means "
                           f"clusters >= 1, got {mo.balance_clusters!r}")
+    if not mo.jacobian_penalty >= 0:  # finiteness: _finite_numbers
+        raise ConfigError(f"[model] jacobian_penalty must be >= 0 (0 switches the encoder smoothness term off), got "
+                          f"{mo.jacobian_penalty!r}")
 
     c = cfg.campaign
     _positive("[campaign] rounds", c.rounds)

@@ -218,11 +218,13 @@ def train_shared_round(rundir: str | Path, r: int, members: Sequence[Any], progr
     est = LatentModelEstimator(latent_dim=mc.latent_dim, hidden=mc.hidden, activation=mc.activation,
                                objective=mc.objective, lag=mc.lag, epochs=mc.epochs, batch_size=mc.batch_size,
                                learning_rate=mc.learning_rate, patience=mc.patience,
+                               jacobian_penalty=mc.jacobian_penalty,
                                seed=RoundSeeds(cfg.md.seed, r).training, progress=progress)
     prev = load_shared_autoencoder(rundir, r - 1)[0] if r > 0 else None
     result = est.fit(x, weights=w, lengths=lengths, init=prev if mc.warm_start else None)
     ae = result.model
     info: dict[str, Any] = {"round": r, "history": result.history, "best_epoch": result.best_epoch,
+                            "fold": result.fold,
                             "architecture": ae.config(), "n_frames": int(len(x)),
                             "frames_per_system": {m.system_name: int(np.count_nonzero(sys_of == s))
                                                   for s, m in enumerate(members)},

@@ -90,6 +90,7 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     est = LatentModelEstimator(latent_dim=mc.latent_dim, hidden=mc.hidden, activation=mc.activation,
                                objective=mc.objective, lag=mc.lag, epochs=mc.epochs, batch_size=mc.batch_size,
                                learning_rate=mc.learning_rate, patience=mc.patience,
+                               jacobian_penalty=mc.jacobian_penalty,
                                seed=RoundSeeds(cfg.md.seed, r).training, progress=campaign.progress,
                                **({"cv_dims": anchor["cv_dims"], "cv_weight": anchor["cv_weight"]} if anchor else {}))
     init = campaign.model(r - 1).autoencoder if (r > 0 and mc.warm_start) else None
@@ -102,6 +103,7 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
                      coordinates=isinstance(featurizer, AlignedCoordinates))
     ae = result.model
     info: dict[str, Any] = {"round": r, "history": result.history, "best_epoch": result.best_epoch,
+                            "fold": result.fold,
                             "architecture": ae.config(), "n_frames": int(len(feats))}
     if r > 0:
         n_prev = int(np.count_nonzero(frames["round"] < r))
