@@ -463,6 +463,11 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
         trips = round_trip_summary(run_dir, config, r, info["converge_end"])
         if trips is not None:
             info["latent_round_trips"] = trips
+        from .converge import structural_summary  # visits between input-feature microstates (structuralstates.py)
+
+        struct = structural_summary(run_dir, config, r, info["converge_end"])
+        if struct is not None:
+            info["structural_round_trips"] = struct
         worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
         if worst > config.ood.retrain_fraction:
             info["warning"] = (
