@@ -122,7 +122,7 @@ def test_wrong_latent_axis_latent_rule_stops_early_structural_rule_waits():
     hand = np.array([hand_x_transitions(x[:n, 0]) for n in check])
     cut = np.array([s["transitions"] for s in struct])
     stop_latent = int(np.argmax(latent >= K_NEEDED))
-    assert latent[stop_latent] >= K_NEEDED and hand[stop_latent] < K_NEEDED // 2, (latent[stop_latent], hand[stop_latent])
+    assert latent[stop_latent] >= K_NEEDED and hand[stop_latent] < K_NEEDED // 2, (latent, hand)
     assert (cut >= K_NEEDED).any(), cut[-1]
     stop = int(np.argmax(cut >= K_NEEDED))
     assert check[stop] > 4 * check[stop_latent]

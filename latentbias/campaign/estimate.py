@@ -95,8 +95,8 @@ def sampler_transitions(rundir: str | Path) -> int | None:
     """The smaller of the converge phase's own transition counts — across the minimum cut of its latent basins and
     of its structural microstates (``weights.json``) — counting only those with at least 2 states taking part;
     None when neither was counted."""
-    counts = [t["transitions"] for t in (_latent_round_trips(rundir), _latent_round_trips(rundir, "structural_round_trips"))
-              if t is not None and len(t.get("counted", [])) >= 2]
+    both = (_latent_round_trips(rundir), _latent_round_trips(rundir, "structural_round_trips"))
+    counts = [t["transitions"] for t in both if t is not None and len(t.get("counted", [])) >= 2]
     return min(counts) if counts else None
 
 
@@ -133,9 +133,9 @@ def campaign_basin_estimate(
         :func:`~latentbias.analysis.uncertainty.two_state_error`; K is the smaller of these transitions and the
         converge phase's own counts across the minimum cut of its latent basins and of its structural microstates,
         :func:`sampler_transitions` — the basins given here may cut through states the sampler resolves and
-        these may not see, so the error rests on the least-visited of both): a run that visited a basin a few times has a few
-        samples of its population, and the block bootstrap's blocks, shorter than the time between visits, do not
-        show it. Give cores that leave out the barrier region, so that recrossings of
+        these may not see, so the error rests on the least-visited of both): a run that visited a basin a few
+        times has a few samples of its population, and the block bootstrap's blocks, shorter than the time
+        between visits, do not show it. Give cores that leave out the barrier region, so that recrossings of
         the dividing surface are not counted (e.g. φ < −40° and 20° < φ < 100° for alanine dipeptide). The
         frames of parallel walkers are counted in file order (each segment's walkers one after another), which
         can add one transition per walker boundary.
