@@ -3,7 +3,8 @@ phase's latent round-trip rule (issue 8 items 3 and 6): per seed ΔF(C7ax − re
 sampler's own count of round trips across the slowest split of its latent basins (minimum cut; whether the budget ended the run
 first), φ-space transitions and C7ax entries (evaluation only: φ is never seen by the sampler), how the converge
 phase ended, its length, the simulated time of the campaign, and which φ region each latent core holds (fraction
-of the converge frames in core 0 / core 1 whose φ lies in C7ax, 0° < φ < 120°). Ends with the 1σ/2σ coverage of the
+of the converge frames in core 0 / core 1 whose φ lies in C7ax, 0° < φ < 120°); with the structural count
+(``[converge] structural_states``), its round trips and the C7ax share of its bottleneck microstates' cores. Ends with the 1σ/2σ coverage of the
 reference 11.73 kJ/mol.
 
 Usage::
@@ -75,15 +76,52 @@ def tabulate(rundir: Path, seeds: list[int]) -> list[dict]:
             # C7ax share of every latent core (which core, if any, is C7ax)
             row["core_c7ax_all"] = [float(ax[lab == k].mean()) if np.any(lab == k) else float("nan")
                                     for k in range(cores.n_basins)]
+        if "structural_states" in plan:  # which φ region the structural bottleneck is (microstates re-clustered)
+            row.update(_structural_bottleneck(campaign, last, plan, phi[sel][order]))
+        row["structural"] = info.get("structural_round_trips")
         rows.append(row)
     return rows
 
 
+def _structural_bottleneck(campaign, last: int, plan: dict, phi_conv: np.ndarray) -> dict:
+    """C7ax share of the converge frames (all of them, time order) in the cores of the structural bottleneck
+    microstates and of the other microstates taking part, as the converge phase's last check clustered them."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from ala2_campaign import in_c7ax  # noqa: E402
+
+    from latentbias.campaign import structuralstates as ss
+    from latentbias.campaign.converge import _converge_frames, _used
+    from latentbias.campaign.weights import converge_logweights
+
+    cfg, rd = campaign.cfg, campaign.run_dir
+    conv = _converge_frames(rd, last, rd.round_segments(last))
+    use = _used(cfg, conv)
+    stored = rd.read_npz(rd.round_dir(last) / plan["structural_states"]["file"])
+    xc = ss._features(campaign.featurizer(), conv)
+    x = np.concatenate([stored["features"], xc])
+    n0 = len(stored["features"])
+    lw = converge_logweights(conv, cfg.md.temperature, use)
+    st = ss.microstates(x, [(np.arange(len(x)) < n0, np.concatenate([stored["logweight"], np.full(len(xc), -np.inf)])),
+                            (np.arange(len(x)) >= n0, np.concatenate([np.full(n0, -np.inf), lw]))],
+                        int(plan["structural_states"]["n_states"]), ss._SEED)
+    part = st.taking_part(cfg.md.temperature, cfg.converge.fes_cutoff, cfg.converge.basin_min_frames)
+    out = ss.structural_round_trips(st, xc[use], conv["walker"][use], part)
+    core = st.assign(xc)
+    ax = in_c7ax(phi_conv)
+    bott = np.isin(core, out["bottleneck"])
+    rest = np.isin(core, [k for k in part if k not in out["bottleneck"]])
+    c7ax_states = [k for k in part if np.any(core == k) and ax[core == k].mean() > 0.5]
+    return {"struct_bottleneck_c7ax": float(ax[bott].mean()) if bott.any() else float("nan"),
+            "struct_rest_c7ax": float(ax[rest].mean()) if rest.any() else float("nan"),
+            "struct_c7ax_states": len(c7ax_states), "struct_counted": len(part)}
+
+
 def print_table(rows: list[dict]) -> None:
-    print("| seed | ΔF ± 1σ (kJ/mol) | latent round trips (needed) | φ transitions | C7ax entries | C7ax share of latent "
-          "core 0 / core 1 | transitions into and out of every latent basin k (C7ax share of core k) | converge phase | "
-          "simulated | wall |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| seed | ΔF ± 1σ (kJ/mol) | \\|ΔF − ref\\| | latent round trips (needed) | structural round trips (needed); "
+          "C7ax share of the bottleneck / other microstates' cores; microstates (C7ax) | φ transitions | C7ax entries "
+          "| C7ax share of latent core 0 / core 1 | transitions into and out of every latent basin k (C7ax share of "
+          "core k) | converge phase | simulated | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     cover1 = cover2 = n = 0
     for r in rows:
         if r.get("missing"):
@@ -98,8 +136,15 @@ def print_table(rows: list[dict]) -> None:
                           enumerate(zip(r.get("all_basins_transitions", []), r.get("core_c7ax_all", [])))) or "–"
         if lat is not None and "bottleneck" in lat:
             trips += f", bottleneck {lat['bottleneck']} of {lat['counted']}"
-        print(f"| {r['seed']} | {df} | {trips} | {r.get('phi_transitions', 0)} | {r['entries']} | {share} | {every} | "
-              f"{r['end']}, {r['converge_ns']:.2f} ns | {r['simulated_ns']:.2f} ns | {r['wall_min']:.1f} min |")
+        st = r.get("structural")
+        struct = "–" if st is None else (
+            f"{st['round_trips']} ({st['required']})" + ("" if st["enough"] else " **budget ended first**")
+            + f"; {r.get('struct_bottleneck_c7ax', float('nan')):.2f} / {r.get('struct_rest_c7ax', float('nan')):.2f}"
+            + f"; {r.get('struct_counted', '?')} ({r.get('struct_c7ax_states', '?')})")
+        dev = f"{abs(r['dF'] - REF_DF):.2f}" if "dF" in r else "–"
+        print(f"| {r['seed']} | {df} | {dev} | {trips} | {struct} | {r.get('phi_transitions', 0)} | {r['entries']} | "
+              f"{share} | {every} | {r['end']}, {r['converge_ns']:.2f} ns | {r['simulated_ns']:.2f} ns | "
+              f"{r['wall_min']:.1f} min |")
         if "dF" in r:
             n += 1
             dev = abs(r["dF"] - REF_DF)

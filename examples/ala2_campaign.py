@@ -5,7 +5,8 @@ Runs (or resumes) ``examples/ala2_campaign.toml`` once per seed (default two, in
 is unbiased in C7eq, 4 exploration rounds run well-tempered metadynamics in the latent space of an encoder
 retrained on all frames so far (aligned heavy-atom coordinates only), then OPES in the frozen last encoder runs
 until its estimate stops drifting and it has made [converge] min_round_trips round trips across the slowest
-split of its latent basins (every latent basin with weight entered and left that often; or 2.8 ns). Using φ only for evaluation, it prints when C7ax (0° < φ < 120°) was first
+split of its latent basins (every latent basin with weight entered and left that often) and of its structural
+microstates (k-means clusters of the aligned coordinates: states the latent space may not resolve), or 2.8 ns. Using φ only for evaluation, it prints when C7ax (0° < φ < 120°) was first
 reached, each campaign's ΔF = F(C7ax) − F(rest) with its block-bootstrap error, and the combined value with the
 spread of the independent campaigns (Student t), and writes each campaign's report with φ/ψ FES.
 
@@ -145,6 +146,14 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
                   f"{lrt['round_trips']} (needed {lrt['required']}; bottleneck basin(s) {lrt.get('bottleneck', '?')} "
                   f"of {lrt.get('counted', '?')} taking part, {lrt['basins']} latent basins)"
                   + ("" if lrt["enough"] else " -- NOT ENOUGH: the budget ended the converge phase first"))
+        srt = r.get("structural_round_trips")
+        if srt is not None:  # the sampler's count on input-feature microstates (states the latent space may merge)
+            print(f"    structural round trips across the slowest split of {len(srt['counted'])} input-feature "
+                  f"microstates (minimum cut): {srt['round_trips']} (needed {srt['required']})"
+                  + ("" if srt["enough"] else " -- NOT ENOUGH: the budget ended the converge phase first"))
+        if r.get("sampler_transitions") is not None:
+            print(f"    two-state bound uses K = min({r['transitions']} phi transitions, the sampler's smaller count "
+                  f"{r['sampler_transitions']})")
     est = result.estimate
     how = (f"spread of {est.n_independent} independent campaigns (Student t, {est.dof:.0f} dof)"
            if est.method == "replicas" else f"block bootstrap, {est.n_independent} blocks")

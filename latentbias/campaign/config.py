@@ -90,6 +90,9 @@ Example (every key shown; most have defaults)::
                                                # the slowest split of them, the minimum cut); n: the n deepest
     basin_min_frames = 10                      # basins whose core held fewer exploration frames do not take part
     core_kt = 2.0                              # basin cores: this many kT below the basin's lowest saddle
+    structural_states = 20                     # ... and as many round trips across the slowest split of this many
+                                               # k-means microstates of the standardized input features (states the
+                                               # latent space may not resolve; 0: off; campaign.structuralstates)
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
     restarts = 0                               # times the frozen encoder may meet OOD frames (a segment with more
@@ -282,6 +285,7 @@ class ConvergeConfig:
     round_trip_basins: int = 0
     core_kt: float = 2.0
     basin_min_frames: int = 10
+    structural_states: int = 20
 
 
 @dataclass
@@ -569,6 +573,9 @@ def _validate(cfg: CampaignConfig) -> None:
     if cv.round_trip_basins == 1 or cv.round_trip_basins < 0:
         raise ConfigError(f"[converge] round_trip_basins must be 0 (every latent basin with weight) or an integer "
                           f">= 2 (the n deepest latent basins), got {cv.round_trip_basins}")
+    if cv.structural_states == 1 or cv.structural_states < 0:
+        raise ConfigError(f"[converge] structural_states must be 0 (no structural count) or an integer >= 2 (k-means "
+                          f"microstates of the input features), got {cv.structural_states}")
     if cv.basin_min_frames < 0:
         raise ConfigError(f"[converge] basin_min_frames must be an integer >= 0, got {cv.basin_min_frames}")
     if not cv.core_kt > 0:

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESTART_REASON", "latent_fes_drift", "fes_drift", "convergence_check", "converge_end_check", "restarted",
-           "convergence_history", "round_trip_summary"]
+           "convergence_history", "round_trip_summary", "structural_summary"]
 
 #: ``end.json`` reason of a converge attempt that went back to retraining (the exploration rounds' OOD reason)
 RESTART_REASON = "ood"
@@ -132,6 +132,9 @@ def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.n
     keys = ("z", "bias_kjmol", "ct_kjmol", "time_ps", "scale", "target", "step")
     parts = [run_dir.read_segment(r, k) for k in range(n_segments)]
     out = {key: np.concatenate([p[key] for p in parts]) for key in keys}
+    for key in ("positions", "box"):  # the structural count featurizes them (latentbias.campaign.structuralstates)
+        if parts and all(key in p for p in parts):
+            out[key] = np.concatenate([p[key] for p in parts])
     out["walker"] = walker = np.concatenate([frame_column(p, "walker") for p in parts])
     order = np.lexsort((walker, out["step"]))  # stable: one walker's frames keep their file (= time) order
     return {key: v[order] for key, v in out.items()}
@@ -176,11 +179,27 @@ def _round_trips(config: CampaignConfig, plan: dict[str, Any], frames: dict[str,
     return latent_round_trips(cores, frames["z"][use], frames["walker"][use], part)
 
 
-def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int) -> str | None:
+def _structural(run_dir: RunDir, config: CampaignConfig, r: int, plan: dict[str, Any], frames: dict[str, np.ndarray],
+                featurizer: Any | None = None) -> dict[str, Any] | None:
+    """Round trips across the slowest split of the structural microstates in the frames after the burn-in (None
+    when the plan has no ``structural_states``: umbrella, ``structural_states = 0`` or ``min_round_trips = 0``;
+    :mod:`latentbias.campaign.structuralstates`)."""
+    if "structural_states" not in plan or not len(frames["time_ps"]):
+        return None
+    from .structuralstates import structural_count
+
+    use = _used(config, frames)
+    return structural_count(run_dir, config, r, frames, use,
+                            lambda: converge_logweights(frames, config.md.temperature, use), featurizer)
+
+
+def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int,
+                      featurizer: Any | None = None) -> str | None:
     """``"converged"`` when the converge run (round r, ``n_committed`` segments) has run at least ``min_steps``,
     its drift is below ``tolerance`` and (OPES/metadynamics, ``min_round_trips`` > 0) its frames after the burn-in
-    hold at least ``min_round_trips`` round trips between the latent basins' cores; else None. Deterministic in the
-    committed segments (safe to re-run on resume)."""
+    hold at least ``min_round_trips`` round trips between the latent basins' cores and (``structural_states`` > 0)
+    across the slowest split of the structural microstates; else None. Deterministic in the committed segments
+    (safe to re-run on resume). ``featurizer``: the campaign's (default: built from ``config``)."""
     c = config.converge
     steps = n_committed * config.campaign.checkpoint_interval
     if steps < c.min_steps:
@@ -191,11 +210,15 @@ def convergence_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committ
     frames = _converge_frames(run_dir, r, n_committed)
     drift, n_used = _evaluate(config, plan, frames)
     trips = _round_trips(config, plan, frames)
-    logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)%s",
+    struct = _structural(run_dir, config, r, plan, frames, featurizer)
+    logger.info("converge phase: %d steps, %d frames in the estimate, latent FES drift %.3g kJ/mol (tolerance %g)%s%s",
                 steps, n_used, drift, c.tolerance,
                 "" if trips is None else f", {trips['round_trips']} latent round trips (need {c.min_round_trips}; "
-                                         f"transitions {trips['transitions']})")
-    enough = trips is None or trips["round_trips"] >= c.min_round_trips
+                                         f"transitions {trips['transitions']})",
+                "" if struct is None else f", {struct['round_trips']} structural round trips (transitions "
+                                          f"{struct['transitions']}, bottleneck microstates {struct['bottleneck']} of "
+                                          f"{struct['counted']})")
+    enough = all(t is None or t["round_trips"] >= c.min_round_trips for t in (trips, struct))
     return "converged" if np.isfinite(drift) and drift < c.tolerance and enough else None
 
 
@@ -207,7 +230,8 @@ def restarted(run_dir: RunDir, r: int) -> bool:
     return end is not None and end["reason"] == RESTART_REASON
 
 
-def converge_end_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int) -> str | None:
+def converge_end_check(run_dir: RunDir, config: CampaignConfig, r: int, n_committed: int,
+                       featurizer: Any | None = None) -> str | None:
     """Why the converge attempt in round r ends after ``n_committed`` segments, or None to go on:
     :data:`RESTART_REASON` when the last segment's fraction of out-of-distribution frames exceeds ``[ood]
     retrain_fraction`` and the plan still allows a restart (``restart_segments``), else
@@ -223,13 +247,15 @@ def converge_end_check(run_dir: RunDir, config: CampaignConfig, r: int, n_commit
                            int(plan.get("attempt", 0)), r, 100 * frac, n_committed - 1,
                            100 * config.ood.retrain_fraction)
             return RESTART_REASON
-    return convergence_check(run_dir, config, r, n_committed)
+    return convergence_check(run_dir, config, r, n_committed, featurizer)
 
 
-def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int) -> dict[str, np.ndarray]:
+def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int,
+                        featurizer: Any | None = None) -> dict[str, np.ndarray]:
     """The criterion after every committed segment of the converge round r: ``time_ps`` (simulated time of the
-    converge run), ``frames_used``, ``drift_kjmol`` (NaN before two segments) and ``round_trips`` (latent round
-    trips in the frames after the burn-in; NaN when not counted); written to ``round_RRR/convergence.csv``."""
+    converge run), ``frames_used``, ``drift_kjmol`` (NaN before two segments), ``round_trips`` (latent round
+    trips in the frames after the burn-in; NaN when not counted) and ``structural_round_trips`` (across the
+    structural microstates; NaN when not counted); written to ``round_RRR/convergence.csv``."""
     from ..io import write_csv
 
     plan = run_dir.read_plan(r)
@@ -241,15 +267,20 @@ def convergence_history(run_dir: RunDir, config: CampaignConfig, r: int) -> dict
         sub = {key: v[: k * per_seg] for key, v in frames.items()}
         drift, n_used = _evaluate(config, plan, sub) if k >= 2 else (float("nan"), 0)
         trips = _round_trips(config, plan, sub)
+        struct = _structural(run_dir, config, r, plan, sub, featurizer)
         rows.append((float(sub["time_ps"][-1] - frames["time_ps"][0]), n_used, drift,
-                     float("nan") if trips is None else trips["round_trips"]))
-    arr = np.array(rows, dtype=float).reshape(-1, 4)
-    write_csv(run_dir.round_dir(r) / "convergence.csv", ["time_ps", "frames_used", "drift_kjmol", "round_trips"], arr,
+                     float("nan") if trips is None else trips["round_trips"],
+                     float("nan") if struct is None else struct["round_trips"]))
+    arr = np.array(rows, dtype=float).reshape(-1, 5)
+    write_csv(run_dir.round_dir(r) / "convergence.csv",
+              ["time_ps", "frames_used", "drift_kjmol", "round_trips", "structural_round_trips"], arr,
               overwrite=True, comment=f"converge phase: after each segment, the frames after the burn-in "
                                       f"({config.converge.burn_in:g} of the run) and the offset-free RMS drift "
                                       f"(kJ/mol) of the latent FES over the last {config.converge.window:g} of them; "
-                                      f"round trips between the latent basins' cores in those frames")
-    return {"time_ps": arr[:, 0], "frames_used": arr[:, 1], "drift_kjmol": arr[:, 2], "round_trips": arr[:, 3]}
+                                      f"round trips between the latent basins' cores and across the structural "
+                                      f"microstates in those frames")
+    return {"time_ps": arr[:, 0], "frames_used": arr[:, 1], "drift_kjmol": arr[:, 2], "round_trips": arr[:, 3],
+            "structural_round_trips": arr[:, 4]}
 
 
 def round_trip_summary(run_dir: RunDir, config: CampaignConfig, r: int, ended: str) -> dict[str, Any] | None:
@@ -286,4 +317,30 @@ def round_trip_summary(run_dir: RunDir, config: CampaignConfig, r: int, ended: s
                 f"[converge] basin_min_frames core frames), so the run could not show in latent space that it "
                 f"sampled the states of the estimate more than a few times ([converge] min_round_trips = {need}); a "
                 f"longer budget does not change that: check the estimate's own transitions")
+    return out
+
+
+def structural_summary(run_dir: RunDir, config: CampaignConfig, r: int, ended: str,
+                       featurizer: Any | None = None) -> dict[str, Any] | None:
+    """The ``structural_round_trips`` entry of ``weights.json`` for the converge round r, which ended for the
+    reason ``ended``: the structural count in the frames of the estimate (:mod:`latentbias.campaign.structuralstates`:
+    ``round_trips``, ``transitions``, ``bottleneck``, ``counted``, ``states``, ``populations``), ``required``,
+    ``enough`` and, when the run ended without enough, ``warning``. None when the count was not used."""
+    plan = run_dir.read_plan(r)
+    n_seg = run_dir.round_segments(r)
+    trips = _structural(run_dir, config, r, plan, _converge_frames(run_dir, r, n_seg), featurizer) if n_seg else None
+    if trips is None:
+        return None
+    need = config.converge.min_round_trips
+    out = {**trips, "required": need, "enough": trips["round_trips"] >= need}
+    if not out["enough"]:
+        from ..analysis.uncertainty import two_state_error
+
+        k = trips["transitions"]
+        out["warning"] = (
+            f"the converge phase ended ({ended}) after {trips['round_trips']} round trip(s) across the slowest split "
+            f"of the {len(trips['counted'])} structural microstates taking part (input-feature clusters; "
+            f"bottleneck {trips['bottleneck']}), fewer than [converge] min_round_trips = {need}: a state the latent "
+            f"space may not resolve rests on {k} transition(s) (two-state error 2kT/sqrt(K) >= "
+            f"{two_state_error(k, config.md.temperature):.2g} kJ/mol); raise [converge] max_steps")
     return out

@@ -35,17 +35,19 @@ from ..analysis.uncertainty import (Estimate, regenerative_error, replica_estima
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunEstimate", "final_weights", "campaign_basin_estimate"]
+__all__ = ["RunEstimate", "final_weights", "campaign_basin_estimate", "sampler_transitions"]
 
 
 @dataclass
 class RunEstimate:
     """The estimate of one or more runs: ``estimate`` (value, 1σ error, method, n_independent) and per run
     ``(rundir, value, error, frames_used, blocks, bootstrap_error, transitions, two_state_error, round_trips,
-    round_trip_error, latent_round_trips)`` (transitions … round_trip_error None for umbrella runs; ``error`` is the
-    largest of the three errors; ``latent_round_trips``: the converge phase's own count of round trips between
-    latent basins from ``weights.json``, with ``required``, ``enough`` and a ``warning`` when the budget ended the
-    run first, or None)."""
+    round_trip_error, latent_round_trips, structural_round_trips, sampler_transitions)`` (transitions …
+    round_trip_error None for umbrella runs; ``error`` is the largest of the three errors; ``latent_round_trips``:
+    the converge phase's own count of round trips between latent basins from ``weights.json``, with ``required``,
+    ``enough`` and a ``warning`` when the budget ended the run first, or None; ``structural_round_trips`` the
+    same across its structural microstates; ``sampler_transitions`` the smaller of the two counts' transitions,
+    which with ``transitions`` sets ``two_state_error``)."""
 
     estimate: Estimate
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -79,13 +81,23 @@ def _umbrella_reweighting(rundir: str | Path) -> tuple[np.ndarray, Callable[[np.
     return rw.states, rw.reweight
 
 
-def _latent_round_trips(rundir: str | Path) -> dict[str, Any] | None:
+def _latent_round_trips(rundir: str | Path, key: str = "latent_round_trips") -> dict[str, Any] | None:
     """``weights.json`` ``latent_round_trips`` of a run (the converge phase's count of round trips between latent
-    basins, :func:`latentbias.campaign.converge.round_trip_summary`), or None."""
+    basins, :func:`latentbias.campaign.converge.round_trip_summary`; ``key = "structural_round_trips"``: across
+    its structural microstates, :func:`~latentbias.campaign.converge.structural_summary`), or None."""
     import json
 
     info_file = Path(rundir) / "weights.json"
-    return json.loads(info_file.read_text()).get("latent_round_trips") if info_file.is_file() else None
+    return json.loads(info_file.read_text()).get(key) if info_file.is_file() else None
+
+
+def sampler_transitions(rundir: str | Path) -> int | None:
+    """The smaller of the converge phase's own transition counts — across the minimum cut of its latent basins and
+    of its structural microstates (``weights.json``) — counting only those with at least 2 states taking part;
+    None when neither was counted."""
+    both = (_latent_round_trips(rundir), _latent_round_trips(rundir, "structural_round_trips"))
+    counts = [t["transitions"] for t in both if t is not None and len(t.get("counted", [])) >= 2]
+    return min(counts) if counts else None
 
 
 def campaign_basin_estimate(
@@ -118,9 +130,12 @@ def campaign_basin_estimate(
         rests on reweighted frames of one continuous biased run (OPES or metadynamics converge phase) gets the
         error max(block bootstrap, round-trip bootstrap, 2 kT / √K) with K its committed transitions between the
         cores (:func:`~latentbias.analysis.uncertainty.regenerative_error`,
-        :func:`~latentbias.analysis.uncertainty.two_state_error`): a run that visited a basin a few times has a few
-        samples of its population, and the block bootstrap's blocks, shorter than the time between visits, do not
-        show it. Give cores that leave out the barrier region, so that recrossings of
+        :func:`~latentbias.analysis.uncertainty.two_state_error`; K is the smaller of these transitions and the
+        converge phase's own counts across the minimum cut of its latent basins and of its structural microstates,
+        :func:`sampler_transitions` — the basins given here may cut through states the sampler resolves and
+        these may not see, so the error rests on the least-visited of both): a run that visited a basin a few
+        times has a few samples of its population, and the block bootstrap's blocks, shorter than the time
+        between visits, do not show it. Give cores that leave out the barrier region, so that recrossings of
         the dividing surface are not counted (e.g. φ < −40° and 20° < φ < 100° for alanine dipeptide). The
         frames of parallel walkers are counted in file order (each segment's walkers one after another), which
         can add one transition per walker boundary.
@@ -153,7 +168,8 @@ def campaign_basin_estimate(
             xu, lw = x[used], table["logweight"][used]
             ca, cb = np.asarray((core_a or in_a)(xu), bool), np.asarray((core_b or in_b)(xu), bool)
             transitions = transition_count(ca, cb, breaks=table["round"][used])
-            floor = two_state_error(transitions, temperature)
+            sampler = sampler_transitions(rundir)  # the stopping rule's counts: the smaller K states the error
+            floor = two_state_error(transitions if sampler is None else min(transitions, sampler), temperature)
             ma, mb = np.asarray(in_a(xu), bool), np.asarray(in_b(xu), bool)
             kt = kt_kjmol(temperature)
 
@@ -174,7 +190,9 @@ def campaign_basin_estimate(
         runs.append({"rundir": str(rundir), "value": float(est.value), "error": float(est.error),
                      "frames_used": int(used.sum()), "blocks": int(est.n_independent), "bootstrap_error": bootstrap,
                      "transitions": transitions, "two_state_error": floor, "round_trips": cycles,
-                     "round_trip_error": regen, "latent_round_trips": _latent_round_trips(rundir)})
+                     "round_trip_error": regen, "latent_round_trips": _latent_round_trips(rundir),
+                     "structural_round_trips": _latent_round_trips(rundir, "structural_round_trips"),
+                     "sampler_transitions": None if resolve is not None else sampler})
         logger.info("%s: dF = %.2f +- %.2f kJ/mol (%d frames, %d bootstrap blocks)", rundir, est.value, est.error,
                     used.sum(), est.n_independent)
     if len(runs) == 1:

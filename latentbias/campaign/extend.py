@@ -33,7 +33,7 @@ bias settings of a strategy (``height``,        no round of that strategy is par
 ``[converge] enabled``                          switching on: always (a finished campaign runs the converge
                                                 phase next); off: the converge phase has not started
 ``[converge] method``, ``umbrella_*``,          the converge phase has not started (its plan fixes them)
-``core_kt``
+``core_kt``, ``structural_states``
 ``[converge] max_steps``                        it is not below what the converge phase has run; a converge
                                                 phase that spent its whole budget continues to the new one
 other ``[converge]`` keys                       always; once the converge phase has run, its estimate
@@ -304,6 +304,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("converge", "umbrella_force_constant"): _converge_method,
     ("converge", "umbrella_basins"): _converge_method,
     ("converge", "core_kt"): _converge_method,  # the round-trip cores are planned when the phase starts
+    ("converge", "structural_states"): _converge_method,  # so are the structural microstates' count and frames
     ("converge", "*"): _converge_analysis,
 }
 #: keys handled together by :func:`_reshape`

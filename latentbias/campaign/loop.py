@@ -242,7 +242,7 @@ class Campaign:
             n_seg = 1
         elif r == self.converge_round:
             n_seg = self._simulate_round(r, int(progress["segments"]),
-                                         lambda n: converge_end_check(self.run_dir, self.cfg, r, n))
+                                         lambda n: converge_end_check(self.run_dir, self.cfg, r, n, self.featurizer()))
             if not restarted(self.run_dir, r):
                 return {"round": r, "phase": "weights", "segments": n_seg, "finished": False}
         else:
@@ -274,7 +274,7 @@ class Campaign:
             return encoded[q]
 
         if r == self.converge_round:
-            convergence_history(self.run_dir, self.cfg, r)
+            convergence_history(self.run_dir, self.cfg, r, self.featurizer())
         extra = None
         if pocket_enabled(self.cfg):  # openness per frame in frames.csv (latentbias.campaign.pocket)
             extra = {f"openness_{self.cfg.pocket.unit.replace('^', '')}": frames_openness(self, frames)}

@@ -19,7 +19,9 @@ A plan holds ``round``, ``strategy`` and ``segments`` (checkpoint segments of th
   path (``dims``, ``path``, ``centers``, ``force_constants``, ``start_frames``, ``schedule``, ``sweep_segments``,
   :func:`latentbias.campaign.umbrellaconv.umbrella_plan`; its ``variables`` only set the drift's FES range);
   otherwise, with ``[converge] min_round_trips`` > 0, ``round_trip_cores``: the cores of the latent basins whose
-  round trips the stopping rule counts (:func:`latentbias.campaign.roundtrips.round_trip_cores_plan`);
+  round trips the stopping rule counts (:func:`latentbias.campaign.roundtrips.round_trip_cores_plan`), and with
+  ``structural_states`` > 0 also ``structural_states`` (the microstate count and the file of the exploration
+  frames' features, :func:`latentbias.campaign.structuralstates.structural_states_plan`);
 * ``pocket``: ``bias``, ``variables`` (the openness-anchored dimension only), ranked frontier ``targets``, the
   restart ``start_frame`` and ``restart_segments`` (:func:`~latentbias.campaign.pocket.pocket_plan`);
 * ``frontier``: ``targets`` (:func:`~latentbias.campaign.frontier.frontier_targets` in the previous model's latent
@@ -156,6 +158,10 @@ def plan_round(campaign: Campaign, r: int) -> dict[str, Any]:
             from .roundtrips import round_trip_cores_plan
 
             plan["round_trip_cores"] = round_trip_cores_plan(campaign, plan["variables"])
+            if cfg.converge.structural_states > 0:  # input-feature microstates (latentbias.campaign.structuralstates)
+                from .structuralstates import structural_states_plan
+
+                plan["structural_states"] = structural_states_plan(campaign, r)
     else:
         plan["strategy"] = cfg.strategy_for_round(r)
         info = campaign.model(r - 1).info

@@ -463,6 +463,11 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
         trips = round_trip_summary(run_dir, config, r, info["converge_end"])
         if trips is not None:
             info["latent_round_trips"] = trips
+        from .converge import structural_summary  # visits between input-feature microstates (structuralstates.py)
+
+        struct = structural_summary(run_dir, config, r, info["converge_end"])
+        if struct is not None:
+            info["structural_round_trips"] = struct
         worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
         if worst > config.ood.retrain_fraction:
             info["warning"] = (
@@ -471,9 +476,10 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
                 f"{100 * config.ood.retrain_fraction:.0f} %) and no restart was left ([converge] restarts = "
                 f"{config.converge.restarts}, or the budget left was below min_steps); the estimate may be biased")
             logger.warning("final estimate: %s", info["warning"])
-        if trips is not None and "warning" in trips:
-            info["warning"] = "; ".join(filter(None, [info.get("warning"), trips["warning"]]))
-            logger.warning("final estimate: %s", trips["warning"])
+        for counted in (trips, struct):
+            if counted is not None and "warning" in counted:
+                info["warning"] = "; ".join(filter(None, [info.get("warning"), counted["warning"]]))
+                logger.warning("final estimate: %s", counted["warning"])
         info["frames_used_why"] = (
             f"frames of the converge attempt in round {r} (encoder of round {plans[r]['model_round']}, frozen) "
             f"after its burn-in; exploration rounds, round 0 and earlier converge attempts that went back to "
