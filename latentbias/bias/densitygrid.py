@@ -85,6 +85,12 @@ class DensityGridLink:
         kde.journal = []
         self._generation = None
 
+    def resync(self) -> None:
+        """Replace the table as a whole at the next :meth:`push` (a full refit). Local updates leave the Context's
+        interpolant equal to a refit of the same table up to rounding only; after a resync it is bit for bit the
+        refit, which a run restored from a saved state (whose first push is a whole table) reproduces exactly."""
+        self._generation = None
+
     def push(self, normalization: float, context: Any | None) -> None:
         """Bring the force's table up to the :class:`KernelDensity` (the journal of kernel changes, or the whole sum
         after a rebuild) and the normalisation N to ``normalization``; update ``context`` (if given): its interpolant

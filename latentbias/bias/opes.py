@@ -266,10 +266,15 @@ class LatentOPES:
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
         if contextUpdate not in ("auto", "local", "refit"):
             raise ValueError(f"contextUpdate must be 'auto', 'local' or 'refit', got {contextUpdate!r}")
-        local = supports_density_grid(self.backend)
+        # ε = exp(−βΔE/α) must be a normal double for the force's ln(P/Z + ε) (it underflows only for extreme
+        # settings, e.g. a temperature of a few K); the refit route works with ln ε alone
+        epsilon_ok = self._logEpsilon > math.log(1e-300)
+        local = supports_density_grid(self.backend) and epsilon_ok
         if contextUpdate == "local" and not local:
             raise ValueError("contextUpdate='local' needs the native LatentBiasForce with setGridLogTransform (build "
-                             "the plugin of this version); use 'refit' or 'auto'")
+                             "the plugin of this version)" + ("" if epsilon_ok else
+                             f" and epsilon = exp(-barrier/(alpha kT)) = exp({self._logEpsilon:.4g}) above 1e-300")
+                             + "; use 'refit' or 'auto'")
         #: "local" (the Context's table holds the kernel sum, deposits are local) or "refit" (a table of V)
         self.contextUpdate = "local" if (local and contextUpdate != "refit") else "refit"
         self._densityLink = (DensityGridLink(self.backend, self.kde, self._alpha * self._kt, math.exp(self._logEpsilon))
@@ -679,9 +684,15 @@ class LatentOPES:
 
     def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Save the state to ``<prefix>.npz`` (kernels, sums, σ statistics, records) and ``<prefix>.json``
-        (settings, SHA-256 of the npz), atomically, the JSON last (a pair torn by a crash is detected)."""
+        (settings, SHA-256 of the npz), atomically, the JSON last (a pair torn by a crash is detected). On the local
+        route the next :meth:`step` replaces the Context's table as a whole (one full refit), as a run restored from
+        this state does, so that the restored run continues bit for bit."""
         prefix = Path(prefix)
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
+        if self._densityLink is not None:
+            # the next step pushes the whole table, as a run restored from this state does: an exact continuation
+            self._densityLink.resync()
+            self._contextStale = True
         rec = self.getRecords()
         others = sorted(self._others)
         arrays = {f"own_{k}": v for k, v in self._ownArrays().items()}

@@ -182,7 +182,7 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     allocateReals(cc, dimRange, bias.dimRange.size(), "latentBiasGridRange");
     allocateReals(cc, points, bias.points.size(), "latentBiasGridPoints");
     allocateReals(cc, nodeDerivs, bias.nodeDerivatives.size(), "latentBiasGridNodeDerivatives");
-    allocateReals(cc, biasReals, 3, "latentBiasWallConstant");   // wall constant, log prefactor, log epsilon
+    allocateReals(cc, biasReals, 4, "latentBiasWallConstant");   // wall constant, log prefactor, epsilon, ln epsilon
     allocateReals(cc, restraintReals, bias.restraintReals.size(), "latentBiasRestraints");
     allocateReals(cc, restraintParams, 2LL * evaluator.getNumRestraints() + 2, "latentBiasRestraintParameters");
     uploadBias();
@@ -266,7 +266,8 @@ void CommonCalcLatentBiasForceKernel::uploadBias() {
         points.upload(bias.points, true);
         nodeDerivs.upload(bias.nodeDerivatives, true);
     }
-    biasReals.upload(vector<double>{bias.wallForceConstant, bias.logPrefactor, bias.logEpsilon}, true);
+    biasReals.upload(vector<double>{bias.wallForceConstant, bias.logPrefactor, bias.logEpsilon, log(bias.logEpsilon)},
+                     true);
     if (!bias.restraintReals.empty())
         restraintReals.upload(bias.restraintReals, true);
 }
