@@ -16,14 +16,17 @@ benchmarks/overhead.py (200, 100x100, 32x32x32 points), native evaluation path. 
 "cost" = (deposit row − static) / static: issue 10's target is < 2 % at d = 3 for the local row.
 Each deposit also evaluates c(t) over the whole grid in Python (for the log-weights); that part is included.
 
-``--method opes``: the same rows for ``LatentOPES`` (OPES-METAD, barrier 30 kJ/mol, pace 500, fixed σ0 = the
-variables' biasWidth), which has no local path yet: every deposit recomputes V = (α/β) log(P/Z + ε) on the whole
-grid and pushes it with ``setGridValues`` (full refit). Rows: static (depositions off) and deposits (as shipped),
-then a breakdown of one deposit (thread CPU time, median of ``--calls`` calls on the state the run left): z and
-V(z) read back from the Context (for the kernel's position and weight), c(t),
-the kernel added to the estimate (``KernelDensity.add``: Gaussian on the grid + sums at the kernel centres),
-V recomputed on the grid (``_refreshBias``), and the table pushed into the Context (``updateContext``: copy +
-full spline refit).
+``--method opes``: ``LatentOPES`` (OPES-METAD, barrier 30 kJ/mol, pace 500, fixed σ0 = the variables' biasWidth,
+default truncated kernels), the two ways a deposit reaches the Context side by side in one run:
+``contextUpdate="refit"`` (the table holds V = (α/β) ln(P/Z + ε), recomputed on the whole grid and pushed with
+``setGridValues``: a full spline refit, the behaviour before) and ``contextUpdate="local"`` (the table holds the
+kernel sum, the force takes the logarithm, a deposit is ``addGridKernel`` on the kernel's support + Z as a Context
+parameter; :mod:`latentbias.bias.densitygrid`). Per d: µs/step (best of ``--repeats`` × ``--steps``) static
+(depositions off), refit, local; the cost of one deposit as the median of ``--calls`` deposits of each route with
+the calls interleaved (deposit = (one step + deposit) − one step; % of 500 static steps, issue 10's target < 2 %
+at d = 3); and the local deposit by parts (thread CPU time, medians): z and V(z) read back from the Context, c(t),
+``KernelDensity.add`` (the kernel on its box + sums at the kernel centres), the push to the Context
+(``addGridKernel`` + ``setParameter`` + ``updateParametersInContext``: the local update of the interpolant).
 
 ``--method metad`` also prints a breakdown of one d = 3 deposit (thread CPU time, median of ``--calls`` calls on the
 state a 2500-step run left): the energy-only evaluation for z and V(z), c(t) as the deposit computes it (window
@@ -201,11 +204,11 @@ def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int, cuto
     return (time.thread_time() - t0) / steps * 1e6
 
 
-def make_opes(model: Path, d: int, cutoff="default"):
+def make_opes(model: Path, d: int, cutoff="default", contextUpdate="auto"):
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
     opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
-                      kernelCutoff=cutoff)
+                      kernelCutoff=cutoff, contextUpdate=contextUpdate)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -214,8 +217,8 @@ def make_opes(model: Path, d: int, cutoff="default"):
     return opes, sim
 
 
-def time_opes(model: Path, d: int, deposit: bool, steps: int, cutoff="default") -> float:
-    opes, sim = make_opes(model, d, cutoff)
+def time_opes(model: Path, d: int, deposit: bool, steps: int, cutoff="default", contextUpdate="auto") -> float:
+    opes, sim = make_opes(model, d, cutoff, contextUpdate)
     opes.depositionEnabled = deposit
     t0 = time.thread_time()
     opes.step(sim, steps)
@@ -236,39 +239,73 @@ def median_thread_times_us(parts: dict, calls: int) -> dict:
 
 
 def opes_breakdown(model: Path, d: int, steps: int, calls: int, cutoff="default") -> dict[str, float]:
-    """Thread CPU time (µs, median of ``calls``) of the parts of one OPES deposit, after ``steps`` steps."""
-    opes, sim = make_opes(model, d, cutoff)
+    """Thread CPU time (µs, median of ``calls``) of the parts of one local OPES deposit, after ``steps`` steps."""
+    opes, sim = make_opes(model, d, cutoff, "local")
     opes.step(sim, steps)
     z = opes.backend.latent_values(sim.context)
+
+    def add_and_push():
+        opes.kde.add(z, opes.getSigma(), 1.0)
+        opes._refreshBias()
+        opes.updateContext(sim.context)
+
     parts = {
         "z and V(z) read from the Context": lambda: (opes.backend.latent_values(sim.context),
                                                       opes.backend.energy(sim.context)),
-        "c(t) on the grid": opes.ct,
+        "c(t)": opes.ct,
         "KernelDensity.add": lambda: opes.kde.add(z, opes.getSigma(), 1.0),
-        "V on the grid (_refreshBias)": opes._refreshBias,
-        "push to Context (setGridValues, full refit)": lambda: opes.updateContext(sim.context),
+        "KernelDensity.add + push": add_and_push,
     }
     out = median_thread_times_us(parts, calls)
+    out["push (addGridKernel, setParameter, updateParametersInContext)"] = (out.pop("KernelDensity.add + push")
+                                                                           - out["KernelDensity.add"])
     out["kernels"] = opes.numKernels
     return out
 
 
+def interleaved_opes_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step) for the refit and the local
+    route, the calls of the two runs interleaved. Each run first steps 2500 steps (5 deposits)."""
+    runs = {name: make_opes(model, d, "default", name) for name in ("refit", "local")}
+    times: dict[str, list[float]] = {f"{k} {n}": [] for k in runs for n in ("step", "deposit")}
+    for _ in range(calls):
+        for name, (opes, sim) in runs.items():
+            t0 = time.thread_time()
+            sim.step(1)
+            times[f"{name} step"].append(time.thread_time() - t0)
+            t0 = time.thread_time()
+            sim.step(1)
+            sim.currentStep = (sim.currentStep // 500 + 1) * 500
+            opes._deposit(sim)
+            times[f"{name} deposit"].append(time.thread_time() - t0)
+    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
+        "kernels": runs["local"][0].numKernels}
+
+
 def main_opes(args) -> None:
-    print("| d | grid | kernels | static µs/step | deposits µs/step | deposit cost | µs per deposit | "
-          "z, V(z) from Context | c(t) | KernelDensity.add | V on grid | push (full refit) | kernels |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    model = model_path(args)
+    print("| d | grid | static µs/step | refit µs/step | cost | local µs/step | cost | deposit, refit µs | "
+          "per 500 steps | deposit, local µs | per 500 steps | kernels |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    breakdowns = {}
     for d in (1, 2, 3):
         shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
-        static = min(time_opes(model_path(args), d, False, args.steps) for _ in range(args.repeats))
-        for label, cutoff in (("full", None), ("cut (default)", "default")):
-            dep = min(time_opes(model_path(args), d, True, args.steps, cutoff) for _ in range(args.repeats))
-            parts = opes_breakdown(model_path(args), d, args.steps, args.calls, cutoff)
-            extra = dep - static
-            print(f"| {d} | {shape} | {label} | {static:.1f} | {dep:.1f} | {100 * extra / static:+.1f} % | "
-                  f"{extra * 500:.0f} | " + " | ".join(f"{v:.0f}" for k, v in parts.items() if k != "kernels")
-                  + f" | {parts['kernels']} |")
-    print("µs per deposit = (deposits − static) µs/step × 500; the breakdown columns are µs per call (thread CPU "
-          "time, median).")
+        best = {}
+        for name, deposit, route in (("static", False, "local"), ("refit", True, "refit"), ("local", True, "local")):
+            best[name] = min(time_opes(model, d, deposit, args.steps, "default", route) for _ in range(args.repeats))
+        r = interleaved_opes_deposit_cost(model, d, args.calls)
+        per = 500 * best["static"]
+        cost = {k: 100 * (best[k] - best["static"]) / best["static"] for k in ("refit", "local")}
+        print(f"| {d} | {shape} | {best['static']:.1f} | {best['refit']:.1f} | {cost['refit']:+.1f} % | "
+              f"{best['local']:.1f} | {cost['local']:+.1f} % | {r['refit']:.0f} | {100 * r['refit'] / per:.1f} % | "
+              f"{r['local']:.0f} | {100 * r['local'] / per:.1f} % | {r['kernels']} |", flush=True)
+        breakdowns[d] = opes_breakdown(model, d, args.steps, args.calls)
+    print("\nOne local OPES deposit by parts, thread CPU time (µs, median of", args.calls, "calls):\n")
+    names = [k for k in breakdowns[1] if k != "kernels"]
+    print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{breakdowns[d][name]:.0f}" for d in (1, 2, 3)) + " |")
 
 
 def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[str, float]:

@@ -55,8 +55,9 @@ def test_signature_mismatch_and_missing_kernel_are_reported():
 
 
 def test_host_defines_are_the_ones_the_check_sets():
-    assert ck.host_define_names() == set(ck.native_defines(True, 2, 1, "single"))
+    assert ck.host_define_names() == set(ck.native_defines(True, 2, 1, "single", True))
     assert "LB_PERIODIC" not in ck.native_defines(False, 2, 1, "single")
+    assert "LB_GRID_LOG" not in ck.native_defines(True, 2, 1, "single")  # only with the OPES log transform
 
 
 def test_libtorch_kernel_string_is_found():

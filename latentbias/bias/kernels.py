@@ -79,6 +79,12 @@ class KernelDensity:
         self.grid_sum = np.zeros(grid.shape)
         self.center_sum = np.zeros(0)  # own kernels first, then fixed
         self._updates = 0
+        #: incremented whenever the sums are recomputed from scratch (:meth:`rebuild`)
+        self.generation = 0
+        #: when a list, every incremental change of the grid sum is appended to it as (center, sigma, weight) (a
+        #: negative weight removes a kernel), so that a copy of the sum elsewhere (the Context's table) can follow
+        #: with local updates; after a :meth:`rebuild` (see ``generation``) the copy must be replaced as a whole
+        self.journal: list | None = None
 
     @property
     def updates_since_rebuild(self) -> int:
@@ -213,6 +219,9 @@ class KernelDensity:
         self.grid_sum = total
         self.center_sum = self.mixture_at(c, c, s, w) if len(w) else np.zeros(0)
         self._updates = 0
+        self.generation += 1
+        if self.journal is not None:
+            self.journal.clear()
 
     def _nearest(self, center: np.ndarray, keep: np.ndarray | None = None, exclude: int = -1) -> int:
         """Index of the own kernel nearest to ``center`` (its own σ as metric) if within the threshold, else -1."""
@@ -286,6 +295,8 @@ class KernelDensity:
             self.add_kernel_to(self.grid_sum, c, s, -w)
         for c, s, w in added:
             self.add_kernel_to(self.grid_sum, c, s, w)
+        if self.journal is not None:
+            self.journal.extend([(c, s, -w) for c, s, w in removed] + list(added))
         # centre sums: old entries (own, then fixed), plus a slot for an appended kernel
         old = self.center_sum
         if n_new_own > n_old_own:

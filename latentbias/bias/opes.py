@@ -82,6 +82,7 @@ from .statefile import read_state_record
 from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
 from .cutoff import opes_default_cutoff
+from .densitygrid import DensityGridLink, supports_density_grid
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,14 @@ class LatentOPES:
         estimate only near its centre. ``"default"``: PLUMED's default √(2βΔE/α) (explore: √(2βΔE)), at which the
         shifted-away value e^{−c²/2} is ε, the regularisation of ln(P/Z + ε). None: untruncated Gaussians, as
         openmm-opes.
+    contextUpdate : {"auto", "local", "refit"}, default "auto"
+        How a deposit reaches the Context. ``"local"``: the native force's table holds the kernel sum and the force
+        takes the logarithm itself (:mod:`latentbias.bias.densitygrid`): a deposit updates the interpolant only on
+        the kernel's support and Z is a Context parameter, no full refit. ``"refit"``: the table holds V on the
+        grid, pushed as a whole after every deposit (``setGridValues``, a full spline refit; every backend).
+        ``"auto"``: ``"local"`` when the backend supports it (the native plugin of this version), else
+        ``"refit"``. The two interpolate differently between grid nodes (a spline of the kernel sum, then the
+        logarithm, vs a spline of V); they agree at the nodes.
     """
 
     def __init__(
@@ -175,6 +184,7 @@ class LatentOPES:
         forceGroup: int | None = None,
         backend: type[GridBiasBackend] | None = None,
         kernelCutoff: float | str | None = "default",
+        contextUpdate: str = "auto",
     ):
         from openmm import unit
 
@@ -254,6 +264,22 @@ class LatentOPES:
         self._trajectory = None if trajectoryFile is None else DepositTrajectory(trajectoryFile, appendRecord)
         backend_cls = default_grid_backend() if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
+        if contextUpdate not in ("auto", "local", "refit"):
+            raise ValueError(f"contextUpdate must be 'auto', 'local' or 'refit', got {contextUpdate!r}")
+        # ε = exp(−βΔE/α) must be a normal double for the force's ln(P/Z + ε) (it underflows only for extreme
+        # settings, e.g. a temperature of a few K); the refit route works with ln ε alone
+        epsilon_ok = self._logEpsilon > math.log(1e-300)
+        local = supports_density_grid(self.backend) and epsilon_ok
+        if contextUpdate == "local" and not local:
+            raise ValueError("contextUpdate='local' needs the native LatentBiasForce with setGridLogTransform (build "
+                             "the plugin of this version)" + ("" if epsilon_ok else
+                             f" and epsilon = exp(-barrier/(alpha kT)) = exp({self._logEpsilon:.4g}) above 1e-300")
+                             + "; use 'refit' or 'auto'")
+        #: "local" (the Context's table holds the kernel sum, deposits are local) or "refit" (a table of V)
+        self.contextUpdate = "local" if (local and contextUpdate != "refit") else "refit"
+        self._densityLink = (DensityGridLink(self.backend, self.kde, self._alpha * self._kt, math.exp(self._logEpsilon))
+                             if self.contextUpdate == "local" else None)
+        self._biasGridCurrent = True
         self._contextStale = True
         #: set False to stop depositing kernels (the bias is frozen but still acts); records continue
         self.depositionEnabled = True
@@ -276,20 +302,39 @@ class LatentOPES:
         return 1 + self._count + sum(int(o["count"]) for o in self._others.values())
 
     def _refreshBias(self) -> None:
-        """Recompute V on the grid from the kernel sums (Eq. 7) and mark the Context stale."""
-        kde = self.kde
-        if kde.num_kernels == 0:
-            self._biasGrid = np.full(self.grid.shape, -self.barrier)
+        """The kernel sums changed: recompute V on the grid (Eq. 7) — at once for the refit route, which pushes it,
+        when next needed for the local route — and mark the Context stale."""
+        if self._densityLink is None:
+            self._biasGrid = self._computeBiasGrid()
         else:
-            zed = float(np.mean(kde.center_sum))  # Σw·Z_n (the normalisation Σw cancels in P/Z)
-            ratio = np.maximum(kde.grid_sum, 0.0) / zed
-            self._biasGrid = self._alpha * self._kt * np.logaddexp(np.log(np.maximum(ratio, 1e-300)), self._logEpsilon)
+            self._biasGridCurrent = False
         self._contextStale = True
+
+    def _normalization(self) -> float:
+        """Σw·Z_n, the mean of the kernel sum over the kernel centres (1 before the first kernel)."""
+        return float(np.mean(self.kde.center_sum)) if self.kde.num_kernels else 1.0
+
+    def _biasFromSums(self, sums: np.ndarray, zed: float) -> np.ndarray:
+        """V = (α/β) ln(max(S, 0)/zed + ε) of kernel sums S (any shape), kJ/mol."""
+        ratio = np.maximum(sums, 0.0) / zed
+        return self._alpha * self._kt * np.logaddexp(np.log(np.maximum(ratio, 1e-300)), self._logEpsilon)
+
+    def _computeBiasGrid(self) -> np.ndarray:
+        if self.kde.num_kernels == 0:
+            return np.full(self.grid.shape, -self.barrier)
+        return self._biasFromSums(self.kde.grid_sum, self._normalization())  # the normalisation Σw cancels in P/Z
+
+    def _currentBiasGrid(self) -> np.ndarray:
+        """V on the grid (kJ/mol), recomputed if the kernels changed since."""
+        if not self._biasGridCurrent:
+            self._biasGrid = self._computeBiasGrid()
+            self._biasGridCurrent = True
+        return self._biasGrid
 
     def getBias(self) -> np.ndarray:
         """OPES bias V on the grid (all walkers), kJ/mol, shape=grid shape, natural index order; −ΔE before the
         first kernel."""
-        return self._biasGrid.copy()
+        return self._currentBiasGrid().copy()
 
     def getGridAxes(self) -> list[np.ndarray]:
         """Grid points of each variable (units of z)."""
@@ -299,7 +344,7 @@ class LatentOPES:
         """Free energy F = −V/(1 − 1/γ) on the grid (both variants), ``openmm.unit.Quantity`` in kJ/mol."""
         from openmm import unit
 
-        return -self._biasGrid / (1.0 - 1.0 / self.biasFactor) * unit.kilojoule_per_mole
+        return -self._currentBiasGrid() / (1.0 - 1.0 / self.biasFactor) * unit.kilojoule_per_mole
 
     def getProbability(self) -> np.ndarray:
         """The kernel estimate on the grid, normalised to sum 1 over the distinct grid nodes: the unbiased P_n
@@ -313,7 +358,7 @@ class LatentOPES:
 
     def biasAt(self, z: Any) -> np.ndarray:
         """Current bias (kJ/mol) at latent points z, shape=(n, d) -> (n,), by linear grid interpolation."""
-        return self.grid.interpolate(z, self._biasGrid)
+        return self.grid.interpolate(z, self._currentBiasGrid())
 
     def ct(self) -> float:
         """c(t) (kJ/mol) of the current bias: −kT ln⟨e^{−βV}⟩ over P_n (METAD) or kT ln⟨e^{βV}⟩ over p^WT_n
@@ -322,12 +367,13 @@ class LatentOPES:
             return -self.barrier
         u = self._uniqueNodes()
         p = np.maximum(self.kde.grid_sum[u], 0.0).ravel()
-        v = self._biasGrid[u].ravel() / self._kt
         keep = p > 0
+        # V only where the estimate is non-zero (the same values as on the whole grid)
+        v = self._biasFromSums(p[keep], self._normalization()) / self._kt
         logp = np.log(p[keep]) - np.log(p[keep].sum())
         if self.explore:
-            return float(self._kt * np.logaddexp.reduce(logp + v[keep]))
-        return float(-self._kt * np.logaddexp.reduce(logp - v[keep]))
+            return float(self._kt * np.logaddexp.reduce(logp + v))
+        return float(-self._kt * np.logaddexp.reduce(logp - v))
 
     def rct(self) -> float:
         """PLUMED's running c(t) estimate, kT ln(Σw / n) over all deposited samples (kJ/mol)."""
@@ -384,8 +430,12 @@ class LatentOPES:
         return self.backend.latent_values(simulation.context)
 
     def updateContext(self, context: Any) -> None:
-        """Push the current bias grid into ``context`` (``setGridValues`` + ``updateParametersInContext``)."""
-        self.backend.set_grid(self._biasGrid, context)
+        """Bring ``context`` up to the current bias: the kernel changes since the last update and Z (local route), or
+        the whole table of V (``setGridValues`` + ``updateParametersInContext``, refit route)."""
+        if self._densityLink is not None:
+            self._densityLink.push(self._normalization(), context)
+        else:
+            self.backend.set_grid(self._biasGrid, context)
         self._contextStale = False
 
     # ------------------------------------------------------------------------------------------------- run
@@ -634,9 +684,15 @@ class LatentOPES:
 
     def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
         """Save the state to ``<prefix>.npz`` (kernels, sums, σ statistics, records) and ``<prefix>.json``
-        (settings, SHA-256 of the npz), atomically, the JSON last (a pair torn by a crash is detected)."""
+        (settings, SHA-256 of the npz), atomically, the JSON last (a pair torn by a crash is detected). On the local
+        route the next :meth:`step` replaces the Context's table as a whole (one full refit), as a run restored from
+        this state does, so that the restored run continues bit for bit."""
         prefix = Path(prefix)
         npz, meta = prefix.with_name(prefix.name + ".npz"), prefix.with_name(prefix.name + ".json")
+        if self._densityLink is not None:
+            # the next step pushes the whole table, as a run restored from this state does: an exact continuation
+            self._densityLink.resync()
+            self._contextStale = True
         rec = self.getRecords()
         others = sorted(self._others)
         arrays = {f"own_{k}": v for k, v in self._ownArrays().items()}
@@ -668,6 +724,8 @@ class LatentOPES:
             logger.warning("%s was saved before OPES kernels were truncated: continuing it with untruncated "
                            "kernels (kernelCutoff=None), as it was run", Path(prefix).with_name(Path(prefix).name + ".json"))
             self.kde = KernelDensity(self.grid, self.kde.threshold, self.kde.rebuild_interval, cutoff=None)
+            if self._densityLink is not None:
+                self._densityLink.attach(self.kde)
         theirs.setdefault("kernelCutoff", None)
         mine = self._settings()
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]

@@ -113,6 +113,15 @@ public:
     void setGridScaleParameter(const std::string& name, double defaultValue=1.0);
     const std::string& getGridScaleParameter() const;
     double getGridScaleDefaultValue() const;
+    void setGridLogTransform(const std::string& normalizationParameter, double defaultNormalization,
+                             double prefactor, double epsilon);
+    bool usesGridLogTransform() const;
+    const std::string& getGridNormalizationParameter() const;
+    double getGridNormalizationDefaultValue() const;
+    double getGridLogPrefactor() const;
+    double getGridLogEpsilon() const;
+    void addGridKernel(const std::vector<double>& center, const std::vector<double>& width, double weight,
+                       double cutoff=0.0);
 
     int addRestraint(int component, const std::string& centerParameter, double defaultCenter,
                      const std::string& forceConstantParameter, double defaultForceConstant, double period=0.0,

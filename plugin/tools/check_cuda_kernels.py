@@ -64,13 +64,15 @@ KERNEL_SIGNATURES = {
     },
 }
 
-# Program defines of latentBiasNative: (name, periodic, grid dims, restraints). Sizes as for a 22-atom model with
-# 45 distance features, 3 layers, d = 2 (d = 3 for the 3-D grid).
+# Program defines of latentBiasNative: (name, periodic, grid dims, restraints, OPES log transform of the grid). Sizes
+# as for a 22-atom model with 45 distance features, 3 layers, d = 2 (d = 3 for the 3-D grid).
 NATIVE_VARIANTS = [
-    ("periodic_grid2_restraint", True, 2, 1),
-    ("nonperiodic_nogrid_restraint", False, 0, 1),
-    ("nonperiodic_grid1_norestraint", False, 1, 0),
-    ("periodic_grid3_restraints", True, 3, 2),
+    ("periodic_grid2_restraint", True, 2, 1, False),
+    ("nonperiodic_nogrid_restraint", False, 0, 1, False),
+    ("nonperiodic_grid1_norestraint", False, 1, 0, False),
+    ("periodic_grid3_restraints", True, 3, 2, False),
+    ("nonperiodic_grid1_log", False, 1, 0, True),
+    ("periodic_grid3_log_restraints", True, 3, 2, True),
 ]
 
 
@@ -275,13 +277,16 @@ def host_define_names() -> set[str]:
     return set(re.findall(r'defines\["(\w+)"\]', COMMON_HOST.read_text()))
 
 
-def native_defines(periodic: bool, grid_dims: int, restraints: int, precision: str) -> dict[str, str]:
+def native_defines(periodic: bool, grid_dims: int, restraints: int, precision: str,
+                   log_transform: bool = False) -> dict[str, str]:
     d = {"LB_NUM_ATOMS": "22", "LB_PADDED_NUM_ATOMS": "32", "LB_NUM_BLOCKS": "1", "LB_NUM_LAYERS": "3",
          "LB_NUM_FEATURES": "45", "LB_LATENT_DIM": str(max(2, grid_dims)),
          "LB_EPS": "1e-17" if precision == "double" else "1e-7f", "LB_GRID_DIMS": str(grid_dims),
          "LB_GRID_TOTAL": str(41 ** grid_dims if grid_dims else 0), "LB_NUM_RESTRAINTS": str(restraints)}
     if periodic:
         d["LB_PERIODIC"] = "1"
+    if log_transform:
+        d["LB_GRID_LOG"] = "1"
     return d
 
 
@@ -327,7 +332,7 @@ def main(argv=None) -> int:
         log(f"compiler: {c.name} {c.version} ({c.path})")
 
     # The variants must set exactly the defines the host sets.
-    used = set(native_defines(True, 2, 1, "double"))
+    used = set(native_defines(True, 2, 1, "double", True))
     if used != host_define_names():
         log(f"FAIL: the host sets defines {sorted(host_define_names())}; this check sets {sorted(used)}: update "
             "native_defines()")
@@ -336,8 +341,9 @@ def main(argv=None) -> int:
     native_src, torch_src = NATIVE_KERNEL.read_text(), torch_source()
     jobs = []
     for precision in ("single", "mixed", "double"):
-        for name, periodic, dims, restraints in NATIVE_VARIANTS:
-            text = preamble.assemble(native_src, native_defines(periodic, dims, restraints, precision), precision, True)
+        for name, periodic, dims, restraints, log_transform in NATIVE_VARIANTS:
+            text = preamble.assemble(native_src, native_defines(periodic, dims, restraints, precision, log_transform),
+                                     precision, True)
             jobs.append((f"latentBiasNative[{name}]", precision, text, KERNEL_SIGNATURES["native"]))
         jobs.append(("libtorch helpers", precision, preamble.assemble(torch_src, {}, precision, False),
                      KERNEL_SIGNATURES["torch"]))

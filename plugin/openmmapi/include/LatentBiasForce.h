@@ -188,6 +188,59 @@ public:
     double getGridScaleDefaultValue() const {
         return gridScaleDefault;
     }
+    /**
+     * Evaluate the table through the OPES transform instead of using it as the energy (issue 10 item 6): the table
+     * then holds an additive kernel density P (a sum of kernels, see addGridKernel), and the grid energy is
+     *
+     *     G(z) = s * prefactor * ln(max(P(z), 0) / N + epsilon)   (+ walls),
+     *
+     * with P(z) the spline of the table, s the grid scale parameter and N the global parameter
+     * `normalizationParameter` (default `defaultNormalization`, must stay finite and > 0): OPES' bias
+     * V = (alpha/beta) ln(P/Z + epsilon) with prefactor = alpha/beta (kJ/mol) and N = Z. The forces follow by the chain
+     * rule, dG/dz = s * prefactor * P'(z) / (P(z) + epsilon N) where P(z) > 0 and 0 where the spline of P is <= 0
+     * (there G is flat at s * prefactor * ln(epsilon)). A deposit then changes the table additively and locally
+     * (addGridKernel, addGridGaussian) and Z by Context::setParameter, so no deposit refits the whole grid.
+     * prefactor and epsilon reach an existing Context with updateParametersInContext(); whether the transform is on
+     * and the parameter's name are fixed when the Context is created. An empty `normalizationParameter` switches
+     * the transform off (the table is the energy, the default).
+     *
+     * @throws OpenMMException unless prefactor and epsilon are finite and > 0 and defaultNormalization is finite and
+     *         > 0, or if the name is the grid scale parameter or a restraint parameter
+     */
+    void setGridLogTransform(const std::string& normalizationParameter, double defaultNormalization, double prefactor,
+                             double epsilon);
+    /** Whether the grid energy is the OPES transform of the table (setGridLogTransform). */
+    bool usesGridLogTransform() const {
+        return !gridNormalizationParameter.empty();
+    }
+    const std::string& getGridNormalizationParameter() const {
+        return gridNormalizationParameter;
+    }
+    double getGridNormalizationDefaultValue() const {
+        return gridNormalizationDefault;
+    }
+    double getGridLogPrefactor() const {
+        return gridLogPrefactor;
+    }
+    double getGridLogEpsilon() const {
+        return gridLogEpsilon;
+    }
+    /**
+     * Add an OPES kernel to the tabulated values: weight * N_c(x), with N_c the normalised diagonal Gaussian
+     * exp(-r^2/2) / prod_k(sqrt(2 pi) width_k), r^2 = sum_k ((x_k - center_k)/width_k)^2 (minimum image along periodic
+     * dimensions), truncated spherically at r = cutoff and shifted down by its value there, as PLUMED's OPES_METAD and
+     * latentbias.bias.kernels.KernelDensity define it: (exp(-r^2/2) - exp(-cutoff^2/2)) / prod_k(sqrt(2 pi) width_k) for
+     * r < cutoff, 0 beyond; cutoff = 0: the untruncated normalised Gaussian. A negative weight removes a kernel (OPES
+     * compression). Only the grid points within the cutoff change; updateParametersInContext() then updates the
+     * Context's interpolant locally (a truncated kernel is not separable: the spline's node derivatives are updated
+     * line by line on the kernel's support, no global refit), with the same result as setGridValues() of the
+     * summed values up to rounding.
+     *
+     * @throws OpenMMException if there is no grid, a size differs from the number of grid dimensions, or a value is
+     *         not finite (widths must be > 0, the cutoff >= 0)
+     */
+    void addGridKernel(const std::vector<double>& center, const std::vector<double>& width, double weight,
+                       double cutoff = 0.0);
 
     // ------------------------------------------------------------------------------------------- restraints
     /**
@@ -223,7 +276,8 @@ public:
      * (use -inf/inf for no wall on a side).
      */
     void setRestraintWalls(int index, double lowerWall, double upperWall, double wallForceConstant);
-    /** Global parameters this force defines (grid scale, then centres and force constants of the restraints). */
+    /** Global parameters this force defines (grid scale, grid normalization, then centres and force constants of the
+     *  restraints). */
     int getNumGlobalParameters() const;
     const std::string& getGlobalParameterName(int index) const;
     double getGlobalParameterDefaultValue(int index) const;
@@ -283,6 +337,9 @@ public:
         std::vector<double> center, width;
         double height;
         double cutoff;   // in widths; 0: untruncated
+        /** false: a metadynamics Gaussian (addGridGaussian, height = peak); true: an OPES kernel (addGridKernel,
+         *  height = weight of the normalised, spherically truncated and shifted kernel) */
+        bool densityKernel = false;
     };
     /**
      * Identifies the grid values set last by setGridValues() (or a layout change): unique across Force objects.
@@ -318,6 +375,8 @@ private:
     double wallForceConstant;
     std::string gridScaleParameter;
     double gridScaleDefault;
+    std::string gridNormalizationParameter;
+    double gridNormalizationDefault = 1.0, gridLogPrefactor = 1.0, gridLogEpsilon = 1.0;
     std::vector<Restraint> restraints;
 };
 

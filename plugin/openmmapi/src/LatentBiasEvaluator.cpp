@@ -30,6 +30,7 @@ void LatentBiasEvaluator::initialize(const LatentBiasForce& force) {
     }
     hasGrid = false;
     gridScaleParameter = force.getGridScaleParameter();
+    gridNormalizationParameter = force.getGridNormalizationParameter();
     updateParameters(force);
 }
 
@@ -58,12 +59,26 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
     if (force.getGridScaleParameter() != gridScaleParameter)
         throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid scale parameter changed; that "
                               "needs a new Context");
+    if (force.getGridNormalizationParameter() != gridNormalizationParameter)
+        throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid log transform was switched on or "
+                              "off or its normalization parameter renamed; that needs a new Context");
     restraints = newRestraints;
     wallForceConstant = force.getWallForceConstant();
+    logPrefactor = force.getGridLogPrefactor();
+    logEpsilon = force.getGridLogEpsilon();
     const auto& deposits = force.getGridDeposits();
     if (!dims.empty() && hasGrid && force.getGridValuesEpoch() == gridEpoch && deposits.size() >= gridDepositsApplied) {
         // only Gaussians were added since this Context's last update: add them to the interpolant locally
+        vector<LatentBiasGrid::DensityKernel> kernels;   // consecutive OPES kernels: one local block update
         for (size_t i = gridDepositsApplied; i < deposits.size(); i++) {
+            if (deposits[i].densityKernel) {
+                kernels.push_back({deposits[i].center, deposits[i].width, deposits[i].height, deposits[i].cutoff});
+                if (i + 1 == deposits.size() || !deposits[i + 1].densityKernel) {
+                    grid.addDensityKernels(kernels);
+                    kernels.clear();
+                }
+                continue;
+            }
             vector<vector<double> > factors;
             for (size_t k = 0; k < dims.size(); k++)
                 factors.push_back(LatentBiasGrid::gaussianFactor(grid.getAxes()[k], deposits[i].center[k],
@@ -108,12 +123,14 @@ void LatentBiasEvaluator::checkLatentSize(long long size) const {
 }
 
 void LatentBiasEvaluator::readParameters(ContextImpl& context, vector<double>& params) const {
-    params.resize(2 * restraints.size() + 1);
-    for (size_t i = 0; i < restraints.size(); i++) {
+    size_t n = restraints.size();
+    params.resize(2 * n + 2);
+    for (size_t i = 0; i < n; i++) {
         params[2 * i] = context.getParameter(restraints[i].centerParameter);
         params[2 * i + 1] = context.getParameter(restraints[i].forceConstantParameter);
     }
-    params.back() = gridScaleParameter.empty() ? 1.0 : context.getParameter(gridScaleParameter);
+    params[2 * n] = gridScaleParameter.empty() ? 1.0 : context.getParameter(gridScaleParameter);
+    params[2 * n + 1] = gridNormalizationParameter.empty() ? 1.0 : context.getParameter(gridNormalizationParameter);
 }
 
 vector<int> LatentBiasEvaluator::getBiasedComponents() const {
@@ -166,10 +183,17 @@ void LatentBiasEvaluator::checkParameters(const vector<double>& params) const {
             throw OpenMMException(msg.str());
         }
     }
-    if (!params.empty() && !std::isfinite(params.back())) {
+    size_t n = restraints.size();
+    if (params.size() > 2 * n && !std::isfinite(params[2 * n])) {
         stringstream msg;
-        msg << "LatentBiasForce: the grid scale parameter '" << gridScaleParameter << "' is " << params.back()
+        msg << "LatentBiasForce: the grid scale parameter '" << gridScaleParameter << "' is " << params[2 * n]
             << "; it must be finite";
+        throw OpenMMException(msg.str());
+    }
+    if (params.size() > 2 * n + 1 && !(std::isfinite(params[2 * n + 1]) && params[2 * n + 1] > 0)) {
+        stringstream msg;
+        msg << "LatentBiasForce: the grid normalization parameter '" << gridNormalizationParameter << "' is "
+            << params[2 * n + 1] << "; it must be finite and > 0 (OPES' Z)";
         throw OpenMMException(msg.str());
     }
 }
@@ -209,8 +233,19 @@ void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<doubl
             }
         }
         // scale*table(...) + walls, like CustomCVBackend's latent_bias_scale parameter
-        double scale = params.empty() ? 1.0 : params.back();
-        gridEnergy = scale * grid.evaluate(t, grad) + 0.5 * wallForceConstant * walls;
+        size_t n = restraints.size();
+        double scale = params.size() > 2 * n ? params[2 * n] : 1.0;
+        double table = grid.evaluate(t, grad);
+        if (!gridNormalizationParameter.empty()) {
+            // OPES: prefactor * ln(max(P, 0)/N + epsilon), derivative prefactor * P'/(P + epsilon N) where P > 0
+            double norm = params.size() > 2 * n + 1 ? params[2 * n + 1] : 1.0;
+            double p = max(table, 0.0);
+            double chain = table > 0 ? logPrefactor / (p + logEpsilon * norm) : 0.0;
+            table = logPrefactor * log(p / norm + logEpsilon);
+            for (int k = 0; k < ndim; k++)
+                grad[k] *= chain;
+        }
+        gridEnergy = scale * table + 0.5 * wallForceConstant * walls;
         for (int k = 0; k < ndim; k++)
             if (inside[k])
                 dVdz[dims[k].component] += scale * grad[k];
@@ -232,6 +267,9 @@ void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<doubl
 void LatentBiasEvaluator::getDeviceBias(DeviceBias& bias) const {
     bias = DeviceBias();
     bias.wallForceConstant = wallForceConstant;
+    bias.logTransform = !gridNormalizationParameter.empty();
+    bias.logPrefactor = logPrefactor;
+    bias.logEpsilon = logEpsilon;
     if (hasGrid) {
         // The grid's own node derivatives when it is already in Hermite form (mixed periodicity, local deposits);
         // otherwise the per-axis construction of the same spline from its values.

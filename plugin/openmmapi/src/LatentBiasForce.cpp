@@ -369,6 +369,9 @@ void LatentBiasForce::setGridScaleParameter(const string& name, double defaultVa
     for (const auto& r : restraints)
         if (!name.empty() && (r.centerParameter == name || r.forceConstantParameter == name))
             throw OpenMMException("LatentBiasForce: the grid scale parameter '" + name + "' is a restraint parameter");
+    if (!name.empty() && name == gridNormalizationParameter)
+        throw OpenMMException("LatentBiasForce: the grid scale parameter '" + name + "' is the grid normalization "
+                              "parameter");
     gridScaleParameter = name;
     gridScaleDefault = name.empty() ? 1.0 : defaultValue;
 }
@@ -437,6 +440,9 @@ void LatentBiasForce::setRestraintParameters(int index, int component, const str
         throw OpenMMException("LatentBiasForce: a restraint's centre and force constant need different parameter names");
     if (!gridScaleParameter.empty() && (r.centerParameter == gridScaleParameter || r.forceConstantParameter == gridScaleParameter))
         throw OpenMMException("LatentBiasForce: '" + gridScaleParameter + "' is the grid scale parameter");
+    if (!gridNormalizationParameter.empty() && (r.centerParameter == gridNormalizationParameter ||
+                                                r.forceConstantParameter == gridNormalizationParameter))
+        throw OpenMMException("LatentBiasForce: '" + gridNormalizationParameter + "' is the grid normalization parameter");
     r.defaultCenter = defaultCenter;
     r.defaultForceConstant = defaultForceConstant;
     r.period = period;
@@ -482,6 +488,8 @@ vector<pair<string, double> > LatentBiasForce::getGlobalParameters() const {
     };
     if (!gridScaleParameter.empty())
         add(gridScaleParameter, gridScaleDefault);
+    if (!gridNormalizationParameter.empty())
+        add(gridNormalizationParameter, gridNormalizationDefault);
     for (const auto& r : restraints) {
         add(r.centerParameter, r.defaultCenter);
         add(r.forceConstantParameter, r.defaultForceConstant);
@@ -499,6 +507,8 @@ const string& LatentBiasForce::getGlobalParameterName(int index) const {
     if (!gridScaleParameter.empty() && index == 0)
         return gridScaleParameter;
     string name = getGlobalParameters()[index].first;
+    if (name == gridNormalizationParameter)
+        return gridNormalizationParameter;
     for (const auto& r : restraints) {
         if (r.centerParameter == name)
             return r.centerParameter;

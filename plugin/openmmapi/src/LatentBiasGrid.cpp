@@ -44,6 +44,7 @@ void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double
     derivs1D.clear();
     coeff.clear();
     nodeDerivs.clear();
+    derivColumns.clear();
     if (!generic) {
         bool periodic = axes[0].periodic;
         if (ndim == 1)

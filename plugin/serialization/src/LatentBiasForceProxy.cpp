@@ -32,9 +32,17 @@ static double parseDouble(const string& text) {
 LatentBiasForceProxy::LatentBiasForceProxy() : SerializationProxy("LatentBiasForce") {
 }
 
+/** The text the log transform's checksum covers (version 3): its four settings, each exactly. */
+static string logTransformText(const string& name, const string& normalization, const string& prefactor,
+                               const string& epsilon) {
+    return name + "\n" + normalization + "\n" + prefactor + "\n" + epsilon;
+}
+
 void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node) const {
-    node.setIntProperty("version", 2);
     const LatentBiasForce& force = *reinterpret_cast<const LatentBiasForce*>(object);
+    // Version 3 adds the grid's log transform (OPES); a force without one is written as version 2, which plugins
+    // older than the transform still read.
+    node.setIntProperty("version", force.usesGridLogTransform() ? 3 : 2);
     node.setIntProperty("forceGroup", force.getForceGroup());
     node.setStringProperty("name", force.getName());
     node.setBoolProperty("usesPeriodic", force.usesPeriodicBoundaryConditions());
@@ -65,6 +73,17 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
     grid.setIntProperty("numValues", v.size());
     grid.setStringProperty("values", values.str());
     grid.setStringProperty("valuesChecksum", checksum64(values.str()));
+    if (force.usesGridLogTransform()) {
+        string name = force.getGridNormalizationParameter();
+        string normalization = formatDouble(force.getGridNormalizationDefaultValue());
+        string prefactor = formatDouble(force.getGridLogPrefactor()), epsilon = formatDouble(force.getGridLogEpsilon());
+        grid.createChildNode("LogTransform")
+            .setStringProperty("normalizationParameter", name)
+            .setStringProperty("defaultNormalization", normalization)
+            .setStringProperty("prefactor", prefactor)
+            .setStringProperty("epsilon", epsilon)
+            .setStringProperty("checksum", checksum64(logTransformText(name, normalization, prefactor, epsilon)));
+    }
     SerializationNode& restraints = node.createChildNode("Restraints");
     for (int i = 0; i < force.getNumRestraints(); i++) {
         int component;
@@ -86,9 +105,21 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
 
 void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
     int version = node.getIntProperty("version");
-    if (version != 1 && version != 2)
+    if (version < 1 || version > 3)
         throw OpenMMException("LatentBiasForce: unsupported serialization version " + to_string(version) +
-                              " (this plugin reads 1 and 2); update latentbias");
+                              " (this plugin reads 1 to 3); update latentbias");
+    // The log transform (OPES) exists from version 3 on: an older version holding one was edited (its checksum
+    // would be skipped and the energy changed from a log of the table to the table itself), so it is refused.
+    const SerializationNode* logTransform = nullptr;
+    for (const SerializationNode& child : node.getChildren())
+        if (child.getName() == "Grid")
+            for (const SerializationNode& g : child.getChildren())
+                if (g.getName() == "LogTransform")
+                    logTransform = &g;
+    if (logTransform != nullptr && version < 3)
+        throw OpenMMException("LatentBiasForce: the serialized force says version " + to_string(version) + " but its "
+                              "grid holds a LogTransform, which only version 3 writes: its version was edited, so it "
+                              "is not trusted; serialize the force again with this plugin");
     string model = base64Decode(node.getStringProperty("model"));
     // Version 2 carries checksums of the model and the grid values: a corrupted or edited file must not silently
     // change the physics. Version 1 files (no checksums) are still read, with a warning; a "version 1" force that
@@ -132,10 +163,25 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
     force->setGridScaleParameter(node.getStringProperty("gridScaleParameter", ""),
                                  parseDouble(node.getStringProperty("gridScaleDefault", "1")));
     const SerializationNode& grid = node.getChildNode("Grid");
-    for (const SerializationNode& d : grid.getChildren())
+    for (const SerializationNode& d : grid.getChildren()) {
+        if (d.getName() != "Dimension")
+            continue;
         force->addGridDimension(d.getIntProperty("component"), parseDouble(d.getStringProperty("min")),
                                 parseDouble(d.getStringProperty("max")), d.getIntProperty("size"),
                                 d.getBoolProperty("periodic"));
+    }
+    if (logTransform != nullptr) {
+        const SerializationNode& t = *logTransform;
+        string name = t.getStringProperty("normalizationParameter");
+        string normalization = t.getStringProperty("defaultNormalization");
+        string prefactor = t.getStringProperty("prefactor"), epsilon = t.getStringProperty("epsilon");
+        if (checksum64(logTransformText(name, normalization, prefactor, epsilon)) != t.getStringProperty("checksum", ""))
+            throw OpenMMException("LatentBiasForce: the serialized grid log transform does not match its checksum "
+                                  "(the file is corrupt or was edited); serialize the force again");
+        if (name.empty())
+            throw OpenMMException("LatentBiasForce: the serialized grid log transform has no normalization parameter");
+        force->setGridLogTransform(name, parseDouble(normalization), parseDouble(prefactor), parseDouble(epsilon));
+    }
     int numValues = grid.getIntProperty("numValues", 0);
     if (numValues < 0 || numValues > LatentBiasForce::MaxGridPoints)
         throw OpenMMException("LatentBiasForce: invalid number of grid values " + to_string(numValues) +

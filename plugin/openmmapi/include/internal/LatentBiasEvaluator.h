@@ -33,7 +33,8 @@ public:
     }
     /** Throw OpenMMException unless a model output of `size` elements fits. */
     void checkLatentSize(long long size) const;
-    /** Read the parameters (restraint centres and force constants, then the grid scale) from the Context. */
+    /** Read the parameters (restraint centres and force constants, then the grid scale, then the grid
+     *  normalization of the log transform, 1 without one) from the Context: 2 * restraints + 2 values. */
     void readParameters(OpenMM::ContextImpl& context, std::vector<double>& params) const;
     /**
      * Energies of latent point z (size = model output size) with restraint parameters params (from readParameters).
@@ -62,6 +63,10 @@ public:
         std::vector<double> points;        // grid points, axis after axis
         std::vector<double> nodeDerivatives;  // 2^d blocks of (number of grid points) values, block = mask
         double wallForceConstant = 0.0;
+        /** the OPES transform of the grid (LatentBiasForce::setGridLogTransform); its normalization is the last
+         *  Context parameter (readParameters) */
+        bool logTransform = false;
+        double logPrefactor = 1.0, logEpsilon = 1.0;
         std::vector<int> restraintComponents;
         std::vector<double> restraintReals;  // per restraint: period, lowerWall, upperWall, wallForceConstant
     };
@@ -84,6 +89,8 @@ private:
     size_t gridDepositsApplied = 0;    // ... and how many of that epoch's deposits `grid` holds
     double wallForceConstant;
     std::string gridScaleParameter;
+    std::string gridNormalizationParameter;   // empty: no log transform
+    double logPrefactor = 1.0, logEpsilon = 1.0;
     int expectedLatentDim, minimumLatentDim;
     long long version;
 };

@@ -90,6 +90,35 @@ public:
      * global refit. Switches the grid to the Hermite form of the same spline (see initialize).
      */
     void addSeparable(const std::vector<std::vector<double> >& factors, double height);
+    /** An OPES kernel, as LatentBiasForce::addGridKernel defines it (center, width: one value per axis). */
+    struct DensityKernel {
+        std::vector<double> center, width;
+        double weight, cutoff;
+    };
+    /**
+     * The values of a truncated OPES kernel (cutoff > 0) on the grid points where it can be non-zero: per axis the
+     * sorted node indices within cutoff widths of the centre (minimum image; along a periodic axis the last point
+     * repeats the first and is listed with it), and the kernel on their product in `block` (first axis fastest),
+     * weight * (exp(-r^2/2) - exp(-c^2/2)) / prod_k(sqrt(2 pi) width_k) for r < c, 0 beyond: the arithmetic of
+     * latentbias.bias.kernels.KernelDensity.kernel_window.
+     */
+    static void densityKernelBlock(const std::vector<Axis>& axes, const DensityKernel& kernel,
+                                   std::vector<std::vector<int> >& indices, std::vector<double>& block);
+    /**
+     * Add OPES kernels to the values and update the interpolant exactly and locally. Truncated kernels are summed
+     * into one block on the union of their supports, which is applied by addLocalBlock(); untruncated ones (cutoff
+     * 0, separable) by addSeparable().
+     */
+    void addDensityKernels(const std::vector<DensityKernel>& kernels);
+    /**
+     * Add `block` (values on the product of the per-axis node lists `indices`, first axis fastest; along a periodic
+     * axis a list holding the first point must hold the last one with the same values) to the grid values and
+     * update the interpolant exactly: every node-derivative array changes by the spline-derivative operators of
+     * its axes applied to the block, i.e. by sums of columns of the per-axis operators (cached), along the
+     * differentiated axes over the whole axis, along the others only on the block's nodes. Cost ~ (block size) x
+     * (axis size) per differentiated axis; no global refit. Switches the grid to the Hermite form (see initialize).
+     */
+    void addLocalBlock(const std::vector<std::vector<int> >& indices, const std::vector<double>& block);
 
 private:
     void computeNodeDerivative(int axis, const std::vector<double>& source, std::vector<double>& result) const;
@@ -106,6 +135,10 @@ private:
     std::vector<std::vector<double> > coeff;
     // generic data: nodeDerivs[mask] = derivative of order mask (bit k: d/d axis k) at every node
     std::vector<std::vector<double> > nodeDerivs;
+    /** Column i of the spline-derivative operator of an axis (node derivatives of the line e_i), cached. */
+    const std::vector<double>& derivativeColumn(int axis, int i);
+    void toHermiteForm();
+    std::vector<std::vector<std::vector<double> > > derivColumns;   // [axis][node] (empty: not computed yet)
 };
 
 } // namespace LatentBiasPlugin

@@ -182,9 +182,9 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     allocateReals(cc, dimRange, bias.dimRange.size(), "latentBiasGridRange");
     allocateReals(cc, points, bias.points.size(), "latentBiasGridPoints");
     allocateReals(cc, nodeDerivs, bias.nodeDerivatives.size(), "latentBiasGridNodeDerivatives");
-    allocateReals(cc, biasReals, 1, "latentBiasWallConstant");
+    allocateReals(cc, biasReals, 4, "latentBiasWallConstant");   // wall constant, log prefactor, epsilon, ln epsilon
     allocateReals(cc, restraintReals, bias.restraintReals.size(), "latentBiasRestraints");
-    allocateReals(cc, restraintParams, 2LL * evaluator.getNumRestraints() + 1, "latentBiasRestraintParameters");
+    allocateReals(cc, restraintParams, 2LL * evaluator.getNumRestraints() + 2, "latentBiasRestraintParameters");
     uploadBias();
     uploadedParams.clear();
 
@@ -201,6 +201,8 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     defines["LB_GRID_DIMS"] = cc.intToString(gridDims);
     defines["LB_GRID_TOTAL"] = cc.intToString(checkedSize(gridTotal, "bias grid"));
     defines["LB_NUM_RESTRAINTS"] = cc.intToString(evaluator.getNumRestraints());
+    if (bias.logTransform)
+        defines["LB_GRID_LOG"] = "1";   // the OPES transform of the grid (LatentBiasForce::setGridLogTransform)
     ComputeProgram program = cc.compileProgram(LatentBiasKernelSources::latentBiasNative, defines);
     gatherKernel = program->createKernel("gatherPositions");
     gatherKernel->addArg(cc.getPosq());
@@ -264,7 +266,8 @@ void CommonCalcLatentBiasForceKernel::uploadBias() {
         points.upload(bias.points, true);
         nodeDerivs.upload(bias.nodeDerivatives, true);
     }
-    biasReals.upload(vector<double>{bias.wallForceConstant}, true);
+    biasReals.upload(vector<double>{bias.wallForceConstant, bias.logPrefactor, bias.logEpsilon, log(bias.logEpsilon)},
+                     true);
     if (!bias.restraintReals.empty())
         restraintReals.upload(bias.restraintReals, true);
 }

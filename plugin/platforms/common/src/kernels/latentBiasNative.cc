@@ -20,7 +20,9 @@
  *
  * Defines set by the host: LB_NUM_ATOMS, LB_PADDED_NUM_ATOMS, LB_NUM_BLOCKS, LB_NUM_LAYERS, LB_NUM_FEATURES,
  * LB_LATENT_DIM, LB_EPS (Jacobi tolerance for the precision), LB_PERIODIC (only with periodic boundary conditions),
- * LB_GRID_DIMS (0-3), LB_GRID_TOTAL (grid points), LB_NUM_RESTRAINTS.
+ * LB_GRID_DIMS (0-3), LB_GRID_TOTAL (grid points), LB_NUM_RESTRAINTS, LB_GRID_LOG (only with the OPES transform of
+ * the grid: energy prefactor*ln(max(P, 0)/N + epsilon), biasReals = {wall constant, prefactor, epsilon, ln epsilon}, N after the
+ * grid scale in restraintParams).
  * Block records (LB_BLOCK_INTS ints each): kind, offset, count, indexStart, numAtoms, treeStart, referenceStart,
  * scratchStart, exponent, slotStart. Layer records (LB_LAYER_INTS ints each): numInputs, numOutputs, weightStart,
  * biasStart, activation, inputStart (offset of the layer's input in `activations`).
@@ -387,6 +389,19 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
                 }
             }
         }
+#ifdef LB_GRID_LOG
+        {
+            // OPES: prefactor*ln(max(P, 0)/N + epsilon); derivative prefactor*P'/(P + epsilon*N) where P > 0
+            real norm = restraintParams[2*LB_NUM_RESTRAINTS+1], prefactor = biasReals[1], epsilon = biasReals[2];
+            real p = (value > 0 ? value : (real) 0);
+            real arg = p/norm+epsilon;
+            // epsilon may underflow in single precision: where P/N + epsilon is 0 the energy is prefactor*ln(epsilon)
+            real chain = (value > 0 && arg > 0 ? prefactor/(norm*arg) : (real) 0);
+            value = (arg > 0 ? prefactor*log(arg) : prefactor*biasReals[3]);
+            for (int k = 0; k < LB_GRID_DIMS; k++)
+                g[k] *= chain;
+        }
+#endif
         gridEnergy = scale*value+((real) 0.5)*wallK*walls;
         for (int k = 0; k < LB_GRID_DIMS; k++)
             if (inside[k])

@@ -1,0 +1,116 @@
+r"""The OPES estimate as the Context's table: local kernel deposits, the logarithm taken in the force (issue 10 item 6).
+
+The OPES bias :math:`V = (\alpha/\beta) \ln(P/Z + \epsilon)` is not additive: every deposit changes Z, which rescales
+P/Z everywhere, so a table of V must be refitted on the whole grid after every deposit (``setGridValues``; ~4 ms on a
+32³ grid). :class:`DensityGridLink` instead keeps the native ``LatentBiasForce``'s table equal to the kernel sum
+:math:`S = \sum_k w_k N_c(\cdot; c_k, \sigma_k)` of a :class:`~latentbias.bias.kernels.KernelDensity` (additive), and
+the force evaluates
+
+.. math:: G(z) = s\,\frac{\alpha}{\beta} \ln\!\left(\frac{\max(S(z), 0)}{N} + \epsilon\right),\qquad
+          \frac{\partial G}{\partial z} = s\,\frac{\alpha}{\beta}\,\frac{S'(z)}{S(z) + \epsilon N}\;(S(z) > 0)
+
+(``LatentBiasForce.setGridLogTransform``; s = the grid scale parameter, N = a global parameter of the Context holding
+Z·Σw = the mean of S over the kernel centres, the normalisation :class:`~latentbias.bias.opes.LatentOPES` uses; the
+Σw of P = S/Σw cancels in P/Z). A deposit is then the kernels a :class:`KernelDensity` added and removed (compression)
+— ``addGridKernel``, the exact truncated and shifted kernels of :mod:`latentbias.bias.kernels`, applied to the
+Context's interpolant on their support only — and one ``Context.setParameter``. A recomputation of the sums from
+scratch (:meth:`KernelDensity.rebuild`: every ``rebuild_interval`` updates, other walkers' kernels, a restart)
+replaces the table as a whole (one full refit, amortised).
+
+The interpolant differs from a table of V: the force interpolates S (a cubic spline through the node values of S)
+and takes the logarithm of the interpolated value, where the table route interpolates ln(S/N + ε) itself. Both
+agree at the grid nodes; between nodes they differ by the interpolation errors of the two functions
+(``benchmarks/RESULTS.md``, section "OPES deposits in the Context's table", measures both against the exact kernel
+sum).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backends import GridBiasBackend
+from .kernels import KernelDensity
+
+__all__ = ["DensityGridLink", "supports_density_grid"]
+
+
+def supports_density_grid(backend: GridBiasBackend) -> bool:
+    """Whether ``backend`` is a native ``LatentBiasForce`` built with the log transform and kernel deposits."""
+    force = getattr(backend, "force", None)
+    return hasattr(force, "setGridLogTransform") and hasattr(force, "addGridKernel")
+
+
+class DensityGridLink:
+    """Keeps a native backend's table equal to a :class:`KernelDensity`'s grid sum, the force taking the logarithm.
+
+    Parameters
+    ----------
+    backend : GridBiasBackend
+        A native backend (:func:`supports_density_grid`); its force must not be in a Context yet (the transform is
+        fixed when a Context is created).
+    kde : KernelDensity
+        Its ``journal`` is switched on (see :meth:`attach`).
+    prefactor : float
+        α/β of the bias (kJ/mol), > 0.
+    epsilon : float
+        ε of the bias, > 0.
+
+    Attributes
+    ----------
+    parameter : str
+        Name of the Context's global parameter holding the normalisation N (``latent_bias_norm_<forceGroup>``).
+    """
+
+    def __init__(self, backend: GridBiasBackend, kde: KernelDensity, prefactor: float, epsilon: float):
+        if not supports_density_grid(backend):
+            raise ValueError("the bias backend has no native LatentBiasForce with setGridLogTransform/addGridKernel; "
+                             "use contextUpdate='refit' or rebuild the plugin")
+        if not (prefactor > 0 and math.isfinite(prefactor) and epsilon > 0 and math.isfinite(epsilon)):
+            raise ValueError(f"prefactor and epsilon must be finite and > 0, got {prefactor}, {epsilon}")
+        self.backend = backend
+        self.force = backend.force
+        self.prefactor = float(prefactor)
+        self.epsilon = float(epsilon)
+        self.parameter = f"latent_bias_norm_{backend.force_group}"
+        self.normalization = 1.0
+        self.force.setGridLogTransform(self.parameter, self.normalization, self.prefactor, self.epsilon)
+        self.kde = kde
+        self._generation: int | None = None  # the KernelDensity generation the force's table holds (None: none)
+        self.attach(kde)
+
+    def attach(self, kde: KernelDensity) -> None:
+        """Follow ``kde`` (e.g. a new one after a restart): its whole grid sum is pushed at the next :meth:`push`."""
+        self.kde = kde
+        kde.journal = []
+        self._generation = None
+
+    def resync(self) -> None:
+        """Replace the table as a whole at the next :meth:`push` (a full refit). Local updates leave the Context's
+        interpolant equal to a refit of the same table up to rounding only; after a resync it is bit for bit the
+        refit, which a run restored from a saved state (whose first push is a whole table) reproduces exactly."""
+        self._generation = None
+
+    def push(self, normalization: float, context: Any | None) -> None:
+        """Bring the force's table up to the :class:`KernelDensity` (the journal of kernel changes, or the whole sum
+        after a rebuild) and the normalisation N to ``normalization``; update ``context`` (if given): its interpolant
+        locally (``updateParametersInContext``) and its parameter N (``setParameter``). N is also made the force's
+        default, which Contexts created later start from."""
+        norm = float(normalization)
+        if not (norm > 0 and math.isfinite(norm)):
+            raise ValueError(f"the OPES normalisation must be finite and > 0, got {normalization}")
+        kde = self.kde
+        if self._generation != kde.generation:
+            self.backend.set_grid(kde.grid_sum, None)
+            self._generation = kde.generation
+        else:
+            cutoff = 0.0 if kde.cutoff is None else float(kde.cutoff)
+            for center, sigma, weight in kde.journal:
+                self.force.addGridKernel([float(c) for c in center], [float(s) for s in sigma], float(weight), cutoff)
+        kde.journal.clear()
+        if norm != self.normalization:
+            self.normalization = norm
+            self.force.setGridLogTransform(self.parameter, norm, self.prefactor, self.epsilon)
+        if context is not None:
+            context.setParameter(self.parameter, norm)
+            self.force.updateParametersInContext(context)
