@@ -81,9 +81,11 @@ def torsion_backend(quadruplets):
 class Latent:
     name = "latentbias LatentOPES"
 
-    def __init__(self, seed, folder, backend=None, cv="module"):
+    def __init__(self, seed, folder, backend=None, cv="module", contextUpdate="auto"):
         """``cv``: "module" (the TorchScript φ/ψ CV module through the default backend, native LatentBiasForce) or
-        "torsion" (the same φ/ψ from CustomTorsionForces inside LatentOPES' CustomCVForce backend)."""
+        "torsion" (the same φ/ψ from CustomTorsionForces inside LatentOPES' CustomCVForce backend).
+        ``contextUpdate``: LatentOPES' route to the Context ("auto": local on the native backend, refit on the
+        CustomCVForce one)."""
         system, topology, positions = alanine_dipeptide_vacuum()
         model = Path(folder) / "phipsi.pt"
         quads = phi_psi_atoms(topology)
@@ -100,7 +102,7 @@ class Latent:
         variables = [LatentVariable(i, -math.pi, math.pi, s["sigma"], periodic=True, gridWidth=s["grid"])
                      for i in range(2)]
         self.opes = LatentOPES(system, model, variables, T, barrier=s["barrier"], pace=s["pace"],
-                               compressionThreshold=s["compression"], backend=backend)
+                               compressionThreshold=s["compression"], backend=backend, contextUpdate=contextUpdate)
         self.sim = simulation(system, topology, positions, seed)
 
     def step(self, n):

@@ -91,6 +91,19 @@ def test_deposit_cost_opes_breakdown_runs(ala2_model):
     assert all(np.isfinite(v) and v >= 0 for v in parts.values())
 
 
+def test_deposit_cost_opes_routes_interleaved_runs(ala2_model):
+    model, _ = ala2_model
+    out = load("deposit_cost").interleaved_opes_deposit_cost(model, 1, 2)
+    assert set(out) == {"refit", "local", "kernels"} and out["kernels"] >= 1
+
+
+def test_opes_local_accuracy_runs(ala2_model):
+    model, _ = ala2_model
+    bench = load("opes_local_accuracy")
+    r = bench.errors(bench.run(model, 1, 1500, 1), 20, 1)
+    assert r["kernels"] >= 1 and 0 <= r["local rms"] < 0.1 and 0 <= r["refit rms"] < 0.1
+
+
 def test_deposit_cost_interleaved_runs(ala2_model):
     model, _ = ala2_model
     out = load("deposit_cost").interleaved_deposit_cost(model, 1, 2)

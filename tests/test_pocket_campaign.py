@@ -255,7 +255,9 @@ def test_pocket_converge_phase_biases_only_the_anchored_dimension(tmp_path):
     assert plan["converge"] and plan["strategy"] == "opes"
     info = campaign.model(1).info
     assert plan["variables"] == [pocket_variable(cfg, info["z_min"][0], info["z_max"][0], "opes")]
-    assert plan["variables"][0]["maxValue"] > 3.0 > info["z_max"][0]  # the grid reaches the target
+    # the grid reaches the target, whether or not the pocket rounds sampled beyond it (this run's z_max is 3.03
+    # with OPES' local Context updates, below 3.0 with the refit route: different trajectories)
+    assert plan["variables"][0]["maxValue"] > max(3.0, info["z_max"][0])
     w = read_csv(tmp_path / "run" / "weights.csv")
     frames = campaign.all_frames(campaign.last_round)
     used = np.isfinite(w["logweight"])

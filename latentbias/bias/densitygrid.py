@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .backends import GridBiasBackend
 from .kernels import KernelDensity
 
@@ -98,7 +100,8 @@ class DensityGridLink:
         default, which Contexts created later start from."""
         norm = float(normalization)
         if not (norm > 0 and math.isfinite(norm)):
-            raise ValueError(f"the OPES normalisation must be finite and > 0, got {normalization}")
+            raise ValueError(f"grid values must be finite: the OPES kernel sum is not (its normalisation Z = "
+                             f"{normalization}; kernels narrower than the floating-point range allows?)")
         kde = self.kde
         if self._generation != kde.generation:
             self.backend.set_grid(kde.grid_sum, None)
@@ -106,6 +109,10 @@ class DensityGridLink:
         else:
             cutoff = 0.0 if kde.cutoff is None else float(kde.cutoff)
             for center, sigma, weight in kde.journal:
+                peak = abs(float(weight)) / float(np.prod(np.sqrt(2.0 * np.pi) * np.asarray(sigma, dtype=float)))
+                if not math.isfinite(peak):
+                    raise ValueError(f"grid values must be finite: a kernel of weight {weight} and widths {sigma} "
+                                     "has a peak beyond the floating-point range")
                 self.force.addGridKernel([float(c) for c in center], [float(s) for s in sigma], float(weight), cutoff)
         kde.journal.clear()
         if norm != self.normalization:

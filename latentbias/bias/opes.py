@@ -45,11 +45,15 @@ available as a convergence diagnostic / alternative, and so is PLUMED's recommen
 (plain, valid once the bias is quasi-static; :meth:`LatentOPES.getLogWeights`).
 
 The bias is tabulated on the grid of the LatentVariables and applied through the same backend as
-:class:`~latentbias.bias.metadynamics.LatentMetadynamics` — the native fused ``LatentBiasForce`` (updated with
-``setGridValues`` + ``updateParametersInContext``, no Context reinitialisation) when the plugin is built, else a
-CustomCVForce — with harmonic walls beyond non-periodic grid edges. The acting bias is the spline through the
-grid values (what the sampling feels, and what weights a kernel; the walls do not enter kernel weights, so P_n
-estimates the wall-restricted distribution, which is the same inside the grid); keep the grid spacing no coarser
+:class:`~latentbias.bias.metadynamics.LatentMetadynamics` — the native fused ``LatentBiasForce`` when the plugin is
+built, else a CustomCVForce — with harmonic walls beyond non-periodic grid edges. With the native plugin
+(``contextUpdate="local"``, the default) the Context's table holds the kernel sum and the force evaluates
+(α/β) ln(max(P, 0)/Z + ε) of its spline, Z a Context parameter, so a deposit updates the interpolant only on the
+kernel's support (:mod:`latentbias.bias.densitygrid`); otherwise (``"refit"``) the table holds V on the grid and
+is replaced after every deposit (``setGridValues``: a full spline refit). The acting bias is the interpolated bias
+(what the sampling feels, and what weights a kernel; the walls do not enter kernel weights, so P_n estimates the
+wall-restricted distribution, which is the same inside the grid); the two routes agree at the grid nodes and
+differ between them by their interpolation errors (``benchmarks/RESULTS.md``); keep the grid spacing no coarser
 than the shrunk σ (``getSigma()``).
 
 Multiple walkers (``biasDir`` + ``saveFrequency``): every walker writes its own kernels and weight sums to
