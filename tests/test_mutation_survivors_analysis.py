@@ -946,3 +946,33 @@ def test_a_pocket_region_is_immutable():
     box = PocketRegion(atoms=np.arange(3), padding=0.2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         box.padding = 0.5
+
+
+def test_cavity_settings_are_keyword_only():
+    """``step``, the probe radii and the other settings are all lengths or volumes in nm: they must be named, so a
+    positional number (a step given where a probe radius was meant) is refused, not silently taken."""
+    xyz, radii, _ = _hollow_cluster()
+    region = PocketRegion.from_center(0.5, center=np.zeros(3))
+    with pytest.raises(TypeError):
+        CavityVolume(region, radii, 0.06)
+    with pytest.raises(TypeError):
+        CavityVolume(region, radii, 0.06, 0.14)
+    assert CavityVolume(region=region, radii=radii, step=0.06).step == 0.06
+
+
+def test_cavity_points_on_the_sphere_of_a_ball_region_belong_to_it():
+    """A ball region includes its surface (distance ≤ radius, as the definition): with a step, probes, radius and
+    centre exact in binary (step 1/16 nm, radius 6 steps, centre on a grid point), grid points lie exactly on the
+    sphere, and the cavity points equal the independent definition, those on the sphere included."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.3125, -0.1875, 0.0625])
+    step, probe_in, probe_out, radius = 0.0625, 0.125, 0.375, 0.375
+    measure = CavityVolume(PocketRegion.from_center(radius, center=c), radii, step=step, probe_in=probe_in,
+                           probe_out=probe_out, removal_distance=0.0, volume_cutoff=0.0)
+    ref = _reference_cavity(xyz, radii, c - radius, c + radius, c, radius, step, probe_in, probe_out, 0.0, 0.0,
+                            "SES")
+    on_sphere = ((ref - c) ** 2).sum(1) == radius**2
+    assert on_sphere.sum() >= 2  # the case this test is about
+    got = measure.cavity_points(xyz)
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)
