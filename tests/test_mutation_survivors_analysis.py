@@ -976,3 +976,28 @@ def test_cavity_points_on_the_sphere_of_a_ball_region_belong_to_it():
     got = measure.cavity_points(xyz)
     key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
     assert key(got) == key(ref) and len(got) == len(ref)
+
+
+def test_a_grid_point_at_exactly_the_probe_in_distance_is_occupied():
+    """Occupied means within r_vdW + probe_in, the distance included. With everything exact in binary (step 1/16 nm,
+    probe-in 2 steps, an extra atom of radius 3.5 steps, the largest: reach 5.5 steps, an exact half-integer) and the
+    atom half a step off a grid plane, grid points lie at exactly the reach: the SAS cavity (free = not occupied)
+    equals the independent definition, so those points are not cavity points."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.3125, -0.1875, 0.0625])
+    step, probe_in, probe_out, radius = 0.0625, 0.125, 0.375, 0.5
+    atom = c + np.array([2 * step + step / 2, 0.0, 0.0])  # half a step off the planes x = const
+    xyz = np.concatenate([xyz, [atom]])
+    radii = np.concatenate([radii, [0.21875]])
+    measure = CavityVolume(PocketRegion.from_center(radius, center=c), radii, step=step, probe_in=probe_in,
+                           probe_out=probe_out, removal_distance=0.0, volume_cutoff=0.0, surface="sas")
+    ref = _reference_cavity(xyz, radii, c - radius, c + radius, c, radius, step, probe_in, probe_out, 0.0, 0.0,
+                            "SAS")
+    at_reach = np.isclose(((ref - atom) ** 2).sum(1), (5.5 * step) ** 2, rtol=0, atol=1e-15)
+    without = _reference_cavity(xyz[:-1], radii[:-1], c - radius, c + radius, c, radius, step, probe_in, probe_out,
+                                0.0, 0.0, "SAS")
+    exact = ((without - atom) ** 2).sum(1) == (5.5 * step) ** 2
+    assert exact.sum() >= 2 and not at_reach.any()  # points at the reach exist and the definition occupies them
+    got = measure.cavity_points(xyz)
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)
