@@ -1001,3 +1001,18 @@ def test_a_grid_point_at_exactly_the_probe_in_distance_is_occupied():
     got = measure.cavity_points(xyz)
     key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
     assert key(got) == key(ref) and len(got) == len(ref)
+
+
+def test_pocket_openness_takes_its_documented_names_and_keyword_options():
+    """``trajectory`` and ``region`` may be named (as documented); ``kind``, ``groups`` and ``topology`` must be
+    named (a positional ``groups`` for a distance would otherwise be taken as the kind)."""
+    from latentbias.analysis.pockets import pocket_openness
+
+    top = _tiny_topology()
+    xyz = np.random.default_rng(4).uniform(0.0, 0.8, (3, 6, 3))
+    region = PocketRegion.from_residues(top, [7], padding=0.2)
+    by_name = pocket_openness(trajectory=xyz, region=region, kind="distance", groups=([0, 1], [4, 5]), topology=top)
+    np.testing.assert_array_equal(by_name, pocket_openness(xyz, region, kind="distance", groups=([0, 1], [4, 5]),
+                                                           topology=top))
+    with pytest.raises(TypeError):
+        pocket_openness(xyz, region, "distance", ([0, 1], [4, 5]), top)
