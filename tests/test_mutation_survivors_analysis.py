@@ -1016,3 +1016,30 @@ def test_pocket_openness_takes_its_documented_names_and_keyword_options():
                                                            topology=top))
     with pytest.raises(TypeError):
         pocket_openness(xyz, region, "distance", ([0, 1], [4, 5]), top)
+
+
+def test_an_atom_at_a_sub_voxel_corner_occupies_exactly_its_sphere():
+    """The stamping bins an atom's offset from its nearest grid point; an offset at a corner of its bin lies √3/(2b)
+    voxel from the bin centre, the most any offset can. Binary-exact setup: step 1/16 nm, reach 6.046875 steps, an
+    atom half a step off the grid planes in x, y and z (a bin corner), placed so that the grid point (3.5, 3.5, 3.5)
+    steps away (6.062 steps: outside its sphere, although its distance from the bin centre, 5.954, is within the
+    reach minus √2/(2b)) is a cavity point; the SAS cavity equals the independent definition (exact distances)."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.3125, -0.1875, 0.0625])
+    step, probe_in, probe_out, radius = 0.0625, 0.125, 0.375, 0.5
+    args = (c - radius, c + radius, c, radius, step, probe_in, probe_out, 0.0, 0.0, "SAS")
+    origin = c - radius - probe_out
+    before = _reference_cavity(xyz, radii, *args)
+    index = np.rint((before - origin) / step).astype(int)
+    odd = before[np.all(index % 2 == 1, axis=1)]  # the atom's grid coordinate is then odd + 0.5: rint rounds up
+    corner = odd[np.argmin(((odd - c) ** 2).sum(1))]
+    atom = corner - 3.5 * step
+    xyz = np.concatenate([xyz, [atom]])
+    radii = np.concatenate([radii, [0.2529296875]])
+    measure = CavityVolume(PocketRegion.from_center(radius, center=c), radii, step=step, probe_in=probe_in,
+                           probe_out=probe_out, removal_distance=0.0, volume_cutoff=0.0, surface="sas")
+    ref = _reference_cavity(xyz, radii, *args)
+    assert np.any(np.all(np.abs(ref - corner) < 1e-9, axis=1))  # the point this test is about is a cavity point
+    got = measure.cavity_points(xyz)
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)
