@@ -946,3 +946,100 @@ def test_a_pocket_region_is_immutable():
     box = PocketRegion(atoms=np.arange(3), padding=0.2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         box.padding = 0.5
+
+
+def test_cavity_settings_are_keyword_only():
+    """``step``, the probe radii and the other settings are all lengths or volumes in nm: they must be named, so a
+    positional number (a step given where a probe radius was meant) is refused, not silently taken."""
+    xyz, radii, _ = _hollow_cluster()
+    region = PocketRegion.from_center(0.5, center=np.zeros(3))
+    with pytest.raises(TypeError):
+        CavityVolume(region, radii, 0.06)
+    with pytest.raises(TypeError):
+        CavityVolume(region, radii, 0.06, 0.14)
+    assert CavityVolume(region=region, radii=radii, step=0.06).step == 0.06
+
+
+def test_cavity_points_on_the_sphere_of_a_ball_region_belong_to_it():
+    """A ball region includes its surface (distance ≤ radius, as the definition): with a step, probes, radius and
+    centre exact in binary (step 1/16 nm, radius 6 steps, centre on a grid point), grid points lie exactly on the
+    sphere, and the cavity points equal the independent definition, those on the sphere included."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.3125, -0.1875, 0.0625])
+    step, probe_in, probe_out, radius = 0.0625, 0.125, 0.375, 0.375
+    measure = CavityVolume(PocketRegion.from_center(radius, center=c), radii, step=step, probe_in=probe_in,
+                           probe_out=probe_out, removal_distance=0.0, volume_cutoff=0.0)
+    ref = _reference_cavity(xyz, radii, c - radius, c + radius, c, radius, step, probe_in, probe_out, 0.0, 0.0,
+                            "SES")
+    on_sphere = ((ref - c) ** 2).sum(1) == radius**2
+    assert on_sphere.sum() >= 2  # the case this test is about
+    got = measure.cavity_points(xyz)
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)
+
+
+def test_a_grid_point_at_exactly_the_probe_in_distance_is_occupied():
+    """Occupied means within r_vdW + probe_in, the distance included. With everything exact in binary (step 1/16 nm,
+    probe-in 2 steps, an extra atom of radius 3.5 steps, the largest: reach 5.5 steps, an exact half-integer) and the
+    atom half a step off a grid plane, grid points lie at exactly the reach: the SAS cavity (free = not occupied)
+    equals the independent definition, so those points are not cavity points."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.3125, -0.1875, 0.0625])
+    step, probe_in, probe_out, radius = 0.0625, 0.125, 0.375, 0.5
+    atom = c + np.array([2 * step + step / 2, 0.0, 0.0])  # half a step off the planes x = const
+    xyz = np.concatenate([xyz, [atom]])
+    radii = np.concatenate([radii, [0.21875]])
+    measure = CavityVolume(PocketRegion.from_center(radius, center=c), radii, step=step, probe_in=probe_in,
+                           probe_out=probe_out, removal_distance=0.0, volume_cutoff=0.0, surface="sas")
+    ref = _reference_cavity(xyz, radii, c - radius, c + radius, c, radius, step, probe_in, probe_out, 0.0, 0.0,
+                            "SAS")
+    at_reach = np.isclose(((ref - atom) ** 2).sum(1), (5.5 * step) ** 2, rtol=0, atol=1e-15)
+    without = _reference_cavity(xyz[:-1], radii[:-1], c - radius, c + radius, c, radius, step, probe_in, probe_out,
+                                0.0, 0.0, "SAS")
+    exact = ((without - atom) ** 2).sum(1) == (5.5 * step) ** 2
+    assert exact.sum() >= 2 and not at_reach.any()  # points at the reach exist and the definition occupies them
+    got = measure.cavity_points(xyz)
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)
+
+
+def test_pocket_openness_takes_its_documented_names_and_keyword_options():
+    """``trajectory`` and ``region`` may be named (as documented); ``kind``, ``groups`` and ``topology`` must be
+    named (a positional ``groups`` for a distance would otherwise be taken as the kind)."""
+    from latentbias.analysis.pockets import pocket_openness
+
+    top = _tiny_topology()
+    xyz = np.random.default_rng(4).uniform(0.0, 0.8, (3, 6, 3))
+    region = PocketRegion.from_residues(top, [7], padding=0.2)
+    by_name = pocket_openness(trajectory=xyz, region=region, kind="distance", groups=([0, 1], [4, 5]), topology=top)
+    np.testing.assert_array_equal(by_name, pocket_openness(xyz, region, kind="distance", groups=([0, 1], [4, 5]),
+                                                           topology=top))
+    with pytest.raises(TypeError):
+        pocket_openness(xyz, region, "distance", ([0, 1], [4, 5]), top)
+
+
+def test_an_atom_at_a_sub_voxel_corner_occupies_exactly_its_sphere():
+    """The stamping bins an atom's offset from its nearest grid point; an offset at a corner of its bin lies √3/(2b)
+    voxel from the bin centre, the most any offset can. Binary-exact setup: step 1/16 nm, reach 6.046875 steps, an
+    atom half a step off the grid planes in x, y and z (a bin corner), placed so that the grid point (3.5, 3.5, 3.5)
+    steps away (6.062 steps: outside its sphere, although its distance from the bin centre, 5.954, is within the
+    reach minus √2/(2b)) is a cavity point; the SAS cavity equals the independent definition (exact distances)."""
+    xyz, radii, _ = _hollow_cluster()
+    c = np.array([0.3125, -0.1875, 0.0625])
+    step, probe_in, probe_out, radius = 0.0625, 0.125, 0.375, 0.5
+    args = (c - radius, c + radius, c, radius, step, probe_in, probe_out, 0.0, 0.0, "SAS")
+    origin = c - radius - probe_out
+    before = _reference_cavity(xyz, radii, *args)
+    index = np.rint((before - origin) / step).astype(int)
+    odd = before[np.all(index % 2 == 1, axis=1)]  # the atom's grid coordinate is then odd + 0.5: rint rounds up
+    corner = odd[np.argmin(((odd - c) ** 2).sum(1))]
+    atom = corner - 3.5 * step
+    xyz = np.concatenate([xyz, [atom]])
+    radii = np.concatenate([radii, [0.2529296875]])
+    measure = CavityVolume(PocketRegion.from_center(radius, center=c), radii, step=step, probe_in=probe_in,
+                           probe_out=probe_out, removal_distance=0.0, volume_cutoff=0.0, surface="sas")
+    ref = _reference_cavity(xyz, radii, *args)
+    assert np.any(np.all(np.abs(ref - corner) < 1e-9, axis=1))  # the point this test is about is a cavity point
+    got = measure.cavity_points(xyz)
+    key = lambda p: set(map(tuple, np.rint(p / step * 1000).astype(np.int64)))  # noqa: E731
+    assert key(got) == key(ref) and len(got) == len(ref)

@@ -191,3 +191,16 @@ def test_a_kernel_of_the_wrong_dimension_is_refused():
         with pytest.raises(ValueError, match="bad kernel"):
             kde.add(centre, sigma, 1.0)
     assert kde.num_kernels == 0 and not kde.grid_sum.any()
+
+
+def test_a_kernel_exactly_at_the_compression_threshold_is_kept_apart():
+    """Compression merges kernels closer than the threshold (module docstring: "below a threshold"): with σ = 1/8
+    and threshold 1, a kernel exactly 1/8 away (distance 1 σ, exact in binary) stays a kernel of its own; one
+    slightly closer is merged."""
+    grid = BiasGrid([LatentVariable(0, -1.0, 1.0, 0.1, gridWidth=41)])
+    kde = KernelDensity(grid, threshold=1.0, rebuild_interval=10**6)
+    kde.add([0.0], [0.125], 1.0)
+    kde.add([0.125], [0.125], 1.0)
+    assert kde.num_kernels == 2 and list(kde.counts) == [1, 1]
+    kde.add([-0.12], [0.125], 1.0)
+    assert kde.num_kernels == 2 and list(kde.counts) == [2, 1]
