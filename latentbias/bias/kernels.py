@@ -133,7 +133,7 @@ class KernelDensity:
             lo = max(0, math.floor((lo_z - axis[0]) / spacing))
             hi = min(n, math.ceil((hi_z - axis[0]) / spacing) + 1)
             win = slice(lo, max(lo, hi))
-            if period > 0 and (lo_z <= axis[0] or hi_z >= axis[-1] or lo == 0 or hi >= n):
+            if period > 0 and (lo == 0 or hi >= n):  # lo_z <= axis[0] gives lo = 0, hi_z >= axis[-1] hi = n
                 win = slice(0, n)  # the box reaches the seam: its first and last node are one point
             dx = axis[win] - center[j]
             if period > 0:
