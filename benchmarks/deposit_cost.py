@@ -36,7 +36,7 @@ the Context), and the whole deposit.
 
 ``--method interleaved``: the cost of one metadynamics deposit, untruncated vs truncated Gaussians, d = 1, 2, 3,
 each as shipped ("new") and as before the deposit fast path of helper metad10 ("old": :class:`LegacyMetadynamics`,
-kept here only, axis-by-axis factors, term-by-term c(t) window update, Quantity time): medians of ``--calls``
+kept here only, axis-by-axis factors, term-by-term c(t) window update, two reads of z and V(z)): medians of ``--calls``
 deposits of each with the calls of the four runs interleaved (a changing load on a shared machine then hits all
 alike), as a percentage of 500 static steps. Before timing, an old and a new run of 5000 steps (one after the other)
 must end with the same bias grid (bit for bit), the same Context energy and the same records (c(t) and log-weights

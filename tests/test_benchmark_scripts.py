@@ -106,8 +106,12 @@ def test_opes_local_accuracy_runs(ala2_model):
 
 def test_deposit_cost_interleaved_runs(ala2_model):
     model, _ = ala2_model
-    out = load("deposit_cost").interleaved_deposit_cost(model, 1, 2)
-    assert set(out) == {"full", "cut", "step"} and out["step"] > 0
+    bench = load("deposit_cost")
+    out = bench.interleaved_deposit_cost(model, 1, 2)
+    assert set(out) == {"full old", "full new", "cut old", "cut new", "step"} and out["step"] > 0
+    bench.old_and_new_deposits_agree(model, 2, steps=1000)  # raises unless grids, energies and records agree
+    parts = bench.interleaved_parts(model, 2, 2)
+    assert all(v > 0 for v in parts.values()) and len(parts) == 5
 
 
 def test_cutoff_effect_replay_reproduces_the_run(tmp_path):

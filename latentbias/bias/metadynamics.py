@@ -299,9 +299,7 @@ class LatentMetadynamics:
         total = self._totalBias if self._otherBias else self._selfBias
         ct = self._runningCt.value(total, scale)
         state = context.getState(getPositions=True) if self._trajectory is not None else None
-        time = context.getTime() if state is None else state.getTime()
-        # OpenMM returns the time as a Quantity in ps: its value is the time in ps (value_in_unit is ~5 µs)
-        time_ps = time._value if time.unit is unit.picosecond else time.value_in_unit(unit.picosecond)
+        time_ps = (context.getTime() if state is None else state.getTime()).value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, acting)
         if self._trajectory is not None:
             self._trajectory.write(simulation, state, self.frequency)
