@@ -26,11 +26,12 @@ hinge at ``FOLD_CAP`` = 1, averaged over the batch: ``lambda * E_w[sum_k max(g_k
   the Rayleigh quotient of the Dirichlet form that spectral methods minimise), was tried first and made folds
   *worse relative to the rest*: its minimisers are flat inside the sampled basins and steep where frames are
   sparse (on ala/gly campaign data the median g fell 10-40x, the maximum not at all). The hinge leaves the
-  encoder free below the cap and pushes only the steep frames down (maximum g 20 -> 3.4 at lambda = 0.1 on the
+  encoder free below the cap and pushes only the steep frames down (maximum g 18-24 -> 2.9 at lambda = 0.1 on the
   same data).
 
 Cost: one extra backward pass per latent dimension with ``create_graph=True`` (double backward) per training
-step (measured in benchmarks/RESULTS.md).
+step: 1.8x the CPU time per epoch for the 2-D, 32x32 encoder of examples/ala_gly_compare.toml
+(benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -151,9 +151,10 @@ class LatentModelEstimator:
         Var_w(z_k) with x the standardised features (:mod:`latentbias.jacobian_penalty`), that keeps the encoder
         from folding, i.e. from mapping a narrow range of the features onto a wide range of z, where bias kernels
         become stiff ridges.
-        0 (the default) leaves the loss exactly as without it; the default stays 0 because the evidence on the
-        dipeptide campaigns did not show a clear gain (benchmarks/RESULTS.md). Costs one double-backward pass
-        per latent dimension per training step.
+        0 (the default) leaves the loss exactly as without it. The default stays 0: on the Ala/Gly campaigns
+        with phi/psi features 0.1 removed the folds, cut the bias's stiffness 2-4x and fixed glycine's mirror
+        check (4 seeds), but alanine crossed C7ax less often; other features are untested (benchmarks/RESULTS.md).
+        Costs one double-backward pass per latent dimension per training step (1.8x the CPU per epoch there).
     epochs, batch_size, learning_rate, weight_decay :
         Adam optimisation settings.
     validation_fraction : float
