@@ -243,7 +243,7 @@ def test_campaign_reports_round_trips_and_warns_when_the_budget_ends_first(tmp_p
     assert info["converge_end"] == "budget" and trips["required"] == 1000 and not trips["enough"]
     assert "min_round_trips = 1000" in info["warning"]
     header = (tmp_path / "run" / "round_002" / "convergence.csv").read_text().splitlines()[1]
-    assert header.split(",")[-1] == "round_trips"
+    assert header.split(",")[-2:] == ["round_trips", "structural_round_trips"]
     y = campaign.all_frames(r)["positions"][:, 0, 1].astype(float)  # frames in weights.csv order
     cut = float(np.median(y[np.isfinite(campaign_weights(tmp_path / "run"))]))
     est = campaign_basin_estimate([tmp_path / "run"], lambda d: y, lambda v: v < cut, lambda v: v >= cut, T)

@@ -278,7 +278,7 @@ class Campaign:
         extra = None
         if pocket_enabled(self.cfg):  # openness per frame in frames.csv (latentbias.campaign.pocket)
             extra = {f"openness_{self.cfg.pocket.unit.replace('^', '')}": frames_openness(self, frames)}
-        write_weights(self.run_dir, self.cfg, r, frames, encode, extra)
+        write_weights(self.run_dir, self.cfg, r, frames, encode, extra, self.featurizer())
         last = r >= self.last_round
         logger.info("%s done", "converge phase" if r == self.converge_round
                     else f"converge attempt in round {r} (ended to retrain)" if restarted(self.run_dir, r)

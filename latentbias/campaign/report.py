@@ -377,7 +377,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     if converged:
         from .converge import convergence_history
 
-        hist = convergence_history(campaign.run_dir, cfg, last)
+        hist = convergence_history(campaign.run_dir, cfg, last, campaign.featurizer())
         winfo = campaign.run_dir.read_json(rundir / "weights.json")
         _line_plot(out / "convergence.png", {"drift": (hist["time_ps"], hist["drift_kjmol"])},
                    "converge-phase time (ps)", "latent FES drift (kJ/mol)", "converge phase: drift of the estimate")

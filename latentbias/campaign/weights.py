@@ -403,7 +403,7 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
 
 def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[str, np.ndarray],
                   encode: Callable[[int], np.ndarray],
-                  extra_columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                  extra_columns: dict[str, np.ndarray] | None = None, featurizer: Any | None = None) -> dict[str, Any]:
     """The ``weights`` phase after round r: log-weights of all frames so far, written to ``weights.json``
     (estimator, frames used and why the others are not), ``weights.csv`` (all frames) and each round's
     ``frames.csv``. After the converge phase (round r's plan says ``converge``) the weights are the converge
@@ -418,6 +418,9 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
         shape=(n, d).
     extra_columns : dict of str -> numpy.ndarray, optional
         Per-frame columns (shape=(n,)) appended to ``weights.csv`` and ``frames.csv`` (e.g. ``openness_nm3``).
+    featurizer : optional
+        The campaign's featurizer, for the converge phase's structural count (default: built from ``config``;
+        a shared-encoder member campaign must pass its shared one).
 
     Returns
     -------
@@ -465,7 +468,7 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
             info["latent_round_trips"] = trips
         from .converge import structural_summary  # visits between input-feature microstates (structuralstates.py)
 
-        struct = structural_summary(run_dir, config, r, info["converge_end"])
+        struct = structural_summary(run_dir, config, r, info["converge_end"], featurizer)
         if struct is not None:
             info["structural_round_trips"] = struct
         worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
