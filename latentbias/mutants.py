@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,7 +69,7 @@ def parse_mutation(text: str) -> tuple[str, int, str]:
 
 def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None = None,
            out: str | os.PathLike | None = None, overwrite: bool = False,
-           platform: str = "Reference") -> tuple[Any, np.ndarray]:
+           platform: str = "Reference", seed: int = 1) -> tuple[Any, np.ndarray]:
     """Build a mutant of a structure with PDBFixer: residues replaced, missing side-chain atoms added.
 
     Parameters
@@ -83,6 +84,10 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
         Where to write the mutant PDB (never overwritten unless ``overwrite``).
     platform : str
         OpenMM platform of PDBFixer's minimisation of the rebuilt atoms.
+    seed : int, default 1
+        Random seed of the integrator PDBFixer uses while it places rebuilt atoms (≥ 1: OpenMM reads 0 as "pick
+        one at random") and of the random start positions OpenMM's Modeller gives new hydrogens. Fixed, so the same inputs give the same mutant: without it two runs of one
+        multi-system campaign built different mutants, and everything trained on them differed.
 
     Returns
     -------
@@ -98,6 +103,8 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
     from openmm import app, unit
     from pdbfixer import PDBFixer
 
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 1 <= seed <= 2**31 - 1:
+        raise ValueError(f"seed must be an integer in [1, 2**31 - 1] (0 would mean a random seed), got {seed!r}")
     path = Path(pdb)
     if not path.is_file():
         raise FileNotFoundError(f"structure {path} not found")
@@ -122,8 +129,15 @@ def mutate(pdb: str | os.PathLike, mutations: Sequence[str], chain: str | None =
     fixer.findMissingResidues()
     fixer.missingResidues = {}
     fixer.findMissingAtoms()
-    fixer.addMissingAtoms()
-    fixer.addMissingHydrogens(7.0)
+    fixer.addMissingAtoms(seed=int(seed))
+    # OpenMM's Modeller starts new hydrogens at positions drawn from Python's global ``random`` before it minimises
+    # them: seeded here (and the caller's random state restored) so the same inputs give the same mutant
+    state = random.getstate()
+    try:
+        random.seed(int(seed))
+        fixer.addMissingHydrogens(7.0)
+    finally:
+        random.setstate(state)
     xyz = np.asarray(fixer.positions.value_in_unit(unit.nanometer), dtype=float)
     if out is not None:
         out = Path(out)
