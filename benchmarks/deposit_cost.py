@@ -263,22 +263,28 @@ def opes_breakdown(model: Path, d: int, steps: int, calls: int, cutoff="default"
     return out
 
 
-def interleaved_opes_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
-    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step) for the refit and the local
-    route, the calls of the two runs interleaved. Each run first steps 2500 steps (5 deposits)."""
-    runs = {name: make_opes(model, d, "default", name) for name in ("refit", "local")}
+def _interleaved_medians(runs: dict, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of one step ("NAME step") and of one step followed by a deposit ("NAME
+    deposit") for each (bias, Simulation) of ``runs``, the calls of all runs interleaved so load hits them alike."""
     times: dict[str, list[float]] = {f"{k} {n}": [] for k in runs for n in ("step", "deposit")}
     for _ in range(calls):
-        for name, (opes, sim) in runs.items():
+        for name, (bias, sim) in runs.items():
             t0 = time.thread_time()
             sim.step(1)
             times[f"{name} step"].append(time.thread_time() - t0)
             t0 = time.thread_time()
             sim.step(1)
             sim.currentStep = (sim.currentStep // 500 + 1) * 500
-            opes._deposit(sim)
+            bias._deposit(sim)
             times[f"{name} deposit"].append(time.thread_time() - t0)
-    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+
+
+def interleaved_opes_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step) for the refit and the local
+    route, the calls of the two runs interleaved. Each run first steps 2500 steps (5 deposits)."""
+    runs = {name: make_opes(model, d, "default", name) for name in ("refit", "local")}
+    med = _interleaved_medians(runs, calls)
     return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
         "kernels": runs["local"][0].numKernels}
 
@@ -399,18 +405,7 @@ def interleaved_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float
         sim.context.setPositions(positions)
         meta.step(sim, 2500)
         runs[name] = (meta, sim)
-    times: dict[str, list[float]] = {f"{k} {n}": [] for k in runs for n in ("step", "deposit")}
-    for _ in range(calls):
-        for name, (meta, sim) in runs.items():
-            t0 = time.thread_time()
-            sim.step(1)
-            times[f"{name} step"].append(time.thread_time() - t0)
-            t0 = time.thread_time()
-            sim.step(1)
-            sim.currentStep = (sim.currentStep // 500 + 1) * 500
-            meta._deposit(sim)
-            times[f"{name} deposit"].append(time.thread_time() - t0)
-    med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+    med = _interleaved_medians(runs, calls)
     return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
         "step": float(np.mean([med[f"{name} step"] for name in runs]))}
 
