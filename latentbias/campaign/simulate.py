@@ -24,6 +24,7 @@ from ..export import ModelEvaluationError
 from ..nonfinite import nonfinite_frame_error
 from ..platforms import check_platform
 from ..torchscript_errors import cause_first
+from .instability import check_kinetic_temperature, run_with_retries
 from .records import SegmentRecorder, unbiased_frames
 from .roundbias import ROUND_BIASES, RoundSetup
 from .rundir import RunDirError
@@ -56,11 +57,14 @@ def make_simulation(campaign: Campaign, system: Any, seed: int, properties: dict
 
 
 def record_segment(sim: Any, bias: Any, n_frames: int, save_interval: int, periodic: bool,
-                   on_frame: Callable[[], None] | None = None) -> SegmentRecorder:
+                   on_frame: Callable[[], None] | None = None,
+                   blowup: Callable[[np.ndarray, int], None] | None = None) -> SegmentRecorder:
     """Advance ``sim`` under ``bias`` by ``n_frames`` × ``save_interval`` steps, recording a frame after each
     ``save_interval`` (positions, step, time, box and the bias's observation); ``on_frame`` is called after
     each. Positions that became NaN/inf raise :class:`~latentbias.nonfinite.NonFiniteBiasError` naming the atoms
-    and what the bias's model gives at the last finite frame (:func:`~latentbias.nonfinite.nonfinite_frame_error`)."""
+    and what the bias's model gives at the last finite frame (:func:`~latentbias.nonfinite.nonfinite_frame_error`);
+    ``blowup(velocities nm/ps, step)`` (:func:`~latentbias.campaign.instability.check_kinetic_temperature`) is
+    called on every frame before the bias observes it and raises when the system exploded with finite positions."""
     from openmm import unit
 
     recorder = SegmentRecorder()
@@ -76,11 +80,13 @@ def record_segment(sim: Any, bias: Any, n_frames: int, save_interval: int, perio
                 raise
             raise ModelEvaluationError(f"the biasing force's model failed after step {sim.currentStep}: "
                                        f"{reordered}") from exc
-        state = sim.context.getState(getPositions=True)
+        state = sim.context.getState(getPositions=True, getVelocities=blowup is not None)
         xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
         if not np.all(np.isfinite(xyz)):
             raise nonfinite_frame_error(sim, bias, last, np.asarray(xyz))
+        if blowup is not None:
+            blowup(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond), sim.currentStep)
         recorder.append(xyz, sim.currentStep, state.getTime().value_in_unit(unit.picosecond),
                         bias.observe(sim, xyz, None if box is None else np.asarray(box)), box)
         last = (np.asarray(xyz), None if box is None else np.asarray(box), sim.currentStep)
@@ -131,14 +137,37 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     if removed:
         logger.info("round %d: removed %d files of an interrupted commit", r, len(removed))
     base_system, _, _ = campaign.system()
-    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(base_system))
     seeds = RoundSeeds(cfg.md.seed, r)
     model = campaign.model(r - 1) if r > 0 else None
-    setup = RoundSetup(config=cfg, plan=plan, system=system, model=model,
-                       featurizer=campaign.featurizer() if model is not None else None, seeds=seeds,
-                       initial_bias=run_dir.read_initial_bias(r, plan),
-                       earlier_positions=lambda: campaign.all_frames(r - 1)["positions"])
-    bias = ROUND_BIASES[plan["strategy"]](setup)
+
+    def build() -> tuple[Any, Any]:
+        """A fresh copy of the system with the round's bias added: (system, bias)."""
+        system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(base_system))
+        setup = RoundSetup(config=cfg, plan=plan, system=system, model=model,
+                           featurizer=campaign.featurizer() if model is not None else None, seeds=seeds,
+                           initial_bias=run_dir.read_initial_bias(r, plan),
+                           earlier_positions=lambda: campaign.all_frames(r - 1)["positions"])
+        return system, ROUND_BIASES[plan["strategy"]](setup)
+
+    def start(system: Any, bias: Any, done: int) -> Any:
+        """The round's simulation in the state after ``done`` committed segments (a resume after a kill, or the
+        retry of a segment that blew up, :mod:`~latentbias.campaign.instability`)."""
+        sim = make_simulation(campaign, system, seeds.integrator)
+        if done > 0:
+            restore_state(campaign, sim, r, done - 1)
+            try:
+                run_dir.check_bias_state(run_dir.bias_prefix(r, done - 1))
+                bias.load(run_dir.bias_prefix(r, done - 1))
+            except (OSError, ValueError) as exc:
+                raise RunDirError(f"round {r}: the bias state after segment {done - 1} cannot be restored ({exc}); "
+                                  "the earlier states are gone (only the last committed one is kept): restore the "
+                                  "run directory from a backup, or start again in a new --rundir") from None
+        else:
+            sim.context.setPositions(_start_positions(campaign, r) * unit.nanometer)
+            sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
+        return sim
+
+    system, bias = build()
     bias_groups = bias_force_groups(system, base_system.getNumForces())
     n_seg = plan["segments"]
     if 0 < committed < n_seg:  # killed after a commit: would the round have ended there?
@@ -146,19 +175,8 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
         if reason:
             return end_round_early(campaign, r, committed, reason)
     periodic = system.usesPeriodicBoundaryConditions()
-    sim = make_simulation(campaign, system, seeds.integrator)
-    if committed > 0:
-        restore_state(campaign, sim, r, committed - 1)
-        try:
-            run_dir.check_bias_state(run_dir.bias_prefix(r, committed - 1))
-            bias.load(run_dir.bias_prefix(r, committed - 1))
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"round {r}: the bias state after segment {committed - 1} cannot be restored ({exc}); "
-                              "the earlier states are gone (only the last committed one is kept): restore the run "
-                              "directory from a backup, or start again in a new --rundir") from None
-    else:
-        sim.context.setPositions(_start_positions(campaign, r) * unit.nanometer)
-        sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
+    blowup = check_kinetic_temperature(system, cfg.md.temperature)
+    live = [system, bias, start(system, bias, committed)]
     c = cfg.campaign
     save = frame_interval(cfg, plan)
     per_seg = c.checkpoint_interval // save
@@ -167,8 +185,19 @@ def simulate_round(campaign: Campaign, r: int, committed: int,
     t0 = time.perf_counter()
     stiff_warned = False
     for k in range(committed, n_seg):
-        bias.begin_segment(k, sim)
-        recorder = record_segment(sim, bias, per_seg, save, periodic, lambda: bar.update(save))
+
+        def attempt(factor: float, k: int = k) -> SegmentRecorder:
+            if factor != 1.0:  # a retry: rebuild everything from the last committed state
+                live[0], live[1] = build()
+                live[2] = start(live[0], live[1], k)
+                bar.n = k * c.checkpoint_interval
+            live[2].integrator.setStepSize(cfg.md.timestep * factor * unit.femtosecond)
+            live[1].begin_segment(k, live[2])
+            return record_segment(live[2], live[1], per_seg, save, periodic, lambda: bar.update(save), blowup)
+
+        recorder = run_with_retries(attempt, f"round {r} segment {k}")
+        system, bias, sim = live
+        sim.integrator.setStepSize(cfg.md.timestep * unit.femtosecond)  # the next segment: the configured step
         columns = recorder.columns(bias.kind_of_segment(k))
         columns.update(bias.segment_extras())
         run_dir.commit_segment(r, k, columns, sim.context.createCheckpoint(), bias.save,

@@ -81,6 +81,7 @@ from .execution import WalkerPool, walker_platform_properties
 from .roundbias import ROUND_BIASES, RoundBias, RoundSetup
 from .rundir import RunDir, RunDirError
 from .seeds import RoundSeeds
+from .instability import check_kinetic_temperature, run_with_retries
 from .simulate import end_round_early, assemble_round, frame_interval, make_simulation, record_segment
 
 if TYPE_CHECKING:
@@ -331,36 +332,54 @@ def run_segment(task: SegmentTask) -> SegmentResult:
     continued = (live is not None and live.key == key and live.k == k - 1 and live.checkpoint == task.checkpoint
                  and live.bias_state == task.bias_state)
     seeds = RoundSeeds(cfg.md.seed, r).for_walker(w)
+    plan = view.run_dir.read_plan(r)
+
+    def build() -> tuple[Any, RoundBias, Any]:
+        system, bias = _build_bias(view, cfg, plan, r, w, lambda: view.earlier_positions(r))
+        properties = walker_platform_properties(e, cfg.md.platform, cfg.md.platform_properties, w)
+        return system, bias, make_simulation(view, system, seeds.integrator, properties)
+
     if continued:
         system, bias, sim = live.system, live.bias, live.sim
     else:
         live = None
-        plan = view.run_dir.read_plan(r)
-        system, bias = _build_bias(view, cfg, plan, r, w, lambda: view.earlier_positions(r))
-        properties = walker_platform_properties(e, cfg.md.platform, cfg.md.platform_properties, w)
-        sim = make_simulation(view, system, seeds.integrator, properties)
+        system, bias, sim = build()
+    blowup = check_kinetic_temperature(system, cfg.md.temperature)
     with tempfile.TemporaryDirectory(prefix="latentbias-walker-") as tmp:
         prefix = Path(tmp) / "state"
         if continued:  # the live objects are reused (no rebuild), but the committed state is loaded all the same
             logger.debug("walker %d segment %d continues the live simulation", w, k)
-        if task.checkpoint is not None:  # so a continued segment and a restored one start from identical states
-            sim.context.loadCheckpoint(task.checkpoint)
-            if task.bias_state:
-                for suffix, data in task.bias_state.items():
-                    prefix.with_name(prefix.name + suffix).write_bytes(data)
-                bias.load(prefix)
-        else:
-            sim.context.setPositions(_start_positions(view, r, w) * unit.nanometer)
-            sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
+        holder: list[Any] = [system, bias, sim, None]
+
+        def attempt(factor: float) -> Any:
+            """Segment k from the committed state with the time step x factor (a retry rebuilds everything)."""
+            if factor != 1.0:
+                holder[0], holder[1], holder[2] = build()
+            system, bias, sim = holder[0], holder[1], holder[2]
+            if task.checkpoint is not None:  # so a continued segment and a restored one start from identical states
+                sim.context.loadCheckpoint(task.checkpoint)
+                if task.bias_state:
+                    for suffix, data in task.bias_state.items():
+                        prefix.with_name(prefix.name + suffix).write_bytes(data)
+                    bias.load(prefix)
+            else:
+                sim.context.setPositions(_start_positions(view, r, w) * unit.nanometer)
+                sim.context.setVelocitiesToTemperature(cfg.md.temperature * unit.kelvin, seeds.velocities)
+            sim.integrator.setStepSize(cfg.md.timestep * factor * unit.femtosecond)
+            shared = _shared(bias)
+            holder[3] = None
+            if shared is not None:
+                shared.setOtherWalkers(task.shares)
+                holder[3] = shared.getBias()
+            bias.begin_segment(k, sim)
+            save = frame_interval(cfg, plan)  # [converge] save_interval in the converge phase
+            return record_segment(sim, bias, cfg.campaign.checkpoint_interval // save, save,
+                                  system.usesPeriodicBoundaryConditions(), blowup=blowup)
+
+        recorder = run_with_retries(attempt, f"round {r} segment {k} walker {w}")
+        system, bias, sim, grid_start = holder
+        sim.integrator.setStepSize(cfg.md.timestep * unit.femtosecond)  # the next segment: the configured step
         shared = _shared(bias)
-        grid_start = None
-        if shared is not None:
-            shared.setOtherWalkers(task.shares)
-            grid_start = shared.getBias()
-        bias.begin_segment(k, sim)
-        save = frame_interval(cfg, view.run_dir.read_plan(r))  # [converge] save_interval in the converge phase
-        recorder = record_segment(sim, bias, cfg.campaign.checkpoint_interval // save, save,
-                                  system.usesPeriodicBoundaryConditions())
         columns = recorder.columns(bias.kind_of_segment(k))
         columns.update(bias.segment_extras())
         grid_end = columns.pop("grid_end", None)
