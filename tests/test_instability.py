@@ -194,3 +194,20 @@ def test_a_system_unstable_at_every_step_tried_fails_with_a_clear_error(tmp_path
                        match=r"round 0 segment 0 was run again .* x 0\.5: .* x 0\.25: .*unstable every time.*"
                              r"Shorten \[md\] timestep"):
         Campaign(load_config(config), tmp_path / "run2", progress=False).run()
+
+
+def test_parallel_walkers_retry_their_own_segments(tmp_path):
+    config = _stiff_toy(tmp_path, omega=700.0)
+    config.write_text(config.read_text() + "\n[execution]\nwalkers = 2\n")
+    Campaign(load_config(config), tmp_path / "run", progress=False).run()
+    run_dir = RunDir(tmp_path / "run")
+    seg = [run_dir.read_segment(1, k) for k in range(run_dir.round_segments(1))]
+    walkers = np.concatenate([s["walker"] for s in seg])
+    times = np.concatenate([s["time_ps"] for s in seg])
+    positions = np.concatenate([s["positions"] for s in seg])
+    assert set(walkers.tolist()) == {0, 1} and np.all(np.isfinite(positions))
+    for w in (0, 1):
+        np.testing.assert_allclose(np.diff(times[walkers == w]), 100 * 0.002, rtol=1e-9)  # every segment at 2 fs
+    log = (tmp_path / "run" / "campaign.log").read_text()
+    for w in (0, 1):
+        assert f"round 1 segment 0 walker {w} passed with the time step x 0.5" in log

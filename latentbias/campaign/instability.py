@@ -135,7 +135,7 @@ def check_kinetic_temperature(system: Any, temperature: float) -> KineticTempera
 
 
 def run_with_retries(attempt: Callable[[float], T], where: str,
-                     factors: tuple[float, ...] = RETRY_TIMESTEP_FACTORS) -> T:
+                     factors: tuple[float, ...] = RETRY_TIMESTEP_FACTORS, notes: list[str] | None = None) -> T:
     """Run ``attempt(1.0)``; on an instability run ``attempt(f)`` for each time-step factor f in ``factors``.
 
     Parameters
@@ -147,6 +147,9 @@ def run_with_retries(attempt: Callable[[float], T], where: str,
         Names the segment in messages, e.g. ``"round 3 segment 5"``.
     factors : tuple of float, default RETRY_TIMESTEP_FACTORS
         Time-step factors of the retries, in order.
+    notes : list of str, optional
+        Each warning logged is also appended here (a Dask worker's log does not reach the campaign's log: the
+        walkers' driver logs these).
 
     Returns
     -------
@@ -162,16 +165,21 @@ def run_with_retries(attempt: Callable[[float], T], where: str,
     except INSTABILITIES as exc:
         first = exc
     tried = []
+
+    def warn(message: str) -> None:
+        logger.warning(message)
+        if notes is not None:
+            notes.append(message)
+
     for factor in factors:
-        logger.warning("%s became unstable (%s); running it again from the last committed state with the time step "
-                       "x %g", where, str(first).split(". ")[0], factor)
+        warn(f"{where} became unstable ({str(first).split('. ')[0]}); running it again from the last committed state "
+             f"with the time step x {factor:g}")
         try:
             result = attempt(factor)
         except INSTABILITIES as exc:
             tried.append(f"x {factor:g}: {str(exc).split('. ')[0]}")
             continue
-        logger.warning("%s passed with the time step x %g; the next segment uses the configured step again", where,
-                       factor)
+        warn(f"{where} passed with the time step x {factor:g}; the next segment uses the configured step again")
         return result
     raise type(first)(f"{first} [{where} was run again from its last committed state with the time step "
                       + "; ".join(tried) + ": it became unstable every time. Shorten [md] timestep, make the bias "

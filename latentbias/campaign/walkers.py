@@ -206,6 +206,8 @@ class SegmentResult:
     worker: str | None = None
     continued: bool = False
     share_id: str | None = None
+    #: warnings of the segment's retries after a blow-up (latentbias.campaign.instability), for the driver's log
+    retries: tuple[str, ...] = ()
 
 
 @dataclass
@@ -376,7 +378,8 @@ def run_segment(task: SegmentTask) -> SegmentResult:
             return record_segment(sim, bias, cfg.campaign.checkpoint_interval // save, save,
                                   system.usesPeriodicBoundaryConditions(), blowup=blowup)
 
-        recorder = run_with_retries(attempt, f"round {r} segment {k} walker {w}")
+        notes: list[str] = []
+        recorder = run_with_retries(attempt, f"round {r} segment {k} walker {w}", notes=notes)
         system, bias, sim, grid_start = holder
         sim.integrator.setStepSize(cfg.md.timestep * unit.femtosecond)  # the next segment: the configured step
         shared = _shared(bias)
@@ -394,7 +397,7 @@ def run_segment(task: SegmentTask) -> SegmentResult:
                          share=shared.walkerContribution() if shared is not None else None,
                          grid_start=grid_start, grid_end=grid_end, host=socket.gethostname(), pid=os.getpid(),
                          seconds=time.perf_counter() - t0, worker=_worker_address(), continued=continued,
-                         share_id=shared.walkerId if shared is not None else None)
+                         share_id=shared.walkerId if shared is not None else None, retries=tuple(notes))
 
 
 def _worker_address() -> str | None:
@@ -481,6 +484,8 @@ def simulate_round_walkers(campaign: Campaign, r: int, committed: int, pool: Wal
         futures = [pool.submit(run_segment, t, key=f"latentbias-r{r:03d}-k{k:05d}-w{t.walker:02d}-{token}",
                                worker=home.get(t.walker)) for t in tasks]
         results = sorted(_gather(pool, futures), key=lambda res: res.walker)
+        for note in (note for res in results for note in res.retries):
+            logger.warning("%s", note)  # the worker's own log does not reach the campaign's
         columns = {name: np.concatenate([res.columns[name] for res in results]) for name in results[0].columns}
         new_shares = dict(carried)
         if merged_shared is not None:
