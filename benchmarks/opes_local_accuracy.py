@@ -12,7 +12,13 @@ grid. Both interpolants are evaluated with OpenMM's own splines of the same tabl
 in a ``CustomCompoundBondForce`` on Reference), which is what the Context computes (up to rounding; tested in
 tests/test_opes_local.py).
 
-Run:  python benchmarks/opes_local_accuracy.py [--steps 20000] [--seeds 1 2 3] [--points 300]
+``hermite``: the kernel sum in a Hermite table with the kernels' exact node derivatives
+(``contextUpdate="hermite"``; the table built by the plugin, ``LatentBiasForce.setGridInterpolation("hermite")`` +
+``addGridKernel``, evaluated here with the cubic Hermite patch of ``LatentBiasGrid::evaluateGeneric``; the last column
+checks that evaluation against the run's own Context at its current z). The runs use ``contextUpdate="hermite"``;
+all three interpolants are built from the same kernels.
+
+Run:  python benchmarks/opes_local_accuracy.py [--steps 20000] [--seeds 1 2 3] [--points 300] [--dims 1 2 3]
 """
 
 from __future__ import annotations
@@ -66,20 +72,66 @@ def spline_values(grid, table: np.ndarray, points: np.ndarray, expression: str) 
     return np.array(out)
 
 
-def run(model: Path, d: int, steps: int, seed: int) -> LatentOPES:
+def hermite_table(opes: LatentOPES) -> list[np.ndarray]:
+    """The Hermite table (values, then the node derivatives of masks 1 .. 2^d − 1) that
+    ``LatentBiasForce.setGridInterpolation("hermite")`` builds from ``opes``' kernels: a LatentBiasForce of the same
+    grid (not in a Context), every kernel added with ``addGridKernel``. Arrays of shape grid.shape."""
+    model = opes.model.path if hasattr(opes.model, "path") else opes.model
+    force = type(opes.backend.force)(str(model))
+    for v in opes.variables:
+        force.addGridDimension(v.index, v.minValue, v.maxValue, v.gridWidth, v.periodic)
+    force.setGridInterpolation("hermite")
+    cutoff = 0.0 if opes.kde.cutoff is None else float(opes.kde.cutoff)
+    for c, sg, w in zip(opes.kde.all_centers, opes.kde.all_sigmas, opes.kde.all_weights):
+        force.addGridKernel([float(x) for x in c], [float(x) for x in sg], float(w), cutoff)
+    shape = opes.grid.shape
+    n = int(np.prod(shape))
+    flat = np.concatenate([np.asarray(force.getGridValues()), np.asarray(force.getGridNodeDerivatives())])
+    return [flat[m * n:(m + 1) * n].reshape(shape, order="F") for m in range(2 ** len(shape))]
+
+
+def hermite_values(grid, table: list[np.ndarray], points: np.ndarray) -> np.ndarray:
+    """The tensor-product cubic Hermite interpolant of ``table`` (hermite_table) at ``points`` (n, d): the patch
+    LatentBiasGrid::evaluateGeneric evaluates (cells found as SplineFitter does)."""
+    d = grid.ndim
+    cells, basis = [], []
+    for k, v in enumerate(grid.variables):
+        x = np.array([v.minValue + i * (v.maxValue - v.minValue) / (v.gridWidth - 1) for i in range(v.gridWidth)])
+        u = np.clip(points[:, k], x[0], x[-1])
+        lo = np.clip(np.searchsorted(x, u, side="right") - 1, 0, len(x) - 2)
+        h = x[lo + 1] - x[lo]
+        t = (u - x[lo]) / h
+        b = {(0, 0): 1 - 3 * t**2 + 2 * t**3, (1, 0): 3 * t**2 - 2 * t**3,
+             (0, 1): h * (t - 2 * t**2 + t**3), (1, 1): h * (t**3 - t**2)}
+        cells.append(lo)
+        basis.append(b)
+    out = np.zeros(len(points))
+    for corner in range(2**d):
+        idx = tuple(cells[k] + ((corner >> k) & 1) for k in range(d))
+        for mask in range(2**d):
+            term = table[mask][idx]
+            for k in range(d):
+                term = term * basis[k][((corner >> k) & 1, (mask >> k) & 1)]
+            out += term
+    return out
+
+
+def run(model: Path, d: int, steps: int, seed: int, with_simulation: bool = False):
+    """A ``steps``-step LatentOPES run (contextUpdate="hermite"); returns it (and its Simulation if asked)."""
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
-    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend)
+    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
+                      contextUpdate="hermite")
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(positions)
     sim.context.setVelocitiesToTemperature(300 * unit.kelvin, seed)
     opes.step(sim, steps)
-    return opes
+    return (opes, sim) if with_simulation else opes
 
 
-def errors(opes: LatentOPES, n_points: int, seed: int) -> dict[str, float]:
+def errors(opes: LatentOPES, n_points: int, seed: int, sim=None) -> dict[str, float]:
     kde = opes.kde
     rng = np.random.default_rng(seed)
     pick = rng.integers(kde.num_kernels, size=n_points)
@@ -92,9 +144,16 @@ def errors(opes: LatentOPES, n_points: int, seed: int) -> dict[str, float]:
     exact = opes._biasFromSums(kde.mixture_at(pts, kde.all_centers, kde.all_sigmas, kde.all_weights), zed)
     local = spline_values(opes.grid, kde.grid_sum, pts, f"{a!r}*log(max(T, 0)/{zed!r} + {eps!r})")
     refit = spline_values(opes.grid, opes.getBias(), pts, "T")
+    table = hermite_table(opes)
+    hermite = a * np.log(np.maximum(hermite_values(opes.grid, table, pts), 0.0) / zed + eps)
     spacing = np.array([(v.maxValue - v.minValue) / (v.gridWidth - 1) for v in opes.variables])
     out = {"kernels": kde.num_kernels, "sigma/spacing": float(np.min(kde.all_sigmas / spacing))}
-    for name, v in (("local", local), ("refit", refit)):
+    if sim is not None:  # the run's own Context (contextUpdate="hermite") applies the same interpolant
+        opes.updateContext(sim.context)
+        zc = opes.backend.latent_values(sim.context)
+        mine = a * math.log(max(hermite_values(opes.grid, table, zc[None, :])[0], 0.0) / zed + eps)
+        out["context check"] = abs(mine - opes.backend.energy(sim.context))  # z inside the grid: no wall
+    for name, v in (("local", local), ("refit", refit), ("hermite", hermite)):
         err = v - exact
         out[f"{name} rms"] = float(np.sqrt(np.mean(err**2)))
         out[f"{name} max"] = float(np.abs(err).max())
@@ -106,19 +165,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--points", type=int, default=300)
+    parser.add_argument("--dims", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps per run, "
           f"{args.points} points")
     model = build_model(Path(tempfile.mkdtemp()))
-    print("| d | grid | seed | kernels | min σ / spacing | local: rms | local: max | refit: rms | refit: max |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for d in (1, 2, 3):
+    print("| d | grid | seed | kernels | min σ / spacing | local: rms | local: max | refit: rms | refit: max | "
+          "hermite: rms | hermite: max | Context vs table |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in args.dims:
         shape = "x".join(str(v.gridWidth) for v in variables(np.zeros(3), d))
         for seed in args.seeds:
-            r = errors(run(model, d, args.steps, seed), args.points, seed)
+            opes, sim = run(model, d, args.steps, seed, with_simulation=True)
+            r = errors(opes, args.points, seed, sim)
             print(f"| {d} | {shape} | {seed} | {r['kernels']} | {r['sigma/spacing']:.2f} | {r['local rms']:.4f} | "
-                  f"{r['local max']:.4f} | {r['refit rms']:.4f} | {r['refit max']:.4f} |", flush=True)
+                  f"{r['local max']:.4f} | {r['refit rms']:.4f} | {r['refit max']:.4f} | {r['hermite rms']:.4f} | "
+                  f"{r['hermite max']:.4f} | {r['context check']:.1e} |", flush=True)
     print("errors in kJ/mol against V of the exact kernel sum at the same z (kT = 2.494 kJ/mol).")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 

@@ -86,7 +86,7 @@ from .statefile import read_state_record
 from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
 from .cutoff import opes_default_cutoff
-from .densitygrid import DensityGridLink, supports_density_grid
+from .densitygrid import DensityGridLink, supports_density_grid, supports_hermite_grid
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class LatentOPES:
         estimate only near its centre. ``"default"``: PLUMED's default √(2βΔE/α) (explore: √(2βΔE)), at which the
         shifted-away value e^{−c²/2} is ε, the regularisation of ln(P/Z + ε). None: untruncated Gaussians, as
         openmm-opes.
-    contextUpdate : {"auto", "local", "refit"}, default "refit"
+    contextUpdate : {"auto", "hermite", "local", "refit"}, default "refit"
         How a deposit reaches the Context. ``"local"``: the native force's table holds the kernel sum and the force
         takes the logarithm itself (:mod:`latentbias.bias.densitygrid`): a deposit updates the interpolant only on
         the kernel's support and Z is a Context parameter, no full refit. ``"refit"``: the table holds V on the
@@ -166,7 +166,11 @@ class LatentOPES:
         error against the exact kernel sum 0.013–0.021 kJ/mol, against 0.05–0.08 for ``"local"``; equal within
         0.003 for σ ≥ 2.8 spacings; ``benchmarks/RESULTS.md``), as adaptive σ makes them in long runs; choose
         ``"local"`` for speed on grids fine compared with σ (a d = 3 deposit 1.2 ms instead of 5.5 ms). Either
-        way frames are weighted with the bias the Context applied.
+        way frames are weighted with the bias the Context applied. ``"hermite"``: as ``"local"``, but the table
+        holds the kernel sum with its exact node derivatives (``LatentBiasForce.setGridInterpolation("hermite")``),
+        interpolated by cubic Hermite patches: a deposit touches only its kernels' supports (no spline tails) and
+        the interpolant of the sum is the sum of the kernels' own Hermite interpolants (accuracy and cost in
+        ``benchmarks/RESULTS.md``, section "Hermite tables with exact node derivatives").
     """
 
     def __init__(
@@ -273,21 +277,28 @@ class LatentOPES:
         self._trajectory = None if trajectoryFile is None else DepositTrajectory(trajectoryFile, appendRecord)
         backend_cls = default_grid_backend() if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
-        if contextUpdate not in ("auto", "local", "refit"):
-            raise ValueError(f"contextUpdate must be 'auto', 'local' or 'refit', got {contextUpdate!r}")
+        if contextUpdate not in ("auto", "hermite", "local", "refit"):
+            raise ValueError(f"contextUpdate must be 'auto', 'hermite', 'local' or 'refit', got {contextUpdate!r}")
         # ε = exp(−βΔE/α) must be a normal double for the force's ln(P/Z + ε) (it underflows only for extreme
         # settings, e.g. a temperature of a few K); the refit route works with ln ε alone
         epsilon_ok = self._logEpsilon > math.log(1e-300)
         local = supports_density_grid(self.backend) and epsilon_ok
+        if contextUpdate == "hermite" and not (local and supports_hermite_grid(self.backend)):
+            raise ValueError("contextUpdate='hermite' needs the native LatentBiasForce with setGridInterpolation "
+                             "(build the plugin of this version)" + ("" if epsilon_ok else
+                             f" and epsilon = exp(-barrier/(alpha kT)) = exp({self._logEpsilon:.4g}) above 1e-300")
+                             + "; use 'refit' or 'auto'")
         if contextUpdate == "local" and not local:
             raise ValueError("contextUpdate='local' needs the native LatentBiasForce with setGridLogTransform (build "
                              "the plugin of this version)" + ("" if epsilon_ok else
                              f" and epsilon = exp(-barrier/(alpha kT)) = exp({self._logEpsilon:.4g}) above 1e-300")
                              + "; use 'refit' or 'auto'")
         #: "local" (the Context's table holds the kernel sum, deposits are local) or "refit" (a table of V)
-        self.contextUpdate = "local" if (local and contextUpdate != "refit") else "refit"
-        self._densityLink = (DensityGridLink(self.backend, self.kde, self._alpha * self._kt, math.exp(self._logEpsilon))
-                             if self.contextUpdate == "local" else None)
+        self.contextUpdate = contextUpdate if contextUpdate in ("hermite", "refit") else (
+            "local" if local else "refit")
+        self._densityLink = (DensityGridLink(self.backend, self.kde, self._alpha * self._kt, math.exp(self._logEpsilon),
+                                             "hermite" if self.contextUpdate == "hermite" else "spline")
+                             if self.contextUpdate in ("local", "hermite") else None)
         self._biasGridCurrent = True
         self._contextStale = True
         #: set False to stop depositing kernels (the bias is frozen but still acts); records continue

@@ -31,6 +31,7 @@ void LatentBiasEvaluator::initialize(const LatentBiasForce& force) {
     hasGrid = false;
     gridScaleParameter = force.getGridScaleParameter();
     gridNormalizationParameter = force.getGridNormalizationParameter();
+    gridHermite = force.getGridInterpolation() == "hermite";
     updateParameters(force);
 }
 
@@ -62,6 +63,9 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
     if (force.getGridNormalizationParameter() != gridNormalizationParameter)
         throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid log transform was switched on or "
                               "off or its normalization parameter renamed; that needs a new Context");
+    if ((force.getGridInterpolation() == "hermite") != gridHermite)
+        throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid interpolation changed (\"" +
+                              force.getGridInterpolation() + "\"); that needs a new Context");
     restraints = newRestraints;
     wallForceConstant = force.getWallForceConstant();
     logPrefactor = force.getGridLogPrefactor();
@@ -70,7 +74,16 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
     if (!dims.empty() && hasGrid && force.getGridValuesEpoch() == gridEpoch && deposits.size() >= gridDepositsApplied) {
         // only Gaussians were added since this Context's last update: add them to the interpolant locally
         vector<LatentBiasGrid::DensityKernel> kernels;   // consecutive OPES kernels: one local block update
-        for (size_t i = gridDepositsApplied; i < deposits.size(); i++) {
+        for (size_t i = gridDepositsApplied; i < deposits.size() && gridHermite; i++) {
+            // exact values and node derivatives on each kernel's support, the Force's own arithmetic (so the
+            // Context's table equals the Force's bit for bit)
+            if (deposits[i].densityKernel)
+                grid.addExactDensityKernel({deposits[i].center, deposits[i].width, deposits[i].height,
+                                            deposits[i].cutoff});
+            else
+                grid.addExactGaussian(deposits[i].center, deposits[i].width, deposits[i].height, deposits[i].cutoff);
+        }
+        for (size_t i = gridDepositsApplied; i < deposits.size() && !gridHermite; i++) {
             if (deposits[i].densityKernel) {
                 kernels.push_back({deposits[i].center, deposits[i].width, deposits[i].height, deposits[i].cutoff});
                 if (i + 1 == deposits.size() || !deposits[i + 1].densityKernel) {
@@ -98,7 +111,10 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
         vector<LatentBiasGrid::Axis> axes;
         for (const auto& d : dims)
             axes.push_back({d.minValue, d.maxValue, d.size, d.periodic});
-        grid.initialize(axes, values);
+        if (gridHermite)
+            grid.initializeHermite(axes, values, force.getGridNodeDerivatives());
+        else
+            grid.initialize(axes, values);
         hasGrid = true;
         gridEpoch = force.getGridValuesEpoch();
         gridDepositsApplied = deposits.size();

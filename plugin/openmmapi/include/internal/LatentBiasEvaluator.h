@@ -85,6 +85,7 @@ private:
     std::vector<LatentBiasForce::Restraint> restraints;
     LatentBiasGrid grid;
     bool hasGrid;
+    bool gridHermite = false;          // LatentBiasForce::getGridInterpolation() == "hermite" (fixed per Context)
     long long gridEpoch = -1;          // LatentBiasForce::getGridValuesEpoch() of the values in `grid`
     size_t gridDepositsApplied = 0;    // ... and how many of that epoch's deposits `grid` holds
     double wallForceConstant;
