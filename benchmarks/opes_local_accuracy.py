@@ -14,8 +14,10 @@ tests/test_opes_local.py).
 
 ``hermite``: the kernel sum in a Hermite table with the kernels' exact node derivatives
 (``contextUpdate="hermite"``; the table built by the plugin, ``LatentBiasForce.setGridInterpolation("hermite")`` +
-``addGridKernel``, evaluated here with the cubic Hermite patch of ``LatentBiasGrid::evaluateGeneric``; the last column
-checks that evaluation against the run's own Context at its current z). The runs use ``contextUpdate="hermite"``;
+``addGridKernel``), from which the force takes V's node values and exact node derivatives (chain rule) and
+interpolates V with cubic Hermite patches (``LatentBiasGrid::evaluateLogHermite``), evaluated here in numpy; the last
+column checks that evaluation against the run's own Context at its current z. ``hermite of S``: the logarithm of
+the Hermite patch of S instead (what the force did before the node transform; for comparison). The runs use ``contextUpdate="hermite"``;
 all three interpolants are built from the same kernels.
 
 Run:  python benchmarks/opes_local_accuracy.py [--steps 20000] [--seeds 1 2 3] [--points 300] [--dims 1 2 3]
@@ -90,6 +92,26 @@ def hermite_table(opes: LatentOPES) -> list[np.ndarray]:
     return [flat[m * n:(m + 1) * n].reshape(shape, order="F") for m in range(2 ** len(shape))]
 
 
+def log_table(table: list[np.ndarray], a: float, eps: float, zed: float) -> list[np.ndarray]:
+    """V = a ln(max(S, 0)/Z + ε) and its node derivatives from a Hermite table of S by the chain rule (what the force
+    interpolates on the "hermite" route: LatentBiasGrid::logNodeDerivatives)."""
+    d = int(round(math.log2(len(table))))
+    p = np.maximum(table[0], 0.0)
+    D = p + eps * zed
+    out = [a * np.log(p / zed + eps)]
+    for mask in range(1, 2**d):
+        bits = [1 << k for k in range(d) if mask >> k & 1]
+        if len(bits) == 1:
+            v = table[mask] / D
+        elif len(bits) == 2:
+            v = table[mask] / D - table[bits[0]] * table[bits[1]] / D**2
+        else:
+            v = (table[7] / D - (table[3] * table[4] + table[5] * table[2] + table[6] * table[1]) / D**2
+                 + 2 * table[1] * table[2] * table[4] / D**3)
+        out.append(a * v)
+    return out
+
+
 def hermite_values(grid, table: list[np.ndarray], points: np.ndarray) -> np.ndarray:
     """The tensor-product cubic Hermite interpolant of ``table`` (hermite_table) at ``points`` (n, d): the patch
     LatentBiasGrid::evaluateGeneric evaluates (cells found as SplineFitter does)."""
@@ -145,15 +167,17 @@ def errors(opes: LatentOPES, n_points: int, seed: int, sim=None) -> dict[str, fl
     local = spline_values(opes.grid, kde.grid_sum, pts, f"{a!r}*log(max(T, 0)/{zed!r} + {eps!r})")
     refit = spline_values(opes.grid, opes.getBias(), pts, "T")
     table = hermite_table(opes)
-    hermite = a * np.log(np.maximum(hermite_values(opes.grid, table, pts), 0.0) / zed + eps)
+    hermite_s = a * np.log(np.maximum(hermite_values(opes.grid, table, pts), 0.0) / zed + eps)
+    vtable = log_table(table, a, eps, zed)
+    hermite = hermite_values(opes.grid, vtable, pts)
     spacing = np.array([(v.maxValue - v.minValue) / (v.gridWidth - 1) for v in opes.variables])
     out = {"kernels": kde.num_kernels, "sigma/spacing": float(np.min(kde.all_sigmas / spacing))}
     if sim is not None:  # the run's own Context (contextUpdate="hermite") applies the same interpolant
         opes.updateContext(sim.context)
         zc = opes.backend.latent_values(sim.context)
-        mine = a * math.log(max(hermite_values(opes.grid, table, zc[None, :])[0], 0.0) / zed + eps)
+        mine = hermite_values(opes.grid, vtable, zc[None, :])[0]
         out["context check"] = abs(mine - opes.backend.energy(sim.context))  # z inside the grid: no wall
-    for name, v in (("local", local), ("refit", refit), ("hermite", hermite)):
+    for name, v in (("local", local), ("refit", refit), ("hermite", hermite), ("hermite of S", hermite_s)):
         err = v - exact
         out[f"{name} rms"] = float(np.sqrt(np.mean(err**2)))
         out[f"{name} max"] = float(np.abs(err).max())
@@ -172,8 +196,8 @@ def main() -> None:
           f"{args.points} points")
     model = build_model(Path(tempfile.mkdtemp()))
     print("| d | grid | seed | kernels | min σ / spacing | local: rms | local: max | refit: rms | refit: max | "
-          "hermite: rms | hermite: max | Context vs table |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "hermite: rms | hermite: max | hermite of S: rms | hermite of S: max | Context vs table |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for d in args.dims:
         shape = "x".join(str(v.gridWidth) for v in variables(np.zeros(3), d))
         for seed in args.seeds:
@@ -181,7 +205,8 @@ def main() -> None:
             r = errors(opes, args.points, seed, sim)
             print(f"| {d} | {shape} | {seed} | {r['kernels']} | {r['sigma/spacing']:.2f} | {r['local rms']:.4f} | "
                   f"{r['local max']:.4f} | {r['refit rms']:.4f} | {r['refit max']:.4f} | {r['hermite rms']:.4f} | "
-                  f"{r['hermite max']:.4f} | {r['context check']:.1e} |", flush=True)
+                  f"{r['hermite max']:.4f} | {r['hermite of S rms']:.4f} | {r['hermite of S max']:.4f} | "
+                  f"{r['context check']:.1e} |", flush=True)
     print("errors in kJ/mol against V of the exact kernel sum at the same z (kT = 2.494 kJ/mol).")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 

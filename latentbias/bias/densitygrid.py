@@ -26,10 +26,15 @@ table", measures both against the exact kernel sum). How S is interpolated is ``
   each kernel changes them along whole axes, and a spline of a kernel about one grid spacing wide rings.
 * ``"hermite"`` (``LatentBiasForce.setGridInterpolation("hermite")``): the table holds S and its EXACT node
   derivatives (∂S/∂z_k, ∂²S/∂z_j∂z_k, ∂³S/∂z_0∂z_1∂z_2, those of the kernels' smooth part inside their cutoff, zero
-  outside), interpolated by cubic Hermite patches. A kernel touches only its support (no fit, no tails), and the
-  interpolant of S is the sum of the kernels' own Hermite interpolants. A whole-table push (after a
-  :meth:`KernelDensity.rebuild`, other walkers' kernels, a restart) is the table zeroed and every kernel added again
-  (cost ∝ number of kernels × support, no fit).
+  outside), so a kernel touches only its support (no fit, no tails). The force then interpolates V itself: at the
+  2^d corners of the cell it turns S and its derivatives into V = (α/β) ln(max(S, 0)/N + ε) and V's derivatives
+  (chain rule, N the Context's parameter) and evaluates V's cubic Hermite patch — Hermite interpolation of the exact
+  V with its exact node derivatives, which follows V (≈ a parabola near each kernel) rather than a Gaussian whose
+  relative error the logarithm magnifies. A whole-table push (after a :meth:`KernelDensity.rebuild`, other walkers'
+  kernels, a restart) is the table zeroed and every kernel added again (cost ∝ number of kernels × support, no
+  fit). The truncated kernel's first derivative jumps at its cutoff (by ≤ c e^{−c²/2}/σ of its peak scale); the
+  table holds the inner derivative on the last node inside and zero outside, and the C1 patch spreads the jump over
+  that cell.
 """
 
 from __future__ import annotations

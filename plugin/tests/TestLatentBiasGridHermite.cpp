@@ -2,7 +2,8 @@
  * Hermite tables with exact node derivatives (LatentBiasForce::setGridInterpolation("hermite"), issue 10 item 6):
  * the table of a deposit equals the analytic kernel and its derivatives at every node (central differences of the
  * kernel's definition), 1-3 D, periodic, non-periodic, mixed, metadynamics Gaussians and OPES kernels, truncated and
- * not; the Hermite patch of a Gaussian obeys the cubic Hermite error bound h^4/384 max|f''''|; a Context updated by
+ * not; V = a ln(max(S, 0)/N + eps) and its node derivatives from S's (the OPES transform on a Hermite table) against
+ * central differences of V; the Hermite patch of a Gaussian obeys the cubic Hermite error bound h^4/384 max|f''''|; a Context updated by
  * local deposits equals a new Context bit for bit, and the Force's table the Context's replay bit for bit; forces vs
  * central finite differences (with and without the OPES log transform); setGridValues(values) in "hermite" mode is the
  * spline's interpolant; invalid input; serialization (version 4, checksum, an edited version refused).
@@ -89,8 +90,10 @@ double kernelValue(const Axes& axes, const TestKernel& k, const double* t, doubl
     return r2 < k.cutoff * k.cutoff ? k.height * (exp(-0.5 * r2) - atCut) / norm : 0.0;
 }
 
-/** d^mask of the kernel at t by nested central differences of its definition (step h along each axis). */
-double kernelDerivativeFD(const Axes& axes, const TestKernel& k, const double* t, int mask, bool& near) {
+/** d^mask of the kernel at t by nested central differences of its definition (step h along each axis); with
+ *  logParams {prefactor, epsilon, norm} of prefactor ln(max(kernel, 0)/norm + epsilon) instead. */
+double kernelDerivativeFD(const Axes& axes, const TestKernel& k, const double* t, int mask, bool& near,
+                          const double* logParams = nullptr, double margin = 3e-3) {
     int bits = 0;
     for (size_t d = 0; d < axes.size(); d++)
         bits += (mask >> d) & 1;
@@ -109,7 +112,10 @@ double kernelDerivativeFD(const Axes& axes, const TestKernel& k, const double* t
                     sign = -sign;
             }
         }
-        sum += sign * kernelValue(axes, k, p, 3e-3, near);
+        double value = kernelValue(axes, k, p, margin, near);
+        if (logParams != nullptr)
+            value = logParams[0] * log(max(value, 0.0) / logParams[2] + logParams[1]);
+        sum += sign * value;
     }
     double scale = 1.0;
     for (size_t d = 0; d < axes.size(); d++)
@@ -182,6 +188,69 @@ static void testTableEqualsAnalyticKernel() {
                         msg << "node derivative (mask " << mask << ") " << table[mask][node] << " vs central "
                             << "differences " << fd << " at node " << node << " (" << ndim << "-D, kernel "
                             << (k.density ? "OPES" : "metad") << ", cutoff " << k.cutoff << ")";
+                        throw OpenMMException(msg.str());
+                    }
+                    checked++;
+                }
+            }
+        }
+        ASSERT(checked > 0);
+    }
+}
+
+/** logNodeDerivatives: V = a ln(max(S, 0)/N + eps) and its node derivatives from S's, against central differences of
+ *  V of the kernel's definition at every node (OPES kernels; where V is smooth). */
+static void testLogNodeDerivatives() {
+    int seed = 20;
+    for (const Axes& axes : gridCases()) {
+        int ndim = axes.size(), nmask = 1 << ndim;
+        size_t total = gridSize(axes);
+        int n[3] = {1, 1, 1};
+        for (int d = 0; d < ndim; d++)
+            n[d] = axes[d].size;
+        vector<vector<double> > x;
+        for (const auto& a : axes)
+            x.push_back(LatentBiasGrid::axisPoints(a));
+        int checked = 0;
+        for (TestKernel k : randomKernels(axes, 6, seed++)) {
+            k.density = true;
+            k.height = fabs(k.height);
+            vector<vector<double> > table(nmask, vector<double>(total, 0.0));
+            addToTable(axes, k, table);
+            double peak = k.height;
+            for (int d = 0; d < ndim; d++)
+                peak /= sqrt(2 * M_PI) * k.width[d];
+            const double logParams[3] = {2.3, 1e-3, 0.4 * peak};
+            for (size_t node = 0; node < total; node++) {
+                int idx[3] = {(int) (node % n[0]), (int) (node / n[0] % n[1]), (int) (node / ((size_t) n[0] * n[1]))};
+                double t[3], f[8];
+                for (int d = 0; d < ndim; d++)
+                    t[d] = x[d][idx[d]];
+                for (int mask = 0; mask < nmask; mask++)
+                    f[mask] = table[mask][node];
+                LatentBiasGrid::logNodeDerivatives(ndim, f, logParams[0], logParams[1], logParams[2]);
+                bool near = false;
+                double value = kernelValue(axes, k, t, 3e-3, near);
+                ASSERT_EQUAL_TOL(logParams[0] * log(max(value, 0.0) / logParams[2] + logParams[1]), f[0], 1e-12);
+                for (int mask = 1; mask < nmask; mask++) {
+                    bool nearFD = near;
+                    // near the cut V changes on the scale S/S', much shorter than the width there (S -> 0): central
+                    // differences of step 1e-4 width lose digits within ~0.05 widths of it, which are skipped
+                    double fd = kernelDerivativeFD(axes, k, t, mask, nearFD, logParams, 0.05);
+                    if (nearFD)
+                        continue;
+                    double scale = logParams[0];
+                    int bits = 0;
+                    for (int d = 0; d < ndim; d++)
+                        if ((mask >> d) & 1) {
+                            scale /= k.width[d];
+                            bits++;
+                        }
+                    double tol = bits < 3 ? 1e-5 : 1e-3;   // third order: step 1e-3 width, truncation ~ h^2
+                    if (fabs(fd - f[mask]) > tol * (scale + fabs(fd))) {
+                        stringstream msg;
+                        msg << "log node derivative (mask " << mask << ") " << f[mask] << " vs central differences "
+                            << fd << " at node " << node << " (" << ndim << "-D)";
                         throw OpenMMException(msg.str());
                     }
                     checked++;
@@ -291,8 +360,8 @@ static void testLocalEqualsRebuild(const string& platform) {
             double t[3], g[3];
             for (int k = 0; k < ndim; k++)
                 t[k] = z[k];
-            double s = replay.evaluate(t, g);
-            double expected = logTransform ? 2.3 * log(max(s, 0.0) / 0.7 + 1e-4) : s;
+            // with the log transform: the Hermite patch of V from V's node values and derivatives
+            double expected = logTransform ? replay.evaluateLogHermite(t, g, 2.3, 1e-4, 0.7) : replay.evaluate(t, g);
             ASSERT_EQUAL_TOL(expected, live, 1e-12);
             // the interpolation cannot change in an existing Context
             force->setGridInterpolation("spline");
@@ -399,6 +468,7 @@ int main(int argc, char* argv[]) {
     vector<pair<string, function<void()>>> tests;
     tests.push_back({"exact table equals the analytic kernel and its derivatives", testTableEqualsAnalyticKernel});
     tests.push_back({"Hermite error bound", testHermiteErrorBound});
+    tests.push_back({"log transform of the node derivatives", testLogNodeDerivatives});
     tests.push_back({"setGridValues(values) in hermite mode is the spline", testSplineDerivativesFromValues});
     tests.push_back({"invalid input", testErrors});
     tests.push_back({"serialization", testSerialization});

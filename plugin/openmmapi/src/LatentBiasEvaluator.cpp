@@ -251,8 +251,16 @@ void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<doubl
         // scale*table(...) + walls, like CustomCVBackend's latent_bias_scale parameter
         size_t n = restraints.size();
         double scale = params.size() > 2 * n ? params[2 * n] : 1.0;
-        double table = grid.evaluate(t, grad);
-        if (!gridNormalizationParameter.empty()) {
+        double table;
+        if (gridHermite && !gridNormalizationParameter.empty()) {
+            // OPES on a Hermite table of S: the Hermite interpolant of V itself, its node values and derivatives
+            // those of prefactor * ln(max(S, 0)/N + epsilon) from the exact ones of S (chain rule at each node)
+            double norm = params.size() > 2 * n + 1 ? params[2 * n + 1] : 1.0;
+            table = grid.evaluateLogHermite(t, grad, logPrefactor, logEpsilon, norm);
+        }
+        else
+            table = grid.evaluate(t, grad);
+        if (!gridNormalizationParameter.empty() && !gridHermite) {
             // OPES: prefactor * ln(max(P, 0)/N + epsilon), derivative prefactor * P'/(P + epsilon N) where P > 0
             double norm = params.size() > 2 * n + 1 ? params[2 * n + 1] : 1.0;
             double p = max(table, 0.0);
@@ -284,6 +292,7 @@ void LatentBiasEvaluator::getDeviceBias(DeviceBias& bias) const {
     bias = DeviceBias();
     bias.wallForceConstant = wallForceConstant;
     bias.logTransform = !gridNormalizationParameter.empty();
+    bias.logNodes = bias.logTransform && gridHermite;
     bias.logPrefactor = logPrefactor;
     bias.logEpsilon = logEpsilon;
     if (hasGrid) {

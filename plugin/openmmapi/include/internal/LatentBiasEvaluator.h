@@ -66,6 +66,9 @@ public:
         /** the OPES transform of the grid (LatentBiasForce::setGridLogTransform); its normalization is the last
          *  Context parameter (readParameters) */
         bool logTransform = false;
+        /** with logTransform: the table is a Hermite table of S and the kernel interpolates V from V's node values
+         *  and derivatives (LatentBiasGrid::evaluateLogHermite) instead of taking the log of the interpolated S */
+        bool logNodes = false;
         double logPrefactor = 1.0, logEpsilon = 1.0;
         std::vector<int> restraintComponents;
         std::vector<double> restraintReals;  // per restraint: period, lowerWall, upperWall, wallForceConstant

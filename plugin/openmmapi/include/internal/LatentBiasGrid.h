@@ -152,6 +152,20 @@ public:
      */
     static void addDensityKernelToTable(const std::vector<Axis>& axes, const DensityKernel& kernel,
                                         double* const* arrays, double* mirror = nullptr);
+    /**
+     * Hermite table of a kernel sum S (initializeHermite) only: the cubic Hermite interpolant of
+     * V = prefactor ln(max(S, 0)/norm + epsilon) whose node values and node derivatives are V's, computed at each node
+     * from S and its node derivatives by the chain rule (logNodeDerivatives): with exact node derivatives of S this is
+     * Hermite interpolation of the exact V. Value at t (wrapped / clamped as evaluate()), gradient in grad.
+     */
+    double evaluateLogHermite(const double* t, double* grad, double prefactor, double epsilon, double norm) const;
+    /**
+     * Turn the 2^ndim node derivatives f[mask] of S at one node into those of V = prefactor ln(max(S, 0)/norm +
+     * epsilon): with D = max(S, 0) + epsilon norm, dV = prefactor (S_k / D), d2V = prefactor (S_jk / D - S_j S_k / D^2),
+     * d3V = prefactor (S_xyz / D - (S_xy S_z + S_xz S_y + S_yz S_x) / D^2 + 2 S_x S_y S_z / D^3). Where D is not > 0
+     * (epsilon norm underflowed): the value prefactor ln(epsilon), zero derivatives.
+     */
+    static void logNodeDerivatives(int ndim, double* f, double prefactor, double epsilon, double norm);
     /** addGaussianToTable / addDensityKernelToTable on this grid's Hermite table (initializeHermite first). */
     void addExactGaussian(const std::vector<double>& center, const std::vector<double>& width, double height,
                           double cutoff);
@@ -162,7 +176,8 @@ private:
     void computeAllNodeDerivatives();
     /** Node derivatives of a spline through `t` (one line along `axis`): the same SplineFitter calls as above. */
     std::vector<double> lineDerivative(int axis, const std::vector<double>& t) const;
-    double evaluateGeneric(const double* t, double* grad) const;
+    /** logParams: null, or {prefactor, epsilon, norm} to interpolate V from the node values of S (evaluateLogHermite) */
+    double evaluateGeneric(const double* t, double* grad, const double* logParams = nullptr) const;
     std::vector<Axis> axes;
     std::vector<std::vector<double> > x;   // grid points per axis
     std::vector<double> values;

@@ -202,7 +202,8 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     defines["LB_GRID_TOTAL"] = cc.intToString(checkedSize(gridTotal, "bias grid"));
     defines["LB_NUM_RESTRAINTS"] = cc.intToString(evaluator.getNumRestraints());
     if (bias.logTransform)
-        defines["LB_GRID_LOG"] = "1";   // the OPES transform of the grid (LatentBiasForce::setGridLogTransform)
+        defines[bias.logNodes ? "LB_GRID_LOG_NODES" : "LB_GRID_LOG"] = "1";   // the OPES transform of the grid
+                                                    // (LatentBiasForce::setGridLogTransform; of its Hermite nodes)
     ComputeProgram program = cc.compileProgram(LatentBiasKernelSources::latentBiasNative, defines);
     gatherKernel = program->createKernel("gatherPositions");
     gatherKernel->addArg(cc.getPosq());
