@@ -21,6 +21,7 @@ the Hermite patch of S instead (what the force did before the node transform; fo
 all three interpolants are built from the same kernels.
 
 Run:  python benchmarks/opes_local_accuracy.py [--steps 20000] [--seeds 1 2 3] [--points 300] [--dims 1 2 3]
+      [--compression 1.0] [--noise 1.0]
 """
 
 from __future__ import annotations
@@ -138,12 +139,14 @@ def hermite_values(grid, table: list[np.ndarray], points: np.ndarray) -> np.ndar
     return out
 
 
-def run(model: Path, d: int, steps: int, seed: int, with_simulation: bool = False):
-    """A ``steps``-step LatentOPES run (contextUpdate="hermite"); returns it (and its Simulation if asked)."""
+def run(model: Path, d: int, steps: int, seed: int, with_simulation: bool = False, compression: float = 1.0,
+        noise: float = 1.0):
+    """A ``steps``-step LatentOPES run (contextUpdate="hermite", ``compressionThreshold=compression``); returns it
+    (and its Simulation if asked)."""
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
     opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
-                      contextUpdate="hermite")
+                      contextUpdate="hermite", compressionThreshold=compression)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -153,11 +156,11 @@ def run(model: Path, d: int, steps: int, seed: int, with_simulation: bool = Fals
     return (opes, sim) if with_simulation else opes
 
 
-def errors(opes: LatentOPES, n_points: int, seed: int, sim=None) -> dict[str, float]:
+def errors(opes: LatentOPES, n_points: int, seed: int, sim=None, noise: float = 1.0) -> dict[str, float]:
     kde = opes.kde
     rng = np.random.default_rng(seed)
     pick = rng.integers(kde.num_kernels, size=n_points)
-    pts = kde.all_centers[pick] + rng.standard_normal((n_points, opes.grid.ndim)) * kde.all_sigmas[pick]
+    pts = kde.all_centers[pick] + noise * rng.standard_normal((n_points, opes.grid.ndim)) * kde.all_sigmas[pick]
     lo = np.array([v.minValue for v in opes.variables])
     hi = np.array([v.maxValue for v in opes.variables])
     pts = np.clip(pts, lo + 1e-9, hi - 1e-9)
@@ -190,10 +193,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--points", type=int, default=300)
     parser.add_argument("--dims", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--compression", type=float, default=1.0,
+                        help="compressionThreshold (σ units; smaller keeps more separate kernels)")
+    parser.add_argument("--noise", type=float, default=1.0, help="test points: centre + noise × σ × N(0, 1)")
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps per run, "
-          f"{args.points} points")
+          f"{args.points} points, compressionThreshold {args.compression}, noise {args.noise} σ")
     model = build_model(Path(tempfile.mkdtemp()))
     print("| d | grid | seed | kernels | min σ / spacing | local: rms | local: max | refit: rms | refit: max | "
           "hermite: rms | hermite: max | hermite of S: rms | hermite of S: max | Context vs table |")
@@ -201,8 +207,8 @@ def main() -> None:
     for d in args.dims:
         shape = "x".join(str(v.gridWidth) for v in variables(np.zeros(3), d))
         for seed in args.seeds:
-            opes, sim = run(model, d, args.steps, seed, with_simulation=True)
-            r = errors(opes, args.points, seed, sim)
+            opes, sim = run(model, d, args.steps, seed, with_simulation=True, compression=args.compression)
+            r = errors(opes, args.points, seed, sim, noise=args.noise)
             print(f"| {d} | {shape} | {seed} | {r['kernels']} | {r['sigma/spacing']:.2f} | {r['local rms']:.4f} | "
                   f"{r['local max']:.4f} | {r['refit rms']:.4f} | {r['refit max']:.4f} | {r['hermite rms']:.4f} | "
                   f"{r['hermite max']:.4f} | {r['hermite of S rms']:.4f} | {r['hermite of S max']:.4f} | "
