@@ -328,7 +328,6 @@ def main_opes(args) -> None:
         print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
         for name in names:
             print(f"| {name} | " + " | ".join(f"{breakdowns[d][route][name]:.0f}" for d in (1, 2, 3)) + " |")
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[str, float]:

@@ -238,11 +238,14 @@ def _native_model(tmp_path, ala2):
     return path, top, xyz
 
 
+@pytest.mark.parametrize("kind", ["opes", "metad"])
 @pytest.mark.parametrize("platform,precision", [("CPU", None), ("OpenCL", "double"), ("OpenCL", "mixed")])
-def test_hermite_on_every_platform(tmp_path, ala2, platform, precision):
-    """ala2, a native model, a 3-D Hermite kernel-sum table with the log transform: energies and forces on CPU and
-    OpenCL equal Reference's (double: 1e-8; mixed: energy 1e-4 relative, forces 1e-3 of the largest) before and after
-    local deposits; finite differences (double). The device kernels read the same Hermite table unchanged."""
+def test_hermite_on_every_platform(tmp_path, ala2, platform, precision, kind):
+    """ala2, a native model, a 3-D Hermite table: the kernel sum with the log transform (opes: V interpolated from its
+    node values and derivatives, LB_GRID_LOG_NODES in the device kernel) or metadynamics Gaussians (metad: the device
+    reads the table as it reads a spline's Hermite form). Energies and forces on CPU and OpenCL equal Reference's
+    (double: 1e-8; mixed: energy 1e-4 relative, forces 1e-3 of the largest) before and after local deposits; finite
+    differences (double)."""
     if platform not in _platforms():
         pytest.skip(f"no {platform} platform")
     if platform == "OpenCL" and not openmm.Platform.getPlatformByName("OpenCL").supportsKernels([native.KERNEL_NAME]):
@@ -258,7 +261,10 @@ def test_hermite_on_every_platform(tmp_path, ala2, platform, precision):
                          for i, n in enumerate((17, 15, 13))])
         backend = FusedBackend(path, system, grid, 300.0, forceGroup=2, evaluationPath="native")
         kde = KernelDensity(grid, threshold=1.0, cutoff=3.0)
-        link = DensityGridLink(backend, kde, PREFACTOR, EPSILON, interpolation="hermite")
+        if kind == "opes":
+            link = DensityGridLink(backend, kde, PREFACTOR, EPSILON, interpolation="hermite")
+        else:
+            link = GaussianLink(backend.force, kde)
         rng = np.random.default_rng(4)
         for _ in range(5):
             kde.add(z[:3] + rng.normal(0, 0.1, 3), np.full(3, 0.12), float(rng.uniform(0.5, 2)))
@@ -274,6 +280,7 @@ def test_hermite_on_every_platform(tmp_path, ala2, platform, precision):
     def compare():
         e0, f0 = energy_and_forces(contexts["ref"][0], 1 << 2)
         assert np.abs(f0).max() > 1.0 and e0 > PREFACTOR * math.log(EPSILON) + 1.0  # not flat
+        assert kind == "opes" or e0 > 1.0
         e1, f1 = energy_and_forces(contexts[platform][0], 1 << 2)
         tol_e, tol_f = (1e-8, 1e-8) if precision in (None, "double") else (1e-4, 1e-3)
         assert abs(e1 - e0) <= tol_e * abs(e0)
@@ -291,10 +298,40 @@ def test_hermite_on_every_platform(tmp_path, ala2, platform, precision):
     compare()
 
 
+def _context(system, positions, platform):
+    if platform != "OpenCL":
+        return make_context(system, positions, platform)[0]
+    if not openmm.Platform.getPlatformByName("OpenCL").supportsKernels([native.KERNEL_NAME]):
+        pytest.skip("plugin built without OpenCL kernels")
+    integrator = openmm.VerletIntegrator(0.001)
+    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("OpenCL"), {"Precision": "double"})
+    ctx._keep = integrator
+    ctx.setPositions(positions)
+    return ctx
+
+
+class GaussianLink:
+    """DensityGridLink's push() for metadynamics: the journal's kernels as truncated Gaussians (addGridGaussian) of
+    height 3 x weight in a Hermite table."""
+
+    def __init__(self, force, kde):
+        self.force, self.kde = force, kde
+        kde.journal = []
+        force.setGridInterpolation("hermite")
+
+    def push(self, normalization, context):
+        for center, sigma, weight in self.kde.journal:
+            self.force.addGridGaussian([float(c) for c in center], [float(x) for x in sigma], 3.0 * float(weight),
+                                       math.sqrt(12.5))
+        self.kde.journal.clear()
+        self.force.updateParametersInContext(context)
+
+
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 def test_metadynamics_gaussians_in_a_hermite_table(tmp_path, platform):
     """addGridGaussian in "hermite" mode (truncated and not, periodic and not): forces vs finite differences; a new
-    Context equals the locally updated one bit for bit; the node values equal those of "spline" mode bit for bit
+    Context equals the locally updated one bit for bit; CPU equals Reference (1e-10 / 1e-8; OpenCL:
+    test_hermite_on_every_platform); the node values equal those of "spline" mode bit for bit
     (the same arithmetic) and the derivatives the analytic ones."""
     if platform not in _platforms():
         pytest.skip(f"no {platform} platform")
@@ -311,7 +348,7 @@ def test_metadynamics_gaussians_in_a_hermite_table(tmp_path, platform):
     system = openmm.System()
     system.addParticle(1.0)
     system.addForce(forces["hermite"])
-    ctx, _ = make_context(system, np.array([[0.1, 0.2, 0.0]]), platform)
+    ctx = _context(system, np.array([[0.1, 0.2, 0.0]]), platform)
     gaussians = [([0.1, 0.3], [0.1, 0.4], 1.2, math.sqrt(12.5)), ([-0.2, 3.0], [0.15, 0.3], 0.8, 0.0),
                  ([0.15, -0.1], [0.08, 0.2], -0.3, 2.0)]
     for c, w, h, cut in gaussians:
@@ -338,9 +375,14 @@ def test_metadynamics_gaussians_in_a_hermite_table(tmp_path, platform):
     check_finite_differences(ctx, pos, -1, rtol=1e-5)
     ctx.setPositions(pos)
     e_live, f_live = energy_and_forces(ctx)
-    fresh, _ = make_context(system, pos, platform)
+    fresh = _context(system, pos, platform)
     e_new, f_new = energy_and_forces(fresh)
     assert e_new == e_live and np.array_equal(f_new, f_live)
+    if platform != "Reference":  # the device / CPU kernels read the same Hermite table as Reference
+        ref = _context(system, pos, "Reference")
+        e_ref, f_ref = energy_and_forces(ref)
+        assert e_live == pytest.approx(e_ref, rel=1e-10, abs=1e-10)
+        np.testing.assert_allclose(f_live, f_ref, rtol=0, atol=1e-8 * max(1.0, np.abs(f_ref).max()))
 
 
 def test_interpolation_api_and_xml_round_trip(tmp_path):
