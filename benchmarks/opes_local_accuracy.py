@@ -1,14 +1,14 @@
-"""How well the Context's OPES bias follows the exact kernel sum: the local route vs the refit route.
+"""How well the Context's OPES bias follows the exact kernel sum: the local, refit and hermite routes.
 
-``LatentOPES(contextUpdate="local")`` (the default with the native plugin) interpolates the kernel sum S with the
+``LatentOPES(contextUpdate="local")`` interpolates the kernel sum S with the
 force's cubic spline and takes V = (α/β) ln(max(S, 0)/Z + ε) of the interpolated value; ``contextUpdate="refit"``
 interpolates V itself (a spline of the node values of V). Both pass through V at the grid nodes. Between nodes each
 differs from the exact V(z) = (α/β) ln(S_exact(z)/Z + ε), S_exact the kernel sum evaluated at z
-(``KernelDensity.mixture_at``), by its interpolation error. This script measures both errors on the kernels of real
+(``KernelDensity.mixture_at``), by its interpolation error. This script measures the errors on the kernels of real
 runs: ala2 in vacuum, Reference, the d = 1, 2, 3 encoder and grids of benchmarks/overhead.py (200, 100 × 100, 32³
 points), OPES-METAD (barrier 30 kJ/mol, pace 500, default truncated kernels), ``--steps`` steps per run and seed.
-Test points: kernel centres plus Gaussian noise of one kernel width (where the sampled density is), clipped into the
-grid. Both interpolants are evaluated with OpenMM's own splines of the same tables (``Continuous{1,2,3}DFunction``
+Test points: kernel centres plus Gaussian noise of ``--noise`` kernel widths (where the sampled density is), clipped
+into the grid. The two spline routes are evaluated with OpenMM's own splines of the same tables (``Continuous{1,2,3}DFunction``
 in a ``CustomCompoundBondForce`` on Reference), which is what the Context computes (up to rounding; tested in
 tests/test_opes_local.py).
 
@@ -17,8 +17,8 @@ tests/test_opes_local.py).
 ``addGridKernel``), from which the force takes V's node values and exact node derivatives (chain rule) and
 interpolates V with cubic Hermite patches (``LatentBiasGrid::evaluateLogHermite``), evaluated here in numpy; the last
 column checks that evaluation against the run's own Context at its current z. ``hermite of S``: the logarithm of
-the Hermite patch of S instead (what the force did before the node transform; for comparison). The runs use ``contextUpdate="hermite"``;
-all three interpolants are built from the same kernels.
+the Hermite patch of S instead (what the force did before the node transform; for comparison). The runs use
+``contextUpdate="hermite"``; all interpolants are built from the same kernels.
 
 Run:  python benchmarks/opes_local_accuracy.py [--steps 20000] [--seeds 1 2 3] [--points 300] [--dims 1 2 3]
       [--compression 1.0] [--noise 1.0]

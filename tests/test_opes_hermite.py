@@ -23,7 +23,6 @@ import math
 import numpy as np
 import openmm
 import pytest
-from openmm import unit
 
 import latentbias as lb
 from latentbias import native

@@ -158,8 +158,8 @@ class LatentOPES:
         openmm-opes.
     contextUpdate : {"auto", "hermite", "local", "refit"}, default "auto"
         How a deposit reaches the Context. ``"hermite"``: the native force's table holds the kernel sum S with its
-        exact node derivatives (``LatentBiasForce.setGridInterpolation("hermite")``; :mod:`latentbias.bias.densitygrid`):
-        a deposit adds its kernels' exact values and derivatives on their supports only, Z is a Context parameter,
+        exact node derivatives (``LatentBiasForce.setGridInterpolation("hermite")``;
+        :mod:`latentbias.bias.densitygrid`): a deposit adds its kernels' exact values and derivatives on their supports only, Z is a Context parameter,
         and the force interpolates V = (α/β) ln(max(S, 0)/Z + ε) by cubic Hermite patches through V's exact node
         values and derivatives (no fit anywhere). ``"local"``: the table holds S as OpenMM's cubic spline (its
         global node derivatives updated along whole axes) and the force takes the logarithm of the interpolated S.
