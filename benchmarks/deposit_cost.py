@@ -21,7 +21,9 @@ default truncated kernels), the two ways a deposit reaches the Context side by s
 ``contextUpdate="refit"`` (the table holds V = (α/β) ln(P/Z + ε), recomputed on the whole grid and pushed with
 ``setGridValues``: a full spline refit, the behaviour before) and ``contextUpdate="local"`` (the table holds the
 kernel sum, the force takes the logarithm, a deposit is ``addGridKernel`` on the kernel's support + Z as a Context
-parameter; :mod:`latentbias.bias.densitygrid`). Per d: µs/step (best of ``--repeats`` × ``--steps``) static
+parameter; :mod:`latentbias.bias.densitygrid`), and ``contextUpdate="hermite"`` (as local, the table a Hermite
+table with the kernels' exact node derivatives: ``addGridKernel`` touches only the kernel's support; ``--routes``
+picks the routes). Per d: µs/step (best of ``--repeats`` × ``--steps``) static
 (depositions off), refit, local; the cost of one deposit as the median of ``--calls`` deposits of each route with
 the calls interleaved (deposit = (one step + deposit) − one step; % of 500 static steps, issue 10's target < 2 %
 at d = 3); and the local deposit by parts (thread CPU time, medians): z and V(z) read back from the Context, c(t),
@@ -43,6 +45,7 @@ must end with the same bias grid (bit for bit), the same Context energy and the 
 to 1e-9: their window sums are taken in another order); the script stops otherwise.
 
 Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved] [--steps 10000] [--repeats 3] [--calls 20]
+      [--routes refit local hermite]   (--repeats 0 with --method opes: no step-rate columns, interleaved only)
 """
 
 from __future__ import annotations
@@ -238,9 +241,10 @@ def median_thread_times_us(parts: dict, calls: int) -> dict:
     return out
 
 
-def opes_breakdown(model: Path, d: int, steps: int, calls: int, cutoff="default") -> dict[str, float]:
-    """Thread CPU time (µs, median of ``calls``) of the parts of one local OPES deposit, after ``steps`` steps."""
-    opes, sim = make_opes(model, d, cutoff, "local")
+def opes_breakdown(model: Path, d: int, steps: int, calls: int, cutoff="default", route="local") -> dict[str, float]:
+    """Thread CPU time (µs, median of ``calls``) of the parts of one OPES deposit on ``route`` ("local" or
+    "hermite"), after ``steps`` steps."""
+    opes, sim = make_opes(model, d, cutoff, route)
     opes.step(sim, steps)
     z = opes.backend.latent_values(sim.context)
 
@@ -280,38 +284,50 @@ def _interleaved_medians(runs: dict, calls: int) -> dict[str, float]:
     return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
 
 
-def interleaved_opes_deposit_cost(model: Path, d: int, calls: int) -> dict[str, float]:
-    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step) for the refit and the local
-    route, the calls of the two runs interleaved. Each run first steps 2500 steps (5 deposits)."""
-    runs = {name: make_opes(model, d, "default", name) for name in ("refit", "local")}
+def interleaved_opes_deposit_cost(model: Path, d: int, calls: int,
+                                  routes: tuple[str, ...] = ("refit", "local")) -> dict[str, float]:
+    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step) for each of ``routes``
+    (``contextUpdate`` values), the calls of the runs interleaved. Each run first steps 2500 steps (5 deposits)."""
+    runs = {name: make_opes(model, d, "default", name) for name in routes}
     med = _interleaved_medians(runs, calls)
     return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
-        "kernels": runs["local"][0].numKernels}
+        "step": float(np.median([med[f"{name} step"] for name in runs])),
+        "kernels": runs[routes[-1]][0].numKernels}
 
 
 def main_opes(args) -> None:
     model = model_path(args)
-    print("| d | grid | static µs/step | refit µs/step | cost | local µs/step | cost | deposit, refit µs | "
-          "per 500 steps | deposit, local µs | per 500 steps | kernels |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    routes = tuple(args.routes)
+    head = "| d | grid | static µs/step |"
+    for name in routes:
+        head += (f" {name} µs/step | cost |" if args.repeats > 0 else "") + f" deposit, {name} µs | per 500 steps |"
+    print(head + " kernels |")
+    print("|---|---|---:|" + "---:|" * ((4 if args.repeats > 0 else 2) * len(routes)) + "---:|")
     breakdowns = {}
     for d in (1, 2, 3):
         shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
         best = {}
-        for name, deposit, route in (("static", False, "local"), ("refit", True, "refit"), ("local", True, "local")):
-            best[name] = min(time_opes(model, d, deposit, args.steps, "default", route) for _ in range(args.repeats))
-        r = interleaved_opes_deposit_cost(model, d, args.calls)
-        per = 500 * best["static"]
-        cost = {k: 100 * (best[k] - best["static"]) / best["static"] for k in ("refit", "local")}
-        print(f"| {d} | {shape} | {best['static']:.1f} | {best['refit']:.1f} | {cost['refit']:+.1f} % | "
-              f"{best['local']:.1f} | {cost['local']:+.1f} % | {r['refit']:.0f} | {100 * r['refit'] / per:.1f} % | "
-              f"{r['local']:.0f} | {100 * r['local'] / per:.1f} % | {r['kernels']} |", flush=True)
-        breakdowns[d] = opes_breakdown(model, d, args.steps, args.calls)
-    print("\nOne local OPES deposit by parts, thread CPU time (µs, median of", args.calls, "calls):\n")
-    names = [k for k in breakdowns[1] if k != "kernels"]
-    print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
-    for name in names:
-        print(f"| {name} | " + " | ".join(f"{breakdowns[d][name]:.0f}" for d in (1, 2, 3)) + " |")
+        if args.repeats > 0:
+            for name, deposit, route in (("static", False, "local"),) + tuple((r, True, r) for r in routes):
+                best[name] = min(time_opes(model, d, deposit, args.steps, "default", route)
+                                 for _ in range(args.repeats))
+        r = interleaved_opes_deposit_cost(model, d, args.calls, routes)
+        static = best.get("static", r["step"])
+        per = 500 * static
+        row = f"| {d} | {shape} | {static:.1f} |"
+        for name in routes:
+            if args.repeats > 0:
+                row += f" {best[name]:.1f} | {100 * (best[name] - static) / static:+.1f} % |"
+            row += f" {r[name]:.0f} | {100 * r[name] / per:.1f} % |"
+        print(row + f" {r['kernels']} |", flush=True)
+        breakdowns[d] = {route: opes_breakdown(model, d, args.steps, args.calls, route=route)
+                         for route in routes if route in ("local", "hermite")}
+    for route in [r for r in routes if r in ("local", "hermite")]:
+        print(f"\nOne {route} OPES deposit by parts, thread CPU time (µs, median of", args.calls, "calls):\n")
+        names = [k for k in breakdowns[1][route] if k != "kernels"]
+        print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
+        for name in names:
+            print(f"| {name} | " + " | ".join(f"{breakdowns[d][route][name]:.0f}" for d in (1, 2, 3)) + " |")
 
 
 def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[str, float]:
@@ -481,6 +497,9 @@ def main() -> None:
                         help="interleaved: only the per-deposit cost of metadynamics, full vs cut Gaussians, "
                              "old vs new deposit path, d = 1-3, calls of the four runs interleaved")
     parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
+    parser.add_argument("--routes", nargs="+", default=["refit", "local", "hermite"],
+                        choices=["refit", "local", "hermite"],
+                        help="--method opes: LatentOPES contextUpdate routes compared (interleaved)")
     args = parser.parse_args()
     print(f"{datetime.date.today()} · {pyplatform.node()} · {os.cpu_count()} cores · load {os.getloadavg()[0]:.1f} · "
           f"openmm {openmm.__version__} · latentbias {lb.__version__} · Reference, {args.steps} steps x "

@@ -93,15 +93,18 @@ def test_deposit_cost_opes_breakdown_runs(ala2_model):
 
 def test_deposit_cost_opes_routes_interleaved_runs(ala2_model):
     model, _ = ala2_model
-    out = load("deposit_cost").interleaved_opes_deposit_cost(model, 1, 2)
-    assert set(out) == {"refit", "local", "kernels"} and out["kernels"] >= 1
+    out = load("deposit_cost").interleaved_opes_deposit_cost(model, 1, 2, ("refit", "local", "hermite"))
+    assert set(out) == {"refit", "local", "hermite", "step", "kernels"} and out["kernels"] >= 1
 
 
 def test_opes_local_accuracy_runs(ala2_model):
     model, _ = ala2_model
     bench = load("opes_local_accuracy")
-    r = bench.errors(bench.run(model, 1, 1500, 1), 20, 1)
+    opes, sim = bench.run(model, 1, 1500, 1, with_simulation=True)
+    r = bench.errors(opes, 20, 1, sim)
     assert r["kernels"] >= 1 and 0 <= r["local rms"] < 0.1 and 0 <= r["refit rms"] < 0.1
+    assert 0 <= r["hermite rms"] < 0.1
+    assert r["context check"] < 1e-8  # the benchmark's Hermite evaluation is what the Context applies
 
 
 def test_deposit_cost_interleaved_runs(ala2_model):

@@ -55,9 +55,13 @@ def test_signature_mismatch_and_missing_kernel_are_reported():
 
 
 def test_host_defines_are_the_ones_the_check_sets():
-    assert ck.host_define_names() == set(ck.native_defines(True, 2, 1, "single", True))
+    assert ck.host_define_names() == (set(ck.native_defines(True, 2, 1, "single", True))
+                                      | set(ck.native_defines(True, 2, 1, "single", "nodes")))
     assert "LB_PERIODIC" not in ck.native_defines(False, 2, 1, "single")
     assert "LB_GRID_LOG" not in ck.native_defines(True, 2, 1, "single")  # only with the OPES log transform
+    # the log transform of a Hermite table's nodes replaces LB_GRID_LOG
+    nodes = ck.native_defines(True, 2, 1, "single", "nodes")
+    assert "LB_GRID_LOG_NODES" in nodes and "LB_GRID_LOG" not in nodes
 
 
 def test_libtorch_kernel_string_is_found():

@@ -216,7 +216,7 @@ def test_log_transform_on_every_platform(tmp_path, ala2, platform, precision):
 # ------------------------------------------------------------------------------------------------ LatentOPES
 
 
-def make_opes(tmp_path, d=2, contextUpdate="auto", seed=3, **kw):
+def make_opes(tmp_path, d=2, contextUpdate="local", seed=3, **kw):
     model = tmp_path / f"x{d}.pt"
     if not model.exists():
         identity_model(model, 1, d)
@@ -229,7 +229,7 @@ def make_opes(tmp_path, d=2, contextUpdate="auto", seed=3, **kw):
     return opes, sim, system
 
 
-def test_local_route_is_the_default_and_records_the_acting_bias(tmp_path):
+def test_local_route_records_the_acting_bias(tmp_path):
     opes, sim, _ = make_opes(tmp_path)
     assert opes.contextUpdate == "local" and supports_density_grid(opes.backend)
     opes.step(sim, 3000)

@@ -47,12 +47,14 @@ available as a convergence diagnostic / alternative, and so is PLUMED's recommen
 The bias is tabulated on the grid of the LatentVariables and applied through the same backend as
 :class:`~latentbias.bias.metadynamics.LatentMetadynamics` — the native fused ``LatentBiasForce`` when the plugin is
 built, else a CustomCVForce — with harmonic walls beyond non-periodic grid edges. With the native plugin and
-``contextUpdate="local"`` (or ``"auto"``) the Context's table holds the kernel sum and the force evaluates
-(α/β) ln(max(P, 0)/Z + ε) of its spline, Z a Context parameter, so a deposit updates the interpolant only on the
-kernel's support (:mod:`latentbias.bias.densitygrid`); otherwise (``"refit"``, the default) the table holds V on
-the grid and is replaced after every deposit (``setGridValues``: a full spline refit). The acting bias is the interpolated bias
+``contextUpdate="hermite"`` (what ``"auto"``, the default, takes) the Context's table holds the kernel sum with its
+exact node derivatives and the force interpolates (α/β) ln(max(P, 0)/Z + ε) by Hermite patches through its exact
+node values and derivatives, Z a Context parameter, so a deposit changes the table only on the kernel's support
+(:mod:`latentbias.bias.densitygrid`; ``"local"``: the same with OpenMM's spline of the kernel sum); with
+``"refit"`` (or without the native plugin) the table holds V on the grid and is replaced after every deposit
+(``setGridValues``: a full spline refit). The acting bias is the interpolated bias
 (what the sampling feels, and what weights a kernel; the walls do not enter kernel weights, so P_n estimates the
-wall-restricted distribution, which is the same inside the grid); the two routes agree at the grid nodes and
+wall-restricted distribution, which is the same inside the grid); the routes agree at the grid nodes and
 differ between them by their interpolation errors (``benchmarks/RESULTS.md``); keep the grid spacing no coarser
 than the shrunk σ (``getSigma()``).
 
@@ -86,7 +88,7 @@ from .statefile import read_state_record
 from .trajectory import DepositTrajectory
 from .kernels import KernelDensity
 from .cutoff import opes_default_cutoff
-from .densitygrid import DensityGridLink, supports_density_grid
+from .densitygrid import DensityGridLink, supports_density_grid, supports_hermite_grid
 
 logger = logging.getLogger(__name__)
 
@@ -154,19 +156,20 @@ class LatentOPES:
         estimate only near its centre. ``"default"``: PLUMED's default √(2βΔE/α) (explore: √(2βΔE)), at which the
         shifted-away value e^{−c²/2} is ε, the regularisation of ln(P/Z + ε). None: untruncated Gaussians, as
         openmm-opes.
-    contextUpdate : {"auto", "local", "refit"}, default "refit"
-        How a deposit reaches the Context. ``"local"``: the native force's table holds the kernel sum and the force
-        takes the logarithm itself (:mod:`latentbias.bias.densitygrid`): a deposit updates the interpolant only on
-        the kernel's support and Z is a Context parameter, no full refit. ``"refit"``: the table holds V on the
-        grid, pushed as a whole after every deposit (``setGridValues``, a full spline refit; every backend).
-        ``"auto"``: ``"local"`` when the backend supports it (the native plugin of this version), else
-        ``"refit"``. The two interpolate differently between grid nodes (a spline of the kernel sum, then the
-        logarithm, vs a spline of V); they agree at the nodes. ``"refit"`` is the default because its interpolant
-        is the more accurate one when the kernels are about one grid spacing wide (d = 3, σ ≈ 1 spacing: rms
-        error against the exact kernel sum 0.013–0.021 kJ/mol, against 0.05–0.08 for ``"local"``; equal within
-        0.003 for σ ≥ 2.8 spacings; ``benchmarks/RESULTS.md``), as adaptive σ makes them in long runs; choose
-        ``"local"`` for speed on grids fine compared with σ (a d = 3 deposit 1.2 ms instead of 5.5 ms). Either
-        way frames are weighted with the bias the Context applied.
+    contextUpdate : {"auto", "hermite", "local", "refit"}, default "auto"
+        How a deposit reaches the Context. ``"hermite"``: the native force's table holds the kernel sum S with its
+        exact node derivatives (``LatentBiasForce.setGridInterpolation("hermite")``;
+        :mod:`latentbias.bias.densitygrid`): a deposit adds its kernels' exact values and derivatives on their supports only, Z is a Context parameter,
+        and the force interpolates V = (α/β) ln(max(S, 0)/Z + ε) by cubic Hermite patches through V's exact node
+        values and derivatives (no fit anywhere). ``"local"``: the table holds S as OpenMM's cubic spline (its
+        global node derivatives updated along whole axes) and the force takes the logarithm of the interpolated S.
+        ``"refit"``: the table holds V on the grid, pushed as a whole after every deposit (``setGridValues``, a full
+        spline refit; every backend). ``"auto"``: ``"hermite"`` when the backend supports it (the native plugin of
+        this version), else ``"refit"``. All agree at the grid nodes; between nodes ``"hermite"`` is the most
+        accurate (ala2, d = 3, σ ≈ 0.9–1 grid spacing, 12–30 kernels: rms error against the exact kernel-sum V
+        0.004–0.013 kJ/mol, refit 0.018–0.046, local 0.13–0.27; ``benchmarks/RESULTS.md``, section "Hermite tables
+        with exact node derivatives") and the cheapest (a d = 3 deposit ~0.6 ms, refit ~4 ms, local ~1.2 ms).
+        Either way frames are weighted with the bias the Context applied.
     """
 
     def __init__(
@@ -193,7 +196,7 @@ class LatentOPES:
         forceGroup: int | None = None,
         backend: type[GridBiasBackend] | None = None,
         kernelCutoff: float | str | None = "default",
-        contextUpdate: str = "refit",
+        contextUpdate: str = "auto",
     ):
         from openmm import unit
 
@@ -273,21 +276,30 @@ class LatentOPES:
         self._trajectory = None if trajectoryFile is None else DepositTrajectory(trajectoryFile, appendRecord)
         backend_cls = default_grid_backend() if backend is None else backend
         self.backend = backend_cls(self.model, system, self.grid, wallForceConstant, forceGroup)
-        if contextUpdate not in ("auto", "local", "refit"):
-            raise ValueError(f"contextUpdate must be 'auto', 'local' or 'refit', got {contextUpdate!r}")
+        if contextUpdate not in ("auto", "hermite", "local", "refit"):
+            raise ValueError(f"contextUpdate must be 'auto', 'hermite', 'local' or 'refit', got {contextUpdate!r}")
         # ε = exp(−βΔE/α) must be a normal double for the force's ln(P/Z + ε) (it underflows only for extreme
         # settings, e.g. a temperature of a few K); the refit route works with ln ε alone
         epsilon_ok = self._logEpsilon > math.log(1e-300)
         local = supports_density_grid(self.backend) and epsilon_ok
+        if contextUpdate == "hermite" and not (local and supports_hermite_grid(self.backend)):
+            raise ValueError("contextUpdate='hermite' needs the native LatentBiasForce with setGridInterpolation "
+                             "(build the plugin of this version)" + ("" if epsilon_ok else
+                             f" and epsilon = exp(-barrier/(alpha kT)) = exp({self._logEpsilon:.4g}) above 1e-300")
+                             + "; use 'refit' or 'auto'")
         if contextUpdate == "local" and not local:
             raise ValueError("contextUpdate='local' needs the native LatentBiasForce with setGridLogTransform (build "
                              "the plugin of this version)" + ("" if epsilon_ok else
                              f" and epsilon = exp(-barrier/(alpha kT)) = exp({self._logEpsilon:.4g}) above 1e-300")
                              + "; use 'refit' or 'auto'")
-        #: "local" (the Context's table holds the kernel sum, deposits are local) or "refit" (a table of V)
-        self.contextUpdate = "local" if (local and contextUpdate != "refit") else "refit"
-        self._densityLink = (DensityGridLink(self.backend, self.kde, self._alpha * self._kt, math.exp(self._logEpsilon))
-                             if self.contextUpdate == "local" else None)
+        #: "hermite" / "local" (the Context's table holds the kernel sum, deposits are local) or "refit" (a table of V)
+        if contextUpdate == "auto":
+            self.contextUpdate = "hermite" if (local and supports_hermite_grid(self.backend)) else "refit"
+        else:
+            self.contextUpdate = contextUpdate
+        self._densityLink = (DensityGridLink(self.backend, self.kde, self._alpha * self._kt, math.exp(self._logEpsilon),
+                                             "hermite" if self.contextUpdate == "hermite" else "spline")
+                             if self.contextUpdate in ("local", "hermite") else None)
         self._biasGridCurrent = True
         self._contextStale = True
         #: set False to stop depositing kernels (the bias is frozen but still acts); records continue
@@ -535,7 +547,7 @@ class LatentOPES:
             self._coarseGridWarned = True
             needed = [int(np.ceil((a[-1] - a[0]) / sk)) + 1 for a, sk in zip(axes, sigma)]
             logger.warning("OPES kernel width %s is now below the grid spacing %s after %d deposits: the acting bias "
-                           "(a spline through the grid values) no longer resolves single kernels, so it follows the "
+                           "(interpolated between the grid nodes) no longer resolves single kernels, so it follows the "
                            "OPES estimate only coarsely (reweighting is unaffected). Use more grid points (about %s "
                            "per variable for the current width; kernels keep shrinking as N_eff grows).",
                            np.array2string(sigma, precision=3), np.array2string(spacing, precision=3),

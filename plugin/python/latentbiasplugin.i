@@ -108,6 +108,10 @@ public:
     void addGridGaussian(const std::vector<double>& center, const std::vector<double>& width, double height,
                          double cutoff=0.0);
     const std::vector<double>& getGridValues() const;
+    void setGridInterpolation(const std::string& interpolation);
+    const std::string& getGridInterpolation() const;
+    void setGridValues(const std::vector<double>& values, const std::vector<double>& nodeDerivatives);
+    const std::vector<double>& getGridNodeDerivatives() const;
     void setWallForceConstant(double k);
     double getWallForceConstant() const;
     void setGridScaleParameter(const std::string& name, double defaultValue=1.0);

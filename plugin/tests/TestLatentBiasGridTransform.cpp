@@ -311,8 +311,8 @@ static void testSerialization() {
     expectThrow([&] { stringstream in(edited); delete XmlSerializer::deserialize<LatentBiasForce>(in); }, "checksum");
     string downgraded = replaced("version=\"3\"", "version=\"2\"");
     expectThrow([&] { stringstream in(downgraded); delete XmlSerializer::deserialize<LatentBiasForce>(in); }, "version was edited");
-    string future = replaced("version=\"3\"", "version=\"4\"");
-    expectThrow([&] { stringstream in(future); delete XmlSerializer::deserialize<LatentBiasForce>(in); }, "reads 1 to 3");
+    string future = replaced("version=\"3\"", "version=\"5\"");
+    expectThrow([&] { stringstream in(future); delete XmlSerializer::deserialize<LatentBiasForce>(in); }, "reads 1 to 4");
 }
 
 int main(int argc, char* argv[]) {

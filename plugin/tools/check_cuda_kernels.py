@@ -73,6 +73,10 @@ NATIVE_VARIANTS = [
     ("periodic_grid3_restraints", True, 3, 2, False),
     ("nonperiodic_grid1_log", False, 1, 0, True),
     ("periodic_grid3_log_restraints", True, 3, 2, True),
+    # the log transform of a Hermite table's nodes (LatentBiasForce::setGridInterpolation("hermite") + OPES)
+    ("nonperiodic_grid1_lognodes", False, 1, 0, "nodes"),
+    ("nonperiodic_grid2_lognodes", False, 2, 0, "nodes"),
+    ("periodic_grid3_lognodes_restraints", True, 3, 2, "nodes"),
 ]
 
 
@@ -278,14 +282,16 @@ def host_define_names() -> set[str]:
 
 
 def native_defines(periodic: bool, grid_dims: int, restraints: int, precision: str,
-                   log_transform: bool = False) -> dict[str, str]:
+                   log_transform: bool | str = False) -> dict[str, str]:
     d = {"LB_NUM_ATOMS": "22", "LB_PADDED_NUM_ATOMS": "32", "LB_NUM_BLOCKS": "1", "LB_NUM_LAYERS": "3",
          "LB_NUM_FEATURES": "45", "LB_LATENT_DIM": str(max(2, grid_dims)),
          "LB_EPS": "1e-17" if precision == "double" else "1e-7f", "LB_GRID_DIMS": str(grid_dims),
          "LB_GRID_TOTAL": str(41 ** grid_dims if grid_dims else 0), "LB_NUM_RESTRAINTS": str(restraints)}
     if periodic:
         d["LB_PERIODIC"] = "1"
-    if log_transform:
+    if log_transform == "nodes":
+        d["LB_GRID_LOG_NODES"] = "1"
+    elif log_transform:
         d["LB_GRID_LOG"] = "1"
     return d
 
@@ -332,7 +338,7 @@ def main(argv=None) -> int:
         log(f"compiler: {c.name} {c.version} ({c.path})")
 
     # The variants must set exactly the defines the host sets.
-    used = set(native_defines(True, 2, 1, "double", True))
+    used = set(native_defines(True, 2, 1, "double", True)) | set(native_defines(True, 2, 1, "double", "nodes"))
     if used != host_define_names():
         log(f"FAIL: the host sets defines {sorted(host_define_names())}; this check sets {sorted(used)}: update "
             "native_defines()")

@@ -170,6 +170,41 @@ public:
     const std::vector<double>& getGridValues() const {
         return gridValues;
     }
+    /**
+     * How the Context interpolates the table between grid nodes.
+     * - "spline" (default): OpenMM's cubic spline through the values (Continuous1D/2D/3DFunction); its node
+     *   derivatives come from a global fit, so a deposit changes them along whole axes.
+     * - "hermite": the table holds the values AND their node derivatives (d/dz_k, d2/dz_j dz_k, d3/dz0 dz1 dz2), each
+     *   cell is the tensor-product cubic Hermite patch through them (C1), no fit. addGridGaussian() and addGridKernel()
+     *   add their kernels' exact values and exact analytic derivatives on the kernels' supports only (O(support) work,
+     *   in the Force and in every Context), so the interpolant of a sum of kernels is the sum of the kernels'
+     *   interpolants. setGridValues(values) takes the spline's node derivatives of the values (the same interpolant
+     *   as "spline"); setGridValues(values, nodeDerivatives) gives them explicitly.
+     * Switching the mode starts new grid values (a Context made before must be recreated: updateParametersInContext
+     * refuses a changed mode); to "hermite" with values set: their spline derivatives; to "spline": the derivatives
+     * are dropped.
+     *
+     * @throws OpenMMException for another name
+     */
+    void setGridInterpolation(const std::string& interpolation);
+    const std::string& getGridInterpolation() const {
+        return gridInterpolation;
+    }
+    /**
+     * "hermite" interpolation: set the values and their node derivatives at once. nodeDerivatives holds the 2^d - 1
+     * arrays of masks 1 .. 2^d - 1 one after the other (bit k of the mask = d/dz_k: mask 1 = d/dz0, 2 = d/dz1,
+     * 3 = d2/dz0dz1, 4 = d/dz2, ..., 7 = d3/dz0dz1dz2), each flattened like the values, in kJ/mol per unit of z along each
+     * differentiated dimension; along a periodic dimension the last plane must repeat the first in every array.
+     *
+     * @throws OpenMMException if the interpolation is not "hermite", a size is wrong, a value is not finite, or a
+     *         periodic dimension's last plane differs from its first
+     */
+    void setGridValues(const std::vector<double>& values, const std::vector<double>& nodeDerivatives);
+    /** "hermite" interpolation: the node derivatives (layout of setGridValues; empty when all are zero or with
+     *  "spline" interpolation). */
+    const std::vector<double>& getGridNodeDerivatives() const {
+        return gridNodeDerivatives;
+    }
     /** Force constant kw (kJ/mol per unit of z squared) of the walls at the non-periodic grid edges (default 1000). */
     void setWallForceConstant(double k);
     double getWallForceConstant() const {
@@ -369,6 +404,10 @@ private:
     bool usePeriodic;
     std::vector<GridDimension> gridDims;
     std::vector<double> gridValues;
+    std::string gridInterpolation = "spline";
+    std::vector<double> gridNodeDerivatives;   // "hermite": masks 1 .. 2^d - 1 (empty: zeros)
+    /** "hermite": allocate zero values and derivatives if empty; the 2^d array pointers (values first). */
+    std::vector<double*> hermiteArrays();
     static long long nextGridEpoch();
     long long gridEpoch = nextGridEpoch();
     std::vector<GridDeposit> gridDeposits;

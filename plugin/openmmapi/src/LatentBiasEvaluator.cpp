@@ -31,6 +31,7 @@ void LatentBiasEvaluator::initialize(const LatentBiasForce& force) {
     hasGrid = false;
     gridScaleParameter = force.getGridScaleParameter();
     gridNormalizationParameter = force.getGridNormalizationParameter();
+    gridHermite = force.getGridInterpolation() == "hermite";
     updateParameters(force);
 }
 
@@ -62,6 +63,9 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
     if (force.getGridNormalizationParameter() != gridNormalizationParameter)
         throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid log transform was switched on or "
                               "off or its normalization parameter renamed; that needs a new Context");
+    if ((force.getGridInterpolation() == "hermite") != gridHermite)
+        throw OpenMMException("LatentBiasForce::updateParametersInContext: the grid interpolation changed (\"" +
+                              force.getGridInterpolation() + "\"); that needs a new Context");
     restraints = newRestraints;
     wallForceConstant = force.getWallForceConstant();
     logPrefactor = force.getGridLogPrefactor();
@@ -70,7 +74,16 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
     if (!dims.empty() && hasGrid && force.getGridValuesEpoch() == gridEpoch && deposits.size() >= gridDepositsApplied) {
         // only Gaussians were added since this Context's last update: add them to the interpolant locally
         vector<LatentBiasGrid::DensityKernel> kernels;   // consecutive OPES kernels: one local block update
-        for (size_t i = gridDepositsApplied; i < deposits.size(); i++) {
+        for (size_t i = gridDepositsApplied; i < deposits.size() && gridHermite; i++) {
+            // exact values and node derivatives on each kernel's support, the Force's own arithmetic (so the
+            // Context's table equals the Force's bit for bit)
+            if (deposits[i].densityKernel)
+                grid.addExactDensityKernel({deposits[i].center, deposits[i].width, deposits[i].height,
+                                            deposits[i].cutoff});
+            else
+                grid.addExactGaussian(deposits[i].center, deposits[i].width, deposits[i].height, deposits[i].cutoff);
+        }
+        for (size_t i = gridDepositsApplied; i < deposits.size() && !gridHermite; i++) {
             if (deposits[i].densityKernel) {
                 kernels.push_back({deposits[i].center, deposits[i].width, deposits[i].height, deposits[i].cutoff});
                 if (i + 1 == deposits.size() || !deposits[i + 1].densityKernel) {
@@ -98,7 +111,10 @@ void LatentBiasEvaluator::updateParameters(const LatentBiasForce& force) {
         vector<LatentBiasGrid::Axis> axes;
         for (const auto& d : dims)
             axes.push_back({d.minValue, d.maxValue, d.size, d.periodic});
-        grid.initialize(axes, values);
+        if (gridHermite)
+            grid.initializeHermite(axes, values, force.getGridNodeDerivatives());
+        else
+            grid.initialize(axes, values);
         hasGrid = true;
         gridEpoch = force.getGridValuesEpoch();
         gridDepositsApplied = deposits.size();
@@ -235,8 +251,16 @@ void LatentBiasEvaluator::evaluate(const double* z, int size, const vector<doubl
         // scale*table(...) + walls, like CustomCVBackend's latent_bias_scale parameter
         size_t n = restraints.size();
         double scale = params.size() > 2 * n ? params[2 * n] : 1.0;
-        double table = grid.evaluate(t, grad);
-        if (!gridNormalizationParameter.empty()) {
+        double table;
+        if (gridHermite && !gridNormalizationParameter.empty()) {
+            // OPES on a Hermite table of S: the Hermite interpolant of V itself, its node values and derivatives
+            // those of prefactor * ln(max(S, 0)/N + epsilon) from the exact ones of S (chain rule at each node)
+            double norm = params.size() > 2 * n + 1 ? params[2 * n + 1] : 1.0;
+            table = grid.evaluateLogHermite(t, grad, logPrefactor, logEpsilon, norm);
+        }
+        else
+            table = grid.evaluate(t, grad);
+        if (!gridNormalizationParameter.empty() && !gridHermite) {
             // OPES: prefactor * ln(max(P, 0)/N + epsilon), derivative prefactor * P'/(P + epsilon N) where P > 0
             double norm = params.size() > 2 * n + 1 ? params[2 * n + 1] : 1.0;
             double p = max(table, 0.0);
@@ -268,6 +292,7 @@ void LatentBiasEvaluator::getDeviceBias(DeviceBias& bias) const {
     bias = DeviceBias();
     bias.wallForceConstant = wallForceConstant;
     bias.logTransform = !gridNormalizationParameter.empty();
+    bias.logNodes = bias.logTransform && gridHermite;
     bias.logPrefactor = logPrefactor;
     bias.logEpsilon = logEpsilon;
     if (hasGrid) {

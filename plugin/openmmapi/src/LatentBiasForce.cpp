@@ -223,6 +223,7 @@ int LatentBiasForce::addGridDimension(int component, double minValue, double max
     }
     gridDims.push_back({component, minValue, maxValue, size, periodic});
     gridValues.clear();
+    gridNodeDerivatives.clear();
     gridEpoch = nextGridEpoch();
     gridDeposits.clear();
     return gridDims.size() - 1;
@@ -284,6 +285,17 @@ void LatentBiasForce::checkGridValues(const vector<double>& values) const {
 void LatentBiasForce::setGridValues(const vector<double>& values) {
     checkGridValues(values);
     gridValues = values;
+    gridNodeDerivatives.clear();
+    if (gridInterpolation == "hermite" && !values.empty()) {   // the spline's node derivatives of the values
+        vector<LatentBiasGrid::Axis> axes;
+        for (const GridDimension& d : gridDims)
+            axes.push_back({d.minValue, d.maxValue, d.size, d.periodic});
+        LatentBiasGrid spline;
+        spline.initialize(axes, values, true);
+        const auto& derivs = spline.getNodeDerivatives();
+        for (size_t mask = 1; mask < derivs.size(); mask++)
+            gridNodeDerivatives.insert(gridNodeDerivatives.end(), derivs[mask].begin(), derivs[mask].end());
+    }
     gridEpoch = nextGridEpoch();
     gridDeposits.clear();
 }
@@ -330,6 +342,14 @@ void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector
                                                    cutoff);
         n[k] = d.size;
     }
+    if (gridInterpolation == "hermite") {   // exact values and node derivatives on the support
+        vector<LatentBiasGrid::Axis> axes;
+        for (const GridDimension& d : gridDims)
+            axes.push_back({d.minValue, d.maxValue, d.size, d.periodic});
+        vector<double*> arrays = hermiteArrays();
+        LatentBiasGrid::addGaussianToTable(axes, center, width, height, cutoff, arrays.data());
+    }
+    else {
     if (gridValues.empty())
         gridValues.assign((size_t) n[0] * n[1] * n[2], 0.0);
     // only the nodes where every factor is non-zero change (a truncated Gaussian's support; the whole grid for an
@@ -349,6 +369,7 @@ void LatentBiasForce::addGridGaussian(const vector<double>& center, const vector
             for (int i0 = lo[0]; i0 <= hi[0]; i0++, node++)
                 gridValues[node] += height * factor[0][i0] * factor[1][i1] * factor[2][i2];
         }
+    }
     if (gridDeposits.size() >= (size_t) MaxLoggedDeposits) {
         gridEpoch = nextGridEpoch();
         gridDeposits.clear();

@@ -75,10 +75,14 @@ void LatentBiasForce::addGridKernel(const vector<double>& center, const vector<d
         n[k] = d.size;
         total *= d.size;
     }
-    if (gridValues.empty())
-        gridValues.assign(total, 0.0);
     LatentBiasGrid::DensityKernel kernel = {center, width, weight, cutoff};
-    if (cutoff > 0) {
+    if (gridInterpolation == "hermite") {   // exact values and node derivatives on the support
+        vector<double*> arrays = hermiteArrays();
+        LatentBiasGrid::addDensityKernelToTable(axes, kernel, arrays.data());
+    }
+    else if (cutoff > 0) {
+        if (gridValues.empty())
+            gridValues.assign(total, 0.0);
         vector<vector<int> > idx;
         vector<double> block;
         LatentBiasGrid::densityKernelBlock(axes, kernel, idx, block);
@@ -99,6 +103,8 @@ void LatentBiasForce::addGridKernel(const vector<double>& center, const vector<d
         }
     }
     else {
+        if (gridValues.empty())
+            gridValues.assign(total, 0.0);
         vector<vector<double> > factor(3, vector<double>(1, 1.0));
         for (int k = 0; k < ndim; k++) {
             factor[k] = LatentBiasGrid::gaussianFactor(axes[k], center[k], width[k], 0.0);

@@ -242,7 +242,54 @@ double LatentBiasGrid::evaluate(const double* t, double* grad) const {
     return SplineFitter::evaluate3DSpline(x[0], x[1], x[2], values, coeff, u[0], u[1], u[2]);
 }
 
-double LatentBiasGrid::evaluateGeneric(const double* u, double* grad) const {
+double LatentBiasGrid::evaluateLogHermite(const double* t, double* grad, double prefactor, double epsilon,
+                                          double norm) const {
+    if (!generic || nodeDerivs.size() != (size_t) (1 << axes.size()))
+        throw OpenMMException("LatentBiasGrid::evaluateLogHermite: the grid is not a Hermite table");
+    int ndim = axes.size();
+    double u[3];
+    for (int k = 0; k < ndim; k++) {
+        grad[k] = 0.0;
+        const Axis& a = axes[k];
+        u[k] = a.periodic ? wrap(t[k], a.minValue, a.maxValue) : t[k];
+        if (!(u[k] >= a.minValue && u[k] <= a.maxValue))
+            return prefactor * log(epsilon);   // as S = 0 outside (see evaluate)
+        u[k] = min(max(u[k], x[k].front()), x[k].back());
+    }
+    double logParams[3] = {prefactor, epsilon, norm};
+    return evaluateGeneric(u, grad, logParams);
+}
+
+void LatentBiasGrid::logNodeDerivatives(int ndim, double* f, double prefactor, double epsilon, double norm) {
+    int nmask = 1 << ndim;
+    double p = max(f[0], 0.0);
+    double D = p + epsilon * norm;
+    if (!(D > 0)) {
+        f[0] = prefactor * log(epsilon);
+        for (int mask = 1; mask < nmask; mask++)
+            f[mask] = 0.0;
+        return;
+    }
+    double inv = 1.0 / D, inv2 = inv * inv;
+    double v[8];
+    v[0] = prefactor * log(p / norm + epsilon);
+    for (int mask = 1; mask < nmask; mask++) {
+        int bits = (mask & 1) + ((mask >> 1) & 1) + ((mask >> 2) & 1);
+        if (bits == 1)
+            v[mask] = f[mask] * inv;
+        else if (bits == 2) {
+            int a = mask & -mask, b = mask ^ a;   // the two single-axis masks
+            v[mask] = f[mask] * inv - f[a] * f[b] * inv2;
+        }
+        else
+            v[mask] = f[7] * inv - (f[3] * f[4] + f[5] * f[2] + f[6] * f[1]) * inv2 + 2.0 * f[1] * f[2] * f[4] * inv2 * inv;
+        v[mask] *= prefactor;
+    }
+    for (int mask = 0; mask < nmask; mask++)
+        f[mask] = v[mask];
+}
+
+double LatentBiasGrid::evaluateGeneric(const double* u, double* grad, const double* logParams) const {
     int ndim = axes.size();
     int lower[3] = {0, 0, 0};
     // basis[k][c][o]: value of the Hermite basis function of corner c (0 = lower, 1 = upper) and derivative
@@ -280,8 +327,13 @@ double LatentBiasGrid::evaluateGeneric(const double* u, double* grad) const {
         int node = 0;
         for (int k = 0; k < ndim; k++)
             node += (lower[k] + ((corner >> k) & 1)) * stride[k];
+        double nodeValues[8];
+        for (int mask = 0; mask < ncorner; mask++)
+            nodeValues[mask] = nodeDerivs[mask][node];
+        if (logParams != nullptr)
+            logNodeDerivatives(ndim, nodeValues, logParams[0], logParams[1], logParams[2]);
         for (int mask = 0; mask < ncorner; mask++) {
-            double f = nodeDerivs[mask][node];
+            double f = nodeValues[mask];
             double b[3], db[3];
             for (int k = 0; k < ndim; k++) {
                 int c = (corner >> k) & 1, o = (mask >> k) & 1;

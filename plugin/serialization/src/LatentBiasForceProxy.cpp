@@ -42,7 +42,10 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
     const LatentBiasForce& force = *reinterpret_cast<const LatentBiasForce*>(object);
     // Version 3 adds the grid's log transform (OPES); a force without one is written as version 2, which plugins
     // older than the transform still read.
-    node.setIntProperty("version", force.usesGridLogTransform() ? 3 : 2);
+    // Version 4 adds the Hermite table (setGridInterpolation("hermite"): node derivatives); a force without one is
+    // written as before (3 with the log transform, else 2), which older plugins still read.
+    bool hermite = force.getGridInterpolation() == "hermite";
+    node.setIntProperty("version", hermite ? 4 : (force.usesGridLogTransform() ? 3 : 2));
     node.setIntProperty("forceGroup", force.getForceGroup());
     node.setStringProperty("name", force.getName());
     node.setBoolProperty("usesPeriodic", force.usesPeriodicBoundaryConditions());
@@ -73,6 +76,17 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
     grid.setIntProperty("numValues", v.size());
     grid.setStringProperty("values", values.str());
     grid.setStringProperty("valuesChecksum", checksum64(values.str()));
+    if (hermite) {
+        stringstream derivs;
+        const vector<double>& g = force.getGridNodeDerivatives();
+        for (size_t i = 0; i < g.size(); i++)
+            derivs << (i > 0 ? " " : "") << formatDouble(g[i]);
+        grid.createChildNode("NodeDerivatives")
+            .setStringProperty("interpolation", "hermite")
+            .setIntProperty("numValues", g.size())
+            .setStringProperty("values", derivs.str())
+            .setStringProperty("checksum", checksum64("hermite\n" + derivs.str()));
+    }
     if (force.usesGridLogTransform()) {
         string name = force.getGridNormalizationParameter();
         string normalization = formatDouble(force.getGridNormalizationDefaultValue());
@@ -105,17 +119,25 @@ void LatentBiasForceProxy::serialize(const void* object, SerializationNode& node
 
 void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
     int version = node.getIntProperty("version");
-    if (version < 1 || version > 3)
+    if (version < 1 || version > 4)
         throw OpenMMException("LatentBiasForce: unsupported serialization version " + to_string(version) +
-                              " (this plugin reads 1 to 3); update latentbias");
+                              " (this plugin reads 1 to 4); update latentbias");
     // The log transform (OPES) exists from version 3 on: an older version holding one was edited (its checksum
     // would be skipped and the energy changed from a log of the table to the table itself), so it is refused.
     const SerializationNode* logTransform = nullptr;
+    const SerializationNode* nodeDerivatives = nullptr;
     for (const SerializationNode& child : node.getChildren())
         if (child.getName() == "Grid")
-            for (const SerializationNode& g : child.getChildren())
+            for (const SerializationNode& g : child.getChildren()) {
                 if (g.getName() == "LogTransform")
                     logTransform = &g;
+                if (g.getName() == "NodeDerivatives")
+                    nodeDerivatives = &g;
+            }
+    if (nodeDerivatives != nullptr && version < 4)
+        throw OpenMMException("LatentBiasForce: the serialized force says version " + to_string(version) + " but its "
+                              "grid holds NodeDerivatives (a Hermite table), which only version 4 writes: its version "
+                              "was edited, so it is not trusted; serialize the force again with this plugin");
     if (logTransform != nullptr && version < 3)
         throw OpenMMException("LatentBiasForce: the serialized force says version " + to_string(version) + " but its "
                               "grid holds a LogTransform, which only version 3 writes: its version was edited, so it "
@@ -190,6 +212,7 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
             checksum64(grid.getStringProperty("values")) != grid.getStringProperty("valuesChecksum", ""))
         throw OpenMMException("LatentBiasForce: the serialized grid values do not match their checksum (the file is "
                               "corrupt or was edited); save the bias state again");
+    vector<double> parsedValues;
     if (numValues > 0) {
         vector<double> values;
         values.reserve(numValues);
@@ -203,7 +226,35 @@ void* LatentBiasForceProxy::deserialize(const SerializationNode& node) const {
             values.push_back(x);
             p = end;
         }
-        force->setGridValues(values);
+        if (nodeDerivatives == nullptr)
+            force->setGridValues(values);
+        else
+            force->setGridInterpolation("hermite");   // the values and derivatives are set below
+        parsedValues.swap(values);
+    }
+    if (nodeDerivatives != nullptr) {
+        const SerializationNode& t = *nodeDerivatives;
+        string text = t.getStringProperty("values", "");
+        if (t.getStringProperty("interpolation", "") != "hermite" ||
+                checksum64("hermite\n" + text) != t.getStringProperty("checksum", ""))
+            throw OpenMMException("LatentBiasForce: the serialized grid node derivatives do not match their checksum "
+                                  "(the file is corrupt or was edited); serialize the force again");
+        long long count = t.getIntProperty("numValues", 0);
+        if (count < 0 || count > 7LL * LatentBiasForce::MaxGridPoints)
+            throw OpenMMException("LatentBiasForce: invalid number of grid node derivatives in the serialized force");
+        vector<double> derivs;
+        derivs.reserve(count);
+        const char* p = text.c_str();
+        for (long long i = 0; i < count; i++) {
+            char* end = nullptr;
+            double x = strtod(p, &end);
+            if (end == p)
+                throw OpenMMException("LatentBiasForce: truncated grid node derivatives in the serialized force");
+            derivs.push_back(x);
+            p = end;
+        }
+        force->setGridInterpolation("hermite");
+        force->setGridValues(parsedValues, derivs);
     }
     const SerializationNode& restraints = node.getChildNode("Restraints");
     for (const SerializationNode& r : restraints.getChildren())

@@ -66,6 +66,9 @@ public:
         /** the OPES transform of the grid (LatentBiasForce::setGridLogTransform); its normalization is the last
          *  Context parameter (readParameters) */
         bool logTransform = false;
+        /** with logTransform: the table is a Hermite table of S and the kernel interpolates V from V's node values
+         *  and derivatives (LatentBiasGrid::evaluateLogHermite) instead of taking the log of the interpolated S */
+        bool logNodes = false;
         double logPrefactor = 1.0, logEpsilon = 1.0;
         std::vector<int> restraintComponents;
         std::vector<double> restraintReals;  // per restraint: period, lowerWall, upperWall, wallForceConstant
@@ -85,6 +88,7 @@ private:
     std::vector<LatentBiasForce::Restraint> restraints;
     LatentBiasGrid grid;
     bool hasGrid;
+    bool gridHermite = false;          // LatentBiasForce::getGridInterpolation() == "hermite" (fixed per Context)
     long long gridEpoch = -1;          // LatentBiasForce::getGridValuesEpoch() of the values in `grid`
     size_t gridDepositsApplied = 0;    // ... and how many of that epoch's deposits `grid` holds
     double wallForceConstant;

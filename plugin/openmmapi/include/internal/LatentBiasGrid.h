@@ -120,12 +120,64 @@ public:
      */
     void addLocalBlock(const std::vector<std::vector<int> >& indices, const std::vector<double>& block);
 
+    /**
+     * Build the interpolant from an explicit Hermite table (LatentBiasForce::setGridInterpolation("hermite")): the
+     * values and their node derivatives, nodeDerivatives = the 2^d - 1 arrays of masks 1 .. 2^d - 1 one after the
+     * other (bit k of the mask = d/d axis k, in table units per unit of z along each differentiated axis; first axis
+     * fastest within an array). Each cell is the tensor-product cubic Hermite patch through them (C1 everywhere; no
+     * spline fit). An empty nodeDerivatives means zeros.
+     */
+    void initializeHermite(const std::vector<Axis>& axes, const std::vector<double>& values,
+                           const std::vector<double>& nodeDerivatives);
+    /**
+     * Add a metadynamics Gaussian (as LatentBiasForce::addGridGaussian: height * prod_k gaussianFactor) with its
+     * EXACT node derivatives to a Hermite table: arrays[mask] (mask = 0 .. 2^d - 1; 0 = the values) receive
+     * height * prod_k (bit k of mask ? f_k' : f_k), f_k' the analytic derivative of the (truncated, stretched) factor:
+     * -(u/width) exp(-u^2/2) / (1 - exp(-c^2/2)) for |u| < c, 0 beyond (u = minimum-image (x - center)/width). Only
+     * the nodes where a factor or its derivative is non-zero are touched (the kernel's support box; along a periodic
+     * axis it wraps, the last point repeating the first). The values get exactly the arithmetic of
+     * LatentBiasForce::addGridGaussian. `mirror` (optional) receives the new values too.
+     */
+    static void addGaussianToTable(const std::vector<Axis>& axes, const std::vector<double>& center,
+                                   const std::vector<double>& width, double height, double cutoff,
+                                   double* const* arrays, double* mirror = nullptr);
+    /**
+     * Add an OPES kernel (as LatentBiasForce::addGridKernel) with its EXACT node derivatives to a Hermite table
+     * (arrays as addGaussianToTable). Truncated (cutoff > 0): inside r < c the values are
+     * weight (exp(-r^2/2) - exp(-c^2/2)) / prod_k(sqrt(2 pi) width_k) (the arithmetic of densityKernelBlock), the
+     * derivatives those of the smooth part, weight exp(-r^2/2) / prod_k(sqrt(2 pi) width_k) prod_{k in mask}
+     * (-delta_k / width_k^2); nothing outside (the kernel's first derivative jumps there by at most
+     * c exp(-c^2/2) / width of the peak's scale, which the C1 Hermite patch smooths over one cell). Untruncated
+     * (cutoff 0): the separable normalised Gaussian on the whole grid.
+     */
+    static void addDensityKernelToTable(const std::vector<Axis>& axes, const DensityKernel& kernel,
+                                        double* const* arrays, double* mirror = nullptr);
+    /**
+     * Hermite table of a kernel sum S (initializeHermite) only: the cubic Hermite interpolant of
+     * V = prefactor ln(max(S, 0)/norm + epsilon) whose node values and node derivatives are V's, computed at each node
+     * from S and its node derivatives by the chain rule (logNodeDerivatives): with exact node derivatives of S this is
+     * Hermite interpolation of the exact V. Value at t (wrapped / clamped as evaluate()), gradient in grad.
+     */
+    double evaluateLogHermite(const double* t, double* grad, double prefactor, double epsilon, double norm) const;
+    /**
+     * Turn the 2^ndim node derivatives f[mask] of S at one node into those of V = prefactor ln(max(S, 0)/norm +
+     * epsilon): with D = max(S, 0) + epsilon norm, dV = prefactor (S_k / D), d2V = prefactor (S_jk / D - S_j S_k / D^2),
+     * d3V = prefactor (S_xyz / D - (S_xy S_z + S_xz S_y + S_yz S_x) / D^2 + 2 S_x S_y S_z / D^3). Where D is not > 0
+     * (epsilon norm underflowed): the value prefactor ln(epsilon), zero derivatives.
+     */
+    static void logNodeDerivatives(int ndim, double* f, double prefactor, double epsilon, double norm);
+    /** addGaussianToTable / addDensityKernelToTable on this grid's Hermite table (initializeHermite first). */
+    void addExactGaussian(const std::vector<double>& center, const std::vector<double>& width, double height,
+                          double cutoff);
+    void addExactDensityKernel(const DensityKernel& kernel);
+
 private:
     void computeNodeDerivative(int axis, const std::vector<double>& source, std::vector<double>& result) const;
     void computeAllNodeDerivatives();
     /** Node derivatives of a spline through `t` (one line along `axis`): the same SplineFitter calls as above. */
     std::vector<double> lineDerivative(int axis, const std::vector<double>& t) const;
-    double evaluateGeneric(const double* t, double* grad) const;
+    /** logParams: null, or {prefactor, epsilon, norm} to interpolate V from the node values of S (evaluateLogHermite) */
+    double evaluateGeneric(const double* t, double* grad, const double* logParams = nullptr) const;
     std::vector<Axis> axes;
     std::vector<std::vector<double> > x;   // grid points per axis
     std::vector<double> values;

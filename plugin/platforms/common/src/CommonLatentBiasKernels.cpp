@@ -201,8 +201,12 @@ void CommonCalcLatentBiasForceKernel::initializeNative(const System& system, con
     defines["LB_GRID_DIMS"] = cc.intToString(gridDims);
     defines["LB_GRID_TOTAL"] = cc.intToString(checkedSize(gridTotal, "bias grid"));
     defines["LB_NUM_RESTRAINTS"] = cc.intToString(evaluator.getNumRestraints());
-    if (bias.logTransform)
-        defines["LB_GRID_LOG"] = "1";   // the OPES transform of the grid (LatentBiasForce::setGridLogTransform)
+    // the OPES transform of the grid (LatentBiasForce::setGridLogTransform): of the interpolated table, or of the
+    // nodes of a Hermite table (setGridInterpolation("hermite"))
+    if (bias.logTransform && bias.logNodes)
+        defines["LB_GRID_LOG_NODES"] = "1";
+    else if (bias.logTransform)
+        defines["LB_GRID_LOG"] = "1";
     ComputeProgram program = cc.compileProgram(LatentBiasKernelSources::latentBiasNative, defines);
     gatherKernel = program->createKernel("gatherPositions");
     gatherKernel->addArg(cc.getPosq());

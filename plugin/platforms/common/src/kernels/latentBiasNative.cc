@@ -373,8 +373,52 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
                 int node = 0;
                 for (int k = 0; k < LB_GRID_DIMS; k++)
                     node += (lower[k]+((corner >> k) & 1))*stride[k];
+                real nodeValues[1 << LB_GRID_DIMS];
+                for (int mask = 0; mask < (1 << LB_GRID_DIMS); mask++)
+                    nodeValues[mask] = nodeDerivs[mask*LB_GRID_TOTAL+node];
+#ifdef LB_GRID_LOG_NODES
+                {
+                    // OPES on a Hermite table of S: V = prefactor*ln(max(S, 0)/N + epsilon) and its derivatives at the
+                    // node by the chain rule (LatentBiasGrid::logNodeDerivatives), then V's Hermite patch
+                    real norm = restraintParams[2*LB_NUM_RESTRAINTS+1], prefactor = biasReals[1], epsilon = biasReals[2];
+                    real p = (nodeValues[0] > 0 ? nodeValues[0] : (real) 0);
+                    real D = p+epsilon*norm;
+                    if (D > 0) {
+                        real inv = 1/D, inv2 = inv*inv;
+                        real v[1 << LB_GRID_DIMS];
+                        v[0] = prefactor*log(p/norm+epsilon);
+                        for (int mask = 1; mask < (1 << LB_GRID_DIMS); mask++) {
+                            int bits = (mask & 1)+((mask >> 1) & 1)+((mask >> 2) & 1);
+                            real dv;
+                            if (bits == 1)
+                                dv = nodeValues[mask]*inv;
+                            else if (bits == 2) {
+                                int a = mask & (-mask), b = mask ^ a;
+                                dv = nodeValues[mask]*inv-nodeValues[a]*nodeValues[b]*inv2;
+                            }
+#if LB_GRID_DIMS == 3
+                            else
+                                dv = nodeValues[7]*inv-(nodeValues[3]*nodeValues[4]+nodeValues[5]*nodeValues[2]
+                                     +nodeValues[6]*nodeValues[1])*inv2+2*nodeValues[1]*nodeValues[2]*nodeValues[4]*inv2*inv;
+#else
+                            else
+                                dv = 0;
+#endif
+                            v[mask] = prefactor*dv;
+                        }
+                        for (int mask = 0; mask < (1 << LB_GRID_DIMS); mask++)
+                            nodeValues[mask] = v[mask];
+                    }
+                    else {
+                        // epsilon*N underflowed (single precision): the flat value prefactor*ln(epsilon)
+                        nodeValues[0] = prefactor*biasReals[3];
+                        for (int mask = 1; mask < (1 << LB_GRID_DIMS); mask++)
+                            nodeValues[mask] = 0;
+                    }
+                }
+#endif
                 for (int mask = 0; mask < (1 << LB_GRID_DIMS); mask++) {
-                    real f = nodeDerivs[mask*LB_GRID_TOTAL+node];
+                    real f = nodeValues[mask];
                     real prod = f;
                     for (int k = 0; k < LB_GRID_DIMS; k++)
                         prod *= basis[k][(corner >> k) & 1][(mask >> k) & 1];
@@ -389,6 +433,10 @@ KERNEL void forwardModel(GLOBAL const real* RESTRICT x, GLOBAL const int* RESTRI
                 }
             }
         }
+#ifdef LB_GRID_LOG_NODES
+        if (outside)
+            value = biasReals[1]*biasReals[3];   // S = 0 there: prefactor*ln(epsilon)
+#endif
 #ifdef LB_GRID_LOG
         {
             // OPES: prefactor*ln(max(P, 0)/N + epsilon); derivative prefactor*P'/(P + epsilon*N) where P > 0
