@@ -70,6 +70,7 @@ from latentbias.testsystems import alanine_dipeptide_vacuum
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import build_model, variables  # noqa: E402  (the d = 3 encoder and grids of the other benchmark)
+from opes_legacy import LegacyOPES  # noqa: E402  (the OPES deposit path before the fast path, for comparison)
 
 
 class LegacyRunningCt(RunningCt):
@@ -204,11 +205,11 @@ def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int, cuto
     return (time.thread_time() - t0) / steps * 1e6
 
 
-def make_opes(model: Path, d: int, cutoff="default", contextUpdate="auto"):
+def make_opes(model: Path, d: int, cutoff="default", contextUpdate="auto", cls=LatentOPES, **kwargs):
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
-    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
-                      kernelCutoff=cutoff, contextUpdate=contextUpdate)
+    opes = cls(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
+               kernelCutoff=cutoff, contextUpdate=contextUpdate, **kwargs)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -312,6 +313,118 @@ def main_opes(args) -> None:
     print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
     for name in names:
         print(f"| {name} | " + " | ".join(f"{breakdowns[d][name]:.0f}" for d in (1, 2, 3)) + " |")
+
+
+def opes_old_and_new_agree(model: Path, d: int, steps: int = 5000) -> None:
+    """Run the OPES deposit path before the fast path of helper opespy10 (:class:`opes_legacy.LegacyOPES`) and the
+    shipped one, one after the other, on both Context routes, OPES-METAD and OPES-explore: the kernels, the kernel
+    sums on the grid and at the centres, V on the grid, the Context energy and the records must be equal bit for bit,
+    c(t) and the log-weights to 1e-9 (c(t)'s log-sum-exp is now one vectorised pass instead of a sequential
+    ``np.logaddexp.reduce``: equal to rounding). Stops the script otherwise."""
+    for route in ("refit", "local"):
+        for explore in (False, True):
+            out = []
+            for cls in (LegacyOPES, LatentOPES):
+                opes, sim = make_opes(model, d, "default", route, cls, explore=explore)
+                opes.step(sim, steps)
+                energy = sim.context.getState(getEnergy=True).getPotentialEnergy()._value
+                k = opes.kde
+                out.append((opes.getBias(), opes.getRecords(), energy, k.centers, k.sigmas, k.weights, k.grid_sum,
+                            k.center_sum))
+            old, new = out
+            what = f"d = {d}, {route}, {'explore' if explore else 'METAD'}"
+            for name, a, b in zip(("bias grid", "records", "energy", "centres", "sigmas", "weights", "grid sum",
+                                   "centre sums"), old, new):
+                if name == "records":
+                    assert len(b["step"]) == steps // 500 + 5, what
+                    for key in a:
+                        tol = 1e-9 if key in ("ct_kjmol", "logweight") else 0.0
+                        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=tol, err_msg=f"{what}: {key}")
+                else:
+                    assert np.array_equal(a, b), f"{what}: the {name} differ"
+
+
+def interleaved_opes_old_new(model: Path, d: int, calls: int, **kwargs) -> dict[str, float]:
+    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step), refit and local route, each
+    as shipped ("new") and before the fast path ("old", :class:`opes_legacy.LegacyOPES`), the calls of the four runs
+    interleaved. Each run first steps 2500 steps (5 deposits)."""
+    runs = {f"{route} {age}": make_opes(model, d, "default", route, cls, **kwargs)
+            for route in ("refit", "local") for age, cls in (("old", LegacyOPES), ("new", LatentOPES))}
+    med = _interleaved_medians(runs, calls)
+    return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
+        "step": float(np.mean([med[f"{name} step"] for name in runs])), "kernels": runs["local new"][0].numKernels}
+
+
+def opes_parts_old_new(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of the Python parts of one local OPES deposit, old and new interleaved call by call,
+    on the state a 2500-step run left (weights 1e-9, so the estimate barely changes), each after an untimed step:
+    z and V(z) read back, c(t), ``KernelDensity.add`` (the kernel on its box, the sums at the centres, compression),
+    σ (N_eff) + the coarse-grid check, and the push to the Context (``addGridKernel`` + ``setParameter`` +
+    ``updateParametersInContext``, the same code in both)."""
+    new, sim = make_opes(model, d, "default", "local")
+    old, _ = make_opes(model, d, "default", "local", LegacyOPES)  # its own Context, never stepped: its parts only
+    old.kde.set_own(new.kde.centers, new.kde.sigmas, new.kde.weights, new.kde.counts)
+    new.kde.set_own(new.kde.centers, new.kde.sigmas, new.kde.weights, new.kde.counts)
+    ctx = sim.context
+    z = new.backend.latent_values(ctx)
+
+    def push():
+        new.kde.journal.clear()
+        new.kde.add(z, new.getSigma(), 1e-9)
+        t0 = time.thread_time()
+        new.updateContext(ctx)
+        return time.thread_time() - t0
+
+    parts = {
+        "z, V(z): old": lambda: (new.backend.latent_values(ctx), new.backend.energy(ctx),
+                                 ctx.getState().getTime()),
+        "z, V(z): new": lambda: (new.backend.latent_values_and_energy(ctx), ctx.getTime()),
+        "c(t): old": old.ct, "c(t): new": new.ct,
+        "KernelDensity.add: old": lambda: old.kde.add(z, old.getSigma(), 1e-9),
+        "KernelDensity.add: new": lambda: new.kde.add(z, new.getSigma(), 1e-9),
+        "σ, N_eff, grid check: old": lambda: old._warnIfGridTooCoarse(old.getSigma()),
+        "σ, N_eff, grid check: new": lambda: new._warnIfGridTooCoarse(new.getSigma()),
+    }
+    times: dict[str, list[float]] = {k: [] for k in parts} | {"push to the Context (both)": []}
+    for _ in range(calls):
+        for name, call in parts.items():
+            sim.step(1)
+            t0 = time.thread_time()
+            call()
+            times[name].append(time.thread_time() - t0)
+        old.kde.journal = None
+        sim.step(1)
+        times["push to the Context (both)"].append(push())
+    return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+
+
+def main_opes_interleaved(args) -> None:
+    """``--method opes-interleaved``: old vs new OPES deposit path (see :func:`interleaved_opes_old_new`)."""
+    model = model_path(args)
+    print("| d | grid | static µs/step | refit: old µs | new µs | per 500 steps (old → new) | local: old µs | new µs "
+          "| per 500 steps (old → new) | kernels |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in (1, 2, 3):
+        if not args.no_check:
+            opes_old_and_new_agree(model, d)
+        r = interleaved_opes_old_new(model, d, args.calls)
+        static = min(time_opes(model, d, False, args.steps, "default", "local") for _ in range(args.repeats))
+        shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
+        per = 5 * static  # 500 steps, in %
+        print(f"| {d} | {shape} | {static:.1f} | {r['refit old']:.0f} | {r['refit new']:.0f} | "
+              f"{r['refit old'] / per:.1f} → {r['refit new'] / per:.1f} % | {r['local old']:.0f} | "
+              f"{r['local new']:.0f} | {r['local old'] / per:.1f} → {r['local new'] / per:.1f} % | {r['kernels']} |",
+              flush=True)
+    if args.no_compression:
+        print("\nd = 3 without compression (compressionThreshold=0: every deposit a new kernel, ~5 + calls kernels):\n")
+        r = interleaved_opes_old_new(model, 3, args.calls, compressionThreshold=0.0)
+        print(f"refit old {r['refit old']:.0f} → new {r['refit new']:.0f} µs; local old {r['local old']:.0f} → new "
+              f"{r['local new']:.0f} µs; kernels at the end {r['kernels']}", flush=True)
+    print("\nOne local OPES deposit by parts, old and new interleaved (µs, median of", args.calls, "calls):\n")
+    parts = {d: opes_parts_old_new(model, d, args.calls) for d in (1, 2, 3)}
+    print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
+    for name in parts[1]:
+        print(f"| {name} | " + " | ".join(f"{parts[d][name]:.0f}" for d in (1, 2, 3)) + " |")
 
 
 def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[str, float]:
@@ -477,7 +590,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
-    parser.add_argument("--method", choices=["metad", "opes", "interleaved"], default="metad",
+    parser.add_argument("--no-check", action="store_true", help="opes-interleaved: skip the old/new equality runs")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="opes-interleaved: also time d = 3 deposits without compression (growing kernel count)")
+    parser.add_argument("--method", choices=["metad", "opes", "interleaved", "opes-interleaved"], default="metad",
                         help="interleaved: only the per-deposit cost of metadynamics, full vs cut Gaussians, "
                              "old vs new deposit path, d = 1-3, calls of the four runs interleaved")
     parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
@@ -503,6 +619,10 @@ def main() -> None:
         print("| part | µs |\n|---|---:|")
         for name, value in parts.items():
             print(f"| {name} | {value:.0f} |")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        return
+    if args.method == "opes-interleaved":
+        main_opes_interleaved(args)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         return
     if args.method == "opes":
