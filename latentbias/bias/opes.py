@@ -214,6 +214,7 @@ class LatentOPES:
         self.explore = bool(explore)
         self._alpha = (self.biasFactor - 1.0) if self.explore else (1.0 - 1.0 / self.biasFactor)
         self._logEpsilon = -self.barrier / (self._alpha * self._kt)
+        self._epsilon = math.exp(self._logEpsilon)  # 0.0 where it underflows (c(t) then uses ln r, as logaddexp does)
         self.pace = int(pace)
         if self.pace <= 0:
             raise ValueError(f"pace must be a positive number of steps, got {pace}")
@@ -392,8 +393,13 @@ class LatentOPES:
                     for b, n, v in zip(self.kde.occupied_box(), self.grid.shape, self.variables))
         p = np.maximum(self.kde.grid_sum[box], 0.0).ravel()
         p = p[p > 0]
-        # V only where the estimate is non-zero (the same values as on the whole grid)
-        v = self._biasFromSums(p, self._normalization()) / self._kt
+        # βV = α ln(max(S/Z, 1e-300) + ε) only where the estimate is non-zero: _biasFromSums / kT to rounding, with
+        # ln(r + ε) for its logaddexp(ln r, ln ε) (a scalar loop; equal to rounding: tests/test_opes_fastpath.py)
+        v = p / self._normalization()
+        np.maximum(v, 1e-300, out=v)
+        v += self._epsilon
+        np.log(v, out=v)
+        v *= self._alpha
         logp = np.log(p) - np.log(p.sum())
         x = logp + v if self.explore else logp - v
         if len(x) == 0:
