@@ -192,7 +192,7 @@ class KernelDensity:
         r2 = scaled[0]
         for part in scaled[1:]:
             r2 = np.add.outer(r2, part)
-        norm = float(np.prod(self._sqrt2pi * np.asarray(ss)))
+        norm = float(np.multiply.reduce(self._sqrt2pi * np.asarray(ss)))  # np.prod, without its wrapper
         block = np.where(r2 < self._cut2, np.exp(-0.5 * r2) - self._at_cutoff, 0.0) / norm
         return tuple(window), block
 

@@ -323,7 +323,9 @@ class LatentOPES:
 
     def _normalization(self) -> float:
         """Σw·Z_n, the mean of the kernel sum over the kernel centres (1 before the first kernel)."""
-        return float(np.mean(self.kde.center_sum)) if self.kde.num_kernels else 1.0
+        sums = self.kde.center_sum
+        # np.mean's arithmetic (the sum, then / n), without its wrapper
+        return float(np.add.reduce(sums) / len(sums)) if self.kde.num_kernels else 1.0
 
     def _biasFromSums(self, sums: np.ndarray, zed: float) -> np.ndarray:
         """V = (α/β) ln(max(S, 0)/zed + ε) of kernel sums S (any shape), kJ/mol."""
