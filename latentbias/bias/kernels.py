@@ -41,6 +41,10 @@ _CHUNK = 256
 #: blocks of recently added kernels kept for their removal by a compression (count; largest block, nodes)
 _CACHED_BLOCKS = 8
 _CACHED_BLOCK_SIZE = 1 << 18
+#: from this many kernels on, sums over the d coordinates are taken axis by axis (x0 + x1 + x2, the order in which
+#: numpy's add.reduce over a short last axis adds them: the same doubles) instead of with a reduce over that axis,
+#: whose per-row cost dominates for many kernels
+_AXIS_BY_AXIS = 128
 
 
 class KernelDensity:
@@ -226,6 +230,8 @@ class KernelDensity:
                    weights: np.ndarray) -> np.ndarray:
         """Σ_k w_k N(p; c_k, σ_k) at points, shape=(n, d) -> (n,)."""
         pts = np.atleast_2d(np.asarray(points, dtype=float))
+        if len(pts) == 1 and len(centers) >= _AXIS_BY_AXIS:
+            return self._mixture_at_point(pts, centers, sigmas, weights)
         out = np.zeros(len(pts))
         for start in range(0, len(centers), _CHUNK):
             c, s, w = centers[start:start + _CHUNK], sigmas[start:start + _CHUNK], weights[start:start + _CHUNK]
@@ -238,12 +244,60 @@ class KernelDensity:
                 out += np.where(r2 < self._cut2, np.exp(-0.5 * r2) - self._at_cutoff, 0.0) @ (w / norm)
         return out
 
+    def _scaled_r2(self, point_coords, center_coords, sigma_coords) -> np.ndarray:
+        """Σ_j ((p_j − c_j) (minimum image) / σ_j)², axis by axis, for per-axis coordinate arrays that broadcast:
+        the arithmetic of ``np.add.reduce((displacement(c, p) / σ) ** 2, axis=-1)`` (numpy reduces a short last axis
+        left to right), without the reduce."""
+        r2 = None
+        for j in range(self.d):
+            u = point_coords[j] - center_coords[j]
+            period = self._axisInfo[j][4]
+            if period > 0:
+                u -= period * np.rint(u / period)
+            u /= sigma_coords[j]
+            u *= u
+            if r2 is None:
+                r2 = u
+            else:
+                r2 += u
+        return r2
+
+    def _norms(self, sigmas: np.ndarray) -> np.ndarray:
+        """Π_j √(2π) σ_j per row of sigmas (n, d), left to right as ``np.multiply.reduce(√(2π) σ, axis=1)``."""
+        scaled = self._sqrt2pi * sigmas
+        norm = scaled[:, 0].copy()
+        for j in range(1, self.d):
+            norm *= scaled[:, j]
+        return norm
+
+    def _mixture_at_point(self, point: np.ndarray, centers: np.ndarray, sigmas: np.ndarray,
+                          weights: np.ndarray) -> np.ndarray:
+        """:meth:`mixture_at` of one point (shape=(1, d)) and many kernels: every kernel in one pass axis by axis,
+        then the same chunked products (1, chunk) @ (chunk,) and their sum in the same order."""
+        r2 = self._scaled_r2(point[0].tolist(), centers.T, sigmas.T)
+        values = np.where(r2 < self._cut2, np.exp(-0.5 * r2) - self._at_cutoff, 0.0) if self.cutoff is not None \
+            else np.exp(-0.5 * r2)
+        factors = weights / self._norms(sigmas)
+        out = np.zeros(1)
+        for start in range(0, len(centers), _CHUNK):
+            out += values[None, start:start + _CHUNK] @ factors[start:start + _CHUNK]
+        return out
+
     def _kernels_at(self, points: np.ndarray, kernels: list) -> np.ndarray:
         """Unit-weight kernels (centre, σ, ·) at points, shape=(n, d) -> (n, K): column k is
         ``mixture_at(points, c_k[None], σ_k[None], np.ones(1))`` with the same arithmetic (one numpy pass per step
         for all K kernels a deposit adds and removes)."""
         c = np.array([k[0] for k in kernels], dtype=float)
         s = np.array([k[1] for k in kernels], dtype=float)
+        if len(points) >= _AXIS_BY_AXIS:
+            r2 = self._scaled_r2(points.T[:, :, None], c.T, s.T)
+            inverse = 1.0 / self._norms(s)
+            if self.cutoff is None:
+                values = np.exp(-0.5 * r2)
+            else:
+                values = np.where(r2 < self._cut2, np.exp(-0.5 * r2) - self._at_cutoff, 0.0)
+            values *= inverse
+            return values
         dv = points[:, None, :] - c  # (n, K, d), b − a as displacement() takes it
         if self._anyPeriodic:
             per = self._per
@@ -293,11 +347,14 @@ class KernelDensity:
         """Index of the own kernel nearest to ``center`` (its own σ as metric) if within the threshold, else -1."""
         if self.threshold <= 0 or len(self.weights) == 0:
             return -1
-        dv = center - self.centers  # displacement(centers, center)
-        if self._anyPeriodic:
-            per = self._per
-            dv[..., per] -= self._perPeriods * np.rint(dv[..., per] / self._perPeriods)
-        dist2 = np.add.reduce((dv / self.sigmas) ** 2, axis=1)
+        if len(self.weights) >= _AXIS_BY_AXIS:
+            dist2 = self._scaled_r2(np.asarray(center, dtype=float).tolist(), self.centers.T, self.sigmas.T)
+        else:
+            dv = center - self.centers  # displacement(centers, center)
+            if self._anyPeriodic:
+                per = self._per
+                dv[..., per] -= self._perPeriods * np.rint(dv[..., per] / self._perPeriods)
+            dist2 = np.add.reduce((dv / self.sigmas) ** 2, axis=1)
         if keep is not None:
             dist2[~keep] = np.inf
         if 0 <= exclude < len(dist2):
