@@ -42,7 +42,16 @@ alike), as a percentage of 500 static steps. Before timing, an old and a new run
 must end with the same bias grid (bit for bit), the same Context energy and the same records (c(t) and log-weights
 to 1e-9: their window sums are taken in another order); the script stops otherwise.
 
-Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved] [--steps 10000] [--repeats 3] [--calls 20]
+``--method opes-interleaved``: the cost of one OPES-METAD deposit, refit and local route, d = 1, 2, 3, each as shipped
+("new") and as before the OPES deposit fast path of helper opespy10 ("old": ``opes_legacy.LegacyOPES``, kept in
+``benchmarks/opes_legacy.py`` only), the calls of the four runs interleaved, as % of 500 static steps. Before timing,
+an old and a new run of 5000 steps per route, OPES-METAD and OPES-explore, one after the other, must end with the
+same kernels, kernel sums, V on the grid, Context energy and records bit for bit (c(t) and log-weights to 1e-9: its
+log-sum-exp is now one vectorised pass); ``--no-check`` skips that. Then ``KernelDensity.add`` with 200-5000 stored
+kernels (the O(N) part), ``--no-compression`` a d = 3 run whose kernel count grows, and one local deposit by parts.
+
+Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved|opes-interleaved] [--steps 10000]
+      [--repeats 3] [--calls 20]
 """
 
 from __future__ import annotations
@@ -398,6 +407,33 @@ def opes_parts_old_new(model: Path, d: int, calls: int) -> dict[str, float]:
     return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
 
 
+def kde_add_with_many_kernels(calls: int, sizes=(200, 2000, 5000)) -> dict[int, tuple[float, float]]:
+    """Median thread CPU time (µs) of ``KernelDensity.add`` (old, new) with N stored kernels (d = 3, the 32³ grid
+    of the d = 3 benchmark, σ = 0.15, N centres uniform in the grid, cut at 5.1 σ, threshold 1), each call a sample
+    next to one stored kernel (a merge), the old and new calls interleaved: the O(N) part of a deposit (nearest
+    kernel, centre sums) for long runs whose kernels compression does not merge."""
+    from latentbias.bias.grid import BiasGrid, LatentVariable
+    from latentbias.bias.kernels import KernelDensity
+    from opes_legacy import LegacyKernelDensity
+
+    grid = BiasGrid([LatentVariable(i, -3.0, 3.0, 0.3, gridWidth=32) for i in range(3)])
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        c, s, w = rng.uniform(-2.5, 2.5, (n, 3)), np.full((n, 3), 0.15), rng.uniform(0.5, 1.5, n)
+        kdes = [cls(grid, 1.0, rebuild_interval=10**9, cutoff=5.1) for cls in (LegacyKernelDensity, KernelDensity)]
+        times: list[list[float]] = [[], []]
+        for kde in kdes:
+            kde.set_own(c, s, w, np.ones(n, int))
+        for i in range(calls):
+            for k, kde in enumerate(kdes):
+                t0 = time.thread_time()
+                kde.add(c[i % n] + 0.01, s[0], 1e-3)
+                times[k].append(time.thread_time() - t0)
+        out[n] = (float(np.median(times[0])) * 1e6, float(np.median(times[1])) * 1e6)
+    return out
+
+
 def main_opes_interleaved(args) -> None:
     """``--method opes-interleaved``: old vs new OPES deposit path (see :func:`interleaved_opes_old_new`)."""
     model = model_path(args)
@@ -420,6 +456,11 @@ def main_opes_interleaved(args) -> None:
         r = interleaved_opes_old_new(model, 3, args.calls, compressionThreshold=0.0)
         print(f"refit old {r['refit old']:.0f} → new {r['refit new']:.0f} µs; local old {r['local old']:.0f} → new "
               f"{r['local new']:.0f} µs; kernels at the end {r['kernels']}", flush=True)
+    print("\nKernelDensity.add with N stored kernels (d = 3, 32³ grid, a merge per call; µs, median of", args.calls,
+          "calls, old and new interleaved):\n")
+    print("| N kernels | old µs | new µs |\n|---:|---:|---:|")
+    for n, (t_old, t_new) in kde_add_with_many_kernels(args.calls).items():
+        print(f"| {n} | {t_old:.0f} | {t_new:.0f} |", flush=True)
     print("\nOne local OPES deposit by parts, old and new interleaved (µs, median of", args.calls, "calls):\n")
     parts = {d: opes_parts_old_new(model, d, args.calls) for d in (1, 2, 3)}
     print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
