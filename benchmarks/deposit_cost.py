@@ -47,7 +47,9 @@ to 1e-9: their window sums are taken in another order); the script stops otherwi
 ``benchmarks/opes_legacy.py`` only), the calls of the four runs interleaved, as % of 500 static steps. Before timing,
 an old and a new run of 5000 steps per route, OPES-METAD and OPES-explore, one after the other, must end with the
 same kernels, kernel sums, V on the grid, Context energy and records bit for bit (c(t) and log-weights to 1e-9: its
-log-sum-exp is now one vectorised pass); ``--no-check`` skips that. Then ``KernelDensity.add`` with 200-5000 stored
+log-sum-exp is now one vectorised pass), and an old and a new ``KernelDensity`` fed the same random walk of up to 305
+kernels (54 configurations: d, periodicity, cutoff, compression; :func:`kde_old_and_new_agree`) must hold the same
+sums and kernels bit for bit after every deposit; ``--no-check`` skips these. Then ``KernelDensity.add`` with 200-5000 stored
 kernels (the O(N) part), ``--no-compression`` a d = 3 run whose kernel count grows, and one local deposit by parts.
 
 Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved|opes-interleaved] [--steps 10000]
@@ -353,6 +355,50 @@ def opes_old_and_new_agree(model: Path, d: int, steps: int = 5000) -> None:
                     assert np.array_equal(a, b), f"{what}: the {name} differ"
 
 
+def kde_old_and_new_agree(deposits: int = 300) -> int:
+    """The old (:class:`opes_legacy.LegacyKernelDensity`) and the new ``KernelDensity`` fed the same random walk of
+    kernels (shrinking, unequal widths, log-normal weights; other walkers' kernels set half-way; a rebuild every 37
+    updates), d = 1, 2, 3, periodic or not, untruncated and cut at 3 and 5.1 σ, compression thresholds 0, 1, 2
+    (up to ``deposits`` + 5 kernels, recursive merges): grid sums, centre sums, kernels and journals must be equal
+    bit for bit after every deposit. Returns the number of configurations checked; stops the script otherwise."""
+    from latentbias.bias.grid import BiasGrid, LatentVariable
+    from latentbias.bias.kernels import KernelDensity
+    from opes_legacy import LegacyKernelDensity
+
+    checked = 0
+    for d in (1, 2, 3):
+        for periodic in (False, True):
+            lo, hi = (-np.pi, np.pi) if periodic else (-2.0, 2.0)
+            grid = BiasGrid([LatentVariable(i, lo, hi, 0.3, periodic=periodic, gridWidth=(60, 30, 16)[d - 1])
+                             for i in range(d)])
+            for cutoff in (None, 3.0, 5.1):
+                for threshold in (0.0, 1.0, 2.0):
+                    rng = np.random.default_rng(100 * d + 10 * periodic + int(threshold))
+                    new = KernelDensity(grid, threshold, rebuild_interval=37, cutoff=cutoff)
+                    old = LegacyKernelDensity(grid, threshold, rebuild_interval=37, cutoff=cutoff)
+                    new.journal, old.journal = [], []
+                    x = rng.normal(size=d) * 0.5
+                    for i in range(deposits):
+                        x = x + rng.normal(size=d) * 0.3
+                        if not periodic:
+                            x = np.clip(x, lo - 0.3, hi + 0.3)
+                        sigma = 0.3 * (1 + i) ** -0.15 * rng.uniform(0.7, 1.3, size=d)
+                        w = float(np.exp(rng.normal()))
+                        new.add(x, sigma, w)
+                        old.add(x, sigma, w)
+                        if i == deposits // 2:
+                            fc, fs, fw = rng.uniform(lo, hi, (5, d)), np.full((5, d), 0.25), rng.random(5)
+                            new.set_fixed(fc, fs, fw)
+                            old.set_fixed(fc, fs, fw)
+                        same = (len(new.journal) == len(old.journal) and all(
+                            np.array_equal(getattr(new, k), getattr(old, k))
+                            for k in ("grid_sum", "center_sum", "centers", "sigmas", "weights", "counts")))
+                        assert same, (f"KernelDensity old != new: d = {d}, periodic {periodic}, cutoff {cutoff}, "
+                                      f"threshold {threshold}, deposit {i}")
+                    checked += 1
+    return checked
+
+
 def interleaved_opes_old_new(model: Path, d: int, calls: int, **kwargs) -> dict[str, float]:
     """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step), refit and local route, each
     as shipped ("new") and before the fast path ("old", :class:`opes_legacy.LegacyOPES`), the calls of the four runs
@@ -437,6 +483,9 @@ def kde_add_with_many_kernels(calls: int, sizes=(200, 2000, 5000)) -> dict[int, 
 def main_opes_interleaved(args) -> None:
     """``--method opes-interleaved``: old vs new OPES deposit path (see :func:`interleaved_opes_old_new`)."""
     model = model_path(args)
+    if not args.no_check:
+        print(f"KernelDensity old == new bit for bit after every deposit in {kde_old_and_new_agree()} configurations",
+              flush=True)
     print("| d | grid | static µs/step | refit: old µs | new µs | per 500 steps (old → new) | local: old µs | new µs "
           "| per 500 steps (old → new) | kernels |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
