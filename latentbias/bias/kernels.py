@@ -17,8 +17,14 @@ conserves the weight, the weighted mean and the weighted second moment of the tw
 merges unnormalised heights ``w·Π(σ0/σ)``, weights are merged, so probability is conserved exactly when the two
 widths differ.
 
-Updates are incremental (cost ∝ grid size + number of kernels); a full rebuild every ``rebuild_interval`` updates
-removes the rounding that subtractions accumulate.
+Updates are incremental: a deposit changes the grid sum on the windows of the kernels it adds and removes, and the
+centre sums by their values at every centre plus the changed kernel's own sum (cost ∝ the windows + the number of
+kernels; nothing O(N²) outside a rebuild); a full rebuild every ``rebuild_interval`` updates removes the rounding
+that subtractions accumulate. The deposit path avoids interpreter overhead without changing a double: the blocks of
+recently added kernels are kept for their removal by a compression, the kernels a deposit adds and removes are
+evaluated at all centres in one pass, sums over the d coordinates are taken axis by axis for many kernels (the order
+numpy's reduce uses), and :meth:`KernelDensity.occupied_box` bounds the non-zero part of the grid sum, so that work
+over the estimate (c(t), V) can skip the rest (``tests/test_opes_fastpath.py``; ``benchmarks/RESULTS.md``).
 
 Truncation (``cutoff``, PLUMED's OPES ``KERNEL_CUTOFF``): with a cutoff c every kernel is
 ``N_c(s) = (exp(−½ r²) − exp(−½ c²)) / ((2π)^{d/2} Π σ)`` for a Mahalanobis distance r = |(s − c_k)/σ_k| < c and 0
@@ -122,6 +128,9 @@ class KernelDensity:
 
     @grid_sum.setter
     def grid_sum(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=float)
+        if values.shape != tuple(self.grid.shape):
+            raise ValueError(f"the grid sum must have the grid's shape {tuple(self.grid.shape)}, got {values.shape}")
         self._grid_sum = values
         # the bounding box of the non-zero nodes; deposits then widen it by the windows they write
         self._box = []
