@@ -480,6 +480,32 @@ def kde_add_with_many_kernels(calls: int, sizes=(200, 2000, 5000)) -> dict[int, 
     return out
 
 
+def deposit_clocks(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median of ``calls`` deposits (each after one step, as in :func:`_interleaved_medians`) of the new OPES path,
+    refit and local route, by three clocks (µs): the stepping thread's CPU time (what the other tables report), the
+    process's CPU time (all its threads) and wall time; and the same for 500 static steps. A Context update that
+    runs in another thread is invisible to the first clock."""
+    out = {}
+    for route in ("refit", "local"):
+        opes, sim = make_opes(model, d, "default", route)
+        times: dict[str, list[float]] = {"thread": [], "process": [], "wall": []}
+        for _ in range(calls):
+            sim.step(1)
+            sim.currentStep = (sim.currentStep // 500 + 1) * 500
+            t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+            opes._deposit(sim)
+            times["thread"].append(time.thread_time() - t0)
+            times["process"].append(time.process_time() - p0)
+            times["wall"].append(time.perf_counter() - w0)
+        out |= {f"{route} {k}": float(np.median(v)) * 1e6 for k, v in times.items()}
+    opes.depositionEnabled = False
+    t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+    sim.step(500)
+    out |= {"500 steps thread": (time.thread_time() - t0) * 1e6, "500 steps process": (time.process_time() - p0) * 1e6,
+            "500 steps wall": (time.perf_counter() - w0) * 1e6}
+    return out
+
+
 def main_opes_interleaved(args) -> None:
     """``--method opes-interleaved``: old vs new OPES deposit path (see :func:`interleaved_opes_old_new`)."""
     model = model_path(args)
@@ -510,6 +536,16 @@ def main_opes_interleaved(args) -> None:
     print("| N kernels | old µs | new µs |\n|---:|---:|---:|")
     for n, (t_old, t_new) in kde_add_with_many_kernels(args.calls).items():
         print(f"| {n} | {t_old:.0f} | {t_new:.0f} |", flush=True)
+    print("\nThe new deposit by three clocks (µs, median of 50 deposits; 500 static steps once):\n")
+    print("| d | clock | refit deposit | local deposit | 500 static steps | refit, per 500 steps | local, per 500 steps |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for d in (1, 2, 3):
+        c = deposit_clocks(model, d, 50)
+        for clock in ("thread", "process", "wall"):
+            per = c[f"500 steps {clock}"] / 100
+            print(f"| {d} | {clock} | {c[f'refit {clock}']:.0f} | {c[f'local {clock}']:.0f} | "
+                  f"{c[f'500 steps {clock}']:.0f} | {c[f'refit {clock}'] / per:.1f} % | {c[f'local {clock}'] / per:.1f} % |",
+                  flush=True)
     print("\nOne local OPES deposit by parts, old and new interleaved (µs, median of", args.calls, "calls):\n")
     parts = {d: opes_parts_old_new(model, d, args.calls) for d in (1, 2, 3)}
     print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
