@@ -44,8 +44,19 @@ alike), as a percentage of 500 static steps. Before timing, an old and a new run
 must end with the same bias grid (bit for bit), the same Context energy and the same records (c(t) and log-weights
 to 1e-9: their window sums are taken in another order); the script stops otherwise.
 
-Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved] [--steps 10000] [--repeats 3] [--calls 20]
-      [--routes refit local hermite]   (--repeats 0 with --method opes: no step-rate columns, interleaved only)
+``--method opes-interleaved``: the cost of one OPES-METAD deposit, refit and local route, d = 1, 2, 3, each as shipped
+("new") and as before the OPES deposit fast path of helper opespy10 ("old": ``opes_legacy.LegacyOPES``, kept in
+``benchmarks/opes_legacy.py`` only), the calls of the four runs interleaved, as % of 500 static steps. Before timing,
+an old and a new run of 5000 steps per route, OPES-METAD and OPES-explore, one after the other, must end with the
+same kernels, kernel sums, V on the grid, Context energy and records bit for bit (c(t) and log-weights to 1e-9: its
+log-sum-exp is now one vectorised pass), and an old and a new ``KernelDensity`` fed the same random walk of up to 305
+kernels (54 configurations: d, periodicity, cutoff, compression; :func:`kde_old_and_new_agree`) must hold the same
+sums and kernels bit for bit after every deposit; ``--no-check`` skips these. Then ``KernelDensity.add`` with 200-5000 stored
+kernels (the O(N) part), ``--no-compression`` a d = 3 run whose kernel count grows, and one local deposit by parts.
+
+Run:  python benchmarks/deposit_cost.py [--method metad|opes|interleaved|opes-interleaved] [--steps 10000]
+      [--repeats 3] [--calls 20] [--routes refit local hermite]   (--repeats 0 with --method opes: no step-rate
+      columns, interleaved only)
 """
 
 from __future__ import annotations
@@ -73,6 +84,7 @@ from latentbias.testsystems import alanine_dipeptide_vacuum
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import build_model, variables  # noqa: E402  (the d = 3 encoder and grids of the other benchmark)
+from opes_legacy import LegacyOPES  # noqa: E402  (the OPES deposit path before the fast path, for comparison)
 
 
 class LegacyRunningCt(RunningCt):
@@ -207,11 +219,11 @@ def time_run(model: Path, d: int, deposit: bool, backend: type, steps: int, cuto
     return (time.thread_time() - t0) / steps * 1e6
 
 
-def make_opes(model: Path, d: int, cutoff="default", contextUpdate="auto"):
+def make_opes(model: Path, d: int, cutoff="default", contextUpdate="auto", cls=LatentOPES, **kwargs):
     system, topology, positions = alanine_dipeptide_vacuum()
     z = lb.load_model(model).encode(positions)
-    opes = LatentOPES(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
-                      kernelCutoff=cutoff, contextUpdate=contextUpdate)
+    opes = cls(system, model, variables(z, d), 300 * unit.kelvin, 30.0, 500, backend=FusedBackend,
+               kernelCutoff=cutoff, contextUpdate=contextUpdate, **kwargs)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(1)
     sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -328,6 +340,233 @@ def main_opes(args) -> None:
         print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
         for name in names:
             print(f"| {name} | " + " | ".join(f"{breakdowns[d][route][name]:.0f}" for d in (1, 2, 3)) + " |")
+
+
+def opes_old_and_new_agree(model: Path, d: int, steps: int = 5000) -> None:
+    """Run the OPES deposit path before the fast path of helper opespy10 (:class:`opes_legacy.LegacyOPES`) and the
+    shipped one, one after the other, on both Context routes, OPES-METAD and OPES-explore: the kernels, the kernel
+    sums on the grid and at the centres, V on the grid, the Context energy and the records must be equal bit for bit,
+    c(t) and the log-weights to 1e-9 (c(t)'s log-sum-exp is now one vectorised pass instead of a sequential
+    ``np.logaddexp.reduce``: equal to rounding). Stops the script otherwise."""
+    for route in ("refit", "local"):
+        for explore in (False, True):
+            out = []
+            for cls in (LegacyOPES, LatentOPES):
+                opes, sim = make_opes(model, d, "default", route, cls, explore=explore)
+                opes.step(sim, steps)
+                energy = sim.context.getState(getEnergy=True).getPotentialEnergy()._value
+                k = opes.kde
+                out.append((opes.getBias(), opes.getRecords(), energy, k.centers, k.sigmas, k.weights, k.grid_sum,
+                            k.center_sum))
+            old, new = out
+            what = f"d = {d}, {route}, {'explore' if explore else 'METAD'}"
+            for name, a, b in zip(("bias grid", "records", "energy", "centres", "sigmas", "weights", "grid sum",
+                                   "centre sums"), old, new):
+                if name == "records":
+                    assert len(b["step"]) == steps // 500 + 5, what
+                    for key in a:
+                        tol = 1e-9 if key in ("ct_kjmol", "logweight") else 0.0
+                        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=tol, err_msg=f"{what}: {key}")
+                else:
+                    assert np.array_equal(a, b), f"{what}: the {name} differ"
+
+
+def kde_old_and_new_agree(deposits: int = 300) -> int:
+    """The old (:class:`opes_legacy.LegacyKernelDensity`) and the new ``KernelDensity`` fed the same random walk of
+    kernels (shrinking, unequal widths, log-normal weights; other walkers' kernels set half-way; a rebuild every 37
+    updates), d = 1, 2, 3, periodic or not, untruncated and cut at 3 and 5.1 σ, compression thresholds 0, 1, 2
+    (up to ``deposits`` + 5 kernels, recursive merges): grid sums, centre sums, kernels and journals must be equal
+    bit for bit after every deposit. Returns the number of configurations checked; stops the script otherwise."""
+    from latentbias.bias.grid import BiasGrid, LatentVariable
+    from latentbias.bias.kernels import KernelDensity
+    from opes_legacy import LegacyKernelDensity
+
+    checked = 0
+    for d in (1, 2, 3):
+        for periodic in (False, True):
+            lo, hi = (-np.pi, np.pi) if periodic else (-2.0, 2.0)
+            grid = BiasGrid([LatentVariable(i, lo, hi, 0.3, periodic=periodic, gridWidth=(60, 30, 16)[d - 1])
+                             for i in range(d)])
+            for cutoff in (None, 3.0, 5.1):
+                for threshold in (0.0, 1.0, 2.0):
+                    rng = np.random.default_rng(100 * d + 10 * periodic + int(threshold))
+                    new = KernelDensity(grid, threshold, rebuild_interval=37, cutoff=cutoff)
+                    old = LegacyKernelDensity(grid, threshold, rebuild_interval=37, cutoff=cutoff)
+                    new.journal, old.journal = [], []
+                    x = rng.normal(size=d) * 0.5
+                    for i in range(deposits):
+                        x = x + rng.normal(size=d) * 0.3
+                        if not periodic:
+                            x = np.clip(x, lo - 0.3, hi + 0.3)
+                        sigma = 0.3 * (1 + i) ** -0.15 * rng.uniform(0.7, 1.3, size=d)
+                        w = float(np.exp(rng.normal()))
+                        new.add(x, sigma, w)
+                        old.add(x, sigma, w)
+                        if i == deposits // 2:
+                            fc, fs, fw = rng.uniform(lo, hi, (5, d)), np.full((5, d), 0.25), rng.random(5)
+                            new.set_fixed(fc, fs, fw)
+                            old.set_fixed(fc, fs, fw)
+                        same = (len(new.journal) == len(old.journal) and all(
+                            np.array_equal(getattr(new, k), getattr(old, k))
+                            for k in ("grid_sum", "center_sum", "centers", "sigmas", "weights", "counts")))
+                        assert same, (f"KernelDensity old != new: d = {d}, periodic {periodic}, cutoff {cutoff}, "
+                                      f"threshold {threshold}, deposit {i}")
+                    checked += 1
+    return checked
+
+
+def interleaved_opes_old_new(model: Path, d: int, calls: int, **kwargs) -> dict[str, float]:
+    """Median thread CPU time (µs) of one OPES deposit (one step + deposit − one step), refit and local route, each
+    as shipped ("new") and before the fast path ("old", :class:`opes_legacy.LegacyOPES`), the calls of the four runs
+    interleaved. Each run first steps 2500 steps (5 deposits)."""
+    runs = {f"{route} {age}": make_opes(model, d, "default", route, cls, **kwargs)
+            for route in ("refit", "local") for age, cls in (("old", LegacyOPES), ("new", LatentOPES))}
+    med = _interleaved_medians(runs, calls)
+    return {name: med[f"{name} deposit"] - med[f"{name} step"] for name in runs} | {
+        "step": float(np.mean([med[f"{name} step"] for name in runs])), "kernels": runs["local new"][0].numKernels}
+
+
+def opes_parts_old_new(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median thread CPU time (µs) of the Python parts of one local OPES deposit, old and new interleaved call by call,
+    on the state a 2500-step run left (weights 1e-9, so the estimate barely changes), each after an untimed step:
+    z and V(z) read back, c(t), ``KernelDensity.add`` (the kernel on its box, the sums at the centres, compression),
+    σ (N_eff) + the coarse-grid check, and the push to the Context (``addGridKernel`` + ``setParameter`` +
+    ``updateParametersInContext``, the same code in both)."""
+    new, sim = make_opes(model, d, "default", "local")
+    old, _ = make_opes(model, d, "default", "local", LegacyOPES)  # its own Context, never stepped: its parts only
+    old.kde.set_own(new.kde.centers, new.kde.sigmas, new.kde.weights, new.kde.counts)
+    new.kde.set_own(new.kde.centers, new.kde.sigmas, new.kde.weights, new.kde.counts)
+    ctx = sim.context
+    z = new.backend.latent_values(ctx)
+
+    def push():
+        new.kde.journal.clear()
+        new.kde.add(z, new.getSigma(), 1e-9)
+        t0 = time.thread_time()
+        new.updateContext(ctx)
+        return time.thread_time() - t0
+
+    parts = {
+        "z, V(z): old": lambda: (new.backend.latent_values(ctx), new.backend.energy(ctx),
+                                 ctx.getState().getTime()),
+        "z, V(z): new": lambda: (new.backend.latent_values_and_energy(ctx), ctx.getTime()),
+        "c(t): old": old.ct, "c(t): new": new.ct,
+        "KernelDensity.add: old": lambda: old.kde.add(z, old.getSigma(), 1e-9),
+        "KernelDensity.add: new": lambda: new.kde.add(z, new.getSigma(), 1e-9),
+        "σ, N_eff, grid check: old": lambda: old._warnIfGridTooCoarse(old.getSigma()),
+        "σ, N_eff, grid check: new": lambda: new._warnIfGridTooCoarse(new.getSigma()),
+    }
+    times: dict[str, list[float]] = {k: [] for k in parts} | {"push to the Context (both)": []}
+    for _ in range(calls):
+        for name, call in parts.items():
+            sim.step(1)
+            t0 = time.thread_time()
+            call()
+            times[name].append(time.thread_time() - t0)
+        old.kde.journal = None
+        sim.step(1)
+        times["push to the Context (both)"].append(push())
+    return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
+
+
+def kde_add_with_many_kernels(calls: int, sizes=(200, 2000, 5000)) -> dict[int, tuple[float, float]]:
+    """Median thread CPU time (µs) of ``KernelDensity.add`` (old, new) with N stored kernels (d = 3, the 32³ grid
+    of the d = 3 benchmark, σ = 0.15, N centres uniform in the grid, cut at 5.1 σ, threshold 1), each call a sample
+    next to one stored kernel (a merge), the old and new calls interleaved: the O(N) part of a deposit (nearest
+    kernel, centre sums) for long runs whose kernels compression does not merge."""
+    from latentbias.bias.grid import BiasGrid, LatentVariable
+    from latentbias.bias.kernels import KernelDensity
+    from opes_legacy import LegacyKernelDensity
+
+    grid = BiasGrid([LatentVariable(i, -3.0, 3.0, 0.3, gridWidth=32) for i in range(3)])
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        c, s, w = rng.uniform(-2.5, 2.5, (n, 3)), np.full((n, 3), 0.15), rng.uniform(0.5, 1.5, n)
+        kdes = [cls(grid, 1.0, rebuild_interval=10**9, cutoff=5.1) for cls in (LegacyKernelDensity, KernelDensity)]
+        times: list[list[float]] = [[], []]
+        for kde in kdes:
+            kde.set_own(c, s, w, np.ones(n, int))
+        for i in range(calls):
+            for k, kde in enumerate(kdes):
+                t0 = time.thread_time()
+                kde.add(c[i % n] + 0.01, s[0], 1e-3)
+                times[k].append(time.thread_time() - t0)
+        out[n] = (float(np.median(times[0])) * 1e6, float(np.median(times[1])) * 1e6)
+    return out
+
+
+def deposit_clocks(model: Path, d: int, calls: int) -> dict[str, float]:
+    """Median of ``calls`` deposits (each after one step, as in :func:`_interleaved_medians`) of the new OPES path,
+    refit and local route, by three clocks (µs): the stepping thread's CPU time (what the other tables report), the
+    process's CPU time (all its threads) and wall time; and the same for 500 static steps. A Context update that
+    runs in another thread is invisible to the first clock."""
+    out = {}
+    for route in ("refit", "local"):
+        opes, sim = make_opes(model, d, "default", route)
+        times: dict[str, list[float]] = {"thread": [], "process": [], "wall": []}
+        for _ in range(calls):
+            sim.step(1)
+            sim.currentStep = (sim.currentStep // 500 + 1) * 500
+            t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+            opes._deposit(sim)
+            times["thread"].append(time.thread_time() - t0)
+            times["process"].append(time.process_time() - p0)
+            times["wall"].append(time.perf_counter() - w0)
+        out |= {f"{route} {k}": float(np.median(v)) * 1e6 for k, v in times.items()}
+    opes.depositionEnabled = False
+    t0, p0, w0 = time.thread_time(), time.process_time(), time.perf_counter()
+    sim.step(500)
+    out |= {"500 steps thread": (time.thread_time() - t0) * 1e6, "500 steps process": (time.process_time() - p0) * 1e6,
+            "500 steps wall": (time.perf_counter() - w0) * 1e6}
+    return out
+
+
+def main_opes_interleaved(args) -> None:
+    """``--method opes-interleaved``: old vs new OPES deposit path (see :func:`interleaved_opes_old_new`)."""
+    model = model_path(args)
+    if not args.no_check:
+        print(f"KernelDensity old == new bit for bit after every deposit in {kde_old_and_new_agree()} configurations",
+              flush=True)
+    print("| d | grid | static µs/step | refit: old µs | new µs | per 500 steps (old → new) | local: old µs | new µs "
+          "| per 500 steps (old → new) | kernels |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in (1, 2, 3):
+        if not args.no_check:
+            opes_old_and_new_agree(model, d)
+        r = interleaved_opes_old_new(model, d, args.calls)
+        static = min(time_opes(model, d, False, args.steps, "default", "local") for _ in range(args.repeats))
+        shape = "x".join(str(n) for n in [v.gridWidth for v in variables(np.zeros(3), d)])
+        per = 5 * static  # 500 steps, in %
+        print(f"| {d} | {shape} | {static:.1f} | {r['refit old']:.0f} | {r['refit new']:.0f} | "
+              f"{r['refit old'] / per:.1f} → {r['refit new'] / per:.1f} % | {r['local old']:.0f} | "
+              f"{r['local new']:.0f} | {r['local old'] / per:.1f} → {r['local new'] / per:.1f} % | {r['kernels']} |",
+              flush=True)
+    if args.no_compression:
+        print("\nd = 3 without compression (compressionThreshold=0: every deposit a new kernel, ~5 + calls kernels):\n")
+        r = interleaved_opes_old_new(model, 3, args.calls, compressionThreshold=0.0)
+        print(f"refit old {r['refit old']:.0f} → new {r['refit new']:.0f} µs; local old {r['local old']:.0f} → new "
+              f"{r['local new']:.0f} µs; kernels at the end {r['kernels']}", flush=True)
+    print("\nKernelDensity.add with N stored kernels (d = 3, 32³ grid, a merge per call; µs, median of", args.calls,
+          "calls, old and new interleaved):\n")
+    print("| N kernels | old µs | new µs |\n|---:|---:|---:|")
+    for n, (t_old, t_new) in kde_add_with_many_kernels(args.calls).items():
+        print(f"| {n} | {t_old:.0f} | {t_new:.0f} |", flush=True)
+    print("\nThe new deposit by three clocks (µs, median of 50 deposits; 500 static steps once):\n")
+    print("| d | clock | refit deposit | local deposit | 500 static steps | refit, per 500 steps | local, per 500 steps |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for d in (1, 2, 3):
+        c = deposit_clocks(model, d, 50)
+        for clock in ("thread", "process", "wall"):
+            per = c[f"500 steps {clock}"] / 100
+            print(f"| {d} | {clock} | {c[f'refit {clock}']:.0f} | {c[f'local {clock}']:.0f} | "
+                  f"{c[f'500 steps {clock}']:.0f} | {c[f'refit {clock}'] / per:.1f} % | {c[f'local {clock}'] / per:.1f} % |",
+                  flush=True)
+    print("\nOne local OPES deposit by parts, old and new interleaved (µs, median of", args.calls, "calls):\n")
+    parts = {d: opes_parts_old_new(model, d, args.calls) for d in (1, 2, 3)}
+    print("| part | d = 1 | d = 2 | d = 3 |\n|---|---:|---:|---:|")
+    for name in parts[1]:
+        print(f"| {name} | " + " | ".join(f"{parts[d][name]:.0f}" for d in (1, 2, 3)) + " |")
 
 
 def metad_breakdown(model: Path, d: int, calls: int, cutoff="default") -> dict[str, float]:
@@ -493,7 +732,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", action="store_true", help="(tables are always Markdown)")
-    parser.add_argument("--method", choices=["metad", "opes", "interleaved"], default="metad",
+    parser.add_argument("--no-check", action="store_true", help="opes-interleaved: skip the old/new equality runs")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="opes-interleaved: also time d = 3 deposits without compression (growing kernel count)")
+    parser.add_argument("--method", choices=["metad", "opes", "interleaved", "opes-interleaved"], default="metad",
                         help="interleaved: only the per-deposit cost of metadynamics, full vs cut Gaussians, "
                              "old vs new deposit path, d = 1-3, calls of the four runs interleaved")
     parser.add_argument("--calls", type=int, default=20, help="calls per part of the one-deposit breakdown")
@@ -522,6 +764,10 @@ def main() -> None:
         print("| part | µs |\n|---|---:|")
         for name, value in parts.items():
             print(f"| {name} | {value:.0f} |")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        return
+    if args.method == "opes-interleaved":
+        main_opes_interleaved(args)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         return
     if args.method == "opes":

@@ -217,6 +217,7 @@ class LatentOPES:
         self.explore = bool(explore)
         self._alpha = (self.biasFactor - 1.0) if self.explore else (1.0 - 1.0 / self.biasFactor)
         self._logEpsilon = -self.barrier / (self._alpha * self._kt)
+        self._epsilon = math.exp(self._logEpsilon)  # 0.0 where it underflows (c(t) then uses ln r, as logaddexp does)
         self.pace = int(pace)
         if self.pace <= 0:
             raise ValueError(f"pace must be a positive number of steps, got {pace}")
@@ -247,6 +248,7 @@ class LatentOPES:
             kernelCutoff = opes_default_cutoff(self.barrier / self._kt, self._alpha, self.explore)
         self.kde = KernelDensity(self.grid, compressionThreshold, cutoff=kernelCutoff)
         self._coarseGridWarned = False
+        self._spacing: np.ndarray | None = None  # grid spacings, for the coarse-grid warning
         d = self.grid.ndim
         # own weight sums (w = exp(βV) of every deposited sample) and number of depositions
         self._sumW, self._sumW2, self._count = 0.0, 0.0, 0
@@ -333,17 +335,30 @@ class LatentOPES:
 
     def _normalization(self) -> float:
         """Σw·Z_n, the mean of the kernel sum over the kernel centres (1 before the first kernel)."""
-        return float(np.mean(self.kde.center_sum)) if self.kde.num_kernels else 1.0
+        sums = self.kde.center_sum
+        # np.mean's arithmetic (the sum, then / n), without its wrapper
+        return float(np.add.reduce(sums) / len(sums)) if self.kde.num_kernels else 1.0
 
     def _biasFromSums(self, sums: np.ndarray, zed: float) -> np.ndarray:
         """V = (α/β) ln(max(S, 0)/zed + ε) of kernel sums S (any shape), kJ/mol."""
         ratio = np.maximum(sums, 0.0) / zed
         return self._alpha * self._kt * np.logaddexp(np.log(np.maximum(ratio, 1e-300)), self._logEpsilon)
 
+    @property
+    def _biasAtZero(self) -> float:
+        """V where the kernel sum is 0 (or below), as :meth:`_biasFromSums` computes it there, kJ/mol."""
+        return float(self._biasFromSums(np.zeros(1), 1.0)[0])
+
     def _computeBiasGrid(self) -> np.ndarray:
         if self.kde.num_kernels == 0:
             return np.full(self.grid.shape, -self.barrier)
-        return self._biasFromSums(self.kde.grid_sum, self._normalization())  # the normalisation Σw cancels in P/Z
+        # V = _biasFromSums(S) on the whole grid (the normalisation Σw cancels in P/Z), evaluated only on the box
+        # outside which S is exactly 0 (KernelDensity.occupied_box); beyond it V is its value at S = 0, the same
+        # double for every node (max(S, 0)/Z = 0 is clamped to 1e-300 whatever Z is)
+        box = self.kde.occupied_box()
+        values = np.full(self.grid.shape, self._biasAtZero)
+        values[box] = self._biasFromSums(self.kde.grid_sum[box], self._normalization())
+        return values
 
     def _currentBiasGrid(self) -> np.ndarray:
         """V on the grid (kJ/mol), recomputed if the kernels changed since."""
@@ -386,15 +401,29 @@ class LatentOPES:
         (explore), on the grid; −ΔE (the flat initial bias) before the first kernel."""
         if self.kde.num_kernels == 0:
             return -self.barrier
-        u = self._uniqueNodes()
-        p = np.maximum(self.kde.grid_sum[u], 0.0).ravel()
-        keep = p > 0
-        # V only where the estimate is non-zero (the same values as on the whole grid)
-        v = self._biasFromSums(p[keep], self._normalization()) / self._kt
-        logp = np.log(p[keep]) - np.log(p[keep].sum())
-        if self.explore:
-            return float(self._kt * np.logaddexp.reduce(logp + v))
-        return float(-self._kt * np.logaddexp.reduce(logp - v))
+        # the distinct nodes where the estimate is > 0, in the grid's order: only the box outside which it is exactly
+        # 0 (KernelDensity.occupied_box) is looked at, which leaves out zeros only
+        box = tuple(slice(b.start, min(b.stop, n - 1)) if v.periodic else b
+                    for b, n, v in zip(self.kde.occupied_box(), self.grid.shape, self.variables))
+        p = np.maximum(self.kde.grid_sum[box], 0.0).ravel()
+        p = p[p > 0]
+        # βV = α ln(max(S/Z, 1e-300) + ε) only where the estimate is non-zero: _biasFromSums / kT to rounding, with
+        # ln(r + ε) for its logaddexp(ln r, ln ε) (a scalar loop; equal to rounding: tests/test_opes_fastpath.py)
+        v = p / self._normalization()
+        np.maximum(v, 1e-300, out=v)
+        v += self._epsilon
+        np.log(v, out=v)
+        v *= self._alpha
+        logp = np.log(p) - np.log(p.sum())
+        x = logp + v if self.explore else logp - v
+        if len(x) == 0:
+            lse = float(np.logaddexp.reduce(x))
+        else:
+            # ln Σ e^x as max + ln Σ e^{x − max}: one vectorised pass, equal to np.logaddexp.reduce(x) (a sequential
+            # loop, ~30 ns per node) to rounding (tests/test_opes_fastpath.py: 1e-12 relative)
+            top = float(x.max())
+            lse = top + math.log(float(np.exp(x - top).sum()))
+        return float(self._kt * lse) if self.explore else float(-self._kt * lse)
 
     def rct(self) -> float:
         """PLUMED's running c(t) estimate, kT ln(Σw / n) over all deposited samples (kJ/mol)."""
@@ -505,14 +534,14 @@ class LatentOPES:
         from openmm import unit
 
         context = simulation.context
-        z = self.backend.latent_values(context)
-        acting = self.backend.energy(context)  # scale * V(z) + walls
+        # z, and scale * V(z) + walls exactly as the force applies it, from one (last or new) evaluation
+        z, acting = self.backend.latent_values_and_energy(context)
         wall = self.backend.wall_energy(z)
         scale = self.backend.scale
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
         ct = self.ct()
-        state = context.getState(getPositions=self._trajectory is not None)
-        time_ps = state.getTime().value_in_unit(unit.picosecond)
+        state = context.getState(getPositions=True) if self._trajectory is not None else None
+        time_ps = (context.getTime() if state is None else state.getTime()).value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, self.rct())
         if self._trajectory is not None:
             self._trajectory.write(simulation, state, self.pace)
@@ -541,9 +570,11 @@ class LatentOPES:
         weighted by the bias that acted — but the bias no longer follows the OPES estimate at the σ scale."""
         if self._coarseGridWarned:
             return
-        axes = self.grid.axes
-        spacing = np.array([a[1] - a[0] for a in axes])
-        if np.any(sigma < spacing):
+        if self._spacing is None:
+            self._spacing = np.array([a[1] - a[0] for a in self.grid.axes])
+        spacing = self._spacing
+        if (sigma < spacing).any():
+            axes = self.grid.axes
             self._coarseGridWarned = True
             needed = [int(np.ceil((a[-1] - a[0]) / sk)) + 1 for a, sk in zip(axes, sigma)]
             logger.warning("OPES kernel width %s is now below the grid spacing %s after %d deposits: the acting bias "
