@@ -367,6 +367,8 @@ public:
     }
     /** Throw OpenMMException unless `values` fit the current grid (size, finite, periodic planes equal). */
     void checkGridValues(const std::vector<double>& values) const;
+    /** Whether each grid dimension is periodic, in the order added. */
+    std::vector<bool> periodicDims() const;
     /** A Gaussian added by addGridGaussian(). */
     struct GridDeposit {
         std::vector<double> center, width;

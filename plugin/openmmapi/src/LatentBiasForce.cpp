@@ -264,22 +264,20 @@ void LatentBiasForce::checkGridValues(const vector<double>& values) const {
             throw OpenMMException(msg.str());
         }
     // Along a periodic dimension the last plane duplicates the first (OpenMM's periodic splines require it).
-    int stride[3] = {1, n[0], n[0] * n[1]};
-    for (size_t k = 0; k < gridDims.size(); k++) {
-        if (!gridDims[k].periodic)
-            continue;
-        int a = (k + 1) % 3, b = (k + 2) % 3;
-        for (int i = 0; i < n[a]; i++)
-            for (int j = 0; j < n[b]; j++) {
-                int base = i * stride[a] + j * stride[b];
-                if (values[base] != values[base + (n[k] - 1) * stride[k]]) {
-                    stringstream msg;
-                    msg << "LatentBiasForce: grid dimension " << k << " is periodic, so its last grid point must "
-                        << "repeat the first (equal values), but they differ";
-                    throw OpenMMException(msg.str());
-                }
-            }
+    int k = LatentBiasGrid::periodicPlaneMismatch(values.data(), n, periodicDims());
+    if (k >= 0) {
+        stringstream msg;
+        msg << "LatentBiasForce: grid dimension " << k << " is periodic, so its last grid point must repeat the "
+            << "first (equal values), but they differ";
+        throw OpenMMException(msg.str());
     }
+}
+
+vector<bool> LatentBiasForce::periodicDims() const {
+    vector<bool> periodic;
+    for (const GridDimension& d : gridDims)
+        periodic.push_back(d.periodic);
+    return periodic;
 }
 
 void LatentBiasForce::setGridValues(const vector<double>& values) {

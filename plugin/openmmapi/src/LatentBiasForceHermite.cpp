@@ -66,7 +66,6 @@ void LatentBiasForce::setGridValues(const vector<double>& values, const vector<d
             << (nmask - 1) * total << " (masks 1 .. " << nmask - 1 << ", each flattened like the values)";
         throw OpenMMException(msg.str());
     }
-    int stride[3] = {1, n[0], n[0] * n[1]};
     for (int mask = 1; mask < nmask && !nodeDerivatives.empty(); mask++) {
         const double* a = nodeDerivatives.data() + (mask - 1) * total;
         for (size_t i = 0; i < total; i++)
@@ -76,21 +75,12 @@ void LatentBiasForce::setGridValues(const vector<double>& values, const vector<d
                     << " is not finite (" << a[i] << ")";
                 throw OpenMMException(msg.str());
             }
-        for (size_t k = 0; k < gridDims.size(); k++) {
-            if (!gridDims[k].periodic)
-                continue;
-            int p = (k + 1) % 3, q = (k + 2) % 3;
-            for (int i = 0; i < n[p]; i++)
-                for (int j = 0; j < n[q]; j++) {
-                    int base = i * stride[p] + j * stride[q];
-                    if (a[base] != a[base + (n[k] - 1) * stride[k]]) {
-                        stringstream msg;
-                        msg << "LatentBiasForce::setGridValues: grid dimension " << k << " is periodic, so the last "
-                            << "grid point of node derivative array " << mask << " must repeat the first, but they "
-                            << "differ";
-                        throw OpenMMException(msg.str());
-                    }
-                }
+        int k = LatentBiasGrid::periodicPlaneMismatch(a, n, periodicDims());
+        if (k >= 0) {
+            stringstream msg;
+            msg << "LatentBiasForce::setGridValues: grid dimension " << k << " is periodic, so the last grid point of "
+                << "node derivative array " << mask << " must repeat the first, but they differ";
+            throw OpenMMException(msg.str());
         }
     }
     // empty values / derivatives: zeros (kept empty until a deposit needs them)

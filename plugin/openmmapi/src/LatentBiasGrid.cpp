@@ -18,9 +18,8 @@ double LatentBiasGrid::wrap(double t, double minValue, double maxValue) {
     return minValue + L * (s - floor(s));
 }
 
-void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double>& newValues, bool forceGeneric) {
-    int ndim = newAxes.size();
-    if (ndim < 1 || ndim > 3)
+size_t LatentBiasGrid::checkedGridSize(const vector<Axis>& newAxes, size_t numValues) {
+    if (newAxes.size() < 1 || newAxes.size() > 3)
         throw OpenMMException("LatentBiasGrid: the grid needs 1, 2 or 3 dimensions");
     size_t total = 1;
     for (const Axis& a : newAxes) {
@@ -30,13 +29,39 @@ void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double
             throw OpenMMException("LatentBiasGrid: minValue must be smaller than maxValue");
         total *= a.size;
     }
-    if (newValues.size() != total)
+    if (numValues != total)
         throw OpenMMException("LatentBiasGrid: wrong number of grid values");
+    return total;
+}
+
+void LatentBiasGrid::assignTable(const vector<Axis>& newAxes, const vector<double>& newValues) {
     axes = newAxes;
     values = newValues;
-    x.assign(ndim, vector<double>());
-    for (int k = 0; k < ndim; k++)
+    x.assign(axes.size(), vector<double>());
+    for (size_t k = 0; k < axes.size(); k++)
         x[k] = axisPoints(axes[k]);
+}
+
+int LatentBiasGrid::periodicPlaneMismatch(const double* a, const int n[3], const vector<bool>& periodic) {
+    const int stride[3] = {1, n[0], n[0] * n[1]};
+    for (size_t k = 0; k < periodic.size() && k < 3; k++) {
+        if (!periodic[k])
+            continue;
+        int p = (k + 1) % 3, q = (k + 2) % 3;
+        for (int i = 0; i < n[p]; i++)
+            for (int j = 0; j < n[q]; j++) {
+                int base = i * stride[p] + j * stride[q];
+                if (a[base] != a[base + (n[k] - 1) * stride[k]])
+                    return (int) k;
+            }
+    }
+    return -1;
+}
+
+void LatentBiasGrid::initialize(const vector<Axis>& newAxes, const vector<double>& newValues, bool forceGeneric) {
+    checkedGridSize(newAxes, newValues.size());
+    int ndim = newAxes.size();
+    assignTable(newAxes, newValues);
     bool uniform = true;
     for (const Axis& a : axes)
         uniform &= (a.periodic == axes[0].periodic);

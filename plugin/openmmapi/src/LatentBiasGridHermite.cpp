@@ -189,27 +189,11 @@ void LatentBiasGrid::addDensityKernelToTable(const vector<Axis>& axes, const Den
 
 void LatentBiasGrid::initializeHermite(const vector<Axis>& newAxes, const vector<double>& newValues,
                                        const vector<double>& nodeDerivatives) {
-    int ndim = newAxes.size();
-    if (ndim < 1 || ndim > 3)
-        throw OpenMMException("LatentBiasGrid: the grid needs 1, 2 or 3 dimensions");
-    size_t total = 1;
-    for (const Axis& a : newAxes) {
-        if (a.size < (a.periodic ? 3 : 2))
-            throw OpenMMException("LatentBiasGrid: too few grid points along a dimension");
-        if (!(a.minValue < a.maxValue))
-            throw OpenMMException("LatentBiasGrid: minValue must be smaller than maxValue");
-        total *= a.size;
-    }
-    int nmask = 1 << ndim;
-    if (newValues.size() != total)
-        throw OpenMMException("LatentBiasGrid: wrong number of grid values");
+    size_t total = checkedGridSize(newAxes, newValues.size());
+    int nmask = 1 << newAxes.size();
     if (!nodeDerivatives.empty() && nodeDerivatives.size() != (nmask - 1) * total)
         throw OpenMMException("LatentBiasGrid: wrong number of node derivatives (2^d - 1 arrays of the grid's size)");
-    axes = newAxes;
-    values = newValues;
-    x.assign(ndim, vector<double>());
-    for (int k = 0; k < ndim; k++)
-        x[k] = axisPoints(axes[k]);
+    assignTable(newAxes, newValues);
     generic = true;
     derivs1D.clear();
     coeff.clear();

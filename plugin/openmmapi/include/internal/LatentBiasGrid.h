@@ -2,6 +2,7 @@
 #define LATENTBIAS_GRID_H_
 
 #include "internal/windowsExportLatentBias.h"
+#include <cstddef>
 #include <vector>
 
 namespace LatentBiasPlugin {
@@ -69,6 +70,12 @@ public:
     static double wrap(double t, double minValue, double maxValue);
     /** Grid points along an axis: linspace(min, max, size), the arithmetic of ReferenceContinuous*DFunction. */
     static std::vector<double> axisPoints(const Axis& axis);
+    /**
+     * The first dimension k with periodic[k] along which the flattened array a (first dimension fastest; n[k] points
+     * per dimension, 1 beyond the grid's dimensions) does not repeat its first plane in its last one, or -1: OpenMM's
+     * periodic splines, and the Hermite tables, require the last plane to duplicate the first.
+     */
+    static int periodicPlaneMismatch(const double* a, const int n[3], const std::vector<bool>& periodic);
     /**
      * One axis factor of a separable Gaussian on the grid points of `axis`: exp(-(x_i - center)^2 / (2 width^2)),
      * with the minimum-image difference (nearest period, ties to even) along a periodic axis, whose last point
@@ -172,6 +179,10 @@ public:
     void addExactDensityKernel(const DensityKernel& kernel);
 
 private:
+    /** Checks 1-3 axes of >= 2 (periodic: 3) points, min < max, and numValues = the grid's size; returns the size. */
+    static std::size_t checkedGridSize(const std::vector<Axis>& axes, std::size_t numValues);
+    /** axes, values and the axes' grid points x. */
+    void assignTable(const std::vector<Axis>& axes, const std::vector<double>& values);
     void computeNodeDerivative(int axis, const std::vector<double>& source, std::vector<double>& result) const;
     void computeAllNodeDerivatives();
     /** Node derivatives of a spline through `t` (one line along `axis`): the same SplineFitter calls as above. */
