@@ -122,3 +122,30 @@ def test_window_files_carry_a_checksum(ala2, ala2_model, tmp_path, caplog):
     np.savez(path, **stored)
     with pytest.raises(ValueError, match=r"window_001\.npz.*delete .*window_001\.npz to rerun that window"):
         relax_path(ala2_model, system, nodes, x0, seed=4, output_dir=out, **kw)
+
+
+def test_a_window_that_blows_up_is_rerun_with_a_shorter_step(ala2, ala2_model, tmp_path, caplog):
+    """A stiff extra C-N bond (k = 1.2e7 kJ/mol/nm², ω ≈ 1360 /ps: ω·dt = 2.7 at the configured 2 fs, 1.4 at 1 fs)
+    makes every window explode at 2 fs: each is rerun from its start with 1 fs (latentbias.campaign.instability),
+    the windows are physical, the step used is recorded per window, and a resumed run reads the files back."""
+    import copy
+    import logging
+
+    import openmm
+
+    system, _, xyz = ala2
+    stiff = copy.deepcopy(system)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(4, 6, float(np.linalg.norm(xyz[4] - xyz[6])), 1.2e7)
+    stiff.addForce(bond)
+    nodes = _nodes(ala2_model, xyz)
+    x0 = np.repeat(xyz[None], len(nodes), axis=0)
+    with caplog.at_level(logging.WARNING, logger="latentbias.campaign.instability"):
+        windows = relax_path(ala2_model, stiff, nodes, x0, seed=2, platform="Reference", output_dir=tmp_path, **KW)
+    assert windows.settings["window_timesteps"] == [0.001] * len(nodes)
+    assert all(f"path window {w} passed with the time step x 0.5" in caplog.text for w in range(len(nodes)))
+    assert all(np.all(np.isfinite(z)) for z in windows.umbrella.z)
+    assert np.all(np.isfinite(windows.structures)) and np.abs(windows.structures).max() < 5.0
+    again = relax_path(ala2_model, stiff, nodes, x0, seed=2, platform="Reference", output_dir=tmp_path, **KW)
+    _assert_identical(windows, again)
+    assert again.settings["window_timesteps"] == [0.001] * len(nodes)

@@ -25,6 +25,12 @@ threads, so another thread count (OpenMM's default is every core, or ``OPENMM_CP
 equally valid trajectory. Pass ``platform_properties={"Threads": "1"}`` (``latentbias path --threads``) to pin it;
 the count used is recorded in ``settings["threads"]``. The Reference platform is single-threaded and deterministic.
 
+Blow-ups. A window whose simulation becomes NaN or explodes (a kinetic temperature far above the thermostat's:
+:mod:`latentbias.campaign.instability`, e.g. a stiff restraint on a latent coordinate with a near-singular gradient)
+is run again from its start — a fresh Context, the same seeds — with the time step × 0.5, then × 0.25, as a
+campaign segment is; the step each window used is saved in its file (``timestep``, ps) and listed in
+``settings["window_timesteps"]``. Deterministic: a rerun repeats the same retries.
+
 Units: nm, ps, kJ/mol, K; force constants in kJ/mol per (unit of z)².
 """
 
@@ -190,6 +196,8 @@ def relax_path(
     from ..bias.umbrella import UmbrellaResult
     from ..forces import as_model_file
     from ..platforms import check_platform
+    from ..campaign.instability import check_kinetic_temperature, run_with_retries
+    from ..nonfinite import NonFiniteBiasError
 
     mf = as_model_file(model)
     p = np.atleast_2d(np.asarray(nodes, dtype=float))
@@ -222,12 +230,12 @@ def relax_path(
     check_platform(sys_copy, plat)
     properties = {str(key): str(v) for key, v in (platform_properties or {}).items()}
 
-    def new_context(w: int) -> tuple[Any, Any]:
+    def new_context(w: int, factor: float = 1.0) -> tuple[Any, Any]:
         """A fresh Context for window w: its integrator seeded with window w's own seed (the Reference and CPU
         platforms seed their random streams when the Context is created, so a Context per window makes a window
-        independent of the ones run before it)."""
+        independent of the ones run before it); time step × ``factor`` (a retry after a blow-up)."""
         integ = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
-                                                timestep * unit.picosecond)
+                                                timestep * factor * unit.picosecond)
         integ.setRandomNumberSeed(seeds[w][0])
         ctx = openmm.Context(sys_copy, integ, plat, properties)
         if platform == "CPU" and settings["threads"] is None:
@@ -255,24 +263,28 @@ def relax_path(
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if periodic else None
         return np.asarray(pos), mf.encode(pos, box)
 
-    out: dict[str, list[np.ndarray]] = {"z": [], "step": [], "structure": [], "structure_z": [], "energy": []}
-    for w in tqdm(range(len(p)), desc="path windows", unit="window", disable=(not progress) or None):
-        path = None if folder is None else folder / f"window_{w:03d}.npz"
-        if path is not None and path.is_file():
-            try:
-                data = load_npz(path, unverified=_unverified_window)
-            except ChecksumError as exc:
-                raise ValueError(f"{exc}; delete {path} to rerun that window") from exc
-            same_seed = "seeds" not in data or np.array_equal(data["seeds"], seeds[w])  # files before seeds: kept
-            if data["center"].shape == p[w].shape and np.allclose(data["center"], p[w]) \
-                    and float(data["force_constant"]) == k and data["z"].shape[0] == n_samples and same_seed:
-                for key in out:
-                    out[key].append(data[key])
-                logger.info("window %d: read from %s", w, path)
-                continue
-            raise ValueError(f"{path} belongs to another path or settings (node, force constant, number of "
-                             "samples or seed differ); use another output folder")
-        integrator, context = new_context(w)
+    blowup = check_kinetic_temperature(sys_copy, temperature)
+
+    def checked_step(integrator: Any, context: Any, steps: int, w: int) -> Any:
+        """``steps`` steps, then the state (positions, velocities); a simulation that became NaN or exploded
+        raises an instability (:mod:`latentbias.campaign.instability`)."""
+        try:
+            integrator.step(steps)
+        except openmm.OpenMMException as exc:
+            if "nan" in str(exc).lower():
+                raise NonFiniteBiasError(f"path window {w}: {str(exc).strip().splitlines()[0]}") from exc
+            raise
+        state = context.getState(getPositions=True, getVelocities=True)
+        if not np.all(np.isfinite(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))):
+            raise NonFiniteBiasError(f"path window {w}: positions became NaN/inf")
+        blowup(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
+               context.getStepCount())
+        return state
+
+    def run_window(w: int, factor: float) -> dict[str, Any]:
+        """Window w with the time step × ``factor``: quench at the node, equilibrate, sample, quench the closest
+        sample harder; its record (a fresh Context each call, so a retry starts from the same state)."""
+        integrator, context = new_context(w, factor)
         restraint.setCenters(context, p[w])
         restraint.setForceConstants(context, np.full(restraint.ndim, k))
         if periodic:
@@ -282,12 +294,11 @@ def relax_path(
         _quench(context, minimize_tolerance, minimize_iterations)
         context.setVelocitiesToTemperature(temperature * unit.kelvin, seeds[w][1])
         if equilibration_steps:
-            integrator.step(int(equilibration_steps))
+            checked_step(integrator, context, int(equilibration_steps), w)
         zs, steps = [], []
         best, best_d = None, np.inf
         for i in range(n_samples):
-            integrator.step(int(sample_interval))
-            pos, z = encode(context.getState(getPositions=True))
+            pos, z = encode(checked_step(integrator, context, int(sample_interval), w))
             zs.append(z)
             steps.append((i + 1) * int(sample_interval))
             d = float(np.linalg.norm(z[restraint.dims] - p[w]))
@@ -300,15 +311,39 @@ def relax_path(
         pos, z = encode(state)
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         del context, integrator
-        rec = {"z": np.asarray(zs), "step": np.asarray(steps), "structure": pos, "structure_z": z,
-               "energy": np.asarray(energy)}
+        return {"z": np.asarray(zs), "step": np.asarray(steps), "structure": pos, "structure_z": z,
+                "energy": np.asarray(energy), "timestep": np.asarray(timestep * factor)}
+
+    out: dict[str, list[np.ndarray]] = {"z": [], "step": [], "structure": [], "structure_z": [], "energy": []}
+    window_timesteps: list[float] = []  # ps; below the configured step where a window blew up and was rerun
+    settings["window_timesteps"] = window_timesteps
+    for w in tqdm(range(len(p)), desc="path windows", unit="window", disable=(not progress) or None):
+        path = None if folder is None else folder / f"window_{w:03d}.npz"
+        if path is not None and path.is_file():
+            try:
+                data = load_npz(path, unverified=_unverified_window)
+            except ChecksumError as exc:
+                raise ValueError(f"{exc}; delete {path} to rerun that window") from exc
+            same_seed = "seeds" not in data or np.array_equal(data["seeds"], seeds[w])  # files before seeds: kept
+            if data["center"].shape == p[w].shape and np.allclose(data["center"], p[w]) \
+                    and float(data["force_constant"]) == k and data["z"].shape[0] == n_samples and same_seed:
+                for key in out:
+                    out[key].append(data[key])
+                window_timesteps.append(float(data["timestep"]) if "timestep" in data else float(timestep))
+                logger.info("window %d: read from %s", w, path)
+                continue
+            raise ValueError(f"{path} belongs to another path or settings (node, force constant, number of "
+                             "samples or seed differ); use another output folder")
+        rec = run_with_retries(lambda factor, w=w: run_window(w, factor), f"path window {w}")
         for key in out:
             out[key].append(rec[key])
+        window_timesteps.append(float(rec["timestep"]))
         if path is not None:
             save_npz(path, checksum=True, center=p[w], force_constant=np.asarray(k), seeds=np.asarray(seeds[w]),
                      **rec)
         logger.info("window %d/%d at %s: %d samples, relaxed structure at z=%s, E=%.1f kJ/mol", w + 1, len(p),
-                    np.array2string(p[w], precision=3), n_samples, np.array2string(z, precision=3), energy)
+                    np.array2string(p[w], precision=3), n_samples, np.array2string(rec["structure_z"], precision=3),
+                    float(rec["energy"]))
     umbrella = UmbrellaResult(p.copy(), np.full(p.shape, k), [np.asarray(z) for z in out["z"]], float(temperature),
                               restraint.parameters(), [np.asarray(s) for s in out["step"]])
     return PathWindows(p.copy(), np.stack(out["structure"]), np.stack(out["structure_z"]),
