@@ -175,3 +175,83 @@ def test_free_energy_surface_of_a_3d_gaussian():
     r = np.abs(diff[ok]) / fes.error[ok]
     assert ok.sum() > 300 and 0.55 < np.mean(r < 1) < 0.8 and np.mean(r < 2) >= 0.88
     assert (fes.counts >= 300).sum() >= 8 and np.abs(diff[fes.counts >= 300]).max() < 0.6
+
+
+def two_passes(x, y, a=30.0, b=5.0):
+    """Minima at (±1, 0). The straight line between them crosses a pass of 30 kJ/mol at (0, 0); a second pass at
+    (0, 1.175) is only 13.05 kJ/mol high (exact: minimum over y of F(0, y))."""
+    return a * (x ** 2 - 1) ** 2 * (1 - 0.8 * np.exp(-(y - 1.2) ** 2 / 0.1)) + b * y ** 2
+
+
+def test_string_crosses_the_lowest_of_two_passes():
+    """The default string starts on the lowest-pass grid path and converges to the MFEP through the lower pass;
+    started on the straight line it stays in the higher valley (so the test can tell the two apart)."""
+    x, y = np.linspace(-1.8, 1.8, 73), np.linspace(-1.5, 2.2, 75)
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    fes = two_passes(xx, yy)
+    fes -= fes.min()
+    ys = np.linspace(-1.5, 2.2, 20001)
+    exact = two_passes(0.0, ys).min()
+    spacing = y[1] - y[0]
+    low = minimum_free_energy_path(fes, (x, y), (-1, 0), (1, 0), n_nodes=31, smooth=0.0)
+    assert low.converged and low.info["initial"] == "lowest-pass"
+    assert low.barrier == pytest.approx(exact, abs=0.2)
+    top = low.nodes[np.argmax(low.free_energy)]
+    assert np.hypot(top[0], top[1] - ys[np.argmin(two_passes(0.0, ys))]) < spacing
+    line = minimum_free_energy_path(fes, (x, y), (-1, 0), (1, 0), n_nodes=31, smooth=0.0, initial="line")
+    assert line.barrier == pytest.approx(30.0, abs=0.2)
+    with pytest.raises(ValueError, match="lowest-pass"):
+        minimum_free_energy_path(fes, (x, y), (-1, 0), (1, 0), initial="bent")
+
+
+def _union_find_barrier(f, ia, ib):
+    """Minimax barrier by brute force: add cells in order of F (8-connected) until ia and ib are joined."""
+    parent = {}
+
+    def find(c):
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for flat in np.argsort(f, axis=None, kind="stable"):
+        c = np.unravel_index(flat, f.shape)
+        parent[c] = c
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                n = (c[0] + dx, c[1] + dy)
+                if n in parent:
+                    parent[find(n)] = find(c)
+        if ia in parent and ib in parent and find(ia) == find(ib):
+            return f[c]
+    raise AssertionError("never joined")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lowest_pass_path_matches_a_union_find_minimax(seed):
+    """On rough random surfaces the grid path's barrier is the minimax value (Kruskal-style union-find), its
+    steps are between neighbouring cells and no cell on it is higher than that value."""
+    from latentbias.analysis.paths import lowest_pass_path
+
+    f = np.random.default_rng(seed).random((23, 19)) * 10.0
+    axes = (np.arange(23) * 0.5, np.arange(19) * 0.25)
+    nodes, barrier = lowest_pass_path(f, axes, (0.0, 0.0), (11.0, 4.5), n_nodes=200, smooth=0.0)
+    minimax = _union_find_barrier(f - f.min(), (0, 0), (22, 18))
+    assert barrier == pytest.approx(minimax - (f[0, 0] - f.min()))
+    assert np.allclose(nodes[0], (0, 0)) and np.allclose(nodes[-1], (11.0, 4.5))
+    cells = np.rint(nodes / (0.5, 0.25)).astype(int)
+    on_path = (f - f.min())[cells[:, 0], cells[:, 1]]
+    assert on_path.max() <= minimax + 1e-12
+
+
+def test_lowest_pass_path_in_three_dimensions():
+    """A 3-D surface whose only low pass is off the straight line."""
+    from latentbias.analysis.paths import lowest_pass_path
+
+    g = np.linspace(-1.5, 1.5, 31)
+    xx, yy, zz = np.meshgrid(g, g, g, indexing="ij")
+    f = 30 * (xx ** 2 - 1) ** 2 * (1 - 0.9 * np.exp(-((yy - 1) ** 2 + (zz + 1) ** 2) / 0.05)) + 2 * (yy ** 2 + zz ** 2)
+    nodes, barrier = lowest_pass_path(f, (g, g, g), (-1, 0, 0), (1, 0, 0), n_nodes=41, smooth=0.0)
+    mid = nodes[np.argmin(np.abs(nodes[:, 0]))]
+    assert np.hypot(mid[1] - 1, mid[2] + 1) < 0.25
+    assert barrier < 10.0

@@ -6,6 +6,9 @@ descent ends in. :func:`minimum_free_energy_path` runs the simplified zero-tempe
 Vanden-Eijnden, J. Chem. Phys. 126, 164103, 2007): nodes move down the gradient of the FES, then are redistributed
 at equal arc length, until the string stops moving. The converged string follows the minimum free-energy path (MFEP)
 between two states, along which the FES gradient is tangent to the path. Its free-energy profile gives the barrier.
+A string is a local method: it relaxes into the valley it starts in. It therefore starts, by default, on the grid
+path through the lowest pass between the two states (:func:`lowest_pass_path`, the minimax path), so that of the
+MFEPs a surface with several passes has, the string finds the one with the lowest barrier.
 
 The FES comes from reweighting and is noisy where sampling is thin and undefined (NaN) where nothing was sampled:
 it is smoothed with a Gaussian filter of ``smooth`` grid spacings, unsampled cells are raised above the highest
@@ -25,7 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Basins", "FreeEnergyPath", "find_basins", "minimum_free_energy_path", "path_sensitivity"]
+__all__ = ["Basins", "FreeEnergyPath", "find_basins", "lowest_pass_path", "minimum_free_energy_path",
+           "path_sensitivity"]
 
 
 MAX_DIM = 3
@@ -198,12 +202,7 @@ class FreeEnergyPath:
 
 
 def _reparametrize(nodes: np.ndarray) -> np.ndarray:
-    seg = np.linalg.norm(np.diff(nodes, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
-    if s[-1] == 0:
-        return nodes
-    target = np.linspace(0.0, s[-1], len(nodes))
-    return np.column_stack([np.interp(target, s, nodes[:, k]) for k in range(nodes.shape[1])])
+    return _resample(nodes, len(nodes))
 
 
 class _GridFunction:
@@ -242,10 +241,101 @@ class _GridFunction:
         return np.column_stack([self._map(c, points) for c in self._coef[1:]])
 
 
+def _cell(point: np.ndarray, axes: list[np.ndarray]) -> tuple[int, ...]:
+    return tuple(int(np.argmin(np.abs(a - v))) for a, v in zip(axes, point))
+
+
+def _resample(polyline: np.ndarray, n_nodes: int) -> np.ndarray:
+    """``n_nodes`` points at equal arc length along a polyline of any number of points, shape=(m, d)."""
+    seg = np.linalg.norm(np.diff(polyline, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] == 0:
+        return np.repeat(polyline[:1], n_nodes, axis=0).astype(float)
+    target = np.linspace(0.0, s[-1], n_nodes)
+    return np.column_stack([np.interp(target, s, polyline[:, k]) for k in range(polyline.shape[1])])
+
+
+def lowest_pass_path(fes: np.ndarray, axes: Sequence[np.ndarray], start: Any, end: Any, n_nodes: int = 40,
+                     smooth: float = 1.0, unsampled_penalty: float = 10.0) -> tuple[np.ndarray, float]:
+    """The grid path between two points whose highest free energy is lowest (the minimax, or lowest-pass, path).
+
+    Of all paths through grid cells (steps to any of the 3^d − 1 neighbouring cells) from the cell of ``start`` to
+    the cell of ``end``, the lowest pass is the one whose highest cell is lowest: its barrier is the smallest
+    threshold t at which the two cells lie in one connected component of {F ≤ t}, found by bisection over the
+    sorted values of F. Within that component the path returned is the shortest one (Dijkstra, Euclidean steps
+    in the axes' units). It starts the string (:func:`minimum_free_energy_path`): a string started on the straight
+    line between the states relaxes into the nearest valley, which on a surface with several passes need not be
+    the lowest one.
+
+    Parameters
+    ----------
+    fes : numpy.ndarray, shape=(n0, n1) or (n0, n1, n2), kJ/mol (NaN = unsampled)
+    axes : one array of grid-point coordinates per dimension, shapes (n_i,), uniform spacing
+    start, end : array_like, shape=(d,)
+    n_nodes : int, default 40
+        Points returned, at equal arc length along the grid path (its first and last are ``start`` and ``end``).
+    smooth : float, default 1.0
+        Gaussian smoothing of the FES, grid spacings (as for the string).
+    unsampled_penalty : float, default 10.0
+        kJ/mol above the highest sampled value for unsampled cells (as for the string).
+
+    Returns
+    -------
+    nodes : numpy.ndarray, shape=(n_nodes, d)
+    barrier : float
+        Highest smoothed F along the grid path minus F at the start cell, kJ/mol.
+    """
+    from scipy import ndimage
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    f = prepared_fes(fes, smooth, unsampled_penalty)
+    ax = _check_axes(f, axes)
+    d = f.ndim
+    a, b = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    if a.shape != (d,) or b.shape != (d,):
+        raise ValueError(f"start and end must be points of the {d}-D FES (shape ({d},)), got {a.shape} and {b.shape}")
+    ia, ib = _cell(a, ax), _cell(b, ax)
+    connectivity = ndimage.generate_binary_structure(d, d)
+    levels = np.unique(f[f >= max(f[ia], f[ib])])
+    lo, hi = 0, len(levels) - 1  # levels[hi] (the maximum) connects everything
+    while lo < hi:
+        mid = (lo + hi) // 2
+        labels, _ = ndimage.label(f <= levels[mid], structure=connectivity)
+        if labels[ia] == labels[ib]:
+            hi = mid
+        else:
+            lo = mid + 1
+    threshold = levels[lo]
+    inside = f <= threshold
+    h = np.array([x[1] - x[0] for x in ax])
+    flat = np.arange(f.size).reshape(f.shape)
+    rows, cols, lengths = [], [], []
+    for shift in np.ndindex(*(3,) * d):
+        off = np.array(shift) - 1
+        if not off.any():
+            continue
+        here, there = _pair_slices(off, f.shape)
+        both = inside[here] & inside[there]
+        rows.append(flat[here][both])
+        cols.append(flat[there][both])
+        lengths.append(np.full(int(both.sum()), float(np.linalg.norm(off * h))))
+    graph = coo_matrix((np.concatenate(lengths), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(f.size, f.size)).tocsr()
+    _, pred = dijkstra(graph, indices=int(flat[ia]), return_predecessors=True)
+    cells = [int(flat[ib])]
+    while cells[-1] != int(flat[ia]):
+        cells.append(int(pred[cells[-1]]))
+    idx = np.array(np.unravel_index(np.array(cells[::-1]), f.shape)).T
+    polyline = np.column_stack([ax[k][idx[:, k]] for k in range(d)])
+    polyline = np.vstack([a, polyline[1:-1], b]) if len(polyline) > 2 else np.vstack([a, b])
+    return _resample(polyline, int(n_nodes)), float(threshold - f[ia])
+
+
 def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start: Any, end: Any, n_nodes: int = 40,
                              smooth: float = 1.0, step: float | None = None, max_iterations: int = 20000,
                              tolerance: float = 1e-6, fixed_ends: bool = False, unsampled_penalty: float = 10.0,
-                             initial: np.ndarray | None = None) -> FreeEnergyPath:
+                             initial: np.ndarray | str = "lowest-pass") -> FreeEnergyPath:
     """Zero-temperature string between two points of a 2-D or 3-D FES.
 
     Parameters
@@ -268,8 +358,11 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
         Keep the end nodes at ``start`` and ``end`` instead of letting them relax.
     unsampled_penalty : float, default 10.0
         Unsampled (NaN) cells are set this far above the highest sampled F (kJ/mol) before smoothing.
-    initial : numpy.ndarray, shape=(n_nodes, d), optional
-        Initial string (default: the straight line from start to end).
+    initial : numpy.ndarray, shape=(n_nodes, d), or {"lowest-pass", "line"}, default "lowest-pass"
+        Initial string: given nodes; ``"lowest-pass"``, the grid path through the lowest pass between the two states
+        (:func:`lowest_pass_path`), so that the string relaxes into the valley of the lowest barrier; ``"line"``,
+        the straight line from start to end (the string then finds the MFEP of the nearest valley, which on a
+        surface with several passes can cross a higher one).
     """
     f = prepared_fes(fes, smooth, unsampled_penalty)
     ax = _check_axes(f, axes)
@@ -283,7 +376,17 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
     a, b = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
     if a.shape != (d,) or b.shape != (d,):
         raise ValueError(f"start and end must be points of the {d}-D FES (shape ({d},)), got {a.shape} and {b.shape}")
-    nodes = np.linspace(a, b, n_nodes) if initial is None else np.array(initial, dtype=float)
+    pass_barrier = None
+    if isinstance(initial, str):
+        if initial == "lowest-pass":
+            nodes, pass_barrier = lowest_pass_path(fes, axes, a, b, n_nodes, smooth, unsampled_penalty)
+        elif initial == "line":
+            nodes = np.linspace(a, b, n_nodes)
+        else:
+            raise ValueError(f"initial must be 'lowest-pass', 'line' or an array of nodes, got {initial!r}")
+        how = initial
+    else:
+        nodes, how = np.array(initial, dtype=float), "given"
     if nodes.shape != (n_nodes, d):
         raise ValueError(f"initial string must have shape ({n_nodes}, {d})")
     converged = False
@@ -301,7 +404,10 @@ def minimum_free_energy_path(fes: np.ndarray, axes: Sequence[np.ndarray], start:
     s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(nodes, axis=0), axis=1))])
     prof = grid.value(nodes)
     prof = prof - prof[0]
-    return FreeEnergyPath(nodes, s, prof, float(prof.max()), it, converged, {"step": step, "smooth": smooth})
+    info = {"step": step, "smooth": smooth, "initial": how}
+    if pass_barrier is not None:
+        info["lowest_pass_barrier"] = pass_barrier
+    return FreeEnergyPath(nodes, s, prof, float(prof.max()), it, converged, info)
 
 
 def path_sensitivity(fes: np.ndarray, error: np.ndarray, axes: Sequence[np.ndarray], start: Any, end: Any,
