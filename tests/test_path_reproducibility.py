@@ -149,3 +149,47 @@ def test_a_window_that_blows_up_is_rerun_with_a_shorter_step(ala2, ala2_model, t
     again = relax_path(ala2_model, stiff, nodes, x0, seed=2, platform="Reference", output_dir=tmp_path, **KW)
     _assert_identical(windows, again)
     assert again.settings["window_timesteps"] == [0.001] * len(nodes)
+
+
+def test_a_window_unstable_from_its_structure_starts_again_from_the_fallback(ala2, ala2_model, tmp_path, caplog):
+    """A trap that exists only around the given structures: atom 4 sits 0.25 nm off its place, in a 0.01 nm wide
+    well of curvature 2e9 kJ/mol/nm² (ω·dt ≥ 4.5 even at a quarter of the step), so every retried step blows up
+    from there. The windows then start from the fallback structures (the unperturbed molecule, outside the well),
+    run at the configured step, record where they started, and a resumed run reads that back. Without fallback
+    structures the window's error is raised as before."""
+    import copy
+    import logging
+
+    import openmm
+
+    from latentbias.campaign.instability import SimulationBlowUpError
+
+    system, _, xyz = ala2
+    bad = xyz.copy()
+    bad[4] = xyz[4] + np.array([0.0, 0.0, 0.25])
+    trap = copy.deepcopy(system)
+    well = openmm.CustomExternalForce("K*min(0, (x-x0)^2+(y-y0)^2+(z-z0)^2-R2)")
+    well.addGlobalParameter("K", 1e9)
+    well.addGlobalParameter("R2", 0.01 ** 2)
+    for name in ("x0", "y0", "z0"):
+        well.addPerParticleParameter(name)
+    well.addParticle(4, list(bad[4]))
+    trap.addForce(well)
+    nodes = _nodes(ala2_model, xyz)
+    x0 = np.repeat(bad[None], len(nodes), axis=0)
+    with pytest.raises(SimulationBlowUpError, match="path window 0"):
+        relax_path(ala2_model, trap, nodes[:2], x0[:2], seed=2, platform="Reference", **dict(KW, production_steps=20))
+    fallback = np.repeat(xyz[None], len(nodes), axis=0)
+    with caplog.at_level(logging.WARNING, logger="latentbias.pathway.relax"):
+        windows = relax_path(ala2_model, trap, nodes, x0, seed=2, platform="Reference", output_dir=tmp_path,
+                             fallback_positions=fallback, **KW)
+    assert windows.settings["window_starts"] == ["fallback"] * len(nodes)
+    assert windows.settings["window_timesteps"] == [0.002] * len(nodes)
+    assert all(f"path window {w} is unstable at every time step" in caplog.text for w in range(len(nodes)))
+    assert np.linalg.norm(windows.structures[:, 4] - bad[4], axis=1).min() > 0.1  # never in the well
+    again = relax_path(ala2_model, trap, nodes, x0, seed=2, platform="Reference", output_dir=tmp_path,
+                       fallback_positions=fallback, **KW)
+    _assert_identical(windows, again)
+    assert again.settings["window_starts"] == ["fallback"] * len(nodes)
+    with pytest.raises(ValueError, match="fallback_positions"):
+        relax_path(ala2_model, trap, nodes, x0, fallback_positions=fallback[:1], **KW)

@@ -29,7 +29,13 @@ Blow-ups. A window whose simulation becomes NaN or explodes (a kinetic temperatu
 :mod:`latentbias.campaign.instability`, e.g. a stiff restraint on a latent coordinate with a near-singular gradient)
 is run again from its start — a fresh Context, the same seeds — with the time step × 0.5, then × 0.25, as a
 campaign segment is; the step each window used is saved in its file (``timestep``, ps) and listed in
-``settings["window_timesteps"]``. Deterministic: a rerun repeats the same retries.
+``settings["window_timesteps"]``. Deterministic: a rerun repeats the same retries. A window that is unstable at
+every step from its given structure — e.g. a rebuilt structure whose clash the restrained quench removed only by
+moving onto a point where the latent gradient is near-singular (the Kabsch fit of aligned coordinates is not smooth
+where its two smallest singular values meet with a reflection) — is started once more, with the same retries, from
+its ``fallback_positions`` when they are given: :func:`~latentbias.pathway.workflow.transition_path` passes the
+sampled frame nearest to each node, a structure the simulation itself produced. The structure each window started
+from is saved (``start_structure``: 0 given, 1 fallback) and listed in ``settings["window_starts"]``.
 
 Units: nm, ps, kJ/mol, K; force constants in kJ/mol per (unit of z)².
 """
@@ -52,6 +58,8 @@ from ..io import ChecksumError, load_npz, save_npz
 logger = logging.getLogger(__name__)
 
 __all__ = ["PathWindows", "default_force_constant", "relax_path", "window_seeds"]
+
+_START_NAMES = ("given", "fallback")  # the structure a window started from, by its saved `start_structure`
 
 
 def default_force_constant(nodes: Any, temperature: float, overlap: float = 2.0) -> float:
@@ -145,6 +153,7 @@ def relax_path(
     backend: str = "auto",
     output_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    fallback_positions: Any | None = None,
 ) -> PathWindows:
     """Restrained relaxation at every node of a latent path; the runs are umbrella windows (module docstring).
 
@@ -184,6 +193,9 @@ def relax_path(
     output_dir : path, optional
         Per-window results (``window_<k>.npz``) for resume.
     progress : bool
+    fallback_positions : array_like, shape=(K, n_atoms, 3), nm, optional
+        A second starting structure per window (e.g. the sampled frame nearest to the node), used when the window
+        is unstable at every retried time step from ``initial_positions`` (module docstring).
 
     Returns
     -------
@@ -196,7 +208,7 @@ def relax_path(
     from ..bias.umbrella import UmbrellaResult
     from ..forces import as_model_file
     from ..platforms import check_platform
-    from ..campaign.instability import check_kinetic_temperature, run_with_retries
+    from ..campaign.instability import INSTABILITIES, check_kinetic_temperature, run_with_retries
     from ..nonfinite import NonFiniteBiasError
 
     mf = as_model_file(model)
@@ -208,6 +220,10 @@ def relax_path(
                          f"got {x0.shape}")
     if not np.all(np.isfinite(p)) or not np.all(np.isfinite(x0)):
         raise ValueError("nodes and initial_positions must be finite")
+    fallback = None if fallback_positions is None else np.asarray(fallback_positions, dtype=float)
+    if fallback is not None and (fallback.shape != x0.shape or not np.all(np.isfinite(fallback))):
+        raise ValueError(f"fallback_positions must be finite with the shape of initial_positions {x0.shape}, got "
+                         f"{fallback.shape}")
     if len(p) < 2:
         raise ValueError("a path needs at least 2 nodes")
     for name, v in (("production_steps", production_steps), ("sample_interval", sample_interval)):
@@ -281,15 +297,16 @@ def relax_path(
                context.getStepCount())
         return state
 
-    def run_window(w: int, factor: float) -> dict[str, Any]:
-        """Window w with the time step × ``factor``: quench at the node, equilibrate, sample, quench the closest
-        sample harder; its record (a fresh Context each call, so a retry starts from the same state)."""
+    def run_window(w: int, factor: float, start: np.ndarray) -> dict[str, Any]:
+        """Window w from structure ``start`` with the time step × ``factor``: quench at the node, equilibrate,
+        sample, quench the closest sample harder; its record (a fresh Context each call, so a retry starts from
+        the same state)."""
         integrator, context = new_context(w, factor)
         restraint.setCenters(context, p[w])
         restraint.setForceConstants(context, np.full(restraint.ndim, k))
         if periodic:
             context.setPeriodicBoxVectors(*box0)
-        context.setPositions(x0[w] * unit.nanometer)
+        context.setPositions(start * unit.nanometer)
         context.setTime(0.0)
         _quench(context, minimize_tolerance, minimize_iterations)
         context.setVelocitiesToTemperature(temperature * unit.kelvin, seeds[w][1])
@@ -316,7 +333,9 @@ def relax_path(
 
     out: dict[str, list[np.ndarray]] = {"z": [], "step": [], "structure": [], "structure_z": [], "energy": []}
     window_timesteps: list[float] = []  # ps; below the configured step where a window blew up and was rerun
+    window_starts: list[str] = []  # "given" or "fallback": the structure each window started from
     settings["window_timesteps"] = window_timesteps
+    settings["window_starts"] = window_starts
     for w in tqdm(range(len(p)), desc="path windows", unit="window", disable=(not progress) or None):
         path = None if folder is None else folder / f"window_{w:03d}.npz"
         if path is not None and path.is_file():
@@ -330,14 +349,26 @@ def relax_path(
                 for key in out:
                     out[key].append(data[key])
                 window_timesteps.append(float(data["timestep"]) if "timestep" in data else float(timestep))
+                window_starts.append(_START_NAMES[int(data["start_structure"]) if "start_structure" in data else 0])
                 logger.info("window %d: read from %s", w, path)
                 continue
             raise ValueError(f"{path} belongs to another path or settings (node, force constant, number of "
                              "samples or seed differ); use another output folder")
-        rec = run_with_retries(lambda factor, w=w: run_window(w, factor), f"path window {w}")
+        try:
+            rec = run_with_retries(lambda factor, w=w: run_window(w, factor, x0[w]), f"path window {w}")
+            rec["start_structure"] = np.asarray(0)
+        except INSTABILITIES as exc:
+            if fallback is None:
+                raise
+            logger.warning("path window %d is unstable at every time step from its given structure (%s); starting "
+                           "it again from its fallback structure", w, str(exc).split(". ")[0])
+            rec = run_with_retries(lambda factor, w=w: run_window(w, factor, fallback[w]),
+                                   f"path window {w} (from its fallback structure)")
+            rec["start_structure"] = np.asarray(1)
         for key in out:
             out[key].append(rec[key])
         window_timesteps.append(float(rec["timestep"]))
+        window_starts.append(_START_NAMES[int(rec["start_structure"])])
         if path is not None:
             save_npz(path, checksum=True, center=p[w], force_constant=np.asarray(k), seeds=np.asarray(seeds[w]),
                      **rec)

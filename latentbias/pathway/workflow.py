@@ -328,7 +328,8 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     for r in range(int(realisations)):
         folder = output_dir if output_dir is None or r == 0 else Path(output_dir) / f"realisation_{r}"
         runs.append(relax_path(model, samples.system, nodes, rebuilt, output_dir=folder,
-                               seed=realisation_seed(seed, r), **relax_kwargs))
+                               seed=realisation_seed(seed, r), fallback_positions=samples.positions[templates],
+                               **relax_kwargs))
     windows = runs[0]
     nb = 2 * len(nodes)
     # both profiles in the same tube around the path: twice the windows' thermal width sqrt(kT/k)
