@@ -131,14 +131,16 @@ def main() -> None:
                "decoder_heldout_frames": s.get("heldout_rmsd_frames"),
                "max_bond_deviation_angstrom": s["max_bond_deviation_angstrom"], "clashes": s["clashes"],
                "rebuilt_max_bond_deviation_angstrom": s["rebuilt_max_bond_deviation_angstrom"],
-               "force_constant": s["relax"]["force_constant"], "wall_s": time.perf_counter() - t0}
+               "force_constant": s["relax"]["force_constant"], "wall_s": time.perf_counter() - t0,
+               "profiles_check": s["profiles_check"], "realisations_consistent": s["realisations"].get("consistent"),
+               "window_starts": s["relax"].get("window_starts"), "string_initial": tp.string.info.get("initial")}
         rows.append(row)
         (Path(args.out) / "summary.json").write_text(json.dumps(rows, indent=1))
     print()
     print("| run | phi start -> end (deg) | max backward / largest step (deg) | umbrella barrier | reweighted-frames "
           "barrier | latent-FES string | reference FES along the relaxed path | reference minimax | umbrella - ref | "
-          "decoder RMSD (A) | max bond dev (A) | clashes |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "decoder RMSD (A) | max bond dev (A) | clashes | umbrella vs frames | windows from fallback |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         print(f"| {Path(r['rundir']).name} | {r['path_phi'][0]:.0f} -> {r['path_phi'][-1]:.0f} | "
               f"{r['phi_max_backward_step']:.1f} / {r['phi_max_forward_step']:.0f} | "
@@ -147,7 +149,10 @@ def main() -> None:
               f"{r['latent_string_barrier']:.2f} | {r['reference_barrier_along_path']:.2f} | "
               f"{r['reference_minimax_barrier']:.2f} | "
               f"{r['umbrella_minus_reference']:+.2f} | {r['decoder_rmsd_angstrom'] or float('nan'):.2f} | "
-              f"{r['max_bond_deviation_angstrom']:.3f} | {r['clashes']} |")
+              f"{r['max_bond_deviation_angstrom']:.3f} | {r['clashes']} | "
+              f"{r['profiles_check']['deviation_sigma']:.1f} sigma"
+              f"{'' if r['profiles_check']['consistent'] else ' (warned)'} | "
+              f"{sum(x == 'fallback' for x in r['window_starts'] or [])} |")
     for r in rows:
         print(f"{Path(r['rundir']).name}: phi along the path {r['path_phi']}")
 

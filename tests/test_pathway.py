@@ -179,6 +179,23 @@ def tiny_rundir(tmp_path_factory):
     return rundir
 
 
+def test_compare_profiles_flags_barriers_apart_by_more_than_their_errors():
+    from latentbias.analysis.uncertainty import Estimate
+    from latentbias.pathway import PathProfile, compare_profiles
+
+    def prof(barrier, error):
+        return PathProfile(np.zeros(3), np.zeros(3), np.zeros(3), Estimate(barrier, error, "block-bootstrap", 10), 1.0)
+
+    near = compare_profiles(prof(32.1, 0.3), prof(33.4, 1.6))  # seed 2026 of the ala2 benchmark: agree
+    assert near["consistent"] and near["deviation_sigma"] == pytest.approx(1.3 / np.hypot(0.3, 1.6))
+    far = compare_profiles(prof(43.7, 0.34), prof(31.1, 1.23))  # seed 2031: an aliased latent space
+    assert not far["consistent"] and far["deviation_sigma"] > 9 and far["difference_kjmol"] == pytest.approx(12.6)
+    assert not compare_profiles(prof(1.0, np.nan), prof(1.0, 0.1))["consistent"]
+    assert compare_profiles(prof(30.0, 1.0), prof(34.0, 1.0), n_sigma=3.0)["consistent"]
+    with pytest.raises(ValueError, match="n_sigma"):
+        compare_profiles(prof(1.0, 1.0), prof(1.0, 1.0), n_sigma=0)
+
+
 def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
     import mdtraj as md
 
@@ -202,6 +219,8 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
     assert tp.umbrella.info["n_windows"] == 10 and tp.umbrella.info["n_samples"] == 2 * 5 * 20
     assert not np.array_equal(tp.realisations[0].umbrella.all_z, tp.realisations[1].umbrella.all_z)
     assert tp.realisation_check is not None and tp.summary()["realisations"]["n"] == 2
+    check = tp.summary()["profiles_check"]  # umbrella vs reweighted frames along the same path
+    assert check["difference_kjmol"] == pytest.approx(tp.umbrella.barrier.value - tp.reweighted.barrier.value)
     files = write_path_outputs(tp, tmp_path / "api")
     assert md.load(str(files["pdb"])).n_frames == 5
     with pytest.raises(FileExistsError):
@@ -232,6 +251,30 @@ def test_workflow_api_and_cli_on_a_tiny_campaign(tiny_rundir, tmp_path):
         main(args)
     with pytest.raises(SystemExit, match="frame:N|frames"):
         main(args[:3] + ["frame:999999"] + args[4:] + ["--overwrite"])
+
+
+def test_a_string_whose_free_ends_meet_is_rerun_with_fixed_ends(tiny_rundir, caplog):
+    """An end state on the slope of the start basin: both free end nodes slide into that basin (a path of length
+    ~0, whose windows' restraint would be sized to ~infinity: demo seed 2029 got k = 1e13). The string is run
+    again with its ends fixed at the given states, with a warning."""
+    import logging
+
+    from latentbias.pathway import samples_from_rundir, transition_path
+    from latentbias.pathway.workflow import latent_fes
+
+    samples = samples_from_rundir(tiny_rundir)
+    fes = latent_fes(samples, bins=16, n_bootstrap=2)
+    a = samples.z[np.flatnonzero(np.isfinite(samples.logweights))[0]]
+    h = np.array([c[1] - c[0] for c in fes.centers])
+    b = a + 0.4 * h
+    with caplog.at_level(logging.WARNING, logger="latentbias.pathway.workflow"):
+        tp = transition_path(samples, ",".join(map(str, a)), ",".join(map(str, b)), n_nodes=3, bins=16,
+                             sensitivity_samples=0, n_bootstrap=3, realisations=1, platform="Reference",
+                             equilibration_steps=10, production_steps=100, sample_interval=20)
+    assert "free end nodes both slid into the basin" in caplog.text
+    assert tp.summary()["string_fixed_ends"]
+    np.testing.assert_allclose(tp.string.nodes[[0, -1]], [a, b])
+    assert np.isfinite(tp.windows.settings["force_constant"])
 
 
 def test_workflow_in_a_3d_latent_space(tiny_rundir, tmp_path):

@@ -14,6 +14,12 @@ Steps of :func:`transition_path` (:func:`transition_path_from_rundir` reads a ca
    projected on the path (:mod:`latentbias.pathway.profile`); the realisations' own profiles must agree
    (:mod:`latentbias.pathway.realisations`: a warning when they do not); physical checks of the relaxed structures
    (:mod:`latentbias.pathway.checks`).
+5. the two barriers are compared (``info["profiles_check"]``). Both measure the free energy along the same latent
+   path, one from the windows, one from the campaign's frames, so they agree within their errors when the latent
+   coordinates describe the transition. When the latent space maps different structures onto the same latent
+   values (one basin aliased onto the transition region, say), the windows, started from the decoded structures,
+   stay in one of them while the campaign's frames at those latent values are mostly the others, and the two
+   barriers differ by many σ: a warning says that neither is the barrier of the transition, and the plot shows it.
 
 :func:`write_path_outputs` writes ``path.pdb`` (one MODEL per node), ``path.dcd``, ``path.csv`` (per node),
 ``profile.csv``, ``profile.png`` and ``path.json``.
@@ -47,7 +53,7 @@ from .relax import PathWindows, relax_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LatentSamples", "TransitionPath", "latent_fes", "resolve_endpoint", "samples_from_rundir",
+__all__ = ["LatentSamples", "TransitionPath", "compare_profiles", "latent_fes", "resolve_endpoint", "samples_from_rundir",
            "transition_path", "transition_path_from_rundir", "write_path_outputs"]
 
 
@@ -248,6 +254,31 @@ class TransitionPath:
         }
 
 
+def compare_profiles(umbrella: PathProfile, reweighted: PathProfile, n_sigma: float = 3.0) -> dict[str, Any]:
+    """Do the umbrella and the reweighted-frames barriers along one path agree (module docstring, step 5)?
+
+    Parameters
+    ----------
+    umbrella, reweighted : PathProfile
+        Profiles along the same path and tube, with 1σ bootstrap errors on their barriers (kJ/mol).
+    n_sigma : float, default 3.0
+        They agree when |b_u − b_r| ≤ n_sigma · sqrt(σ_u² + σ_r²).
+
+    Returns
+    -------
+    dict
+        ``deviation_sigma`` (|b_u − b_r| / sqrt(σ_u² + σ_r²); NaN when an error is not finite or both are 0),
+        ``difference_kjmol`` (b_u − b_r), ``n_sigma`` and ``consistent`` (False also when the deviation is NaN).
+    """
+    if not float(n_sigma) > 0:
+        raise ValueError(f"n_sigma must be positive, got {n_sigma!r}")
+    diff = float(umbrella.barrier.value - reweighted.barrier.value)
+    err = float(np.hypot(umbrella.barrier.error, reweighted.barrier.error))
+    dev = abs(diff) / err if np.isfinite(err) and err > 0 else float("nan")
+    return {"deviation_sigma": float(dev), "difference_kjmol": diff, "n_sigma": float(n_sigma),
+            "consistent": bool(np.isfinite(dev) and dev <= n_sigma)}
+
+
 def transition_path(samples: LatentSamples, start: str = "auto", end: str = "auto", n_nodes: int = 16, *,
                     bins: int = 40, smooth: float = 1.0, fixed_ends: bool = False, sensitivity_samples: int = 10,
                     n_bootstrap: int = 100, seed: int = 0, tube_widths: float = 2.0,
@@ -267,7 +298,8 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     smooth : float
         Gaussian smoothing of the latent FES for the string, grid spacings.
     fixed_ends : bool
-        Keep the end nodes at the given points (default: they relax to the nearest minimum).
+        Keep the end nodes at the given points (default: they relax to the nearest minimum; when both slide into
+        the same basin, the string is run again with fixed ends, with a warning).
     sensitivity_samples : int
         FES resamples for the path's sensitivity (0: skip).
     n_bootstrap : int
@@ -283,7 +315,8 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
         .realisation_seed`); the profile pools them, and their own profiles are compared
         (:func:`~latentbias.pathway.realisations.compare_realisations`). 1 skips the check (half the MD).
     consistency_sigma : float, default 3.0
-        Agreement threshold of the realisations, combined bootstrap errors.
+        Agreement threshold of the realisations, and of the umbrella and reweighted-frames barriers
+        (:func:`compare_profiles`), combined bootstrap errors.
     **relax_kwargs
         Passed to :func:`~latentbias.pathway.relax.relax_path` (``platform``, ``production_steps``,
         ``force_constant`` ...).
@@ -308,6 +341,16 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
         raise ValueError(f"start {start!r} and end {end!r} are the same latent point")
     string_kw = {"n_nodes": int(n_nodes), "smooth": smooth, "fixed_ends": fixed_ends}
     string = minimum_free_energy_path(fes.free_energy, fes.centers, a, b, **string_kw)
+    spacing = max(float(c[1] - c[0]) for c in fes.centers)
+    if not fixed_ends and np.linalg.norm(string.nodes[-1] - string.nodes[0]) < spacing:
+        # both free ends slid into one basin: the end state is not a minimum of the smoothed latent FES (e.g. it
+        # lies on a shoulder of the start basin); a path of length ~0 would size the restraint to ~infinity
+        logger.warning("the string's free end nodes both slid into the basin at %s (the end state %s is not a "
+                       "minimum of the smoothed latent FES, lowest pass %.2f kJ/mol above the start): running it "
+                       "again with the ends fixed at the given states", np.round(string.nodes[0], 3),
+                       np.round(b, 3), string.info.get("lowest_pass_barrier", float("nan")))
+        string_kw["fixed_ends"] = True
+        string = minimum_free_energy_path(fes.free_energy, fes.centers, a, b, **string_kw)
     if not string.converged:
         logger.warning("the string did not converge in %d iterations", string.iterations)
     sens: dict[str, Any] = {}
@@ -348,7 +391,15 @@ def transition_path(samples: LatentSamples, start: str = "auto", end: str = "aut
     rew = reweighted_profile(samples.z, samples.logweights, nodes, samples.temperature, bins=nb,
                              max_distance=tube, n_bootstrap=n_bootstrap, seed=seed, label="reweighted samples")
     checks = [check_structure(samples.system, samples.topology, x) for x in windows.structures]
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"profiles_check": compare_profiles(umb, rew, consistency_sigma),
+                            "string_fixed_ends": bool(string_kw["fixed_ends"])}
+    if not info["profiles_check"]["consistent"]:
+        logger.warning("the umbrella barrier along the path (%.2f +- %.2f kJ/mol) and the campaign's reweighted frames "
+                       "along the same path (%.2f +- %.2f) differ by %.1f sigma: the latent coordinates merge "
+                       "structures the windows do not move between (a barrier they do not describe), so neither is "
+                       "the transition's barrier; train an encoder that separates them (more latent dimensions, "
+                       "other features, more rounds)", umb.barrier.value, umb.barrier.error, rew.barrier.value,
+                       rew.barrier.error, info["profiles_check"]["deviation_sigma"])
     if samples.heldout is not None and np.any(samples.heldout):
         held = np.flatnonzero(samples.heldout)
         held = held[np.linspace(0, len(held) - 1, min(len(held), 2000)).astype(int)]
@@ -410,6 +461,9 @@ def _plot(tp: TransitionPath, path: Path) -> None:
         ok = np.isfinite(prof.free_energy)
         ax2.plot(prof.s[ok], prof.free_energy[ok], color="C0", lw=0.8, ls=":", label=f"{prof.label}: barrier "
                  f"{prof.barrier.value:.1f} ± {prof.barrier.error:.1f}")
+    if not tp.info.get("profiles_check", {}).get("consistent", True):
+        ax2.text(0.02, 0.90, "umbrella and reweighted frames disagree: latent space merges structures",
+                 transform=ax2.transAxes, color="red", fontsize=8, va="top")
     if tp.realisation_check is not None and not tp.realisation_check.consistent:
         ax2.text(0.02, 0.97, "realisations disagree: profile not converged", transform=ax2.transAxes, color="red",
                  va="top", fontsize=8)
