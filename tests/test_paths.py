@@ -204,39 +204,19 @@ def test_string_crosses_the_lowest_of_two_passes():
         minimum_free_energy_path(fes, (x, y), (-1, 0), (1, 0), initial="bent")
 
 
-def _union_find_barrier(f, ia, ib):
-    """Minimax barrier by brute force: add cells in order of F (8-connected) until ia and ib are joined."""
-    parent = {}
-
-    def find(c):
-        while parent[c] != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
-
-    for flat in np.argsort(f, axis=None, kind="stable"):
-        c = np.unravel_index(flat, f.shape)
-        parent[c] = c
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                n = (c[0] + dx, c[1] + dy)
-                if n in parent:
-                    parent[find(n)] = find(c)
-        if ia in parent and ib in parent and find(ia) == find(ib):
-            return f[c]
-    raise AssertionError("never joined")
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lowest_pass_path_matches_a_union_find_minimax(seed):
-    """On rough random surfaces the grid path's barrier is the minimax value (Kruskal-style union-find), its
-    steps are between neighbouring cells and no cell on it is higher than that value."""
+def test_lowest_pass_path_matches_the_flooding_minimax(seed):
+    """On rough random surfaces the grid path's barrier (bisection on sublevel-set connectivity) equals the minimax
+    barrier found by flooding (latentbias.analysis.barriers.minimax_barrier, an independent union-find), and no
+    cell on the path is higher than that value."""
+    from latentbias.analysis.barriers import minimax_barrier
     from latentbias.analysis.paths import lowest_pass_path
 
     f = np.random.default_rng(seed).random((23, 19)) * 10.0
     axes = (np.arange(23) * 0.5, np.arange(19) * 0.25)
     nodes, barrier = lowest_pass_path(f, axes, (0.0, 0.0), (11.0, 4.5), n_nodes=200, smooth=0.0)
-    minimax = _union_find_barrier(f - f.min(), (0, 0), (22, 18))
+    flood = minimax_barrier(f - f.min(), (0, 0), (22, 18), connectivity=8)
+    minimax = flood.saddle_level
     assert barrier == pytest.approx(minimax - (f[0, 0] - f.min()))
     assert np.allclose(nodes[0], (0, 0)) and np.allclose(nodes[-1], (11.0, 4.5))
     cells = np.rint(nodes / (0.5, 0.25)).astype(int)

@@ -265,7 +265,8 @@ def lowest_pass_path(fes: np.ndarray, axes: Sequence[np.ndarray], start: Any, en
     sorted values of F. Within that component the path returned is the shortest one (Dijkstra, Euclidean steps
     in the axes' units). It starts the string (:func:`minimum_free_energy_path`): a string started on the straight
     line between the states relaxes into the nearest valley, which on a surface with several passes need not be
-    the lowest one.
+    the lowest one. On 2-D grids the barrier equals that of :func:`latentbias.analysis.barriers.minimax_barrier`
+    (flooding; tested equal), which gives no path.
 
     Parameters
     ----------
