@@ -121,6 +121,13 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         print("    dF(C7ax - rest) against converge-phase time: " + ", ".join(row))
         print(f"    independent C7ax visits in the estimate (core-set entries, phi for evaluation only): "
               f"{c7ax_entries(phi[used])}")
+        w_used = np.exp(table["logweight"][used] - table["logweight"][used].max())
+        c7 = in_c7ax(phi[used])
+        if w_used[c7].sum() > 0:  # does the encoder describe C7ax? (phi for evaluation only; benchmarks/RESULTS.md)
+            share = w_used[c7 & (table["ood"][used] > 0)].sum() / w_used[c7].sum()
+            print(f"    C7ax's weight in frames its encoder never saw (out of distribution): {100 * share:.0f} %"
+                  + (" -- more than half: the latent space does not describe C7ax (do not trust latent paths or "
+                     "basins there; the reweighted estimate itself stays valid)" if share > 0.5 else ""))
         write_report(rundir, cvs=[parse_cv_spec(PHI), parse_cv_spec(PSI)])
     usable = []
     for rundir in rundirs:  # a campaign whose converge phase never visited C7ax has no estimate of its own

@@ -187,6 +187,14 @@ def test_converge_estimate_warns_when_its_encoder_met_ood_frames(tmp_path, caplo
     info = write_weights(run_dir, config, 3, frames, lambda q: x[:, None])
     assert info["converge_attempts"][-1]["max_segment_ood_fraction"] == pytest.approx(0.7)
     assert "up to 70 % of a converge segment (> [ood] retrain_fraction = 60 %)" in info["warning"]
+    # ... and the share of the estimate's weight in those frames, recomputed from weights.csv's own columns
+    table = np.genfromtxt(run_dir.path / "weights.csv", delimiter=",", names=True, skip_header=1)
+    used = np.isfinite(table["logweight"])
+    w = np.exp(table["logweight"][used] - table["logweight"][used].max())
+    expected = w[table["ood"][used] > 0].sum() / w.sum()
+    assert info["ood_weight"]["estimate"] == pytest.approx(expected) and 0 < expected < 1
+    assert info["ood_weight"]["frames"] == pytest.approx(35 / 80) and info["ood_weight"]["microstates"] == {}
+    assert f"{100 * expected:.2g} % of its weight" in info["warning"]
 
 
 def test_no_equilibrium_frame_yet_is_said(tmp_path, caplog):

@@ -231,3 +231,33 @@ def test_convergence_check_waits_for_the_structural_cut(tmp_path):
     short = structural_summary(_write_converge_run(tmp_path / "short", x[:1500], explored), cfg, 1, "budget",
                                featurizer=feat)
     assert not short["enough"] and "raise [converge] max_steps" in short["warning"]
+
+
+def test_ood_weight_share_is_the_weighted_fraction_per_state():
+    """Per state: sum of the weights of its out-of-distribution frames over the sum of its weights; frames out of
+    the estimate (-inf) and unlabelled frames (-1) count nowhere; a state without weight gives None."""
+    from latentbias.campaign.structuralstates import ood_weight_share
+
+    labels = np.array([0, 0, 0, 1, 1, -1, 2])
+    ood = np.array([True, False, False, True, True, True, True])
+    logw = np.log(np.array([1.0, 2.0, 1.0, 0.5, 0.5, 9.0, 1.0]))
+    logw[6] = -np.inf
+    share = ood_weight_share(labels, ood, logw, 4)
+    assert share[0] == pytest.approx(0.25) and share[1] == pytest.approx(1.0)
+    assert share[2] is None and share[3] is None
+
+
+def test_structural_round_trips_reports_the_ood_share_of_each_microstate():
+    """With the frames' OOD flags and log-weights, the structural count also gives each microstate's OOD weight
+    share (frames assigned to their nearest centre), and weights.json keeps it for the microstates taking part."""
+    from latentbias.campaign.weights import _ood_weight
+
+    states = MicroStates(np.array([[0.0], [10.0]]), np.zeros(1), np.ones(1), np.array([0.9, 0.1]), np.array([5, 5]))
+    x = np.array([[0.0], [0.5], [9.5], [10.0], [10.2]])
+    ood = np.array([False, True, True, True, False])
+    logw = np.log(np.array([3.0, 1.0, 1.0, 2.0, 1.0]))
+    out = structural_round_trips(states, x, None, [0, 1], ood, logw)
+    assert out["ood_weight_share"] == pytest.approx([0.25, 0.75])
+    info = _ood_weight(logw, ood, np.ones(5, bool), {**out, "counted": [1]})
+    assert info["microstates"] == {1: pytest.approx(0.75)} and info["estimate"] == pytest.approx(4 / 8)
+    assert "ood_weight_share" not in structural_round_trips(states, x, None, [0, 1])

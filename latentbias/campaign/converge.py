@@ -136,6 +136,7 @@ def _converge_frames(run_dir: RunDir, r: int, n_segments: int) -> dict[str, np.n
         if parts and all(key in p for p in parts):
             out[key] = np.concatenate([p[key] for p in parts])
     out["walker"] = walker = np.concatenate([frame_column(p, "walker") for p in parts])
+    out["ood"] = np.concatenate([frame_column(p, "ood") for p in parts])
     order = np.lexsort((walker, out["step"]))  # stable: one walker's frames keep their file (= time) order
     return {key: v[order] for key, v in out.items()}
 

@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MicroStates", "kmeans", "microstates", "structural_round_trips", "structural_states_plan",
+__all__ = ["MicroStates", "kmeans", "microstates", "ood_weight_share", "structural_round_trips", "structural_states_plan",
            "structural_count", "EXPLORATION_FILE"]
 
 #: d₁ ≤ _CORE_RATIO d₂: a frame is in the core of its nearest centre (module docstring)
@@ -244,7 +244,8 @@ def microstates(features: np.ndarray, estimates: Sequence[tuple[np.ndarray, np.n
 
 
 def structural_round_trips(states: MicroStates, features: np.ndarray, walker: np.ndarray | None = None,
-                           taking_part: Sequence[int] | None = None) -> dict[str, Any]:
+                           taking_part: Sequence[int] | None = None, ood: np.ndarray | None = None,
+                           logweights: np.ndarray | None = None) -> dict[str, Any]:
     """Transitions across the minimum cut of the microstate transition graph (module docstring).
 
     Parameters
@@ -256,6 +257,9 @@ def structural_round_trips(states: MicroStates, features: np.ndarray, walker: np
         Walker of every frame (each walker a separate series).
     taking_part : sequence of int, optional
         Microstates taking part (default all).
+    ood, logweights : numpy.ndarray, shape=(n,), optional
+        The counted frames' out-of-distribution flags and log-weights in the estimate; with both, the result also
+        holds ``ood_weight_share``.
 
     Returns
     -------
@@ -263,7 +267,9 @@ def structural_round_trips(states: MicroStates, features: np.ndarray, walker: np
         ``round_trips`` (minimum cut // 2; 0 with fewer than 2 microstates taking part), ``transitions`` (the cut),
         ``bottleneck`` (microstates on the side of the cut without the most populated one taking part),
         ``counted``, ``states`` (number of microstates), ``populations`` and ``frames_in_cores`` (of the counted
-        frames, per microstate).
+        frames, per microstate); with ``ood`` and ``logweights``, ``ood_weight_share``: per microstate, the share
+        of its weight (counted frames assigned to their nearest centre) in out-of-distribution frames (None where
+        its counted frames carry no weight).
     """
     core = states.assign(features)
     counted = list(range(states.n_states)) if taking_part is None else sorted(int(b) for b in taking_part)
@@ -274,9 +280,50 @@ def structural_round_trips(states: MicroStates, features: np.ndarray, walker: np
         bottleneck = sorted(counted[order[i]] for i in np.flatnonzero(side))
     else:
         cut, bottleneck = 0, []
-    return {"round_trips": int(cut // 2), "transitions": int(cut), "bottleneck": bottleneck, "counted": counted,
-            "states": states.n_states, "populations": [float(p) for p in states.populations],
-            "frames_in_cores": [int(np.count_nonzero(core == k)) for k in range(states.n_states)]}
+    out = {"round_trips": int(cut // 2), "transitions": int(cut), "bottleneck": bottleneck, "counted": counted,
+           "states": states.n_states, "populations": [float(p) for p in states.populations],
+           "frames_in_cores": [int(np.count_nonzero(core == k)) for k in range(states.n_states)]}
+    if ood is not None and logweights is not None:
+        out["ood_weight_share"] = ood_weight_share(states.assign(features, cores=False), ood, logweights,
+                                                   states.n_states)
+    return out
+
+
+def ood_weight_share(labels: np.ndarray, ood: np.ndarray, logweights: np.ndarray, n_states: int
+                     ) -> list[float | None]:
+    """Per state, the share of its reweighted population carried by out-of-distribution frames.
+
+    Reweighting stays exact for frames the encoder extrapolates on (their weight is that of the bias that acted),
+    so the share does not measure a bias of the estimate; it measures whether the encoder describes a state: a
+    state whose weight sits in frames it never saw is one its latent space does not resolve (the bias cannot
+    flatten what separates it, and latent-space results there — FES, basins, paths — do not describe it).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray of int, shape=(n,)
+        State of every frame (−1: none).
+    ood : numpy.ndarray of bool, shape=(n,)
+    logweights : numpy.ndarray, shape=(n,)
+        Log-weights in the estimate (−inf: not in it).
+    n_states : int
+
+    Returns
+    -------
+    list of float or None, length n_states
+        Σ w·ood / Σ w over each state's frames; None where they carry no weight.
+    """
+    lw = np.asarray(logweights, dtype=float)
+    fin = np.isfinite(lw)
+    w = np.zeros(len(lw))
+    if fin.any():
+        w[fin] = np.exp(lw[fin] - lw[fin].max())
+    flags = np.asarray(ood, dtype=bool)
+    lab = np.asarray(labels)
+    out: list[float | None] = []
+    for k in range(int(n_states)):
+        total = float(w[lab == k].sum())
+        out.append(float(w[(lab == k) & flags].sum() / total) if total > 0 else None)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- campaign glue
@@ -369,4 +416,5 @@ def structural_count(run_dir: RunDir, config: CampaignConfig, r: int, frames: di
     states = microstates(x, [explore, converge], int(plan["n_states"]), _SEED)
     c = config.converge
     part = states.taking_part(config.md.temperature, c.fes_cutoff, c.basin_min_frames)
-    return structural_round_trips(states, x_conv[used], frames["walker"][used], part)
+    ood = frames["ood"][used] if "ood" in frames else None
+    return structural_round_trips(states, x_conv[used], frames["walker"][used], part, ood, lw_conv[used])

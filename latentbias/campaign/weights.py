@@ -401,6 +401,28 @@ def bias_states(frames: dict[str, np.ndarray], run_dir: RunDir,
     return states, state_of
 
 
+def _ood_weight(logw: np.ndarray, ood: np.ndarray, used: np.ndarray, struct: dict[str, Any] | None
+                ) -> dict[str, Any]:
+    """How much of the estimate's weight sits in frames the frozen encoder never saw: ``estimate`` (share of all
+    its weight), ``microstates`` (per structural microstate taking part: the share of its weight,
+    :func:`latentbias.campaign.structuralstates.ood_weight_share`; empty without the structural count) and
+    ``frames`` (share of the used frames, unweighted). The OPES/metadynamics converge phase spends much of its time
+    in high free-energy regions the encoder never saw; their frames carry little weight, so an unweighted OOD
+    fraction says little about the estimate (it exceeded 20 % in a converge segment of every demo seed, where those
+    frames carried 0.01–0.7 % of the weight), whereas a state whose weight is mostly out of distribution is one the
+    encoder does not describe (benchmarks/RESULTS.md: seed 2029's C7ax, 100 %)."""
+    from .structuralstates import ood_weight_share
+
+    flags = np.asarray(ood, dtype=bool)
+    lw = np.where(used, logw, -np.inf)
+    overall = ood_weight_share(np.zeros(len(lw), dtype=np.int64), flags, lw, 1)[0]
+    shares: dict[int, float | None] = {}
+    if struct is not None and "ood_weight_share" in struct:
+        shares = {int(k): struct["ood_weight_share"][k] for k in struct["counted"]}
+    return {"estimate": 0.0 if overall is None else overall, "microstates": shares,
+            "frames": float(flags[used].mean()) if used.any() else 0.0}
+
+
 def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[str, np.ndarray],
                   encode: Callable[[int], np.ndarray],
                   extra_columns: dict[str, np.ndarray] | None = None, featurizer: Any | None = None) -> dict[str, Any]:
@@ -472,12 +494,14 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
         if struct is not None:
             info["structural_round_trips"] = struct
         worst = info["converge_attempts"][-1]["max_segment_ood_fraction"]
+        info["ood_weight"] = _ood_weight(logw, frames["ood"], excluded == 0, struct)
         if worst > config.ood.retrain_fraction:
             info["warning"] = (
                 f"the frozen encoder of the estimate (round {plans[r]['model_round']}) met out-of-distribution "
                 f"frames: up to {100 * worst:.0f} % of a converge segment (> [ood] retrain_fraction = "
                 f"{100 * config.ood.retrain_fraction:.0f} %) and no restart was left ([converge] restarts = "
-                f"{config.converge.restarts}, or the budget left was below min_steps); the estimate may be biased")
+                f"{config.converge.restarts}, or the budget left was below min_steps); the estimate may be biased "
+                f"(those frames carry {100 * info['ood_weight']['estimate']:.2g} % of its weight: ood_weight)")
             logger.warning("final estimate: %s", info["warning"])
         for counted in (trips, struct):
             if counted is not None and "warning" in counted:
