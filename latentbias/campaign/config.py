@@ -95,6 +95,8 @@ Example (every key shown; most have defaults)::
                                                # latent space may not resolve; 0: off; campaign.structuralstates)
     fes_bins = 20                              # latent FES bins per dimension for the drift
     fes_cutoff = 25.0                          # kJ/mol: bins above this are left out of the drift
+    activation = ""                            # activation of the converge phase's encoders ("": [model] activation);
+                                               # e.g. "silu" to explore, "tanh" to converge (campaign.train)
     restarts = 0                               # times the frozen encoder may meet OOD frames (a segment with more
                                                # than [ood] retrain_fraction flagged) and the campaign goes back to
                                                # retraining before a new converge attempt; max_steps is shared
@@ -286,6 +288,7 @@ class ConvergeConfig:
     core_kt: float = 2.0
     basin_min_frames: int = 10
     structural_states: int = 20
+    activation: str = ""
 
 
 @dataclass
@@ -312,6 +315,8 @@ class CampaignConfig:
         frame, and a one-walker campaign stores the same config as before walkers existed."""
         d = asdict(self)
         d.pop("execution")
+        if not self.converge.activation:  # unset: runs from before the option store the same config
+            d["converge"].pop("activation")
         if self.execution.walkers > 1:
             d["execution"] = {"walkers": self.execution.walkers}
         return d
@@ -576,6 +581,10 @@ def _validate(cfg: CampaignConfig) -> None:
     if cv.structural_states == 1 or cv.structural_states < 0:
         raise ConfigError(f"[converge] structural_states must be 0 (no structural count) or an integer >= 2 (k-means "
                           f"microstates of the input features), got {cv.structural_states}")
+    if cv.activation:
+        from ..models import ACTIVATIONS
+
+        _choice("[converge] activation", cv.activation, tuple(sorted(ACTIVATIONS)))
     if cv.basin_min_frames < 0:
         raise ConfigError(f"[converge] basin_min_frames must be an integer >= 0, got {cv.basin_min_frames}")
     if not cv.core_kt > 0:

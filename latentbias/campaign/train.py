@@ -12,6 +12,15 @@ Files of round r (written by :func:`train_round`, read by :func:`load_round_mode
 Training is warm-started from the previous round's autoencoder (``[model] warm_start``); the alignment is a
 similarity Procrustes fit on the frames both models saw, folded into the encoder
 (:mod:`latentbias.campaign.alignment`).
+
+Exploring and converging ask different things of an encoder (:func:`encoder_activation`). An exploration bias
+must keep pushing beyond the frames seen so far: an encoder whose activation saturates (tanh) is flat there, so the
+bias has no gradient where the next basin lies, while an unbounded one (silu) extrapolates. A converge phase
+reweights what its frozen bias did, so its encoder should be bounded and smooth. ``[converge] activation`` sets
+the activation of the encoders trained for the converge phase (after round ``[campaign] rounds`` − 1, and after
+each converge attempt that goes back to retraining); such an encoder is trained from scratch when the previous
+round's has another activation (its weights would mean something else), and aligned to the previous latent space
+as every round's is.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RoundModel", "train_round", "load_round_model"]
+__all__ = ["RoundModel", "encoder_activation", "train_round", "load_round_model"]
 
 
 @dataclass
@@ -75,6 +84,15 @@ def load_round_model(run_dir: RunDir, r: int) -> RoundModel:
     return RoundModel(load_model(run_dir.model_file(r)), ae.eval(), info)
 
 
+def encoder_activation(cfg: Any, r: int) -> str:
+    """Activation of the encoder trained after round r: ``[converge] activation`` for the converge phase's encoders
+    (r ≥ ``[campaign] rounds`` − 1 with a converge phase), else ``[model] activation`` (module docstring)."""
+    cv = cfg.converge
+    if cv.enabled and cv.activation and r >= cfg.campaign.rounds - 1:
+        return cv.activation
+    return cfg.model.activation
+
+
 def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> RoundModel:
     """Train, align and export the model of round r on ``frames`` (all frames of rounds 0..r, as
     :meth:`Campaign.all_frames` returns them); writes the round's model files and returns the model."""
@@ -87,13 +105,18 @@ def train_round(campaign: Campaign, r: int, frames: dict[str, np.ndarray]) -> Ro
     lengths = [int(np.count_nonzero(frames["round"] == q)) for q in range(r + 1)]
     mc = cfg.model
     anchor = pocket_anchor(campaign, r, frames)  # [pocket]: one latent dimension trained to equal the openness
-    est = LatentModelEstimator(latent_dim=mc.latent_dim, hidden=mc.hidden, activation=mc.activation,
+    activation = encoder_activation(cfg, r)
+    est = LatentModelEstimator(latent_dim=mc.latent_dim, hidden=mc.hidden, activation=activation,
                                objective=mc.objective, lag=mc.lag, epochs=mc.epochs, batch_size=mc.batch_size,
                                learning_rate=mc.learning_rate, patience=mc.patience,
                                jacobian_penalty=mc.jacobian_penalty,
                                seed=RoundSeeds(cfg.md.seed, r).training, progress=campaign.progress,
                                **({"cv_dims": anchor["cv_dims"], "cv_weight": anchor["cv_weight"]} if anchor else {}))
     init = campaign.model(r - 1).autoencoder if (r > 0 and mc.warm_start) else None
+    if init is not None and init.activation != activation:
+        logger.info("round %d: the encoder's activation changes from %s to %s ([converge] activation): trained from "
+                    "scratch", r, init.activation, activation)
+        init = None
     weights = None
     if mc.balance_clusters:  # rare regions count as much as the start basin (latentbias.sampleweights)
         weights = cluster_balanced_weights(feats, min(mc.balance_clusters, len(feats)),
