@@ -416,9 +416,9 @@ def _ood_weight(logw: np.ndarray, ood: np.ndarray, used: np.ndarray, struct: dic
     flags = np.asarray(ood, dtype=bool)
     lw = np.where(used, logw, -np.inf)
     overall = ood_weight_share(np.zeros(len(lw), dtype=np.int64), flags, lw, 1)[0]
-    shares: dict[int, float | None] = {}
+    shares: dict[str, float | None] = {}
     if struct is not None and "ood_weight_share" in struct:
-        shares = {int(k): struct["ood_weight_share"][k] for k in struct["counted"]}
+        shares = {str(k): struct["ood_weight_share"][k] for k in struct["counted"]}  # JSON object keys
     return {"estimate": 0.0 if overall is None else overall, "microstates": shares,
             "frames": float(flags[used].mean()) if used.any() else 0.0}
 
