@@ -681,11 +681,16 @@ def test_string_on_a_3d_ring_profile_is_the_analytic_free_energy():
 
 
 def test_string_with_no_iterations_is_the_initial_string():
-    """max_iterations=0: no iteration is run (0 reported, not converged) and the string is the initial one."""
+    """max_iterations=0: no iteration is run (0 reported, not converged) and the string is the initial one: the
+    straight line with initial="line", the lowest-pass grid path by default."""
+    from latentbias.analysis.paths import lowest_pass_path
+
     fes, axes = _ring_grid(21)
-    path = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=7, max_iterations=0)
+    path = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=7, max_iterations=0, initial="line")
     assert path.iterations == 0 and not path.converged
     np.testing.assert_array_equal(path.nodes, np.linspace((-1, 0), (1, 0), 7))
+    default = minimum_free_energy_path(fes, axes, (-1, 0), (1, 0), n_nodes=7, max_iterations=0)
+    np.testing.assert_array_equal(default.nodes, lowest_pass_path(fes, axes, (-1, 0), (1, 0), n_nodes=7)[0])
 
 
 def test_iterations_compose_and_the_default_step():
