@@ -321,7 +321,7 @@ REF = ROOT / "examples" / "reference"
 
 @pytest.fixture(scope="module")
 def dipeptide_seed1(tmp_path_factory):
-    """examples/ala_gly_compare.toml run once with seed 1 (~18 min on one loaded core) and compared."""
+    """examples/ala_gly_compare.toml run once with seed 1 (~5 min on one idle core) and compared."""
     import tomllib
 
     from latentbias.campaign.multi import MultiCampaign
@@ -365,14 +365,11 @@ def test_dipeptide_mutation_effect_is_resolved(dipeptide_seed1):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="the 1 kJ/mol target per seed is not met: seed 1 (used here; [model] jacobian_penalty = "
-                          "0.1, mutant built reproducibly) gave Ala 9.73 ± 0.82, Gly 0.91 ± 0.68, ddF -8.82 ± 1.06 "
-                          "(2026-11-30, benchmarks/RESULTS.md); 5 of 7 replicas with the penalty meet all three",
-                   strict=False)
 def test_dipeptide_ddf_matches_the_metadynamics_references(dipeptide_seed1):
     """ΔF(C7ax − rest) of Ala and Gly and ΔΔF within 1 kJ/mol of the references (openmm.app.Metadynamics on φ/ψ,
-    4 × 20 ns each: 8.36, 0.93, −7.43 kJ/mol), and glycine's C7ax and its mirror image (−120° ≤ φ < 0°) equal
-    within 2σ (glycine is achiral)."""
+    4 × 20 ns each: 8.36, 0.93, −7.43 kJ/mol). With the example's 10 ns converge phase 7 of 8 seeds meet all three
+    (seed 1, used here: 8.84, 1.16, −7.68; seed 3's glycine missed by 1.26; benchmarks/RESULTS.md, eighth
+    session), so this can fail on another platform or build for a seed that behaves like seed 3."""
     _, c = dipeptide_seed1
     ref_a, ref_g = _dipeptide_refs()
     assert abs(c.dg["C7ax"]["gly"].value - ref_g) < 1.0
