@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--platform", default="Reference")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=20.0, help="allowed backward step of phi, deg")
+    parser.add_argument("--bins", type=int, default=None, help="latent FES bins per dimension (default: the workflow's)")
     parser.add_argument("--out", default="runs/ala2_paths")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -106,7 +107,8 @@ def main() -> None:
             return int(np.argmin(d))
 
         a, b = nearest(C7EQ), nearest(C7AX)
-        tp = transition_path(samples, f"frame:{a}", f"frame:{b}", n_nodes=args.nodes, seed=args.seed,
+        extra = {} if args.bins is None else {"bins": args.bins}
+        tp = transition_path(samples, f"frame:{a}", f"frame:{b}", n_nodes=args.nodes, seed=args.seed, **extra,
                              platform=args.platform, production_steps=args.production_steps,
                              equilibration_steps=args.equilibration_steps,
                              output_dir=Path(args.out) / Path(rd).name / "windows")
