@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--platform", default="Reference")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=20.0, help="allowed backward step of phi, deg")
-    parser.add_argument("--bins", type=int, default=None, help="latent FES bins per dimension (default: the workflow's)")
+    parser.add_argument("--bins", type=int, default=None,
+                        help="latent FES bins per dimension (default: the workflow's)")
     parser.add_argument("--out", default="runs/ala2_paths")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

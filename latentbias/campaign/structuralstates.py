@@ -77,8 +77,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MicroStates", "kmeans", "microstates", "ood_weight_share", "structural_round_trips", "structural_states_plan",
-           "structural_count", "EXPLORATION_FILE"]
+__all__ = ["MicroStates", "kmeans", "microstates", "ood_weight_share", "structural_round_trips",
+           "structural_states_plan", "structural_count", "EXPLORATION_FILE"]
 
 #: d₁ ≤ _CORE_RATIO d₂: a frame is in the core of its nearest centre (module docstring)
 _CORE_RATIO = 0.8

@@ -14,12 +14,13 @@ from .profile import (PathProfile, path_barrier, path_end_difference, reweighted
 from .realisations import RealisationCheck, compare_realisations, pool_windows, realisation_seed
 from .rebuild import kabsch_fit, nearest_frames, rebuild_structure, reconstruction_rmsd
 from .relax import PathWindows, default_force_constant, relax_path
-from .workflow import (LatentSamples, TransitionPath, compare_profiles, latent_fes, resolve_endpoint, samples_from_rundir,
-                       transition_path, transition_path_from_rundir, write_path_outputs)
+from .workflow import (LatentSamples, TransitionPath, compare_profiles, latent_fes, resolve_endpoint,
+                       samples_from_rundir, transition_path, transition_path_from_rundir, write_path_outputs)
 
 __all__ = [
     "LatentSamples", "PathProfile", "PathWindows", "RealisationCheck", "StructureCheck", "TransitionPath",
-    "bond_deviations", "check_structure", "clashes", "compare_profiles", "compare_realisations", "default_force_constant", "kabsch_fit",
+    "bond_deviations", "check_structure", "clashes", "compare_profiles", "compare_realisations",
+    "default_force_constant", "kabsch_fit",
     "latent_fes", "nearest_frames", "path_barrier", "path_end_difference", "pool_windows", "realisation_seed",
     "rebuild_structure", "reconstruction_rmsd", "relax_path", "resolve_endpoint", "reweighted_profile",
     "samples_from_rundir", "transition_path", "transition_path_from_rundir", "umbrella_profile", "write_path_outputs",
