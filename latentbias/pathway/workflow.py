@@ -54,8 +54,7 @@ from .relax import PathWindows, relax_path
 logger = logging.getLogger(__name__)
 
 __all__ = ["LatentSamples", "TransitionPath", "compare_profiles", "latent_fes", "resolve_endpoint",
-           "samples_from_rundir",
-           "transition_path", "transition_path_from_rundir", "write_path_outputs"]
+           "samples_from_rundir", "transition_path", "transition_path_from_rundir", "write_path_outputs"]
 
 
 @dataclass
