@@ -239,20 +239,26 @@ void LatentBiasGrid::computeNodeDerivative(int axis, const vector<double>& sourc
     }
 }
 
-double LatentBiasGrid::evaluate(const double* t, double* grad) const {
-    int ndim = axes.size();
-    double u[3];
-    for (int k = 0; k < ndim; k++) {
+bool LatentBiasGrid::gridPoint(const double* t, double* u, double* grad) const {
+    for (int k = 0; k < (int) axes.size(); k++) {
         grad[k] = 0.0;
         const Axis& a = axes[k];
         u[k] = a.periodic ? wrap(t[k], a.minValue, a.maxValue) : t[k];
         // ReferenceContinuous*DFunction returns 0 (value and derivatives) outside the range.
         if (!(u[k] >= a.minValue && u[k] <= a.maxValue))
-            return 0.0;
+            return false;
         // The last grid point min + (n-1)*((max-min)/(n-1)) can differ from max by an ulp; SplineFitter would
         // throw for u = max (e.g. z clamped to the edge), so stay inside the node range.
         u[k] = min(max(u[k], x[k].front()), x[k].back());
     }
+    return true;
+}
+
+double LatentBiasGrid::evaluate(const double* t, double* grad) const {
+    int ndim = axes.size();
+    double u[3];
+    if (!gridPoint(t, u, grad))
+        return 0.0;
     if (generic)
         return evaluateGeneric(u, grad);
     if (ndim == 1) {
@@ -271,16 +277,9 @@ double LatentBiasGrid::evaluateLogHermite(const double* t, double* grad, double 
                                           double norm) const {
     if (!generic || nodeDerivs.size() != (size_t) (1 << axes.size()))
         throw OpenMMException("LatentBiasGrid::evaluateLogHermite: the grid is not a Hermite table");
-    int ndim = axes.size();
     double u[3];
-    for (int k = 0; k < ndim; k++) {
-        grad[k] = 0.0;
-        const Axis& a = axes[k];
-        u[k] = a.periodic ? wrap(t[k], a.minValue, a.maxValue) : t[k];
-        if (!(u[k] >= a.minValue && u[k] <= a.maxValue))
-            return prefactor * log(epsilon);   // as S = 0 outside (see evaluate)
-        u[k] = min(max(u[k], x[k].front()), x[k].back());
-    }
+    if (!gridPoint(t, u, grad))
+        return prefactor * log(epsilon);   // as S = 0 outside (see evaluate)
     double logParams[3] = {prefactor, epsilon, norm};
     return evaluateGeneric(u, grad, logParams);
 }

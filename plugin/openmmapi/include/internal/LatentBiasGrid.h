@@ -187,6 +187,9 @@ private:
     void computeAllNodeDerivatives();
     /** Node derivatives of a spline through `t` (one line along `axis`): the same SplineFitter calls as above. */
     std::vector<double> lineDerivative(int axis, const std::vector<double>& t) const;
+    /** The grid coordinates u of the point t (periodic axes wrapped, clamped to the node range) and grad zeroed;
+     *  false when t lies outside a non-periodic axis' range (the interpolant is then 0 there). */
+    bool gridPoint(const double* t, double* u, double* grad) const;
     /** logParams: null, or {prefactor, epsilon, norm} to interpolate V from the node values of S (evaluateLogHermite) */
     double evaluateGeneric(const double* t, double* grad, const double* logParams = nullptr) const;
     std::vector<Axis> axes;
