@@ -257,6 +257,7 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "converge": {"speed": 1}}, r"unknown key\(s\) \['speed'\] in \[converge\]"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "opes"}, "opes": {"pace": 300}}, r"\[opes\] pace and \[campaign\] save_interval"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"barrier": -1.0}}, r"\[opes\] barrier must be positive"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"bias_factor": 1.0}}, r"\[opes\] bias_factor must be > 1 \(or 0: barrier/kT\)"),
     ],
 )
 def test_config_errors_name_the_key_and_allowed_values(raw, match, tmp_path):

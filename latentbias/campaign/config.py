@@ -60,7 +60,8 @@ Example (every key shown; most have defaults)::
     pull_fraction = 0.5                        # fraction of the round spent restrained/steered; rest released
 
     [opes]                                     # OPES-METAD (or explore) rounds and the default converge phase
-    barrier = 30.0                             # kJ/mol: sets the bias factor (barrier/kT) and the initial bias
+    barrier = 30.0                             # kJ/mol: the initial bias and the largest bias (epsilon)
+    bias_factor = 0.0                          # gamma of the target p^(1/gamma); 0: barrier/kT (OPES's default)
     pace = 250                                 # steps between kernels
     explore = false                            # OPES-explore instead of OPES-METAD
     sigma = 0.05                               # kernel width sigma0, fraction of each latent range
@@ -250,6 +251,7 @@ class FrontierConfig:
 @dataclass
 class OPESConfig:
     barrier: float = 30.0
+    bias_factor: float = 0.0
     pace: int = 250
     explore: bool = False
     sigma: float = 0.05
@@ -543,6 +545,8 @@ def _validate(cfg: CampaignConfig) -> None:
         _positive(f"[opes] {key}", getattr(op, key))
     if op.margin < 0 or op.compression_threshold < 0:
         raise ConfigError("[opes] margin and compression_threshold must be >= 0")
+    if op.bias_factor != 0 and not (op.bias_factor > 1 and math.isfinite(op.bias_factor)):
+        raise ConfigError(f"[opes] bias_factor must be > 1 (or 0: barrier/kT), got {op.bias_factor!r}")
     uses_opes = "opes" in c.strategy or (cfg.converge.enabled and cfg.converge.method == "opes")
     if uses_opes and c.save_interval % op.pace and op.pace % c.save_interval:
         raise ConfigError("[opes] pace and [campaign] save_interval must divide one another")

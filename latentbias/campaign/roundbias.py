@@ -305,6 +305,7 @@ class OPESBias(RoundBias):
         o = self.cfg.opes
         self.opes = LatentOPES(setup.system, self.model.file, [LatentVariable(**v) for v in self.plan["variables"]],
                                self.cfg.md.temperature, o.barrier, o.pace, explore=o.explore,
+                               biasFactor=o.bias_factor or None,
                                compressionThreshold=o.compression_threshold, wallForceConstant=o.wall_force_constant,
                                walkerId=f"round{self.plan['round']:03d}{walker_name(setup.walker) or ''}")
 
