@@ -27,7 +27,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "ala2_campaign.py"
 REF_DF = 11.73
-KT = 0.00831446261815324 * 300.0
 
 
 def write_config(base: Path, sets: list[str], out: Path) -> Path:
@@ -56,28 +55,11 @@ def write_config(base: Path, sets: list[str], out: Path) -> Path:
 
 def fes_rmse(phi: np.ndarray, psi: np.ndarray, lw: np.ndarray, coarse: int = 3) -> tuple[float, float]:
     """RMSE (kJ/mol) of the reweighted φ/ψ FES against the reference and the covered fraction of its region."""
+    from latentbias.analysis import compare_periodic_fes
+
     ref = np.load(ROOT / "examples" / "reference" / "ala2_ff96_phipsi_fes.npz")
-    axis, F = ref["phi_deg"], ref["fes_kjmol"]
-    centers = axis[:-1] if np.isclose(axis[-1] - axis[0], 360) else axis
-    n = len(centers)
-    w = 360.0 / n
-    Fr = F[:n, :n]
-    ok = np.isfinite(lw)
-    wgt = np.exp(lw[ok] - lw[ok].max())
-    ip = np.floor((phi[ok] - (centers[0] - w / 2)) / w).astype(int) % n
-    iq = np.floor((psi[ok] - (centers[0] - w / 2)) / w).astype(int) % n
-    H = np.zeros((n, n))
-    np.add.at(H, (ip, iq), wgt)
-    c = coarse
-    H = H.reshape(n // c, c, n // c, c).sum((1, 3))
-    Frc = -KT * np.log(np.exp(-(Fr - Fr.min()) / KT).reshape(n // c, c, n // c, c).mean((1, 3)))
-    with np.errstate(divide="ignore"):
-        Fe = -KT * np.log(H / H.sum())
-    region = Frc - Frc.min() < 25
-    mask = np.isfinite(Fe) & region
-    d = (Fe - Frc)[mask]
-    d -= d.mean()
-    return float(np.sqrt((d ** 2).mean())), float(mask.sum() / region.sum())
+    res = compare_periodic_fes(np.stack([phi, psi], axis=1), lw, ref["fes_kjmol"], ref["phi_deg"], 300.0, coarse)
+    return res.rmse, res.coverage
 
 
 def latent_purity(z: np.ndarray, in_b: np.ndarray, k: int = 10) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 PHI = "phi:dihedral:4,6,8,14"   # evaluation only: the sampler never sees these
 PSI = "psi:dihedral:6,8,14,16"
+REFERENCE_FES = HERE / "reference" / "ala2_ff96_phipsi_fes.npz"  # the same runs' FES, [phi, psi] on 5-degree cells
 REFERENCE_DF = 11.7             # kJ/mol: 2 x 40 ns openmm.app.Metadynamics on phi/psi (11.45, 11.98), issue 8
 
 
@@ -77,12 +78,31 @@ def phi_of(rundir: str | Path) -> np.ndarray:
     return compute_cvs(campaign, last, [parse_cv_spec(PHI)])["phi"]
 
 
+def phipsi_of(rundir: str | Path) -> np.ndarray:
+    """(n_frames, 2) φ, ψ in degrees of every frame of a campaign (evaluation only)."""
+    from latentbias.campaign.report import load_campaign, compute_cvs, parse_cv_spec
+
+    campaign, last = load_campaign(Path(rundir))
+    cvs = compute_cvs(campaign, last, [parse_cv_spec(PHI), parse_cv_spec(PSI)])
+    return np.stack([cvs["phi"], cvs["psi"]], axis=1)
+
+
+def fes_against_reference(angles: list[np.ndarray], logweights: list[np.ndarray], temperature: float) -> str:
+    """The reweighted φ/ψ FES of one or more campaigns against the reference (issue 8's measure: 15° bins, region
+    below 25 kJ/mol, best offset removed; latentbias.analysis.compare_periodic_fes)."""
+    from latentbias.analysis import compare_periodic_fes
+
+    ref = np.load(REFERENCE_FES)
+    return str(compare_periodic_fes(angles, logweights, ref["fes_kjmol"], ref["phi_deg"], temperature))
+
+
 def summarize(rundirs: list[Path], temperature: float) -> None:
     from latentbias.campaign.estimate import campaign_basin_estimate, final_weights
     from latentbias.campaign.report import load_campaign, parse_cv_spec, write_report
 
     print()
     total_ns = 0.0
+    fes_runs: list[tuple[np.ndarray, np.ndarray]] = []
     for rundir in rundirs:
         campaign, last = load_campaign(rundir)
         frames = campaign.all_frames(last)
@@ -121,6 +141,10 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         print("    dF(C7ax - rest) against converge-phase time: " + ", ".join(row))
         print(f"    independent C7ax visits in the estimate (core-set entries, phi for evaluation only): "
               f"{c7ax_entries(phi[used])}")
+        angles = phipsi_of(rundir)
+        fes_runs.append((angles, table["logweight"]))
+        print(f"    reweighted phi/psi FES against the reference: "
+              f"{fes_against_reference([angles], [table['logweight']], temperature)}")
         w_used = np.exp(table["logweight"][used] - table["logweight"][used].max())
         c7 = in_c7ax(phi[used])
         if w_used[c7].sum() > 0:  # does the encoder describe C7ax? (phi for evaluation only; benchmarks/RESULTS.md)
@@ -168,6 +192,11 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
           f"({how}); {total_ns:.2f} ns simulated in all")
     print(f"reference (2 x 40 ns metadynamics on phi/psi): {REFERENCE_DF} kJ/mol; difference "
           f"{est.value - REFERENCE_DF:+.2f} kJ/mol")
+    if len(fes_runs) > 1:
+        print(f"reweighted phi/psi FES of the {len(fes_runs)} campaigns together (each weighted equally) against the "
+              f"reference: {fes_against_reference([a for a, _ in fes_runs], [w for _, w in fes_runs], temperature)}")
+    print("(FES: 15 deg bins over the region where the reference is below 25 kJ/mol, best constant offset removed; "
+          "target RMSE <= 1.5 kJ/mol, not reached by the measured demo runs: README, Demo results)")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from .fes import (
     block_labels,
     free_energy_surface,
 )
+from .fes_compare import FESComparison, compare_periodic_fes
 from .plots import plot_fes
 from .pockets import (
     CavityVolume,
@@ -45,6 +46,7 @@ from .uncertainty import (
 __all__ = [
     "CavityVolume",
     "Estimate",
+    "FESComparison",
     "FreeEnergySurface",
     "GAS_CONSTANT_KJ_PER_MOL_K",
     "MinimaxBarrier",
@@ -54,6 +56,7 @@ __all__ = [
     "basin_free_energy_difference",
     "basin_free_energy_estimate",
     "block_labels",
+    "compare_periodic_fes",
     "effective_sample_size",
     "estimate_uncertainty",
     "free_energy_surface",
