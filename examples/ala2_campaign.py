@@ -112,7 +112,8 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         offset = np.cumsum([0] + steps[:-1])
         simulated = (offset[frames["round"]] + frames["step"]) * dt_ns
         total_ns += sum(steps) * dt_ns
-        phi = phi_of(rundir)
+        angles = phipsi_of(rundir)
+        phi = angles[:, 0]
         hit = np.flatnonzero(in_c7ax(phi))
         weights = json.loads((rundir / "weights.json").read_text())
         wall = json.loads((rundir / "demo_wall_s.json").read_text())["wall_s"] if (rundir / "demo_wall_s.json").is_file() else float("nan")
@@ -141,7 +142,6 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         print("    dF(C7ax - rest) against converge-phase time: " + ", ".join(row))
         print(f"    independent C7ax visits in the estimate (core-set entries, phi for evaluation only): "
               f"{c7ax_entries(phi[used])}")
-        angles = phipsi_of(rundir)
         fes_runs.append((angles, table["logweight"]))
         print(f"    reweighted phi/psi FES against the reference: "
               f"{fes_against_reference([angles], [table['logweight']], temperature)}")

@@ -111,6 +111,7 @@ def test_a_repeated_periodic_end_point_is_accepted():
     ({"centres_deg": np.linspace(-180, 100, N)}, "evenly spaced points covering 360"),
     ({"angles_deg": np.zeros((5, 3))}, r"run 0: angles_deg must be \(n_frames, 2\)"),
     ({"angles_deg": np.full((4, 2), np.nan)}, "non-finite"),
+    ({"logweights": np.array([0.0, np.inf, 0.0, 0.0])}, r"run 0: logweights holds \+inf"),
     ({"logweights": [np.zeros(4), np.zeros(4)]}, "one logweights array per angles array"),
 ])
 def test_bad_input_is_named(kwargs, match):

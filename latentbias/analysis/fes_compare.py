@@ -138,6 +138,8 @@ def compare_periodic_fes(angles_deg: np.ndarray | Sequence[np.ndarray], logweigh
                              f"{a.shape} and {lw.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"run {i}: angles_deg holds non-finite values")
+        if np.any(lw == np.inf):
+            raise ValueError(f"run {i}: logweights holds +inf (a frame of infinite weight): check the weights")
         hists.append(_histogram(a, np.where(np.isnan(lw), -np.inf, lw), centres[0] - width / 2, width, n))
     hist = np.mean(hists, axis=0)
     m = n // coarse
