@@ -73,10 +73,8 @@ def run_one(config: str, rundir: str, seed: int, quiet: bool) -> None:
 
 
 def phi_of(rundir: str | Path) -> np.ndarray:
-    from latentbias.campaign.report import load_campaign, compute_cvs, parse_cv_spec
-
-    campaign, last = load_campaign(Path(rundir))
-    return compute_cvs(campaign, last, [parse_cv_spec(PHI)])["phi"]
+    """φ in degrees of every frame of a campaign (evaluation only)."""
+    return phipsi_of(rundir)[:, 0]
 
 
 def phipsi_of(rundir: str | Path) -> np.ndarray:
@@ -104,6 +102,7 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
     print()
     total_ns = 0.0
     fes_runs: list[tuple[np.ndarray, np.ndarray]] = []
+    angles_of: dict[str, np.ndarray] = {}  # φ/ψ of each campaign, computed once
     for rundir in rundirs:
         campaign, last = load_campaign(rundir)
         frames = campaign.all_frames(last)
@@ -113,7 +112,7 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
         offset = np.cumsum([0] + steps[:-1])
         simulated = (offset[frames["round"]] + frames["step"]) * dt_ns
         total_ns += sum(steps) * dt_ns
-        angles = phipsi_of(rundir)
+        angles = angles_of[str(rundir)] = phipsi_of(rundir)
         phi = angles[:, 0]
         hit = np.flatnonzero(in_c7ax(phi))
         weights = json.loads((rundir / "weights.json").read_text())
@@ -154,17 +153,19 @@ def summarize(rundirs: list[Path], temperature: float) -> None:
                   + (" -- more than half: the latent space does not describe C7ax (do not trust latent paths or "
                      "basins there; the reweighted estimate itself stays valid)" if share > 0.5 else ""))
         write_report(rundir, cvs=[parse_cv_spec(PHI), parse_cv_spec(PSI)])
+    def phi_cached(rundir: str | Path) -> np.ndarray:
+        return angles_of[str(rundir)][:, 0]
+
     usable = []
-    for rundir in rundirs:  # a campaign whose converge phase never visited C7ax has no estimate of its own
-        table = final_weights(rundir)
-        if in_c7ax(phi_of(rundir)[np.isfinite(table["logweight"])]).any():
+    for rundir, (_, logweight) in zip(rundirs, fes_runs):  # a campaign whose converge phase never visited C7ax
+        if in_c7ax(phi_cached(rundir)[np.isfinite(logweight)]).any():  # has no estimate of its own
             usable.append(rundir)
         else:
             print(f"  {rundir}: no converge-phase frame in C7ax: no estimate (left out of the combined value)")
     if not usable:
         print("\nno campaign sampled C7ax in its converge phase: no dF; increase rounds or [converge] max_steps")
         return
-    result = campaign_basin_estimate(usable, phi_of, lambda p: ~in_c7ax(p), in_c7ax, temperature,
+    result = campaign_basin_estimate(usable, phi_cached, lambda p: ~in_c7ax(p), in_c7ax, temperature,
                                      core_a=rest_core, core_b=c7ax_core)
     for r in result.runs:
         how = f"block bootstrap {r['bootstrap_error']:.2f} over {r['blocks']} blocks of {r['frames_used']} frames"
