@@ -258,6 +258,8 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "campaign": {"strategy": "opes"}, "opes": {"pace": 300}}, r"\[opes\] pace and \[campaign\] save_interval"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"barrier": -1.0}}, r"\[opes\] barrier must be positive"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"bias_factor": 1.0}}, r"\[opes\] bias_factor must be > 1 \(or 0: barrier/kT\)"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"max_temperature": 250.0}}, r"\[opes\] max_temperature must be above \[md\] temperature"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"temperatures": 1}}, r"\[opes\] temperatures must be >= 2"),
     ],
 )
 def test_config_errors_name_the_key_and_allowed_values(raw, match, tmp_path):

@@ -4,6 +4,7 @@ from .backends import CustomCVBackend, GridBiasBackend
 from .grid import BiasGrid, LatentVariable
 from .metadynamics import LatentMetadynamics
 from .opes import LatentOPES
+from .multithermal import MultithermalOPES
 from .restraint import LatentRestraint, SteeringResult, steer
 from .umbrella import LatentUmbrellaSampling, UmbrellaResult, path_coordinate, straight_path
 
@@ -13,6 +14,7 @@ __all__ = [
     "GridBiasBackend",
     "LatentMetadynamics",
     "LatentOPES",
+    "MultithermalOPES",
     "LatentRestraint",
     "LatentUmbrellaSampling",
     "LatentVariable",

@@ -170,6 +170,16 @@ class LatentOPES:
         0.004–0.013 kJ/mol, refit 0.018–0.046, local 0.13–0.27; ``benchmarks/RESULTS.md``, section "Hermite tables
         with exact node derivatives") and the cheapest (a d = 3 deposit ~0.6 ms, refit ~4 ms, local ~1.2 ms).
         Either way frames are weighted with the bias the Context applied.
+    coupledBias : MultithermalOPES, optional
+        An adaptive bias acting beside this one and sharing its pace (:mod:`latentbias.bias.multithermal`): at
+        every deposition step it observes the configuration with this bias's acting energy less c(t) as its extra
+        bias (PLUMED's ``EXTRA_BIAS`` on its side). Its energy does not enter this bias's kernel weights (PLUMED's
+        default): P_n then estimates the distribution of z in the ensemble the coupled bias makes (the
+        multithermal one), and this bias flattens that; with it in the weights, P_n would estimate the unbiased
+        distribution and this bias would enhance along z again what the coupled bias already enhances (on a 2-D
+        three-well potential, the latent bias on x and 300-900 K beside it, the effective sample size fell
+        seven-fold: ``tests/test_multithermal.py``). Its state is saved and restored with this one's, and
+        :meth:`getLogWeights` includes it.
     """
 
     def __init__(
@@ -197,6 +207,7 @@ class LatentOPES:
         backend: type[GridBiasBackend] | None = None,
         kernelCutoff: float | str | None = "default",
         contextUpdate: str = "auto",
+        coupledBias: Any | None = None,
     ):
         from openmm import unit
 
@@ -306,6 +317,11 @@ class LatentOPES:
         self._contextStale = True
         #: set False to stop depositing kernels (the bias is frozen but still acts); records continue
         self.depositionEnabled = True
+        if coupledBias is not None and getattr(coupledBias, "pace", None) != self.pace:
+            raise ValueError(f"coupledBias must share this OPES's pace ({self.pace} steps), got "
+                             f"{getattr(coupledBias, 'pace', None)}")
+        #: the bias observed at every deposition step and included in the kernel weights (None: none)
+        self.coupledBias = coupledBias
         if self._syncWithDisk(write=False):
             self._refreshBias()
 
@@ -486,6 +502,9 @@ class LatentOPES:
             self._densityLink.push(self._normalization(), context)
         else:
             self.backend.set_grid(self._biasGrid, context)
+        if self.coupledBias is not None:
+            self.coupledBias.initialize(context)
+            self.coupledBias.updateContext(context)
         self._contextStale = False
 
     # ------------------------------------------------------------------------------------------------- run
@@ -496,6 +515,8 @@ class LatentOPES:
 
     def step(self, simulation: Any, steps: int) -> None:
         """Advance ``simulation`` by ``steps`` steps, depositing a kernel every ``pace`` steps."""
+        if self.coupledBias is not None:
+            self.coupledBias.initialize(simulation.context)
         if self._contextStale:
             self.updateContext(simulation.context)
         to_go = int(steps)
@@ -540,6 +561,9 @@ class LatentOPES:
         scale = self.backend.scale
         bias = (acting - wall) / scale if scale > 0 else float(self.biasAt(z[None])[0])
         ct = self.ct()
+        if self.coupledBias is not None:
+            # it sees this bias as acting now, normalised with c(t) as the frames' weights are; never the reverse
+            self.coupledBias.observe(context, simulation.currentStep, acting - ct, update=self.depositionEnabled)
         state = context.getState(getPositions=True) if self._trajectory is not None else None
         time_ps = (context.getTime() if state is None else state.getTime()).value_in_unit(unit.picosecond)
         self._record(simulation.currentStep, time_ps, z, bias, wall, ct, self.rct())
@@ -618,16 +642,18 @@ class LatentOPES:
         numpy.ndarray, shape=(n_records,)
         """
         rec = self.getRecords()
+        # the coupled bias acted on every recorded frame too (its records are one per deposition step)
+        extra = 0.0 if self.coupledBias is None else self.coupledBias.getRecords()["bias_kjmol"] / self._kt
         if method == "ct":
-            return rec["logweight"]
+            return rec["logweight"] + extra
         if method == "rct":
-            return (rec["bias_kjmol"] + rec["wall_kjmol"] - rec["rct_kjmol"]) / self._kt
+            return (rec["bias_kjmol"] + rec["wall_kjmol"] - rec["rct_kjmol"]) / self._kt + extra
         if method == "bias":
-            return (rec["bias_kjmol"] + rec["wall_kjmol"]) / self._kt
+            return (rec["bias_kjmol"] + rec["wall_kjmol"]) / self._kt + extra
         if method == "final":
             if len(rec["z"]) == 0:
                 return np.zeros(0)
-            return (self.biasAt(rec["z"]) + rec["wall_kjmol"]) / self._kt
+            return (self.biasAt(rec["z"]) + rec["wall_kjmol"]) / self._kt + extra
         raise ValueError(f"method must be 'ct', 'rct', 'bias' or 'final', got {method!r}")
 
     # ---------------------------------------------------------------------------------------- multiple walkers
@@ -732,6 +758,7 @@ class LatentOPES:
             "kernelCutoff": self.kde.cutoff,
             "wallForceConstant": self.backend.wall_force_constant,
             "model_training_data_hash": self.model.metadata.get("training_data_hash"),
+            "coupledBias": None if self.coupledBias is None else self.coupledBias.settings(),
         }
 
     def saveState(self, prefix: str | os.PathLike) -> tuple[Path, Path]:
@@ -758,6 +785,8 @@ class LatentOPES:
                       kde_grid_sum=self.kde.grid_sum, kde_center_sum=self.kde.center_sum,
                       kde_updates=np.array(self.kde.updates_since_rebuild))
         arrays.update({f"record_{k}": v for k, v in rec.items()})
+        if self.coupledBias is not None:
+            arrays.update({f"coupled_{k}": v for k, v in self.coupledBias.stateArrays().items()})
         save_npz(npz, **arrays)
         digest = hashlib.sha256(npz.read_bytes()).hexdigest()
         write_json(meta, {"format": "latentbias-opes-state", "version": _STATE_VERSION, "walkerId": self.walkerId,
@@ -779,6 +808,7 @@ class LatentOPES:
             if self._densityLink is not None:
                 self._densityLink.attach(self.kde)
         theirs.setdefault("kernelCutoff", None)
+        theirs.setdefault("coupledBias", None)
         mine = self._settings()
         diff = [k for k in mine if k != "model_training_data_hash" and mine[k] != theirs.get(k)]
         if diff:
@@ -813,5 +843,10 @@ class LatentOPES:
         self.walkerId = info["walkerId"]  # continue writing the same walker file, never count it twice
         self.records = {k: list(data[f"record_{k}"]) for k in OPES_COLUMNS}
         self.records["z"] = list(data["record_z"])
+        if self.coupledBias is not None:
+            coupled = {k[len("coupled_"):]: v for k, v in data.items() if k.startswith("coupled_")}
+            self.coupledBias.restoreStateArrays(
+                require_keys(coupled, ["sums", "logsum", "record_step", "record_energy_kjmol", "record_bias_kjmol",
+                                       "record_extra_kjmol"], npz, fix=fix))
         self._refreshBias()
         logger.info("restored OPES state %s (%d depositions, %d kernels)", prefix, self._nDeposits, self.numKernels)

@@ -69,6 +69,10 @@ Example (every key shown; most have defaults)::
     grid_points = 60
     compression_threshold = 1.0                # merge kernels closer than this many sigma
     wall_force_constant = 1000.0
+    max_temperature = 0.0                      # K, > [md] temperature: OPES multithermal on the potential energy
+                                               # beside the latent OPES (temperatures T..max_temperature; it
+                                               # enhances what the latent space does not resolve); 0: off
+    temperatures = 0                           # number of temperatures; 0: from the degrees of freedom
 
     [ood]
     threshold = 3.0                            # reconstruction error in units of its training 99th percentile
@@ -259,6 +263,8 @@ class OPESConfig:
     grid_points: int = 60
     compression_threshold: float = 1.0
     wall_force_constant: float = 1000.0
+    max_temperature: float = 0.0
+    temperatures: int = 0
 
 
 @dataclass
@@ -547,6 +553,12 @@ def _validate(cfg: CampaignConfig) -> None:
         raise ConfigError("[opes] margin and compression_threshold must be >= 0")
     if op.bias_factor != 0 and not (op.bias_factor > 1 and math.isfinite(op.bias_factor)):
         raise ConfigError(f"[opes] bias_factor must be > 1 (or 0: barrier/kT), got {op.bias_factor!r}")
+    if op.max_temperature != 0 and not (op.max_temperature > cfg.md.temperature and math.isfinite(op.max_temperature)):
+        raise ConfigError(f"[opes] max_temperature must be above [md] temperature = {cfg.md.temperature} K (or 0: "
+                          f"no multithermal bias), got {op.max_temperature!r}")
+    if op.temperatures != 0 and not op.temperatures >= 2:
+        raise ConfigError(f"[opes] temperatures must be >= 2 (or 0: from the degrees of freedom), got "
+                          f"{op.temperatures!r}")
     uses_opes = "opes" in c.strategy or (cfg.converge.enabled and cfg.converge.method == "opes")
     if uses_opes and c.save_interval % op.pace and op.pace % c.save_interval:
         raise ConfigError("[opes] pace and [campaign] save_interval must divide one another")

@@ -295,19 +295,31 @@ class OPESBias(RoundBias):
     Each saved frame records the bias that generated it and that bias's c(t): when a kernel was deposited at the
     frame's step, the values recorded by LatentOPES just before the deposit (the frame was sampled under the
     previous bias); otherwise the bias acting now, which has not changed since the frame's last step.
+
+    With ``[opes] max_temperature`` an OPES multithermal bias on the potential energy
+    (:class:`~latentbias.bias.multithermal.MultithermalOPES`) acts beside the latent one, coupled to it (each
+    includes the other in its reweighting); the frames' ``bias_kjmol`` is then the sum of both, each as it acted
+    on the frame, and ``ct_kjmol`` the latent bias's c(t) (the multithermal bias is normalised by construction).
+    Parallel walkers each keep their own multithermal estimate.
     """
 
     def __init__(self, setup: RoundSetup):
         from ..bias.grid import LatentVariable
+        from ..bias.multithermal import MultithermalOPES
         from ..bias.opes import LatentOPES
 
         super().__init__(setup)
         o = self.cfg.opes
+        # built on the unbiased system, before the latent force is added: its energy CV copies the force field
+        self.thermal = (MultithermalOPES(setup.system, self.cfg.md.temperature, o.max_temperature, o.pace,
+                                         numTemperatures=o.temperatures or None)
+                        if o.max_temperature > 0 else None)
         self.opes = LatentOPES(setup.system, self.model.file, [LatentVariable(**v) for v in self.plan["variables"]],
                                self.cfg.md.temperature, o.barrier, o.pace, explore=o.explore,
                                biasFactor=o.bias_factor or None,
                                compressionThreshold=o.compression_threshold, wallForceConstant=o.wall_force_constant,
-                               walkerId=f"round{self.plan['round']:03d}{walker_name(setup.walker) or ''}")
+                               walkerId=f"round{self.plan['round']:03d}{walker_name(setup.walker) or ''}",
+                               coupledBias=self.thermal)
 
     def kind_of_segment(self, k: int) -> int:
         return KIND_OPES
@@ -326,15 +338,17 @@ class OPESBias(RoundBias):
             self.opes.setBiasScale(sim.context, 0.0)
 
     def acting(self, sim: Any) -> tuple[float, float]:
-        return self.opes.getBiasEnergy(sim.context), self.opes.biasScale
+        thermal = 0.0 if self.thermal is None else self.thermal.getBiasEnergy(sim.context)
+        return self.opes.getBiasEnergy(sim.context) + thermal, self.opes.biasScale
 
     def acting_record(self, sim: Any) -> dict[str, float]:
         rec = self.opes.records
         scale = self.opes.biasScale
+        thermal = 0.0 if self.thermal is None else self.thermal.actingBias(sim.context, sim.currentStep)
         if rec["step"] and int(rec["step"][-1]) == sim.currentStep:  # deposited here: the bias before the deposit
             bias = scale * float(rec["bias_kjmol"][-1]) + float(rec["wall_kjmol"][-1])
-            return {"bias_kjmol": bias, "scale": scale, "ct_kjmol": scale * float(rec["ct_kjmol"][-1])}
-        return {"bias_kjmol": self.opes.getBiasEnergy(sim.context), "scale": scale,
+            return {"bias_kjmol": bias + thermal, "scale": scale, "ct_kjmol": scale * float(rec["ct_kjmol"][-1])}
+        return {"bias_kjmol": self.opes.getBiasEnergy(sim.context) + thermal, "scale": scale,
                 "ct_kjmol": scale * self.opes.ct()}
 
     def segment_extras(self) -> dict[str, np.ndarray]:
