@@ -260,6 +260,7 @@ def test_rerun_of_a_finished_campaign_does_nothing(tmp_path):
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"bias_factor": 1.0}}, r"\[opes\] bias_factor must be > 1 \(or 0: barrier/kT\)"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"max_temperature": 250.0}}, r"\[opes\] max_temperature must be above \[md\] temperature"),
         ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"temperatures": 1}}, r"\[opes\] temperatures must be >= 2"),
+        ({"system": {"testsystem": "alanine-dipeptide-vacuum"}, "opes": {"max_temperature": 600.0}}, r"\[opes\] max_temperature acts in an OPES converge phase only"),
     ],
 )
 def test_config_errors_name_the_key_and_allowed_values(raw, match, tmp_path):

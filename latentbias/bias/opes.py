@@ -320,7 +320,7 @@ class LatentOPES:
         if coupledBias is not None and getattr(coupledBias, "pace", None) != self.pace:
             raise ValueError(f"coupledBias must share this OPES's pace ({self.pace} steps), got "
                              f"{getattr(coupledBias, 'pace', None)}")
-        #: the bias observed at every deposition step and included in the kernel weights (None: none)
+        #: the bias observed at every deposition step, included in getLogWeights (None: none)
         self.coupledBias = coupledBias
         if self._syncWithDisk(write=False):
             self._refreshBias()

@@ -70,8 +70,9 @@ Example (every key shown; most have defaults)::
     compression_threshold = 1.0                # merge kernels closer than this many sigma
     wall_force_constant = 1000.0
     max_temperature = 0.0                      # K, > [md] temperature: OPES multithermal on the potential energy
-                                               # beside the latent OPES (temperatures T..max_temperature; it
-                                               # enhances what the latent space does not resolve); 0: off
+                                               # beside the latent OPES of the converge phase (temperatures
+                                               # T..max_temperature; it enhances what the latent space does not
+                                               # resolve, at a cost in effective samples); 0: off
     temperatures = 0                           # number of temperatures; 0: from the degrees of freedom
 
     [ood]
@@ -556,6 +557,10 @@ def _validate(cfg: CampaignConfig) -> None:
     if op.max_temperature != 0 and not (op.max_temperature > cfg.md.temperature and math.isfinite(op.max_temperature)):
         raise ConfigError(f"[opes] max_temperature must be above [md] temperature = {cfg.md.temperature} K (or 0: "
                           f"no multithermal bias), got {op.max_temperature!r}")
+    if op.max_temperature and not (cfg.converge.enabled and cfg.converge.method == "opes"):
+        raise ConfigError("[opes] max_temperature acts in an OPES converge phase only (exploration rounds are weighted "
+                          "by MBAR over biases of the latent coordinates alone): set [converge] enabled = true and "
+                          'method = "opes", or max_temperature = 0')
     if op.temperatures != 0 and not op.temperatures >= 2:
         raise ConfigError(f"[opes] temperatures must be >= 2 (or 0: from the degrees of freedom), got "
                           f"{op.temperatures!r}")

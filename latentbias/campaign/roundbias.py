@@ -296,11 +296,13 @@ class OPESBias(RoundBias):
     frame's step, the values recorded by LatentOPES just before the deposit (the frame was sampled under the
     previous bias); otherwise the bias acting now, which has not changed since the frame's last step.
 
-    With ``[opes] max_temperature`` an OPES multithermal bias on the potential energy
-    (:class:`~latentbias.bias.multithermal.MultithermalOPES`) acts beside the latent one, coupled to it (each
-    includes the other in its reweighting); the frames' ``bias_kjmol`` is then the sum of both, each as it acted
-    on the frame, and ``ct_kjmol`` the latent bias's c(t) (the multithermal bias is normalised by construction).
-    Parallel walkers each keep their own multithermal estimate.
+    In the converge phase with ``[opes] max_temperature``, an OPES multithermal bias on the potential energy
+    (:class:`~latentbias.bias.multithermal.MultithermalOPES`) acts beside the latent one, coupled to it (its
+    estimator reweights with the latent bias; the latent OPES flattens the multithermal ensemble's latent
+    distribution); the frames' ``bias_kjmol`` is then the sum of both, each as it acted on the frame, and
+    ``ct_kjmol`` the latent bias's c(t) (the multithermal bias is normalised by construction). Parallel walkers
+    each keep their own multithermal estimate. Exploration rounds never carry it: their cross-round MBAR evaluates
+    every bias state from the latent coordinates alone.
     """
 
     def __init__(self, setup: RoundSetup):
@@ -313,7 +315,7 @@ class OPESBias(RoundBias):
         # built on the unbiased system, before the latent force is added: its energy CV copies the force field
         self.thermal = (MultithermalOPES(setup.system, self.cfg.md.temperature, o.max_temperature, o.pace,
                                          numTemperatures=o.temperatures or None)
-                        if o.max_temperature > 0 else None)
+                        if o.max_temperature > 0 and self.plan.get("converge", False) else None)
         self.opes = LatentOPES(setup.system, self.model.file, [LatentVariable(**v) for v in self.plan["variables"]],
                                self.cfg.md.temperature, o.barrier, o.pace, explore=o.explore,
                                biasFactor=o.bias_factor or None,
