@@ -233,11 +233,16 @@ def cross_round_reweighting(campaign: Campaign, frames: dict[str, np.ndarray], t
     return _Reweighting(logw, rows, reweight, {"ess": effective_sample_size(logw_k), "n_states": int(u.shape[0])})
 
 
-def weights_csv_logweights(rundir: Path, rw: _Reweighting) -> np.ndarray:
-    """The campaign's final log-weights (``weights.csv``); frames it keeps out (−inf) stay out of every resample."""
+def _weights_csv_column(rundir: Path, name: str) -> np.ndarray:
+    """One column of the campaign's ``weights.csv``."""
     table = np.loadtxt(rundir / "weights.csv", delimiter=",", skiprows=2, ndmin=2)
     header = (rundir / "weights.csv").read_text().splitlines()[1].split(",")
-    logw = table[:, header.index("logweight")]
+    return table[:, header.index(name)]
+
+
+def weights_csv_logweights(rundir: Path, rw: _Reweighting) -> np.ndarray:
+    """The campaign's final log-weights (``weights.csv``); frames it keeps out (−inf) stay out of every resample."""
+    logw = _weights_csv_column(rundir, "logweight")
     if logw.shape != rw.logw.shape:
         raise ValueError(f"{rundir / 'weights.csv'} has {len(logw)} frames but the run directory has "
                          f"{len(rw.logw)}; rerun the campaign's last round to refresh it")
@@ -422,22 +427,33 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
             lines.append(f"({len(ood) - 50} more not listed)")
         lines.append("")
 
-    # extra CVs: weights of all rounds (as in weights.csv), re-solved per bootstrap resample for the errors
+    # extra CVs: weights of all rounds (as in weights.csv); for the errors, MBAR re-solved per bootstrap resample
+    # when the estimate is one (exploration rounds, umbrella windows), else (an OPES / metadynamics converge phase,
+    # whose per-frame weights are fixed) the same weights resampled in blocks
     if cvs:
-        rw = cross_round_reweighting(campaign, frames, temperature)
-        logw = weights_csv_logweights(rundir, rw)
+        umbrella = converged and campaign.run_dir.read_plan(last)["strategy"] == "umbrella"
+        if converged and not umbrella:
+            rw = None
+            logw = _weights_csv_column(rundir, "logweight")
+            if len(logw) != len(frames["step"]):
+                raise ValueError(f"{rundir / 'weights.csv'} has {len(logw)} frames but the run directory has "
+                                 f"{len(frames['step'])}; rerun the campaign's last round to refresh it")
+            states, reweight = None, None
+        else:
+            rw = cross_round_reweighting(campaign, frames, temperature)
+            logw = weights_csv_logweights(rundir, rw)
+            states, reweight = rw.states, rw.reweight
         values = compute_cvs(campaign, last, cvs)
         if converged:  # the estimate against simulated time: FES of each CV from the converge frames up to t
             conv = np.flatnonzero((rounds == last) & np.isfinite(logw))
             # umbrella windows: MBAR re-solved on the frames up to t (fixed final weights would not be the
             # estimate at t); OPES / metadynamics: the per-frame weights are the estimate's at any t
-            umbrella = campaign.run_dir.read_plan(last)["strategy"] == "umbrella"
             for cv in cvs:
                 rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
                 series = {}
                 for frac in (0.25, 0.5, 0.75, 1.0):
                     sel = conv[: max(2, int(frac * len(conv)))]
-                    f = free_energy_surface(values[cv.name][sel], rw.reweight(sel) if umbrella else logw[sel],
+                    f = free_energy_surface(values[cv.name][sel], reweight(sel) if umbrella else logw[sel],
                                             bins=36, range=rng,
                                             temperature=temperature, n_blocks=4)
                     t_ps = float(frames["time_ps"][sel[-1]])
@@ -449,8 +465,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
         for cv in cvs:
             v = values[cv.name]
             rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
-            fes = free_energy_surface(v, logw, bins=36, range=rng, temperature=temperature, states=rw.states,
-                                      reweight=rw.reweight, n_bootstrap=N_BOOTSTRAP,
+            fes = free_energy_surface(v, logw, bins=36, range=rng, temperature=temperature, states=states,
+                                      reweight=reweight, n_bootstrap=N_BOOTSTRAP,
                                       observable=_slow_observable(v, cv.kind != "distance", z))
             plot_fes(fes, out / f"cv_fes_{cv.name}.png", labels=[f"{cv.name} ({cv.unit})"],
                      title=f"{cv.name}: reweighted FES (kJ/mol)", overwrite=overwrite)
@@ -464,7 +480,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
             rng2 = [(-180.0, 180.0) if c.kind == "dihedral" else (float(values[c.name].min()),
                                                                   float(values[c.name].max())) for c in (a, b)]
             fes2 = free_energy_surface(np.column_stack([values[a.name], values[b.name]]), logw, bins=36, range=rng2,
-                                       temperature=temperature, states=rw.states, reweight=rw.reweight,
+                                       temperature=temperature, states=states, reweight=reweight,
                                        n_bootstrap=N_BOOTSTRAP)
             name = f"cv_fes_{a.name}_{b.name}"
             plot_fes(fes2, out / f"{name}.png", labels=[f"{a.name} ({a.unit})", f"{b.name} ({b.unit})"],
@@ -480,7 +496,8 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
     lines += ["## Files", "", "`weights.csv`: every frame with its round, step, z (final latent space), acting bias "
               "(kJ/mol), final log-weight (-inf: kept out of the estimate) and the reason code `excluded`; "
               "`report/cv_fes_*.csv`: reweighted FES with 1σ errors (stratified block bootstrap over bias states, "
-              "MBAR re-solved per resample); "
+              "MBAR re-solved per resample; for an OPES or metadynamics converge phase, its fixed per-frame weights "
+              "in a block bootstrap in time order); "
               "`round_XXX/frames.dcd` + `topology.pdb`: the frames; "
               "`round_XXX/model.pt`: the model trained after that round.", ""]
     path = out / "report.md"
