@@ -114,7 +114,7 @@ def test_multithermal_alone_reweights_a_double_well_to_its_analytic_fes(tmp_path
     positions = []
     for _ in range(5000):
         mt.step(sim, 100)
-        positions.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True)[0, 0]._value)
+        positions.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True)[0, 0].value_in_unit(unit.nanometer))
     x = np.array(positions)
     start = len(x) // 5
     fes = free_energy_surface(x[start:], mt.getLogWeights()[start:], bins=30, range=(-0.75, 0.75), temperature=T)
@@ -156,7 +156,7 @@ def coupled_2d_fes(tmp_path, seed, t_max, frames=3000):
     xy = []
     for _ in range(frames):
         opes.step(sim, 100)
-        xy.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True)[0, :2]._value)
+        xy.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True)[0, :2].value_in_unit(unit.nanometer))
     xy = np.array(xy)
     logw = opes.getLogWeights("ct")
     if thermal is not None:  # every frame carries both biases, as they acted on it

@@ -69,7 +69,9 @@ _NOT_ENERGY = ("CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBa
 
 def degrees_of_freedom(system: Any) -> int:
     """3 × massive particles − constraints − 3 if the System removes centre-of-mass motion."""
-    n = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i)._value > 0)
+    from openmm import unit
+
+    n = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i).value_in_unit(unit.dalton) > 0)
     dof = 3 * n - system.getNumConstraints()
     if any(type(system.getForce(i)).__name__ == "CMMotionRemover" for i in range(system.getNumForces())):
         dof -= 3
