@@ -52,6 +52,29 @@ def test_block_bootstrap_keeps_state_counts_and_contiguous_blocks():
     assert len(runs) >= 2 and set(np.concatenate(runs)) <= set(range(53))
 
 
+def test_block_bootstrap_cuts_blocks_per_trajectory_and_sees_trajectories_that_disagree():
+    """Two trajectories of one state, interleaved in frame order (umbrella replicas of one window): blocks never
+    straddle the two, and when each trajectory sat in a different basin (0 or 1 throughout) the resampled mean
+    varies — one trajectory alone, or both treated as one series cut in time order, would not show it."""
+    n = 40
+    traj = np.tile(np.repeat([0, 1], 5), n // 10)  # segments of 5 frames, alternating between the replicas
+    states = np.zeros(n, dtype=np.int64)
+    idx = block_bootstrap_indices(states, [4], np.random.default_rng(0), trajectories=traj)
+    assert idx.shape == (n,)
+    frames = [np.flatnonzero(traj == t) for t in (0, 1)]
+    for run in np.split(idx, np.arange(4, n, 4)):  # every drawn block: frames of one trajectory, consecutive in it
+        t = traj[run[0]]
+        pos = np.searchsorted(frames[t], run)
+        assert np.all(traj[run] == t) and np.all(np.diff(pos) == 1)
+    x = traj.astype(float)  # trajectory 0 in basin 0, trajectory 1 in basin 1
+    est = estimate_uncertainty(lambda i: x[i].mean(), n, states=states, trajectories=traj, observable=x,
+                               n_bootstrap=200, seed=1)
+    assert est.value == 0.5 and est.error > 0.1
+    assert est.n_independent == 14  # g = 1 (each series is constant): blocks of 3, ⌈20/3⌉ per trajectory
+    with pytest.raises(ValueError, match="trajectories must be one integer label per frame"):
+        estimate_uncertainty(lambda i: x[i].mean(), n, trajectories=traj[:-1].astype(float))
+
+
 def test_replica_estimate_is_student_t():
     est = replica_estimate([1.0, 2.0, 3.0], pooled=2.1)
     s = 1.0 / np.sqrt(3)  # sample sd 1, 3 replicas

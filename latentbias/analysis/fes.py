@@ -299,6 +299,7 @@ def free_energy_surface(
     n_bootstrap: int = 200,
     seed: int | None = 0,
     observable: Any | None = None,
+    trajectories: Any | None = None,
 ) -> FreeEnergySurface:
     """Free-energy surface F(s) = −kT ln p(s) of a 1-D, 2-D or 3-D CV from (weighted) frames.
 
@@ -339,6 +340,9 @@ def free_energy_surface(
         Seed of the bootstrap.
     observable : array_like, shape=(n_frames,) or (n_frames, k), optional
         Slow observable(s) whose statistical inefficiency sets the bootstrap block length (default: ``cv``).
+    trajectories : array_like of int, shape=(n_frames,), optional
+        Independent trajectory of every frame within its state (bootstrap blocks are cut per trajectory and drawn
+        across a state's trajectories; :func:`~latentbias.analysis.uncertainty.block_bootstrap_indices`).
 
     Returns
     -------
@@ -408,7 +412,7 @@ def free_energy_surface(
 
         est = estimate_uncertainty(estimator, n_frames, replicas=replicas if method == "replicas" else None,
                                    states=states, observable=x if observable is None else observable,
-                                   n_bootstrap=n_bootstrap, seed=seed)
+                                   n_bootstrap=n_bootstrap, seed=seed, trajectories=trajectories)
         error = np.asarray(est.error, dtype=np.float64)
         nb = est.n_independent
         method_name = est.method
@@ -545,6 +549,7 @@ def basin_free_energy_estimate(
     n_bootstrap: int = 200,
     seed: int | None = 0,
     observable: Any | None = None,
+    trajectories: Any | None = None,
 ) -> Estimate:
     """ΔF = F_B − F_A (**kJ/mol**) with its error as an :class:`~latentbias.analysis.uncertainty.Estimate`.
 
@@ -568,6 +573,9 @@ def basin_free_energy_estimate(
         Seed of the bootstrap.
     observable : array_like, shape=(n_frames,) or (n_frames, k), optional
         Slow observables added to the basin indicator for the statistical inefficiency (above).
+    trajectories : array_like of int, shape=(n_frames,), optional
+        Independent trajectory of every frame within its state (bootstrap blocks are cut per trajectory and drawn
+        across a state's trajectories; :func:`~latentbias.analysis.uncertainty.block_bootstrap_indices`).
     """
     x = ensure_cv(cv, max_dim=None)
     n_frames = x.shape[0]
@@ -598,7 +606,8 @@ def basin_free_energy_estimate(
         return float(-kt * np.log(pb / pa))
 
     est = estimate_uncertainty(estimator, n_frames, replicas=replicas if method == "replicas" else None,
-                               states=states, observable=obs, n_bootstrap=n_bootstrap, seed=seed)
+                               states=states, observable=obs, n_bootstrap=n_bootstrap, seed=seed,
+                               trajectories=trajectories)
     if not np.isfinite(est.value):
         raise ValueError("basin A or B has no frames with non-zero weight; cannot estimate its free energy")
     return est

@@ -178,11 +178,28 @@ def _state_labels(states: Any, n_frames: int) -> np.ndarray:
     return np.unique(arr, return_inverse=True)[1].astype(np.int64).reshape(-1)
 
 
+def _trajectory_labels(trajectories: Any | None, n_frames: int) -> np.ndarray:
+    if trajectories is None:
+        return np.zeros(n_frames, dtype=np.int64)
+    arr = np.asarray(trajectories)
+    if arr.shape != (n_frames,) or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"trajectories must be one integer label per frame, shape ({n_frames},), got shape "
+                         f"{arr.shape} and dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _frames_of_state(labels: np.ndarray, traj: np.ndarray, k: int) -> list[np.ndarray]:
+    """Frames of state k split by trajectory, each in increasing frame index (time) order."""
+    frames = np.flatnonzero(labels == k)
+    return [frames[traj[frames] == t] for t in np.unique(traj[frames])]
+
+
 def block_lengths(
     observable: Any | None,
     states: Any | None = None,
     block_factor: float = DEFAULT_BLOCK_FACTOR,
     n_frames: int | None = None,
+    trajectories: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Block length of every state from the statistical inefficiency of ``observable`` within that state.
 
@@ -197,6 +214,9 @@ def block_lengths(
         L_k = ⌈block_factor · g_k⌉, capped at N_k // 5 so that every state has at least 5 blocks.
     n_frames : int, optional
         Needed only when ``observable`` is None.
+    trajectories : array_like of int, shape=(n_frames,), optional
+        Independent trajectory of every frame (e.g. the replicas of an umbrella window): g of a state is the
+        largest over its trajectories, each taken in time order.
 
     Returns
     -------
@@ -215,13 +235,14 @@ def block_lengths(
     if not block_factor > 0:
         raise ValueError(f"block_factor must be positive, got {block_factor!r}")
     labels = _state_labels(states, int(n_frames))
+    traj = _trajectory_labels(trajectories, int(n_frames))
     n_states = int(labels.max()) + 1 if labels.size else 0
     g = np.ones(n_states)
     if obs is None:
         logger.warning("no observable for the statistical inefficiency: frames are treated as uncorrelated")
     else:
         for k in range(n_states):
-            g[k] = statistical_inefficiency(obs[labels == k])
+            g[k] = max(statistical_inefficiency(obs[part]) for part in _frames_of_state(labels, traj, k))
     n_k = np.bincount(labels, minlength=n_states)
     lengths = np.maximum(1, np.ceil(block_factor * g)).astype(np.int64)
     cap = np.maximum(1, n_k // MIN_BLOCKS_PER_STATE)
@@ -266,8 +287,14 @@ def block_bootstrap_indices(
     lengths: Any,
     rng: np.random.Generator,
     n_frames: int | None = None,
+    trajectories: Any | None = None,
 ) -> np.ndarray:
     """One stratified block-bootstrap resample: for every state, contiguous blocks drawn with replacement.
+
+    With several independent trajectories in a state (``trajectories``), each is cut into blocks on its own and
+    the state's blocks are drawn from all of them together: a resample can hold one trajectory's blocks twice and
+    another's not at all, so the error sees how much trajectories of one state disagree (e.g. umbrella replicas
+    that stayed on different sides of a barrier the restraint coordinate does not resolve).
 
     Parameters
     ----------
@@ -278,6 +305,8 @@ def block_bootstrap_indices(
     rng : numpy.random.Generator
     n_frames : int, optional
         Needed when ``states`` is None.
+    trajectories : array_like of int, shape=(n_frames,), optional
+        Independent trajectory of every frame (default: one per state); blocks never straddle two.
 
     Returns
     -------
@@ -287,23 +316,22 @@ def block_bootstrap_indices(
     """
     if states is None and n_frames is None:
         raise ValueError("give states or n_frames")
-    labels = _state_labels(states, int(n_frames) if states is None else len(states))
+    n = int(n_frames) if states is None else len(states)
+    labels = _state_labels(states, n)
+    traj = _trajectory_labels(trajectories, n)
     lengths = np.asarray(lengths, dtype=np.int64)
     out = []
     for k in range(int(labels.max()) + 1):
-        frames = np.flatnonzero(labels == k)
-        n_k = frames.size
+        parts = _frames_of_state(labels, traj, k)
+        n_k = sum(p.size for p in parts)
         length = int(min(max(1, lengths[k]), n_k))
-        n_blocks = -(-n_k // length)
-        starts = np.arange(n_blocks) * length  # non-overlapping blocks; the last may be shorter
+        blocks = [p[a: a + length] for p in parts for a in range(0, p.size, length)]  # the last may be shorter
         picked: list[np.ndarray] = []
         total = 0
         while total < n_k:
-            s = starts[rng.integers(n_blocks, size=n_blocks)]
-            for a in s:
-                block = frames[a: a + length]
-                picked.append(block)
-                total += block.size
+            for b in rng.integers(len(blocks), size=len(blocks)):
+                picked.append(blocks[b])
+                total += blocks[b].size
                 if total >= n_k:
                     break
         out.append(np.concatenate(picked)[:n_k])
@@ -481,6 +509,7 @@ def estimate_uncertainty(
     block_factor: float = DEFAULT_BLOCK_FACTOR,
     seed: int | None = 0,
     min_finite_fraction: float = 0.8,
+    trajectories: Any | None = None,
 ) -> Estimate:
     """Run ``estimator`` on all frames and attach an error bar: replica spread if possible, else block bootstrap.
 
@@ -506,6 +535,9 @@ def estimate_uncertainty(
         Seed of the bootstrap's random generator (reproducible error bars).
     min_finite_fraction : float, default 0.8
         An entry of the value whose resamples are finite in fewer than this fraction gets error NaN.
+    trajectories : array_like of int, shape=(n_frames,), optional
+        Independent trajectory of every frame within its state (e.g. umbrella replicas of one window): blocks are
+        cut per trajectory and drawn across the state's trajectories (:func:`block_bootstrap_indices`).
 
     Returns
     -------
@@ -527,11 +559,12 @@ def estimate_uncertainty(
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be an integer >= 2, got {n_bootstrap!r}")
     lab = _state_labels(states, n_frames)
-    lengths, g = block_lengths(observable, lab, block_factor, n_frames=n_frames)
+    traj = _trajectory_labels(trajectories, n_frames)
+    lengths, g = block_lengths(observable, lab, block_factor, n_frames=n_frames, trajectories=traj)
     value = estimator(np.arange(n_frames))
     rng = np.random.default_rng(seed)
-    samples = np.stack([np.asarray(estimator(block_bootstrap_indices(lab, lengths, rng)), dtype=np.float64)
-                        for _ in range(int(n_bootstrap))])
+    samples = np.stack([np.asarray(estimator(block_bootstrap_indices(lab, lengths, rng, trajectories=traj)),
+                                   dtype=np.float64) for _ in range(int(n_bootstrap))])
     finite = np.isfinite(samples)
     frac = finite.mean(axis=0)
     masked = np.where(finite, samples, np.nan)
@@ -539,7 +572,8 @@ def estimate_uncertainty(
         mean = np.nansum(masked, axis=0) / finite.sum(axis=0)  # NaN (no warning) where no resample is finite
         sd = np.sqrt(np.nansum((masked - mean) ** 2, axis=0) / np.maximum(finite.sum(0) - 1, 1))
     n_k = np.bincount(lab)
-    n_blocks = -(-n_k // lengths)
+    n_blocks = np.array([sum(-(-p.size // max(1, min(int(lengths[k]), int(n_k[k]))))
+                             for p in _frames_of_state(lab, traj, k)) for k in range(n_k.size)])
     n_bar = float(np.sum(n_k * n_blocks) / np.sum(n_k))
     sd = sd * math.sqrt(n_bar / (n_bar - 1.0)) if n_bar > 1 else sd * np.nan
     share = n_k * g
