@@ -27,14 +27,15 @@ from campaign_toy import nearest_well, toy_config_text, write_toy_system
 from test_campaign_coverage import exact_df_c_minus_a, well_code
 
 TESTS = Path(__file__).resolve().parent
-CONVERGE_STEPS = 240000  # 120 segments of 2000 steps: 10 sweeps of 12 windows, 80 ps per window
+CONVERGE_STEPS = 240000  # 120 segments of 2000 steps: 5 sweeps of 12 windows × 2 replicas, 80 ps per window
 WINDOWS = 12
 
 
 def umbrella_text(windows: int = WINDOWS, converge_steps: int = CONVERGE_STEPS, extra: str = "", rounds: int = 3,
                   steps: int = 20000) -> str:
     text = toy_config_text(rounds=rounds, steps=steps, round0=10000, converge_steps=converge_steps)
-    return (text.replace('method = "opes"', f'method = "umbrella"\numbrella_windows = {windows}')
+    umbrella = f'method = "umbrella"\numbrella_windows = {windows}\numbrella_replicas = 2'  # the error sees replicas
+    return (text.replace('method = "opes"', umbrella)
             .replace(f"min_steps = {converge_steps // 2}", f"min_steps = {converge_steps // 2}\nwindow = 0.5")
             + extra)
 
@@ -56,14 +57,14 @@ def umbrella_run(tmp_path_factory):
 
 def test_umbrella_converge_gives_the_exact_free_energy_difference(umbrella_run):
     """ΔF(C − A) from the windows' MBAR weights is within 3σ (its stated, stratified bootstrap error with MBAR
-    re-solved per resample) of the exact value, and the error is small enough to mean something (< 2 kJ/mol;
-    the barriers between the wells are 9–10 kJ/mol).
+    re-solved per resample, blocks drawn across each window's two replicas) of the exact value, and the error is
+    small enough to mean something (< 2 kJ/mol; the barriers between the wells are 9–10 kJ/mol).
 
-    Why 3σ and not 2σ: the stated error under-covers on this toy. Measured 2026-12-01 on seeds 1–7 and 9 of this
-    config (the fixture's is 9): RMS of (ΔF − exact)/σ 1.72, 1σ covers 2/8, 2σ 6/8, seed 9 at −2.72σ. Each window
-    holds 160 frames with statistical inefficiencies up to ~24 (fewer than 10 independent samples), which the
-    per-window block bootstrap (at least 5 blocks) cannot resolve; README, Limitations. A 3σ miss (0.3 % for an
-    honest error) still fails a broken estimator."""
+    Why 3σ and not 2σ: the stated error under-covers on this toy. Measured 2026-12-01 on 32–33 seeds of this
+    config, (ΔF − exact)/σ: one trajectory per window RMS 1.23, 1σ covers 59 %, 2σ 91 %; two replicas per window
+    (this fixture) RMS 1.39, 67 % / 82 %, largest |z| 3.8 (seed 26). A window whose trajectories all stay on one
+    side of a barrier the latent restraint does not resolve looks converged to any bootstrap of its frames;
+    README, Limitations; benchmarks/RESULTS.md. A 3σ miss still fails a broken estimator."""
     campaign, rundir = umbrella_run
     truth = exact_df_c_minus_a()
     est = campaign_basin_estimate([rundir], well_code, lambda c: c == 0, lambda c: c == 2, 300.0,
@@ -78,7 +79,11 @@ def test_umbrella_plan_windows_and_frames(umbrella_run):
     plan = json.loads((rundir / f"round_{r:03d}" / "plan.json").read_text())
     assert plan["strategy"] == "umbrella" and plan["converge"] and plan["model_round"] == r - 1
     centers = np.array(plan["centers"])
-    assert centers.shape == (WINDOWS, 2) and plan["dims"] == [0, 1] and plan["sweep_segments"] == WINDOWS
+    assert centers.shape == (WINDOWS, 2) and plan["dims"] == [0, 1] and plan["sweep_segments"] == 2 * WINDOWS
+    # two independent trajectories per window, both from the earlier frame nearest the centre with velocities of
+    # their own; segment k runs slot k mod 2N (replica 0 of every window, then replica 1)
+    assert plan["replicas"] == 2 and len(plan["start_frames"]) == WINDOWS
+    assert plan["replica_schedule"] == [(k // WINDOWS) % 2 for k in range(len(plan["schedule"]))]
     assert len(plan["basins"]) >= 3  # the path visits the three wells (the encoder may split one in two)
     s = path_coordinate(centers, np.array(plan["path"]))
     assert np.allclose(s, np.linspace(0, s[-1], WINDOWS), atol=1e-6 * s[-1])  # equal arc length along the path
@@ -99,8 +104,16 @@ def test_umbrella_plan_windows_and_frames(umbrella_run):
 def test_umbrella_weights_contract_and_report(umbrella_run):
     from latentbias.campaign.report import parse_cv_spec, write_report
 
+    from latentbias.campaign.report import cross_round_reweighting
+
     campaign, rundir = umbrella_run
     r = campaign.converge_round
+    frames = campaign.all_frames(r)
+    plan = json.loads((rundir / f"round_{r:03d}" / "plan.json").read_text())
+    rw = cross_round_reweighting(campaign, frames, 300.0)  # the bootstrap's trajectory of every frame: its replica
+    conv = frames["round"] == r
+    np.testing.assert_array_equal(rw.trajectories[conv], np.array(plan["replica_schedule"])[frames["segment"][conv]])
+    assert not rw.trajectories[~conv].any()
     info = json.loads((rundir / "weights.json").read_text())
     assert info["estimator"].startswith("converge phase (umbrella): MBAR over the umbrella windows")
     assert info["umbrella"]["windows"] == WINDOWS and len(info["umbrella"]["f_k"]) == WINDOWS
@@ -139,12 +152,12 @@ Campaign(load_config(sys.argv[1]), sys.argv[2], progress=False).run()
 
 
 def test_umbrella_converge_resumes_after_sigkill(tmp_path):
-    """Killed in the middle of a (small) umbrella converge phase, after every window ran and the first came back,
-    the resumed campaign has the same frames and weights as an uninterrupted one: each window continues from its
-    own stored state."""
+    """Killed in the middle of a (small) umbrella converge phase, after every window's two replicas ran and the
+    first came back, the resumed campaign has the same frames and weights as an uninterrupted one: each trajectory
+    continues from its own stored state."""
     import time
 
-    text = umbrella_text(windows=3, converge_steps=18000, rounds=2, steps=10000).replace("tolerance = 0.3",
+    text = umbrella_text(windows=3, converge_steps=24000, rounds=2, steps=10000).replace("tolerance = 0.3",
                                                                                          "tolerance = 1e-9")
     config = make(tmp_path, text)
     campaign = Campaign(load_config(config), tmp_path / "ref", progress=False)
@@ -164,7 +177,7 @@ def test_umbrella_converge_resumes_after_sigkill(tmp_path):
                 p = json.loads(prog.read_text())
             except ValueError:
                 p = {}
-            if p.get("round") == r and p.get("segments", 0) >= 5:
+            if p.get("round") == r and p.get("segments", 0) >= 7:  # 6 trajectories ran, the first came back
                 break
         time.sleep(0.2)
     assert proc.poll() is None, "the campaign ended before it could be killed in its converge phase"
@@ -192,8 +205,11 @@ def test_umbrella_config_validation(tmp_path):
             ({"method": "umbrella", "umbrella_windows": 2.5}, r"\[converge\] umbrella_windows must be an integer"),
             ({"method": "umbrella", "umbrella_force_constant": -1.0}, r"umbrella_force_constant must be >= 0"),
             ({"method": "umbrella", "umbrella_basins": 1}, r"umbrella_basins must be an integer >= 2"),
+            ({"method": "umbrella", "umbrella_replicas": 0}, r"umbrella_replicas must be an integer >= 1"),
             ({"enabled": True, "method": "umbrella", "umbrella_windows": 200, "max_steps": 250000, "min_steps": 0},
-             r"max_steps = 250000 cannot run every one of the umbrella_windows = 200 windows")]:
+             r"max_steps = 250000 cannot run every one of the umbrella_windows = 200 windows × umbrella_replicas = 1"),
+            ({"enabled": True, "method": "umbrella", "umbrella_windows": 100, "umbrella_replicas": 3,
+              "max_steps": 500000, "min_steps": 0}, r"raise max_steps to at least 1500000")]:
         with pytest.raises(ConfigError, match=match):
             from_dict({**base, "converge": conv})
 
@@ -232,8 +248,12 @@ def test_umbrella_path_through_three_wells():
 
 
 def test_umbrella_schedules_and_drift_subsets():
-    assert umbrella_schedules(6, 3) == [[0, 1, 2, 0, 1, 2]]
-    assert umbrella_schedules(4, 5, 2) == [[0, 2, 4, 0], [1, 3, 1, 3]]
+    assert umbrella_schedules(6, 3) == ([[0, 1, 2, 0, 1, 2]], [[0] * 6])
+    assert umbrella_schedules(4, 5, 2) == ([[0, 2, 4, 0], [1, 3, 1, 3]], [[0] * 4, [0] * 4])
+    # two replicas: slots q = replica * N + window, replica 0 of every window first
+    assert umbrella_schedules(7, 3, 1, 2) == ([[0, 1, 2, 0, 1, 2, 0]], [[0, 0, 0, 1, 1, 1, 0]])
+    # two walkers share the 6 slots: walker 0 runs slots 0, 2, 4 (windows 0, 2, 1 of replicas 0, 0, 1)
+    assert umbrella_schedules(4, 3, 2, 2) == ([[0, 2, 1, 0], [1, 0, 2, 1]], [[0, 0, 1, 0], [0, 1, 1, 0]])
     t = np.arange(12.0)
     window = np.array([0, 0, 1, 1] * 3)
     keep = np.ones(12, dtype=bool)

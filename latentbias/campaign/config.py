@@ -110,6 +110,8 @@ Example (every key shown; most have defaults)::
     umbrella_windows = 16                      # method "umbrella": restraint windows along the latent MFEP
     umbrella_force_constant = 0.0              # kJ/mol per (latent range)^2; 0: from the window spacing (width/2)
     umbrella_basins = 8                        # the path visits at most this many basins (lowest first)
+    umbrella_replicas = 1                      # independent trajectories per window (2+: the error bar sees a
+                                               # window whose trajectories disagree; campaign.umbrellaconv)
 
     [execution]                                # parallel walkers (latentbias.campaign.execution, .walkers)
     walkers = 1                                # walkers per round; 1 = one simulation in this process
@@ -292,6 +294,7 @@ class ConvergeConfig:
     umbrella_windows: int = 16
     umbrella_force_constant: float = 0.0
     umbrella_basins: int = 8
+    umbrella_replicas: int = 1
     min_round_trips: int = 13
     round_trip_basins: int = 0
     core_kt: float = 2.0
@@ -620,11 +623,15 @@ def _validate(cfg: CampaignConfig) -> None:
                           f"from the window spacing), got {cv.umbrella_force_constant}")
     if cv.umbrella_basins < 2:
         raise ConfigError(f"[converge] umbrella_basins must be an integer >= 2, got {cv.umbrella_basins}")
-    if cv.enabled and cv.method == "umbrella" and cv.max_steps < cv.umbrella_windows * c.checkpoint_interval:
+    if cv.umbrella_replicas < 1:
+        raise ConfigError(f"[converge] umbrella_replicas must be an integer >= 1 (independent trajectories per "
+                          f"window), got {cv.umbrella_replicas}")
+    slots = cv.umbrella_windows * cv.umbrella_replicas
+    if cv.enabled and cv.method == "umbrella" and cv.max_steps < slots * c.checkpoint_interval:
         raise ConfigError(f"[converge] max_steps = {cv.max_steps} cannot run every one of the umbrella_windows = "
-                          f"{cv.umbrella_windows} windows for one checkpoint_interval = {c.checkpoint_interval} "
-                          f"steps; raise max_steps to at least {cv.umbrella_windows * c.checkpoint_interval} or use "
-                          f"fewer windows")
+                          f"{cv.umbrella_windows} windows × umbrella_replicas = {cv.umbrella_replicas} trajectories "
+                          f"for one checkpoint_interval = {c.checkpoint_interval} steps; raise max_steps to at least "
+                          f"{slots * c.checkpoint_interval} or use fewer windows or replicas")
     if cv.save_interval and cv.method == "opes" and cv.save_interval % op.pace and op.pace % cv.save_interval:
         raise ConfigError("[opes] pace and [converge] save_interval must divide one another")
     if cv.save_interval and cv.method == "metadynamics" and (cv.save_interval % md_.frequency

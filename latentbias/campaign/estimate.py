@@ -63,9 +63,10 @@ def final_weights(rundir: str | Path) -> dict[str, np.ndarray]:
     return {h: data[:, i] for i, h in enumerate(header)}
 
 
-def _umbrella_reweighting(rundir: str | Path) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
-    """For a run whose final estimate is an umbrella converge phase: the bias-state stratum of every frame and the
-    MBAR re-solving reweighter (the report's); else None."""
+def _umbrella_reweighting(
+        rundir: str | Path) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], np.ndarray | None] | None:
+    """For a run whose final estimate is an umbrella converge phase: the bias-state stratum of every frame, the
+    MBAR re-solving reweighter (the report's) and every frame's replica trajectory within its window; else None."""
     import json
 
     info_file = Path(rundir) / "weights.json"
@@ -78,7 +79,7 @@ def _umbrella_reweighting(rundir: str | Path) -> tuple[np.ndarray, Callable[[np.
     frames = campaign.all_frames(last)
     rw = cross_round_reweighting(campaign, frames, campaign.cfg.md.temperature)
     weights_csv_logweights(Path(rundir), rw)  # frames kept out of weights.csv stay out of every resample
-    return rw.states, rw.reweight
+    return rw.states, rw.reweight, rw.trajectories
 
 
 def _latent_round_trips(rundir: str | Path, key: str = "latent_round_trips") -> dict[str, Any] | None:
@@ -156,9 +157,10 @@ def campaign_basin_estimate(
         z = np.column_stack([table[k] for k in table if k.startswith("z")])
         resolve = _umbrella_reweighting(rundir)
         if resolve is not None:  # window strata, MBAR re-solved per resample (no transitions needed)
-            states, reweight = resolve
+            states, reweight, trajectories = resolve
             est = basin_free_energy_estimate(x, table["logweight"], in_a, in_b, temperature, states=states,
-                                             reweight=reweight, n_bootstrap=n_bootstrap, seed=seed, observable=z)
+                                             reweight=reweight, n_bootstrap=n_bootstrap, seed=seed, observable=z,
+                                             trajectories=trajectories)
             transitions = floor = regen = cycles = None
             bootstrap = float(est.error)
         else:

@@ -188,6 +188,7 @@ class _Reweighting:
     states: np.ndarray  # bias-state row of every frame
     reweight: Callable[[np.ndarray], np.ndarray]
     info: dict[str, Any]
+    trajectories: np.ndarray | None = None  # independent trajectory within its state (umbrella replicas), or None
 
 
 def cross_round_reweighting(campaign: Campaign, frames: dict[str, np.ndarray], temperature: float) -> _Reweighting:
@@ -204,6 +205,7 @@ def cross_round_reweighting(campaign: Campaign, frames: dict[str, np.ndarray], t
     logw = np.full(n, -np.inf)
     if kept.size == 0:
         return _Reweighting(logw, rows + 1, lambda idx: np.full(len(idx), -np.inf), {"ess": 0.0, "n_states": 0})
+    from .umbrellaconv import umbrella_replicas_of_frames
     sub = {k: v[kept] for k, v in frames.items()}
     u, rows_k = reduced_potential_matrix(states, state_of[kept], lambda q: campaign.encode(q, sub), temperature)
     n_k = np.bincount(rows_k, minlength=u.shape[0])
@@ -230,7 +232,8 @@ def cross_round_reweighting(campaign: Campaign, frames: dict[str, np.ndarray], t
             out[inside] = inner(position[idx][inside])
         return out
 
-    return _Reweighting(logw, rows, reweight, {"ess": effective_sample_size(logw_k), "n_states": int(u.shape[0])})
+    return _Reweighting(logw, rows, reweight, {"ess": effective_sample_size(logw_k), "n_states": int(u.shape[0])},
+                        umbrella_replicas_of_frames(campaign, frames))
 
 
 def _weights_csv_column(rundir: Path, name: str) -> np.ndarray:
@@ -301,7 +304,21 @@ def free_energy_difference(rundir: str | Path, in_a: np.ndarray, in_b: np.ndarra
     obs = z if observable is None else np.column_stack([np.asarray(observable, dtype=float).reshape(len(z), -1), z])
     return basin_free_energy_estimate(z, logw, np.asarray(in_a, dtype=bool), np.asarray(in_b, dtype=bool),
                                       campaign.cfg.md.temperature, states=rw.states, reweight=rw.reweight,
-                                      n_bootstrap=n_bootstrap, seed=seed, observable=obs)
+                                      n_bootstrap=n_bootstrap, seed=seed, observable=obs,
+                                      trajectories=rw.trajectories)
+
+
+def _convergence_history(campaign: Campaign, r: int) -> dict[str, np.ndarray]:
+    """``round_RRR/convergence.csv`` as the campaign wrote it when its converge round r ended (computed anew only
+    when the file is missing: each row re-clusters the structural microstates)."""
+    from .converge import convergence_history
+
+    path = campaign.run_dir.round_dir(r) / "convergence.csv"
+    if not path.is_file():
+        return convergence_history(campaign.run_dir, campaign.cfg, r, campaign.featurizer())
+    header = path.read_text().splitlines()[1].split(",")
+    data = np.loadtxt(path, delimiter=",", skiprows=2, ndmin=2)
+    return {h: data[:, i] for i, h in enumerate(header)}
 
 
 def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite: bool = True) -> Path:
@@ -380,9 +397,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
               "there are none yet):", ""]
     lines += [f"![round {r}](latent_fes_round_{r:03d}.png)" for r in range(last_model + 1)] + [""]
     if converged:
-        from .converge import convergence_history
-
-        hist = convergence_history(campaign.run_dir, cfg, last, campaign.featurizer())
+        hist = _convergence_history(campaign, last)
         winfo = campaign.run_dir.read_json(rundir / "weights.json")
         _line_plot(out / "convergence.png", {"drift": (hist["time_ps"], hist["drift_kjmol"])},
                    "converge-phase time (ps)", "latent FES drift (kJ/mol)", "converge phase: drift of the estimate")
@@ -438,11 +453,11 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
             if len(logw) != len(frames["step"]):
                 raise ValueError(f"{rundir / 'weights.csv'} has {len(logw)} frames but the run directory has "
                                  f"{len(frames['step'])}; rerun the campaign's last round to refresh it")
-            states, reweight = None, None
+            states, reweight, trajectories = None, None, None
         else:
             rw = cross_round_reweighting(campaign, frames, temperature)
             logw = weights_csv_logweights(rundir, rw)
-            states, reweight = rw.states, rw.reweight
+            states, reweight, trajectories = rw.states, rw.reweight, rw.trajectories
         values = compute_cvs(campaign, last, cvs)
         if converged:  # the estimate against simulated time: FES of each CV from the converge frames up to t
             conv = np.flatnonzero((rounds == last) & np.isfinite(logw))
@@ -466,7 +481,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
             v = values[cv.name]
             rng = (-180.0, 180.0) if cv.kind == "dihedral" else None
             fes = free_energy_surface(v, logw, bins=36, range=rng, temperature=temperature, states=states,
-                                      reweight=reweight, n_bootstrap=N_BOOTSTRAP,
+                                      reweight=reweight, n_bootstrap=N_BOOTSTRAP, trajectories=trajectories,
                                       observable=_slow_observable(v, cv.kind != "distance", z))
             plot_fes(fes, out / f"cv_fes_{cv.name}.png", labels=[f"{cv.name} ({cv.unit})"],
                      title=f"{cv.name}: reweighted FES (kJ/mol)", overwrite=overwrite)
@@ -481,7 +496,7 @@ def write_report(rundir: str | Path, cvs: list[CVSpec] | None = None, overwrite:
                                                                   float(values[c.name].max())) for c in (a, b)]
             fes2 = free_energy_surface(np.column_stack([values[a.name], values[b.name]]), logw, bins=36, range=rng2,
                                        temperature=temperature, states=states, reweight=reweight,
-                                       n_bootstrap=N_BOOTSTRAP)
+                                       n_bootstrap=N_BOOTSTRAP, trajectories=trajectories)
             name = f"cv_fes_{a.name}_{b.name}"
             plot_fes(fes2, out / f"{name}.png", labels=[f"{a.name} ({a.unit})", f"{b.name} ({b.unit})"],
                      title=f"{a.name}/{b.name}: reweighted FES (kJ/mol)", overwrite=overwrite,

@@ -20,16 +20,28 @@
    when F + V is convex there, k > −F''(s); when the largest negative curvature of the smoothed latent FES along
    the path exceeds k, a warning asks for more windows (a stiffer restraint at the same spacing was tried on the
    toy: windows Δ/3 wide overlapped so little that MBAR's window free energies were 2–3× less certain);
-3. **runs** (:class:`UmbrellaBias`): the converge round's checkpoint segments are dealt to the windows in turn
-   (``schedule``: segment k runs window k mod N — one *sweep* is N segments). Every window is a continuous
-   trajectory of its own: its first segment starts from the earlier frame nearest its centre (fresh velocities),
-   later ones from the positions and velocities it ended its previous segment with (kept in the bias state, so a
-   resumed run continues each window exactly). With ``[execution] walkers`` W > 1 the windows are dealt to the
-   walkers (walker w runs windows w, w + W, ... in turn: ``walker_schedules``);
+3. **runs** (:class:`UmbrellaBias`): every window runs ``umbrella_replicas`` R independent trajectories
+   (*slots* q = replica · N + window); the converge round's checkpoint segments are dealt to the slots in turn
+   (segment k runs slot k mod N·R: replica 0 of every window, then replica 1, ... — one *sweep* is N·R
+   segments). Every trajectory continues its own: its first segment starts from the earlier frame nearest the
+   window's centre with velocities of its own (drawn from the segment's seed, so the replicas part within
+   picoseconds), later ones from the positions and velocities it ended its previous segment with (kept in the bias state, so a resumed run
+   continues each trajectory exactly). With ``[execution] walkers`` W > 1 the slots are dealt to the walkers
+   (walker w runs slots w, w + W, ... in turn: ``walker_schedules``, ``walker_replica_schedules``);
 4. **estimate**: MBAR over the windows (:func:`latentbias.campaign.weights.cross_round_logweights`, each window a
-   restraint state in the frozen encoder's latent space) gives every window frame its log-weight in the unbiased
-   ensemble (``frames.csv`` ``logweight``); the first ``burn_in`` of the converge run (by simulated time, i.e.
-   the start of every window, sweeps being interleaved) is kept out with the code ``burn-in``;
+   restraint state in the frozen encoder's latent space; a window's replicas are samples of the same state) gives
+   every window frame its log-weight in the unbiased ensemble (``frames.csv`` ``logweight``); the first
+   ``burn_in`` of the converge run (by simulated time, i.e. the start of every trajectory, sweeps being
+   interleaved) is kept out with the code ``burn-in``. Its error (:mod:`latentbias.campaign.estimate`) is the
+   stratified block bootstrap with MBAR re-solved per resample, blocks cut per trajectory and drawn across a
+   window's replicas (:func:`umbrella_replicas_of_frames`). Why replicas: a latent window can hold two states
+   that the restraint does not separate (a barrier orthogonal to the path); one trajectory then stays on one
+   side for the whole run, its blocks all agree, and the bootstrap states an error several times too small.
+   Measured on the three-well toy (``tests/test_campaign_umbrella.py``, 12 windows, 80 ps per window): with one
+   trajectory per window two realisations of the same windows differed by up to 4 kJ/mol against stated errors
+   of ~1 (RMS z 1.8 over eight pairs; a window's trajectory spent 160 of 160 frames in well C in one realisation
+   and 148 in well B in the other); with two replicas per window at the same cost, see the module's tests and
+   ``benchmarks/RESULTS.md``;
 5. **stopping rule**: the drift of the latent FES (:func:`latentbias.campaign.converge.fes_drift`) between the
    MBAR estimate from all frames after the burn-in and the one without the last ``window`` fraction *of each
    window's* frames, evaluated after complete sweeps once ``min_steps`` have run; budget ``max_steps``. Steps
@@ -59,7 +71,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["umbrella_path", "window_centers", "path_curvature", "umbrella_force_constants", "umbrella_schedules",
-           "umbrella_plan", "UmbrellaBias", "umbrella_states", "umbrella_logweights", "umbrella_used_frames"]
+           "umbrella_plan", "UmbrellaBias", "umbrella_states", "umbrella_logweights",
+           "umbrella_used_frames", "umbrella_replicas_of_frames"]
 
 #: grid of the latent FES the path is found on (bins per dimension) and its smoothing (grid spacings)
 _BINS, _SMOOTH = 40, 1.0
@@ -196,14 +209,27 @@ def umbrella_force_constants(centers: np.ndarray, span: np.ndarray, temperature:
     return np.full(centers.shape[1], default_force_constant(centers, temperature, overlap=2.0))
 
 
-def umbrella_schedules(n_segments: int, n_windows: int, n_walkers: int = 1) -> list[list[int]]:
-    """Per walker, the window of every segment: walker w cycles through windows w, w + W, ... (a walker left
-    without a window when W exceeds the windows repeats window w mod N)."""
-    out = []
+def umbrella_schedules(n_segments: int, n_windows: int, n_walkers: int = 1,
+                       n_replicas: int = 1) -> tuple[list[list[int]], list[list[int]]]:
+    """Per walker, the window and the replica trajectory of every segment.
+
+    The N × R trajectories (slot q = replica · N + window: replica 0 of every window first) are dealt to the
+    walkers: walker w cycles through slots w, w + W, ... (a walker left without a slot when W exceeds N × R repeats
+    slot w mod N × R).
+
+    Returns
+    -------
+    windows, replicas : list of list of int
+        ``windows[w][k]`` and ``replicas[w][k]``: window and replica that walker w runs in its segment k.
+    """
+    n_slots = n_windows * n_replicas
+    windows, replicas = [], []
     for w in range(n_walkers):
-        mine = list(range(w, n_windows, n_walkers)) or [w % n_windows]
-        out.append([mine[k % len(mine)] for k in range(n_segments)])
-    return out
+        mine = list(range(w, n_slots, n_walkers)) or [w % n_slots]
+        slots = [mine[k % len(mine)] for k in range(n_segments)]
+        windows.append([q % n_windows for q in slots])
+        replicas.append([q // n_windows for q in slots])
+    return windows, replicas
 
 
 def umbrella_plan(campaign: Campaign, r: int, segments: int) -> dict[str, Any]:
@@ -237,27 +263,34 @@ def umbrella_plan(campaign: Campaign, r: int, segments: int) -> dict[str, Any]:
         logger.warning("umbrella converge phase: the windows' thermal width %s is below a third of their spacing "
                        "%.3g: neighbouring windows overlap little; lower [converge] umbrella_force_constant or "
                        "raise umbrella_windows", np.round(width, 4).tolist(), spacing)
-    walkers = cfg.execution.walkers
-    schedules = umbrella_schedules(segments, len(centers), walkers)
+    walkers, replicas = cfg.execution.walkers, c.umbrella_replicas
+    schedules, replica_schedules = umbrella_schedules(segments, len(centers), walkers, replicas)
     out: dict[str, Any] = {
         "dims": dims, "path": path["nodes"], "basins": path["basins"], "path_how": path["how"],
         "path_free_energy": path.get("free_energy"), "path_curvature": curvature,
         "centers": centers.tolist(), "force_constants": k.tolist(),
-        "start_frames": nearest_frames(z[:, dims], centers).tolist(), "schedule": schedules[0],
-        "sweep_segments": int(np.ceil(len(centers) / walkers))}
+        "start_frames": nearest_frames(z[:, dims], centers).tolist(), "replicas": replicas,
+        "schedule": schedules[0], "replica_schedule": replica_schedules[0],
+        "sweep_segments": int(np.ceil(len(centers) * replicas / walkers))}
     if walkers > 1:
         out["walker_schedules"] = schedules
-    logger.info("umbrella converge phase: %d windows along the latent path (%s), k = %s kJ/mol per z^2, thermal "
-                "width %s", len(centers), path["how"], np.round(k, 2).tolist(),
+        out["walker_replica_schedules"] = replica_schedules
+    logger.info("umbrella converge phase: %d windows along the latent path (%s) × %d independent trajectories, "
+                "k = %s kJ/mol per z^2, thermal width %s", len(centers), path["how"], replicas, np.round(k, 2).tolist(),
                 np.round(np.sqrt(kt_kjmol(cfg.md.temperature) / k), 4).tolist())
+    if replicas == 1:
+        logger.warning("umbrella converge phase with umbrella_replicas = 1: a window whose trajectory stays on one "
+                       "side of a barrier the latent space does not resolve looks converged, and the error bar "
+                       "(blocks of one trajectory) cannot see it; 2 or more replicas per window let it")
     return out
 
 
 class UmbrellaBias(RoundBias):
-    """One restraint whose centre moves from window to window; each window continues its own trajectory.
+    """One restraint whose centre moves from window to window; each (window, replica) trajectory continues its own.
 
-    The bias state (:meth:`save`) holds the positions and velocities every window ended its last segment with
-    (except the window that ran last: its state is the round's checkpoint) and which window ran last.
+    The bias state (:meth:`save`) holds the positions and velocities every trajectory ended its last segment with
+    (except the one that ran last: its state is the round's checkpoint) and which ran last. A trajectory is a
+    *slot* q = replica · N + window.
     """
 
     def __init__(self, setup: RoundSetup):
@@ -276,28 +309,34 @@ class UmbrellaBias(RoundBias):
     def kind_of_segment(self, k: int) -> int:
         return KIND_RESTRAINT
 
+    def slot_of_segment(self, k: int) -> tuple[int, int, int]:
+        """(slot, window, replica) that segment k runs (plans without replicas: replica 0)."""
+        window = int(self.plan["schedule"][k])
+        replica = int(self.plan["replica_schedule"][k]) if "replica_schedule" in self.plan else 0
+        return replica * len(self.centers) + window, window, replica
+
     def begin_segment(self, k: int, sim: Any) -> None:
         from openmm import unit
 
         super().begin_segment(k, sim)
-        window = int(self.plan["schedule"][k])
-        if window != self._current:
-            if self._current >= 0:  # keep where the window that ran last stopped
+        slot, window, _ = self.slot_of_segment(k)
+        if slot != self._current:
+            if self._current >= 0:  # keep where the trajectory that ran last stopped
                 state = sim.context.getState(getPositions=True, getVelocities=True)
                 self._states[self._current] = (
                     state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
                     state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
-            if window in self._states:
-                xyz, vel = self._states.pop(window)
+            if slot in self._states:
+                xyz, vel = self._states.pop(slot)
                 sim.context.setPositions(xyz * unit.nanometer)
                 sim.context.setVelocities(vel * unit.nanometer / unit.picosecond)
-            else:  # the window's first segment: from the earlier frame nearest its centre
+            else:  # the trajectory's first segment: from the earlier frame nearest the centre, its own velocities
                 xyz = self._earlier_positions()[self.plan["start_frames"][window]].astype(float)
                 sim.context.setPositions(xyz * unit.nanometer)
                 sim.context.setVelocitiesToTemperature(self.cfg.md.temperature * unit.kelvin,
                                                        self.seeds.restart_velocities(k))
             self.restraint.setCenters(sim.context, self.centers[window])
-            self._current = window
+            self._current = slot
         self.target = window
 
     def acting(self, sim: Any) -> tuple[float, float]:
@@ -309,7 +348,7 @@ class UmbrellaBias(RoundBias):
     def save(self, prefix: Path) -> None:
         from ..io import save_npz
 
-        windows = np.array(sorted(self._states), dtype=np.int64)
+        windows = np.array(sorted(self._states), dtype=np.int64)  # slots (= windows without replicas)
         empty = np.zeros((0, 0, 3))
         save_npz(Path(str(prefix) + ".npz"), checksum=True, current=np.array(self._current), windows=windows,
                  positions=np.array([self._states[w][0] for w in windows]) if len(windows) else empty,
@@ -365,3 +404,34 @@ def umbrella_used_frames(time_ps: np.ndarray, window: np.ndarray, keep: np.ndarr
         n_old = int(round((1.0 - drop_last) * len(idx)))
         out[idx[n_old:]] = False
     return out
+
+
+def umbrella_replicas_of_frames(campaign: Campaign, frames: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Replica trajectory (within its window) of every frame of an umbrella converge round, 0 for the other frames;
+    None when no round of ``frames`` is an umbrella converge round with more than one replica.
+
+    Parameters
+    ----------
+    campaign : Campaign
+    frames : dict
+        ``Campaign.all_frames`` (``round``, ``segment`` and ``walker`` of every frame).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape=(n_frames,), or None
+    """
+    out = np.zeros(len(frames["round"]), dtype=np.int64)
+    found = False
+    for r in np.unique(frames["round"]).astype(int):
+        plan = campaign.run_dir.read_plan(int(r))
+        if plan.get("strategy") != "umbrella" or int(plan.get("replicas", 1)) < 2:
+            continue
+        sel = frames["round"] == r
+        seg = frames["segment"][sel].astype(np.int64)
+        if "walker_replica_schedules" in plan:
+            table = np.asarray(plan["walker_replica_schedules"], dtype=np.int64)
+            out[sel] = table[frames["walker"][sel].astype(np.int64), seg]
+        else:
+            out[sel] = np.asarray(plan["replica_schedule"], dtype=np.int64)[seg]
+        found = True
+    return out if found else None

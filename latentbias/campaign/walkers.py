@@ -280,9 +280,13 @@ def _view(rundir: str, config: CampaignConfig) -> _WorkerView:
 
 
 def walker_plan(plan: dict[str, Any], walker: int) -> dict[str, Any]:
-    """Round plan as walker ``walker`` runs it (frontier: its own schedule over its share of the targets)."""
+    """Round plan as walker ``walker`` runs it (frontier: its own schedule over its share of the targets; umbrella:
+    its share of the windows' trajectories, ``walker_replica_schedules`` saying which replica)."""
     if "walker_schedules" in plan:
-        return {**plan, "schedule": plan["walker_schedules"][walker]}
+        out = {**plan, "schedule": plan["walker_schedules"][walker]}
+        if "walker_replica_schedules" in plan:
+            out["replica_schedule"] = plan["walker_replica_schedules"][walker]
+        return out
     return plan
 
 
