@@ -30,9 +30,13 @@ native: $(NATIVE)
 
 install: $(STAMP) $(NATIVE)
 
+# pytest-xdist: TEST_WORKERS processes, each test file on one of them (module fixtures run once); 0 = in this process
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install
 	ctest --test-dir build --output-on-failure
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_PARALLEL)
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
