@@ -25,9 +25,10 @@
    (segment k runs slot k mod N·R: replica 0 of every window, then replica 1, ... — one *sweep* is N·R
    segments). Every trajectory continues its own: its first segment starts from the earlier frame nearest the
    window's centre with velocities of its own (drawn from the segment's seed, so the replicas part within
-   picoseconds), later ones from the positions and velocities it ended its previous segment with (kept in the bias state, so a resumed run
-   continues each trajectory exactly). With ``[execution] walkers`` W > 1 the slots are dealt to the walkers
-   (walker w runs slots w, w + W, ... in turn: ``walker_schedules``, ``walker_replica_schedules``);
+   picoseconds), later ones from the positions and velocities it ended its previous segment with (kept in the bias
+   state, so a resumed run continues each trajectory exactly). With ``[execution] walkers`` W > 1 the slots are
+   dealt to the walkers (walker w runs slots w, w + W, ... in turn: ``walker_schedules``,
+   ``walker_replica_schedules``);
 4. **estimate**: MBAR over the windows (:func:`latentbias.campaign.weights.cross_round_logweights`, each window a
    restraint state in the frozen encoder's latent space; a window's replicas are samples of the same state) gives
    every window frame its log-weight in the unbiased ensemble (``frames.csv`` ``logweight``); the first
@@ -39,9 +40,10 @@
    side for the whole run, its blocks all agree, and the bootstrap states an error several times too small.
    Measured on the three-well toy (``tests/test_campaign_umbrella.py``, 12 windows, 80 ps per window): with one
    trajectory per window two realisations of the same windows differed by up to 4 kJ/mol against stated errors
-   of ~1 (RMS z 1.8 over eight pairs; a window's trajectory spent 160 of 160 frames in well C in one realisation
-   and 148 in well B in the other); with two replicas per window at the same cost, see the module's tests and
-   ``benchmarks/RESULTS.md``;
+   of ~1 (RMS z 1.9 over eight pairs; a window's trajectory spent 160 of 160 frames in well C in one realisation
+   and 148 in well B in the other); two replicas per window bring the pairs to RMS z 1.06 in 11 of 12, but at the
+   same budget they do not improve the coverage of the exact ΔF across 32 seeds (``benchmarks/RESULTS.md``),
+   so the default is one;
 5. **stopping rule**: the drift of the latent FES (:func:`latentbias.campaign.converge.fes_drift`) between the
    MBAR estimate from all frames after the burn-in and the one without the last ``window`` fraction *of each
    window's* frames, evaluated after complete sweeps once ``min_steps`` have run; budget ``max_steps``. Steps
@@ -276,12 +278,8 @@ def umbrella_plan(campaign: Campaign, r: int, segments: int) -> dict[str, Any]:
         out["walker_schedules"] = schedules
         out["walker_replica_schedules"] = replica_schedules
     logger.info("umbrella converge phase: %d windows along the latent path (%s) × %d independent trajectories, "
-                "k = %s kJ/mol per z^2, thermal width %s", len(centers), path["how"], replicas, np.round(k, 2).tolist(),
-                np.round(np.sqrt(kt_kjmol(cfg.md.temperature) / k), 4).tolist())
-    if replicas == 1:
-        logger.warning("umbrella converge phase with umbrella_replicas = 1: a window whose trajectory stays on one "
-                       "side of a barrier the latent space does not resolve looks converged, and the error bar "
-                       "(blocks of one trajectory) cannot see it; 2 or more replicas per window let it")
+                "k = %s kJ/mol per z^2, thermal width %s", len(centers), path["how"], replicas,
+                np.round(k, 2).tolist(), np.round(np.sqrt(kt_kjmol(cfg.md.temperature) / k), 4).tolist())
     return out
 
 
