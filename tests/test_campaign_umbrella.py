@@ -194,6 +194,34 @@ def test_umbrella_converge_resumes_after_sigkill(tmp_path):
     np.testing.assert_allclose(wa, wb)
 
 
+def test_umbrella_converge_with_parallel_walkers(tmp_path):
+    """Two walkers share the 3 windows × 2 replicas: each runs its own slots (frames carry the window its schedule
+    says, the bootstrap gets the replica), every trajectory's state travels between segments as a verified bias
+    state (npz + checksummed record: the walker driver refused the npz alone before 2026-12-01), and the estimate
+    is finite."""
+    from latentbias.campaign.report import cross_round_reweighting
+
+    text = umbrella_text(windows=3, converge_steps=24000, rounds=2, steps=10000,
+                         extra="\n[execution]\nwalkers = 2\n")
+    campaign = Campaign(load_config(make(tmp_path, text)), tmp_path / "run", progress=False)
+    campaign.run()
+    r = campaign.converge_round
+    plan = json.loads((tmp_path / "run" / f"round_{r:03d}" / "plan.json").read_text())
+    windows, replicas = np.array(plan["walker_schedules"]), np.array(plan["walker_replica_schedules"])
+    assert plan["sweep_segments"] == 3 and sorted(zip(windows[:, :3].ravel(), replicas[:, :3].ravel())) == [
+        (w, q) for w in range(3) for q in range(2)]  # one sweep: every (window, replica) once
+    frames = campaign.all_frames(r)
+    conv = frames["round"] == r
+    walker, seg = frames["walker"][conv], frames["segment"][conv]
+    assert set(walker) == {0, 1}
+    np.testing.assert_array_equal(frames["target"][conv], windows[walker, seg])
+    rw = cross_round_reweighting(campaign, frames, 300.0)
+    np.testing.assert_array_equal(rw.trajectories[conv], replicas[walker, seg])
+    est = campaign_basin_estimate([tmp_path / "run"], well_code, lambda c: c == 0, lambda c: c == 2, 300.0,
+                                  n_bootstrap=50).estimate
+    assert np.isfinite(est.value) and 0 < est.error < np.inf
+
+
 # ---------------------------------------------------------------------------------------- fast unit tests
 
 def test_umbrella_config_validation(tmp_path):

@@ -76,6 +76,8 @@ __all__ = ["umbrella_path", "window_centers", "path_curvature", "umbrella_force_
            "umbrella_plan", "UmbrellaBias", "umbrella_states", "umbrella_logweights",
            "umbrella_used_frames", "umbrella_replicas_of_frames"]
 
+#: ``format`` of the JSON record beside an umbrella bias state's npz (:meth:`UmbrellaBias.save`)
+_STATE_FORMAT = "latentbias-umbrella-state-1"
 #: grid of the latent FES the path is found on (bins per dimension) and its smoothing (grid spacings)
 _BINS, _SMOOTH = 40, 1.0
 #: string nodes per basin-to-basin leg before the windows are placed
@@ -344,18 +346,35 @@ class UmbrellaBias(RoundBias):
         return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), 1.0
 
     def save(self, prefix: Path) -> None:
-        from ..io import save_npz
+        """``<prefix>.npz`` (checksummed arrays) and, last, ``<prefix>.json`` (its SHA-256, itself checksummed): the
+        pair every campaign bias state is, which the parallel-walker driver verifies before any walker runs."""
+        import hashlib
+
+        from ..io import save_npz, write_json
 
         windows = np.array(sorted(self._states), dtype=np.int64)  # slots (= windows without replicas)
         empty = np.zeros((0, 0, 3))
-        save_npz(Path(str(prefix) + ".npz"), checksum=True, current=np.array(self._current), windows=windows,
+        npz = Path(str(prefix) + ".npz")
+        save_npz(npz, checksum=True, current=np.array(self._current), windows=windows,
                  positions=np.array([self._states[w][0] for w in windows]) if len(windows) else empty,
                  velocities=np.array([self._states[w][1] for w in windows]) if len(windows) else empty)
+        write_json(Path(str(prefix) + ".json"), {"format": _STATE_FORMAT, "slots": windows.tolist(),
+                                                 "npz_sha256": hashlib.sha256(npz.read_bytes()).hexdigest()},
+                   checksum=True)
 
     def load(self, prefix: Path) -> None:
-        from ..io import load_npz
+        import hashlib
 
-        data = load_npz(Path(str(prefix) + ".npz"))
+        from ..io import load_json, load_npz
+
+        npz, meta = Path(str(prefix) + ".npz"), Path(str(prefix) + ".json")
+        if meta.is_file():  # states written before the record existed are the npz alone (its own checksum)
+            info = load_json(meta)
+            if info.get("format") != _STATE_FORMAT or hashlib.sha256(npz.read_bytes()).hexdigest() != info.get(
+                    "npz_sha256"):
+                raise ValueError(f"{npz} does not match its record {meta} (another bias's state, or a torn copy); "
+                                 "restore both from one run, or rerun the round in a new --rundir")
+        data = load_npz(npz)
         self._current = int(data["current"])
         self._states = {int(w): (data["positions"][i], data["velocities"][i]) for i, w in enumerate(data["windows"])}
 
