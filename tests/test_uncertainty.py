@@ -184,23 +184,41 @@ def test_umbrella_error_bar_coverage():
     assert c1 >= 0.6 and c2 >= 0.9
 
 
+def _binomial_floor(n: int, p: float, level: float = 0.01) -> float:
+    """Smallest coverage fraction a calibrated error bar (true coverage p) falls below with probability ``level``
+    over n independent replicas: the one-sided binomial bound the coverage tests assert."""
+    from scipy import stats
+
+    return float(stats.binom.ppf(level, n, p)) / n
+
+
 @pytest.mark.slow
 def test_metad_reweighting_error_bar_coverage():
-    """32 well-tempered metadynamics replicas (200k steps, c(t) weights, 1 frame per 50 steps, first quarter
-    discarded): the bootstrap's 1σ covers the exact ΔF in ≥ 60 %, 2σ in ≥ 90 %; and the replica route (8 groups of
-    4 replicas, Student t) covers it in ≥ 5 of 8 at 1σ and 8 of 8 at 2σ."""
+    """96 well-tempered metadynamics replicas (800k steps, c(t) weights, 1 frame per 50 steps, first quarter
+    discarded): the bootstrap's 1σ / 2σ cover the exact ΔF no less often than a calibrated error bar would at the
+    1 % level (binomial bounds 57 % / 90 % of 96; measured 64 % / 96 %, RMS z 1.07), RMS z ≤ 1.3; and the replica
+    route (24 groups of 4 replicas, Student t) likewise (bounds 46 % / 83 % of 24; measured 67 % / 92 %).
+
+    Why this long: at 200k steps (the previous form of this test) the c(t) weights are still biased by the young,
+    fast-growing bias (mean ΔF − exact −0.33 ± 0.11 kJ/mol over 64 replicas, 0.4 of the stated σ), and 1σ covered
+    53 % in each of three sets of 32; at 400k one set of 32 still read −0.29; at 800k the mean deviation is
+    −0.02 … −0.07 in four sets (benchmarks/RESULTS.md, twelfth session). 32 replicas were also too few for a 60 %
+    threshold: three sets of 32 at 800k covered 78 / 75 / 53 % with the same estimator."""
     truth = toys.exact_delta_f()
-    x, logw, ests = _metad_estimates(32, 200_000, seed=31)
-    c1, c2 = _coverage([e.value for e in ests], [e.error for e in ests], [e.halfwidth(2) for e in ests], truth)
+    x, logw, ests = _metad_estimates(96, 800_000, seed=31)
+    values, errors = np.array([e.value for e in ests]), np.array([e.error for e in ests])
+    c1, c2 = _coverage(values, errors, [e.halfwidth(2) for e in ests], truth)
+    rms_z = float(np.sqrt(np.mean(((values - truth) / errors) ** 2)))
     groups = []
-    for k in range(8):
+    for k in range(24):
         xs, ls = x[4 * k: 4 * k + 4].ravel(), logw[4 * k: 4 * k + 4].ravel()
         groups.append(basin_free_energy_estimate(xs, ls, xs < 0, xs > 0, toys.TEMPERATURE,
                                                  replicas=np.repeat(np.arange(4), x.shape[1])))
     r1, r2 = _coverage([e.value for e in groups], [e.error for e in groups], [e.halfwidth(2) for e in groups], truth)
-    print(f"metad bootstrap coverage over 32 replicas: 1σ {c1:.3f}, 2σ {c2:.3f}; replica groups 1σ {r1}, 2σ {r2}")
-    assert c1 >= 0.6 and c2 >= 0.9
-    assert r1 >= 5 / 8 and r2 == 1.0
+    print(f"metad bootstrap coverage over 96 replicas: 1σ {c1:.3f}, 2σ {c2:.3f}, RMS z {rms_z:.2f}; "
+          f"replica groups 1σ {r1:.3f}, 2σ {r2:.3f}")
+    assert c1 >= _binomial_floor(96, 0.6827) and c2 >= _binomial_floor(96, 0.9545) and rms_z <= 1.3
+    assert r1 >= _binomial_floor(24, 0.6827) and r2 >= _binomial_floor(24, 0.9545)
 
 
 # ------------------------------------------------------------------------------------ transitions (two-state bound)
