@@ -112,6 +112,8 @@ Example (every key shown; most have defaults)::
     umbrella_basins = 8                        # the path visits at most this many basins (lowest first)
     umbrella_replicas = 1                      # independent trajectories per window (2+: the error bar sees a
                                                # window whose trajectories disagree; campaign.umbrellaconv)
+    umbrella_exchange = false                  # swap configurations between neighbouring windows (Metropolis)
+                                               # before every sweep: replica-exchange umbrella sampling; walkers = 1
 
     [execution]                                # parallel walkers (latentbias.campaign.execution, .walkers)
     walkers = 1                                # walkers per round; 1 = one simulation in this process
@@ -295,6 +297,7 @@ class ConvergeConfig:
     umbrella_force_constant: float = 0.0
     umbrella_basins: int = 8
     umbrella_replicas: int = 1
+    umbrella_exchange: bool = False
     min_round_trips: int = 13
     round_trip_basins: int = 0
     core_kt: float = 2.0
@@ -626,6 +629,10 @@ def _validate(cfg: CampaignConfig) -> None:
     if cv.umbrella_replicas < 1:
         raise ConfigError(f"[converge] umbrella_replicas must be an integer >= 1 (independent trajectories per "
                           f"window), got {cv.umbrella_replicas}")
+    if cv.umbrella_exchange and cv.enabled and cv.method == "umbrella" and cfg.execution.walkers > 1:
+        raise ConfigError(f"[converge] umbrella_exchange swaps configurations between the windows of one sweep, which "
+                          f"runs on one walker; set [execution] walkers = 1 (got {cfg.execution.walkers}) or "
+                          f"umbrella_exchange = false")
     slots = cv.umbrella_windows * cv.umbrella_replicas
     if cv.enabled and cv.method == "umbrella" and cv.max_steps < slots * c.checkpoint_interval:
         raise ConfigError(f"[converge] max_steps = {cv.max_steps} cannot run every one of the umbrella_windows = "

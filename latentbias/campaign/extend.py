@@ -304,6 +304,7 @@ _RULES: dict[tuple[str, str], Rule] = {
     ("converge", "umbrella_force_constant"): _converge_method,
     ("converge", "umbrella_basins"): _converge_method,
     ("converge", "umbrella_replicas"): _converge_method,
+    ("converge", "umbrella_exchange"): _converge_method,
     ("converge", "core_kt"): _converge_method,  # the round-trip cores are planned when the phase starts
     ("converge", "structural_states"): _converge_method,  # so are the structural microstates' count and frames
     ("converge", "*"): _converge_analysis,

@@ -9,6 +9,7 @@ resumed run derives exactly the seeds of an uninterrupted one. Streams:
 ``velocities``             initial Maxwell-Boltzmann velocities of round r
 ``training``               encoder training after round r (weight initialisation, validation split, minibatches)
 ``restart_velocities(k)``  velocities drawn when a frontier run restarts from a sampled frame in segment k of r
+``exchange(s)``            the Metropolis draws of the umbrella windows' exchange attempts before sweep s of r
 =========================  ======================================================================================
 
 Parallel walkers (``[execution] walkers`` > 1, :mod:`latentbias.campaign.walkers`): walker w of round r draws its
@@ -29,7 +30,7 @@ __all__ = ["RoundSeeds", "MAX_SEED", "derived_seed"]
 #: largest seed OpenMM accepts (int32); campaign seeds are in [1, MAX_SEED]
 MAX_SEED = 2**31 - 1
 
-_INTEGRATOR, _VELOCITIES, _TRAINING, _RESTART, _WALKERS = range(5)
+_INTEGRATOR, _VELOCITIES, _TRAINING, _RESTART, _WALKERS, _EXCHANGE = range(6)
 
 
 def _seed(entropy: int, key: tuple[int, ...]) -> int:
@@ -81,3 +82,6 @@ class RoundSeeds:
 
     def restart_velocities(self, k: int) -> int:
         return _seed(self.seed, self._key(_RESTART, k))
+
+    def exchange(self, sweep: int) -> int:
+        return _seed(self.seed, self._key(_EXCHANGE, sweep))

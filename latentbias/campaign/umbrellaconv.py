@@ -28,7 +28,11 @@
    picoseconds), later ones from the positions and velocities it ended its previous segment with (kept in the bias
    state, so a resumed run continues each trajectory exactly). With ``[execution] walkers`` W > 1 the slots are
    dealt to the walkers (walker w runs slots w, w + W, ... in turn: ``walker_schedules``,
-   ``walker_replica_schedules``);
+   ``walker_replica_schedules``). With ``[converge] umbrella_exchange`` (one walker) neighbouring windows of each
+   replica ladder attempt to swap their configurations (positions and velocities) before every sweep after the
+   first, by the Metropolis rule on the two restraint energies (:func:`neighbour_exchange`, even pairs before
+   even sweeps, odd before odd): replica-exchange umbrella sampling, serial in one Context, one exchange round
+   per sweep; ``weights.json`` ``umbrella.exchange`` reports attempts and acceptance per pair;
 4. **estimate**: MBAR over the windows (:func:`latentbias.campaign.weights.cross_round_logweights`, each window a
    restraint state in the frozen encoder's latent space; a window's replicas are samples of the same state) gives
    every window frame its log-weight in the unbiased ensemble (``frames.csv`` ``logweight``); the first
@@ -69,12 +73,14 @@ from .roundbias import RoundBias, RoundSetup
 if TYPE_CHECKING:
     from .config import CampaignConfig
     from .loop import Campaign
+    from .rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["umbrella_path", "window_centers", "path_curvature", "umbrella_force_constants", "umbrella_schedules",
            "umbrella_plan", "UmbrellaBias", "umbrella_states", "umbrella_logweights",
-           "umbrella_used_frames", "umbrella_replicas_of_frames"]
+           "umbrella_used_frames", "umbrella_replicas_of_frames", "umbrella_exchange_summary",
+           "neighbour_exchange"]
 
 #: ``format`` of the JSON record beside an umbrella bias state's npz (:meth:`UmbrellaBias.save`)
 _STATE_FORMAT = "latentbias-umbrella-state-1"
@@ -274,15 +280,60 @@ def umbrella_plan(campaign: Campaign, r: int, segments: int) -> dict[str, Any]:
         "path_free_energy": path.get("free_energy"), "path_curvature": curvature,
         "centers": centers.tolist(), "force_constants": k.tolist(),
         "start_frames": nearest_frames(z[:, dims], centers).tolist(), "replicas": replicas,
+        "exchange": bool(c.umbrella_exchange),
         "schedule": schedules[0], "replica_schedule": replica_schedules[0],
         "sweep_segments": int(np.ceil(len(centers) * replicas / walkers))}
     if walkers > 1:
         out["walker_schedules"] = schedules
         out["walker_replica_schedules"] = replica_schedules
     logger.info("umbrella converge phase: %d windows along the latent path (%s) × %d independent trajectories, "
-                "k = %s kJ/mol per z^2, thermal width %s", len(centers), path["how"], replicas,
-                np.round(k, 2).tolist(), np.round(np.sqrt(kt_kjmol(cfg.md.temperature) / k), 4).tolist())
+                "k = %s kJ/mol per z^2, thermal width %s%s", len(centers), path["how"], replicas,
+                np.round(k, 2).tolist(), np.round(np.sqrt(kt_kjmol(cfg.md.temperature) / k), 4).tolist(),
+                ", neighbouring windows exchange configurations before every sweep" if c.umbrella_exchange else "")
     return out
+
+
+def neighbour_exchange(reduced: np.ndarray, parity: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One round of Metropolis swaps between neighbouring windows of a ladder (replica-exchange umbrella sampling).
+
+    The pairs (i, i + 1) with i ≡ ``parity`` (mod 2) are attempted, each independently (they share no window):
+    accepted with probability min(1, exp(−Δ)), Δ = u_i(x_{i+1}) + u_{i+1}(x_i) − u_i(x_i) − u_{i+1}(x_{i+1}),
+    where x_j is the configuration window j holds. Alternating the parity from round to round lets a
+    configuration travel the whole ladder; each round satisfies detailed balance in the joint distribution
+    ∏_i exp(−u_i(x_i)) over which window holds which configuration.
+
+    Parameters
+    ----------
+    reduced : numpy.ndarray, shape=(n_windows, n_windows)
+        ``reduced[i, j]`` = β U_i of the configuration window j holds now (dimensionless reduced energy).
+    parity : int
+        0: pairs (0, 1), (2, 3), ...; 1: pairs (1, 2), (3, 4), ...
+    rng : numpy.random.Generator
+        One uniform draw per attempted pair, in pair order.
+
+    Returns
+    -------
+    perm : numpy.ndarray of int, shape=(n_windows,)
+        Window i holds, after the round, the configuration window ``perm[i]`` held before it.
+    attempted, accepted : numpy.ndarray of int, shape=(n_windows − 1,)
+        1 for the pairs attempted / swapped in this round.
+    """
+    u = np.asarray(reduced, dtype=np.float64)
+    n = u.shape[0]
+    if u.shape != (n, n):
+        raise ValueError(f"reduced must be a square (n_windows, n_windows) matrix, got shape {u.shape}")
+    perm = np.arange(n)
+    attempted = np.zeros(max(n - 1, 0), dtype=np.int64)
+    accepted = np.zeros_like(attempted)
+    for i in range(int(parity) % 2, n - 1, 2):
+        delta = u[i, i + 1] + u[i + 1, i] - u[i, i] - u[i + 1, i + 1]
+        draw = rng.random()
+        attempted[i] = 1
+        if delta <= 0.0 or draw < np.exp(-delta):
+            perm[i], perm[i + 1] = i + 1, i
+            accepted[i] = 1
+    return perm, attempted, accepted
 
 
 class UmbrellaBias(RoundBias):
@@ -291,6 +342,10 @@ class UmbrellaBias(RoundBias):
     The bias state (:meth:`save`) holds the positions and velocities every trajectory ended its last segment with
     (except the one that ran last: its state is the round's checkpoint) and which ran last. A trajectory is a
     *slot* q = replica · N + window.
+
+    With the plan's ``exchange`` (``[converge] umbrella_exchange``) the windows of each replica ladder attempt to
+    swap configurations before every sweep after the first (:meth:`exchange_sweep`), and the state also holds the
+    attempts and acceptances per neighbouring pair.
     """
 
     def __init__(self, setup: RoundSetup):
@@ -305,6 +360,11 @@ class UmbrellaBias(RoundBias):
                                          prefix="umbrella_")
         self._states: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._current = -1
+        self.exchange = bool(self.plan.get("exchange", False))
+        n_pairs = max(len(self.centers) - 1, 0)
+        n_replicas = int(self.plan.get("replicas", 1))
+        self.exchange_attempts = np.zeros((n_replicas, n_pairs), dtype=np.int64)
+        self.exchange_accepted = np.zeros((n_replicas, n_pairs), dtype=np.int64)
 
     def kind_of_segment(self, k: int) -> int:
         return KIND_RESTRAINT
@@ -326,6 +386,11 @@ class UmbrellaBias(RoundBias):
                 self._states[self._current] = (
                     state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
                     state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+            n_slots = len(self.centers) * int(self.plan.get("replicas", 1))
+            if self.exchange and k > 0 and k % n_slots == 0 and len(self._states) == n_slots:
+                box = (sim.context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+                       if sim.system.usesPeriodicBoundaryConditions() else None)
+                self.exchange_sweep(k // n_slots, box)
             if slot in self._states:
                 xyz, vel = self._states.pop(slot)
                 sim.context.setPositions(xyz * unit.nanometer)
@@ -338,6 +403,58 @@ class UmbrellaBias(RoundBias):
             self.restraint.setCenters(sim.context, self.centers[window])
             self._current = slot
         self.target = window
+
+    def exchange_sweep(self, sweep: int, box: np.ndarray | None = None) -> int:
+        """Metropolis swaps of configurations between neighbouring windows before ``sweep`` (every slot stored).
+
+        Within each replica ladder, the pairs (i, i + 1) with i of the sweep's parity (even pairs on even sweeps,
+        odd on odd: a configuration can travel the whole ladder) swap their positions and velocities with
+        probability min(1, exp(−Δ)), Δ = β[U_i(z_b) + U_{i+1}(z_a) − U_i(z_a) − U_{i+1}(z_b)] (a in window i, b
+        in window i + 1, U the window restraints, z under the frozen encoder). All windows share one Hamiltonian
+        but the restraint, so this keeps every window's restrained Boltzmann distribution and the frames of each
+        window stay samples of its own state for MBAR; what it adds is that a configuration trapped on one side of
+        a barrier the restraint does not resolve can move to a window where it belongs (replica-exchange umbrella
+        sampling, serial in one Context: one exchange round per sweep). The draws come from the round's
+        ``exchange(sweep)`` seed, so a resumed or retried segment swaps exactly as before.
+
+        Parameters
+        ----------
+        sweep : int
+            Index of the sweep about to start (≥ 1).
+        box : numpy.ndarray, shape=(3, 3), optional
+            Periodic box (nm) for the encoder (None without periodic boundary conditions; NVT: one box).
+
+        Returns
+        -------
+        int
+            Swaps accepted.
+        """
+        from .weights import BiasState
+
+        n_windows = len(self.centers)
+        slots = sorted(self._states)
+        xyz = np.stack([self._states[q][0] for q in slots]).astype(float)
+        boxes = None if box is None else np.broadcast_to(np.asarray(box, float), (len(slots), 3, 3))
+        z = self.model.file.encode(xyz, boxes)
+        beta = 1.0 / kt_kjmol(self.cfg.md.temperature)
+        k = np.asarray(self.plan["force_constants"], float)
+        dims = list(self.plan["dims"])
+        rng = np.random.default_rng(self.seeds.exchange(sweep))
+        accepted = 0
+        for rep in range(self.exchange_attempts.shape[0]):
+            ladder = [rep * n_windows + i for i in range(n_windows)]
+            zl = z[[slots.index(q) for q in ladder]]
+            reduced = np.stack([beta * BiasState("restraint", int(self.plan["model_round"]), center=c, k=k,
+                                                 dims=dims).energy(zl) for c in self.centers])
+            perm, tried, took = neighbour_exchange(reduced, sweep % 2, rng)
+            old = [self._states[q] for q in ladder]
+            for i, q in enumerate(ladder):
+                self._states[q] = old[perm[i]]
+            self.exchange_attempts[rep] += tried
+            self.exchange_accepted[rep] += took
+            accepted += int(took.sum())
+        logger.debug("umbrella exchange before sweep %d: %d swaps accepted", sweep, accepted)
+        return accepted
 
     def acting(self, sim: Any) -> tuple[float, float]:
         from openmm import unit
@@ -357,7 +474,8 @@ class UmbrellaBias(RoundBias):
         npz = Path(str(prefix) + ".npz")
         save_npz(npz, checksum=True, current=np.array(self._current), windows=windows,
                  positions=np.array([self._states[w][0] for w in windows]) if len(windows) else empty,
-                 velocities=np.array([self._states[w][1] for w in windows]) if len(windows) else empty)
+                 velocities=np.array([self._states[w][1] for w in windows]) if len(windows) else empty,
+                 exchange_attempts=self.exchange_attempts, exchange_accepted=self.exchange_accepted)
         write_json(Path(str(prefix) + ".json"), {"format": _STATE_FORMAT, "slots": windows.tolist(),
                                                  "npz_sha256": hashlib.sha256(npz.read_bytes()).hexdigest()},
                    checksum=True)
@@ -377,6 +495,9 @@ class UmbrellaBias(RoundBias):
         data = load_npz(npz)
         self._current = int(data["current"])
         self._states = {int(w): (data["positions"][i], data["velocities"][i]) for i, w in enumerate(data["windows"])}
+        if "exchange_attempts" in data:  # states written before exchanges existed have none
+            self.exchange_attempts = np.asarray(data["exchange_attempts"], dtype=np.int64)
+            self.exchange_accepted = np.asarray(data["exchange_accepted"], dtype=np.int64)
 
 
 def umbrella_states(plan: dict[str, Any]) -> list[Any]:
@@ -421,6 +542,27 @@ def umbrella_used_frames(time_ps: np.ndarray, window: np.ndarray, keep: np.ndarr
         n_old = int(round((1.0 - drop_last) * len(idx)))
         out[idx[n_old:]] = False
     return out
+
+
+def umbrella_exchange_summary(run_dir: RunDir, r: int) -> dict[str, Any] | None:
+    """Exchange attempts and acceptance per neighbouring window pair of umbrella converge round r (summed over
+    the replica ladders), from its last bias state; None when the round did not exchange."""
+    from ..io import load_npz
+
+    plan = run_dir.read_plan(r)
+    n = run_dir.round_segments(r)
+    npz = Path(str(run_dir.bias_prefix(r, n - 1)) + ".npz")
+    if not plan.get("exchange", False) or n < 1 or not npz.is_file():
+        return None
+    data = load_npz(npz)
+    if "exchange_attempts" not in data:
+        return None
+    attempts = np.asarray(data["exchange_attempts"]).sum(0)
+    accepted = np.asarray(data["exchange_accepted"]).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(attempts > 0, accepted / np.maximum(attempts, 1), np.nan)
+    return {"attempts": attempts.tolist(), "accepted": accepted.tolist(),
+            "acceptance": [None if not np.isfinite(v) else round(float(v), 4) for v in rate]}
 
 
 def umbrella_replicas_of_frames(campaign: Campaign, frames: dict[str, np.ndarray]) -> np.ndarray | None:

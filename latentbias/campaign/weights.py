@@ -467,6 +467,11 @@ def write_weights(run_dir: RunDir, config: CampaignConfig, r: int, frames: dict[
                 "frames_per_window": np.bincount(frames["target"][excluded == 0].astype(int),
                                                  minlength=len(p["centers"])).tolist(),
                 "f_k": mbar_info["f_k"], "df_k": mbar_info["df_k"]}}
+            from .umbrellaconv import umbrella_exchange_summary
+
+            swaps = umbrella_exchange_summary(run_dir, r)
+            if swaps is not None:
+                umbrella["umbrella"]["exchange"] = swaps
             how = ("MBAR over the umbrella windows along the latent path (restraint energies of every frame under "
                    "every window, in the frozen encoder's latent space)")
         else:
