@@ -429,23 +429,19 @@ class UmbrellaBias(RoundBias):
         int
             Swaps accepted.
         """
-        from .weights import BiasState
-
         n_windows = len(self.centers)
         slots = sorted(self._states)
         xyz = np.stack([self._states[q][0] for q in slots]).astype(float)
         boxes = None if box is None else np.broadcast_to(np.asarray(box, float), (len(slots), 3, 3))
-        z = self.model.file.encode(xyz, boxes)
+        z_of = dict(zip(slots, self.model.file.encode(xyz, boxes)))
+        windows = umbrella_states(self.plan)  # the restraints MBAR weighs the frames with
         beta = 1.0 / kt_kjmol(self.cfg.md.temperature)
-        k = np.asarray(self.plan["force_constants"], float)
-        dims = list(self.plan["dims"])
         rng = np.random.default_rng(self.seeds.exchange(sweep))
         accepted = 0
         for rep in range(self.exchange_attempts.shape[0]):
             ladder = [rep * n_windows + i for i in range(n_windows)]
-            zl = z[[slots.index(q) for q in ladder]]
-            reduced = np.stack([beta * BiasState("restraint", int(self.plan["model_round"]), center=c, k=k,
-                                                 dims=dims).energy(zl) for c in self.centers])
+            zl = np.stack([z_of[q] for q in ladder])
+            reduced = np.stack([beta * w.energy(zl) for w in windows])
             perm, tried, took = neighbour_exchange(reduced, sweep % 2, rng)
             old = [self._states[q] for q in ladder]
             for i, q in enumerate(ladder):
